@@ -1,0 +1,1 @@
+"""Prefect deployments: serve entry and prefect.yaml."""

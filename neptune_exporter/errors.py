@@ -1,0 +1,97 @@
+"""Typed errors: terminal (user or data problems, never retried) and transient (retried), each with a remedy."""
+
+from __future__ import annotations
+
+
+class NeptuneExporterError(Exception):
+    """Base error: a one-line problem statement plus the fix a user should apply."""
+
+    transient = False
+
+    def __init__(self, message: str, remedy: str = "", *, run: str | None = None, attribute: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.remedy = remedy
+        self.run = run
+        self.attribute = attribute
+
+    def __str__(self) -> str:
+        return f"{self.message} — fix: {self.remedy}" if self.remedy else self.message
+
+    def to_record(self) -> dict:
+        """JSON-friendly record for error reports and manifests."""
+        return {
+            "error_type": type(self).__name__,
+            "transient": self.transient,
+            "message": self.message,
+            "remedy": self.remedy,
+            "run": self.run,
+            "attribute": self.attribute,
+        }
+
+
+class TerminalError(NeptuneExporterError):
+    """Retrying will not help: bad input, missing access, corrupt data."""
+
+
+class TransientError(NeptuneExporterError):
+    """May succeed when retried: network trouble, rate limits, server errors."""
+
+    transient = True
+
+
+# ---- terminal: user input
+class InvalidTokenError(TerminalError):
+    """The Neptune API token was rejected or is malformed."""
+
+
+class ProjectNotFoundError(TerminalError):
+    """A project does not exist or the token has no access to it."""
+
+
+class InvalidQueryError(TerminalError):
+    """A `--where`/`--query` expression could not be parsed or was refused by the server."""
+
+
+class InvalidRegexError(TerminalError):
+    """A regex option is not a valid regular expression."""
+
+
+class InvalidOptionError(TerminalError):
+    """A CLI option or flow parameter has an invalid value."""
+
+
+class OutputPathError(TerminalError):
+    """An output or input folder cannot be created, written or read."""
+
+
+class CorruptPartError(TerminalError):
+    """A Parquet part on disk cannot be read or does not match the schema."""
+
+
+class UnsupportedError(TerminalError):
+    """The source or target cannot do what was asked."""
+
+
+class TargetError(TerminalError):
+    """A load target refused data in a way retrying will not fix."""
+
+
+# ---- transient: the network and servers
+class SourceUnavailableError(TransientError):
+    """The Neptune server could not be reached or answered with a server error."""
+
+
+class RateLimitedError(TransientError):
+    """The server asked us to slow down."""
+
+
+class TargetUnavailableError(TransientError):
+    """The load target could not be reached or answered with a server error."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when retrying may help (used by the single retry policy)."""
+    if isinstance(error, NeptuneExporterError):
+        return error.transient
+    return isinstance(error, (ConnectionError, TimeoutError))

@@ -1,0 +1,1 @@
+"""Sources: one module per Neptune generation, same verbs (see base.py)."""

@@ -1,0 +1,1 @@
+"""Targets: one module per destination, same verbs (see base.py)."""

@@ -1,0 +1,206 @@
+"""Identifiers, attribute kinds, the Parquet schema and on-disk naming shared by every layer."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+
+ProjectId = str  # "workspace/project"
+RunId = str  # custom run id (3.x) or sys/id, the id a run is exported under
+AttributePath = str  # "metrics/loss"
+
+STEP_SCALE = 6
+STEP_TYPE = pa.decimal128(18, STEP_SCALE)
+TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
+HISTOGRAM_TYPE = pa.struct(
+    [
+        pa.field("type", pa.string()),
+        pa.field("edges", pa.list_(pa.float64())),
+        pa.field("values", pa.list_(pa.float64())),
+    ]
+)
+FILE_TYPE = pa.struct([pa.field("path", pa.string())])
+
+PARQUET_SCHEMA = pa.schema(
+    [
+        pa.field("project_id", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("attribute_path", pa.string()),
+        pa.field("attribute_type", pa.string()),
+        pa.field("step", STEP_TYPE),
+        pa.field("timestamp", TIMESTAMP_TYPE),
+        pa.field("int_value", pa.int64()),
+        pa.field("float_value", pa.float64()),
+        pa.field("string_value", pa.string()),
+        pa.field("bool_value", pa.bool_()),
+        pa.field("datetime_value", TIMESTAMP_TYPE),
+        pa.field("string_set_value", pa.list_(pa.string())),
+        pa.field("file_value", FILE_TYPE),
+        pa.field("histogram_value", HISTOGRAM_TYPE),
+    ]
+)
+
+
+class AttributeType(str, Enum):
+    """Values of the `attribute_type` column (the peer tool's vocabulary)."""
+
+    FLOAT = "float"
+    INT = "int"
+    STRING = "string"
+    BOOL = "bool"
+    DATETIME = "datetime"
+    STRING_SET = "string_set"
+    FLOAT_SERIES = "float_series"
+    STRING_SERIES = "string_series"
+    HISTOGRAM_SERIES = "histogram_series"
+    FILE = "file"
+    FILE_SERIES = "file_series"
+    FILE_SET = "file_set"  # Neptune 2.x only
+    ARTIFACT = "artifact"  # Neptune 2.x only
+
+
+class AttributeKind(str, Enum):
+    """Coarse groups users select with `--include/--exclude`."""
+
+    PARAMETERS = "parameters"
+    METRICS = "metrics"
+    SERIES = "series"
+    FILES = "files"
+
+
+KIND_OF_TYPE: dict[AttributeType, AttributeKind] = {
+    AttributeType.FLOAT: AttributeKind.PARAMETERS,
+    AttributeType.INT: AttributeKind.PARAMETERS,
+    AttributeType.STRING: AttributeKind.PARAMETERS,
+    AttributeType.BOOL: AttributeKind.PARAMETERS,
+    AttributeType.DATETIME: AttributeKind.PARAMETERS,
+    AttributeType.STRING_SET: AttributeKind.PARAMETERS,
+    AttributeType.FLOAT_SERIES: AttributeKind.METRICS,
+    AttributeType.STRING_SERIES: AttributeKind.SERIES,
+    AttributeType.HISTOGRAM_SERIES: AttributeKind.SERIES,
+    AttributeType.FILE: AttributeKind.FILES,
+    AttributeType.FILE_SERIES: AttributeKind.FILES,
+    AttributeType.FILE_SET: AttributeKind.FILES,
+    AttributeType.ARTIFACT: AttributeKind.FILES,
+}
+
+SERIES_TYPES = frozenset(
+    {
+        AttributeType.FLOAT_SERIES,
+        AttributeType.STRING_SERIES,
+        AttributeType.HISTOGRAM_SERIES,
+        AttributeType.FILE_SERIES,
+    }
+)
+
+
+def parse_kinds(names: Iterable[str]) -> frozenset[AttributeKind]:
+    """Turn CLI words like "parameters,metrics" into kinds; raises ValueError naming a bad word."""
+    kinds = set()
+    for chunk in names:
+        for word in chunk.split(","):
+            word = word.strip().lower()
+            if not word:
+                continue
+            try:
+                kinds.add(AttributeKind(word))
+            except ValueError:
+                allowed = ", ".join(k.value for k in AttributeKind)
+                raise ValueError(f"unknown attribute kind {word!r}; use one of: {allowed}") from None
+    return frozenset(kinds)
+
+
+def sanitize_name(identifier: str) -> str:
+    """On-disk name of a project or run: sanitized id + '-' + blake2b(id, 8 bytes) (peer-tool layout)."""
+    safe = "".join(c if (c.isalnum() or c in "_-") else "_" for c in identifier)
+    digest = hashlib.blake2b(identifier.encode("utf-8"), digest_size=8).hexdigest()
+    return f"{safe}-{digest}"
+
+
+def part_file_name(run_id: RunId, part_index: int) -> str:
+    """`<run-file>_part_<n>.parquet` for a run's n-th part."""
+    return f"{sanitize_name(run_id)}_part_{part_index}.parquet"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run found by discovery: enough to plan and export it."""
+
+    project_id: ProjectId
+    run_id: RunId  # custom run id when set (3.x), else sys/id
+    sys_id: str  # "PROJ-123"
+    experiment_name: str | None = None  # 3.x `sys/name` of experiments; None for 2.x
+    name: str | None = None  # 2.x `sys/name` (a run's display name)
+    custom_run_id: str | None = None
+    creation_time: datetime | None = None
+    modification_time: datetime | None = None
+    archived: bool = False
+    source_kind: str = "neptune3"  # "neptune3" | "neptune2"
+
+    def key(self) -> str:
+        """Stable key for caching and logs."""
+        return f"{self.project_id}/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file a run points to in the source: where to fetch it and what is known of it."""
+
+    source_path: str
+    size: int | None = None
+    mime_type: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def steps_to_decimal_array(steps: np.ndarray | Iterable[float]) -> pa.Array:
+    """Float steps → decimal128(18,6), rounded to 6 decimals, built from unscaled int64 without Python Decimals."""
+    arr = np.asarray(steps, dtype=np.float64)
+    if arr.size and not np.all(np.isfinite(arr)):
+        raise ValueError("steps must be finite numbers")
+    unscaled = np.rint(arr * 10**STEP_SCALE).astype(np.int64)
+    return unscaled_to_decimal_array(unscaled)
+
+
+def unscaled_to_decimal_array(unscaled: np.ndarray) -> pa.Array:
+    """int64 values in millionths → decimal128(18,6) (two's complement, little endian, 16 bytes each)."""
+    low = np.ascontiguousarray(unscaled, dtype=np.int64)
+    words = np.empty((low.size, 2), dtype=np.int64)
+    words[:, 0] = low
+    words[:, 1] = np.where(low < 0, -1, 0)
+    buffer = pa.py_buffer(words.tobytes())
+    return pa.Array.from_buffers(STEP_TYPE, low.size, [None, buffer])
+
+
+def decimal_array_to_unscaled(steps: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """decimal128(18,6) → int64 millionths (nulls become 0; check validity separately)."""
+    if isinstance(steps, pa.ChunkedArray):
+        if steps.num_chunks == 0:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([decimal_array_to_unscaled(c) for c in steps.chunks])
+    if steps.type != STEP_TYPE:
+        steps = steps.cast(STEP_TYPE)
+    buffer = steps.buffers()[1]
+    words = np.frombuffer(buffer, dtype=np.int64, count=2 * (steps.offset + len(steps)))
+    low = words[0::2][steps.offset : steps.offset + len(steps)].copy()
+    if steps.null_count:
+        low[np.asarray(steps.is_null())] = 0
+    return low
+
+
+def decimal_array_to_float(steps: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """decimal128(18,6) → float64 steps (NaN where null)."""
+    unscaled = decimal_array_to_unscaled(steps).astype(np.float64) / 10**STEP_SCALE
+    chunks = steps.chunks if isinstance(steps, pa.ChunkedArray) else [steps]
+    if any(c.null_count for c in chunks):
+        mask = np.concatenate([np.asarray(c.is_null()) for c in chunks]) if chunks else np.zeros(0, bool)
+        unscaled[mask] = np.nan
+    return unscaled

@@ -1,0 +1,70 @@
+"""The one settings module: typed defaults, each overridable by an environment variable (see README)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ENV_PREFIX = "NEPTUNE_EXPORTER_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The single retry policy: transient errors only, exponential backoff with a cap, Retry-After honoured."""
+
+    attempts: int = 5
+    backoff_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+
+    def delays(self) -> list[float]:
+        """Waits before each retry (attempts - 1 of them)."""
+        return [min(self.backoff_max_seconds, self.backoff_seconds * 2**i) for i in range(self.attempts - 1)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the tool. `Settings.from_env()` reads NEPTUNE_EXPORTER_* overrides."""
+
+    data_path: Path = Path("./exports/data")
+    files_path: Path = Path("./exports/files")
+    workers: int = 4
+    series_batch_rows: int = 100_000  # points fetched per series request chunk / written per batch
+    part_target_bytes: int = 50 * 1024 * 1024  # parts roll near this size
+    attributes_per_request: int = 500  # attribute names per fetch call
+    runs_per_task_batch: int = 500  # runs submitted per batch so one flow run stays < ~2,000 task runs
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Defaults overridden by NEPTUNE_EXPORTER_<FIELD> environment variables."""
+        values = {}
+        for f in fields(cls):
+            if f.name == "retry":
+                continue
+            raw = _env(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = Path(raw) if f.name.endswith("_path") else int(raw)
+        retry = RetryPolicy(
+            attempts=int(_env(ENV_PREFIX + "RETRY_ATTEMPTS", str(RetryPolicy.attempts))),
+            backoff_seconds=float(_env(ENV_PREFIX + "RETRY_BACKOFF_SECONDS", str(RetryPolicy.backoff_seconds))),
+            backoff_max_seconds=float(_env(ENV_PREFIX + "RETRY_BACKOFF_MAX_SECONDS", str(RetryPolicy.backoff_max_seconds))),
+        )
+        return cls(retry=retry, **values)
+
+
+def neptune_api_token(explicit: str | None = None) -> str | None:
+    """Token from the option or NEPTUNE_API_TOKEN; never logged or written to disk."""
+    return explicit or _env("NEPTUNE_API_TOKEN")
+
+
+def default_projects() -> list[str]:
+    """Projects from NEPTUNE_PROJECT when none are given."""
+    value = _env("NEPTUNE_PROJECT")
+    return [value] if value else []

@@ -1,0 +1,1 @@
+"""On-disk contract: Parquet parts, per-run manifests, project summaries."""

@@ -1,0 +1,1 @@
+"""Compare source, export and target: counts, values, checksums → reports."""
