@@ -1,0 +1,39 @@
+# neptune-exporter: developer entry points. Every target creates the virtualenv when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/neptune-exporter
+PYTEST_ARGS ?= -n 2 --dist loadfile
+SERVE_HOME ?= .prefect-serve
+SERVE_PORT ?= 4200
+
+.PHONY: dev test unit demo serve bench clean
+
+# The editable install creates the console script: its presence marks a ready environment.
+$(CLI): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(CLI)
+
+dev: $(CLI)
+
+# The whole suite exactly as CI runs it; pytest exits 5 when no test ran, which fails the target.
+test: $(CLI)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(CLI)
+	$(PY) -m pytest tests/unit -q
+
+demo: $(CLI)
+	$(CLI) demo
+
+serve: $(CLI)
+	$(CLI) serve --home $(SERVE_HOME) --port $(SERVE_PORT)
+
+bench: $(CLI)
+	$(PY) -m bench
+
+clean:
+	rm -rf exports .demo $(SERVE_HOME) .pytest_cache build dist *.egg-info
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
