@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from neptune_exporter.errors import InvalidOptionError
-from neptune_exporter.model import STEP_SCALE
+from neptune_exporter.errors import InvalidOptionError, OutputPathError
+from neptune_exporter.model import SERIES_TYPES, STEP_SCALE, decimal_array_to_unscaled
 
 # ----------------------------------------------------------------------------- capabilities
 
@@ -28,6 +32,7 @@ class TargetCapabilities:
     metrics_per_batch: int | None
     params_per_batch: int | None
     tags_per_batch: int | None
+    infinity_stored_as: float | None = None  # a target that cannot store ±inf keeps ±this value instead
 
 
 MLFLOW = TargetCapabilities(
@@ -40,6 +45,7 @@ MLFLOW = TargetCapabilities(
     metrics_per_batch=1000,
     params_per_batch=100,
     tags_per_batch=100,
+    infinity_stored_as=1.7976931348623157e308,  # SQL stores: ±inf becomes ±max float64
 )
 
 WANDB = TargetCapabilities(
@@ -148,3 +154,118 @@ class Loader(Protocol):
 
     def validate_run(self, data_root, files_root, project_id: str, run_id: str) -> list[dict]:
         """Differences between the export and the target run ([] when identical)."""
+
+
+# ----------------------------------------------------------------------------- exported runs (shared by loaders)
+
+
+def run_key(project_id: str, run_id: str) -> str:
+    """Quote-free lookup key of a run in a target (a tag value safe in any filter language)."""
+    return hashlib.blake2b(f"{project_id}\x00{run_id}".encode("utf-8"), digest_size=16).hexdigest()
+
+
+def format_step(unscaled: int) -> str:
+    """Exact decimal text of a step held as int64 millionths: 3 → "0.000003", 1_500_000 → "1.5"."""
+    sign = "-" if unscaled < 0 else ""
+    whole, fraction = divmod(abs(int(unscaled)), 10**STEP_SCALE)
+    text = str(fraction).rjust(STEP_SCALE, "0").rstrip("0")
+    return f"{sign}{whole}.{text}" if text else f"{sign}{whole}"
+
+
+def _field(record, name: str):
+    """Field of a manifest section that may be a dataclass or a plain dict."""
+    if record is None:
+        return None
+    return record.get(name) if isinstance(record, dict) else getattr(record, name, None)
+
+
+def _epoch_ms(value) -> int | None:
+    """Epoch milliseconds of a datetime or ISO text (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class ExportedRun:
+    """One run on disk as loaders see it: identity, provenance, times, fork parent and its row batches."""
+
+    project_id: str
+    run_id: str
+    checksum: str
+    complete: bool
+    experiment_name: str | None
+    start_ms: int | None
+    end_ms: int | None
+    fork_parent: str | None
+    fork_step: float | None
+    data_root: Path
+    files_root: Path
+
+    @classmethod
+    def from_stored(cls, stored, data_root: Path, files_root: Path) -> "ExportedRun":
+        """View of a `storage.parquet.StoredRun` (manifest written by us, or derived from peer parts)."""
+        manifest = stored.manifest
+        source = _field(manifest, "source")
+        return cls(
+            project_id=stored.project_id,
+            run_id=stored.run_id,
+            checksum=str(_field(manifest, "checksum") or ""),
+            complete=_field(manifest, "status") in (None, "complete"),
+            experiment_name=_field(source, "experiment_name"),
+            start_ms=_epoch_ms(_field(source, "creation_time")),
+            end_ms=_epoch_ms(_field(source, "modification_time")),
+            fork_parent=_field(source, "fork_parent"),
+            fork_step=_field(source, "fork_step"),
+            data_root=Path(data_root),
+            files_root=Path(files_root),
+        )
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The run's rows, part by part (bounded memory)."""
+        from neptune_exporter.storage.parquet import read_run_batches
+
+        return read_run_batches(self.data_root, self.project_id, self.run_id, columns=columns)
+
+    def series_steps(self) -> Iterator[np.ndarray]:
+        """Unscaled (int64 millionths) steps of every series row, chunk by chunk."""
+        for batch in self.batches(columns=["attribute_type", "step"]):
+            is_series = pc.is_in(batch.column("attribute_type"), value_set=pa.array(sorted(SERIES_TYPE_NAMES)))
+            steps = batch.column("step").filter(pc.and_(is_series, pc.is_valid(batch.column("step"))))
+            yield decimal_array_to_unscaled(steps)
+
+    def step_multiplier(self, requested: int | None) -> int:
+        """The user's multiplier (checked exact on every step) or the smallest exact power of ten."""
+        if requested is None:
+            return step_multiplier_for(self.series_steps())
+        if requested < 1:
+            raise InvalidOptionError(f"--step-multiplier {requested} must be a positive integer", "pass 1, 10, 1000, ...")
+        for chunk in self.series_steps():
+            integer_steps(chunk, requested)
+        return requested
+
+
+SERIES_TYPE_NAMES = frozenset(t.value for t in SERIES_TYPES)
+
+
+def open_exported_run(data_root: Path, files_root: Path, project_id: str, run_id: str) -> ExportedRun:
+    """The exported run with exactly this project and run id (manifest, or derived from peer parts); OutputPathError when absent."""
+    from neptune_exporter.storage.manifest import manifest_path, read_manifest
+    from neptune_exporter.storage.parquet import StoredRun, derive_manifest, project_dir, run_part_paths
+
+    data_root = Path(data_root)
+    manifest = read_manifest(manifest_path(data_root, project_id, run_id))
+    parts = [data_root / part.path for part in manifest.parts] if manifest else run_part_paths(data_root, project_id, run_id)
+    if manifest is None and parts:
+        manifest = derive_manifest(parts, data_root)
+    if manifest is None:
+        raise OutputPathError(
+            f"run {run_id!r} of project {project_id!r} is not in the export under {data_root}",
+            "check --data-path and the project/run ids, or export the run first",
+        )
+    stored = StoredRun(project_id, run_id, project_dir(data_root, project_id), parts, manifest)
+    return ExportedRun.from_stored(stored, data_root, files_root)
