@@ -1,0 +1,574 @@
+"""Weights & Biases target: exported runs become W&B runs (online, or offline under --wandb-dir for `wandb sync`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neptune_exporter.errors import CorruptPartError, InvalidOptionError, NeptuneExporterError, OutputPathError, TargetError
+from neptune_exporter.loaders.base import (
+    WANDB,
+    ExportedRun,
+    KeyMap,
+    LoadResult,
+    format_step,
+    integer_steps,
+    map_key,
+    open_exported_run,
+    run_key,
+)
+from neptune_exporter.loaders.step_merge import StepSpill
+from neptune_exporter.model import TIMESTAMP_TYPE, AttributeType, decimal_array_to_unscaled
+
+LOAD_STATE = "neptune.load_state"
+CHECKSUM = "neptune.export_checksum"
+DEFAULT_PROJECT_TEMPLATE = "{project}"
+MAX_TAG_LENGTH = 64
+TABLE_CHUNK_ROWS = 100_000
+STRING_TABLE_COLUMNS = ["step", "value", "timestamp"]
+HISTORY_TYPES = (AttributeType.FLOAT_SERIES, AttributeType.HISTOGRAM_SERIES, AttributeType.STRING_SERIES)
+SINGLE_FILE_TYPES = (AttributeType.FILE, AttributeType.FILE_SET, AttributeType.ARTIFACT)
+SPILL_SCHEMA = pa.schema(
+    [
+        pa.field("step", pa.int64()),
+        pa.field("key", pa.int32()),
+        pa.field("timestamp", pa.int64()),
+        pa.field("float_value", pa.float64()),
+        pa.field("string_value", pa.string()),
+        pa.field("histogram_value", pa.struct([pa.field("edges", pa.list_(pa.float64())), pa.field("values", pa.list_(pa.float64()))])),
+    ]
+)
+# quiet, local-only W&B: no console capture, no system stats, no code/git/metadata collection
+QUIET_ENV = {
+    "WANDB_SILENT": "true",
+    "WANDB_CONSOLE": "off",
+    "WANDB_DISABLE_CODE": "true",
+    "WANDB_DISABLE_GIT": "true",
+    "WANDB__DISABLE_STATS": "true",
+    "WANDB_X_DISABLE_STATS": "true",
+    "WANDB_X_DISABLE_META": "true",
+    "WANDB_X_DISABLE_MACHINE_INFO": "true",
+    "WANDB_ERROR_REPORTING": "false",
+}
+
+# ----------------------------------------------------------------------------- names
+
+
+def _clean(text: str, allowed: str) -> str:
+    return re.sub(f"[^{allowed}]", "-", text)
+
+
+def wandb_run_id(project_id: str, run_id: str) -> str:
+    """Deterministic W&B run id: readable lowercase prefix + hash of (project, run), only [a-z0-9_-]."""
+    prefix = _clean(run_id.lower(), "a-z0-9_-").strip("-")[:40]
+    digest = run_key(project_id, run_id)[:12]
+    return f"{prefix}-{digest}" if prefix else digest
+
+
+def wandb_project_name(project_id: str, template: str | None) -> str:
+    """W&B project from the Neptune project via a template ({project}, {workspace}, {project_id})."""
+    workspace, _, project = project_id.rpartition("/")
+    try:
+        name = (template or DEFAULT_PROJECT_TEMPLATE).format(project=project, workspace=workspace, project_id=project_id)
+    except (KeyError, IndexError, ValueError) as error:
+        raise InvalidOptionError(
+            f"--project-template {template!r} is not valid ({error})", "use the fields {project}, {workspace}, {project_id}"
+        ) from None
+    return _clean(name, r"A-Za-z0-9_.\-")[:128] or "neptune"
+
+
+def artifact_name(target_run_id: str, key: str) -> str:
+    """Run-scoped artifact name of one attribute, unique per run and attribute."""
+    readable = _clean(key, r"A-Za-z0-9_.\-")[:60]
+    digest = run_key(target_run_id, key)[:10]
+    return f"{target_run_id}-{readable}-{digest}"
+
+
+class WandbKeyMap(KeyMap):
+    """KeyMap that also moves keys off W&B's reserved leading underscore (`_step`, `_timestamp`, ...)."""
+
+    def __call__(self, key: str) -> str:
+        if not key.startswith("_"):
+            return super().__call__(key)
+        mapped = map_key("u" + key + "\x00", self.capabilities)  # forced rename: carries a hash of the original
+        self._taken[mapped] = key
+        self.renamed[key] = mapped
+        return mapped
+
+
+# ----------------------------------------------------------------------------- target settings
+
+
+@dataclass(frozen=True)
+class WandbTarget:
+    """Where runs go: online (API key set) or offline under `wandb_dir`."""
+
+    wandb_dir: Path
+    entity: str | None = None
+    project_template: str | None = None
+    api_key: str | None = None
+    base_url: str | None = None
+
+    @property
+    def online(self) -> bool:
+        return bool(self.api_key)
+
+    @classmethod
+    def from_env(cls, wandb_dir: Path | str | None, entity: str | None, project_template: str | None) -> "WandbTarget":
+        """Online when WANDB_API_KEY is set (WANDB_BASE_URL for W&B Server), offline otherwise."""
+        return cls(
+            wandb_dir=Path(wandb_dir or "./wandb-runs").absolute(),
+            entity=entity or os.environ.get("WANDB_ENTITY") or None,
+            project_template=project_template,
+            api_key=os.environ.get("WANDB_API_KEY") or None,
+            base_url=os.environ.get("WANDB_BASE_URL") or None,
+        )
+
+    def data_dir(self) -> Path:
+        """Artifact staging inside the wandb dir so it survives until `wandb sync`."""
+        return self.wandb_dir / "wandb-data"
+
+    def apply_env(self) -> None:
+        """Process-wide W&B settings (staging, cache and config dirs inside the wandb dir, quiet mode)."""
+        for name, value in QUIET_ENV.items():
+            os.environ.setdefault(name, value)
+        os.environ["WANDB_DIR"] = str(self.wandb_dir)
+        os.environ["WANDB_DATA_DIR"] = str(self.data_dir())
+        os.environ["WANDB_CACHE_DIR"] = str(self.wandb_dir / "wandb-cache")
+        os.environ.setdefault("WANDB_CONFIG_DIR", str(self.wandb_dir / "wandb-config"))
+        os.environ["WANDB_MODE"] = "online" if self.online else "offline"
+
+    def sync_command(self) -> str:
+        """The exact command that uploads the offline runs later."""
+        return f"WANDB_DATA_DIR={self.data_dir()} wandb sync --include-offline --sync-all {self.wandb_dir / 'wandb'}"
+
+
+# ----------------------------------------------------------------------------- reading an export
+
+
+@dataclass
+class RunContent:
+    """A run read from its export, ready to log: config, tags, file artifacts, series spilled by step."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # spill key index → W&B key
+    key_types: list[AttributeType] = field(default_factory=list)
+    originals: list[str] = field(default_factory=list)
+    files: dict[str, list[tuple[Path, str]]] = field(default_factory=dict)  # attribute → [(local file/dir, name in artifact)]
+    file_types: dict[str, AttributeType] = field(default_factory=dict)
+    file_count: int = 0
+
+
+def _native(attribute_type: AttributeType, row: dict) -> Any:
+    column = {
+        AttributeType.FLOAT: "float_value",
+        AttributeType.INT: "int_value",
+        AttributeType.STRING: "string_value",
+        AttributeType.BOOL: "bool_value",
+        AttributeType.DATETIME: "datetime_value",
+        AttributeType.STRING_SET: "string_set_value",
+    }[attribute_type]
+    value = row[column]
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    if attribute_type is AttributeType.STRING_SET:
+        return sorted(value or [])
+    return value
+
+
+def config_value(attribute_type: AttributeType | str, row: dict) -> Any:
+    """The W&B config value of a single-value attribute row (native types; datetimes as ISO text)."""
+    return _native(AttributeType(attribute_type), row)
+
+
+class _ExportReader:
+    """One pass over a run's parts: parameters → config, files → artifact lists, series → step spill."""
+
+    def __init__(self, exported: ExportedRun, keymap: KeyMap, spill: StepSpill):
+        self.exported, self.keymap, self.spill = exported, keymap, spill
+        self.content = RunContent()
+        self._key_index: dict[str, int] = {}
+
+    def read(self) -> RunContent:
+        try:
+            for batch in self.exported.batches():
+                self._batch(pa.Table.from_batches([batch]))
+        except NeptuneExporterError:
+            raise
+        except (pa.ArrowException, OSError) as error:
+            raise CorruptPartError(
+                f"cannot read the export of run {self.exported.run_id!r}: {error}",
+                "export the run again (its parts are damaged or incomplete)",
+                run=self.exported.run_id,
+            ) from None
+        return self.content
+
+    def _batch(self, table: pa.Table) -> None:
+        types = table.column("attribute_type")
+        series = pc.is_in(types, value_set=pa.array([t.value for t in HISTORY_TYPES]))
+        self._series(table.filter(series))
+        self._single_values(table.filter(pc.invert(series)))
+
+    def _index(self, path: str, attribute_type: AttributeType) -> int:
+        index = self._key_index.get(path)
+        if index is None:
+            index = self._key_index[path] = len(self.content.keys)
+            self.content.keys.append(self.keymap(path))
+            self.content.key_types.append(attribute_type)
+            self.content.originals.append(path)
+        return index
+
+    def _series(self, table: pa.Table) -> None:
+        if not len(table):
+            return
+        table = table.filter(pc.is_valid(table.column("step")))
+        paths = table.column("attribute_path").to_pylist()
+        types = table.column("attribute_type").to_pylist()
+        keys = np.fromiter((self._index(p, AttributeType(t)) for p, t in zip(paths, types)), dtype=np.int32, count=len(paths))
+        histograms = table.column("histogram_value").cast(SPILL_SCHEMA.field("histogram_value").type)
+        self.spill.add(
+            pa.table(
+                {
+                    "step": decimal_array_to_unscaled(table.column("step")),
+                    "key": keys,
+                    "timestamp": table.column("timestamp").cast(pa.int64()),
+                    "float_value": table.column("float_value"),
+                    "string_value": table.column("string_value"),
+                    "histogram_value": histograms,
+                },
+                schema=SPILL_SCHEMA,
+            )
+        )
+
+    def _single_values(self, table: pa.Table) -> None:
+        unscaled_steps = decimal_array_to_unscaled(table.column("step"))
+        for row, unscaled in zip(table.drop_columns(["step", "histogram_value"]).to_pylist(), unscaled_steps.tolist()):
+            attribute_type, path = AttributeType(row["attribute_type"]), row["attribute_path"]
+            if attribute_type in SINGLE_FILE_TYPES or attribute_type is AttributeType.FILE_SERIES:
+                self._file(path, attribute_type, row, unscaled)
+                continue
+            value = _native(attribute_type, row)
+            self.content.config[self.keymap(path)] = value
+            if path == "sys/tags":
+                self.content.tags = [tag[:MAX_TAG_LENGTH] for tag in value]
+
+    def _file(self, path: str, attribute_type: AttributeType, row: dict, unscaled_step: int) -> None:
+        relative = (row["file_value"] or {}).get("path")
+        if not relative:
+            return
+        local = self.exported.files_root / relative
+        if not local.exists():
+            raise CorruptPartError(
+                f"file {local} of attribute {path!r} is missing from the export",
+                "export the run again with --files-path pointing at the same folder",
+                run=self.exported.run_id,
+                attribute=path,
+            )
+        name = local.name
+        if attribute_type is AttributeType.FILE_SERIES:
+            name = f"step_{format_step(unscaled_step)}/{local.name}"
+        self.content.files.setdefault(path, []).append((local, name))
+        self.content.file_types[path] = attribute_type
+        self.content.file_count += 1
+
+
+# ----------------------------------------------------------------------------- logging rows
+
+
+class _StringSeriesSink:
+    """One string series: a text file (one value per line) and (step, value, timestamp) tables, streamed."""
+
+    def __init__(self, staging: Path, key: str):
+        self.directory = staging / f"string-series-{run_key(key, 'strings')[:12]}"
+        self.directory.mkdir(parents=True)
+        self.text = (self.directory / "values.txt").open("w", encoding="utf-8")
+        self.rows: list[list] = []
+        self.tables: list[Path] = []
+        self.count = 0
+
+    def add(self, step: str, value: str | None, timestamp_ms: int | None) -> None:
+        self.text.write(f"{value if value is not None else ''}\n")
+        moment = None if timestamp_ms is None else datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc).isoformat()
+        self.rows.append([step, value, moment])
+        self.count += 1
+        if len(self.rows) >= TABLE_CHUNK_ROWS:
+            self._flush_table()
+
+    def _flush_table(self) -> None:
+        path = self.directory / f"values-{len(self.tables):04d}.table.json"
+        path.write_text(_table_json(self.rows), encoding="utf-8")
+        self.tables.append(path)
+        self.rows = []
+
+    def close(self) -> list[Path]:
+        if self.rows or not self.tables:
+            self._flush_table()
+        self.text.close()
+        return [self.directory / "values.txt", *self.tables]
+
+
+def _table_json(rows: list[list]) -> str:
+    """A W&B table file (`*.table.json`) with columns step, value, timestamp."""
+    import json
+
+    return json.dumps({"_type": "table", "columns": STRING_TABLE_COLUMNS, "data": rows, "ncols": 3, "nrows": len(rows)})
+
+
+def _row_timestamps(table: pa.Table) -> np.ndarray:
+    column = table.column("timestamp")
+    return pc.fill_null(column, -1).to_numpy() if column.null_count else column.to_numpy()
+
+
+class _HistoryWriter:
+    """Turns step-ordered spill tables into W&B rows: one `run.log` per step, `_timestamp` = earliest point time."""
+
+    def __init__(self, run, content: RunContent, multiplier: int, staging: Path):
+        self.run, self.content, self.multiplier, self.staging = run, content, multiplier, staging
+        self.strings: dict[int, _StringSeriesSink] = {}
+        self.points = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table, from_step: int | None) -> None:
+        unscaled = table.column("step").to_numpy()
+        steps = integer_steps(unscaled, self.multiplier)
+        keys = table.column("key").to_numpy()
+        timestamps = _row_timestamps(table)
+        floats = table.column("float_value").to_numpy(zero_copy_only=False)
+        types = self.content.key_types
+        need_strings = any(types[k] is AttributeType.STRING_SERIES for k in np.unique(keys))
+        strings = table.column("string_value").to_pylist() if need_strings else None
+        histograms = table.column("histogram_value")
+        starts = np.flatnonzero(np.diff(steps)) + 1
+        for start, end in zip(np.r_[0, starts], np.r_[starts, len(steps)]):
+            step = int(steps[start])
+            if from_step is not None and step < from_step:
+                continue
+            row: dict[str, Any] = {}
+            for i in range(start, end):
+                key_type = types[keys[i]]
+                if key_type is AttributeType.FLOAT_SERIES:
+                    row[self.content.keys[keys[i]]] = float(floats[i])
+                elif key_type is AttributeType.HISTOGRAM_SERIES:
+                    row[self.content.keys[keys[i]]] = _histogram(histograms[i].as_py())
+                else:
+                    ts = int(timestamps[i]) if timestamps[i] >= 0 else None
+                    self._string_sink(keys[i]).add(format_step(int(unscaled[i])), strings[i], ts)
+            if row:
+                valid = timestamps[start:end][timestamps[start:end] >= 0]
+                if valid.size:
+                    row["_timestamp"] = float(valid.min()) / 1000
+                self.run.log(row, step=step)
+                self.rows += 1
+                self.points += len(row) - ("_timestamp" in row)
+
+    def _string_sink(self, key_index: int) -> _StringSeriesSink:
+        sink = self.strings.get(key_index)
+        if sink is None:
+            sink = self.strings[key_index] = _StringSeriesSink(self.staging, self.content.originals[key_index])
+        return sink
+
+
+def _histogram(value: dict | None):
+    import wandb
+
+    value = value or {}
+    edges, counts = value.get("edges") or [], value.get("values") or []
+    return wandb.Histogram(np_histogram=(list(counts), list(edges)))
+
+
+# ----------------------------------------------------------------------------- the loader
+
+
+@dataclass
+class _PriorState:
+    """What the target already holds for a run."""
+
+    state: str  # "absent" | "partial" | "complete"
+    folders: list[Path] = field(default_factory=list)  # offline run folders found
+    next_step: int | None = None  # online resume: first step not yet logged
+
+
+class WandbLoader:
+    """Loads exported runs into W&B with the shared loader verbs."""
+
+    capabilities = WANDB
+
+    def __init__(self, target: WandbTarget, step_multiplier: int | None = None, spill_chunk_rows: int = 1_000_000):
+        self.target = target
+        self.step_multiplier = step_multiplier
+        self.spill_chunk_rows = spill_chunk_rows
+
+    @classmethod
+    def from_options(cls, options, settings=None) -> "WandbLoader":
+        """Build from `load.LoadOptions` (wandb_dir, wandb_entity, wandb_project_template, step_multiplier)."""
+        target = WandbTarget.from_env(options.wandb_dir, options.wandb_entity, options.wandb_project_template)
+        return cls(target, step_multiplier=getattr(options, "step_multiplier", None))
+
+    # -- verbs
+
+    def check_target(self) -> None:
+        """Online needs an entity; the wandb dir must be writable (offline runs and artifact staging live there)."""
+        if self.target.online and not self.target.entity:
+            raise InvalidOptionError(
+                "loading to W&B online needs an entity (WANDB_API_KEY is set)",
+                "pass --entity YOUR_TEAM (or set WANDB_ENTITY), or unset WANDB_API_KEY to write offline runs",
+            )
+        self.target.project_template and wandb_project_name("ws/p", self.target.project_template)
+        _check_writable(self.target.wandb_dir)
+        self.target.apply_env()
+
+    def load_run(self, data_root, files_root, project_id: str, run_id: str) -> LoadResult:
+        """Load one run: skip when complete with the same export checksum, otherwise (re)load it."""
+        target_run_id = wandb_run_id(project_id, run_id)
+        result = LoadResult(project_id, run_id, "loaded", target_run_id=target_run_id)
+        try:
+            exported = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
+            if not exported.complete:
+                raise CorruptPartError(f"the export of run {run_id!r} failed", "export the run again", run=run_id)
+            prior = self._prior_state(exported, target_run_id)
+            self._discard(prior)
+            if prior.state == "complete":
+                result.status = "skipped"
+                return result
+            result.points, result.files = self._load(exported, target_run_id, prior)
+        except NeptuneExporterError as error:
+            result.status, result.error = "failed", error.to_record()
+        return result
+
+    def validate_run(self, data_root, files_root, project_id: str, run_id: str) -> list[dict]:
+        """Differences between the export and the W&B run ([] when identical)."""
+        from neptune_exporter.validation.wandb_compare import validate_wandb_run
+
+        exported = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
+        return [d.to_json() for d in validate_wandb_run(self, exported)]
+
+    # -- state
+
+    def project_name(self, project_id: str) -> str:
+        return wandb_project_name(project_id, self.target.project_template)
+
+    def _prior_state(self, exported: ExportedRun, target_run_id: str) -> _PriorState:
+        if self.target.online:
+            from neptune_exporter.loaders.wandb_online import online_prior_state
+
+            return online_prior_state(self, exported, target_run_id)
+        return offline_prior_state(self.target.wandb_dir, target_run_id, exported.checksum)
+
+    def _discard(self, prior: _PriorState) -> None:
+        for folder in prior.folders:
+            shutil.rmtree(folder, ignore_errors=False)
+
+    # -- loading
+
+    def _load(self, exported: ExportedRun, target_run_id: str, prior: _PriorState) -> tuple[int, int]:
+        staging_root = self.target.wandb_dir / "wandb-data" / "neptune-staging"
+        staging_root.mkdir(parents=True, exist_ok=True)
+        multiplier = exported.step_multiplier(self.step_multiplier)
+        keymap = WandbKeyMap(WANDB)
+        with tempfile.TemporaryDirectory(dir=staging_root) as staging, StepSpill(SPILL_SCHEMA, staging, chunk_rows=self.spill_chunk_rows) as spill:
+            content = _ExportReader(exported, keymap, spill).read()
+            run = self._init_run(exported, target_run_id, content, keymap, multiplier, prior)
+            try:
+                history = _HistoryWriter(run, content, multiplier, Path(staging))
+                for table in spill.merged():
+                    history.write(table, prior.next_step)
+                self._log_artifacts(run, target_run_id, content, history)
+                run.summary[LOAD_STATE] = "complete"
+                run.summary[CHECKSUM] = exported.checksum
+                run.config.update({LOAD_STATE: "complete"}, allow_val_change=True)
+            except BaseException:
+                run.finish(exit_code=1)
+                raise
+            run.finish()
+        return history.points, content.file_count
+
+    def _init_run(self, exported: ExportedRun, target_run_id: str, content: RunContent, keymap: KeyMap, multiplier: int, prior: _PriorState):
+        import wandb
+
+        config = dict(content.config)
+        config.update(self._provenance(exported, multiplier))
+        config["neptune.key_map"] = dict(keymap.renamed)
+        settings = wandb.Settings(
+            mode="online" if self.target.online else "offline",
+            root_dir=str(self.target.wandb_dir),
+            console="off", save_code=False, disable_git=True, silent=True,
+            x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True,
+            **({"base_url": self.target.base_url} if self.target.base_url else {}),
+            **({"api_key": self.target.api_key} if self.target.api_key else {}),
+        )
+        try:
+            return wandb.init(
+                entity=self.target.entity, project=self.project_name(exported.project_id), id=target_run_id,
+                name=exported.run_id, group=exported.experiment_name or None, tags=content.tags,
+                config=config, allow_val_change=True, reinit="create_new", settings=settings,
+                resume="allow" if self.target.online and prior.state == "partial" else None,
+            )
+        except (wandb.errors.CommError, wandb.errors.UsageError) as error:
+            raise TargetError(f"W&B refused run {target_run_id}: {error}", "check --entity, WANDB_API_KEY and WANDB_BASE_URL") from None
+
+    def _provenance(self, exported: ExportedRun, multiplier: int) -> dict[str, Any]:
+        return {
+            "neptune.project": exported.project_id,
+            "neptune.run_id": exported.run_id,
+            "neptune.experiment": exported.experiment_name,
+            "neptune.fork_parent": exported.fork_parent,
+            "neptune.fork_step": exported.fork_step,
+            "neptune.step_multiplier": multiplier,
+            CHECKSUM: exported.checksum,
+            LOAD_STATE: "partial",
+        }
+
+    def _log_artifacts(self, run, target_run_id: str, content: RunContent, history: _HistoryWriter) -> None:
+        import wandb
+
+        for path, entries in content.files.items():
+            artifact = wandb.Artifact(artifact_name(target_run_id, path), type=f"neptune-{content.file_types[path].value.replace('_', '-')}",
+                                      metadata={"neptune_attribute": path, "neptune_type": content.file_types[path].value})
+            for local, name in entries:
+                (artifact.add_dir if local.is_dir() else artifact.add_file)(str(local), name=name)
+            run.log_artifact(artifact)
+        for key_index, sink in history.strings.items():
+            original = content.originals[key_index]
+            artifact = wandb.Artifact(artifact_name(target_run_id, original), type="neptune-string-series",
+                                      metadata={"neptune_attribute": original, "neptune_type": "string_series", "count": sink.count})
+            for file in sink.close():
+                artifact.add_file(str(file), name=file.name)
+            run.log_artifact(artifact)
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise OutputPathError(
+            f"the W&B folder {directory} is not writable ({error.strerror or error})",
+            "pass --wandb-dir pointing at a folder you can write to",
+        ) from None
+
+
+def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _PriorState:
+    """Offline runs of this id already under the wandb dir: complete (same checksum) or to be redone."""
+    from neptune_exporter.validation.wandb_log import find_offline_runs, read_run_log, run_log_path
+
+    folders = find_offline_runs(wandb_dir, target_run_id)
+    for folder in reversed(folders):
+        log_path = run_log_path(folder)
+        if log_path is None:
+            continue
+        log = read_run_log(log_path)
+        if log.finished and log.summary.get(LOAD_STATE) == "complete" and log.summary.get(CHECKSUM) == checksum:
+            return _PriorState("complete", [f for f in folders if f != folder])
+    return _PriorState("partial" if folders else "absent", folders)
