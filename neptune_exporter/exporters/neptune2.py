@@ -1,0 +1,778 @@
+"""Neptune 2.x source: runs read with the `neptune` 1.x client (read-only mode) and streamed as rows and files.
+
+Choices and bounds (see also the report of issue 4):
+
+- Run id: the 2.x `sys/id` ("PROJ-123"), as the peer tool neptune-ai/neptune-exporter does for 2.x, so
+  exports of either tool line up run for run (plans, resumes and loads match). A run's custom run id is
+  kept in `RunRef.custom_run_id` and `--runs` matches it too.
+- `sys/name` is a run's display name in 2.x: `RunRef.name`; `experiment_name` stays None.
+- Listing pages with the client's `fetch_runs_table` in windows of at most 10,000 runs, ascending by
+  `sys/creation_time`; the next window starts at the last creation time seen (`>=`) and drops ids already
+  listed, so runs sharing a creation time across a window boundary are never lost.
+- Atom values come from one project-table read per run (`fetch_runs_table(id=...)`): one call for
+  hundreds of attributes, and the only public path to `sys/state`, git and notebook references
+  (`run.fetch()` fails on runs holding a notebook reference in neptune 1.14).
+- Series are read page by page (`FetchableSeries._fetch_values_from_backend`, the paging hook of the
+  public `fetch_values`, which would otherwise build one DataFrame of the whole series with local-time
+  timestamps). Memory bound: at most `workers + 2 * workers` batches of `series_batch_rows` points.
+- File series: the 2.x read API serves images by index only, so a point's step is its index
+  (how 2.x numbers images appended without an explicit step; the peer tool does the same).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import threading
+import uuid
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from neptune_exporter.errors import (
+    InvalidOptionError,
+    InvalidQueryError,
+    InvalidTokenError,
+    NeptuneExporterError,
+    ProjectNotFoundError,
+    RateLimitedError,
+    SourceUnavailableError,
+    TerminalError,
+    UnsupportedError,
+)
+from neptune_exporter.exporters.base import (
+    AttributeSelection,
+    ExportedFile,
+    ProgressCallback,
+    RunContent,
+    RunSelection,
+    Watermark,
+    chunked,
+    compile_regex,
+    matches_kind,
+    matches_path,
+)
+from neptune_exporter.model import AttributeType, ProjectId, RunRef, sanitize_name
+from neptune_exporter.rows import parameter_rows, series_rows
+from neptune_exporter.settings import Settings, neptune_api_token
+
+SERIES_PAGE_POINTS = 1000  # points per series request: what the client itself asks for
+WINDOW_RUNS = 10_000  # the 2.x server's largest offset: one fetch_runs_table call never pages past it
+LIST_COLUMNS = ("sys/id", "sys/custom_run_id", "sys/name", "sys/creation_time", "sys/modification_time", "sys/trashed")
+TOKEN_REMEDY = "pass a valid Neptune 2.x API token with --api-token or NEPTUNE_API_TOKEN (copy it from the Neptune UI)"
+
+# Neptune 2.x attribute type names (AttributeType values of the client) → the exported attribute type.
+ATOM_TYPES: dict[str, AttributeType] = {
+    "float": AttributeType.FLOAT,
+    "int": AttributeType.INT,
+    "bool": AttributeType.BOOL,
+    "string": AttributeType.STRING,
+    "datetime": AttributeType.DATETIME,
+    "stringSet": AttributeType.STRING_SET,
+    "experimentState": AttributeType.STRING,  # sys/state: "Active" / "Inactive"
+    "gitRef": AttributeType.STRING,  # the commit id
+    "notebookRef": AttributeType.STRING,  # the notebook name
+}
+OTHER_TYPES: dict[str, AttributeType] = {
+    "floatSeries": AttributeType.FLOAT_SERIES,
+    "stringSeries": AttributeType.STRING_SERIES,
+    "imageSeries": AttributeType.FILE_SERIES,
+    "file": AttributeType.FILE,
+    "fileSet": AttributeType.FILE_SET,
+    "artifact": AttributeType.ARTIFACT,
+}
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+@dataclass(frozen=True)
+class SourceAttribute:
+    """One attribute of a 2.x run: its path, 2.x type name, exported type and the client's attribute object."""
+
+    path: str
+    neptune_type: str
+    attribute_type: AttributeType
+    handle: Any = None
+
+
+def neptune_type_of(attribute: Any) -> str | None:
+    """2.x type name of a client attribute object (by class), None for types this exporter does not know."""
+    from neptune import attributes as na
+
+    classes = {
+        na.Float: "float", na.Integer: "int", na.Boolean: "bool", na.String: "string", na.Datetime: "datetime",
+        na.StringSet: "stringSet", na.RunState: "experimentState", na.GitRef: "gitRef",
+        na.NotebookRef: "notebookRef", na.FloatSeries: "floatSeries", na.StringSeries: "stringSeries",
+        na.FileSeries: "imageSeries", na.File: "file", na.FileSet: "fileSet", na.Artifact: "artifact",
+    }
+    return classes.get(type(attribute))
+
+
+def flatten_structure(structure: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, attribute) for every leaf of a run's nested `get_structure()` dict."""
+    for name, value in structure.items():
+        path = f"{prefix}/{name}" if prefix else name
+        if isinstance(value, dict):
+            yield from flatten_structure(value, path)
+        else:
+            yield path, value
+
+
+def source_attributes(structure: dict) -> list[SourceAttribute]:
+    """The run's attributes with their types; attributes of unknown types are logged and left out."""
+    found = []
+    for path, handle in flatten_structure(structure):
+        neptune_type = neptune_type_of(handle)
+        exported = ATOM_TYPES.get(neptune_type) or OTHER_TYPES.get(neptune_type)
+        if exported is None:
+            log.warning("attribute %s has a type this exporter does not know (%s); left out", path, type(handle).__name__)
+            continue
+        found.append(SourceAttribute(path, neptune_type, exported, handle))
+    return found
+
+
+def select_attributes(found: Iterable[SourceAttribute], selection: AttributeSelection) -> list[SourceAttribute]:
+    """Attributes chosen by kind and by path (exact names and/or regex)."""
+    pattern = compile_regex(selection.regex, "--attributes")
+    return [
+        a for a in found
+        if matches_kind(a.attribute_type, selection) and matches_path(a.path, selection, pattern)
+    ]
+
+
+def combine_nql(*clauses: str | None) -> str | None:
+    """AND of the non-empty NQL clauses, each parenthesised; None when there are none."""
+    parts = [c.strip() for c in clauses if c and c.strip()]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return " AND ".join(f"({p})" for p in parts)
+
+
+def nql_datetime(when: datetime) -> str:
+    """A datetime as the 2.x server reads it in NQL (UTC, milliseconds, Z)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    text = when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return f"{text}Z"
+
+
+def modified_after_nql(when: datetime | None) -> str | None:
+    """NQL keeping runs modified strictly after `when`."""
+    if when is None:
+        return None
+    return f'`sys/modification_time`:datetime > "{nql_datetime(when)}"'
+
+
+def where_nql(where: str | None) -> str | None:
+    """`--where` translated to NQL by the shared expression language (exporters/where.py)."""
+    if not where:
+        return None
+    from neptune_exporter.exporters.where import parse_where, to_nql
+
+    return to_nql(parse_where(where))
+
+
+def run_matches(ref: RunRef, pattern: re.Pattern | None, run_ids: tuple[str, ...]) -> bool:
+    """--runs regex (search on sys/id or custom run id) and exact run ids."""
+    keys = [k for k in (ref.sys_id, ref.custom_run_id) if k]
+    if run_ids and not any(k in run_ids for k in keys):
+        return False
+    return pattern is None or any(pattern.search(k) for k in keys)
+
+
+def as_utc(value: Any) -> datetime | None:
+    """Client datetimes (naive UTC from tables) → aware UTC; None stays None."""
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def token_server(api_token: str | None) -> str:
+    """The server address a 2.x token points to ('' when the token is missing or unreadable)."""
+    if not api_token:
+        return ""
+    try:
+        claims = json.loads(base64.b64decode(api_token.encode() + b"==="))
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return str(claims.get("api_address") or claims.get("api_url") or "") if isinstance(claims, dict) else ""
+
+
+def safe_relative(path: str) -> Path:
+    """An attribute path as a relative folder that cannot leave the run's folder ('..' and '.' escaped)."""
+    parts = []
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            part = part.replace(".", "_") or "_"
+        parts.append(part.replace("\\", "_"))
+    return Path(*parts)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unpack_zip(archive: Path, target: Path) -> list[Path]:
+    """Extract a zip into target (refusing members that would land outside it); the files written."""
+    written = []
+    root = target.resolve()
+    with zipfile.ZipFile(archive) as zipped:
+        for member in zipped.infolist():
+            if member.is_dir():
+                continue
+            destination = (target / member.filename).resolve()
+            if root not in destination.parents:
+                raise TerminalError(
+                    f"file set archive member {member.filename!r} points outside its folder",
+                    "report this server response; the exporter refuses to write outside the files folder",
+                )
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with zipped.open(member) as source, open(destination, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+            written.append(destination)
+    return sorted(written)
+
+
+def points_to_arrays(points: list[Any], first_index: int) -> tuple[np.ndarray, list, np.ndarray]:
+    """Client series points (step, value, timestampMillis) → steps, values, ms timestamps (a missing step → its index)."""
+    steps = np.fromiter(
+        (p.step if p.step is not None else first_index + i for i, p in enumerate(points)), dtype=np.float64, count=len(points)
+    )
+    timestamps = np.fromiter((p.timestampMillis for p in points), dtype=np.int64, count=len(points))
+    return steps, [p.value for p in points], timestamps
+
+
+# --------------------------------------------------------------------------- error mapping
+
+
+def client_retry_timeout(settings: Settings) -> int:
+    """Seconds the client keeps retrying 5xx/429/connection errors before giving up (then: TransientError)."""
+    return max(1, int(sum(settings.retry.delays())))
+
+
+def configure_client(settings: Settings) -> None:
+    """Point the client's retry window (NEPTUNE_RETRIES_TIMEOUT) at our retry policy and quiet its logging."""
+    seconds = client_retry_timeout(settings)
+    os.environ["NEPTUNE_RETRIES_TIMEOUT"] = str(seconds)
+    import neptune.common.backends.utils as client_retries
+
+    client_retries.retries_timeout = seconds  # read at import time by the client; set for this process
+    logging.getLogger("neptune").setLevel(logging.ERROR)
+
+
+def typed_error(error: BaseException, run: str | None = None, attribute: str | None = None,
+                project: str | None = None) -> NeptuneExporterError:
+    """A client exception as our typed error (terminal or transient), with the run/attribute attached."""
+    if isinstance(error, NeptuneExporterError):
+        error.run = error.run or run
+        error.attribute = error.attribute or attribute
+        return error
+    mapped = _map_client_error(error, project or "")
+    mapped.run, mapped.attribute = run, attribute
+    return mapped
+
+
+def _map_client_error(error: BaseException, project: str) -> NeptuneExporterError:
+    import requests
+    from neptune import exceptions as ne
+    from neptune.common import exceptions as ce
+
+    name = type(error).__name__
+    text = str(error).strip().splitlines()[0] if str(error).strip() else name
+    if isinstance(error, (ce.NeptuneInvalidApiTokenException, ce.Unauthorized, ne.NeptuneMissingApiTokenException)):
+        return InvalidTokenError(f"the Neptune server rejected the API token ({name})", TOKEN_REMEDY)
+    if isinstance(error, (ne.ProjectNotFound, ne.NeptuneMissingProjectNameException, ce.Forbidden)):
+        return ProjectNotFoundError(
+            f"project {project!r} does not exist or the token has no access to it ({name})",
+            "check the project name (workspace/project) and that the token's user can read it",
+        )
+    if isinstance(error, ne.NeptuneInvalidQueryException):
+        return InvalidQueryError(f"the server refused the query: {text}", "fix the --query NQL or --where expression")
+    if isinstance(error, ce.NeptuneConnectionLostException):
+        cause = error.__cause__
+        if cause is not None and "TooManyRequests" in type(cause).__name__:
+            return RateLimitedError(f"the Neptune server kept rate-limiting requests: {cause}", "retry later or lower --workers")
+        return SourceUnavailableError(f"the Neptune server could not be reached: {cause or text}",
+                                      "check the server address and network; the export retries and resumes")
+    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                          requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError)):
+        return SourceUnavailableError(f"connection to the Neptune server failed: {text}",
+                                      "check the network; the export retries and resumes")
+    if isinstance(error, requests.exceptions.HTTPError) and error.response is not None and error.response.status_code >= 500:
+        return SourceUnavailableError(f"the Neptune server answered {error.response.status_code}", "retry later")
+    if isinstance(error, ce.ClientHttpError) and getattr(error, "status", 0) == 429:
+        return RateLimitedError("the Neptune server rate-limited requests", "retry later or lower --workers")
+    if isinstance(error, (ne.FetchAttributeNotFoundException, ne.MetadataInconsistency)):
+        return TerminalError(f"the attribute could not be read: {text}", "re-run the export; if it persists, exclude the attribute")
+    if isinstance(error, ne.NeptuneFeatureNotAvailableException):
+        return UnsupportedError(f"the server does not offer this feature: {text}", "exclude the attribute (e.g. --exclude files)")
+    if isinstance(error, OSError):
+        return TerminalError(f"writing exported files failed: {error}", "check free space and permissions of the files folder")
+    return TerminalError(f"the neptune client failed: {name}: {text}", "re-run with the same options; report it if it persists")
+
+
+# --------------------------------------------------------------------------- the source
+
+
+class Neptune2Source:
+    """Reads Neptune 2.x projects and runs through the public `neptune` client in read-only mode."""
+
+    kind = "neptune2"
+
+    def __init__(self, api_token: str | None, settings: Settings):
+        self._token = neptune_api_token(api_token)
+        self._settings = settings
+        self.server = token_server(self._token)
+        self._projects: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        configure_client(settings)
+
+    # ---- access and discovery
+
+    def _project(self, project_id: ProjectId) -> Any:
+        """The read-only project container (opened once, cached)."""
+        with self._lock:
+            if project_id not in self._projects:
+                import neptune
+
+                try:
+                    self._projects[project_id] = neptune.init_project(
+                        project=project_id, api_token=self._token, mode="read-only"
+                    )
+                except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+                    raise typed_error(exc, project=project_id) from exc
+            return self._projects[project_id]
+
+    def check_access(self, project_id: ProjectId) -> None:
+        if not self._token:
+            raise InvalidTokenError("no Neptune API token given", TOKEN_REMEDY)
+        if not self.server:
+            raise InvalidTokenError("the Neptune API token is malformed (not base64 JSON with api_address)", TOKEN_REMEDY)
+        self._project(project_id)
+
+    def list_projects(self, workspace: str) -> list[ProjectId]:
+        from neptune import management
+
+        try:
+            names = management.get_project_list(api_token=self._token)
+        except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+            raise typed_error(exc, project=workspace) from exc
+        return sorted(n for n in names if n.split("/", 1)[0] == workspace)
+
+    def list_runs(self, project_id: ProjectId, selection: RunSelection) -> list[RunRef]:
+        if selection.experiments_regex:
+            raise InvalidOptionError(
+                "Neptune 2.x has no experiments: --experiments cannot select 2.x runs",
+                "select 2.x runs with --runs (sys/id or custom run id), --where or --query (e.g. on sys/name)",
+            )
+        pattern = compile_regex(selection.runs_regex, "--runs")
+        query = combine_nql(where_nql(selection.where), selection.query, modified_after_nql(selection.modified_after))
+        refs = []
+        for ref in self._list_all(project_id, query, selection.include_archived):
+            if selection.modified_after and ref.modification_time and ref.modification_time <= as_utc(selection.modified_after):
+                continue
+            if run_matches(ref, pattern, selection.run_ids):
+                refs.append(ref)
+        return refs
+
+    def _list_all(self, project_id: ProjectId, query: str | None, include_archived: bool) -> Iterator[RunRef]:
+        """Every matching run, ascending by creation time, in windows of ≤ WINDOW_RUNS (ties across windows kept)."""
+        seen: set[str] = set()
+        since: str | None = None
+        while True:
+            window_query = combine_nql(query, f'`sys/creation_time`:datetime >= "{since}"' if since else None)
+            window = list(self._table_window(project_id, window_query, include_archived))
+            fresh = [r for r in window if r.sys_id not in seen]
+            yield from fresh
+            seen.update(r.sys_id for r in fresh)
+            if len(window) < WINDOW_RUNS:
+                return
+            if not fresh:
+                raise UnsupportedError(
+                    f"more than {WINDOW_RUNS} runs of {project_id} share one creation time; they cannot be paged",
+                    "narrow the selection with --where/--query so each part has fewer runs",
+                )
+            since = nql_datetime(window[-1].creation_time)
+
+    def _table_window(self, project_id: ProjectId, query: str | None, include_archived: bool) -> Iterator[RunRef]:
+        project = self._project(project_id)
+        try:
+            table = project.fetch_runs_table(
+                query=query, columns=list(LIST_COLUMNS), trashed=None if include_archived else False,
+                limit=WINDOW_RUNS, sort_by="sys/creation_time", ascending=True, progress_bar=False,
+            )
+            for entry in table:
+                yield self._run_ref(project_id, entry)
+        except NeptuneExporterError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+            if isinstance(exc, (ValueError, KeyError)) and query:
+                raise InvalidQueryError(f"the run query could not be used: {exc}", "fix --query / --where") from exc
+            raise typed_error(exc, project=project_id) from exc
+
+    def _run_ref(self, project_id: ProjectId, entry: Any) -> RunRef:
+        values = {c: _entry_value(entry, c) for c in LIST_COLUMNS}
+        sys_id = str(values["sys/id"])
+        return RunRef(
+            project_id=project_id,
+            run_id=sys_id,
+            sys_id=sys_id,
+            experiment_name=None,
+            name=values["sys/name"] or None,
+            custom_run_id=values["sys/custom_run_id"] or None,
+            creation_time=as_utc(values["sys/creation_time"]),
+            modification_time=as_utc(values["sys/modification_time"]),
+            archived=bool(values["sys/trashed"]),
+            source_kind=self.kind,
+        )
+
+    # ---- export
+
+    def export_run(
+        self,
+        run: RunRef,
+        attributes: AttributeSelection,
+        files_root: Path,
+        watermarks: dict[str, Watermark] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> RunContent:
+        content = RunContent(batches=iter(()), source_facts=run_source_facts(run))
+        export = _RunExport(self, run, attributes, Path(files_root), watermarks or {}, progress, content)
+        content.batches = export.batches()
+        return content
+
+    def open_run(self, run: RunRef) -> Any:
+        """The run opened read-only (one init per export)."""
+        import neptune
+
+        try:
+            return neptune.init_run(project=run.project_id, with_id=run.sys_id, api_token=self._token, mode="read-only")
+        except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+            raise typed_error(exc, run=run.run_id, project=run.project_id) from exc
+
+    def atom_values(self, run: RunRef, paths: list[str]) -> dict[str, Any]:
+        """Values of atom attributes of one run, read from the project table (≤ attributes_per_request a call)."""
+        project = self._project(run.project_id)
+        values: dict[str, Any] = {}
+        for chunk in chunked(paths, self._settings.attributes_per_request):
+            table = project.fetch_runs_table(
+                id=[run.sys_id], columns=chunk, trashed=None, sort_by="sys/id", progress_bar=False
+            )
+            entries = [e for e in table if _entry_value(e, "sys/id") == run.sys_id]
+            if not entries:
+                raise TerminalError(f"run {run.sys_id} is no longer listed in {run.project_id}",
+                                    "re-run discovery; the run may have been deleted")
+            for path in chunk:
+                values[path] = _entry_value(entries[0], path)
+        return values
+
+    def close(self) -> None:
+        """Close cached project containers."""
+        with self._lock:
+            for project in self._projects.values():
+                project.stop()
+            self._projects.clear()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+
+def _entry_value(entry: Any, path: str) -> Any:
+    """A table entry's value of `path`, None when the run lacks it."""
+    try:
+        return entry.get_attribute_value(path)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- one run
+
+
+_DONE = object()
+
+
+class _RunExport:
+    """Streams one run: atoms first, then series and files from bounded workers through a bounded queue."""
+
+    def __init__(self, source: Neptune2Source, run: RunRef, selection: AttributeSelection, files_root: Path,
+                 watermarks: dict[str, Watermark], progress: ProgressCallback | None, content: RunContent):
+        self.source, self.run, self.selection = source, run, selection
+        self.files_root, self.watermarks, self.content = files_root, watermarks, content
+        self.progress = progress or (lambda points, size: None)
+        self.settings = source.settings
+        self.run_dir = Path(sanitize_name(run.project_id)) / sanitize_name(run.run_id)
+        self.stop = threading.Event()
+        self.files_lock = threading.Lock()
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        handle = self.source.open_run(self.run)
+        try:
+            try:
+                structure = handle.get_structure()
+            except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+                raise typed_error(exc, run=self.run.run_id) from exc
+            chosen = select_attributes(source_attributes(structure), self.selection)
+            atoms = [a for a in chosen if a.neptune_type in ATOM_TYPES]
+            others = [a for a in chosen if a.neptune_type not in ATOM_TYPES]
+            if atoms:
+                batch = self._atom_batch(atoms)
+                self.progress(batch.num_rows, batch.nbytes)
+                yield batch
+            yield from self._concurrent(others)
+        finally:
+            self.stop.set()
+            handle.stop()
+
+    def _atom_batch(self, atoms: list[SourceAttribute]) -> pa.RecordBatch:
+        try:
+            values = self.source.atom_values(self.run, [a.path for a in atoms])
+        except NeptuneExporterError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+            raise typed_error(exc, run=self.run.run_id, project=self.run.project_id) from exc
+        items = [(a.path, a.attribute_type, values[a.path]) for a in atoms if values.get(a.path) is not None]
+        return parameter_rows(self.run.project_id, self.run.run_id, items)
+
+    def _concurrent(self, attributes: list[SourceAttribute]) -> Iterator[pa.RecordBatch]:
+        """Run one worker per attribute (≤ settings.workers at once); yield their batches as they come."""
+        if not attributes:
+            return
+        workers = max(1, self.settings.workers)
+        results: queue.Queue = queue.Queue(maxsize=2 * workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neptune2-attr") as pool:
+            for attribute in attributes:
+                pool.submit(self._work, attribute, results)
+            pending = len(attributes)
+            try:
+                while pending:
+                    item = results.get()
+                    if item is _DONE:
+                        pending -= 1
+                    elif isinstance(item, BaseException):
+                        raise item
+                    else:
+                        self.progress(item.num_rows, item.nbytes)
+                        yield item
+            finally:
+                self.stop.set()
+
+    def _work(self, attribute: SourceAttribute, results: queue.Queue) -> None:
+        try:
+            for batch in self._attribute_batches(attribute):
+                if not self._put(results, batch):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which raises it
+            self._put(results, typed_error(exc, run=self.run.run_id, attribute=attribute.path))
+        finally:
+            self._put(results, _DONE)
+
+    def _put(self, results: queue.Queue, item: Any) -> bool:
+        """Put unless the consumer stopped; False when it did."""
+        while not self.stop.is_set():
+            try:
+                results.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _attribute_batches(self, attribute: SourceAttribute) -> Iterator[pa.RecordBatch]:
+        kind = attribute.attribute_type
+        if kind in (AttributeType.FLOAT_SERIES, AttributeType.STRING_SERIES):
+            yield from self._series(attribute)
+        elif kind is AttributeType.FILE:
+            yield self._file(attribute)
+        elif kind is AttributeType.FILE_SERIES:
+            yield from self._file_series(attribute)
+        elif kind is AttributeType.FILE_SET:
+            yield self._file_set(attribute)
+        elif kind is AttributeType.ARTIFACT:
+            yield self._artifact(attribute)
+
+    # ---- series
+
+    def _series(self, attribute: SourceAttribute) -> Iterator[pa.RecordBatch]:
+        last_step = self._last_step(attribute)
+        buffered: list[tuple[np.ndarray, list, np.ndarray]] = []
+        count = 0
+        for steps, values, timestamps in self._series_pages(attribute, last_step):
+            buffered.append((steps, values, timestamps))
+            count += steps.size
+            if count >= self.settings.series_batch_rows:
+                yield self._series_batch(attribute, buffered)
+                buffered, count = [], 0
+        if buffered:
+            yield self._series_batch(attribute, buffered)
+
+    def _last_step(self, attribute: SourceAttribute) -> float | None:
+        mark = self.watermarks.get(attribute.path)
+        return None if mark is None else mark.last_step
+
+    def _series_pages(self, attribute: SourceAttribute, last_step: float | None) -> Iterator[tuple]:
+        """Pages of points with step > last_step; resumes at the watermark's offset when the series is append-only."""
+        offset = self._resume_offset(attribute, last_step)
+        while not self.stop.is_set():
+            page = attribute.handle._fetch_values_from_backend(offset, SERIES_PAGE_POINTS)
+            points = list(page.values)
+            if not points:
+                return
+            steps, values, timestamps = points_to_arrays(points, offset)
+            offset += len(points)
+            if last_step is not None:
+                keep = steps > last_step
+                steps, timestamps = steps[keep], timestamps[keep]
+                values = [v for v, k in zip(values, keep) if k]
+            if steps.size:
+                yield steps, values, timestamps
+            if offset >= page.totalItemCount:
+                return
+
+    def _resume_offset(self, attribute: SourceAttribute, last_step: float | None) -> int:
+        """Offset of the first new point when the point at (count - 1) carries the watermark's step, else 0."""
+        mark = self.watermarks.get(attribute.path)
+        if last_step is None or mark is None or mark.count <= 0:
+            return 0
+        probe = attribute.handle._fetch_values_from_backend(mark.count - 1, 1).values
+        return mark.count if probe and probe[0].step == last_step else 0
+
+    def _series_batch(self, attribute: SourceAttribute, buffered: list[tuple]) -> pa.RecordBatch:
+        steps = np.concatenate([b[0] for b in buffered])
+        timestamps = np.concatenate([b[2] for b in buffered])
+        values: list = [v for b in buffered for v in b[1]]
+        if attribute.attribute_type is AttributeType.FLOAT_SERIES:
+            values = pa.array(np.asarray(values, dtype=np.float64), pa.float64())
+        return series_rows(self.run.project_id, self.run.run_id, attribute.path, attribute.attribute_type,
+                           steps, values, timestamps)
+
+    # ---- files
+
+    def _attribute_dir(self, attribute: SourceAttribute) -> Path:
+        return self.run_dir / safe_relative(attribute.path)
+
+    def _staging(self, attribute: SourceAttribute) -> Path:
+        staging = self.files_root / self.run_dir / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
+        return staging
+
+    def _publish(self, attribute: SourceAttribute, staged: Path, relative: Path, step: float | None = None) -> str:
+        """Move a downloaded file into place (atomic rename), record it, return its relative path."""
+        target = self.files_root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size, digest = staged.stat().st_size, sha256_of(staged)
+        os.replace(staged, target)
+        rel = relative.as_posix()
+        with self.files_lock:
+            self.content.files.append(ExportedFile(attribute.path, rel, size, digest, step))
+        self.progress(0, size)
+        return rel
+
+    def _file(self, attribute: SourceAttribute) -> pa.RecordBatch:
+        staging = self._staging(attribute)
+        try:
+            attribute.handle.download(destination=str(staging), progress_bar=False)
+            downloaded = _only_file(staging, attribute.path)
+            rel = self._publish(attribute, downloaded, self._attribute_dir(attribute) / downloaded.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return parameter_rows(self.run.project_id, self.run.run_id, [(attribute.path, AttributeType.FILE, rel)])
+
+    def _file_series(self, attribute: SourceAttribute) -> Iterator[pa.RecordBatch]:
+        last_step = self._last_step(attribute)
+        staging = self._staging(attribute)
+        try:
+            attribute.handle.download(destination=str(staging), progress_bar=False)
+            images = sorted((p for p in staging.iterdir() if p.is_file()), key=lambda p: int(p.stem))
+            steps, paths = [], []
+            for image in images:
+                step = float(int(image.stem))
+                if last_step is not None and step <= last_step:
+                    continue
+                paths.append(self._publish(attribute, image, self._attribute_dir(attribute) / image.name, step))
+                steps.append(step)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if steps:
+            yield series_rows(self.run.project_id, self.run.run_id, attribute.path, AttributeType.FILE_SERIES,
+                              steps, paths, None)
+
+    def _file_set(self, attribute: SourceAttribute) -> pa.RecordBatch:
+        staging = self._staging(attribute)
+        try:
+            archive = staging / "file_set.zip"
+            attribute.handle.download(destination=str(archive), progress_bar=False)
+            unpacked = staging / "files"
+            members = unpack_zip(archive, unpacked)
+            target_dir = self._attribute_dir(attribute)
+            paths = [self._publish(attribute, m, target_dir / m.relative_to(unpacked.resolve())) for m in members]
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        items = [(attribute.path, AttributeType.FILE_SET, p) for p in paths]
+        return parameter_rows(self.run.project_id, self.run.run_id, items)
+
+    def _artifact(self, attribute: SourceAttribute) -> pa.RecordBatch:
+        """The artifact's file list (hash, size, type, metadata) as files_list.json, plus reachable contents."""
+        listing = attribute.handle.fetch_files_list()
+        staging = self._staging(attribute)
+        target_dir = self._attribute_dir(attribute)
+        try:
+            list_file = staging / "files_list.json"
+            entries = [entry.to_dto() for entry in listing]
+            payload = {"hash": attribute.handle.fetch_hash(), "files": entries}
+            list_file.write_text(json.dumps(payload, indent=1, sort_keys=True))
+            rel = self._publish(attribute, list_file, target_dir / "files_list.json")
+            for entry in listing:
+                self._artifact_content(attribute, entry, staging, target_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return parameter_rows(self.run.project_id, self.run.run_id, [(attribute.path, AttributeType.ARTIFACT, rel)])
+
+    def _artifact_content(self, attribute: SourceAttribute, entry: Any, staging: Path, target_dir: Path) -> None:
+        """Copy one artifact file when its storage is reachable from here (local paths, configured S3)."""
+        from neptune.internal.artifacts.types import ArtifactDriversMap
+
+        staged = staging / "content" / safe_relative(entry.file_path)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            ArtifactDriversMap.match_type(entry.type).download_file(staged, entry)
+        except Exception as exc:  # noqa: BLE001 - content is best effort; the file list is the record
+            log.warning("artifact %s file %s not reachable (%s); its hash and size are in files_list.json",
+                        attribute.path, entry.file_path, exc)
+            return
+        if staged.is_file():
+            self._publish(attribute, staged, target_dir / "content" / safe_relative(entry.file_path))
+
+
+def _only_file(folder: Path, attribute_path: str) -> Path:
+    files = [p for p in folder.iterdir() if p.is_file()]
+    if len(files) != 1:
+        raise TerminalError(f"downloading file attribute {attribute_path} produced {len(files)} files",
+                            "re-run the export; report it if it persists")
+    return files[0]
+
+
+def run_source_facts(run: RunRef) -> dict:
+    """Provenance that tells loaders how to group 2.x runs (sys/name is a run name, not an experiment)."""
+    return {"kind": "neptune2", "name": run.name, "custom_run_id": run.custom_run_id, "experiment_name": None}
+

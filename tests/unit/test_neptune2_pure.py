@@ -1,0 +1,211 @@
+"""Unit tests of the Neptune 2.x source's pure parts: structure flattening, types, NQL, ids, paths, errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zipfile
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from neptune import attributes as na
+from neptune import exceptions as ne
+from neptune.common import exceptions as ce
+
+from neptune_exporter.errors import (
+    InvalidQueryError,
+    InvalidTokenError,
+    ProjectNotFoundError,
+    RateLimitedError,
+    SourceUnavailableError,
+    TerminalError,
+)
+from neptune_exporter.exporters import neptune2 as n2
+from neptune_exporter.exporters.base import AttributeSelection
+from neptune_exporter.model import AttributeKind, AttributeType, RunRef
+from neptune_exporter.settings import RetryPolicy, Settings
+
+
+def bare(cls):
+    """An attribute object of a client class without a container (only its class matters here)."""
+    return object.__new__(cls)
+
+
+def structure():
+    return {
+        "params": {"lr": bare(na.Float), "bs": bare(na.Integer), "opt": {"name": bare(na.String)}},
+        "sys": {"id": bare(na.String), "tags": bare(na.StringSet), "state": bare(na.RunState),
+                "creation_time": bare(na.Datetime)},
+        "source_code": {"git": bare(na.GitRef), "files": bare(na.FileSet)},
+        "metrics": {"loss": bare(na.FloatSeries)},
+        "monitoring": {"stdout": bare(na.StringSeries)},
+        "images": bare(na.FileSeries),
+        "model": bare(na.File),
+        "data": bare(na.Artifact),
+        "nb": bare(na.NotebookRef),
+        "flag": bare(na.Boolean),
+    }
+
+
+def test_flatten_structure_yields_every_leaf_with_its_path():
+    paths = [p for p, _ in n2.flatten_structure(structure())]
+    assert paths == [
+        "params/lr", "params/bs", "params/opt/name", "sys/id", "sys/tags", "sys/state", "sys/creation_time",
+        "source_code/git", "source_code/files", "metrics/loss", "monitoring/stdout", "images", "model", "data",
+        "nb", "flag",
+    ]
+
+
+def test_source_attributes_map_every_2x_type():
+    types = {a.path: (a.neptune_type, a.attribute_type) for a in n2.source_attributes(structure())}
+    assert types == {
+        "params/lr": ("float", AttributeType.FLOAT),
+        "params/bs": ("int", AttributeType.INT),
+        "params/opt/name": ("string", AttributeType.STRING),
+        "sys/id": ("string", AttributeType.STRING),
+        "sys/tags": ("stringSet", AttributeType.STRING_SET),
+        "sys/state": ("experimentState", AttributeType.STRING),
+        "sys/creation_time": ("datetime", AttributeType.DATETIME),
+        "source_code/git": ("gitRef", AttributeType.STRING),
+        "source_code/files": ("fileSet", AttributeType.FILE_SET),
+        "metrics/loss": ("floatSeries", AttributeType.FLOAT_SERIES),
+        "monitoring/stdout": ("stringSeries", AttributeType.STRING_SERIES),
+        "images": ("imageSeries", AttributeType.FILE_SERIES),
+        "model": ("file", AttributeType.FILE),
+        "data": ("artifact", AttributeType.ARTIFACT),
+        "nb": ("notebookRef", AttributeType.STRING),
+        "flag": ("bool", AttributeType.BOOL),
+    }
+
+
+def test_unknown_attribute_types_are_left_out():
+    found = n2.source_attributes({"odd": object(), "x": bare(na.Float)})
+    assert [a.path for a in found] == ["x"]
+
+
+def test_select_attributes_by_kind_and_regex():
+    found = n2.source_attributes(structure())
+    metrics_only = AttributeSelection(include_kinds=frozenset({AttributeKind.METRICS}))
+    assert [a.path for a in n2.select_attributes(found, metrics_only)] == ["metrics/loss"]
+    no_files = AttributeSelection(regex="^params/", exclude_kinds=frozenset({AttributeKind.FILES}))
+    assert [a.path for a in n2.select_attributes(found, no_files)] == ["params/lr", "params/bs", "params/opt/name"]
+    named = AttributeSelection(names=("model", "flag"))
+    assert [a.path for a in n2.select_attributes(found, named)] == ["model", "flag"]
+
+
+def test_combine_nql_ands_parenthesised_clauses():
+    assert n2.combine_nql(None, "", "  ") is None
+    assert n2.combine_nql("a", None) == "a"
+    assert n2.combine_nql("a OR b", "c") == "(a OR b) AND (c)"
+
+
+def test_nql_datetime_is_utc_milliseconds():
+    aware = datetime(2024, 3, 4, 5, 6, 7, 891234, tzinfo=timezone.utc)
+    assert n2.nql_datetime(aware) == "2024-03-04T05:06:07.891Z"
+    assert n2.nql_datetime(datetime(2024, 3, 4, 5, 6, 7)) == "2024-03-04T05:06:07.000Z"
+    assert n2.modified_after_nql(aware) == '`sys/modification_time`:datetime > "2024-03-04T05:06:07.891Z"'
+    assert n2.modified_after_nql(None) is None
+
+
+def test_where_is_translated_by_the_shared_language():
+    nql = n2.where_nql('params/lr > 0.05 and sys/tags contains "best"')
+    assert "params/lr" in nql and "sys/tags" in nql and "AND" in nql.upper()
+    assert n2.where_nql(None) is None
+
+
+def test_where_syntax_errors_are_invalid_query_errors():
+    with pytest.raises(InvalidQueryError):
+        n2.where_nql("params/lr >")
+
+
+def ref(sys_id, custom=None):
+    return RunRef(project_id="ws/p", run_id=sys_id, sys_id=sys_id, custom_run_id=custom, source_kind="neptune2")
+
+
+def test_run_matches_regex_on_sys_id_and_custom_id():
+    import re
+
+    assert n2.run_matches(ref("P-1", "alpha"), re.compile("^alp"), ())
+    assert n2.run_matches(ref("P-12"), re.compile("P-1"), ())
+    assert not n2.run_matches(ref("P-2", "beta"), re.compile("alpha"), ())
+    assert n2.run_matches(ref("P-3", "c"), None, ("c",))
+    assert not n2.run_matches(ref("P-3", "c"), None, ("P-4",))
+
+
+def test_token_server_reads_api_address():
+    token = base64.b64encode(json.dumps({"api_address": "http://h:1", "api_key": "k"}).encode()).decode()
+    assert n2.token_server(token) == "http://h:1"
+    assert n2.token_server("not-a-token!") == ""
+    assert n2.token_server(None) == ""
+
+
+def test_safe_relative_keeps_paths_inside():
+    assert n2.safe_relative("a/b/c.txt").as_posix() == "a/b/c.txt"
+    assert ".." not in n2.safe_relative("../../etc/passwd").parts
+    assert n2.safe_relative("a//b").as_posix() == "a/_/b"
+
+
+def test_unpack_zip_lists_every_file_and_refuses_escapes(tmp_path):
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("a.txt", b"A")
+        zipped.writestr("sub/b.bin", b"\x00\x01")
+        zipped.writestr("sub/", b"")
+    written = n2.unpack_zip(archive, tmp_path / "out")
+    assert [p.relative_to((tmp_path / "out").resolve()).as_posix() for p in written] == ["a.txt", "sub/b.bin"]
+    assert (tmp_path / "out" / "sub" / "b.bin").read_bytes() == b"\x00\x01"
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zipped:
+        zipped.writestr("../escape.txt", b"x")
+    with pytest.raises(TerminalError):
+        n2.unpack_zip(evil, tmp_path / "out2")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_points_to_arrays_keeps_exact_values_and_fills_missing_steps():
+    points = [SimpleNamespace(step=0.5, value=1.25, timestampMillis=1000),
+              SimpleNamespace(step=None, value=2.5, timestampMillis=2000)]
+    steps, values, timestamps = n2.points_to_arrays(points, first_index=7)
+    assert steps.tolist() == [0.5, 8.0]
+    assert values == [1.25, 2.5]
+    assert timestamps.dtype == np.int64 and timestamps.tolist() == [1000, 2000]
+
+
+def test_client_retry_timeout_follows_the_retry_policy():
+    settings = Settings(retry=RetryPolicy(attempts=4, backoff_seconds=2.0, backoff_max_seconds=60))
+    assert n2.client_retry_timeout(settings) == 2 + 4 + 8
+    n2.configure_client(settings)
+    import neptune.common.backends.utils as client_retries
+
+    assert client_retries.retries_timeout == 14
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (ce.NeptuneInvalidApiTokenException(), InvalidTokenError),
+        (ce.Unauthorized(), InvalidTokenError),
+        (ne.ProjectNotFound("ws/p"), ProjectNotFoundError),
+        (ce.Forbidden(), ProjectNotFoundError),
+        (ne.NeptuneInvalidQueryException("bad"), InvalidQueryError),
+        (ce.NeptuneConnectionLostException(ConnectionError("x")), SourceUnavailableError),
+        (ConnectionResetError("reset"), SourceUnavailableError),
+        (ne.FetchAttributeNotFoundException("a/b"), TerminalError),
+    ],
+)
+def test_client_errors_become_typed_errors_with_run_and_attribute(error, expected):
+    mapped = n2.typed_error(error, run="P-1", attribute="a/b", project="ws/p")
+    assert type(mapped) is expected
+    assert mapped.run == "P-1" and mapped.attribute == "a/b" and mapped.remedy
+
+
+def test_rate_limit_exhaustion_is_a_rate_limited_error():
+    from bravado.exception import HTTPTooManyRequests
+
+    cause = HTTPTooManyRequests(SimpleNamespace(status_code=429, text="", reason="", headers={}))
+    lost = ce.NeptuneConnectionLostException(cause)
+    lost.__cause__ = cause
+    mapped = n2.typed_error(lost)
+    assert isinstance(mapped, RateLimitedError) and mapped.transient
