@@ -1,0 +1,815 @@
+"""The export pipeline as a plain library (no Prefect): preflight → discover → plan → export runs → summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neptune_exporter.errors import (
+    InvalidOptionError,
+    NeptuneExporterError,
+    OutputPathError,
+    TerminalError,
+    is_transient,
+)
+from neptune_exporter.exporters.base import (
+    AttributeSelection,
+    ExportedFile,
+    RunSelection,
+    Source,
+    Watermark,
+    compile_regex,
+)
+from neptune_exporter.model import AttributeKind, RunRef, decimal_array_to_unscaled, part_file_name
+from neptune_exporter.rows import empty_batch
+from neptune_exporter.settings import RetryPolicy, Settings, neptune_api_token
+from neptune_exporter.storage.manifest import (
+    STATUS_COMPLETE,
+    STATUS_FAILED,
+    Manifest,
+    PartInfo,
+    compute_checksum,
+    manifest_path,
+    read_manifest,
+    utc_now_iso,
+    write_json_atomic,
+    write_manifest,
+)
+from neptune_exporter.storage.parquet import (
+    SERIES_TYPE_NAMES,
+    AttributeStats,
+    RunWriter,
+    iter_part_batches,
+    project_dir,
+    run_part_paths,
+)
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "export_summary.json"
+ERRORS_FILE = "errors.jsonl"
+ACTIONS = ("skip", "full", "incremental", "redo")
+SERIES_TYPES_ARRAY = pa.array(sorted(SERIES_TYPE_NAMES), pa.string())
+
+# ----------------------------------------------------------------------------- options
+
+
+def _iso(value: datetime | None) -> str | None:
+    """UTC ISO text with milliseconds (how manifests store times, so equal times compare equal)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _parse_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def run_selection_to_json(selection: RunSelection) -> dict:
+    return {
+        "runs_regex": selection.runs_regex,
+        "experiments_regex": selection.experiments_regex,
+        "where": selection.where,
+        "query": selection.query,
+        "modified_after": _iso(selection.modified_after),
+        "include_archived": selection.include_archived,
+        "run_ids": list(selection.run_ids),
+    }
+
+
+def run_selection_from_json(data: dict) -> RunSelection:
+    return RunSelection(
+        runs_regex=data.get("runs_regex"),
+        experiments_regex=data.get("experiments_regex"),
+        where=data.get("where"),
+        query=data.get("query"),
+        modified_after=_parse_iso(data.get("modified_after")),
+        include_archived=bool(data.get("include_archived", False)),
+        run_ids=tuple(data.get("run_ids") or ()),
+    )
+
+
+def attribute_selection_to_json(selection: AttributeSelection) -> dict:
+    return {
+        "regex": selection.regex,
+        "names": list(selection.names),
+        "include_kinds": sorted(k.value for k in selection.include_kinds),
+        "exclude_kinds": sorted(k.value for k in selection.exclude_kinds),
+        "include_previews": selection.include_previews,
+    }
+
+
+def attribute_selection_from_json(data: dict) -> AttributeSelection:
+    include = data.get("include_kinds")
+    return AttributeSelection(
+        regex=data.get("regex"),
+        names=tuple(data.get("names") or ()),
+        include_kinds=frozenset(AttributeKind(k) for k in include) if include is not None else frozenset(AttributeKind),
+        exclude_kinds=frozenset(AttributeKind(k) for k in data.get("exclude_kinds") or ()),
+        include_previews=bool(data.get("include_previews", False)),
+    )
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export and where; JSON-typed for flow parameters. `api_token` is never serialised or shown."""
+
+    source: str = "neptune3"
+    projects: tuple[str, ...] = ()
+    workspace: str | None = None
+    include_projects: str | None = None
+    exclude_projects: str | None = None
+    data_path: str = "./exports/data"
+    files_path: str = "./exports/files"
+    runs: RunSelection = field(default_factory=RunSelection)
+    attributes: AttributeSelection = field(default_factory=AttributeSelection)
+    api_token: str | None = field(default=None, repr=False, compare=False)
+    workers: int = 4
+
+    def to_json(self) -> dict:
+        """Every option except the token, as JSON types."""
+        return {
+            "source": self.source,
+            "projects": list(self.projects),
+            "workspace": self.workspace,
+            "include_projects": self.include_projects,
+            "exclude_projects": self.exclude_projects,
+            "data_path": str(self.data_path),
+            "files_path": str(self.files_path),
+            "runs": run_selection_to_json(self.runs),
+            "attributes": attribute_selection_to_json(self.attributes),
+            "workers": self.workers,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, api_token: str | None = None) -> "ExportOptions":
+        """Options from `to_json()` output; the token comes from the argument (or the environment later)."""
+        return cls(
+            source=data.get("source", "neptune3"),
+            projects=tuple(data.get("projects") or ()),
+            workspace=data.get("workspace"),
+            include_projects=data.get("include_projects"),
+            exclude_projects=data.get("exclude_projects"),
+            data_path=str(data.get("data_path", "./exports/data")),
+            files_path=str(data.get("files_path", "./exports/files")),
+            runs=run_selection_from_json(data.get("runs") or {}),
+            attributes=attribute_selection_from_json(data.get("attributes") or {}),
+            api_token=api_token,
+            workers=int(data.get("workers", 4)),
+        )
+
+    def fingerprint(self) -> str:
+        """Hash of what decides a run's content (source kind + attribute selection); run selection and paths excluded."""
+        payload = {"source": self.source, "attributes": self.attributes.to_json()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+    def manifest_options(self) -> dict:
+        return {"fingerprint": self.fingerprint(), "json": self.to_json()}
+
+
+# ----------------------------------------------------------------------------- plans and results
+
+
+def run_ref_to_json(run: RunRef) -> dict:
+    return {
+        "project_id": run.project_id,
+        "run_id": run.run_id,
+        "sys_id": run.sys_id,
+        "experiment_name": run.experiment_name,
+        "name": run.name,
+        "custom_run_id": run.custom_run_id,
+        "creation_time": _iso(run.creation_time),
+        "modification_time": _iso(run.modification_time),
+        "archived": run.archived,
+        "source_kind": run.source_kind,
+    }
+
+
+def run_ref_from_json(data: dict) -> RunRef:
+    return RunRef(
+        project_id=data["project_id"],
+        run_id=data["run_id"],
+        sys_id=data.get("sys_id") or data["run_id"],
+        experiment_name=data.get("experiment_name"),
+        name=data.get("name"),
+        custom_run_id=data.get("custom_run_id"),
+        creation_time=_parse_iso(data.get("creation_time")),
+        modification_time=_parse_iso(data.get("modification_time")),
+        archived=bool(data.get("archived", False)),
+        source_kind=data.get("source_kind", "neptune3"),
+    )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to do with one run: skip (unchanged), full (new), incremental (changed), redo (failed/partial/options)."""
+
+    run: RunRef
+    action: str
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"run": run_ref_to_json(self.run), "action": self.action, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunPlan":
+        return cls(run_ref_from_json(data["run"]), data["action"], data.get("reason", ""))
+
+
+@dataclass
+class RunExportResult:
+    """Outcome of one run's export (small and JSON-able: a pointer to the manifest plus figures)."""
+
+    project_id: str
+    run_id: str
+    status: str  # "complete" | "failed" | "skipped"
+    manifest_path: str | None
+    rows: int = 0
+    points: int = 0
+    files: int = 0
+    bytes: int = 0
+    errors: list[dict] = field(default_factory=list)
+    action: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "project_id": self.project_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "manifest_path": self.manifest_path,
+            "rows": self.rows,
+            "points": self.points,
+            "files": self.files,
+            "bytes": self.bytes,
+            "errors": self.errors,
+            "action": self.action,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunExportResult":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+class ProgressSink(Protocol):
+    """Receives progress; implementations must be thread-safe (runs export in parallel)."""
+
+    def on_plan(self, total_runs: int) -> None: ...
+
+    def on_points(self, points: int, bytes: int) -> None: ...
+
+    def on_run_done(self, result: RunExportResult) -> None: ...
+
+
+def error_record(project_id: str, run_id: str | None, error: BaseException) -> dict:
+    """One error report line: project, run, attribute, error type, message, remedy."""
+    if isinstance(error, NeptuneExporterError):
+        return {
+            "project": project_id,
+            "run": error.run or run_id,
+            "attribute": error.attribute,
+            "error_type": type(error).__name__,
+            "message": error.message,
+            "remedy": error.remedy,
+        }
+    return {
+        "project": project_id,
+        "run": run_id,
+        "attribute": None,
+        "error_type": type(error).__name__,
+        "message": str(error) or repr(error),
+        "remedy": "run the export again; if it keeps failing, report the error with the log",
+    }
+
+
+# ----------------------------------------------------------------------------- source, preflight, discovery
+
+
+def make_source(options: ExportOptions, settings: Settings) -> Source:
+    """The Source for `options.source` (imported lazily so unused clients never load)."""
+    token = neptune_api_token(options.api_token)
+    if options.source == "neptune3":
+        from neptune_exporter.exporters.neptune3 import Neptune3Source
+
+        return Neptune3Source(token, settings)
+    if options.source == "neptune2":
+        from neptune_exporter.exporters.neptune2 import Neptune2Source
+
+        return Neptune2Source(token, settings)
+    raise InvalidOptionError(f"source {options.source!r} is not supported", "use source neptune3 or neptune2")
+
+
+def check_writable(path: Path | str, option: str) -> Path:
+    """Create the folder if needed and prove a file can be written there; OutputPathError otherwise."""
+    path = Path(path)
+    remedy = f"point {option} to a folder you can write to, or fix its permissions"
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{option} {path} is a file, not a folder", remedy)
+    probe = path / f".neptune-exporter-write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputPathError(f"{option} {path} is not writable: {exc.strerror or exc}", remedy) from None
+    return path
+
+
+def _check_regexes(options: ExportOptions) -> None:
+    compile_regex(options.runs.runs_regex, "--runs")
+    compile_regex(options.runs.experiments_regex, "--experiments")
+    compile_regex(options.attributes.regex, "--attributes")
+    compile_regex(options.include_projects, "--include-projects")
+    compile_regex(options.exclude_projects, "--exclude-projects")
+    if options.runs.where:
+        from neptune_exporter.exporters.where import parse_where
+
+        parse_where(options.runs.where)
+
+
+def _workspace_projects(options: ExportOptions, source: Source) -> list[str]:
+    if not options.workspace:
+        return []
+    include = compile_regex(options.include_projects, "--include-projects")
+    exclude = compile_regex(options.exclude_projects, "--exclude-projects")
+    return [
+        project
+        for project in source.list_projects(options.workspace)
+        if (include is None or include.search(project)) and not (exclude and exclude.search(project))
+    ]
+
+
+def preflight(options: ExportOptions, source: Source) -> list[str]:
+    """Check everything before any download: regexes, --where, output folders, projects and access."""
+    _check_regexes(options)
+    if options.workers < 1:
+        raise InvalidOptionError(f"workers must be at least 1, got {options.workers}", "pass --workers 1 or more")
+    check_writable(options.data_path, "--data-path")
+    check_writable(options.files_path, "--files-path")
+    projects = list(dict.fromkeys([*options.projects, *_workspace_projects(options, source)]))
+    if not projects:
+        raise InvalidOptionError(
+            "no project selected", "pass -p WORKSPACE/PROJECT, set NEPTUNE_PROJECT, or loosen the workspace filters"
+        )
+    for project in projects:
+        source.check_access(project)
+    return projects
+
+
+def discover(source: Source, options: ExportOptions, projects: Iterable[str]) -> list[RunRef]:
+    """Runs of every project matching the run selection (filters applied by the source)."""
+    runs: list[RunRef] = []
+    for project in projects:
+        runs.extend(source.list_runs(project, options.runs))
+    return runs
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _listed(manifest: Manifest | None) -> set[str]:
+    return {part.path for part in manifest.parts} if manifest else set()
+
+
+def remove_strays(data_root: Path, project_id: str, run_id: str, keep: Manifest | None) -> list[Path]:
+    """Delete the run's parts and tmp files that `keep` (a complete manifest, or None) does not list."""
+    listed = _listed(keep)
+    removed = []
+    for path in run_part_paths(data_root, project_id, run_id, include_tmp=True):
+        if path.relative_to(data_root).as_posix() not in listed:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _plan_one(run: RunRef, options: ExportOptions, data_root: Path) -> RunPlan:
+    manifest = read_manifest(manifest_path(data_root, run.project_id, run.run_id))
+    if manifest is None:
+        leftovers = run_part_paths(data_root, run.project_id, run.run_id, include_tmp=True)
+        if leftovers:
+            return RunPlan(run, "redo", f"{len(leftovers)} part(s) without a complete manifest")
+        return RunPlan(run, "full", "not exported yet")
+    if not manifest.is_complete():
+        return RunPlan(run, "redo", "previous export failed")
+    missing = [p.path for p in manifest.parts if not (data_root / p.path).is_file()]
+    if missing:
+        return RunPlan(run, "redo", f"{len(missing)} listed part(s) missing")
+    if manifest.options.get("fingerprint") != options.fingerprint():
+        return RunPlan(run, "redo", "export options changed")
+    remove_strays(data_root, run.project_id, run.run_id, manifest)
+    ensure_part_zero(data_root, manifest)
+    if run.modification_time is not None and manifest.source.get("modification_time") == _iso(run.modification_time):
+        return RunPlan(run, "skip", "unchanged since the last export")
+    return RunPlan(run, "incremental", "modified since the last export")
+
+
+def plan_runs(runs: Iterable[RunRef], options: ExportOptions) -> list[RunPlan]:
+    """Compare each run with its manifest. Also tidies complete runs (stray files removed, part 0 restored)."""
+    data_root = Path(options.data_path)
+    return [_plan_one(run, options, data_root) for run in runs]
+
+
+# ----------------------------------------------------------------------------- exporting one run
+
+
+def ensure_part_zero(data_root: Path, manifest: Manifest) -> None:
+    """Make `<run-file>_part_0.parquet` exist (the peer tool's "run complete" marker) by renaming the lowest part."""
+    if not manifest.parts or not manifest.is_complete():
+        return
+    zero_name = part_file_name(manifest.run_id, 0)
+    if any(Path(p.path).name == zero_name for p in manifest.parts):
+        return
+    lowest = manifest.parts[0]
+    source = data_root / lowest.path
+    target = source.with_name(zero_name)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    relative = target.relative_to(data_root).as_posix()
+    manifest.parts = [replace(lowest, path=relative), *manifest.parts[1:]]
+    manifest.single_value_parts = [relative if p == lowest.path else p for p in manifest.single_value_parts]
+    write_manifest(data_root, manifest)
+    source.unlink()
+
+
+def _watermark_filter(batch: pa.RecordBatch, marks: dict[str, int]) -> pa.RecordBatch:
+    """Drop series points at or before the watermark (a source may return a little more than asked)."""
+    if not marks or batch.num_rows == 0:
+        return batch
+    paths = batch.column("attribute_path")
+    is_series = pc.is_in(batch.column("attribute_type"), value_set=SERIES_TYPES_ARRAY)
+    steps = decimal_array_to_unscaled(batch.column("step"))
+    drop = np.zeros(batch.num_rows, dtype=bool)
+    for path in pc.unique(paths).to_pylist():
+        if path in marks:
+            same = np.asarray(pc.and_(pc.equal(paths, path), is_series).fill_null(False))
+            drop |= same & (steps <= marks[path])
+    return batch.filter(pa.array(~drop)) if drop.any() else batch
+
+
+def _unscaled_marks(watermarks: dict[str, Watermark] | None) -> dict[str, int]:
+    return {
+        path: int(round(mark.last_step * 1_000_000))
+        for path, mark in (watermarks or {}).items()
+        if mark.last_step is not None
+    }
+
+
+def _single_value_paths(stats: AttributeStats) -> set[str]:
+    return {path for path, entry in stats.by_path.items() if entry["type"] not in SERIES_TYPE_NAMES}
+
+
+def _rewrite_without(writer: RunWriter, data_root: Path, part: PartInfo, superseded: set[str]) -> None:
+    """Copy a kept part into the writer minus the single-value rows the new export replaced."""
+    drop = pa.array(sorted(superseded), pa.string())
+    for batch in iter_part_batches(data_root / part.path):
+        is_single = pc.invert(pc.is_in(batch.column("attribute_type"), value_set=SERIES_TYPES_ARRAY))
+        replaced = pc.and_(is_single, pc.is_in(batch.column("attribute_path"), value_set=drop))
+        writer.write(batch.filter(pc.invert(replaced)))
+
+
+def _parts_holding(data_root: Path, kept: Manifest, paths: set[str]) -> list[PartInfo]:
+    """Kept parts holding single-value rows of `paths` (scans only parts known to hold single-value rows)."""
+    candidates = set(kept.single_value_parts) if kept.single_value_parts is not None else None
+    value_set = pa.array(sorted(paths), pa.string())
+    holding = []
+    for part in kept.parts:
+        if candidates is not None and part.path not in candidates:
+            continue
+        for batch in iter_part_batches(data_root / part.path, ["attribute_path", "attribute_type"]):
+            hit = pc.and_(
+                pc.invert(pc.is_in(batch.column("attribute_type"), value_set=SERIES_TYPES_ARRAY)),
+                pc.is_in(batch.column("attribute_path"), value_set=value_set),
+            )
+            if pc.any(hit).as_py():
+                holding.append(part)
+                break
+    return holding
+
+
+def _merge_attributes(kept: Manifest | None, stats: AttributeStats, superseded: set[str]) -> dict[str, dict]:
+    merged = {p: dict(e) for p, e in (kept.attributes if kept else {}).items() if p not in superseded}
+    for path, entry in stats.by_path.items():
+        old = merged.get(path)
+        if old is None or old["type"] != entry["type"]:
+            merged[path] = dict(entry)
+            continue
+        old["count"] += entry["count"]
+        steps = [s for s in (old.get("last_step"), entry.get("last_step")) if s is not None]
+        old["last_step"] = max(steps) if steps else None
+    return merged
+
+
+def _file_entry(exported: ExportedFile) -> dict:
+    return {
+        "attribute_path": exported.attribute_path,
+        "path": exported.relative_path,
+        "size": exported.size,
+        "sha256": exported.sha256,
+        "step": exported.step,
+    }
+
+
+def _merge_files(kept: Manifest | None, new: list[ExportedFile]) -> list[dict]:
+    entries = {(f["attribute_path"], f["path"]): f for f in (kept.files if kept else [])}
+    entries.update({(f.attribute_path, f.relative_path): _file_entry(f) for f in new})
+    return list(entries.values())
+
+
+def _source_record(source: Source, run: RunRef, facts: dict) -> dict:
+    record = {
+        "kind": getattr(source, "kind", run.source_kind),
+        "server": getattr(source, "server", None),
+        "project_id": run.project_id,
+        "run_id": run.run_id,
+        "sys_id": run.sys_id,
+        "custom_run_id": run.custom_run_id,
+        "experiment_name": run.experiment_name,
+        "name": run.name,
+        "creation_time": _iso(run.creation_time),
+        "modification_time": _iso(run.modification_time),
+        "fork_parent": None,
+        "fork_step": None,
+    }
+    record.update({k: v for k, v in facts.items() if k in record and v is not None})
+    return record
+
+
+@dataclass
+class _Attempt:
+    """State of one export attempt of a run."""
+
+    kept: Manifest | None  # complete manifest whose parts stay (incremental) or None
+    previous: Manifest | None
+    writer: RunWriter
+    stats: AttributeStats = field(default_factory=AttributeStats)
+    superseded: set[str] = field(default_factory=set)
+    rewritten: list[PartInfo] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+
+
+def _begin(plan: RunPlan, options: ExportOptions, settings: Settings, data_root: Path) -> _Attempt:
+    run = plan.run
+    previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id))
+    complete = previous if previous is not None and previous.is_complete() else None
+    remove_strays(data_root, run.project_id, run.run_id, complete)
+    incremental = (
+        plan.action == "incremental"
+        and complete is not None
+        and complete.options.get("fingerprint") == options.fingerprint()
+    )
+    writer = RunWriter(data_root, run.project_id, run.run_id, settings.part_target_bytes)
+    return _Attempt(kept=complete if incremental else None, previous=previous, writer=writer)
+
+
+def _stream(attempt: _Attempt, source: Source, plan: RunPlan, options: ExportOptions, progress) -> list[ExportedFile]:
+    watermarks = attempt.kept.watermarks() if attempt.kept else None
+    marks = _unscaled_marks(watermarks)
+    callback = progress.on_points if progress is not None else None
+    content = source.export_run(plan.run, options.attributes, Path(options.files_path), watermarks, callback)
+    for batch in content.batches:
+        batch = _watermark_filter(batch, marks)
+        attempt.writer.write(batch)
+        attempt.stats.add(batch)
+    attempt.facts = content.source_facts
+    return content.files
+
+
+def _rewrite_superseded(attempt: _Attempt, data_root: Path) -> None:
+    if attempt.kept is None:
+        return
+    attempt.superseded = _single_value_paths(attempt.stats)
+    if not attempt.superseded:
+        return
+    attempt.rewritten = _parts_holding(data_root, attempt.kept, attempt.superseded)
+    for part in attempt.rewritten:
+        _rewrite_without(attempt.writer, data_root, part, attempt.superseded)
+
+
+def _complete_manifest(attempt: _Attempt, source: Source, plan: RunPlan, options: ExportOptions, files) -> Manifest:
+    kept, new_parts = attempt.kept, attempt.writer.close()
+    rewritten = {p.path for p in attempt.rewritten}
+    parts = [p for p in (kept.parts if kept else []) if p.path not in rewritten] + new_parts
+    single = [p for p in (kept.single_value_parts or []) if p not in rewritten] if kept else []
+    file_entries = _merge_files(kept, files)
+    return Manifest(
+        status=STATUS_COMPLETE,
+        source=_source_record(source, plan.run, attempt.facts),
+        options=options.manifest_options(),
+        parts=parts,
+        attributes=_merge_attributes(kept, attempt.stats, attempt.superseded),
+        files=file_entries,
+        checksum=compute_checksum(parts, file_entries),
+        single_value_parts=single + attempt.writer.single_value_parts,
+    )
+
+
+def _drop_obsolete(data_root: Path, previous: Manifest | None, manifest: Manifest) -> None:
+    """After the new manifest is on disk: delete parts the old manifest listed and the new one does not."""
+    for path in _listed(previous) - _listed(manifest):
+        (data_root / path).unlink(missing_ok=True)
+
+
+def export_run(
+    source: Source, plan: RunPlan, options: ExportOptions, settings: Settings, progress: ProgressSink | None = None
+) -> RunExportResult:
+    """Export one run: parts first, manifest last; TerminalError → failed manifest; TransientError propagates."""
+    run, data_root = plan.run, Path(options.data_path)
+    path = manifest_path(data_root, run.project_id, run.run_id)
+    if plan.action == "skip":
+        return _done(progress, RunExportResult(run.project_id, run.run_id, "skipped", str(path), action="skip"))
+    attempt = _begin(plan, options, settings, data_root)
+    try:
+        files = _stream(attempt, source, plan, options, progress)
+        _rewrite_superseded(attempt, data_root)
+        if attempt.kept is None and attempt.writer.rows == 0:
+            attempt.writer.write(empty_batch())  # part 0 marks an empty run exported for the peer tool too
+        manifest = _complete_manifest(attempt, source, plan, options, files)
+    except TerminalError as error:
+        attempt.writer.abort()
+        return _done(progress, record_failure(plan, options, [error_record(run.project_id, run.run_id, error)], source))
+    except BaseException:
+        attempt.writer.abort()
+        raise
+    write_manifest(data_root, manifest)
+    _drop_obsolete(data_root, attempt.previous, manifest)
+    ensure_part_zero(data_root, manifest)
+    result = RunExportResult(
+        run.project_id,
+        run.run_id,
+        STATUS_COMPLETE,
+        str(path),
+        rows=attempt.stats.rows,
+        points=attempt.stats.points,
+        files=len(files),
+        bytes=sum(p.bytes for p in manifest.parts if p.path not in _listed(attempt.kept)),
+        action=plan.action,
+    )
+    return _done(progress, result)
+
+
+def _done(progress: ProgressSink | None, result: RunExportResult) -> RunExportResult:
+    if progress is not None:
+        progress.on_run_done(result)
+    return result
+
+
+def record_failure(plan: RunPlan, options: ExportOptions, errors: list[dict], source: Source | None = None) -> RunExportResult:
+    """Write a failed manifest (keeping whatever an earlier export listed, untouched) and return a failed result."""
+    run, data_root = plan.run, Path(options.data_path)
+    previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id))
+    manifest = Manifest(
+        status=STATUS_FAILED,
+        source=previous.source if previous else _source_record(source, run, {}) if source else run_ref_to_json(run),
+        options=options.manifest_options(),
+        parts=list(previous.parts) if previous else [],
+        attributes=dict(previous.attributes) if previous else {},
+        files=list(previous.files) if previous else [],
+        errors=errors,
+        single_value_parts=previous.single_value_parts if previous else None,
+    )
+    manifest.source["run_id"], manifest.source["project_id"] = run.run_id, run.project_id
+    path = write_manifest(data_root, manifest)
+    return RunExportResult(run.project_id, run.run_id, STATUS_FAILED, str(path), errors=errors, action=plan.action)
+
+
+# ----------------------------------------------------------------------------- the library loop
+
+
+def retry_delay(error: BaseException, policy: RetryPolicy, attempt: int) -> float:
+    """Backoff for `attempt` (0-based), at least the server's Retry-After when the error carries one."""
+    delays = policy.delays()
+    base = delays[min(attempt, len(delays) - 1)] if delays else 0.0
+    retry_after = getattr(error, "retry_after", None) or 0.0
+    return max(base, float(retry_after))
+
+
+def export_run_with_retries(
+    source: Source,
+    plan: RunPlan,
+    options: ExportOptions,
+    settings: Settings,
+    progress: ProgressSink | None = None,
+    sleep=time.sleep,
+) -> RunExportResult:
+    """export_run retried on transient errors per settings.retry; any final error becomes a failed result."""
+    attempts = max(1, settings.retry.attempts)
+    for attempt in range(attempts):
+        try:
+            return export_run(source, plan, options, settings, progress)
+        except Exception as error:  # noqa: BLE001 - one failed run must never stop the others; it is recorded below
+            if is_transient(error) and attempt + 1 < attempts:
+                delay = retry_delay(error, settings.retry, attempt)
+                log.warning("run %s: %s; retrying in %.1fs", plan.run.key(), error, delay)
+                sleep(delay)
+                continue
+            if not isinstance(error, NeptuneExporterError):
+                log.exception("run %s failed unexpectedly", plan.run.key())
+            record = error_record(plan.run.project_id, plan.run.run_id, error)
+            return _done(progress, record_failure(plan, options, [record], source))
+    raise AssertionError("unreachable: the loop returns on its last attempt")
+
+
+def run_export(options: ExportOptions, settings: Settings, progress: ProgressSink | None = None) -> list[RunExportResult]:
+    """Preflight, discover, plan, export runs on a bounded thread pool, write project summaries; the results."""
+    source = make_source(options, settings)
+    projects = preflight(options, source)
+    plans = plan_runs(discover(source, options, projects), options)
+    if progress is not None:
+        progress.on_plan(len(plans))
+    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="export") as pool:
+        futures = [pool.submit(export_run_with_retries, source, plan, options, settings, progress) for plan in plans]
+        results = [future.result() for future in futures]
+    write_export_summary(Path(options.data_path), results, options)
+    return results
+
+
+# ----------------------------------------------------------------------------- summaries and error reports
+
+
+def _by_project(results: Iterable[RunExportResult]) -> dict[str, list[RunExportResult]]:
+    grouped: dict[str, list[RunExportResult]] = {}
+    for result in results:
+        grouped.setdefault(result.project_id, []).append(result)
+    return grouped
+
+
+def totals(results: Iterable[RunExportResult]) -> dict:
+    """Runs by status and summed figures."""
+    results = list(results)
+    return {
+        "runs_complete": sum(r.status == STATUS_COMPLETE for r in results),
+        "runs_failed": sum(r.status == STATUS_FAILED for r in results),
+        "runs_skipped": sum(r.status == "skipped" for r in results),
+        "rows": sum(r.rows for r in results),
+        "points": sum(r.points for r in results),
+        "files": sum(r.files for r in results),
+        "bytes": sum(r.bytes for r in results),
+    }
+
+
+def write_error_report(data_root: Path | str, results: Iterable[RunExportResult]) -> list[Path]:
+    """Per project `errors.jsonl` (project, run, attribute, error_type, message, remedy) of this export."""
+    written = []
+    for project_id, project_results in sorted(_by_project(results).items()):
+        path = project_dir(data_root, project_id) / ERRORS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for result in project_results:
+                for record in result.errors:
+                    handle.write(json.dumps(record, default=str) + "\n")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def write_export_summary(data_root: Path | str, results: Iterable[RunExportResult], options: ExportOptions) -> list[Path]:
+    """Per project `export_summary.json`: runs ok/failed/skipped, totals, per-run errors; plus `errors.jsonl`."""
+    results = list(results)
+    written = []
+    for project_id, project_results in sorted(_by_project(results).items()):
+        summary = {
+            "project_id": project_id,
+            "exported_at": utc_now_iso(),
+            "options": options.to_json(),
+            **totals(project_results),
+            "runs": {r.run_id: {"status": r.status, "action": r.action} for r in project_results},
+            "failures": [{"run_id": r.run_id, "errors": r.errors} for r in project_results if r.status == STATUS_FAILED],
+        }
+        written.append(write_json_atomic(project_dir(data_root, project_id) / SUMMARY_FILE, summary))
+    write_error_report(data_root, results)
+    return written
+
+
+def export_summary(results: Iterable[RunExportResult], options: ExportOptions, error_reports: list[Path] | None = None) -> dict:
+    """The dict the CLI prints: totals, where the data is, failures (first error of each failed run)."""
+    results = list(results)
+    failures = [
+        {"project_id": r.project_id, "run_id": r.run_id, "message": r.errors[0]["message"] if r.errors else ""}
+        for r in results
+        if r.status == STATUS_FAILED
+    ]
+    return {
+        **totals(results),
+        "data_path": str(options.data_path),
+        "files_path": str(options.files_path),
+        "failures": failures,
+        "error_reports": [str(p) for p in error_reports or []],
+    }
+

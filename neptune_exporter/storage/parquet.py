@@ -1,0 +1,441 @@
+"""Parquet parts on disk in the peer tool's layout: a streaming run writer, a part-by-part reader and run listing."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from neptune_exporter.errors import CorruptPartError
+from neptune_exporter.model import PARQUET_SCHEMA, SERIES_TYPES, decimal_array_to_unscaled, part_file_name, sanitize_name
+from neptune_exporter.storage.manifest import (
+    MANIFEST_SUFFIX,
+    STATUS_COMPLETE,
+    STATUS_FAILED,
+    Manifest,
+    PartInfo,
+    compute_checksum,
+    fsync_dir,
+    manifest_path,
+    read_manifest,
+)
+
+__all__ = [
+    "PartInfo",
+    "RunWriter",
+    "StoredRun",
+    "project_dir",
+    "run_part_paths",
+    "read_run_batches",
+    "list_stored_runs",
+    "derive_manifest",
+    "AttributeStats",
+]
+
+log = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".tmp"
+COMPRESSION = "snappy"  # the peer tool's choice
+HASH_CHUNK = 1 << 20
+SERIES_TYPE_NAMES = frozenset(t.value for t in SERIES_TYPES)
+_SERIES_ARRAY = pa.array(sorted(SERIES_TYPE_NAMES), pa.string())
+_PART_RE = re.compile(r"^(?P<prefix>.+)_part_(?P<index>\d+)\.parquet(?P<tmp>\.tmp)?$")
+
+
+def project_dir(data_root: Path | str, project_id: str) -> Path:
+    """`<data>/<sanitized project id>`."""
+    return Path(data_root) / sanitize_name(project_id)
+
+
+def _parse_part_name(name: str) -> tuple[str, int, bool] | None:
+    match = _PART_RE.match(name)
+    if match is None:
+        return None
+    return match["prefix"], int(match["index"]), bool(match["tmp"])
+
+
+def run_part_paths(data_root: Path | str, project_id: str, run_id: str, include_tmp: bool = False) -> list[Path]:
+    """Every `<run-file>_part_<n>.parquet` of a run on disk (listed or not), by part number."""
+    return _run_files(project_dir(data_root, project_id), sanitize_name(run_id), include_tmp)
+
+
+def _run_files(folder: Path, prefix: str, include_tmp: bool) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in os.scandir(folder):
+        parsed = _parse_part_name(entry.name)
+        if parsed and parsed[0] == prefix and (include_tmp or not parsed[2]):
+            found.append((parsed[1], parsed[2], Path(entry.path)))
+    return [path for _, _, path in sorted(found)]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def conform_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch in exactly PARQUET_SCHEMA (columns by name, cast when needed); CorruptPartError when impossible."""
+    if batch.schema.equals(PARQUET_SCHEMA):
+        return batch
+    arrays = []
+    for target in PARQUET_SCHEMA:
+        index = batch.schema.get_field_index(target.name)
+        if index < 0:
+            arrays.append(pa.nulls(batch.num_rows, type=target.type))
+            continue
+        column = batch.column(index)
+        try:
+            arrays.append(column if column.type == target.type else column.cast(target.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise CorruptPartError(
+                f"column {target.name!r} has type {column.type}, expected {target.type}: {exc}",
+                "write rows with neptune_exporter.rows builders (the shared Parquet schema)",
+            ) from None
+    return pa.RecordBatch.from_arrays(arrays, schema=PARQUET_SCHEMA)
+
+
+def _has_single_values(batch: pa.RecordBatch) -> bool:
+    if batch.num_rows == 0:
+        return False
+    is_series = pc.is_in(batch.column("attribute_type"), value_set=_SERIES_ARRAY)
+    return not pc.all(is_series).as_py()
+
+
+class RunWriter:
+    """Streams a run's RecordBatches into parts rolled near `part_target_bytes`; tmp files renamed on close."""
+
+    def __init__(self, data_root: Path | str, project_id: str, run_id: str, part_target_bytes: int):
+        self.data_root = Path(data_root)
+        self.project_id = project_id
+        self.run_id = run_id
+        self.part_target_bytes = max(1, int(part_target_bytes))
+        self.folder = project_dir(self.data_root, project_id)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        existing = _run_files(self.folder, sanitize_name(run_id), include_tmp=True)
+        self._next_index = 1 + max((_parse_part_name(p.name)[1] for p in existing), default=-1)
+        self._writer: pq.ParquetWriter | None = None
+        self._sink: pa.OSFile | None = None
+        self._current: tuple[int, Path] | None = None
+        self._current_rows = 0
+        self._current_single = False
+        self._single_indexes: set[int] = set()
+        self._finished: list[tuple[int, Path, int]] = []  # (index, tmp path, rows)
+        self._renamed: list[Path] = []
+        self._closed = False
+        self.rows = 0
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._closed:
+            self.close()
+
+    @property
+    def first_index(self) -> int:
+        """Part number the first part of this writer gets (after every existing part of the run)."""
+        return self._finished[0][0] if self._finished else (self._current[0] if self._current else self._next_index)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append rows; a zero-row batch only opens a part when none is open (so an empty run still gets part 0)."""
+        if self._closed:
+            raise RuntimeError("RunWriter is closed")
+        batch = conform_batch(batch)
+        if self._writer is not None and batch.num_rows == 0:
+            return
+        if self._writer is not None and self._sink.tell() >= self.part_target_bytes:
+            self._finish_part()
+        if self._writer is None:
+            self._open_part()
+        self._writer.write_batch(batch)
+        self._current_single = self._current_single or _has_single_values(batch)
+        self._current_rows += batch.num_rows
+        self.rows += batch.num_rows
+
+    def _open_part(self) -> None:
+        index = self._next_index
+        self._next_index += 1
+        tmp = self.folder / (part_file_name(self.run_id, index) + TMP_SUFFIX)
+        self._sink = pa.OSFile(str(tmp), "wb")
+        self._writer = pq.ParquetWriter(self._sink, PARQUET_SCHEMA, compression=COMPRESSION)
+        self._current = (index, tmp)
+        self._current_rows = 0
+        self._current_single = False
+
+    def _finish_part(self) -> None:
+        self._writer.close()
+        self._sink.close()
+        index, tmp = self._current
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        self._finished.append((index, tmp, self._current_rows))
+        if self._current_single:
+            self._single_indexes.add(index)
+        self._writer = self._sink = self._current = None
+
+    @property
+    def single_value_parts(self) -> list[str]:
+        """Paths (relative to the data root) of this writer's parts that hold single-value (non-series) rows."""
+        folder = self.folder.relative_to(self.data_root)
+        return [(folder / part_file_name(self.run_id, i)).as_posix() for i in sorted(self._single_indexes)]
+
+    def close(self) -> list[PartInfo]:
+        """Finish the open part and rename every tmp part, highest number first (the lowest appears last)."""
+        if self._closed:
+            raise RuntimeError("RunWriter is already closed")
+        if self._writer is not None:
+            self._finish_part()
+        infos = []
+        for index, tmp, rows in sorted(self._finished, reverse=True):
+            final = tmp.with_name(part_file_name(self.run_id, index))
+            size, sha = tmp.stat().st_size, file_sha256(tmp)
+            os.replace(tmp, final)
+            self._renamed.append(final)
+            infos.append(PartInfo(final.relative_to(self.data_root).as_posix(), rows, size, sha))
+        if infos:
+            fsync_dir(self.folder)
+        self._closed = True
+        return sorted(infos, key=lambda info: _parse_part_name(Path(info.path).name)[1])
+
+    def abort(self) -> None:
+        """Remove every file this writer created (tmp or renamed); parts that existed before are untouched."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._sink.close()
+            self._finished.append((self._current[0], self._current[1], self._current_rows))
+            self._writer = self._sink = self._current = None
+        for _, tmp, _ in self._finished:
+            tmp.unlink(missing_ok=True)
+        for final in self._renamed:
+            final.unlink(missing_ok=True)
+        self._finished, self._renamed = [], []
+        self._closed = True
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _open_part(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise CorruptPartError(
+            f"cannot read Parquet part {path}: {exc}",
+            "delete the run's manifest and parts and export the run again",
+        ) from None
+
+
+def iter_part_batches(path: Path, columns: list[str] | None = None, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """Batches of one part in PARQUET_SCHEMA (or the requested columns), row group by row group."""
+    part = _open_part(path)
+    names = set(part.schema_arrow.names)
+    wanted = [c for c in (columns or PARQUET_SCHEMA.names) if c in names]
+    target = pa.schema([PARQUET_SCHEMA.field(c) for c in (columns or PARQUET_SCHEMA.names)])
+    for batch in part.iter_batches(batch_size=batch_size, columns=wanted):
+        yield _to_target(batch, target)
+
+
+def _to_target(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
+    if batch.schema.equals(target):
+        return batch
+    arrays = []
+    for field in target:
+        index = batch.schema.get_field_index(field.name)
+        column = pa.nulls(batch.num_rows, field.type) if index < 0 else batch.column(index)
+        arrays.append(column if column.type == field.type else column.cast(field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=target)
+
+
+def _listed_paths(data_root: Path, manifest: Manifest) -> list[Path]:
+    return [data_root / part.path for part in manifest.parts]
+
+
+def read_run_batches(
+    data_root: Path | str, project_id: str, run_id: str, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """A run's rows part by part; only the manifest's parts when a manifest exists (peer exports: every part)."""
+    data_root = Path(data_root)
+    manifest = read_manifest(manifest_path(data_root, project_id, run_id))
+    paths = _listed_paths(data_root, manifest) if manifest else run_part_paths(data_root, project_id, run_id)
+    for path in paths:
+        yield from iter_part_batches(path, columns)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+class AttributeStats:
+    """Per-attribute row count, type and last step, accumulated batch by batch."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, dict] = {}
+        self.rows = 0
+        self.points = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self.rows += batch.num_rows
+        table = pa.Table.from_batches([batch.select(["attribute_path", "attribute_type", "step"])])
+        grouped = table.group_by(["attribute_path", "attribute_type"]).aggregate(
+            [("attribute_path", "count"), ("step", "max")]
+        )
+        last_steps = decimal_array_to_unscaled(grouped["step_max"].combine_chunks())
+        valid = np.asarray(grouped["step_max"].is_valid())
+        for i, (path, kind, count) in enumerate(
+            zip(
+                grouped["attribute_path"].to_pylist(),
+                grouped["attribute_type"].to_pylist(),
+                grouped["attribute_path_count"].to_pylist(),
+            )
+        ):
+            step = int(last_steps[i]) / 1_000_000 if valid[i] else None
+            self._merge(path, kind, count, step)
+            if kind in SERIES_TYPE_NAMES:
+                self.points += count
+
+    def _merge(self, path: str, kind: str, count: int, step: float | None) -> None:
+        entry = self.by_path.setdefault(path, {"type": kind, "count": 0, "last_step": None})
+        entry["type"] = kind
+        entry["count"] += count
+        if step is not None and (entry["last_step"] is None or step > entry["last_step"]):
+            entry["last_step"] = step
+
+
+# ----------------------------------------------------------------------------- stored runs
+
+_SYS_FACTS = {
+    "sys/id": ("sys_id", "string_value"),
+    "sys/custom_run_id": ("custom_run_id", "string_value"),
+    "sys/name": ("name", "string_value"),
+    "sys/experiment/name": ("experiment_name", "string_value"),
+    "sys/creation_time": ("creation_time", "datetime_value"),
+    "sys/modification_time": ("modification_time", "datetime_value"),
+    "sys/forking/parent": ("fork_parent", "string_value"),
+    "sys/forking/step": ("fork_step", "float_value"),
+}
+
+
+@dataclass
+class StoredRun:
+    """A run found on disk: its ids, folder, parts and manifest (derived from the parts for peer exports)."""
+
+    project_id: str
+    run_id: str
+    project_dir: Path
+    parts: list[Path]
+    manifest: Manifest
+
+
+_SYS_PATHS = pa.array(list(_SYS_FACTS), pa.string())
+_DERIVE_COLUMNS = ["project_id", "run_id", "attribute_path", "attribute_type", "step", "string_value", "float_value", "datetime_value"]
+
+
+def _collect_sys_facts(batch: pa.RecordBatch, facts: dict) -> None:
+    mask = pc.is_in(batch.column("attribute_path"), value_set=_SYS_PATHS)
+    if not pc.any(mask).as_py():
+        return
+    rows = batch.filter(mask).to_pylist()
+    for row in rows:
+        name, column = _SYS_FACTS[row["attribute_path"]]
+        value = row[column]
+        if value is not None and name not in facts:
+            facts[name] = value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def derive_manifest(parts: list[Path], data_root: Path | str) -> Manifest:
+    """A manifest for parts written without one (the peer tool): ids, counts, last steps, checksums, sys facts."""
+    data_root = Path(data_root)
+    stats, ids, facts, infos = AttributeStats(), {}, {}, []
+    for path in parts:
+        rows = 0
+        for batch in iter_part_batches(path, _DERIVE_COLUMNS):
+            stats.add(batch)
+            _collect_sys_facts(batch, facts)
+            rows += batch.num_rows
+            if not ids and batch.num_rows:
+                ids = {"project_id": batch.column(0)[0].as_py(), "run_id": batch.column(1)[0].as_py()}
+        infos.append(PartInfo(path.relative_to(data_root).as_posix(), rows, path.stat().st_size, file_sha256(path)))
+    if "experiment_name" not in facts and "name" in facts:
+        facts["experiment_name"] = facts["name"]  # 3.x experiments keep their name in sys/name (peer reader's rule)
+    complete = bool(parts) and _parse_part_name(parts[0].name)[1] == 0  # the peer's marker: part 0 exists
+    errors = [] if complete else [{"error_type": "IncompleteExport", "message": "parts without part 0", "remedy": "export the run again"}]
+    return Manifest(
+        status=STATUS_COMPLETE if complete else STATUS_FAILED,
+        source={"kind": "peer", **ids, **facts},
+        parts=infos,
+        attributes=stats.by_path,
+        errors=errors,
+        checksum=compute_checksum(infos, []),
+        derived=True,
+    )
+
+
+def _run_prefixes(folder: Path) -> dict[str, list[Path]]:
+    prefixes: dict[str, list[Path]] = {}
+    for entry in os.scandir(folder):
+        if entry.name.endswith(MANIFEST_SUFFIX) and not entry.name.startswith("."):
+            prefixes.setdefault(entry.name[: -len(MANIFEST_SUFFIX)], [])
+            continue
+        parsed = _parse_part_name(entry.name)
+        if parsed and not parsed[2]:
+            prefixes.setdefault(parsed[0], []).append(Path(entry.path))
+    return prefixes
+
+
+def _stored_run(data_root: Path, folder: Path, prefix: str, parts: list[Path]) -> StoredRun | None:
+    manifest = read_manifest(folder / (prefix + MANIFEST_SUFFIX))
+    parts = sorted(parts, key=lambda p: _parse_part_name(p.name)[1])
+    if manifest is not None:
+        listed = _listed_paths(data_root, manifest)
+        return StoredRun(manifest.project_id, manifest.run_id, folder, listed, manifest)
+    if not parts:
+        return None
+    manifest = derive_manifest(parts, data_root)
+    manifest.source["run_id"] = manifest.run_id or prefix  # a peer run with zero rows names itself by file only
+    return StoredRun(manifest.project_id, manifest.run_id, folder, parts, manifest)
+
+
+def list_stored_runs(
+    data_root: Path | str, projects: Iterable[str] | None = None, runs_regex: str | None = None
+) -> Iterator[StoredRun]:
+    """Runs under the data root (ours or the peer tool's), by project folder then run file name."""
+    data_root = Path(data_root)
+    if not data_root.is_dir():
+        return
+    from neptune_exporter.exporters.base import compile_regex
+
+    pattern = compile_regex(runs_regex, "--runs")
+    wanted = {sanitize_name(p) for p in projects} if projects else None
+    for folder in sorted(p for p in data_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if wanted is not None and folder.name not in wanted:
+            continue
+        for prefix, parts in sorted(_run_prefixes(folder).items()):
+            stored = _stored_run(data_root, folder, prefix, parts)
+            if stored is None or (pattern and not _run_matches(stored, pattern)):
+                continue
+            yield stored
+
+
+def _run_matches(stored: StoredRun, pattern: re.Pattern) -> bool:
+    candidates = [stored.run_id, stored.manifest.source.get("custom_run_id"), stored.manifest.source.get("sys_id")]
+    return any(c and pattern.search(c) for c in candidates)

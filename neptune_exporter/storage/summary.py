@@ -1,0 +1,120 @@
+"""What is on disk: runs, attributes by type, points, files, bytes and failures per project, and a rich rendering."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from neptune_exporter.model import SERIES_TYPES
+from neptune_exporter.storage.parquet import StoredRun, list_stored_runs
+
+SERIES_TYPE_NAMES = frozenset(t.value for t in SERIES_TYPES)
+FILE_TYPE_NAMES = frozenset({"file", "file_series", "file_set", "artifact"})
+
+
+def _empty_project(project_id: str) -> dict:
+    return {
+        "project_id": project_id,
+        "runs": 0,
+        "runs_complete": 0,
+        "runs_failed": 0,
+        "runs_derived": 0,
+        "attributes_by_type": {},
+        "rows": 0,
+        "points": 0,
+        "files": 0,
+        "file_bytes": 0,
+        "parquet_bytes": 0,
+        "bytes": 0,
+        "failures": [],
+    }
+
+
+def _add_run(project: dict, stored: StoredRun, types: Counter) -> None:
+    manifest = stored.manifest
+    project["runs"] += 1
+    project["runs_complete" if manifest.is_complete() else "runs_failed"] += 1
+    project["runs_derived"] += int(manifest.derived)
+    for entry in manifest.attributes.values():
+        types[entry["type"]] += 1
+        if entry["type"] in SERIES_TYPE_NAMES:
+            project["points"] += entry["count"]
+        if entry["type"] in FILE_TYPE_NAMES and not manifest.files:
+            project["files"] += entry["count"]  # peer exports carry no file list: count file rows
+    project["rows"] += sum(p.rows for p in manifest.parts)
+    project["parquet_bytes"] += sum(p.bytes for p in manifest.parts)
+    project["files"] += len(manifest.files)
+    project["file_bytes"] += sum(int(f.get("size") or 0) for f in manifest.files)
+    if not manifest.is_complete():
+        first = manifest.errors[0] if manifest.errors else {}
+        project["failures"].append(
+            {"run_id": stored.run_id, "error_type": first.get("error_type"), "message": first.get("message", "")}
+        )
+
+
+def summarize(data_root: Path | str, projects: Iterable[str] | None = None) -> dict:
+    """Figures per project and in total, from manifests (or from the parts, reading only needed columns)."""
+    by_project: dict[str, dict] = {}
+    type_counts: dict[str, Counter] = {}
+    for stored in list_stored_runs(data_root, projects=projects):
+        key = stored.project_id or stored.project_dir.name
+        project = by_project.setdefault(key, _empty_project(key))
+        _add_run(project, stored, type_counts.setdefault(key, Counter()))
+    for key, project in by_project.items():
+        project["attributes_by_type"] = dict(sorted(type_counts[key].items()))
+        project["bytes"] = project["parquet_bytes"] + project["file_bytes"]
+    total = _empty_project("")
+    del total["project_id"], total["failures"]
+    for project in by_project.values():
+        for name in total:
+            if name == "attributes_by_type":
+                for kind, count in project[name].items():
+                    total[name][kind] = total[name].get(kind, 0) + count
+            else:
+                total[name] += project[name]
+    return {"data_path": str(data_root), "projects": [by_project[k] for k in sorted(by_project)], "total": total}
+
+
+def render_summary(summary: dict) -> Group:
+    """Rich renderable: one row per project, a total row, attribute types, and failures."""
+    table = Table(title=f"Exported data in {summary['data_path']}")
+    for column in ("project", "runs", "complete", "failed", "attributes", "points", "files", "bytes"):
+        table.add_column(column, justify="left" if column == "project" else "right")
+    for project in [*summary["projects"], {**summary["total"], "project_id": "total"}]:
+        table.add_row(
+            project["project_id"],
+            f"{project['runs']:,}",
+            f"{project['runs_complete']:,}",
+            f"{project['runs_failed']:,}",
+            f"{sum(project['attributes_by_type'].values()):,}",
+            f"{project['points']:,}",
+            f"{project['files']:,}",
+            _human_bytes(project["bytes"]),
+        )
+    types = Table(title="Attributes by type")
+    types.add_column("type")
+    types.add_column("attributes", justify="right")
+    for kind, count in summary["total"]["attributes_by_type"].items():
+        types.add_row(kind, f"{count:,}")
+    parts: list = [table, types]
+    failures = [(p["project_id"], f) for p in summary["projects"] for f in p["failures"]]
+    if failures:
+        lines = [f"{project} {f['run_id']}: {f['error_type']}: {f['message']}" for project, f in failures]
+        parts.append(Text("Failed runs:\n" + "\n".join(lines), style="red"))
+    if not summary["projects"]:
+        parts = [Text(f"No exported runs in {summary['data_path']}")]
+    return Group(*parts)
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
