@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import base64
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -48,7 +52,7 @@ def sys_attributes(sys_id: str, custom_run_id: str | None, experiment: str | Non
         Attribute("sys/owner", store.STRING, owner),
         Attribute("sys/tags", store.STRING_SET, set(tags)),
         Attribute("sys/trashed", store.BOOL, trashed),
-        Attribute("sys/state", store.STRING, "inactive"),
+        Attribute("sys/state", store.STRING, "idle"),
         Attribute("sys/forking/depth", store.INT, fork_depth),
     ]
     if custom_run_id is not None:
@@ -160,5 +164,316 @@ def new_workspace(name: str = "workspace") -> Workspace:
     return Workspace(name=name)
 
 
-def minutes_after(base: datetime, minutes: float) -> datetime:
-    return base + timedelta(minutes=minutes)
+# ---------------------------------------------------------------------------- JSON dataset format
+FORMAT_VERSION = 1
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def load_dataset(source: str | Path | dict) -> Workspace:
+    """A Workspace from the JSON dataset format (a path or an already parsed dict); see README.md."""
+    data = source if isinstance(source, dict) else json.loads(Path(source).read_text(encoding="utf-8"))
+    ws = Workspace(name=data.get("workspace", "workspace"))
+    for spec in data.get("projects") or []:
+        project = add_project(ws, spec["name"], spec.get("key"))
+        for key, file_spec in (spec.get("files") or {}).items():
+            project.files[key] = _file_from_json(key, file_spec)
+        for run_spec in spec.get("runs") or []:
+            _run_from_json(ws, project, run_spec)
+    return ws
+
+
+def _file_from_json(key: str, spec: dict) -> store.StoredFile:
+    name = spec.get("name") or key.rsplit("/", 1)[-1]
+    mime = spec.get("mime_type", "application/octet-stream")
+    if "content" in spec or "base64" in spec:
+        content = base64.b64decode(spec["base64"]) if "base64" in spec else spec["content"].encode("utf-8")
+        return store.StoredFile(len(content), mime, content, 0, name)
+    return store.StoredFile(int(spec["size"]), mime, None, int(spec.get("seed", 0)), name)
+
+
+def _run_from_json(ws: Workspace, project: Project, spec: dict) -> Run:
+    attributes = {path: _attribute_from_json(path, value) for path, value in (spec.get("attributes") or {}).items()}
+    run = add_run(ws, project.identifier, sys_id=spec.get("sys_id"), custom_run_id=spec.get("custom_run_id"),
+                  experiment=spec.get("experiment"), attributes=attributes,
+                  created=_datetime(spec["created"]) if spec.get("created") else store.EPOCH,
+                  tags=spec.get("tags") or (), trashed=bool(spec.get("trashed")), fork_parent=spec.get("fork_parent"),
+                  fork_step=spec.get("fork_step"), owner=spec.get("owner", OWNER))
+    if spec.get("modified"):
+        run.attributes["sys/modification_time"] = Attribute("sys/modification_time", store.DATETIME,
+                                                            _datetime(spec["modified"]))
+    return run
+
+
+def _attribute_from_json(path: str, spec: Any) -> Attribute:
+    if not isinstance(spec, dict):
+        return make_attribute(path, _scalar_type(path, spec), spec)
+    type_ = spec.get("type")
+    if type_ in store.SERIES_TYPES:
+        if "generate" in spec:
+            return Attribute(path, type_, series=store.GeneratedFloatSeries(**spec["generate"]))
+        points = [(p[0], _json_value(type_, p[1]), p[2]) for p in spec.get("points") or []]
+        return make_attribute(path, type_, points)
+    return make_attribute(path, type_, _json_value(type_, spec.get("value")))
+
+
+def _scalar_type(path: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return store.BOOL
+    if isinstance(value, int):
+        return store.INT
+    if isinstance(value, float):
+        return store.FLOAT
+    if isinstance(value, str):
+        return store.STRING
+    raise ValueError(f"attribute {path!r}: give {{'type': ..., 'value': ...}} for {type(value).__name__} values")
+
+
+def _json_value(type_: str, value: Any) -> Any:
+    if type_ in (store.FLOAT, store.FLOAT_SERIES):
+        return _NON_FINITE[value] if isinstance(value, str) else float(value)
+    if type_ == store.DATETIME:
+        return _datetime(value)
+    if type_ == store.STRING_SET:
+        return set(value)
+    return value
+
+
+def _datetime(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def save_dataset(ws: Workspace, path: str | Path | None = None) -> dict:
+    """The workspace in the JSON dataset format (written to `path` when given). Lazy parts stay lazy."""
+    data = {"format_version": FORMAT_VERSION, "workspace": ws.name,
+            "projects": [_project_to_json(p) for p in ws.projects.values()]}
+    if path is not None:
+        Path(path).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    return data
+
+
+def _project_to_json(project: Project) -> dict:
+    files = {key: _file_to_json(blob) for key, blob in project.files.items()}
+    return {"name": project.name, "key": project.key, "files": files,
+            "runs": [_run_to_json(run) for run in project.runs]}
+
+
+def _file_to_json(blob: store.StoredFile) -> dict:
+    out: dict[str, Any] = {"name": blob.name, "mime_type": blob.mime_type}
+    if blob.content is not None:
+        out["base64"] = base64.b64encode(blob.content).decode()
+    else:
+        out.update(size=blob.size, seed=blob.seed)
+    return out
+
+
+_RUN_LEVEL = {"sys/id", "sys/custom_run_id", "sys/name", "sys/creation_time", "sys/modification_time",
+              "sys/tags", "sys/trashed", "sys/owner", "sys/state", "sys/forking/depth", "sys/experiment/name",
+              "sys/experiment/is_head"}
+
+
+def _run_to_json(run: Run) -> dict:
+    experiment = run.get("sys/experiment/name")
+    return {"sys_id": run.sys_id, "custom_run_id": run.custom_run_id, "experiment": experiment,
+            "created": run.get("sys/creation_time").isoformat(), "modified": run.get("sys/modification_time").isoformat(),
+            "tags": sorted(run.get("sys/tags") or ()), "trashed": run.trashed, "owner": run.get("sys/owner"),
+            "fork_parent": run.fork_parent, "fork_step": run.fork_step,
+            "attributes": {a.path: _attribute_to_json(a) for a in run.attributes.values() if a.path not in _RUN_LEVEL}}
+
+
+def _attribute_to_json(attr: Attribute) -> dict:
+    if attr.series is None:
+        return {"type": attr.type, "value": _value_to_json(attr.type, attr.value)}
+    if isinstance(attr.series, store.GeneratedFloatSeries):
+        s = attr.series
+        return {"type": attr.type, "generate": {"count": s.count, "seed": s.seed, "start_step": s.start_step,
+                                                "step_size": s.step_size, "start_ms": s.start_ms,
+                                                "ms_per_step": s.ms_per_step}}
+    steps, values, stamps = attr.series.window(None, None, None, len(attr.series))
+    return {"type": attr.type, "points": [[float(st), _value_to_json(attr.type, v), int(ts)]
+                                          for st, v, ts in zip(steps, values, stamps)]}
+
+
+def _value_to_json(type_: str, value: Any) -> Any:
+    if type_ in (store.FLOAT, store.FLOAT_SERIES):
+        value = float(value)
+        return value if math.isfinite(value) else ("NaN" if math.isnan(value) else
+                                                  "Infinity" if value > 0 else "-Infinity")
+    if type_ == store.DATETIME:
+        return value.isoformat()
+    if type_ == store.STRING_SET:
+        return sorted(value)
+    return value
+
+
+# ---------------------------------------------------------------------------- generated workspaces
+def generate_workspace(runs: int = 10, experiments: int = 2, params: int = 10, metrics: int = 5, points: int = 1000,
+                       string_series: int = 1, histograms: int = 1, files: int = 1, file_size: int = 1024,
+                       seed: int = 0, workspace: str = "workspace", project: str = "sandbox",
+                       string_points: int = 100, histogram_points: int = 10) -> Workspace:
+    """A deterministic workspace; float series and files are lazy (a 100M-point dataset costs no memory).
+
+    Run i (0-based): sys id KEY-(i+1), custom id run-00000i, experiment exp-000(i % experiments) (the last run
+    of each experiment is its head), created EPOCH + i minutes; params/pNNN cycle float/int/string/bool;
+    metrics/mNNN: GeneratedFloatSeries(points, seed=seed*1_000_003 + i*1000 + j).
+    """
+    ws = Workspace(name=workspace)
+    target = add_project(ws, project, project.upper().replace("-", "")[:8] or "SANDBOX")
+    for i in range(runs):
+        _generated_run(ws, target, i, experiments, params, metrics, points, string_series, histograms, files,
+                       file_size, seed, string_points, histogram_points)
+    return ws
+
+
+def _generated_run(ws: Workspace, project: Project, i: int, experiments: int, params: int, metrics: int,
+                   points: int, string_series: int, histograms: int, files: int, file_size: int, seed: int,
+                   string_points: int, histogram_points: int) -> Run:
+    created = store.EPOCH + timedelta(minutes=i)
+    start_ms = int(created.timestamp() * 1000)
+    attrs: dict[str, Attribute] = {}
+    for j in range(params):
+        path = f"params/p{j:03d}"
+        attrs[path] = make_attribute(path, *_generated_param(i, j))
+    for j in range(metrics):
+        series = store.GeneratedFloatSeries(points, seed=seed * 1_000_003 + i * 1000 + j, start_ms=start_ms)
+        attrs[f"metrics/m{j:03d}"] = Attribute(f"metrics/m{j:03d}", store.FLOAT_SERIES, series=series)
+    for j in range(string_series):
+        lines = [(float(s), f"run {i} series {j} line {s}", start_ms + s * 1000) for s in range(string_points)]
+        attrs[f"logs/s{j:03d}"] = make_attribute(f"logs/s{j:03d}", store.STRING_SERIES, lines)
+    for j in range(histograms):
+        hist = [(float(s), {"type": "COUNTING", "edges": [0.0, 1.0, 2.0, 3.0], "values": [float(i), float(j), float(s)]},
+                 start_ms + s * 1000) for s in range(histogram_points)]
+        attrs[f"histograms/h{j:03d}"] = make_attribute(f"histograms/h{j:03d}", store.HISTOGRAM_SERIES, hist)
+    for j in range(files):
+        key = f"{project.identifier}/run-{i:05d}/files/f{j:03d}/blob.bin"
+        project.files[key] = store.StoredFile(file_size, seed=seed * 1_000_003 + i * 1000 + j, name="blob.bin")
+        attrs[f"files/f{j:03d}"] = Attribute(f"files/f{j:03d}", store.FILE, key)
+    experiment = f"exp-{i % experiments:04d}" if experiments else None
+    return add_run(ws, project.identifier, custom_run_id=f"run-{i:05d}", experiment=experiment, attributes=attrs,
+                   created=created, tags=("generated", f"group-{i % 3}"))
+
+
+def _generated_param(i: int, j: int) -> tuple[str, Any]:
+    kind = j % 4
+    if kind == 0:
+        return store.FLOAT, i * 0.5 + j
+    if kind == 1:
+        return store.INT, i * 100 + j
+    if kind == 2:
+        return store.STRING, f"value-{i}-{j}"
+    return store.BOOL, (i + j) % 2 == 0
+
+
+# ---------------------------------------------------------------------------- the awkward workspace
+AWKWARD_PROJECT = "workspace/awkward"
+AWKWARD_KEY = "AWK"
+AWKWARD_WIDE_ATTRIBUTES = 10_000
+AWKWARD_BIG_FILE_SIZE = 3 * 1024 * 1024 + 17
+AWKWARD_FORK_STEP = 4.0
+
+
+def awkward_workspace() -> Workspace:
+    """Project `workspace/awkward`: every attribute type and the awkward cases, values exact (see README.md).
+
+    AWK-1 run-basic   exp-alpha  every type, unicode and /-heavy paths, float steps 0.1/0.29, NaN/±inf, empty
+                                 series, 0-byte / 1 KiB / ~3 MB files, file series, histograms, string set,
+                                 datetime, 2.x file set and string-series logs
+    AWK-2 run-empty   (none)     only sys attributes
+    AWK-3 run-wide    exp-wide   10,000 float attributes wide/p00000..wide/p09999 = index * 0.5
+    AWK-4 run-parent  exp-fork   metrics/loss steps 0..9 = 10 - step (no longer the experiment head)
+    AWK-5 run-child   exp-fork   fork of AWK-4 at step 4: own metrics/loss steps 5..9 = 100 + step
+    AWK-6 run-trashed (none)     sys/trashed = True, params/lr = 0.5
+    AWK-7 (no custom id) exp-beta  params/lr = 0.01; metrics/acc steps 0..2
+    AWK-8 run-gamma   exp-gamma  datetimes and tags only
+    """
+    ws = Workspace(name="workspace")
+    project = add_project(ws, "awkward", AWKWARD_KEY)
+    _add_awkward_files(project)
+    _awkward_basic(ws, project)
+    add_run(ws, project.identifier, custom_run_id="run-empty", created=_hour(2))
+    wide = {f"wide/p{i:05d}": (store.FLOAT, i * 0.5) for i in range(AWKWARD_WIDE_ATTRIBUTES)}
+    add_run(ws, project.identifier, custom_run_id="run-wide", experiment="exp-wide", attributes=wide,
+            created=_hour(3), tags=("wide",))
+    _awkward_fork(ws, project)
+    add_run(ws, project.identifier, custom_run_id="run-trashed", attributes={"params/lr": (store.FLOAT, 0.5)},
+            created=_hour(6), trashed=True, tags=("trashed",))
+    add_run(ws, project.identifier, experiment="exp-beta", created=_hour(7),
+            attributes={"params/lr": (store.FLOAT, 0.01),
+                        "metrics/acc": (store.FLOAT_SERIES, _points([0.5, 0.75, 0.875], _hour(7)))})
+    add_run(ws, project.identifier, custom_run_id="run-gamma", experiment="exp-gamma", created=_hour(8),
+            tags=("t1", "t2", "ünï"),
+            attributes={"when/start": (store.DATETIME, datetime(1999, 12, 31, 23, 59, 59, 999000, timezone.utc)),
+                        "when/end": (store.DATETIME, datetime(2030, 1, 1, tzinfo=timezone.utc))})
+    return ws
+
+
+def _hour(n: int) -> datetime:
+    return store.EPOCH + timedelta(hours=n)
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _points(values: list, start: datetime, steps: list[float] | None = None) -> list[tuple]:
+    steps = steps if steps is not None else [float(i) for i in range(len(values))]
+    return [(step, value, _ms(start) + 1000 * i) for i, (step, value) in enumerate(zip(steps, values))]
+
+
+def _add_awkward_files(project: Project) -> None:
+    prefix = f"{project.identifier}/AWK-1"
+    project.files.update({
+        f"{prefix}/files/model/model.bin": store.StoredFile(1024, content=bytes(range(256)) * 4, name="model.bin"),
+        f"{prefix}/files/empty/empty.txt": store.StoredFile(0, "text/plain", content=b"", name="empty.txt"),
+        f"{prefix}/files/big/big.bin": store.StoredFile(AWKWARD_BIG_FILE_SIZE, seed=7, name="big.bin"),
+        f"{prefix}/images/0/sample.png": store.StoredFile(8, "image/png", content=b"\x89PNG-000", name="sample.png"),
+        f"{prefix}/images/1/sample.png": store.StoredFile(8, "image/png", content=b"\x89PNG-111", name="sample.png"),
+        f"{prefix}/images/2/sample.png": store.StoredFile(8, "image/png", content=b"\x89PNG-222", name="sample.png"),
+        f"{prefix}/artifacts/a.txt": store.StoredFile(3, "text/plain", content=b"AAA", name="a.txt"),
+        f"{prefix}/artifacts/sub/b.txt": store.StoredFile(5, "text/plain", content=b"BBBBB", name="b.txt"),
+        f"{prefix}/artifacts/sub/deeper/c.json": store.StoredFile(9, "application/json", content=b'{"c": 3}\n',
+                                                                  name="c.json"),
+    })
+
+
+def _awkward_basic(ws: Workspace, project: Project) -> Run:
+    start, prefix = _hour(1), f"{project.identifier}/AWK-1"
+    hist = [{"type": "COUNTING", "edges": [0.0, 1.0, 2.0], "values": [3.0, 4.0]},
+            {"type": "COUNTING", "edges": [-1.5, 0.0, 1.5, 3.0], "values": [0.0, 10.0, 2.0]},
+            {"type": "COUNTING", "edges": [0.0, 1.0], "values": [7.0]}]
+    attributes = {
+        "params/float": (store.FLOAT, 0.1), "params/int": (store.INT, -7), "params/big_int": (store.INT, 2**31 - 1),
+        "params/string": (store.STRING, "héllo wörld ✓ \"quoted\" \\ back"), "params/empty_string": (store.STRING, ""),
+        "params/bool": (store.BOOL, True), "params/false": (store.BOOL, False),
+        "params/nan": (store.FLOAT, math.nan), "params/inf": (store.FLOAT, math.inf),
+        "params/datetime": (store.DATETIME, datetime(2024, 2, 3, 4, 5, 6, 789000, timezone.utc)),
+        "params/string_set": (store.STRING_SET, {"a", "b/c", "ü"}),
+        "unicode/ścieżka/λ": (store.FLOAT, 1.5), "a/b/c/d/e/f/g/h": (store.STRING, "deep"),
+        "with space/x y": (store.INT, 1),
+        "metrics/loss": (store.FLOAT_SERIES, _points([1.0 / (1 + i) for i in range(100)], start)),
+        "metrics/float_steps": (store.FLOAT_SERIES, _points([1.0, 2.0, 3.0, 4.0], start, [0.1, 0.29, 1.0, 1.5])),
+        "metrics/nonfinite": (store.FLOAT_SERIES, _points([1.0, math.nan, math.inf, -math.inf, -0.0, 2.5], start)),
+        "metrics/empty": (store.FLOAT_SERIES, []),
+        "logs/stdout": (store.STRING_SERIES, _points(["start", "ünïcödé line", "", "tab\there", "end"], start)),
+        "hist/weights": (store.HISTOGRAM_SERIES, _points(hist, start, [0.0, 1.0, 2.5])),
+        "files/model": (store.FILE, f"{prefix}/files/model/model.bin"),
+        "files/empty": (store.FILE, f"{prefix}/files/empty/empty.txt"),
+        "files/big": (store.FILE, f"{prefix}/files/big/big.bin"),
+        "images/samples": (store.FILE_SERIES, _points([f"{prefix}/images/{i}/sample.png" for i in range(3)], start)),
+        "artifacts/set": (store.FILE_SET, {"a.txt": f"{prefix}/artifacts/a.txt",
+                                           "sub/b.txt": f"{prefix}/artifacts/sub/b.txt",
+                                           "sub/deeper/c.json": f"{prefix}/artifacts/sub/deeper/c.json"}),
+    }
+    return add_run(ws, project.identifier, custom_run_id="run-basic", experiment="exp-alpha", attributes=attributes,
+                   created=start, tags=("awk", "basic"))
+
+
+def _awkward_fork(ws: Workspace, project: Project) -> None:
+    add_run(ws, project.identifier, custom_run_id="run-parent", experiment="exp-fork", created=_hour(4),
+            attributes={"metrics/loss": (store.FLOAT_SERIES, _points([10.0 - i for i in range(10)], _hour(4))),
+                        "params/lr": (store.FLOAT, 0.1)})
+    steps = [5.0, 6.0, 7.0, 8.0, 9.0]
+    add_run(ws, project.identifier, custom_run_id="run-child", experiment="exp-fork", created=_hour(5),
+            fork_parent="AWK-4", fork_step=AWKWARD_FORK_STEP,
+            attributes={"metrics/loss": (store.FLOAT_SERIES, _points([100.0 + s for s in steps], _hour(5), steps)),
+                        "params/lr": (store.FLOAT, 0.05)})

@@ -19,6 +19,7 @@ class FaultConfig:
     error_share: share answered with one of `error_statuses` (chosen at random).
     reset_share: share whose connection is reset after half the response body was sent.
     token_ttl_s: lifetime of issued access tokens (JWT `exp`); expired tokens get 401.
+    signed_url_ttl_s: lifetime of file download URLs; expired ones get 400 (clients re-sign).
     endpoints: regex; when set, faults hit only endpoints whose name matches (auth is never faulted
       unless `fault_auth`).
     seed: seeds the fault dice (None = random).
@@ -33,6 +34,7 @@ class FaultConfig:
     error_statuses: tuple[int, ...] = (500, 503)
     reset_share: float = 0.0
     token_ttl_s: float = 3600.0
+    signed_url_ttl_s: float = 3600.0
     endpoints: str | None = None
     fault_auth: bool = False
     seed: int | None = None
