@@ -442,7 +442,8 @@ def ensure_part_zero(data_root: Path, manifest: Manifest) -> None:
         shutil.copyfile(source, target)
     relative = target.relative_to(data_root).as_posix()
     manifest.parts = [replace(lowest, path=relative), *manifest.parts[1:]]
-    manifest.single_value_parts = [relative if p == lowest.path else p for p in manifest.single_value_parts]
+    if manifest.single_value_parts is not None:
+        manifest.single_value_parts = [relative if p == lowest.path else p for p in manifest.single_value_parts]
     write_manifest(data_root, manifest)
     source.unlink()
 
@@ -567,7 +568,7 @@ def _begin(plan: RunPlan, options: ExportOptions, settings: Settings, data_root:
     run = plan.run
     previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id))
     complete = previous if previous is not None and previous.is_complete() else None
-    remove_strays(data_root, run.project_id, run.run_id, complete)
+    remove_strays(data_root, run.project_id, run.run_id, previous)  # listed parts go only once replaced
     incremental = (
         plan.action == "incremental"
         and complete is not None
@@ -605,7 +606,7 @@ def _complete_manifest(attempt: _Attempt, source: Source, plan: RunPlan, options
     kept, new_parts = attempt.kept, attempt.writer.close()
     rewritten = {p.path for p in attempt.rewritten}
     parts = [p for p in (kept.parts if kept else []) if p.path not in rewritten] + new_parts
-    single = [p for p in (kept.single_value_parts or []) if p not in rewritten] if kept else []
+    single = _kept_single_value_parts(kept, rewritten)
     file_entries = _merge_files(kept, files)
     return Manifest(
         status=STATUS_COMPLETE,
@@ -615,8 +616,17 @@ def _complete_manifest(attempt: _Attempt, source: Source, plan: RunPlan, options
         attributes=_merge_attributes(kept, attempt.stats, attempt.superseded),
         files=file_entries,
         checksum=compute_checksum(parts, file_entries),
-        single_value_parts=single + attempt.writer.single_value_parts,
+        single_value_parts=None if single is None else single + attempt.writer.single_value_parts,
     )
+
+
+def _kept_single_value_parts(kept: Manifest | None, rewritten: set[str]) -> list[str] | None:
+    """Kept parts still holding single-value rows; None stays None (unknown: the next incremental scans all)."""
+    if kept is None:
+        return []
+    if kept.single_value_parts is None:
+        return None
+    return [p for p in kept.single_value_parts if p not in rewritten]
 
 
 def _drop_obsolete(data_root: Path, previous: Manifest | None, manifest: Manifest) -> None:
@@ -677,7 +687,7 @@ def record_failure(plan: RunPlan, options: ExportOptions, errors: list[dict], so
         status=STATUS_FAILED,
         source=previous.source if previous else _source_record(source, run, {}) if source else run_ref_to_json(run),
         options=options.manifest_options(),
-        parts=list(previous.parts) if previous else [],
+        parts=[p for p in previous.parts if (data_root / p.path).is_file()] if previous else [],
         attributes=dict(previous.attributes) if previous else {},
         files=list(previous.files) if previous else [],
         errors=errors,

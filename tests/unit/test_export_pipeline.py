@@ -1,0 +1,397 @@
+"""The Prefect-free export pipeline against an in-memory Source: plan, full/incremental/redo, failures, summaries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from neptune_exporter import export as ex
+from neptune_exporter.errors import (
+    InvalidRegexError,
+    OutputPathError,
+    ProjectNotFoundError,
+    RateLimitedError,
+    TerminalError,
+)
+from neptune_exporter.exporters.base import AttributeSelection, ExportedFile, RunContent, RunSelection, matches_kind
+from neptune_exporter.model import AttributeKind, AttributeType, RunRef, part_file_name, sanitize_name
+from neptune_exporter.rows import parameter_rows, series_rows
+from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.storage.manifest import manifest_path, read_manifest
+from neptune_exporter.storage.parquet import read_run_batches, run_part_paths
+
+PROJECT = "ws/proj"
+T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+
+
+@dataclass
+class FakeRun:
+    params: dict  # path -> (type, value)
+    series: dict  # path -> (type, steps, values)
+    modified: datetime = T0
+    files: dict = field(default_factory=dict)  # attribute path -> bytes
+    fail: Exception | None = None
+    fail_after_batches: int = 0
+    failures_left: int = 1_000_000
+
+
+class FakeSource:
+    """In-memory Source honouring watermarks; counts export calls per run."""
+
+    kind, server = "neptune3", "http://fake"
+
+    def __init__(self, runs: dict[str, FakeRun], projects: dict[str, list[str]] | None = None):
+        self.runs = runs
+        self.projects = projects or {}
+        self.calls: dict[str, int] = {}
+        self.watermarks_seen: dict[str, dict | None] = {}
+        self.lock = threading.Lock()
+
+    def check_access(self, project_id):
+        if project_id != PROJECT:
+            raise ProjectNotFoundError(f"project {project_id} not found", "check the project name")
+
+    def list_projects(self, workspace):
+        return self.projects[workspace]
+
+    def list_runs(self, project_id, selection):
+        return [RunRef(project_id, rid, f"P-{i}", modification_time=r.modified) for i, (rid, r) in enumerate(sorted(self.runs.items()))]
+
+    def export_run(self, run, attributes, files_root, watermarks=None, progress=None):
+        fake = self.runs[run.run_id]
+        with self.lock:
+            self.calls[run.run_id] = self.calls.get(run.run_id, 0) + 1
+            self.watermarks_seen[run.run_id] = watermarks
+        content = RunContent(batches=iter(()))
+        content.batches = self._batches(run, fake, attributes, watermarks or {}, files_root, content, progress)
+        content.source_facts = {"fork_parent": "parent-run", "fork_step": 2.0}
+        return content
+
+    def _batches(self, run, fake, attributes, watermarks, files_root, content, progress):
+        produced = 0
+        wanted = lambda kind: matches_kind(AttributeType(kind), attributes)  # noqa: E731
+        items = [(p, t, v) for p, (t, v) in sorted(fake.params.items()) if wanted(t)]
+        for path, data in sorted(fake.files.items()) if wanted("file") else ():
+            relative = f"{sanitize_name(run.project_id)}/{run.run_id}/{path}"
+            target = Path(files_root) / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            content.files.append(ExportedFile(path, relative, len(data), hashlib.sha256(data).hexdigest()))
+            items.append((path, "file", relative))
+        batches = [parameter_rows(run.project_id, run.run_id, items)]
+        for path, (kind, steps, values) in sorted(fake.series.items()):
+            if not wanted(kind):
+                continue
+            mark = watermarks.get(path)
+            keep = [i for i, s in enumerate(steps) if mark is None or mark.last_step is None or s > mark.last_step]
+            for chunk in (keep[i : i + 50] for i in range(0, len(keep), 50)):  # bounded batches, like real sources
+                batches.append(series_rows(run.project_id, run.run_id, path, kind, [steps[i] for i in chunk], [values[i] for i in chunk], [1000 + i for i in chunk]))
+        for batch in batches:
+            if fake.fail is not None and produced >= fake.fail_after_batches and fake.failures_left > 0:
+                fake.failures_left -= 1
+                raise fake.fail
+            produced += 1
+            if progress:
+                progress(batch.num_rows, batch.nbytes)
+            yield batch
+
+
+def make_run(n: int = 300, lr: float = 0.1) -> FakeRun:
+    steps = [i * 0.1 for i in range(n)]
+    return FakeRun(
+        params={"params/lr": ("float", lr), "sys/name": ("string", "exp-a"), "sys/tags": ("string_set", {"x"})},
+        series={
+            "metrics/loss": ("float_series", steps, [float(i) for i in range(n)]),
+            "logs/out": ("string_series", list(range(n // 10)), [f"line {i}" for i in range(n // 10)]),
+        },
+        files={"model/ckpt": b"\x00weights"},
+    )
+
+
+def options_for(tmp_path: Path, **kw) -> ex.ExportOptions:
+    return ex.ExportOptions(projects=(PROJECT,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"), **kw)
+
+
+SETTINGS = Settings(part_target_bytes=3_000, retry=RetryPolicy(attempts=3, backoff_seconds=0.0, backoff_max_seconds=0.0))
+
+
+def pipeline(source, options, settings=SETTINGS):
+    """run_export's steps with our fake source (make_source would import the real clients)."""
+    projects = ex.preflight(options, source)
+    plans = ex.plan_runs(ex.discover(source, options, projects), options)
+    results = [ex.export_run_with_retries(source, plan, options, settings, sleep=lambda s: None) for plan in plans]
+    ex.write_export_summary(Path(options.data_path), results, options)
+    return plans, results
+
+
+def sorted_rows(data_root, run_id) -> list[tuple]:
+    rows = []
+    for batch in read_run_batches(data_root, PROJECT, run_id):
+        rows.extend(tuple(str(v) for v in row.values()) for row in batch.to_pylist())
+    return sorted(rows)
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def test_options_round_trip_json_and_never_expose_the_token(tmp_path):
+    options = options_for(
+        tmp_path,
+        api_token="secret-token",
+        workspace="ws",
+        include_projects="^p",
+        runs=RunSelection(runs_regex="r.*", modified_after=T0, include_archived=True, run_ids=("a",)),
+        attributes=AttributeSelection(regex="^m", names=("x",), exclude_kinds=frozenset({AttributeKind.FILES})),
+        workers=2,
+    )
+    data = options.to_json()
+    text = json.dumps(data)
+    assert "secret-token" not in text and "secret-token" not in repr(options)
+    back = ex.ExportOptions.from_json(json.loads(text))
+    assert back == options and back.api_token is None
+    assert back.fingerprint() == options.fingerprint()
+    assert replace(options, runs=RunSelection()).fingerprint() == options.fingerprint()
+    assert replace(options, attributes=AttributeSelection()).fingerprint() != options.fingerprint()
+
+
+def test_plan_and_result_round_trip_json():
+    plan = ex.RunPlan(RunRef(PROJECT, "r", "P-1", modification_time=T0, experiment_name="e"), "incremental", "modified")
+    assert ex.RunPlan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
+    result = ex.RunExportResult(PROJECT, "r", "complete", "/x", rows=3, errors=[{"message": "m"}], action="full")
+    assert ex.RunExportResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+
+
+# ----------------------------------------------------------------------------- preflight
+
+
+def test_preflight_rejects_bad_regex_unwritable_paths_and_unknown_projects(tmp_path):
+    source = FakeSource({})
+    with pytest.raises(InvalidRegexError, match="--runs"):
+        ex.preflight(options_for(tmp_path, runs=RunSelection(runs_regex="(")), source)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputPathError, match="--data-path") as info:
+        ex.preflight(replace(options_for(tmp_path), data_path=str(blocker)), source)
+    assert "folder you can write to" in info.value.remedy
+    with pytest.raises(OutputPathError, match="--files-path"):
+        ex.preflight(replace(options_for(tmp_path), files_path=str(blocker / "sub")), source)
+    with pytest.raises(ProjectNotFoundError):
+        ex.preflight(replace(options_for(tmp_path), projects=("ws/nope",)), source)
+    with pytest.raises(TerminalError, match="no project selected"):
+        ex.preflight(replace(options_for(tmp_path), projects=()), source)
+
+
+def test_preflight_resolves_workspace_projects_with_include_exclude(tmp_path):
+    source = FakeSource({}, projects={"ws": ["ws/proj", "ws/proj-old", "ws/other"]})
+    options = replace(options_for(tmp_path), projects=(), workspace="ws", include_projects="proj", exclude_projects="old$")
+    assert ex.preflight(options, source) == [PROJECT]
+
+
+# ----------------------------------------------------------------------------- exporting
+
+
+def test_full_export_then_skip_when_unchanged(tmp_path):
+    source = FakeSource({"run-a": make_run(), "run-b": make_run(50)})
+    options = options_for(tmp_path)
+    plans, results = pipeline(source, options)
+    assert [p.action for p in plans] == ["full", "full"]
+    assert [r.status for r in results] == ["complete", "complete"]
+    data = Path(options.data_path)
+    manifest = read_manifest(manifest_path(data, PROJECT, "run-a"))
+    assert manifest.is_complete() and len(manifest.parts) > 1
+    assert manifest.attributes["metrics/loss"] == {"type": "float_series", "count": 300, "last_step": 29.9}
+    assert manifest.attributes["params/lr"]["count"] == 1
+    assert manifest.files[0]["sha256"] == hashlib.sha256(b"\x00weights").hexdigest()
+    assert (manifest.source["fork_parent"], manifest.source["modification_time"]) == ("parent-run", T0.isoformat(timespec="milliseconds"))
+    assert results[0].rows == 3 + 1 + 300 + 30 and results[0].points == 330 and results[0].files == 1
+    plans, results = pipeline(source, options)
+    assert [p.action for p in plans] == ["skip", "skip"] and [r.status for r in results] == ["skipped"] * 2
+    assert source.calls == {"run-a": 1, "run-b": 1}  # completed runs are not fetched again
+
+
+def test_incremental_export_equals_a_fresh_full_export(tmp_path):
+    run = make_run(300, lr=0.1)
+    source = FakeSource({"run-a": run})
+    options = options_for(tmp_path / "inc")
+    pipeline(source, options)
+    first_checksum = read_manifest(manifest_path(Path(options.data_path), PROJECT, "run-a")).checksum
+    # the run goes on: more points, a changed parameter, a new parameter
+    run.series["metrics/loss"] = ("float_series", [i * 0.1 for i in range(450)], [float(i) for i in range(450)])
+    run.params["params/lr"] = ("float", 0.05)
+    run.params["params/new"] = ("int", 7)
+    run.modified = T0 + timedelta(hours=1)
+    plans, results = pipeline(source, options)
+    assert [p.action for p in plans] == ["incremental"]
+    assert source.watermarks_seen["run-a"]["metrics/loss"].last_step == 29.9
+    assert results[0].points == 150 + 0  # only the new loss points; the string series had nothing new
+    fresh = options_for(tmp_path / "fresh")
+    pipeline(FakeSource({"run-a": run}), fresh)
+    data_inc, data_fresh = Path(options.data_path), Path(fresh.data_path)
+    assert sorted_rows(data_inc, "run-a") == sorted_rows(data_fresh, "run-a")
+    inc, full = (read_manifest(manifest_path(d, PROJECT, "run-a")) for d in (data_inc, data_fresh))
+    assert inc.attributes == full.attributes
+    lr_rows = [r for b in read_run_batches(data_inc, PROJECT, "run-a") for r in b.to_pylist() if r["attribute_path"] == "params/lr"]
+    assert [r["float_value"] for r in lr_rows] == [0.05]
+    listed = {p.path for p in inc.parts}
+    on_disk = {p.relative_to(data_inc).as_posix() for p in run_part_paths(data_inc, PROJECT, "run-a", include_tmp=True)}
+    assert listed == on_disk  # superseded parts removed, nothing stray
+    assert any(p.endswith(part_file_name("run-a", 0)) for p in listed)  # the peer's completion marker is kept
+    assert inc.checksum != first_checksum  # loaders see that the run changed
+
+
+def test_crash_before_manifest_is_redone_and_strays_removed(tmp_path):
+    source = FakeSource({"run-a": make_run()})
+    options = options_for(tmp_path)
+    data = Path(options.data_path)
+    ex.preflight(options, source)
+    plan = ex.plan_runs(ex.discover(source, options, [PROJECT]), options)[0]
+    real_write = ex.write_manifest
+    ex.write_manifest = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("killed"))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ex.export_run(source, plan, options, SETTINGS)
+    finally:
+        ex.write_manifest = real_write
+    stray = run_part_paths(data, PROJECT, "run-a")
+    assert stray and manifest_path(data, PROJECT, "run-a").exists() is False
+    tmp_file = stray[0].with_name(part_file_name("run-a", 40) + ".tmp")
+    tmp_file.write_bytes(b"half")
+    (replan,) = ex.plan_runs(ex.discover(source, options, [PROJECT]), options)
+    assert replan.action == "redo" and "without a complete manifest" in replan.reason
+    result = ex.export_run(source, replan, options, SETTINGS)
+    manifest = read_manifest(manifest_path(data, PROJECT, "run-a"))
+    assert result.status == "complete" and not tmp_file.exists()
+    assert {p.relative_to(data).as_posix() for p in run_part_paths(data, PROJECT, "run-a", include_tmp=True)} == {
+        p.path for p in manifest.parts
+    }
+    assert sum(p.rows for p in manifest.parts) == 334
+
+
+def test_terminal_error_fails_one_run_keeps_its_old_data_and_others_complete(tmp_path):
+    runs = {"run-a": make_run(), "run-b": make_run(40)}
+    source = FakeSource(runs)
+    options = options_for(tmp_path)
+    pipeline(source, options)
+    data = Path(options.data_path)
+    before = {p: p.read_bytes() for p in run_part_paths(data, PROJECT, "run-a")}
+    runs["run-a"].modified = runs["run-b"].modified = T0 + timedelta(days=1)
+    runs["run-a"].fail = TerminalError("attribute is corrupt", "re-log it", attribute="metrics/loss")
+    runs["run-a"].fail_after_batches = 1  # the parameter batch is written, then the source fails
+    plans, results = pipeline(source, options)
+    by_run = {r.run_id: r for r in results}
+    assert by_run["run-b"].status == "complete" and by_run["run-a"].status == "failed"
+    assert by_run["run-a"].errors == [
+        {"project": PROJECT, "run": "run-a", "attribute": "metrics/loss", "error_type": "TerminalError", "message": "attribute is corrupt", "remedy": "re-log it"}
+    ]
+    assert {p: p.read_bytes() for p in run_part_paths(data, PROJECT, "run-a", include_tmp=True)} == before
+    failed = read_manifest(manifest_path(data, PROJECT, "run-a"))
+    assert failed.status == "failed" and failed.errors == by_run["run-a"].errors
+    assert sorted(data / p.path for p in failed.parts) == sorted(before)
+    summary = json.loads((data / sanitize_name(PROJECT) / "export_summary.json").read_text())
+    assert (summary["runs_complete"], summary["runs_failed"], summary["runs_skipped"]) == (1, 1, 0)
+    assert summary["failures"][0]["run_id"] == "run-a"
+    lines = (data / sanitize_name(PROJECT) / "errors.jsonl").read_text().splitlines()
+    assert [json.loads(line)["attribute"] for line in lines] == ["metrics/loss"]
+    runs["run-a"].fail = None
+    (plan,) = [p for p in ex.plan_runs(ex.discover(source, options, [PROJECT]), options) if p.run.run_id == "run-a"]
+    assert plan.action == "redo"
+
+
+def test_transient_errors_are_retried_and_leave_no_partial_parts(tmp_path):
+    run = make_run()
+    run.fail, run.fail_after_batches, run.failures_left = RateLimitedError("429", "slow down"), 2, 2
+    source = FakeSource({"run-a": run})
+    options = options_for(tmp_path)
+    delays = []
+    ex.preflight(options, source)
+    (plan,) = ex.plan_runs(ex.discover(source, options, [PROJECT]), options)
+    result = ex.export_run_with_retries(source, plan, options, SETTINGS, sleep=delays.append)
+    assert result.status == "complete" and source.calls["run-a"] == 3 and len(delays) == 2
+    data = Path(options.data_path)
+    manifest = read_manifest(manifest_path(data, PROJECT, "run-a"))
+    assert sum(p.rows for p in manifest.parts) == 334  # no rows from the aborted attempts
+    assert len(run_part_paths(data, PROJECT, "run-a", include_tmp=True)) == len(manifest.parts)
+
+
+def test_a_run_that_keeps_failing_transiently_is_reported_failed(tmp_path):
+    run = make_run(20)
+    run.fail = RateLimitedError("429 again", "wait")
+    source = FakeSource({"run-a": run, "run-b": make_run(20)})
+    options = options_for(tmp_path)
+    _, results = pipeline(source, options)
+    by_run = {r.run_id: r for r in results}
+    assert by_run["run-a"].status == "failed" and by_run["run-a"].errors[0]["error_type"] == "RateLimitedError"
+    assert source.calls["run-a"] == SETTINGS.retry.attempts
+    assert by_run["run-b"].status == "complete"
+    assert run_part_paths(Path(options.data_path), PROJECT, "run-a", include_tmp=True) == []
+
+
+def test_changed_options_redo_and_replace_old_parts(tmp_path):
+    source = FakeSource({"run-a": make_run()})
+    options = options_for(tmp_path)
+    pipeline(source, options)
+    narrowed = replace(options, attributes=AttributeSelection(include_kinds=frozenset({AttributeKind.PARAMETERS})))
+    plans, _ = pipeline(source, narrowed)
+    assert plans[0].action == "redo" and plans[0].reason == "export options changed"
+    data = Path(options.data_path)
+    manifest = read_manifest(manifest_path(data, PROJECT, "run-a"))
+    assert [Path(p.path).name for p in manifest.parts] == [part_file_name("run-a", 0)]  # renumbered to part 0
+    assert set(manifest.attributes) == {"params/lr", "sys/name", "sys/tags"}
+    assert {p.relative_to(data).as_posix() for p in run_part_paths(data, PROJECT, "run-a", include_tmp=True)} == {
+        p.path for p in manifest.parts
+    }
+
+
+def test_run_export_loop_with_threads_and_progress(tmp_path, monkeypatch):
+    source = FakeSource({f"run-{i}": make_run(30) for i in range(6)})
+    monkeypatch.setattr(ex, "make_source", lambda options, settings: source)
+
+    class Sink:
+        def __init__(self):
+            self.total, self.points, self.done, self.lock = 0, 0, [], threading.Lock()
+
+        def on_plan(self, total):
+            self.total = total
+
+        def on_points(self, points, nbytes):
+            with self.lock:
+                self.points += points
+
+        def on_run_done(self, result):
+            with self.lock:
+                self.done.append(result.status)
+
+    sink = Sink()
+    results = ex.run_export(replace(options_for(tmp_path), workers=3), SETTINGS, sink)
+    assert sink.total == 6 and sink.done == ["complete"] * 6 and sink.points == 6 * (4 + 30 + 3)
+    assert {r.status for r in results} == {"complete"}
+    summary = ex.export_summary(results, options_for(tmp_path))
+    assert (summary["runs_complete"], summary["points"], summary["files"]) == (6, 6 * 33, 6)
+
+
+def test_empty_run_gets_an_empty_part_zero(tmp_path):
+    source = FakeSource({"run-e": FakeRun(params={}, series={})})
+    options = options_for(tmp_path)
+    _, (result,) = pipeline(source, options)
+    manifest = read_manifest(manifest_path(Path(options.data_path), PROJECT, "run-e"))
+    assert result.status == "complete" and [p.rows for p in manifest.parts] == [0]
+    assert manifest.parts[0].path.endswith(part_file_name("run-e", 0))
+
+
+def test_make_source_rejects_unknown_source():
+    with pytest.raises(TerminalError, match="not supported"):
+        ex.make_source(ex.ExportOptions(source="neptune1"), Settings())
+
+
+def test_watermark_filter_drops_points_a_source_sent_twice():
+    batch = series_rows(PROJECT, "r", "m", "float_series", [1, 2, 3], [1.0, 2.0, 3.0], None)
+    kept = ex._watermark_filter(batch, {"m": 2_000_000})
+    assert kept.column("float_value").to_pylist() == [3.0]
+    assert ex._watermark_filter(pa.RecordBatch.from_pylist([], schema=batch.schema), {"m": 1}).num_rows == 0
