@@ -145,6 +145,11 @@ def translate_error(exc: BaseException, project: str | None = None, query: bool 
         return SourceUnavailableError(f"a file download failed ({_first_line(exc)})", "run the export again")
     if isinstance(exc, nqe.NeptuneUnexpectedResponseError):
         return _unexpected_response(exc, project, query)
+    if isinstance(exc, ValueError) and "'run_id' must be set" in str(exc):
+        return UnsupportedError(
+            "neptune-query cannot read files of a run without a custom run id",
+            "exclude files for this run (--exclude files) or export it with --source neptune2 if it is a 2.x run",
+        )
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or name.endswith(("ConnectError", "TimeoutException")):
         return SourceUnavailableError(f"cannot reach the Neptune server ({name}: {exc})", "check the server URL and network")
     if isinstance(exc, nqe.NeptuneError):
@@ -355,13 +360,13 @@ class Neptune3Source:
         return f"Neptune3Source(server={self.server!r})"
 
     def _ready(self) -> None:
-        if self._client_ready:
-            return
-        self.server = server_of_token(self._token)
+        """Validate the token once; make it neptune-query's (process-wide) token before every call."""
         import neptune_query
 
+        if not self._client_ready:
+            self.server = server_of_token(self._token)
+            self._client_ready = True
         neptune_query.set_api_token(self._token)
-        self._client_ready = True
 
     # ---------------------------------------------------------------- access and listing
 
@@ -436,11 +441,19 @@ def _check_project_id(project_id: str) -> None:
         )
 
 
+def archived_too():
+    """A always-true condition naming sys/trashed: Neptune searches archived (trashed) runs only when asked."""
+    from neptune_query.filters import Attribute, Filter
+
+    trashed = Attribute("sys/trashed", type="bool")
+    return Filter.exists(trashed) | ~Filter.exists(trashed)
+
+
 def build_run_filter(selection: RunSelection):
     """The server-side part of a run selection as a neptune-query Filter (None: every run)."""
     from neptune_query.filters import Attribute, Filter
 
-    parts = []
+    parts = [archived_too()] if selection.include_archived else []
     if selection.where:
         parts.append(to_neptune_query_filter(parse_where(selection.where)))
     if selection.modified_after is not None:
@@ -480,6 +493,7 @@ def runs_from_table(project_id: ProjectId, frame: pd.DataFrame) -> Iterator[RunR
         if sys_id is None:
             continue
         custom = _text(_first_present(frame, row, ("sys/custom_run_id",), "string"))
+        custom = None if custom == sys_id else custom  # servers report sys/id when a run has no custom id
         experiment = _text(_first_present(frame, row, ("sys/experiment/name", "sys/name"), "string"))
         yield RunRef(
             project_id=project_id,
@@ -533,12 +547,15 @@ class RunExport:
         return self.run.project_id
 
     def runs_argument(self):
-        """Exact custom run id (neptune-query's fast path), or a sys/id filter for runs without one."""
+        """A filter selecting exactly this run by sys/id (archived runs included)."""
         from neptune_query.filters import Attribute, Filter
 
-        if self.run.custom_run_id:
-            return [self.run.custom_run_id]
-        return Filter.eq(Attribute("sys/id", type="string"), self.run.sys_id)
+        by_id = Filter.eq(Attribute("sys/id", type="string"), self.run.sys_id)
+        return by_id & archived_too() if self.run.archived else by_id
+
+    def metric_runs_argument(self):
+        """The custom run id when there is one: neptune-query then skips the run search (its fast path)."""
+        return [self.run.custom_run_id] if self.run.custom_run_id else self.runs_argument()
 
     @contextmanager
     def errors(self, attribute: str | None = None):
@@ -644,6 +661,7 @@ class RunExport:
         )
         with self.errors(attribute=names[0] if len(names) == 1 else None):
             if type_name == "float_series":
+                common["runs"] = self.metric_runs_argument()
                 frame = nq_runs.fetch_metrics(**common, include_point_previews=self.selection.include_previews)
             else:
                 frame = nq_runs.fetch_series(**common)
@@ -708,18 +726,7 @@ class RunExport:
         leaf = file_leaf(source_path)
         return folder / (f"{step_label(step)}-{leaf}" if step is not None else leaf)
 
-    def require_file_support(self, attribute: str) -> None:
-        if not self.run.custom_run_id:
-            raise UnsupportedError(
-                f"neptune-query cannot download files of runs without a custom run id ({self.run.sys_id})",
-                "exclude files for this run (--exclude files) or give the run a custom run id",
-                run=self.run.run_id,
-                attribute=attribute,
-            )
-
     def file_batches(self, names: list[str]) -> Iterator[pa.RecordBatch]:
-        if names:
-            self.require_file_support(names[0])
         for chunk in chunked(sorted(names), min(self.settings.attributes_per_request, FILES_PER_DOWNLOAD)):
             frame = self.table(chunk)
             if frame.empty:
@@ -734,8 +741,6 @@ class RunExport:
                 yield self.report(parameter_rows(self.project, self.run.run_id, rows), sum(s.size for s in stored.values()))
 
     def file_series_batches(self, names: list[str]) -> Iterator[pa.RecordBatch]:
-        if names:
-            self.require_file_support(names[0])
         for chunk in self.series_windows("file_series", names):
             for start in range(0, len(chunk), FILES_PER_DOWNLOAD):
                 part = slice(start, start + FILES_PER_DOWNLOAD)

@@ -1,0 +1,289 @@
+"""Neptune3Source with the real neptune-query against the fake server: every value back, filters, errors, streaming."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from neptune_exporter.errors import (
+    InvalidQueryError,
+    InvalidRegexError,
+    InvalidTokenError,
+    ProjectNotFoundError,
+    UnsupportedError,
+)
+from neptune_exporter.exporters.base import AttributeSelection, RunSelection, Watermark
+from neptune_exporter.exporters.neptune3 import Neptune3Source
+from neptune_exporter.fake_neptune import FakeNeptune, api_v3, store
+from neptune_exporter.fake_neptune.datasets import awkward_workspace
+from neptune_exporter.model import AttributeKind, AttributeType, decimal_array_to_float, sanitize_name
+from neptune_exporter.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "workspace/awkward"
+SMALL_WINDOWS = Settings(series_batch_rows=7, attributes_per_request=300, source_retry_timeout_s=5)
+DATA_ENDPOINTS = ("v3.float_series", "v3.series", "v3.signed_url", "storage.download")
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeNeptune(awkward_workspace(), port=0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def source(fake):
+    return Neptune3Source(fake.api_token, SMALL_WINDOWS)
+
+
+@pytest.fixture(scope="module")
+def all_runs(source):
+    return {ref.run_id: ref for ref in source.list_runs(PROJECT, RunSelection(include_archived=True))}
+
+
+def store_run(fake, sys_id: str) -> store.Run:
+    return fake.workspace.project(PROJECT).run(sys_id)
+
+
+def export(source, ref, files_root: Path, selection=AttributeSelection(), watermarks=None):
+    content = source.export_run(ref, selection, files_root, watermarks)
+    batches = list(content.batches)
+    table = pa.Table.from_batches(batches) if batches else None
+    return table, content, batches
+
+
+def rows_by_path(table: pa.Table | None) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    if table is None:
+        return grouped
+    steps = decimal_array_to_float(table.column("step"))
+    for row, step in zip(table.to_pylist(), steps):
+        row["step_float"] = None if np.isnan(step) else float(step)
+        grouped.setdefault(row["attribute_path"], []).append(row)
+    return grouped
+
+
+def same_float(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+
+
+def ms(value: datetime) -> datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def check_file(files_root: Path, relative: str, blob: store.StoredFile) -> None:
+    data = (files_root / relative).read_bytes()
+    assert data == blob.read() and len(data) == blob.size
+
+
+def check_atom(attr: store.Attribute, row: dict, project: store.Project, files_root: Path) -> None:
+    assert row["attribute_type"] == attr.type and row["step"] is None
+    value = attr.value
+    if attr.type == store.FLOAT:
+        assert same_float(row["float_value"], value)
+    elif attr.type == store.INT:
+        assert row["int_value"] == value
+    elif attr.type == store.STRING:
+        assert row["string_value"] == value
+    elif attr.type == store.BOOL:
+        assert row["bool_value"] is value
+    elif attr.type == store.DATETIME:
+        assert row["datetime_value"] == ms(value)
+    elif attr.type == store.STRING_SET:
+        assert row["string_set_value"] == sorted(value)
+    elif attr.type == store.FILE:
+        check_file(files_root, row["file_value"]["path"], project.files[value])
+
+
+def check_series(attr: store.Attribute, rows: list[dict], project: store.Project, files_root: Path, after=None):
+    steps, values, stamps = attr.series.window(after, None, None, len(attr.series) + 1)
+    rows = sorted(rows, key=lambda r: r["step_float"])
+    assert [r["step_float"] for r in rows] == [round(float(s), 6) for s in steps]
+    assert [int(r["timestamp"].timestamp() * 1000) for r in rows] == [int(t) for t in stamps]
+    assert {r["attribute_type"] for r in rows} == {attr.type}
+    for row, value in zip(rows, values):
+        if attr.type == store.FLOAT_SERIES:
+            assert same_float(row["float_value"], float(value))
+        elif attr.type == store.STRING_SERIES:
+            assert row["string_value"] == value
+        elif attr.type == store.HISTOGRAM_SERIES:
+            assert row["histogram_value"] == value
+        else:
+            check_file(files_root, row["file_value"]["path"], project.files[value])
+
+
+def check_run(fake, ref, table, files_root: Path) -> None:
+    """Every attribute the 3.x API shows comes back exactly; nothing else comes back."""
+    project = fake.workspace.project(PROJECT)
+    run = store_run(fake, ref.sys_id)
+    got = rows_by_path(table)
+    expected = {a.path: a for a in api_v3.visible_attributes(run) if a.type not in store.SERIES_TYPES or len(a.series)}
+    assert set(got) == set(expected)
+    assert {r["run_id"] for rows in got.values() for r in rows} == {ref.run_id}
+    for path, attr in expected.items():
+        if attr.type in store.SERIES_TYPES:
+            check_series(attr, got[path], project, files_root)
+        else:
+            assert len(got[path]) == 1
+            check_atom(attr, got[path][0], project, files_root)
+
+
+# ---------------------------------------------------------------------------- discovery
+
+
+def test_listing_finds_runs_with_and_without_custom_ids(source, all_runs):
+    assert set(all_runs) == {"run-basic", "run-empty", "run-wide", "run-parent", "run-child", "run-trashed", "AWK-7", "run-gamma"}
+    assert all_runs["AWK-7"].custom_run_id is None and all_runs["AWK-7"].experiment_name == "exp-beta"
+    assert all_runs["run-basic"].experiment_name == "exp-alpha" and all_runs["run-empty"].experiment_name is None
+    assert all_runs["run-trashed"].archived and not all_runs["run-basic"].archived
+    assert all_runs["run-basic"].creation_time == datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
+    assert all(ref.modification_time is not None for ref in all_runs.values())
+    default = {ref.run_id for ref in source.list_runs(PROJECT, RunSelection())}
+    assert default == set(all_runs) - {"run-trashed"}
+
+
+@pytest.mark.parametrize(
+    "selection, expected",
+    [
+        (RunSelection(runs_regex="^run-(parent|child)$"), {"run-parent", "run-child"}),
+        (RunSelection(runs_regex="AWK-[78]"), {"AWK-7", "run-gamma"}),  # sys ids match too
+        (RunSelection(experiments_regex="^exp-(fork|beta)"), {"run-parent", "run-child", "AWK-7"}),
+        (RunSelection(where="params/lr > 0.02"), {"run-parent", "run-child"}),
+        (RunSelection(where="params/lr > 0.02", include_archived=True), {"run-parent", "run-child", "run-trashed"}),
+        (RunSelection(where='sys/tags contains "wide" or sys/tags contains "ünï"'), {"run-wide", "run-gamma"}),
+        (RunSelection(where="not exists(params/lr) and not exists(params/float)"), {"run-empty", "run-wide", "run-gamma"}),
+        (RunSelection(where='sys/name matches "^exp-(al|ga)"'), {"run-basic", "run-gamma"}),
+        (RunSelection(where="params/bool == true and params/int < 0"), {"run-basic"}),
+        (RunSelection(run_ids=("run-empty", "AWK-7")), {"run-empty", "AWK-7"}),
+    ],
+)
+def test_run_filters_select_exactly(source, selection, expected):
+    assert {ref.run_id for ref in source.list_runs(PROJECT, selection)} == expected
+
+
+def test_modified_after_is_pushed_to_the_server(fake, source):
+    cutoff = datetime(2024, 1, 1, 5, 30, tzinfo=timezone.utc)
+    assert {r.run_id for r in source.list_runs(PROJECT, RunSelection(modified_after=cutoff))} == {"AWK-7", "run-gamma"}
+
+
+# ---------------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize("run_id", ["run-basic", "run-empty", "run-parent", "run-child", "run-trashed", "AWK-7", "run-gamma"])
+def test_every_value_comes_back(fake, source, all_runs, tmp_path, run_id):
+    table, content, batches = export(source, all_runs[run_id], tmp_path)
+    check_run(fake, all_runs[run_id], table, tmp_path)
+    assert max(b.num_rows for b in batches) <= max(SMALL_WINDOWS.series_batch_rows, SMALL_WINDOWS.attributes_per_request)
+
+
+def test_ten_thousand_attributes(fake, source, all_runs, tmp_path):
+    table, _, batches = export(source, all_runs["run-wide"], tmp_path)
+    check_run(fake, all_runs["run-wide"], table, tmp_path)
+    assert sum(1 for p in table.column("attribute_path").to_pylist() if p.startswith("wide/")) == 10_000
+    assert max(b.num_rows for b in batches) <= SMALL_WINDOWS.attributes_per_request
+
+
+def test_files_are_byte_identical_and_recorded(fake, source, all_runs, tmp_path):
+    ref = all_runs["run-basic"]
+    table, content, _ = export(source, ref, tmp_path)
+    project = fake.workspace.project(PROJECT)
+    run = store_run(fake, ref.sys_id)
+    by_attribute = {(f.attribute_path, f.step): f for f in content.files}
+    assert {k[0] for k in by_attribute} == {"files/model", "files/empty", "files/big", "images/samples"}
+    for (path, step), exported in by_attribute.items():
+        attr = run.attributes[path]
+        key = attr.value if step is None else attr.series.window(None, step, step, 1)[1][0]
+        data = (tmp_path / exported.relative_path).read_bytes()
+        assert data == project.files[key].read()
+        assert exported.size == len(data) and exported.sha256 == hashlib.sha256(data).hexdigest()
+        assert exported.relative_path.split("/")[:2] == [sanitize_name(PROJECT), sanitize_name("run-basic")]
+    assert not (tmp_path / ".staging").exists() or not any((tmp_path / ".staging").iterdir())
+
+
+def test_fork_child_has_only_its_own_points(fake, source, all_runs, tmp_path):
+    table, _, _ = export(source, all_runs["run-child"], tmp_path)
+    loss = rows_by_path(table)["metrics/loss"]
+    assert sorted(r["step_float"] for r in loss) == [5.0, 6.0, 7.0, 8.0, 9.0]
+    assert sorted(r["float_value"] for r in loss) == [105.0, 106.0, 107.0, 108.0, 109.0]
+
+
+# ---------------------------------------------------------------------------- selection and increments
+
+
+def test_attribute_selection_by_regex_names_and_kinds(source, all_runs, tmp_path):
+    ref = all_runs["run-basic"]
+    table, _, _ = export(source, ref, tmp_path, AttributeSelection(regex="^metrics/", names=("params/int",)))
+    assert set(rows_by_path(table)) == {"metrics/loss", "metrics/float_steps", "metrics/nonfinite", "params/int"}
+    table, content, _ = export(
+        source, ref, tmp_path, AttributeSelection(exclude_kinds=frozenset({AttributeKind.FILES, AttributeKind.PARAMETERS}))
+    )
+    types = set(table.column("attribute_type").to_pylist())
+    assert types == {"float_series", "string_series", "histogram_series"} and content.files == []
+
+
+def test_incremental_export_fetches_only_new_points(fake, source, all_runs, tmp_path):
+    ref = all_runs["run-basic"]
+    marks = {
+        "metrics/loss": Watermark(AttributeType.FLOAT_SERIES, 49.0, 50),
+        "metrics/float_steps": Watermark(AttributeType.FLOAT_SERIES, 0.29, 2),
+        "logs/stdout": Watermark(AttributeType.STRING_SERIES, 4.0, 5),
+    }
+    table, _, _ = export(source, ref, tmp_path, AttributeSelection(exclude_kinds=frozenset({AttributeKind.FILES})), marks)
+    got = rows_by_path(table)
+    run = store_run(fake, ref.sys_id)
+    check_series(run.attributes["metrics/loss"], got["metrics/loss"], None, tmp_path, after=49.0)
+    assert [r["step_float"] for r in got["metrics/float_steps"]] == [1.0, 1.5]
+    assert "logs/stdout" not in got  # nothing after the last exported step
+    assert got["params/float"][0]["float_value"] == 0.1  # parameters come again
+
+
+def test_long_series_stream_in_bounded_batches(fake, tmp_path):
+    long = store.GeneratedFloatSeries(count=25_000, seed=3, start_step=0.5, step_size=0.25)
+    run = fake.add_run(PROJECT, custom_run_id="run-long", attributes={"m/long": store.Attribute("m/long", store.FLOAT_SERIES, series=long)})
+    source = Neptune3Source(fake.api_token, Settings(series_batch_rows=4_000, source_retry_timeout_s=5))
+    ref = next(r for r in source.list_runs(PROJECT, RunSelection(runs_regex="^run-long$")))
+    table, _, batches = export(source, ref, tmp_path, AttributeSelection(regex="^m/"))
+    assert max(b.num_rows for b in batches) <= 4_000 and table.num_rows == 25_000
+    steps = np.sort(decimal_array_to_float(table.column("step")))
+    assert np.array_equal(steps, np.round(long.steps_of(np.arange(25_000)), 6))
+    order = np.argsort(decimal_array_to_float(table.column("step")))
+    assert np.array_equal(table.column("float_value").to_numpy()[order], long.values_of(np.arange(25_000)))
+    assert run.sys_id == ref.sys_id
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def bad_token(fake) -> str:
+    payload = json.loads(base64.b64decode(fake.api_token))
+    payload["api_key"] = "wrong-key"
+    return base64.b64encode(json.dumps(payload).encode()).decode()
+
+
+def test_bad_inputs_fail_fast_with_one_typed_error(fake):
+    fake.requests.clear()
+    with pytest.raises(InvalidTokenError):
+        Neptune3Source(bad_token(fake), SMALL_WINDOWS).check_access(PROJECT)
+    with pytest.raises(InvalidTokenError):
+        Neptune3Source("definitely-not-a-token", SMALL_WINDOWS).check_access(PROJECT)
+    good = Neptune3Source(fake.api_token, SMALL_WINDOWS)
+    with pytest.raises(ProjectNotFoundError) as info:
+        good.check_access("workspace/no-such-project")
+    assert "no-such-project" in info.value.message and info.value.remedy
+    with pytest.raises(InvalidRegexError):
+        good.list_runs(PROJECT, RunSelection(runs_regex="(unclosed"))
+    with pytest.raises(InvalidQueryError) as info:
+        good.list_runs(PROJECT, RunSelection(where="params/lr >> 1"))
+    assert "position" in info.value.message
+    with pytest.raises(UnsupportedError):
+        good.list_projects("workspace")
+    assert not any(fake.requests.count(endpoint=e) for e in DATA_ENDPOINTS)
