@@ -592,6 +592,12 @@ def _stream(attempt: _Attempt, source: Source, plan: RunPlan, options: ExportOpt
 
 
 def _rewrite_superseded(attempt: _Attempt, data_root: Path) -> None:
+    """Incremental rule: a single-value attribute the new export wrote again replaces its older rows.
+
+    Kept parts holding such rows are copied (minus those rows) into new parts and dropped once the new
+    manifest is written, so every reader — ours or the peer tool's, which reads all parts — sees each
+    parameter once with its latest value, and the run's rows equal those of a fresh full export.
+    """
     if attempt.kept is None:
         return
     attempt.superseded = _single_value_paths(attempt.stats)

@@ -395,3 +395,46 @@ def test_watermark_filter_drops_points_a_source_sent_twice():
     kept = ex._watermark_filter(batch, {"m": 2_000_000})
     assert kept.column("float_value").to_pylist() == [3.0]
     assert ex._watermark_filter(pa.RecordBatch.from_pylist([], schema=batch.schema), {"m": 1}).num_rows == 0
+
+
+def test_failed_redo_never_loses_the_last_complete_data(tmp_path):
+    run = make_run(120)
+    source = FakeSource({"run-a": run})
+    options = options_for(tmp_path)
+    pipeline(source, options)
+    data = Path(options.data_path)
+    complete_rows = sorted_rows(data, "run-a")
+    run.modified, run.fail = T0 + timedelta(days=1), RateLimitedError("503", "later")
+    pipeline(source, options)  # retries exhausted: failed manifest, old parts still listed
+    run.fail = TerminalError("gone wrong", "fix it")
+    plans, results = pipeline(source, options)  # the redo fails too
+    assert plans[0].action == "redo" and results[0].status == "failed"
+    assert sorted_rows(data, "run-a") == complete_rows
+    run.fail = None
+    plans, results = pipeline(source, options)
+    assert plans[0].action == "redo" and results[0].status == "complete"
+    manifest = read_manifest(manifest_path(data, PROJECT, "run-a"))
+    assert sorted_rows(data, "run-a") == complete_rows  # same content, now from the fresh parts only
+    assert {p.relative_to(data).as_posix() for p in run_part_paths(data, PROJECT, "run-a", include_tmp=True)} == {
+        p.path for p in manifest.parts
+    }
+    assert manifest.parts[0].path.endswith(part_file_name("run-a", 0))
+
+
+def test_plan_tidies_a_complete_run_left_with_strays(tmp_path):
+    source = FakeSource({"run-a": make_run(60)})
+    options = options_for(tmp_path)
+    pipeline(source, options)
+    data = Path(options.data_path)
+    manifest = read_manifest(manifest_path(data, PROJECT, "run-a"))
+    part0 = data / manifest.parts[0].path
+    stray = part0.with_name(part_file_name("run-a", 99))
+    stray.write_bytes(part0.read_bytes())  # e.g. killed after a rename but before the manifest
+    renamed = part0.with_name(part_file_name("run-a", 50))
+    part0.rename(renamed)  # e.g. killed between the part-0 restore steps: manifest lists part 50
+    manifest.parts[0] = replace(manifest.parts[0], path=renamed.relative_to(data).as_posix())
+    ex.write_manifest(data, manifest)
+    (plan,) = ex.plan_runs(ex.discover(source, options, [PROJECT]), options)
+    assert plan.action == "skip" and not stray.exists()
+    assert part0.exists() and not renamed.exists()
+    assert read_manifest(manifest_path(data, PROJECT, "run-a")).parts[0].path.endswith(part_file_name("run-a", 0))
