@@ -1,0 +1,56 @@
+"""The one Prefect retry and caching policy: retry transient errors only, with the settings' backoff."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.states import State
+
+from neptune_exporter.errors import is_transient
+from neptune_exporter.settings import RetryPolicy, Settings
+
+
+def failure_of(state: State) -> BaseException | None:
+    """The exception a failed task state carries, when it carries one."""
+    data: Any = state.data
+    if isinstance(data, BaseException):
+        return data
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception as exc:  # the stored result could not be read: judge by that error
+        return exc
+    return result if isinstance(result, BaseException) else None
+
+
+def retry_transient(task: Any, task_run: Any, state: State) -> bool:
+    """`retry_condition_fn`: retry only errors that `errors.is_transient` calls transient."""
+    error = failure_of(state)
+    return error is not None and is_transient(error)
+
+
+def retry_options(policy: RetryPolicy | None = None) -> dict[str, Any]:
+    """Keyword arguments for `@task` implementing the settings' RetryPolicy on transient errors."""
+    policy = policy or Settings.from_env().retry
+    return {
+        "retries": max(0, policy.attempts - 1),
+        "retry_delay_seconds": policy.delays() or 0,
+        "retry_condition_fn": retry_transient,
+    }
+
+
+def cache_policy(*ignored_inputs: str) -> CachePolicy:
+    """INPUTS + TASK_SOURCE (never INPUTS alone), leaving out inputs that must not shape the key."""
+    inputs: CachePolicy = INPUTS
+    for name in ignored_inputs:
+        inputs = inputs - name
+    return inputs + TASK_SOURCE
+
+
+def cached_task_options(*ignored_inputs: str) -> dict[str, Any]:
+    """Keyword arguments for `@task`: reusable small JSON results keyed by the policy above."""
+    return {
+        "cache_policy": cache_policy(*ignored_inputs),
+        "persist_result": True,
+        "result_serializer": "json",
+    }
