@@ -8,10 +8,12 @@ import functools
 import json
 import math
 import re
+import threading
 import uuid as uuidlib
+from collections import OrderedDict
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -392,10 +394,50 @@ def sort_key(run: store.Run, sort_by: str) -> tuple:
     return (0, value)
 
 
-def select_runs(project: store.Project, table: TableQuery) -> list[store.Run]:
+class SelectionCache:
+    """Recent (query, sort) selections per project, valid while the project's runs are unchanged.
+
+    The client pages a table 100 runs a request; evaluating NQL over every run for each page would make the
+    fake the bottleneck. A selection is reused while the run count and the newest sys/modification_time
+    stay the same (every mutation API bumps sys/modification_time).
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[tuple, list[store.Run]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def fingerprint(runs: list[store.Run]) -> tuple[int, int]:
+        """(run count, sum of modification times in µs): any touch strictly increases the exact integer sum."""
+        micro = timedelta(microseconds=1)
+        total = sum((a.value - store.EPOCH) // micro for r in runs
+                    if (a := r.attributes.get("sys/modification_time")) is not None)
+        return len(runs), total
+
+    def get(self, project: store.Project, table: TableQuery) -> list[store.Run]:
+        key = (project.uuid, table.query, table.sort_by, table.descending)
+        runs = list(project.runs)
+        fingerprint = self.fingerprint(runs)
+        with self._lock:
+            cached = self._entries.get(key)
+            if cached is not None and cached[0] == fingerprint:
+                self._entries.move_to_end(key)
+                return cached[1]
+        selected = select_runs(runs, table)
+        with self._lock:
+            self._entries[key] = (fingerprint, selected)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return selected
+
+
+SELECTIONS = SelectionCache()
+
+
+def select_runs(runs: list[store.Run], table: TableQuery) -> list[store.Run]:
     """Matching runs in table order (missing sort values last in both directions, ties in creation order)."""
     expr = parse_query(table.query)
-    runs = list(project.runs)
     try:
         matching = [run for run in runs if nql.evaluate(expr, run)]
     except nql.NQLError as exc:
@@ -607,7 +649,7 @@ def _register_table(router: Router) -> None:
     def search_entries(ctx: ServerContext, request: Request, match: re.Match) -> Response:
         project = ctx.project(_required(request, "projectIdentifier"))
         table = TableQuery.from_body(request.json())
-        runs = select_runs(project, table)
+        runs = SELECTIONS.get(project, table)
         page = runs[table.offset: table.offset + table.limit]
         if reads_run_data(table.columns):
             for run in page:

@@ -87,23 +87,23 @@ def test_file_set_listing_shows_direct_children():
 def test_table_order_and_the_greater_than_continuation_agree():
     project = _project_with_runs(7)
     table = api_v2.TableQuery("", "sys/creation_time", False, None, 0, 100)
-    ordered = api_v2.select_runs(project, table)
+    ordered = api_v2.select_runs(project.runs, table)
     assert [r.sys_id for r in ordered] == [f"PROJ-{i}" for i in range(7, 0, -1)]
     last = api_v2.iso_datetime(ordered[2].get("sys/creation_time"))
     rest = api_v2.TableQuery(f'(`sys/creation_time`:datetime > "{last}")', "sys/creation_time", False, None, 0, 100)
-    assert [r.sys_id for r in api_v2.select_runs(project, rest)] == [r.sys_id for r in ordered[3:]]
+    assert [r.sys_id for r in api_v2.select_runs(project.runs, rest)] == [r.sys_id for r in ordered[3:]]
 
 
 def test_table_sorts_descending_with_nan_and_missing_values_last():
     project = _project_with_runs(5)
     del project.runs[4].attributes["params/x"]
     table = api_v2.TableQuery("", "params/x", True, None, 0, 100)
-    assert [r.sys_id for r in api_v2.select_runs(project, table)] == ["PROJ-3", "PROJ-1", "PROJ-4", "PROJ-2", "PROJ-5"]
+    assert [r.sys_id for r in api_v2.select_runs(project.runs, table)] == ["PROJ-3", "PROJ-1", "PROJ-4", "PROJ-2", "PROJ-5"]
 
 
 def test_bad_nql_is_a_syntax_error_the_client_recognises():
     with pytest.raises(HttpError) as caught:
-        api_v2.select_runs(_project_with_runs(1), api_v2.TableQuery("(`a`:float >", None, True, None, 0, 10))
+        api_v2.select_runs(_project_with_runs(1).runs, api_v2.TableQuery("(`a`:float >", None, True, None, 0, 10))
     assert caught.value.status == 400 and caught.value.extra["title"] == "Syntax error"
     assert "position" in caught.value.message
 
@@ -155,3 +155,17 @@ def test_generated_series_sorting_key_uses_last_value():
     assert api_v2.sort_key(run, "m")[1] == pytest.approx(float(store.GeneratedFloatSeries(count=3).last()[1]))
     assert api_v2.sort_key(run, "absent") == (2,)
     assert np.isfinite(api_v2.sort_key(run, "m")[1])
+
+
+def test_selection_cache_reuses_until_runs_change():
+    ws = datasets.new_workspace("ws")
+    project = datasets.add_project(ws, "proj", "PROJ")
+    datasets.add_run(ws, "ws/proj", created=T0, attributes={"p": ("int", 1)})
+    cache = api_v2.SelectionCache(size=2)
+    table = api_v2.TableQuery("`p`:int = 2", "sys/creation_time", True, None, 0, 100)
+    assert cache.get(project, table) == []
+    assert cache.get(project, table) is cache.get(project, table)
+    datasets.set_attribute(ws, "ws/proj", "PROJ-1", "p", "int", 2)  # bumps sys/modification_time
+    assert [r.sys_id for r in cache.get(project, table)] == ["PROJ-1"]
+    datasets.add_run(ws, "ws/proj", created=T0, attributes={"p": ("int", 2)})
+    assert len(cache.get(project, table)) == 2
