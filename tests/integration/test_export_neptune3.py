@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +287,35 @@ def test_bad_inputs_fail_fast_with_one_typed_error(fake):
     with pytest.raises(UnsupportedError):
         good.list_projects("workspace")
     assert not any(fake.requests.count(endpoint=e) for e in DATA_ENDPOINTS)
+
+
+# ---------------------------------------------------------------------------- transient faults
+
+
+@pytest.fixture()
+def faulty(fake):
+    yield fake
+    fake.faults.clear()
+
+
+def test_flaky_server_still_gives_every_value(faulty, all_runs, tmp_path):
+    faulty.faults.update(
+        error_share=0.15, reset_share=0.05, error_statuses=(500, 503), endpoints=r"float_series|series|storage", seed=11
+    )
+    source = Neptune3Source(faulty.api_token, SMALL_WINDOWS)
+    faulty.requests.clear()
+    table, _, _ = export(source, all_runs["run-basic"], tmp_path)
+    faulty.faults.clear()
+    assert faulty.requests.count(status=500) + faulty.requests.count(status=503) > 0
+    check_run(faulty, all_runs["run-basic"], table, tmp_path)
+
+
+@pytest.mark.timeout(60)  # neptune-query would otherwise retry for 30 minutes
+def test_a_server_that_keeps_failing_gives_a_transient_error(faulty, all_runs, tmp_path):
+    from neptune_exporter.errors import SourceUnavailableError
+
+    faulty.faults.update(error_share=1.0, error_statuses=(503,), endpoints=r"^v3\.", seed=1)
+    source = Neptune3Source(faulty.api_token, Settings(source_retry_timeout_s=1, series_batch_rows=7))
+    with pytest.raises(SourceUnavailableError) as info:
+        export(source, all_runs["run-parent"], tmp_path)
+    assert info.value.transient and info.value.run == "run-parent"
