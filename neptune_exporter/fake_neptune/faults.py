@@ -22,6 +22,8 @@ class FaultConfig:
     signed_url_ttl_s: lifetime of file download URLs; expired ones get 400 (clients re-sign).
     endpoints: regex; when set, faults hit only endpoints whose name matches (auth is never faulted
       unless `fault_auth`).
+    scripted: faults for the next faultable requests, consumed in order before any dice: a status
+      (429, 500, 503, ...) or "reset". Deterministic whatever the client's threading.
     seed: seeds the fault dice (None = random).
     """
 
@@ -37,6 +39,7 @@ class FaultConfig:
     signed_url_ttl_s: float = 3600.0
     endpoints: str | None = None
     fault_auth: bool = False
+    scripted: list[int | str] = field(default_factory=list)
     seed: int | None = None
 
     def update(self, **changes: object) -> None:
@@ -82,6 +85,8 @@ class FaultInjector:
         if cfg.endpoints and not re.search(cfg.endpoints, endpoint):
             return FaultDecision()
         with self._lock:
+            if cfg.scripted:
+                return _scripted(cfg.scripted.pop(0), cfg)
             if cfg.seed != self._seed_used:
                 self._rng, self._seed_used = random.Random(cfg.seed), cfg.seed
             jitter = self._rng.uniform(0, cfg.latency_jitter_ms) if cfg.latency_jitter_ms else 0.0
@@ -95,6 +100,13 @@ class FaultInjector:
         elif dice < cfg.rate_limit_share + cfg.error_share + cfg.reset_share:
             decision.reset = True
         return decision
+
+
+def _scripted(fault: int | str, cfg: FaultConfig) -> FaultDecision:
+    delay = cfg.latency_ms / 1000.0
+    if fault == "reset":
+        return FaultDecision(delay_s=delay, reset=True)
+    return FaultDecision(delay_s=delay, status=int(fault))
 
 
 def throttled_write(write, data: bytes, bytes_per_s: int, chunk: int = 64 * 1024) -> None:

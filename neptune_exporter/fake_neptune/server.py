@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
@@ -106,12 +107,17 @@ class Response:
 
 @dataclass(frozen=True)
 class RequestRecord:
+    """One served request; `reset` when the connection was cut mid-body, `at` = time.monotonic() at the end."""
+
     endpoint: str
     method: str
     path: str
     status: int
     runs: frozenset[str]
     bytes_sent: int
+    reset: bool = False
+    retry_after: str | None = None
+    at: float = 0.0
 
 
 class RequestLog:
@@ -255,7 +261,8 @@ class _App:
             response, reset = self._run(route, match, request)
         sent = _write_response(h, response, reset, self.ctx.faults.bandwidth_bytes_per_s)
         self.ctx.requests.add(RequestRecord(endpoint, request.method, request.path, response.status,
-                                            frozenset(request.runs), sent))
+                                            frozenset(request.runs), sent, reset,
+                                            response.headers.get("Retry-After"), time.monotonic()))
 
     def _run(self, route: Route, match: re.Match[str], request: Request) -> tuple[Response, bool]:
         decision = self.injector.decide(route.endpoint, is_auth=not route.auth)
