@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 TMP_SUFFIX = ".tmp"
 COMPRESSION = "snappy"  # the peer tool's choice
 HASH_CHUNK = 1 << 20
+ROW_GROUP_ROWS = 65_536  # rows coalesced per row group (small source batches would make tiny row groups)
+ROW_GROUP_BYTES = 8 * 1024 * 1024  # in-memory bytes held before a flush (also capped at a quarter of a part)
 SERIES_TYPE_NAMES = frozenset(t.value for t in SERIES_TYPES)
 _SERIES_ARRAY = pa.array(sorted(SERIES_TYPE_NAMES), pa.string())
 _PART_RE = re.compile(r"^(?P<prefix>.+)_part_(?P<index>\d+)\.parquet(?P<tmp>\.tmp)?$")
@@ -136,6 +138,10 @@ class RunWriter:
         self._single_indexes: set[int] = set()
         self._finished: list[tuple[int, Path, int]] = []  # (index, tmp path, rows)
         self._renamed: list[Path] = []
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self._flush_bytes = max(1, min(ROW_GROUP_BYTES, self.part_target_bytes // 4))
         self._closed = False
         self.rows = 0
 
@@ -154,20 +160,37 @@ class RunWriter:
         return self._finished[0][0] if self._finished else (self._current[0] if self._current else self._next_index)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        """Append rows; a zero-row batch only opens a part when none is open (so an empty run still gets part 0)."""
+        """Append rows (small batches are coalesced into row groups of bounded size before they hit the disk).
+
+        A zero-row batch only opens a part when none exists yet, so an empty run still gets part 0.
+        """
         if self._closed:
             raise RuntimeError("RunWriter is closed")
         batch = conform_batch(batch)
-        if self._writer is not None and batch.num_rows == 0:
+        if batch.num_rows == 0:
+            if self._writer is None and not self._pending and not self._finished:
+                self._open_part()
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self._pending_bytes += batch.nbytes
+        self.rows += batch.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS or self._pending_bytes >= self._flush_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the coalesced batches as one row group, rolling to a new part first when this one is big enough."""
+        if not self._pending:
             return
         if self._writer is not None and self._sink.tell() >= self.part_target_bytes:
             self._finish_part()
         if self._writer is None:
             self._open_part()
-        self._writer.write_batch(batch)
-        self._current_single = self._current_single or _has_single_values(batch)
-        self._current_rows += batch.num_rows
-        self.rows += batch.num_rows
+        table = pa.Table.from_batches(self._pending, schema=PARQUET_SCHEMA)
+        self._writer.write_table(table, row_group_size=max(ROW_GROUP_ROWS, table.num_rows))
+        self._current_single = self._current_single or any(_has_single_values(b) for b in self._pending)
+        self._current_rows += table.num_rows
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
     def _open_part(self) -> None:
         index = self._next_index
@@ -200,6 +223,7 @@ class RunWriter:
         """Finish the open part and rename every tmp part, highest number first (the lowest appears last)."""
         if self._closed:
             raise RuntimeError("RunWriter is already closed")
+        self._flush()
         if self._writer is not None:
             self._finish_part()
         infos = []
@@ -216,6 +240,7 @@ class RunWriter:
 
     def abort(self) -> None:
         """Remove every file this writer created (tmp or renamed); parts that existed before are untouched."""
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
         if self._writer is not None:
             try:
                 self._writer.close()

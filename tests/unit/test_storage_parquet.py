@@ -196,3 +196,12 @@ def test_corrupt_part_raises_with_remedy(tmp_path):
     with pytest.raises(CorruptPartError, match="cannot read Parquet part") as info:
         list(read_run_batches(tmp_path, PROJECT, RUN))
     assert "export the run again" in info.value.remedy
+
+
+def test_small_batches_are_coalesced_into_few_row_groups(tmp_path):
+    with RunWriter(tmp_path, PROJECT, RUN, 50 * 1024 * 1024) as writer:
+        for i in range(2000):
+            writer.write(series_rows(PROJECT, RUN, f"m/{i}", "float_series", [0, 1, 2], [1.0, 2.0, 3.0], None))
+        (part,) = writer.close()
+    metadata = pq.ParquetFile(tmp_path / part.path).metadata
+    assert (metadata.num_rows, metadata.num_row_groups) == (6000, 1)
