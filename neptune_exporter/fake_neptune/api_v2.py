@@ -230,7 +230,9 @@ def properties(project: store.Project, attr: store.Attribute, v2_type: str) -> d
         props.update(name=name, ext=ext, size=stored.size)
     elif v2_type == "fileSet":
         props["size"] = sum(_stored_file(project, key, attr.path).size for key in (value or {}).values())
-    else:  # gitRef / notebookRef / artifact: the dataset gives the properties as a dict
+    elif v2_type == "artifact":
+        props["hash"] = (value or {}).get("hash", "")
+    else:  # gitRef / notebookRef: the dataset gives the properties as a dict
         props.update(value or {})
     return props
 
@@ -480,17 +482,18 @@ def register(router: Router) -> None:
     _register_series(router)
     _register_files(router)
     _register_table(router)
+    _register_artifacts(router)
 
 
 def _register_bootstrap(router: Router) -> None:
-    for api in ("backend", "leaderboard"):
+    for api in ("backend", "leaderboard", "artifacts"):
         router.route("GET", rf"/api/{api}/swagger\.json", _spec_handler(api), auth=False, endpoint=f"v2.spec.{api}")
 
     @router.route("GET", r"/api/backend/v1/clients/config", auth=False, endpoint="v2.client_config")
     def client_config(ctx: ServerContext, request: Request, match: re.Match) -> Response:
         return json_response({"apiUrl": ctx.base_url, "applicationUrl": ctx.base_url,
                               "pyLibVersions": PY_LIB_VERSIONS, "multiPartUpload": {"enabled": False},
-                              "artifacts": {"enabled": False, "apiVersion": 2}})
+                              "artifacts": {"enabled": True, "apiVersion": 2}})
 
     @router.route("GET", r"/api/backend/v1/projects/get", endpoint="v2.get_project")
     def get_project(ctx: ServerContext, request: Request, match: re.Match) -> Response:
@@ -631,6 +634,25 @@ def _register_files(router: Router) -> None:
         stamp = iso_datetime(when or store.EPOCH)
         return json_response(list_file_set(dict(attr.value or {}), holder.project, request.query.get("path", ""),
                                            stamp))
+
+
+def artifact_files(project: store.Project, artifact_hash: str) -> list[dict[str, Any]]:
+    """Files of the artifact with this hash (the first artifact attribute of any run that has it)."""
+    for run in list(project.runs):
+        for attr in list(run.attributes.values()):
+            if attr.type == "artifact" and (attr.value or {}).get("hash") == artifact_hash:
+                return [{"filePath": f["filePath"], "fileHash": f["fileHash"], "type": f.get("type", "S3"),
+                         "size": f.get("size"),
+                         "metadata": [{"key": k, "value": str(v)} for k, v in sorted((f.get("metadata") or {}).items())]}
+                        for f in attr.value.get("files") or []]
+    raise HttpError(404, f"artifact {artifact_hash!r} not found in {project.identifier}", errorType="NOT_FOUND")
+
+
+def _register_artifacts(router: Router) -> None:
+    @router.route("GET", r"/api/artifacts/v1/artifact/files", endpoint="v2.artifact_files")
+    def list_artifact_files(ctx: ServerContext, request: Request, match: re.Match) -> Response:
+        project = ctx.project(_required(request, "projectIdentifier"))
+        return json_response({"files": artifact_files(project, _required(request, "hash"))})
 
 
 def _register_table(router: Router) -> None:

@@ -26,6 +26,10 @@ from neptune.exceptions import NeptuneInvalidQueryException, ProjectNotFound  # 
 PROJECT = "ws/proj"
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 LOSS = [(float(i) * 0.5, (math.nan if i == 7 else 1.0 / (i + 1)), 1_000 + i) for i in range(2_500)]
+ARTIFACT = {"hash": "f" * 64, "files": [
+    {"filePath": "train.csv", "fileHash": "ab12", "type": "S3", "size": 123,
+     "metadata": {"location": "s3://bucket/train.csv", "last_modified": "2024-01-01 00:00:00"}},
+    {"filePath": "dir/labels.txt", "fileHash": "cd34", "type": "Local", "size": 7, "metadata": {"file_path": "/x"}}]}
 LOGS = [(float(i), f"line {i} \"q\" ü", 5_000 + i) for i in range(1_203)]
 
 
@@ -44,7 +48,7 @@ def build_workspace() -> store.Workspace:
     ws = datasets.new_workspace("ws")
     project = datasets.add_project(ws, "proj", "PROJ")
     _files(project)
-    datasets.add_run(ws, PROJECT, custom_run_id="crid-1", experiment="exp-a", created=T0, tags=["a", "b"], attributes={
+    first = datasets.add_run(ws, PROJECT, custom_run_id="crid-1", experiment="exp-a", created=T0, tags=["a", "b"], attributes={
         "params/lr": ("float", 0.125), "params/bs": ("int", 64), "params/opt": ("string", "adam \"x\""),
         "params/flag": ("bool", True), "params/when": ("datetime", T0 + timedelta(milliseconds=1500)),
         "params/set": ("string_set", {"x", "y"}), "params/big": ("int", 2**40),
@@ -54,6 +58,7 @@ def build_workspace() -> store.Workspace:
         "images": ("file_series", [(0.0, "blob/img0", 1000), (1.0, "blob/img1", 2000)]),
         "artifacts_dir": ("file_set", {"a.txt": "blob/a", "sub/b.bin": "blob/b"}),
     })
+    first.attributes["data/train"] = store.Attribute("data/train", "artifact", ARTIFACT)
     datasets.add_run(ws, PROJECT, custom_run_id="crid-2", created=T0 + timedelta(hours=1), tags=["b"], trashed=True,
                      attributes={"params/lr": ("float", 0.5)})
     third = datasets.add_run(ws, PROJECT, created=T0 + timedelta(hours=2), owner="alice",
@@ -107,7 +112,7 @@ def test_runs_table_values_match_the_dataset(fake, project):
     assert row["metrics/loss"] == LOSS[-1][1] and row["logs/out"] == LOGS[-1][1]
     assert row["sys/custom_run_id"] == "crid-1" and row["sys/owner"] == first.get("sys/owner")
     assert row["sys/state"] == "Inactive" and df.loc["PROJ-3", "sys/state"] == "Active"
-    assert df.loc["PROJ-3", "source_code/git"] == "abc123"
+    assert df.loc["PROJ-3", "source_code/git"] == "abc123" and row["data/train"] == ARTIFACT["hash"]
     assert "hist" not in df.columns and not [c for c in df.columns if c.startswith("sys/experiment")]
     assert df.loc["PROJ-2", "sys/trashed"] == True  # noqa: E712
 
@@ -156,7 +161,7 @@ def test_bad_token_and_unknown_project(fake):
 def test_structure_and_atoms(fake, run):
     structure = run.get_structure()
     assert set(structure["params"]) == {"lr", "bs", "opt", "flag", "when", "set", "big"}
-    assert {"metrics", "logs", "files", "images", "artifacts_dir", "sys"} <= set(structure)
+    assert {"metrics", "logs", "files", "images", "artifacts_dir", "sys", "data"} <= set(structure)
     assert "hist" not in structure and "experiment" not in structure["sys"]
     assert run["params/lr"].fetch() == 0.125 and run["params/bs"].fetch() == 64
     assert run["params/big"].fetch() == 2**40
@@ -169,6 +174,13 @@ def test_structure_and_atoms(fake, run):
     assert run["sys"].fetch()["state"] == "idle"
     assert run["params"].fetch() == {"lr": 0.125, "bs": 64, "opt": 'adam "x"', "flag": True, "big": 2**40,
                                      "when": T0 + timedelta(milliseconds=1500)}
+
+
+def test_artifact_metadata(run):
+    assert run["data/train"].fetch_hash() == ARTIFACT["hash"]
+    files = run["data/train"].fetch_files_list()
+    assert [(f.file_path, f.file_hash, f.type, f.size, f.metadata) for f in files] == [
+        (f["filePath"], f["fileHash"], f["type"], f["size"], f["metadata"]) for f in ARTIFACT["files"]]
 
 
 def test_run_by_custom_run_id(fake):

@@ -119,7 +119,7 @@ def test_table_entries_hide_histograms_and_keep_requested_columns():
     assert api_v2.reads_run_data(("sys/id",)) is False and api_v2.reads_run_data(("sys/id", "params/x"))
 
 
-@pytest.mark.parametrize("name", ["backend", "leaderboard"])
+@pytest.mark.parametrize("name", ["backend", "leaderboard", "artifacts"])
 def test_specs_load_in_bravado_and_cover_the_client_operations(name):
     raw = json.loads(api_v2.spec_bytes(name))
     assert "host" not in raw
@@ -135,6 +135,7 @@ def test_specs_load_in_bravado_and_cover_the_client_operations(name):
                         "downloadAttribute", "prepareForDownloadFileSetAttributeZip", "getDownloadPrepareRequest",
                         "lsFileSetAttribute", "searchLeaderboardAttributes", "searchLeaderboardEntries",
                         "getArtifactAttribute"},
+        "artifacts": {"listArtifactFiles"},
     }[name]
     assert wanted <= operations
     assert api_v2.spec_bytes(name) is api_v2.spec_bytes(name)  # read once
