@@ -22,13 +22,16 @@ import json
 import re
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
@@ -386,7 +389,7 @@ class FakeNeptune:
     """The fake server in a background thread: `with FakeNeptune(ws) as fake: fake.base_url ...`."""
 
     def __init__(self, workspace: store.Workspace, port: int = 0, faults: FaultConfig | None = None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", api_key: str | None = None):
         self.workspace = workspace
         self.faults = faults or FaultConfig()
         self.requests = RequestLog()
@@ -394,6 +397,8 @@ class FakeNeptune:
         self.port = self._server.server_address[1]
         self.base_url = f"http://{host}:{self.port}"
         self.auth = AuthService(self.base_url, self.faults)
+        if api_key:
+            self.auth.api_key = api_key
         self.ctx = ServerContext(workspace, self.faults, self.requests, self.auth, self.base_url)
         self._server.app = _App(build_router(), self.ctx)
         self._thread: threading.Thread | None = None
@@ -461,3 +466,65 @@ class FakeNeptune:
     def touch(self, project_id: str, run_id: str) -> None:
         from neptune_exporter.fake_neptune import datasets
         datasets.touch_run(self.workspace, project_id, run_id)
+
+
+class FakeNeptuneProcess:
+    """The fake server in a subprocess (`python -m neptune_exporter.fake_neptune.cli serve ...`), for CLI/SIGKILL tests.
+
+    with FakeNeptuneProcess(["--generate", "--runs", "3"]) as proc: proc.base_url, proc.api_token, proc.env()
+    """
+
+    def __init__(self, serve_args: list[str], workdir: str | None = None, startup_timeout_s: float = 30.0):
+        self.serve_args, self.workdir, self.startup_timeout_s = list(serve_args), workdir, startup_timeout_s
+        self.process: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {}
+
+    def start(self) -> "FakeNeptuneProcess":
+        folder = Path(tempfile.mkdtemp(prefix="fake-neptune-"))
+        ready = folder / "ready.json"
+        cmd = [sys.executable, "-m", "neptune_exporter.fake_neptune.cli", "serve", *self.serve_args,
+               "--ready-file", str(ready)]
+        self._log = open(folder / "stdout.log", "w")
+        self.process = subprocess.Popen(cmd, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"fake Neptune did not start: {(folder / 'stdout.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        self.info = json.loads(ready.read_text())
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.info["base_url"]
+
+    @property
+    def api_token(self) -> str:
+        return self.info["api_token"]
+
+    def env(self, project: str | None = None) -> dict[str, str]:
+        return {"NEPTUNE_API_TOKEN": self.api_token, "NEPTUNE_PROJECT": project or self.info["project"],
+                "OAUTHLIB_INSECURE_TRANSPORT": "1"}
+
+    def kill(self) -> None:
+        """SIGKILL (no cleanup), like a crashed server."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+
+    def __enter__(self) -> "FakeNeptuneProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
