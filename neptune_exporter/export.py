@@ -664,6 +664,8 @@ def export_run(
         raise
     write_manifest(data_root, manifest)
     _drop_obsolete(data_root, attempt.previous, manifest)
+    kept_paths = _listed(attempt.kept)
+    written_bytes = sum(p.bytes for p in manifest.parts if p.path not in kept_paths)
     ensure_part_zero(data_root, manifest)
     result = RunExportResult(
         run.project_id,
@@ -673,7 +675,7 @@ def export_run(
         rows=attempt.stats.rows,
         points=attempt.stats.points,
         files=len(files),
-        bytes=sum(p.bytes for p in manifest.parts if p.path not in _listed(attempt.kept)),
+        bytes=written_bytes,
         action=plan.action,
     )
     return _done(progress, result)
