@@ -30,13 +30,14 @@ import queue
 import re
 import shutil
 import threading
+import time
 import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -95,6 +96,7 @@ OTHER_TYPES: dict[str, AttributeType] = {
 }
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -189,6 +191,15 @@ def where_nql(where: str | None) -> str | None:
     return to_nql(parse_where(where))
 
 
+def atom_value(attribute_type: AttributeType, value: Any) -> Any:
+    """A table value as the exported type: floats arrive as numbers or as "NaN"/"Infinity"/"-Infinity" text."""
+    if attribute_type is AttributeType.FLOAT:
+        return float(value)
+    if attribute_type is AttributeType.INT:
+        return int(value)
+    return value
+
+
 def run_matches(ref: RunRef, pattern: re.Pattern | None, run_ids: tuple[str, ...]) -> bool:
     """--runs regex (search on sys/id or custom run id) and exact run ids."""
     keys = [k for k in (ref.sys_id, ref.custom_run_id) if k]
@@ -267,8 +278,8 @@ def points_to_arrays(points: list[Any], first_index: int) -> tuple[np.ndarray, l
 
 
 def client_retry_timeout(settings: Settings) -> int:
-    """Seconds the client keeps retrying 5xx/429/connection errors before giving up (then: TransientError)."""
-    return max(1, int(sum(settings.retry.delays())))
+    """Seconds the client keeps retrying 5xx/429/connection errors of one request (then: TransientError)."""
+    return max(1, int(settings.source_retry_timeout_s))
 
 
 def configure_client(settings: Settings) -> None:
@@ -307,6 +318,11 @@ def _map_client_error(error: BaseException, project: str) -> NeptuneExporterErro
             f"project {project!r} does not exist or the token has no access to it ({name})",
             "check the project name (workspace/project) and that the token's user can read it",
         )
+    if name == "InsecureTransportError":
+        return InvalidOptionError(
+            "the token points to a plain http:// server and the client's OAuth refuses plain http",
+            "use the server's https:// address, or set OAUTHLIB_INSECURE_TRANSPORT=1 for a trusted local http server",
+        )
     if isinstance(error, ne.NeptuneInvalidQueryException):
         return InvalidQueryError(f"the server refused the query: {text}", "fix the --query NQL or --where expression")
     if isinstance(error, ce.NeptuneConnectionLostException):
@@ -319,10 +335,13 @@ def _map_client_error(error: BaseException, project: str) -> NeptuneExporterErro
                           requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError)):
         return SourceUnavailableError(f"connection to the Neptune server failed: {text}",
                                       "check the network; the export retries and resumes")
-    if isinstance(error, requests.exceptions.HTTPError) and error.response is not None and error.response.status_code >= 500:
-        return SourceUnavailableError(f"the Neptune server answered {error.response.status_code}", "retry later")
-    if isinstance(error, ce.ClientHttpError) and getattr(error, "status", 0) == 429:
-        return RateLimitedError("the Neptune server rate-limited requests", "retry later or lower --workers")
+    status = _http_status(error)
+    if status == 429:
+        limited = RateLimitedError("the Neptune server rate-limited requests", "retry later or lower --workers")
+        limited.retry_after = _retry_after(error)
+        return limited
+    if status is not None and (status >= 500 or status == 408):
+        return SourceUnavailableError(f"the Neptune server answered {status}: {text}", "retry later; the export resumes")
     if isinstance(error, (ne.FetchAttributeNotFoundException, ne.MetadataInconsistency)):
         return TerminalError(f"the attribute could not be read: {text}", "re-run the export; if it persists, exclude the attribute")
     if isinstance(error, ne.NeptuneFeatureNotAvailableException):
@@ -330,6 +349,49 @@ def _map_client_error(error: BaseException, project: str) -> NeptuneExporterErro
     if isinstance(error, OSError):
         return TerminalError(f"writing exported files failed: {error}", "check free space and permissions of the files folder")
     return TerminalError(f"the neptune client failed: {name}: {text}", "re-run with the same options; report it if it persists")
+
+
+def _http_status(error: BaseException) -> int | None:
+    """HTTP status of a bravado/requests/client HTTP error (the client does not retry table pages itself)."""
+    from bravado.exception import HTTPError as BravadoHTTPError
+    from neptune.common import exceptions as ce
+    import requests
+
+    if isinstance(error, BravadoHTTPError):
+        return error.status_code
+    if isinstance(error, requests.exceptions.HTTPError) and error.response is not None:
+        return error.response.status_code
+    if isinstance(error, ce.ClientHttpError):
+        return error.status
+    return None
+
+
+def _retry_after(error: BaseException) -> float:
+    """Seconds from a 429's Retry-After header (0 when absent or unreadable)."""
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        return float(headers.get("Retry-After") or headers.get("retry-after") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def retrying(action: Callable[[], T], settings: Settings, run: str | None = None, project: str | None = None) -> T:
+    """Run a client call whose requests the client does not retry (table pages); transient failures retried."""
+    delays = settings.retry.delays()
+    for attempt in range(len(delays) + 1):
+        try:
+            return action()
+        except NeptuneExporterError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+            error = typed_error(exc, run=run, project=project)
+        if not error.transient or attempt == len(delays):
+            raise error
+        wait = max(delays[attempt], float(getattr(error, "retry_after", 0) or 0))
+        log.warning("transient error reading %s (%s); retrying in %.1fs", run or project, error, wait)
+        time.sleep(wait)
+    raise AssertionError("unreachable: the loop returns or raises on its last attempt")
 
 
 # --------------------------------------------------------------------------- the source
@@ -402,7 +464,7 @@ class Neptune2Source:
         since: str | None = None
         while True:
             window_query = combine_nql(query, f'`sys/creation_time`:datetime >= "{since}"' if since else None)
-            window = list(self._table_window(project_id, window_query, include_archived))
+            window = self._table_window(project_id, window_query, include_archived)
             fresh = [r for r in window if r.sys_id not in seen]
             yield from fresh
             seen.update(r.sys_id for r in fresh)
@@ -415,21 +477,28 @@ class Neptune2Source:
                 )
             since = nql_datetime(window[-1].creation_time)
 
-    def _table_window(self, project_id: ProjectId, query: str | None, include_archived: bool) -> Iterator[RunRef]:
+    def _table_window(self, project_id: ProjectId, query: str | None, include_archived: bool) -> list[RunRef]:
+        """One window of the runs table (the client does not retry table pages: retried here)."""
         project = self._project(project_id)
-        try:
-            table = project.fetch_runs_table(
-                query=query, columns=list(LIST_COLUMNS), trashed=None if include_archived else False,
-                limit=WINDOW_RUNS, sort_by="sys/creation_time", ascending=True, progress_bar=False,
-            )
-            for entry in table:
-                yield self._run_ref(project_id, entry)
-        except NeptuneExporterError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped to a typed error
-            if isinstance(exc, (ValueError, KeyError)) and query:
-                raise InvalidQueryError(f"the run query could not be used: {exc}", "fix --query / --where") from exc
-            raise typed_error(exc, project=project_id) from exc
+
+        def read() -> list[RunRef]:
+            try:
+                table = project.fetch_runs_table(
+                    query=query, columns=list(LIST_COLUMNS), trashed=None if include_archived else False,
+                    limit=WINDOW_RUNS, sort_by="sys/creation_time", ascending=True, progress_bar=False,
+                )
+                return [self._run_ref(project_id, entry) for entry in table]
+            except ValueError as exc:
+                if "not present in the table" in str(exc):  # the client's message for a project with no runs
+                    return []
+                raise
+            except Exception as exc:  # noqa: BLE001 - a refused query names the query
+                if query and _http_status(exc) == 400:
+                    raise InvalidQueryError(f"the server refused the run query {query!r}: {exc}",
+                                            "fix --query (NQL) or --where") from exc
+                raise
+
+        return retrying(read, self._settings, project=project_id)
 
     def _run_ref(self, project_id: ProjectId, entry: Any) -> RunRef:
         values = {c: _entry_value(entry, c) for c in LIST_COLUMNS}
@@ -473,19 +542,20 @@ class Neptune2Source:
 
     def atom_values(self, run: RunRef, paths: list[str]) -> dict[str, Any]:
         """Values of atom attributes of one run, read from the project table (≤ attributes_per_request a call)."""
-        project = self._project(run.project_id)
         values: dict[str, Any] = {}
         for chunk in chunked(paths, self._settings.attributes_per_request):
-            table = project.fetch_runs_table(
-                id=[run.sys_id], columns=chunk, trashed=None, sort_by="sys/id", progress_bar=False
-            )
-            entries = [e for e in table if _entry_value(e, "sys/id") == run.sys_id]
-            if not entries:
-                raise TerminalError(f"run {run.sys_id} is no longer listed in {run.project_id}",
-                                    "re-run discovery; the run may have been deleted")
-            for path in chunk:
-                values[path] = _entry_value(entries[0], path)
+            values.update(retrying(lambda c=chunk: self._atom_chunk(run, c), self._settings, run=run.run_id))
         return values
+
+    def _atom_chunk(self, run: RunRef, paths: list[str]) -> dict[str, Any]:
+        table = self._project(run.project_id).fetch_runs_table(
+            id=[run.sys_id], columns=paths, trashed=None, sort_by="sys/id", progress_bar=False
+        )
+        entries = [e for e in table if _entry_value(e, "sys/id") == run.sys_id]
+        if not entries:
+            raise TerminalError(f"run {run.sys_id} is no longer listed in {run.project_id}",
+                                "re-run discovery; the run may have been deleted")
+        return {path: _entry_value(entries[0], path) for path in paths}
 
     def close(self) -> None:
         """Close cached project containers."""
@@ -546,13 +616,9 @@ class _RunExport:
             handle.stop()
 
     def _atom_batch(self, atoms: list[SourceAttribute]) -> pa.RecordBatch:
-        try:
-            values = self.source.atom_values(self.run, [a.path for a in atoms])
-        except NeptuneExporterError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped to a typed error
-            raise typed_error(exc, run=self.run.run_id, project=self.run.project_id) from exc
-        items = [(a.path, a.attribute_type, values[a.path]) for a in atoms if values.get(a.path) is not None]
+        values = self.source.atom_values(self.run, [a.path for a in atoms])
+        items = [(a.path, a.attribute_type, atom_value(a.attribute_type, values[a.path]))
+                 for a in atoms if values.get(a.path) is not None]
         return parameter_rows(self.run.project_id, self.run.run_id, items)
 
     def _concurrent(self, attributes: list[SourceAttribute]) -> Iterator[pa.RecordBatch]:

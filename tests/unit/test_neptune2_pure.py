@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import zipfile
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -14,7 +15,10 @@ from neptune import attributes as na
 from neptune import exceptions as ne
 from neptune.common import exceptions as ce
 
+from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
+
 from neptune_exporter.errors import (
+    InvalidOptionError,
     InvalidQueryError,
     InvalidTokenError,
     ProjectNotFoundError,
@@ -173,13 +177,29 @@ def test_points_to_arrays_keeps_exact_values_and_fills_missing_steps():
     assert timestamps.dtype == np.int64 and timestamps.tolist() == [1000, 2000]
 
 
-def test_client_retry_timeout_follows_the_retry_policy():
-    settings = Settings(retry=RetryPolicy(attempts=4, backoff_seconds=2.0, backoff_max_seconds=60))
-    assert n2.client_retry_timeout(settings) == 2 + 4 + 8
-    n2.configure_client(settings)
+def test_client_retry_timeout_comes_from_settings():
+    n2.configure_client(Settings(source_retry_timeout_s=14))
     import neptune.common.backends.utils as client_retries
 
-    assert client_retries.retries_timeout == 14
+    assert client_retries.retries_timeout == 14 and os.environ["NEPTUNE_RETRIES_TIMEOUT"] == "14"
+
+
+def test_retrying_retries_transient_errors_only(monkeypatch):
+    monkeypatch.setattr(n2.time, "sleep", lambda seconds: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ce.NeptuneConnectionLostException(ConnectionError("down"))
+        return "ok"
+
+    settings = Settings(retry=RetryPolicy(attempts=3, backoff_seconds=0.01))
+    assert n2.retrying(flaky, settings) == "ok" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(ProjectNotFoundError):
+        n2.retrying(lambda: calls.append(1) or (_ for _ in ()).throw(ne.ProjectNotFound("ws/p")), settings)
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize(
@@ -193,6 +213,7 @@ def test_client_retry_timeout_follows_the_retry_policy():
         (ce.NeptuneConnectionLostException(ConnectionError("x")), SourceUnavailableError),
         (ConnectionResetError("reset"), SourceUnavailableError),
         (ne.FetchAttributeNotFoundException("a/b"), TerminalError),
+        (InsecureTransportError(), InvalidOptionError),
     ],
 )
 def test_client_errors_become_typed_errors_with_run_and_attribute(error, expected):
