@@ -319,3 +319,38 @@ def test_a_server_that_keeps_failing_gives_a_transient_error(faulty, all_runs, t
     with pytest.raises(SourceUnavailableError) as info:
         export(source, all_runs["run-parent"], tmp_path)
     assert info.value.transient and info.value.run == "run-parent"
+
+
+# ---------------------------------------------------------------------------- through the export pipeline
+
+
+def test_full_then_incremental_export_to_parquet(tmp_path):
+    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.storage.parquet import read_run_batches
+
+    with FakeNeptune(awkward_workspace(), port=0) as server:
+        settings = Settings(series_batch_rows=7, attributes_per_request=300, source_retry_timeout_s=5)
+        options = ExportOptions(
+            source="neptune3", projects=(PROJECT,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
+            runs=RunSelection(include_archived=True), api_token=server.api_token, workers=2,
+        )
+
+        def check_everything(expected_statuses: dict[str, str]) -> None:
+            results = {r.run_id: r for r in run_export(options, settings)}
+            assert {k: (r.status, r.action) for k, r in results.items()} == expected_statuses
+            source = Neptune3Source(server.api_token, settings)
+            for ref in source.list_runs(PROJECT, RunSelection(include_archived=True)):
+                table = pa.Table.from_batches(list(read_run_batches(tmp_path / "data", PROJECT, ref.run_id)))
+                check_run(server, ref, table, tmp_path / "files")
+
+        full = {run: ("complete", "full") for run in
+                ("run-basic", "run-empty", "run-wide", "run-parent", "run-child", "run-trashed", "AWK-7", "run-gamma")}
+        check_everything(full)
+
+        server.append_points(PROJECT, "run-parent", "metrics/loss", [10.0, 10.5], [0.5, float("nan")])
+        server.set_attribute(PROJECT, "run-parent", "params/lr", store.FLOAT, 0.2)
+        server.requests.clear()
+        again = {run: ("skipped", "skip") for run in full} | {"run-parent": ("complete", "incremental")}
+        check_everything(again)
+        assert server.requests.runs_fetched() == {"AWK-4"}
+        assert server.requests.count(endpoint="v3.float_series") <= 2
