@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,13 +30,15 @@ from neptune_exporter.loaders.base import (
     run_key,
 )
 from neptune_exporter.loaders.step_merge import StepSpill
-from neptune_exporter.model import TIMESTAMP_TYPE, AttributeType, decimal_array_to_unscaled
+from neptune_exporter.model import AttributeType, decimal_array_to_unscaled
+from neptune_exporter.rows import value_column
 
 LOAD_STATE = "neptune.load_state"
 CHECKSUM = "neptune.export_checksum"
 DEFAULT_PROJECT_TEMPLATE = "{project}"
 MAX_TAG_LENGTH = 64
 TABLE_CHUNK_ROWS = 100_000
+NON_FINITE_CONFIG = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 STRING_TABLE_COLUMNS = ["step", "value", "timestamp"]
 HISTORY_TYPES = (AttributeType.FLOAT_SERIES, AttributeType.HISTOGRAM_SERIES, AttributeType.STRING_SERIES)
 SINGLE_FILE_TYPES = (AttributeType.FILE, AttributeType.FILE_SET, AttributeType.ARTIFACT)
@@ -171,19 +175,14 @@ class RunContent:
 
 
 def _native(attribute_type: AttributeType, row: dict) -> Any:
-    column = {
-        AttributeType.FLOAT: "float_value",
-        AttributeType.INT: "int_value",
-        AttributeType.STRING: "string_value",
-        AttributeType.BOOL: "bool_value",
-        AttributeType.DATETIME: "datetime_value",
-        AttributeType.STRING_SET: "string_set_value",
-    }[attribute_type]
+    column = value_column(attribute_type)
     value = row[column]
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).isoformat()
     if attribute_type is AttributeType.STRING_SET:
         return sorted(value or [])
+    if isinstance(value, float) and not math.isfinite(value):
+        return NON_FINITE_CONFIG[repr(value)]  # W&B config stores NaN/inf as null: keep them as text
     return value
 
 
@@ -397,6 +396,7 @@ class _PriorState:
     state: str  # "absent" | "partial" | "complete"
     folders: list[Path] = field(default_factory=list)  # offline run folders found
     next_step: int | None = None  # online resume: first step not yet logged
+    complete_log: Path | None = None  # offline: the `.wandb` log of the complete run
 
 
 class WandbLoader:
@@ -448,10 +448,22 @@ class WandbLoader:
 
     def validate_run(self, data_root, files_root, project_id: str, run_id: str) -> list[dict]:
         """Differences between the export and the W&B run ([] when identical)."""
+        return [d.to_json() for d in self.inspect_run(data_root, files_root, project_id, run_id).differences]
+
+    def inspect_run(self, data_root, files_root, project_id: str, run_id: str):
+        """RunValidation of one run: config, tags, every history point with step and time, summary, artifacts."""
         from neptune_exporter.validation.wandb_compare import validate_wandb_run
 
         exported = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
-        return [d.to_json() for d in validate_wandb_run(self, exported)]
+        return validate_wandb_run(self, exported)
+
+    def read_target_facts(self, exported: ExportedRun, target_run_id: str):
+        """WandbFacts of the loaded run (offline `.wandb` log or online API); None when not loaded completely."""
+        if self.target.online:
+            from neptune_exporter.loaders.wandb_online import online_facts
+
+            return online_facts(self, exported, target_run_id)
+        return offline_facts(self.target.wandb_dir, target_run_id, exported.checksum)
 
     # -- state
 
@@ -472,17 +484,12 @@ class WandbLoader:
     # -- loading
 
     def _load(self, exported: ExportedRun, target_run_id: str, prior: _PriorState) -> tuple[int, int]:
-        staging_root = self.target.wandb_dir / "wandb-data" / "neptune-staging"
-        staging_root.mkdir(parents=True, exist_ok=True)
+        staging_root = self.target.data_dir() / "neptune-staging"
         multiplier = exported.step_multiplier(self.step_multiplier)
-        keymap = WandbKeyMap(WANDB)
-        with tempfile.TemporaryDirectory(dir=staging_root) as staging, StepSpill(SPILL_SCHEMA, staging, chunk_rows=self.spill_chunk_rows) as spill:
-            content = _ExportReader(exported, keymap, spill).read()
+        with mapped_run(exported, staging_root, self.spill_chunk_rows) as (content, spill, keymap, staging):
             run = self._init_run(exported, target_run_id, content, keymap, multiplier, prior)
             try:
-                history = _HistoryWriter(run, content, multiplier, Path(staging))
-                for table in spill.merged():
-                    history.write(table, prior.next_step)
+                history = write_history(run, content, spill, multiplier, staging, prior.next_step)
                 self._log_artifacts(run, target_run_id, content, history)
                 run.summary[LOAD_STATE] = "complete"
                 run.summary[CHECKSUM] = exported.checksum
@@ -532,19 +539,45 @@ class WandbLoader:
     def _log_artifacts(self, run, target_run_id: str, content: RunContent, history: _HistoryWriter) -> None:
         import wandb
 
-        for path, entries in content.files.items():
-            artifact = wandb.Artifact(artifact_name(target_run_id, path), type=f"neptune-{content.file_types[path].value.replace('_', '-')}",
-                                      metadata={"neptune_attribute": path, "neptune_type": content.file_types[path].value})
-            for local, name in entries:
+        for spec in artifact_specs(target_run_id, content, history):
+            artifact = wandb.Artifact(spec.name, type=spec.type, metadata=spec.metadata)
+            for local, name in spec.entries:
                 (artifact.add_dir if local.is_dir() else artifact.add_file)(str(local), name=name)
             run.log_artifact(artifact)
-        for key_index, sink in history.strings.items():
-            original = content.originals[key_index]
-            artifact = wandb.Artifact(artifact_name(target_run_id, original), type="neptune-string-series",
-                                      metadata={"neptune_attribute": original, "neptune_type": "string_series", "count": sink.count})
-            for file in sink.close():
-                artifact.add_file(str(file), name=file.name)
-            run.log_artifact(artifact)
+
+
+@dataclass
+class ArtifactSpec:
+    """One run-scoped artifact: its unique name, type, metadata and (local file or folder, name inside) entries."""
+
+    name: str
+    type: str
+    metadata: dict
+    entries: list[tuple[Path, str]]
+
+    def files(self) -> Iterator[tuple[Path, str]]:
+        """(local file, path inside the artifact) with folders expanded."""
+        for local, name in self.entries:
+            if local.is_dir():
+                for file in sorted(p for p in local.rglob("*") if p.is_file()):
+                    yield file, f"{name}/{file.relative_to(local).as_posix()}"
+            else:
+                yield local, name
+
+
+def artifact_specs(target_run_id: str, content: RunContent, history: _HistoryWriter) -> list[ArtifactSpec]:
+    """Artifacts of a run: one per file/file-series/file-set attribute and one per string series."""
+    specs = []
+    for path, entries in content.files.items():
+        kind = content.file_types[path].value
+        metadata = {"neptune_attribute": path, "neptune_type": kind}
+        specs.append(ArtifactSpec(artifact_name(target_run_id, path), f"neptune-{kind.replace('_', '-')}", metadata, entries))
+    for key_index, sink in sorted(history.strings.items()):
+        original = content.originals[key_index]
+        metadata = {"neptune_attribute": original, "neptune_type": "string_series", "count": sink.count}
+        files = [(file, file.name) for file in sink.close()]
+        specs.append(ArtifactSpec(artifact_name(target_run_id, original), "neptune-string-series", metadata, files))
+    return specs
 
 
 def _check_writable(directory: Path) -> None:
@@ -559,6 +592,24 @@ def _check_writable(directory: Path) -> None:
         ) from None
 
 
+@contextmanager
+def mapped_run(exported: ExportedRun, staging_root: Path, spill_chunk_rows: int = 1_000_000):
+    """Read a run once: (content, step spill, key map, staging folder), all cleaned up on exit."""
+    staging_root.mkdir(parents=True, exist_ok=True)
+    keymap = WandbKeyMap(WANDB)
+    with tempfile.TemporaryDirectory(dir=staging_root) as staging, StepSpill(SPILL_SCHEMA, staging, chunk_rows=spill_chunk_rows) as spill:
+        content = _ExportReader(exported, keymap, spill).read()
+        yield content, spill, keymap, Path(staging)
+
+
+def write_history(run, content: RunContent, spill: StepSpill, multiplier: int, staging: Path, from_step: int | None = None) -> "_HistoryWriter":
+    """Log every series row in increasing step order to `run` (anything with `.log(row, step=)`)."""
+    history = _HistoryWriter(run, content, multiplier, staging)
+    for table in spill.merged():
+        history.write(table, from_step)
+    return history
+
+
 def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _PriorState:
     """Offline runs of this id already under the wandb dir: complete (same checksum) or to be redone."""
     from neptune_exporter.validation.wandb_log import find_offline_runs, read_run_log, run_log_path
@@ -570,5 +621,42 @@ def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _
             continue
         log = read_run_log(log_path)
         if log.finished and log.summary.get(LOAD_STATE) == "complete" and log.summary.get(CHECKSUM) == checksum:
-            return _PriorState("complete", [f for f in folders if f != folder])
+            return _PriorState("complete", [f for f in folders if f != folder], complete_log=log_path)
     return _PriorState("partial" if folders else "absent", folders)
+
+
+# ----------------------------------------------------------------------------- validation facts
+
+
+def expected_facts(loader: "WandbLoader", exported: ExportedRun, target_run_id: str):
+    """What the W&B run must hold, by streaming the export through the same mapping the loader uses."""
+    from neptune_exporter.validation.wandb_compare import HistoryDigest, WandbFacts, md5_base64
+
+    multiplier = exported.step_multiplier(loader.step_multiplier)
+    with mapped_run(exported, loader.target.data_dir() / "neptune-staging", loader.spill_chunk_rows) as (content, spill, keymap, staging):
+        digest = HistoryDigest()
+        history = write_history(digest, content, spill, multiplier, staging)
+        digest.flush()
+        artifacts = {
+            spec.name: {name: md5_base64(local) for local, name in spec.files()}
+            for spec in artifact_specs(target_run_id, content, history)
+        }
+    config = {**content.config, **loader._provenance(exported, multiplier), LOAD_STATE: "complete", "neptune.key_map": dict(keymap.renamed)}
+    summary = {LOAD_STATE: "complete", CHECKSUM: exported.checksum}
+    return WandbFacts(target_run_id, exported.run_id, exported.experiment_name or "", content.tags, config, summary, digest, artifacts)
+
+
+def offline_facts(wandb_dir: Path, target_run_id: str, checksum: str):
+    """Facts of the complete offline run of this id (None when there is none)."""
+    from neptune_exporter.validation.wandb_compare import HistoryDigest, WandbFacts
+    from neptune_exporter.validation.wandb_log import iter_history, read_run_log, run_log_path
+
+    prior = offline_prior_state(wandb_dir, target_run_id, checksum)
+    if prior.state != "complete" or prior.complete_log is None:
+        return None
+    log = read_run_log(prior.complete_log)
+    history = HistoryDigest().add_rows(iter_history(prior.complete_log))
+    artifacts = {
+        a.name: {e.path: e.digest if Path(e.local_path).is_file() else "staged copy missing" for e in a.entries} for a in log.artifacts
+    }
+    return WandbFacts(log.run_id, log.name, log.group, log.tags, log.config, log.summary, history, artifacts)

@@ -110,6 +110,7 @@ class ArtifactEntry:
     path: str
     digest: str  # base64 md5, as W&B computes it
     size: int
+    local_path: str = ""  # staged copy (offline runs keep it until `wandb sync`)
 
 
 @dataclass
@@ -154,7 +155,7 @@ def _apply_run(log: WandbRunLog, run: pb.RunRecord) -> None:
 
 
 def _artifact(record: pb.ArtifactRecord) -> LoggedArtifact:
-    entries = [ArtifactEntry(e.path, e.digest, e.size) for e in record.manifest.contents]
+    entries = [ArtifactEntry(e.path, e.digest, e.size, e.local_path) for e in record.manifest.contents]
     metadata = json.loads(record.metadata or "{}")
     return LoggedArtifact(record.name, record.type, record.digest, metadata, entries)
 

@@ -1,0 +1,213 @@
+"""Offline W&B loads of exports with every type, read back value by value from the `.wandb` log."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neptune_exporter.errors import InvalidOptionError, OutputPathError
+from neptune_exporter.loaders.wandb import WandbLoader, WandbTarget, artifact_name, wandb_run_id
+from neptune_exporter.rows import parameter_rows, series_rows
+from neptune_exporter.storage.parquet import RunWriter, run_part_paths
+from neptune_exporter.validation.wandb_compare import md5_base64
+from neptune_exporter.validation.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
+
+pytestmark = pytest.mark.integration
+
+PROJECT, RUN = "team/vision", "RUN-7"
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def offline_wandb(monkeypatch):
+    """W&B never goes online in these tests."""
+    for name in ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_BASE_URL", "WANDB_DIR", "WANDB_DATA_DIR", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # unreachable on purpose
+
+
+def write_export(root: Path, run_id: str = RUN, steps: int = 0) -> tuple[Path, Path]:
+    """An export with every attribute type, awkward keys, fractional/out-of-order steps, NaN/inf and files."""
+    data, files = root / "data", root / "files"
+    (files / "f").mkdir(parents=True, exist_ok=True)
+    (files / "f" / "model.bin").write_bytes(bytes(range(256)) * 4)
+    (files / "f" / "frame.png").write_bytes(b"\x89PNG" + b"1" * 50)
+    (files / "f" / "set").mkdir(exist_ok=True)
+    (files / "f" / "set" / "a.txt").write_text("inside a set")
+    with RunWriter(data, PROJECT, run_id, 10**9) as writer:
+        writer.write(parameter_rows(PROJECT, run_id, [
+            ("sys/name", "string", "baseline"),
+            ("sys/tags", "string_set", {"gpu", "x" * 80}),
+            ("params/lr", "float", 0.001),
+            ("params/nan", "float", float("nan")),
+            ("params/epochs", "int", 12),
+            ("params/ok", "bool", False),
+            ("params/started", "datetime", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
+            ("params/what is #1?", "string", "awkward"),
+            ("_step", "int", 99),
+            ("model", "file", "f/model.bin"),
+            ("dataset", "file_set", "f/set"),
+        ]))
+        # attributes one after another in the part; steps interleave across attributes
+        writer.write(series_rows(PROJECT, run_id, "train/loss", "float_series", [0, 1, 2, 3], [1.0, float("nan"), float("inf"), -float("inf")], [T0, T0 + 10, T0 + 20, T0 + 30]))
+        writer.write(series_rows(PROJECT, run_id, "train/acc", "float_series", [2.5, 0.5, 1], [0.25, 0.05, 0.1], [T0 + 25, T0 + 5, T0 + 9]))
+        writer.write(series_rows(PROJECT, run_id, "eval/hist", "histogram_series", [1, 3], [
+            {"type": "linear", "edges": [0.0, 0.5, 1.0], "values": [2.0, 5.0]},
+            {"type": "linear", "edges": [-1.0, 0.0, 1.0, 2.0], "values": [1.0, 0.0, 7.0]}], [T0 + 11, T0 + 31]))
+        writer.write(series_rows(PROJECT, run_id, "logs/stdout", "string_series", [0, 2.5, 1], ["start", "tab\there", "middle"], [T0, T0 + 26, T0 + 12]))
+        writer.write(series_rows(PROJECT, run_id, "frames", "file_series", [1, 2.5], ["f/frame.png", "f/frame.png"], [T0 + 12, T0 + 27]))
+        if steps:
+            values = np.arange(steps, dtype=np.float64)
+            writer.write(series_rows(PROJECT, run_id, "big/a", "float_series", np.arange(steps) + 10, values, T0 + np.arange(steps)))
+            writer.write(series_rows(PROJECT, run_id, "big/b", "float_series", np.arange(steps) + 10, -values, T0 + np.arange(steps)))
+    return data, files
+
+
+def make_loader(wandb_dir: Path, **kwargs) -> WandbLoader:
+    loader = WandbLoader(WandbTarget.from_env(wandb_dir, None, None), **kwargs)
+    loader.check_target()
+    return loader
+
+
+def the_log(wandb_dir: Path, run_id: str = RUN) -> Path:
+    folders = find_offline_runs(wandb_dir, wandb_run_id(PROJECT, run_id))
+    assert len(folders) == 1
+    return run_log_path(folders[0])
+
+
+def test_every_type_is_read_back_value_by_value(tmp_path):
+    data, files = write_export(tmp_path)
+    loader = make_loader(tmp_path / "wb", spill_chunk_rows=3)  # forces several spill files
+    result = loader.load_run(data, files, PROJECT, RUN)
+    assert (result.status, result.error) == ("loaded", None)
+    log_path = the_log(tmp_path / "wb")
+    log = read_run_log(log_path)
+    assert (log.name, log.group, log.project, log.finished) == (RUN, "baseline", "vision", True)
+    assert sorted(log.tags) == ["gpu", "x" * 64]
+    config = log.config
+    assert config["params/lr"] == 0.001 and config["params/nan"] == "NaN" and config["params/epochs"] == 12
+    assert config["params/ok"] is False and config["params/started"] == "2024-05-01T12:30:00+00:00"
+    assert config["sys/tags"] == sorted(["gpu", "x" * 80])
+    key_map = config["neptune.key_map"]
+    assert set(key_map) == {"params/what is #1?", "_step"}
+    assert config[key_map["params/what is #1?"]] == "awkward" and config[key_map["_step"]] == 99
+    assert config["neptune.step_multiplier"] == 10 and config["neptune.load_state"] == "complete"
+    assert log.summary["neptune.load_state"] == "complete"
+
+    rows = list(iter_history(log_path))
+    assert [r["_step"] for r in rows] == [0, 5, 10, 20, 25, 30]  # one row per step, increasing, x10
+    by_step = {r["_step"]: r for r in rows}
+    assert by_step[0]["train/loss"] == 1.0 and by_step[0]["_timestamp"] * 1000 == pytest.approx(T0, abs=0.5)
+    assert by_step[5]["train/acc"] == 0.05 and "train/loss" not in by_step[5]
+    assert math.isnan(by_step[10]["train/loss"]) and by_step[10]["train/acc"] == 0.1
+    assert round(by_step[10]["_timestamp"] * 1000) == T0 + 9  # earliest point of the step
+    assert by_step[10]["eval/hist"] == {"_type": "histogram", "values": [2, 5], "bins": [0, 0.5, 1]}
+    assert by_step[20]["train/loss"] == math.inf and by_step[25]["train/acc"] == 0.25
+    assert by_step[30]["train/loss"] == -math.inf and by_step[30]["eval/hist"]["bins"] == [-1, 0, 1, 2]
+
+    artifacts = {a.metadata["neptune_attribute"]: a for a in log.artifacts}
+    target = wandb_run_id(PROJECT, RUN)
+    assert {a.name for a in log.artifacts} == {artifact_name(target, k) for k in ["model", "dataset", "frames", "logs/stdout"]}
+    entries = {k: {e.path: e.digest for e in a.entries} for k, a in artifacts.items()}
+    assert entries["model"] == {"model.bin": md5_base64(files / "f" / "model.bin")}
+    assert entries["dataset"] == {"set/a.txt": md5_base64(files / "f" / "set" / "a.txt")}
+    assert entries["frames"] == {f"step_{s}/frame.png": md5_base64(files / "f" / "frame.png") for s in ("1", "2.5")}
+    strings = {e.path: Path(e.local_path) for e in artifacts["logs/stdout"].entries}
+    assert strings["values.txt"].read_text() == "start\nmiddle\ntab\there\n"
+    table = json.loads(strings["values-0000.table.json"].read_text())
+    assert table["columns"] == ["step", "value", "timestamp"]
+    assert [row[:2] for row in table["data"]] == [["0", "start"], ["1", "middle"], ["2.5", "tab\there"]]
+    assert table["data"][1][2] == datetime.fromtimestamp((T0 + 12) / 1000, timezone.utc).isoformat()
+
+    report = loader.inspect_run(data, files, PROJECT, RUN)
+    assert report.ok, report.to_json()
+    assert report.checked["points"] == 9 and report.checked["rows"] == 6
+
+
+def test_loading_twice_changes_nothing_and_a_changed_export_is_reloaded(tmp_path):
+    data, files = write_export(tmp_path)
+    loader = make_loader(tmp_path / "wb")
+    assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
+    first = the_log(tmp_path / "wb")
+    stamp = first.stat().st_mtime_ns
+    assert loader.load_run(data, files, PROJECT, RUN).status == "skipped"
+    assert the_log(tmp_path / "wb") == first and first.stat().st_mtime_ns == stamp
+    with RunWriter(data, PROJECT, RUN, 10**9) as writer:  # an incremental export adds a part
+        writer.write(series_rows(PROJECT, RUN, "train/loss", "float_series", [4], [0.5], [T0 + 40]))
+    assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
+    rows = list(iter_history(the_log(tmp_path / "wb")))
+    assert rows[-1]["_step"] == 40 and rows[-1]["train/loss"] == 0.5
+    assert loader.inspect_run(data, files, PROJECT, RUN).ok
+
+
+def test_validation_reports_a_tampered_history(tmp_path):
+    data, files = write_export(tmp_path)
+    loader = make_loader(tmp_path / "wb")
+    loader.load_run(data, files, PROJECT, RUN)
+    with RunWriter(data, PROJECT, RUN, 10**9) as writer:
+        writer.write(series_rows(PROJECT, RUN, "train/acc", "float_series", [9], [1.0], [T0 + 90]))
+    differences = loader.validate_run(data, files, PROJECT, RUN)
+    assert differences and differences[0]["problem"] == "missing" and differences[0]["kind"] == "run"
+
+
+def test_sigkill_mid_load_then_rerun_ends_complete_without_duplicates(tmp_path):
+    steps = 6_000
+    data, files = write_export(tmp_path, steps=steps)
+    wandb_dir = tmp_path / "wb"
+    script = (
+        "import sys; from neptune_exporter.loaders.wandb import WandbLoader, WandbTarget\n"
+        f"loader = WandbLoader(WandbTarget.from_env({str(wandb_dir)!r}, None, None)); loader.check_target()\n"
+        f"loader.load_run({str(data)!r}, {str(files)!r}, {PROJECT!r}, {RUN!r})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # its own wandb-core, killed with it
+    env["PYTHONPATH"] = str(Path.cwd())
+    child = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list(wandb_dir.glob("wandb/offline-run-*/run-*.wandb"))
+        if logs and logs[0].stat().st_size > 60_000:
+            break
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGKILL)  # the loader and its wandb-core service
+    child.wait()
+    partial = read_run_log(the_log(wandb_dir))
+    assert not partial.finished and partial.summary.get("neptune.load_state") != "complete"
+
+    loader = make_loader(wandb_dir)
+    assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
+    rows = list(iter_history(the_log(wandb_dir)))
+    row_steps = [r["_step"] for r in rows]
+    assert len(row_steps) == len(set(row_steps)) == 6 + steps
+    assert loader.inspect_run(data, files, PROJECT, RUN).ok
+    assert loader.load_run(data, files, PROJECT, RUN).status == "skipped"
+
+
+def test_corrupted_part_fails_the_run_with_one_clear_message(tmp_path):
+    data, files = write_export(tmp_path)
+    part = run_part_paths(data, PROJECT, RUN)[0]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    result = make_loader(tmp_path / "wb").load_run(data, files, PROJECT, RUN)
+    assert result.status == "failed"
+    assert result.error["error_type"] == "CorruptPartError" and "export the run again" in result.error["remedy"]
+    assert not find_offline_runs(tmp_path / "wb", wandb_run_id(PROJECT, RUN))
+
+
+def test_unwritable_wandb_dir_and_missing_entity_are_refused_before_any_work(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(OutputPathError, match="--wandb-dir"):
+        make_loader(blocked / "wb")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    with pytest.raises(InvalidOptionError, match="--entity"):
+        make_loader(tmp_path / "wb")
