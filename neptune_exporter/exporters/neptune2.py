@@ -22,7 +22,6 @@ Choices and bounds (see also the report of issue 4):
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -68,6 +67,7 @@ from neptune_exporter.exporters.base import (
 from neptune_exporter.model import AttributeType, ProjectId, RunRef, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import Settings, neptune_api_token
+from neptune_exporter.storage.parquet import file_sha256
 
 SERIES_PAGE_POINTS = 1000  # points per series request: what the client itself asks for
 WINDOW_RUNS = 10_000  # the 2.x server's largest offset: one fetch_runs_table call never pages past it
@@ -234,14 +234,6 @@ def safe_relative(path: str) -> Path:
             part = part.replace(".", "_") or "_"
         parts.append(part.replace("\\", "_"))
     return Path(*parts)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def unpack_zip(archive: Path, target: Path) -> list[Path]:
@@ -746,7 +738,7 @@ class _RunExport:
         """Move a downloaded file into place (atomic rename), record it, return its relative path."""
         target = self.files_root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        size, digest = staged.stat().st_size, sha256_of(staged)
+        size, digest = staged.stat().st_size, file_sha256(staged)
         os.replace(staged, target)
         rel = relative.as_posix()
         with self.files_lock:

@@ -388,3 +388,50 @@ def test_awkward_workspace_comes_back_value_by_value(tmp_path):
         src.close()
     assert compared > ds.AWKWARD_WIDE_ATTRIBUTES
     assert refs[0].name == "exp-alpha" and refs[0].experiment_name is None and refs[0].custom_run_id == "run-basic"
+
+
+# --------------------------------------------------------------------------- through the export pipeline
+
+
+def stored_rows(data_root: Path, project_id: str, run_id: str) -> list[tuple]:
+    """A run's stored rows as sorted comparable tuples (NaN as text so equal runs compare equal)."""
+    from neptune_exporter.storage.parquet import read_run_batches
+
+    table = pa.Table.from_batches(list(read_run_batches(data_root, project_id, run_id)))
+    rows = []
+    for row in table.drop(["timestamp"]).to_pylist():
+        rows.append(tuple(repr(row[k]) for k in sorted(row)))
+    return sorted(rows)
+
+
+def test_pipeline_full_then_incremental_equals_a_fresh_export(tmp_path):
+    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.storage.manifest import manifest_path, read_manifest
+
+    ws = ds.awkward_workspace()
+    with FakeNeptune(ws, port=0) as server:
+        def export(root: Path):
+            options = ExportOptions(source="neptune2", projects=(ds.AWKWARD_PROJECT,), data_path=str(root / "data"),
+                                    files_path=str(root / "files"), api_token=server.api_token, workers=2,
+                                    runs=RunSelection(runs_regex="^run-(basic|gamma)$"))
+            return {r.run_id: r for r in run_export(options, Settings(workers=2))}
+
+        first = export(tmp_path / "a")
+        assert {k: v.status for k, v in first.items()} == {"AWK-1": "complete", "AWK-8": "complete"}
+        manifest = read_manifest(manifest_path(tmp_path / "a" / "data", ds.AWKWARD_PROJECT, "AWK-1"))
+        assert manifest.status == "complete" and manifest.source["kind"] == "neptune2"
+        assert manifest.source["name"] == "exp-alpha" and manifest.source["experiment_name"] is None
+        assert manifest.source["custom_run_id"] == "run-basic"
+
+        server.append_points(ds.AWKWARD_PROJECT, "AWK-1", "metrics/loss", [100.0, 101.0], [0.5, 0.25])
+        server.set_attribute(ds.AWKWARD_PROJECT, "AWK-1", "params/float", store.FLOAT, 0.75)
+        second = export(tmp_path / "a")
+        assert (second["AWK-1"].status, second["AWK-1"].action) == ("complete", "incremental")
+        assert second["AWK-8"].status == "skipped"
+        assert second["AWK-1"].points < first["AWK-1"].points
+        fresh = export(tmp_path / "b")
+        assert fresh["AWK-1"].status == "complete"
+    assert stored_rows(tmp_path / "a" / "data", ds.AWKWARD_PROJECT, "AWK-1") == \
+        stored_rows(tmp_path / "b" / "data", ds.AWKWARD_PROJECT, "AWK-1")
+    loss = [r for r in stored_rows(tmp_path / "a" / "data", ds.AWKWARD_PROJECT, "AWK-1") if "'metrics/loss'" in r]
+    assert len(loss) == 102
