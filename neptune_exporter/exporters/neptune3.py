@@ -577,62 +577,61 @@ class RunExport:
     # ---------------------------------------------------------------- the stream
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        definitions = self.definitions()
-        yield from self.parameter_batches(definitions.get("parameters", []))
+        found = self.selected_attributes()
+        yield from self.parameter_batches(found.get("parameters", []))
         for type_name in SERIES_TYPES:
-            yield from self.series_batches(type_name, definitions.get(type_name, []))
-        yield from self.file_batches(definitions.get("file", []))
-        yield from self.file_series_batches(definitions.get("file_series", []))
+            yield from self.series_batches(type_name, found.get(type_name, []))
+        yield from self.file_batches(found.get("file", []))
+        yield from self.file_series_batches(found.get("file_series", []))
 
-    def definitions(self) -> dict[str, list]:
-        """Selected attributes by type: {"parameters": [(path, type)], "<series type>": [paths], "file": [...]}."""
+    def selected_attributes(self) -> dict[str, list]:
+        """One table read: {"parameters": [(path, type, value)], "<series type>": [paths], "file": [File]}."""
         pattern = compile_regex(self.selection.regex, "--attributes")
         found: dict[str, list] = {}
-        for type_name in ALL_TYPES:
-            if not matches_kind(AttributeType(type_name), self.selection):
+        frame = self.attribute_table()
+        if frame.empty:
+            return found
+        for column in frame.columns:
+            path, _, type_name = column.rpartition(":")
+            if type_name not in ALL_TYPES or not matches_path(path, self.selection, pattern):
                 continue
-            names = [n for n in self.list_names(type_name) if matches_path(n, self.selection, pattern)]
+            value = frame[column].iloc[0]
             if type_name in PARAMETER_TYPES:
-                found.setdefault("parameters", []).extend((n, type_name) for n in names)
-            elif names:
-                found[type_name] = names
+                found.setdefault("parameters", []).append((path, type_name, value))
+            elif type_name == "file":
+                if _present(value):
+                    found.setdefault("file", []).append(value)
+            else:
+                found.setdefault(type_name, []).append(path)
         return found
 
-    def list_names(self, type_name: str) -> list[str]:
+    def attribute_table(self) -> pd.DataFrame:
+        """The run's row of selected types, columns `path:type` (neptune-query batches the names per request)."""
         from neptune_query import runs as nq_runs
-        from neptune_query.filters import AttributeFilter
+        from neptune_query.filters import Attribute, AttributeFilter
 
+        types = [t for t in ALL_TYPES if matches_kind(AttributeType(t), self.selection)]
+        if not types:
+            return pd.DataFrame()
         names = list(self.selection.names) if self.selection.names and not self.selection.regex else None
         with self.errors():
-            return nq_runs.list_attributes(
-                project=self.project, runs=self.runs_argument(), attributes=AttributeFilter(name=names, type=type_name)
-            )
-
-    def table(self, names: list[str]) -> pd.DataFrame:
-        """One run's table row for exact attribute names (≤ attributes_per_request, one projection request)."""
-        from neptune_query import runs as nq_runs
-        from neptune_query.filters import Attribute
-
-        with self.errors(attribute=names[0] if len(names) == 1 else None):
             return nq_runs.fetch_runs_table(
                 project=self.project,
                 runs=self.runs_argument(),
-                attributes=list(names),
+                attributes=AttributeFilter(name=names, type=types),
                 sort_by=Attribute("sys/creation_time", type="datetime"),
                 type_suffix_in_column_names=True,
             )
 
     # ---------------------------------------------------------------- parameters
 
-    def parameter_batches(self, items: list[tuple[str, str]]) -> Iterator[pa.RecordBatch]:
-        for chunk in chunked(sorted(items), self.settings.attributes_per_request):
-            frame = self.table([path for path, _ in chunk])
+    def parameter_batches(self, items: list[tuple[str, str, Any]]) -> Iterator[pa.RecordBatch]:
+        for chunk in chunked(sorted(items, key=lambda item: item[0]), self.settings.attributes_per_request):
             rows = []
-            for path, type_name in chunk:
-                column = _column(frame, path, type_name)
-                if column is None or frame.empty:
+            for path, type_name, raw in chunk:
+                if not _present(raw) and type_name != "float":
                     continue
-                value = parameter_value(type_name, column.iloc[0])
+                value = parameter_value(type_name, raw)
                 self.note_fork_fact(path, value)
                 rows.append((path, type_name, value))
             if rows:
@@ -726,19 +725,11 @@ class RunExport:
         leaf = file_leaf(source_path)
         return folder / (f"{step_label(step)}-{leaf}" if step is not None else leaf)
 
-    def file_batches(self, names: list[str]) -> Iterator[pa.RecordBatch]:
-        for chunk in chunked(sorted(names), min(self.settings.attributes_per_request, FILES_PER_DOWNLOAD)):
-            frame = self.table(chunk)
-            if frame.empty:
-                continue
-            files = [
-                value for path in chunk if (column := _column(frame, path, "file")) is not None
-                and _present(value := column.iloc[0])
-            ]
-            stored = self.download(files)
-            rows = [(f.attribute_path, "file", stored[(f.attribute_path, None)].relative_path) for f in files]
-            if rows:
-                yield self.report(parameter_rows(self.project, self.run.run_id, rows), sum(s.size for s in stored.values()))
+    def file_batches(self, files: list) -> Iterator[pa.RecordBatch]:
+        for chunk in chunked(sorted(files, key=lambda f: f.attribute_path), FILES_PER_DOWNLOAD):
+            stored = self.download(chunk)
+            rows = [(f.attribute_path, "file", stored[(f.attribute_path, None)].relative_path) for f in chunk]
+            yield self.report(parameter_rows(self.project, self.run.run_id, rows), sum(s.size for s in stored.values()))
 
     def file_series_batches(self, names: list[str]) -> Iterator[pa.RecordBatch]:
         for chunk in self.series_windows("file_series", names):

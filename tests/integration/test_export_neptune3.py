@@ -77,7 +77,8 @@ def same_float(a: float, b: float) -> bool:
 
 
 def ms(value: datetime) -> datetime:
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    """The datetime as the wire carries it: whole milliseconds since the epoch."""
+    return datetime.fromtimestamp(round(value.timestamp() * 1000) / 1000, timezone.utc)
 
 
 def check_file(files_root: Path, relative: str, blob: store.StoredFile) -> None:
