@@ -70,15 +70,21 @@ def build_workspace() -> store.Workspace:
     return ws
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeNeptune]:
+@pytest.fixture(scope="module", autouse=True)
+def insecure_transport() -> Iterator[None]:
+    """The neptune client's OAuth session refuses plain http unless OAUTHLIB_INSECURE_TRANSPORT is set."""
     previous = os.environ.get("OAUTHLIB_INSECURE_TRANSPORT")
     os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    yield
+    if previous is None:
+        os.environ.pop("OAUTHLIB_INSECURE_TRANSPORT", None)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeNeptune]:
     with FakeNeptune(build_workspace()) as server:
         yield server
         assert server.server_errors == []
-    if previous is None:
-        os.environ.pop("OAUTHLIB_INSECURE_TRANSPORT", None)
 
 
 @pytest.fixture(scope="module")
@@ -262,16 +268,132 @@ def test_runs_table_past_ten_thousand_runs_continues_with_a_greater_than_query(m
 
 
 # ---------------------------------------------------------------------------- the client's own retries
-def test_client_retries_429_and_5xx_on_attribute_fetches(fake, run):
-    # seed 2 rolls [ok, 429, ok, 500, ok, ...] for v2.get_attribute: one Retry-After sleep, one 5xx back-off
-    fake.faults.update(rate_limit_share=0.25, error_share=0.25, error_statuses=(500, 503), retry_after_s=1,
-                       endpoints=r"^v2\.get_attribute$", seed=2)
+def test_client_retries_429_5xx_and_resets_on_2x_endpoints(fake, run):
+    """One scripted fault per call: the client sleeps Retry-After (1 s) or 2^0 s and asks again."""
     fake.requests.clear()
+    calls = [("params/lr", 429, lambda: run["params/lr"].fetch()),
+             ("params/bs", 503, lambda: run["params/bs"].fetch()),
+             ("metrics/loss", "reset", lambda: run["metrics/loss"].fetch_values()["value"].iloc[0])]
+    values = []
     try:
-        values = [run[path].fetch() for path in ("params/lr", "params/bs", "params/opt", "params/flag")]
+        for _, fault, call in calls:
+            fake.faults.update(endpoints=r"^v2\.(get_attribute|float_series_values)$", retry_after_s=1,
+                               scripted=[fault])
+            values.append(call())
     finally:
-        fake.faults.clear()
-    assert values == [0.125, 64, 'adam "x"', True]
+        fake.faults.update(endpoints=None, scripted=[])
+    assert values == [0.125, 64, LOSS[0][1]]
     assert fake.requests.count("v2.get_attribute", status=429) == 1
-    assert fake.requests.count("v2.get_attribute", status=500) == 1
-    assert fake.requests.count("v2.get_attribute", status=200) == 4
+    assert fake.requests.count("v2.get_attribute", status=503) == 1
+    assert fake.requests.count("v2.get_attribute", status=200) == 2
+    assert sum(1 for r in fake.requests.records() if r.reset) == 1
+    assert fake.requests.count("v2.float_series_values", status=200) == 4  # 1 retried + 3 pages of 1000
+
+
+# ---------------------------------------------------------------------------- the awkward workspace, value by value
+AWKWARD = "workspace/awkward"
+ATOM_TYPES_2X = {"float", "int", "bool", "string", "datetime", "experimentState"}
+
+
+def _same(actual, expected) -> bool:
+    if isinstance(expected, float) and math.isnan(expected):
+        return isinstance(actual, float) and math.isnan(actual)
+    return actual == expected and type(actual) is type(expected)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _visible(run: store.Run) -> dict[str, tuple[store.Attribute, str]]:
+    from neptune_exporter.fake_neptune.api_v2 import visible_type
+
+    return {path: (attr, t) for path, attr in run.attributes.items() if (t := visible_type(attr)) is not None}
+
+
+def _check_atoms(handle, visible) -> None:
+    from neptune_exporter.fake_neptune.api_v2 import run_state
+
+    expected = {path: (run_state(a.value) if t == "experimentState" else a.value)
+                for path, (a, t) in visible.items() if t in ATOM_TYPES_2X}
+    fetched = _flatten(handle.fetch())
+    assert fetched.keys() == expected.keys()
+    wrong = {p: (fetched[p], v) for p, v in expected.items() if not _same(fetched[p], v)}
+    assert not wrong
+
+
+def _check_series(handle, visible) -> None:
+    for path, (attr, t) in visible.items():
+        if t not in ("floatSeries", "stringSeries"):
+            continue
+        steps, values, stamps = attr.series.window(None, None, None, len(attr.series))
+        df = handle[path].fetch_values()
+        assert list(df["step"]) == steps.tolist() if len(df) else len(steps) == 0
+        if len(df):
+            assert [round(t.timestamp() * 1000) for t in df["timestamp"]] == stamps.tolist()
+            cast = float if t == "floatSeries" else str
+            assert all(_same(cast(a), cast(e)) for a, e in zip(list(df["value"]), list(values))), path
+
+
+def _check_files(handle, project: store.Project, visible, folder: Path) -> None:
+    for path, (attr, t) in visible.items():
+        target = folder / path.replace("/", "__")
+        if t == "file":
+            target.mkdir()
+            handle[path].download(str(target))
+            assert [f.read_bytes() for f in target.iterdir()] == [project.files[attr.value].read()]
+        elif t == "imageSeries":
+            handle[path].download(str(target))
+            keys = attr.series.window(None, None, None, len(attr.series))[1]
+            assert [(target / f"{i}.png").read_bytes() for i in range(len(keys))] == [
+                project.files[k].read() for k in keys]
+        elif t == "fileSet":
+            target.mkdir()
+            handle[path].download(str(target))
+            with zipfile.ZipFile(next(target.iterdir())) as archive:
+                assert {n: archive.read(n) for n in archive.namelist()} == {
+                    n: project.files[k].read() for n, k in attr.value.items()}
+        elif t == "stringSet":
+            assert handle[path].fetch() == attr.value
+
+
+def test_awkward_workspace_value_by_value(awkward_fake, tmp_path: Path):
+    project = awkward_fake.workspace.project(AWKWARD)
+    for run in project.runs:
+        visible = _visible(run)
+        handle = neptune.init_run(project=AWKWARD, with_id=run.sys_id, mode="read-only",
+                                  api_token=awkward_fake.api_token)
+        try:
+            structure = _flatten({k: v for k, v in handle.get_structure().items()})
+            assert set(structure) == set(visible), run.sys_id
+            _check_atoms(handle, visible)
+            _check_series(handle, visible)
+            folder = tmp_path / run.sys_id
+            folder.mkdir()
+            _check_files(handle, project, visible, folder)
+        finally:
+            handle.stop()
+
+
+def test_awkward_runs_table(awkward_fake):
+    project = awkward_fake.workspace.project(AWKWARD)
+    handle = neptune.init_project(project=AWKWARD, mode="read-only", api_token=awkward_fake.api_token)
+    try:
+        df = handle.fetch_runs_table(trashed=None, progress_bar=False).to_pandas().set_index("sys/id")
+    finally:
+        handle.stop()
+    assert sorted(df.index) == sorted(r.sys_id for r in project.runs)
+    basic = df.loc["AWK-1"]
+    assert basic["params/float"] == 0.1 and basic["params/int"] == -7 and basic["params/nan"] == "NaN"
+    assert basic["params/inf"] == "Infinity" and basic["unicode/ścieżka/λ"] == 1.5
+    assert basic["params/string"] == project.run("AWK-1").get("params/string")
+    assert basic["params/datetime"] == datetime(2024, 2, 3, 4, 5, 6, 789000)
+    assert df.loc["AWK-3", "wide/p09999"] == 9999 * 0.5
+    assert df.loc["AWK-6", "sys/trashed"] == True  # noqa: E712
+    assert not [c for c in df.columns if c.startswith("hist/")]
