@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -91,6 +92,7 @@ def _announce(fake: FakeNeptune, ready_file: Optional[Path]) -> None:
     typer.echo(f"Fake Neptune serving {', '.join(fake.workspace.projects)} at {fake.base_url}")
     typer.echo(f"API token: {fake.api_token}")
     typer.echo("export " + " ".join(f"{k}={v}" for k, v in env.items()))
+    sys.stdout.flush()
     if ready_file is not None:
         info = {"base_url": fake.base_url, "api_token": fake.api_token, "project": env["NEPTUNE_PROJECT"],
                 "projects": list(fake.workspace.projects)}

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -121,6 +122,7 @@ class RequestRecord:
     reset: bool = False
     retry_after: str | None = None
     at: float = 0.0
+    duration_s: float = 0.0  # handling + writing the response
 
 
 class RequestLog:
@@ -154,6 +156,17 @@ class RequestLog:
 
     def bytes_sent(self) -> int:
         return sum(r.bytes_sent for r in self.records())
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly totals: requests, busy seconds and bytes per endpoint; requests per run."""
+        records = self.records()
+        busy: Counter[str] = Counter()
+        sent: Counter[str] = Counter()
+        for r in records:
+            busy[r.endpoint] += r.duration_s
+            sent[r.endpoint] += r.bytes_sent
+        return {"by_endpoint": self.by_endpoint(), "by_run": self.by_run(), "busy_s": dict(busy),
+                "bytes": dict(sent), "statuses": dict(Counter(str(r.status) for r in records))}
 
     def clear(self) -> None:
         with self._lock:
@@ -208,9 +221,18 @@ class Router:
         return None
 
 
+def _register_introspection(router: Router) -> None:
+    """`GET /_fake/requests`: the request log summary (for subprocess servers and benchmarks); no auth."""
+
+    @router.route("GET", r"/_fake/requests", auth=False, endpoint="fake.requests")
+    def request_summary(ctx: "ServerContext", request: Request, match: "re.Match[str]") -> Response:
+        return Response.json(ctx.requests.summary())
+
+
 def build_router(modules: Iterable[str] = API_MODULES) -> Router:
     """A router with every API module's routes; api_v2 is optional (skipped when absent)."""
     router = Router()
+    _register_introspection(router)
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -251,6 +273,7 @@ class _App:
         self.injector = FaultInjector(ctx.faults)
 
     def handle(self, h: "_Handler") -> None:
+        started = time.monotonic()
         split = urlsplit(h.path)
         query_all = parse_qs(split.query, keep_blank_values=True)
         request = Request(h.command, split.path, {k: v[-1] for k, v in query_all.items()}, query_all, h.headers,
@@ -263,9 +286,10 @@ class _App:
             endpoint = route.endpoint
             response, reset = self._run(route, match, request)
         sent = _write_response(h, response, reset, self.ctx.faults.bandwidth_bytes_per_s)
+        now = time.monotonic()
         self.ctx.requests.add(RequestRecord(endpoint, request.method, request.path, response.status,
                                             frozenset(request.runs), sent, reset,
-                                            response.headers.get("Retry-After"), time.monotonic()))
+                                            response.headers.get("Retry-After"), now, now - started))
 
     def _run(self, route: Route, match: re.Match[str], request: Request) -> tuple[Response, bool]:
         decision = self.injector.decide(route.endpoint, is_auth=not route.auth)
@@ -506,6 +530,11 @@ class FakeNeptuneProcess:
     def env(self, project: str | None = None) -> dict[str, str]:
         return {"NEPTUNE_API_TOKEN": self.api_token, "NEPTUNE_PROJECT": project or self.info["project"],
                 "OAUTHLIB_INSECURE_TRANSPORT": "1"}
+
+    def request_summary(self) -> dict[str, Any]:
+        """The server's request log summary (see RequestLog.summary)."""
+        with urllib.request.urlopen(self.base_url + "/_fake/requests") as response:
+            return json.load(response)
 
     def kill(self) -> None:
         """SIGKILL (no cleanup), like a crashed server."""
