@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -153,8 +154,10 @@ class WandbTarget:
         os.environ["WANDB_MODE"] = "online" if self.online else "offline"
 
     def sync_command(self) -> str:
-        """The exact command that uploads the offline runs later."""
-        return f"WANDB_DATA_DIR={self.data_dir()} wandb sync --include-offline --sync-all {self.wandb_dir / 'wandb'}"
+        """The exact command that uploads the offline runs later (already-synced runs are skipped)."""
+        entity = f" --entity {shlex.quote(self.entity)}" if self.entity else ""
+        folder = shlex.quote(str(self.wandb_dir / "wandb"))
+        return f"WANDB_DATA_DIR={shlex.quote(str(self.data_dir()))} wandb sync --yes{entity} {folder}/offline-run-*"
 
 
 # ----------------------------------------------------------------------------- reading an export

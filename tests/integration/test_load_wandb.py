@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from neptune_exporter.errors import InvalidOptionError, OutputPathError
+from neptune_exporter.fake_wandb import FakeWandb
 from neptune_exporter.loaders.wandb import WandbLoader, WandbTarget, artifact_name, wandb_run_id
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.storage.parquet import RunWriter, run_part_paths
@@ -211,3 +212,34 @@ def test_unwritable_wandb_dir_and_missing_entity_are_refused_before_any_work(tmp
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     with pytest.raises(InvalidOptionError, match="--entity"):
         make_loader(tmp_path / "wb")
+
+
+def test_wandb_sync_of_the_offline_output_delivers_every_point(tmp_path):
+    data, files = write_export(tmp_path, steps=300)
+    wandb_dir = tmp_path / "wb"
+    loader = WandbLoader(WandbTarget.from_env(wandb_dir, "team", None))
+    loader.check_target()
+    assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
+    log_path = the_log(wandb_dir)
+    local_rows = list(iter_history(log_path))
+    local = read_run_log(log_path)
+    with FakeWandb() as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        env.update(fake.env(), WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp_path / "cfg"), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        command = loader.target.sync_command()
+        done = subprocess.run(command, shell=True, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        run = fake.runs[("team", "vision", wandb_run_id(PROJECT, RUN))]
+        arrived = run.rows()
+        assert len(arrived) == len(local_rows) == 6 + 300
+        for sent, got in zip(local_rows, arrived):
+            assert json.dumps(_user_keys(sent), sort_keys=True) == json.dumps(_user_keys(got), sort_keys=True)
+        assert (run.display_name, run.group, sorted(run.tags), run.exit_code) == (RUN, "baseline", sorted(local.tags), 0)
+        assert {k: v for k, v in run.config.items() if k != "_wandb"} == {k: v for k, v in local.config.items() if k != "_wandb"}
+        assert run.summary["neptune.load_state"] == "complete"
+        uploaded = {a.name: a.uploaded for a in fake.artifacts.values() if a.state == "COMMITTED"}
+        assert uploaded == {a.name: {e.path: e.digest for e in a.entries} for a in local.artifacts}
+
+
+def _user_keys(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "_runtime"}
