@@ -157,6 +157,23 @@ class FanOut:
             sink.on_run_done(result)
 
 
+class PointsOnly:
+    """Forwards points and bytes only: whoever collects finished runs reports them (once, cached or not)."""
+
+    def __init__(self, sink: ProgressSink | None) -> None:
+        self.sink = sink
+
+    def on_plan(self, total_runs: int) -> None:
+        return None
+
+    def on_points(self, points: int, bytes_: int) -> None:
+        if self.sink is not None:
+            self.sink.on_points(points, bytes_)
+
+    def on_run_done(self, result: Any) -> None:
+        return None
+
+
 _active: ProgressSink | None = None
 _active_lock = threading.Lock()
 

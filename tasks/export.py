@@ -1,0 +1,86 @@
+"""Prefect tasks of the export flow: thin wrappers around `neptune_exporter.export` calls."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from neptune_exporter import export as library
+from neptune_exporter import progress
+from neptune_exporter.exporters.base import Source
+from neptune_exporter.settings import Settings, neptune_api_token
+from neptune_exporter.storage.manifest import manifest_path
+from tasks.policy import cached_task_options, retry_options
+
+_sources: dict[tuple[str, str | None], Source] = {}
+_sources_lock = threading.Lock()
+
+
+def source_for(options: library.ExportOptions) -> Source:
+    """One Source per kind and token in this process (clients and their auth are shared by all tasks)."""
+    key = (options.source, neptune_api_token(options.api_token))
+    with _sources_lock:
+        if key not in _sources:
+            _sources[key] = library.make_source(options, Settings.from_env())
+        return _sources[key]
+
+
+@task(name="preflight", cache_policy=NO_CACHE, **retry_options())
+def preflight(options: dict) -> list[str]:
+    """Projects to export, after every input check (TerminalError before any download)."""
+    parsed = library.ExportOptions.from_json(options)
+    return library.preflight(parsed, source_for(parsed))
+
+
+@task(name="discover-and-plan", cache_policy=NO_CACHE, **retry_options())
+def discover_and_plan(options: dict, projects: list[str]) -> list[dict]:
+    """Runs of the projects matching the selection, each with its plan (skip / full / incremental / redo)."""
+    parsed = library.ExportOptions.from_json(options)
+    runs = library.discover(source_for(parsed), parsed, projects)
+    return [plan.to_json() for plan in library.plan_runs(runs, parsed)]
+
+
+@task(name="export-run", task_run_name="{run_key}", **cached_task_options("plan", "options"), **retry_options())
+def export_run(
+    run_key: str, manifest_path: str, modification_time: str | None, fingerprint: str, plan: dict, options: dict
+) -> dict:
+    """Export one run; a small JSON pointer (manifest path, status, figures). Cached on the key inputs."""
+    parsed = library.ExportOptions.from_json(options)
+    sink = progress.PointsOnly(progress.active())
+    result = library.export_run(source_for(parsed), library.RunPlan.from_json(plan), parsed, Settings.from_env(), sink)
+    return result.to_json()
+
+
+def export_run_call(plan: dict, options: library.ExportOptions) -> dict:
+    """Keyword arguments of `export_run` for one plan: the cache key inputs plus the plan and options."""
+    run = plan["run"]
+    path = manifest_path(Path(options.data_path), run["project_id"], run["run_id"])
+    return {
+        "run_key": f"{run['project_id']}/{run['run_id']}",
+        "manifest_path": str(path.resolve()),
+        "modification_time": run.get("modification_time"),
+        "fingerprint": options.fingerprint(),
+        "plan": plan,
+        "options": options.to_json(),
+    }
+
+
+@task(name="record-failed-run", cache_policy=NO_CACHE)
+def record_failed_run(plan: dict, options: dict, error: BaseException) -> dict:
+    """A run whose task ended in an error: failed manifest + error record, as a pointer."""
+    parsed, run_plan = library.ExportOptions.from_json(options), library.RunPlan.from_json(plan)
+    record = library.error_record(run_plan.run.project_id, run_plan.run.run_id, error)
+    return library.record_failure(run_plan, parsed, [record]).to_json()
+
+
+@task(name="write-export-summary", cache_policy=NO_CACHE)
+def write_export_summary(pointers: list[dict], options: dict) -> dict:
+    """Per-project `export_summary.json` + `errors.jsonl`; the totals dict the CLI and artifacts show."""
+    parsed = library.ExportOptions.from_json(options)
+    results = [library.RunExportResult.from_json(p) for p in pointers]
+    written = library.write_export_summary(Path(parsed.data_path), results, parsed)
+    reports = [p.with_name(library.ERRORS_FILE) for p in written if p.with_name(library.ERRORS_FILE).stat().st_size]
+    return library.export_summary(results, parsed, reports)
