@@ -285,11 +285,11 @@ def _compare(type_: str, actual: Any, cmp: Compare) -> bool:
 def _order(op: str, actual: Any, expected: Any) -> bool:
     try:
         if op in ("==", "="):
-            return actual == expected
+            return bool(actual == expected)
         if op == "!=":
-            return actual != expected
-        return {">": actual > expected, ">=": actual >= expected, "<": actual < expected,
-                "<=": actual <= expected}[op]
+            return bool(actual != expected)
+        return bool({">": actual > expected, ">=": actual >= expected, "<": actual < expected,
+                     "<=": actual <= expected}[op])
     except TypeError:
         return False
 

@@ -1,0 +1,136 @@
+"""Datasets of the fake Neptune server: JSON format, generator, awkward workspace, live mutation, wire encoding."""
+
+from __future__ import annotations
+
+import json
+import math
+import tracemalloc
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from neptune_exporter.fake_neptune import datasets, store, wire
+from neptune_exporter.fake_neptune.datasets import AWKWARD_PROJECT
+from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model import series_values_pb2
+
+HAND_WRITTEN = {
+    "workspace": "acme",
+    "projects": [{
+        "name": "vision", "key": "VIS",
+        "files": {"blobs/model.bin": {"content": "weights"}, "blobs/big": {"size": 100_000, "seed": 4}},
+        "runs": [
+            {"custom_run_id": "r1", "experiment": "baseline", "created": "2024-03-01T10:00:00Z", "tags": ["a"],
+             "attributes": {
+                 "params/lr": 0.001, "params/epochs": 10, "params/opt": "adam", "params/flag": True,
+                 "params/when": {"type": "datetime", "value": "2024-03-01T10:00:00.250Z"},
+                 "params/nan": {"type": "float", "value": "NaN"},
+                 "params/set": {"type": "string_set", "value": ["x", "y"]},
+                 "metrics/loss": {"type": "float_series", "points": [[0, 1.0, 1000], [0.5, "Infinity", 2000]]},
+                 "metrics/long": {"type": "float_series", "generate": {"count": 1_000_000, "seed": 9}},
+                 "logs": {"type": "string_series", "points": [[0, "hello", 1000]]},
+                 "model": {"type": "file", "value": "blobs/model.bin"},
+             }},
+            {"sys_id": "VIS-7", "trashed": True, "fork_parent": "VIS-1", "fork_step": 0.0},
+        ],
+    }],
+}
+
+
+def test_load_hand_written_dataset() -> None:
+    ws = datasets.load_dataset(HAND_WRITTEN)
+    project = ws.project("acme/vision")
+    first, second = project.runs
+    assert (first.sys_id, first.custom_run_id, first.experiment_head) == ("VIS-1", "r1", True)
+    assert first.get("params/lr") == 0.001 and first.attributes["params/epochs"].type == store.INT
+    assert first.get("params/when") == datetime(2024, 3, 1, 10, 0, 0, 250_000, tzinfo=timezone.utc)
+    assert math.isnan(first.get("params/nan")) and first.get("params/set") == {"x", "y"}
+    steps, values, stamps = first.attributes["metrics/loss"].series.window(None, None, None, 10)
+    assert list(steps) == [0.0, 0.5] and list(values) == [1.0, math.inf] and list(stamps) == [1000, 2000]
+    assert len(first.attributes["metrics/long"].series) == 1_000_000
+    assert project.files["blobs/model.bin"].read() == b"weights" and project.files["blobs/big"].size == 100_000
+    assert (second.sys_id, second.trashed, second.fork_parent, second.get("sys/forking/depth")) == (
+        "VIS-7", True, "VIS-1", 1)
+
+
+def test_save_then_load_round_trips(tmp_path) -> None:
+    original = datasets.awkward_workspace()
+    path = tmp_path / "awkward.json"
+    saved = datasets.save_dataset(original, path)
+    again = datasets.save_dataset(datasets.load_dataset(path))
+    assert again == saved
+    assert json.loads(path.read_text())["format_version"] == datasets.FORMAT_VERSION
+
+
+def test_bad_attribute_type_is_named() -> None:
+    bad = {"projects": [{"name": "p", "runs": [{"attributes": {"x": {"type": "tensor", "value": 1}}}]}]}
+    with pytest.raises(ValueError, match="attribute 'x': unknown type 'tensor'"):
+        datasets.load_dataset(bad)
+
+
+def test_generator_is_deterministic_and_lazy() -> None:
+    tracemalloc.start()
+    ws = datasets.generate_workspace(runs=10, metrics=10, points=1_000_000, files=2, file_size=50_000_000, seed=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20_000_000  # 100M points + 1 GB of files cost next to nothing
+    again = datasets.generate_workspace(runs=10, metrics=10, points=1_000_000, files=2, file_size=50_000_000, seed=3)
+    a = ws.project("workspace/sandbox").runs[4].attributes["metrics/m007"].series
+    b = again.project("workspace/sandbox").runs[4].attributes["metrics/m007"].series
+    assert np.array_equal(a.window(999_990.0, None, None, 5)[1], b.window(999_990.0, None, None, 5)[1])
+    heads = [r.custom_run_id for r in ws.project("workspace/sandbox").runs if r.experiment_head]
+    assert heads == ["run-00008", "run-00009"]  # the last run of each experiment
+
+
+def test_awkward_workspace_contents() -> None:
+    project = datasets.awkward_workspace().project(AWKWARD_PROJECT)
+    basic = project.run("run-basic")
+    types = {a.type for a in basic.attributes.values()}
+    assert types == set(store.ALL_TYPES)
+    assert len(project.run("run-wide").attributes) > datasets.AWKWARD_WIDE_ATTRIBUTES
+    assert project.files[basic.get("files/big")].size == datasets.AWKWARD_BIG_FILE_SIZE
+    assert project.files[basic.get("files/empty")].read() == b""
+    assert project.run("run-child").fork_parent == "AWK-4" and project.run("run-child").fork_step == 4.0
+    assert project.run("AWK-7").custom_run_id is None and project.run("run-trashed").trashed
+    assert [v for v in basic.attributes["metrics/float_steps"].series.steps] == [0.1, 0.29, 1.0, 1.5]
+
+
+def test_live_mutation_helpers() -> None:
+    ws = datasets.awkward_workspace()
+    run = ws.project(AWKWARD_PROJECT).run("run-basic")
+    before = run.get("sys/modification_time")
+    datasets.append_points(ws, AWKWARD_PROJECT, "run-basic", "metrics/loss", [200.0], [0.5], [7])
+    assert run.attributes["metrics/loss"].series.last() == (200.0, 0.5, 7)
+    assert run.get("sys/modification_time") > before
+    with pytest.raises(ValueError, match="greater than the last step"):
+        datasets.append_points(ws, AWKWARD_PROJECT, "run-basic", "metrics/loss", [1.0], [0.5], [8])
+    datasets.set_attribute(ws, AWKWARD_PROJECT, "run-basic", "params/int", store.INT, 8)
+    assert run.get("params/int") == 8
+    new = datasets.add_run(ws, AWKWARD_PROJECT, custom_run_id="run-x", experiment="exp-alpha")
+    assert new.sys_id == "AWK-9" and new.experiment_head and not run.experiment_head
+    with pytest.raises(KeyError, match="no run 'nope'"):
+        datasets.touch_run(ws, AWKWARD_PROJECT, "nope")
+
+
+def test_generated_series_can_be_appended_to() -> None:
+    ws = datasets.generate_workspace(runs=1, metrics=1, points=5)
+    datasets.append_points(ws, "workspace/sandbox", "run-00000", "metrics/m000", [5.0], [42.0], [1])
+    steps, values, _ = ws.project("workspace/sandbox").runs[0].attributes["metrics/m000"].series.window(
+        None, None, None, 10)
+    assert list(steps) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and values[-1] == 42.0
+
+
+def test_wire_float_points_decode_exactly_with_protobuf() -> None:
+    stamps = np.array([0, 5, 1_000, 1_704_067_200_000, -1, 2**40], dtype=np.int64)
+    steps = np.array([0.0, 0.1, 0.29, 3.0, -1.0, 1e300])
+    values = np.array([math.nan, math.inf, -math.inf, -0.0, 1.5, 2.0])
+    body = (wire.encode_float_series_entry("07", wire.encode_float_points(stamps, steps, values))
+            + wire.encode_float_series_entry("empty", b""))
+    decoded = series_values_pb2.ProtoFloatSeriesValuesResponseDTO.FromString(body)
+    first = decoded.series[0].series.values
+    assert decoded.series[0].requestId == "07" and decoded.series[1].requestId == "empty"
+    assert [p.timestamp_millis for p in first] == list(stamps)
+    assert [p.step for p in first] == list(steps)
+    assert np.array_equal([p.value for p in first], values, equal_nan=True)
+    assert math.copysign(1.0, first[3].value) == -1.0
+    assert all(p.completion_ratio == 1.0 and not p.is_preview for p in first)
