@@ -1,0 +1,138 @@
+"""CLI parsing and bad input: options reach the export as given; bad input is one line, exit 2, no download."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import pytest
+from typer.testing import CliRunner
+
+from neptune_exporter import cli
+from neptune_exporter.cli import app
+from neptune_exporter.fake_neptune import FakeNeptune
+from neptune_exporter.fake_neptune.datasets import generate_workspace
+from neptune_exporter.model import AttributeKind
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The ExportOptions the command would run (the flow itself is tested in test_flow_export.py)."""
+    seen = {}
+
+    def fake_run(options, *, no_progress=False):
+        seen["options"], seen["no_progress"] = options, no_progress
+        return 0
+
+    monkeypatch.setattr(cli, "run_export_command", fake_run)
+    return seen
+
+
+def test_every_export_option_reaches_the_export_options(captured, tmp_path):
+    result = runner.invoke(app, [
+        "export", "--source", "neptune2", "-p", "ws/a", "--project", "ws/b", "-d", str(tmp_path / "d"),
+        "-f", str(tmp_path / "f"), "--api-token", "secret-token", "--runs", "^run-1", "--experiments", "exp",
+        "--where", "params/lr > 0.1", "--query", "`sys/id`:string = \"A-1\"", "--modified-after", "2024-05-01",
+        "--include-archived", "--attributes", "^metrics/", "--attribute", "params/lr", "--attribute", "params/bs",
+        "--include", "parameters,metrics", "--exclude", "metrics", "--include-previews", "--workers", "7",
+        "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    options = captured["options"]
+    assert options.source == "neptune2" and options.projects == ("ws/a", "ws/b")
+    assert options.data_path == str(tmp_path / "d") and options.files_path == str(tmp_path / "f")
+    assert options.api_token == "secret-token" and "secret-token" not in repr(options) and "secret-token" not in str(options.to_json())
+    assert options.runs.runs_regex == "^run-1" and options.runs.experiments_regex == "exp"
+    assert options.runs.where == "params/lr > 0.1" and options.runs.query == '`sys/id`:string = "A-1"'
+    assert options.runs.modified_after == datetime(2024, 5, 1, tzinfo=timezone.utc)
+    assert options.runs.include_archived
+    assert options.attributes.regex == "^metrics/" and options.attributes.names == ("params/lr", "params/bs")
+    assert options.attributes.kinds() == {AttributeKind.PARAMETERS}
+    assert options.attributes.include_previews
+    assert options.workers == 7 and captured["no_progress"]
+
+
+def test_defaults_come_from_the_environment_and_peer_tool_paths(captured, monkeypatch):
+    monkeypatch.setenv("NEPTUNE_PROJECT", "ws/env-project")
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", "env-token")
+    assert runner.invoke(app, ["export"]).exit_code == 0
+    options = captured["options"]
+    assert options.projects == ("ws/env-project",) and options.api_token == "env-token"
+    assert (options.data_path, options.files_path) == ("exports/data", "exports/files")
+    assert options.source == "neptune3" and options.workers == 4
+    assert options.attributes.kinds() == set(AttributeKind)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--runs", "run-(1"], "--runs 'run-(1' is not a valid regular expression"),
+        (["--attributes", "[a-"], "--attributes '[a-' is not a valid regular expression"),
+        (["--include", "metrics,bogus"], "unknown attribute kind 'bogus'"),
+        (["--modified-after", "last tuesday"], "--modified-after 'last tuesday' is not a date/time"),
+        (["--source", "neptune1"], "--source 'neptune1' is not supported"),
+        (["--query", "x = 1"], "--query (NQL) works with --source neptune2 only"),
+    ],
+)
+def test_bad_options_fail_with_one_line_naming_problem_and_fix(captured, args, expected):
+    result = runner.invoke(app, ["export", "-p", "ws/p", *args])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0] and "fix:" in lines[0]
+    assert "options" not in captured
+
+
+def test_no_project_is_a_clear_error(captured, monkeypatch):
+    monkeypatch.delenv("NEPTUNE_PROJECT", raising=False)
+    result = runner.invoke(app, ["export"])
+    assert result.exit_code == 2
+    assert "no project given" in result.stderr and "NEPTUNE_PROJECT" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeNeptune(generate_workspace(runs=2, points=10)) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_env(fake, monkeypatch):
+    for name, value in fake.env().items():
+        monkeypatch.setenv(name, value)
+    fake.requests.clear()
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-p", "workspace/no-such-project"], "workspace/no-such-project"),
+        (["--where", "params/lr >> 3"], "--where"),
+    ],
+)
+def test_preflight_rejects_bad_input_before_any_download(fake_env, tmp_path, args, expected):
+    result = runner.invoke(app, ["export", "-d", str(tmp_path / "d"), "-f", str(tmp_path / "f"), *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "fix:" in lines[0]
+    assert not any(endpoint.endswith(("series", "download", "signed_url")) for endpoint in fake_env.requests.by_endpoint())
+
+
+def test_bad_token_is_one_line_and_never_printed(fake_env, tmp_path):
+    bad = "not-a-real-token"
+    result = runner.invoke(app, ["export", "--api-token", bad, "-d", str(tmp_path / "d"), "-f", str(tmp_path / "f")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "token" in lines[0].lower() and bad not in result.output
+
+
+def test_unwritable_output_path_is_rejected(fake_env, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["export", "-d", str(blocker / "data"), "-f", str(tmp_path / "f")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--data-path" in lines[0] and "fix:" in lines[0]
+    assert not os.path.exists(tmp_path / "f" / "workspace")
