@@ -10,8 +10,8 @@ import math
 import re
 import threading
 import uuid as uuidlib
-from collections import OrderedDict
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -281,11 +281,9 @@ class _ZipSink:
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
-        self.offset = 0
 
     def write(self, data: bytes) -> int:
         self.parts.append(bytes(data))
-        self.offset += len(data)
         return len(data)
 
     def flush(self) -> None:
@@ -297,18 +295,24 @@ class _ZipSink:
 
 
 def zip_stream(project: store.Project, members: dict[str, Any], attribute: str) -> Iterator[bytes]:
-    """A zip of a file set built while streaming (data descriptors; memory bounded by one chunk)."""
+    """A zip of a file set built while streaming (data descriptors; memory bounded by one chunk).
+
+    Every member's blob is looked up before the first byte, so a missing blob is a 404, not a cut stream.
+    """
+    blobs = [(name, _stored_file(project, key, attribute)) for name, key in sorted(members.items())]
+    return _zip_chunks(blobs)
+
+
+def _zip_chunks(blobs: list[tuple[str, store.StoredFile]]) -> Iterator[bytes]:
     sink = _ZipSink()
     with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
-        for name, key in sorted(members.items()):
-            stored = _stored_file(project, key, attribute)
+        for name, stored in blobs:
             info = zipfile.ZipInfo(name, ZIP_EPOCH)
             info.file_size = stored.size
             with archive.open(info, "w", force_zip64=stored.size >= 2**31) as member:
                 for chunk in stored.chunks():
                     member.write(chunk)
                     yield sink.drain()
-        yield sink.drain()
     yield sink.drain()
 
 
@@ -318,8 +322,9 @@ def encode_download_id(holder: Holder, attribute: str) -> str:
 
 
 def decode_download_id(download_id: str) -> tuple[str, str, str]:
+    padded = download_id + "=" * (-len(download_id) % 4)
     try:
-        project_uuid, holder_uuid, attribute = json.loads(base64.urlsafe_b64decode(download_id + "=" * (-len(download_id) % 4)))
+        project_uuid, holder_uuid, attribute = json.loads(base64.urlsafe_b64decode(padded))
     except (ValueError, binascii.Error, TypeError) as exc:
         raise HttpError(404, f"unknown download request {download_id!r}", errorType="NOT_FOUND") from exc
     return project_uuid, holder_uuid, attribute
@@ -358,16 +363,23 @@ class TableQuery:
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> "TableQuery":
+        """Parse a request body; like Neptune, offset + limit may not pass 10,000 (page on with a `>` query)."""
         sorting = body.get("sorting") or {}
         pagination = body.get("pagination") or {}
         filters = body.get("attributeFilters")
+        try:
+            offset = int(pagination.get("offset") or 0)
+            limit = int(pagination["limit"]) if pagination.get("limit") is not None else 100
+        except (TypeError, ValueError) as exc:
+            raise HttpError(400, f"pagination must hold integers, got {pagination!r}") from exc
+        if offset < 0 or limit < 0 or offset + limit > MAX_PAGE:
+            raise HttpError(400, f"pagination offset {offset} + limit {limit} must stay within 0..{MAX_PAGE}; "
+                                 f"continue past it with a `sort_by > last value` query", errorType="BAD_REQUEST")
         return cls(query=((body.get("query") or {}).get("query") or "").strip(),
                    sort_by=(sorting.get("sortBy") or {}).get("name"),
                    descending=sorting.get("dir", "descending") != "ascending",
                    columns=tuple(f["path"] for f in filters) if filters else None,
-                   offset=max(int(pagination.get("offset") or 0), 0),
-                   limit=min(max(int(pagination.get("limit") if pagination.get("limit") is not None else 100), 0),
-                             MAX_PAGE))
+                   offset=offset, limit=limit)
 
 
 def parse_query(text: str) -> nql.Expr:
@@ -641,11 +653,14 @@ def artifact_files(project: store.Project, artifact_hash: str) -> list[dict[str,
     for run in list(project.runs):
         for attr in list(run.attributes.values()):
             if attr.type == "artifact" and (attr.value or {}).get("hash") == artifact_hash:
-                return [{"filePath": f["filePath"], "fileHash": f["fileHash"], "type": f.get("type", "S3"),
-                         "size": f.get("size"),
-                         "metadata": [{"key": k, "value": str(v)} for k, v in sorted((f.get("metadata") or {}).items())]}
-                        for f in attr.value.get("files") or []]
+                return [_artifact_file_dto(f) for f in attr.value.get("files") or []]
     raise HttpError(404, f"artifact {artifact_hash!r} not found in {project.identifier}", errorType="NOT_FOUND")
+
+
+def _artifact_file_dto(entry: dict[str, Any]) -> dict[str, Any]:
+    metadata = sorted((entry.get("metadata") or {}).items())
+    return {"filePath": entry["filePath"], "fileHash": entry["fileHash"], "type": entry.get("type", "S3"),
+            "size": entry.get("size"), "metadata": [{"key": k, "value": str(v)} for k, v in metadata]}
 
 
 def _register_artifacts(router: Router) -> None:

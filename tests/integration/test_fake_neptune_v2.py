@@ -267,6 +267,19 @@ def test_runs_table_past_ten_thousand_runs_continues_with_a_greater_than_query(m
     assert many.requests.runs_fetched() == set()  # listing by sys/id is discovery, not a data read
 
 
+def test_descending_tables_past_ten_thousand_repeat_runs_in_the_real_client(many):
+    """The client always continues with `>` (even when sorting descending): past 10,000 runs it starts over
+    from the top and never reaches the oldest run. Exporters must page ascending (shown here with a limit)."""
+    project = neptune.init_project(project="ws/many", mode="read-only", api_token=many.api_token)
+    try:
+        ids = list(project.fetch_runs_table(columns=["sys/id"], limit=10_050, progress_bar=False)
+                   .to_pandas()["sys/id"])
+    finally:
+        project.stop()
+    assert ids[:10_000] == [f"MANY-{i}" for i in range(10_001, 1, -1)]
+    assert ids[10_000:10_002] == ["MANY-10001", "MANY-10000"] and "MANY-1" not in ids
+
+
 # ---------------------------------------------------------------------------- the client's own retries
 def test_client_retries_429_5xx_and_resets_on_2x_endpoints(fake, run):
     """One scripted fault per call: the client sleeps Retry-After (1 s) or 2^0 s and asks again."""

@@ -170,3 +170,16 @@ def test_selection_cache_reuses_until_runs_change():
     assert [r.sys_id for r in cache.get(project, table)] == ["PROJ-1"]
     datasets.add_run(ws, "ws/proj", created=T0, attributes={"p": ("int", 2)})
     assert len(cache.get(project, table)) == 2
+
+
+def test_table_pagination_stops_at_ten_thousand_like_neptune():
+    ok = api_v2.TableQuery.from_body({"pagination": {"offset": 9_900, "limit": 100}})
+    assert (ok.offset, ok.limit, ok.descending, ok.columns) == (9_900, 100, True, None)
+    with pytest.raises(HttpError) as caught:
+        api_v2.TableQuery.from_body({"pagination": {"offset": 10_000, "limit": 100}})
+    assert caught.value.status == 400 and "10000" in caught.value.message
+
+
+def test_zip_of_a_missing_blob_fails_before_streaming():
+    with pytest.raises(HttpError):
+        api_v2.zip_stream(store.Project("ws", "proj", "PROJ"), {"a.txt": "nope"}, "dir")
