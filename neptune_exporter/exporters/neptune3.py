@@ -6,7 +6,6 @@ import base64
 import binascii
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -15,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -47,8 +46,6 @@ from neptune_exporter.exporters.where import parse_where, to_neptune_query_filte
 from neptune_exporter.model import AttributeType, ProjectId, RunRef, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import Settings, neptune_api_token
-
-logger = logging.getLogger(__name__)
 
 PARAMETER_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
 SERIES_TYPES = ("float_series", "string_series", "histogram_series")
@@ -476,34 +473,40 @@ def build_run_filter(selection: RunSelection):
     return result
 
 
-def _first_present(frame: pd.DataFrame, row: int, names: tuple[str, ...], type_name: str) -> Any:
-    for name in names:
-        column = _column(frame, name, type_name)
-        if column is not None and _present(column.iloc[row]):
-            return column.iloc[row]
-    return None
+def _columns_first_present(frame: pd.DataFrame, names: tuple[str, ...], type_name: str) -> list:
+    """Per row, the first of `names` that has a value (columns read once, not cell by cell)."""
+    columns = [c.tolist() for name in names if (c := _column(frame, name, type_name)) is not None]
+    result = []
+    for row in range(len(frame)):
+        result.append(next((col[row] for col in columns if _present(col[row])), None))
+    return result
 
 
 def runs_from_table(project_id: ProjectId, frame: pd.DataFrame) -> Iterator[RunRef]:
     """RunRefs from the listing table (custom run id as run id, else sys/id)."""
     if frame.empty:
         return
+    sys_ids = _columns_first_present(frame, ("sys/id",), "string")
+    customs = _columns_first_present(frame, ("sys/custom_run_id",), "string")
+    experiments = _columns_first_present(frame, ("sys/experiment/name", "sys/name"), "string")
+    created = _columns_first_present(frame, ("sys/creation_time",), "datetime")
+    modified = _columns_first_present(frame, ("sys/modification_time",), "datetime")
+    archived = _columns_first_present(frame, ("sys/archived", "sys/trashed"), "bool")
     for row in range(len(frame)):
-        sys_id = _text(_first_present(frame, row, ("sys/id",), "string"))
+        sys_id = _text(sys_ids[row])
         if sys_id is None:
             continue
-        custom = _text(_first_present(frame, row, ("sys/custom_run_id",), "string"))
+        custom = _text(customs[row])
         custom = None if custom == sys_id else custom  # servers report sys/id when a run has no custom id
-        experiment = _text(_first_present(frame, row, ("sys/experiment/name", "sys/name"), "string"))
         yield RunRef(
             project_id=project_id,
             run_id=custom or sys_id,
             sys_id=sys_id,
-            experiment_name=experiment,
+            experiment_name=_text(experiments[row]),
             custom_run_id=custom,
-            creation_time=_python_datetime(_first_present(frame, row, ("sys/creation_time",), "datetime")),
-            modification_time=_python_datetime(_first_present(frame, row, ("sys/modification_time",), "datetime")),
-            archived=_truthy(_first_present(frame, row, ("sys/archived", "sys/trashed"), "bool")),
+            creation_time=_python_datetime(created[row]),
+            modification_time=_python_datetime(modified[row]),
+            archived=_truthy(archived[row]),
             source_kind="neptune3",
         )
 
