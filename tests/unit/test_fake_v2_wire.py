@@ -183,3 +183,22 @@ def test_table_pagination_stops_at_ten_thousand_like_neptune():
 def test_zip_of_a_missing_blob_fails_before_streaming():
     with pytest.raises(HttpError):
         api_v2.zip_stream(store.Project("ws", "proj", "PROJ"), {"a.txt": "nope"}, "dir")
+
+
+def test_experiment_ids_resolve_like_neptune():
+    from neptune_exporter.fake_neptune.auth import AuthService
+    from neptune_exporter.fake_neptune.faults import FaultConfig
+    from neptune_exporter.fake_neptune.server import RequestLog, ServerContext
+
+    ws = datasets.new_workspace("ws")
+    project = datasets.add_project(ws, "proj", "PROJ")
+    run = datasets.add_run(ws, "ws/proj", custom_run_id="my-run")
+    ctx = ServerContext(ws, FaultConfig(), RequestLog(), AuthService("http://x", FaultConfig()), "http://x")
+    for experiment_id in ("ws/proj/PROJ-1", "ws/proj/my-run", run.uuid):
+        assert api_v2.find_holder(ctx, experiment_id).run is run
+    holder = api_v2.find_holder(ctx, project.uuid)
+    assert holder.run is None and holder.attributes()["sys/id"].value == "PROJ"
+    for unknown in ("ws/proj/PROJ-2", "PROJ-1", "ws/other/PROJ-1"):
+        with pytest.raises(HttpError) as caught:
+            api_v2.find_holder(ctx, unknown)
+        assert caught.value.status == 404
