@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ import pytest
 
 import neptune_query as nq
 import neptune_query.runs as nqr
-from neptune_exporter.fake_neptune import FaultConfig, store
+from neptune_exporter.fake_neptune import FakeNeptuneProcess, FaultConfig, store
 from neptune_exporter.fake_neptune.api_v3 import visible_attributes
 from neptune_exporter.fake_neptune.datasets import AWKWARD_PROJECT, awkward_workspace, generate_workspace
 from neptune_query.exceptions import NeptuneProjectInaccessible
@@ -263,3 +266,53 @@ def test_live_mutation_visible(fake_factory, use_neptune_query):
     assert "exp-new" in nq.list_experiments(project=P)
     assert run_of(fake, "run-basic").get("sys/modification_time") > before
     assert fake.requests.count("v3.float_series", run="AWK-1") == 1
+
+
+def test_bandwidth_cap_and_latency_keep_bytes_exact(fake_factory, use_neptune_query, tmp_path: Path):
+    fake = fake_factory(faults=FaultConfig(latency_ms=5, latency_jitter_ms=5, bandwidth_bytes_per_s=30_000_000))
+    use_neptune_query(fake)
+    table = nq.fetch_experiments_table(experiments="exp-alpha", attributes="files/big", project=P)
+    written = Path(nq.download_files(files=table, destination=tmp_path).iloc[0, 0])
+    blob = fake.workspace.project(P).files[run_of(fake, "run-basic").get("files/big")]
+    assert written.read_bytes() == blob.read()
+
+
+def test_missing_blob_downloads_as_none_and_expired_url_is_400(fake_factory, use_neptune_query, tmp_path: Path):
+    fake = fake_factory()
+    use_neptune_query(fake)
+    fake.set_attribute(P, "run-basic", "files/dangling", store.FILE, "no/such/blob")
+    table = nq.fetch_experiments_table(experiments="exp-alpha", attributes="files/dangling", project=P)
+    result = nq.download_files(files=table, destination=tmp_path)
+    assert result.isna().all().all()
+    assert fake.requests.count("storage.download", status=404) == 1
+    fake.faults.update(signed_url_ttl_s=-1)
+    signed = _post_json(fake, "/api/storagebridge/v1/signedUrl",
+                        {"files": [{"path": "x", "project_identifier": P, "permission": "read"}]})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(signed["files"][0]["url"])
+    assert info.value.code == 400
+
+
+def test_expired_access_token_is_401(fake_factory):
+    fake = fake_factory(faults=FaultConfig(token_ttl_s=-1))
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _post_json(fake, "/api/leaderboard/v1/proto/leaderboard/entries/search/?projectIdentifier=" + P, {})
+    assert info.value.code == 401 and b"expired" in info.value.read()
+
+
+def _post_json(fake, path: str, body: dict) -> dict:
+    exchange = urllib.request.Request(fake.base_url + "/api/backend/v1/authorization/oauth-token",
+                                      headers={"X-Neptune-Api-Token": fake.api_token})
+    token = json.load(urllib.request.urlopen(exchange))["accessToken"]
+    request = urllib.request.Request(fake.base_url + path, data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request))
+
+
+def test_subprocess_server_serves_and_dies_on_sigkill(use_neptune_query):
+    with FakeNeptuneProcess(["--awkward", "--latency-ms", "1"]) as proc:
+        nq.set_api_token(proc.api_token)
+        assert "exp-alpha" in nq.list_experiments(project=P)
+        assert proc.request_summary()["by_endpoint"]["v3.search"] >= 1
+        proc.kill()
+        assert proc.process.returncode == -9
