@@ -489,7 +489,6 @@ _NQL_OPERATOR = {
     "matches": "MATCHES",
     "not matches": "NOT MATCHES",
 }
-_NEGATIVE = {"!=": "==", "not contains": "contains", "not matches": "matches"}
 
 
 def _nql_comparison(node: Comparison, attribute_types: Mapping[str, str] | None) -> str:
@@ -497,13 +496,12 @@ def _nql_comparison(node: Comparison, attribute_types: Mapping[str, str] | None)
     value = _coerce(node.value, type_name)
     if type_name is not None:
         return f"{_nql_attribute(node.path, type_name)} {_NQL_OPERATOR[node.operator]} {_nql_value(value)}"
-    # unknown type: try each candidate type; a negative operator negates the positive alternatives
+    # unknown type: either candidate type may hold (a condition on an attribute of another type is false)
     candidates = ("string_set", "string") if node.operator.endswith("contains") else ("float", "int")
-    positive = _NEGATIVE.get(node.operator, node.operator)
     alternatives = " OR ".join(
-        f"({_nql_attribute(node.path, t)} {_NQL_OPERATOR[positive]} {_nql_value(value)})" for t in candidates
+        f"({_nql_attribute(node.path, t)} {_NQL_OPERATOR[node.operator]} {_nql_value(value)})" for t in candidates
     )
-    return f"NOT ({alternatives})" if node.operator in _NEGATIVE else f"({alternatives})"
+    return f"({alternatives})"
 
 
 def to_nql(expr: Expr, attribute_types: Mapping[str, str] | None = None) -> str:

@@ -131,7 +131,30 @@ def test_nql_for_neptune2():
 
 def test_nql_tries_numeric_types_when_unknown():
     assert to_nql(parse_where("n >= 2")) == "((`n`:float >= 2) OR (`n`:int >= 2))"
-    assert to_nql(parse_where("n != 2")) == "NOT ((`n`:float = 2) OR (`n`:int = 2))"
+    assert to_nql(parse_where("n != 2")) == "((`n`:float != 2) OR (`n`:int != 2))"
     assert to_nql(parse_where("sys/creation_time > 2024-01-01")) == (
         '`sys/creation_time`:datetime > "2024-01-01T00:00:00.000Z"'
     )
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("params/lr > 0.02", {"AWK-4", "AWK-5", "AWK-6"}),
+        ("params/lr != 0.1", {"AWK-5", "AWK-6", "AWK-7"}),
+        ('sys/tags contains "wide" or sys/tags contains "ünï"', {"AWK-3", "AWK-8"}),
+        ('sys/tags not contains "wide" and exists(params/lr)', {"AWK-4", "AWK-5", "AWK-6", "AWK-7"}),
+        ("not exists(params/lr)", {"AWK-1", "AWK-2", "AWK-3", "AWK-8"}),
+        ("params/bool == true and params/int < 0", {"AWK-1"}),
+        ('sys/name matches "^exp-(al|ga)"', {"AWK-1", "AWK-8"}),
+        ("sys/creation_time >= 2024-01-01T05:00:00Z", {"AWK-5", "AWK-6", "AWK-7", "AWK-8"}),
+    ],
+)
+def test_both_translations_select_the_same_runs_on_the_fake_server(text, expected):
+    from neptune_exporter.fake_neptune import nql
+    from neptune_exporter.fake_neptune.datasets import awkward_workspace
+
+    runs = awkward_workspace().project("workspace/awkward").runs
+    expr = parse_where(text)
+    for query in (to_nql(expr), str(to_neptune_query_filter(expr))):
+        assert {r.sys_id for r in runs if nql.evaluate(nql.parse(query), r)} == expected
