@@ -108,6 +108,17 @@ def machine_description() -> str:
             f"load average {load[0]:.1f}")
 
 
+def bench_arguments(doc: str | None, quick_help: str, repeats: int = 3, latency_ms: float | None = 20.0):
+    """The options every benchmark shares: --quick, --repeats, --workers and (when it serves Neptune) --latency-ms."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--repeats", type=int, default=repeats, help="measurements per side (the median is used)")
+    parser.add_argument("--workers", type=int, default=4, help="runs processed at the same time (both sides)")
+    if latency_ms is not None:
+        parser.add_argument("--latency-ms", type=float, default=latency_ms, help="latency the fake adds per request")
+    return parser
+
+
 def cannot_run(benchmark: str, reason: str) -> int:
     print(f"{benchmark}: cannot run: {reason}", file=sys.stderr, flush=True)
     return EXIT_CANNOT_RUN

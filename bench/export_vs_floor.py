@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
+    bench_arguments,
     CLIENT_ENV,
     Shape,
     alternate,
@@ -121,12 +121,7 @@ def report(figures: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small workspace (about a minute)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--latency-ms", type=float, default=20.0)
-    args = parser.parse_args(argv)
+    args = bench_arguments(__doc__, "small workspace (about a minute)").parse_args(argv)
     shape = QUICK if args.quick else FULL
     os.environ.update(CLIENT_ENV)
     note(f"{NAME}: {shape.describe()}; {args.latency_ms:g} ms latency; {args.workers} workers; {args.repeats} repeats")

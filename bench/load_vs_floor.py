@@ -1,0 +1,214 @@
+"""Benchmark 3: loading an export into MLflow (local server) and W&B (offline) vs the plain client writing the same points."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    bench_arguments,
+    CLIENT_ENV,
+    MlflowServer,
+    Shape,
+    alternate,
+    cannot_run,
+    emit,
+    export_in_child,
+    fake_neptune,
+    median,
+    note,
+    per_second,
+    safe_ratio,
+)
+
+NAME = "load_vs_floor"
+TARGET = "<= 1.2"
+MLFLOW_BATCH = 1000  # MLflow's metrics-per-request limit
+# Float series dominate: params are few, no files/strings, so both sides write (almost) the same thing.
+FULL = Shape(runs=16, metrics=20, points=20_000, params=10)
+QUICK = Shape(runs=4, metrics=10, points=5_000, params=10)
+
+
+@dataclass
+class RunPoints:
+    """One exported run's float points, wide: steps, timestamps (ms) and one value column per metric."""
+
+    run_id: str
+    keys: list[str]
+    steps: np.ndarray
+    timestamps_ms: np.ndarray
+    values: np.ndarray  # (metrics, steps)
+
+    @property
+    def points(self) -> int:
+        return int(self.values.size)
+
+
+def read_points(data_root: Path, project_id: str, run_id: str) -> RunPoints:
+    """The run's float series from its Parquet parts (generated series share their steps)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from neptune_exporter.storage.parquet import read_run_batches
+
+    columns = ["attribute_path", "attribute_type", "step", "timestamp", "float_value"]
+    table = pa.Table.from_batches(list(read_run_batches(data_root, project_id, run_id, columns=columns)))
+    table = table.filter(pc.equal(table["attribute_type"], "float_series")).sort_by([("attribute_path", "ascending"),
+                                                                                     ("step", "ascending")])
+    keys = sorted(set(table["attribute_path"].to_pylist()))
+    values = table["float_value"].to_numpy().reshape(len(keys), -1)
+    per_key = values.shape[1]
+    steps = pc.cast(table["step"].slice(0, per_key), pa.int64()).to_numpy()
+    stamps = table["timestamp"].slice(0, per_key).cast(pa.int64()).to_numpy()
+    return RunPoints(run_id, keys, steps, stamps, values)
+
+
+# ----------------------------------------------------------------------------- floors
+
+
+def mlflow_floor(url: str, experiment: str, runs: list[RunPoints], workers: int) -> None:
+    """MlflowClient.log_batch, 1,000 points a call, `workers` runs at a time."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    experiment_id = client.create_experiment(experiment)
+
+    def write(run: RunPoints) -> None:
+        target = client.create_run(experiment_id, run_name=run.run_id).info.run_id
+        pending: list[Metric] = []
+        for key, values in zip(run.keys, run.values):
+            for value, stamp, step in zip(values.tolist(), run.timestamps_ms.tolist(), run.steps.tolist()):
+                pending.append(Metric(key, value, stamp, step))
+                if len(pending) == MLFLOW_BATCH:
+                    client.log_batch(target, metrics=pending, synchronous=True)
+                    pending = []
+        if pending:
+            client.log_batch(target, metrics=pending, synchronous=True)
+        client.set_terminated(target)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(write, runs))
+
+
+def wandb_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
+    """wandb.log of rows as wide as the run (every metric + `_timestamp`), offline, `workers` runs at a time."""
+    import wandb
+
+    settings = wandb.Settings(mode="offline", root_dir=str(folder), console="off", save_code=False, disable_git=True,
+                              silent=True, x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True)
+
+    def write(run: RunPoints) -> None:
+        target = wandb.init(project="bench-floor", name=run.run_id, reinit="create_new", settings=settings)
+        columns = run.values.T.tolist()
+        for step, stamp, row_values in zip(run.steps.tolist(), run.timestamps_ms.tolist(), columns):
+            row = dict(zip(run.keys, row_values))
+            row["_timestamp"] = stamp / 1000
+            target.log(row, step=step)
+        target.finish()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(write, runs))
+
+
+# ----------------------------------------------------------------------------- our loader
+
+
+def load_with_ours(options) -> int:
+    from neptune_exporter.load import run_load
+    from neptune_exporter.settings import Settings
+
+    results = run_load(options, Settings.from_env())
+    bad = [r for r in results if r.status != "loaded"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} runs did not load: {bad[0].error}")
+    return sum(r.points for r in results)
+
+
+def mlflow_sides(url: str, export_root: Path, runs: list[RunPoints], workers: int) -> dict:
+    from neptune_exporter.load import LoadOptions
+
+    def ours(repeat: int) -> None:
+        options = LoadOptions(target="mlflow", data_path=str(export_root / "data"), files_path=str(export_root / "files"),
+                              mlflow_tracking_uri=url, workers=workers,
+                              experiment_name_template=f"ours-{repeat}/{{project}}/{{experiment}}")
+        load_with_ours(options)
+
+    return {"floor": lambda repeat: mlflow_floor(url, f"floor-{repeat}", runs, workers), "ours": ours}
+
+
+def wandb_sides(scratch: Path, export_root: Path, runs: list[RunPoints], workers: int) -> dict:
+    from neptune_exporter.load import LoadOptions
+
+    def ours(repeat: int) -> None:
+        folder = scratch / f"ours-{repeat}"
+        options = LoadOptions(target="wandb", data_path=str(export_root / "data"), files_path=str(export_root / "files"),
+                              wandb_dir=str(folder), workers=workers)
+        load_with_ours(options)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def floor(repeat: int) -> None:
+        wandb_floor(scratch / f"floor-{repeat}", runs, workers)
+        shutil.rmtree(scratch / f"floor-{repeat}", ignore_errors=True)
+
+    return {"floor": floor, "ours": ours}
+
+
+def report(target: str, seconds: dict[str, list[float]], points: int) -> None:
+    floor, ours = median(seconds["floor"]), median(seconds["ours"])
+    emit(f"{NAME}.{target}_floor_rate", per_second(points, floor), "points/s")
+    emit(f"{NAME}.{target}_load_rate", per_second(points, ours), "points/s")
+    emit(f"{NAME}.{target}_ratio", safe_ratio(ours, floor), "x load/floor time", TARGET)
+    note(f"{target} medians: floor {floor:.1f} s, load {ours:.1f} s over {len(seconds['ours'])} repeats")
+
+
+def prepare_export(shape: Shape, root: Path, workers: int) -> list[RunPoints]:
+    """Export the generated workspace once (child process); the points each floor writes."""
+    from neptune_exporter.storage.parquet import list_stored_runs
+
+    with fake_neptune(shape) as fake:
+        export_in_child(fake.api_token, shape.project_id, root, workers).json()
+    stored = list(list_stored_runs(root / "data"))
+    return [read_points(root / "data", run.project_id, run.run_id) for run in stored]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_arguments(__doc__, "small export (about two minutes)", latency_ms=None)
+    parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb")
+    args = parser.parse_args(argv)
+    shape = QUICK if args.quick else FULL
+    os.environ.update(CLIENT_ENV)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    note(f"{NAME}: {shape.describe()}; {args.workers} workers; {args.repeats} repeats")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+            scratch = Path(tmp)
+            runs = prepare_export(shape, scratch / "export", args.workers)
+            points = sum(r.points for r in runs)
+            if points != shape.float_points:
+                raise RuntimeError(f"the export holds {points:,} float points, expected {shape.float_points:,}")
+            if "mlflow" in targets:
+                with MlflowServer(scratch / "mlflow") as server:
+                    seconds = alternate(mlflow_sides(server.url, scratch / "export", runs, args.workers), args.repeats)
+                report("mlflow", seconds, points)
+            if "wandb" in targets:
+                seconds = alternate(wandb_sides(scratch / "wandb", scratch / "export", runs, args.workers), args.repeats)
+                report("wandb", seconds, points)
+    except (ImportError, RuntimeError, OSError) as error:
+        return cannot_run(NAME, str(error))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
