@@ -31,8 +31,9 @@ demo: $(CLI)
 serve: $(CLI)
 	$(CLI) serve --home $(SERVE_HOME) --port $(SERVE_PORT)
 
+# Benchmarks (bench/README.md); `make bench BENCH_ARGS=--quick` for the under-five-minutes sizes.
 bench: $(CLI)
-	$(PY) -m bench
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf exports .demo $(SERVE_HOME) .pytest_cache build dist *.egg-info
