@@ -818,6 +818,10 @@ class _RunExport:
             log.warning("artifact %s file %s not reachable (%s); its hash and size are in files_list.json",
                         attribute.path, entry.file_path, exc)
             return
+        if staged.is_symlink():  # the Local driver links to the original: export a copy of its bytes
+            original = staged.resolve()
+            staged.unlink()
+            shutil.copyfile(original, staged)
         if staged.is_file():
             self._publish(attribute, staged, target_dir / "content" / safe_relative(entry.file_path))
 

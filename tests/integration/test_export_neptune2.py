@@ -39,6 +39,15 @@ NOTEBOOK = {"notebookId": "6a2c0b8e-0d4a-4d37-9d3e-5cfbdc3b2f2d", "notebookName"
             "notebookDeleted": False}
 
 
+ARTIFACT_SOURCE = Path(__file__).resolve()  # a Local artifact file the export can reach
+ARTIFACT = {"hash": "f" * 64, "files": [
+    {"filePath": "code/test.py", "fileHash": "1" * 64, "type": "Local", "size": ARTIFACT_SOURCE.stat().st_size,
+     "metadata": {"file_path": f"file://{ARTIFACT_SOURCE.as_posix()}", "last_modified": "2024-01-01 00:00:00"}},
+    {"filePath": "data/train.csv", "fileHash": "2" * 64, "type": "S3", "size": 123,
+     "metadata": {"location": "s3://bucket/train.csv", "last_modified": "2024-01-01 00:00:00"}},
+]}
+
+
 def workspace() -> store.Workspace:
     """Every 2.x type on one run, plus plain, trashed and custom-id runs for selection."""
     ws = ds.new_workspace("ws")
@@ -62,6 +71,7 @@ def workspace() -> store.Workspace:
                    "data/set": ("file_set", {"a.txt": "fa", "deep/er/big.bin": "big"}),
                    "source_code/git": store.Attribute("source_code/git", "git_ref", GIT),
                    "notebook": store.Attribute("notebook", "notebook_ref", NOTEBOOK),
+                   "datasets/train": store.Attribute("datasets/train", "artifact", ARTIFACT),
                })
     ds.add_run(ws, "ws/proj", created=T0 + timedelta(minutes=1), tags=["t2"],
                attributes={"params/lr": ("float", 0.01), "params/opt/name": ("string", "sgd")})
@@ -192,8 +202,13 @@ def export_first(source, tmp_path, selection=AttributeSelection(), watermarks=No
     return content, table_of(content), progress
 
 
-def test_every_2x_type_comes_back_value_by_value(source, tmp_path):
+def test_every_2x_type_comes_back_value_by_value(fake, source, tmp_path):
+    source.check_access("ws/proj")
+    fake.requests.clear()
     content, table, progress = export_first(source, tmp_path)
+    calls = fake.requests.by_endpoint()
+    assert calls["v2.get_experiment"] == 1  # the run is opened once
+    assert not {"auth.exchange", "v2.spec.leaderboard", "v2.client_config"} & set(calls)  # the session is reused
     assert set(table["run_id"].to_pylist()) == {"PROJ-1"} and set(table["project_id"].to_pylist()) == {"ws/proj"}
     value = {r["attribute_path"]: r for r in table.filter(pa.compute.is_null(table["step"])).to_pylist()}
     assert value["params/lr"]["float_value"] == 0.1 and value["params/lr"]["attribute_type"] == "float"
@@ -233,8 +248,21 @@ def test_every_2x_type_comes_back_value_by_value(source, tmp_path):
     big = tmp_path / run_dir / "data/set/deep/er/big.bin"
     assert big.read_bytes() == store.StoredFile(size=300_000, seed=7).read()
 
+    artifact = rows_of(table, "datasets/train")
+    assert [r["attribute_type"] for r in artifact] == ["artifact"]
+    listing_path = artifact[0]["file_value"]["path"]
+    assert listing_path == (run_dir / "datasets/train/files_list.json").as_posix()
+    listing = json.loads((tmp_path / listing_path).read_text())
+    assert listing["hash"] == "f" * 64
+    assert [(f["filePath"], f["fileHash"], f["size"], f["type"]) for f in listing["files"]] == [
+        (e["filePath"], e["fileHash"], e["size"], e["type"]) for e in ARTIFACT["files"]]
+    copied = tmp_path / run_dir / "datasets/train/content/code/test.py"
+    assert not copied.is_symlink() and copied.read_bytes() == ARTIFACT_SOURCE.read_bytes()
+    assert not (tmp_path / run_dir / "datasets/train/content/data/train.csv").exists()
+
     recorded = {f.relative_path: f for f in content.files}
-    assert set(recorded) == {model, *members, *(r["file_value"]["path"] for r in images)}
+    assert set(recorded) == {model, *members, *(r["file_value"]["path"] for r in images), listing_path,
+                             copied.relative_to(tmp_path).as_posix()}
     for path, exported in recorded.items():
         data = (tmp_path / path).read_bytes()
         assert exported.size == len(data) and exported.sha256 == hashlib.sha256(data).hexdigest()
