@@ -208,6 +208,81 @@ def print_export_summary(summary: dict) -> None:
         typer.echo(f"error report: {', '.join(summary['error_reports'])}", err=True)
 
 
+# ============================================================================ summary
+
+
+@app.command()
+def summary(
+    data_path: DataPathOpt = Path("./exports/data"),
+    project: ProjectOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """What is on disk: runs, attributes by type, points, files, bytes, failures (also peer-tool exports)."""
+    import json
+
+    from rich.console import Console
+
+    from neptune_exporter.storage.summary import render_summary, summarize
+
+    if not data_path.is_dir():
+        raise fail(f"--data-path {data_path} does not exist — fix: pass the folder an export wrote (-d/--data-path)")
+    figures = summarize(data_path, projects=project or None)
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2, default=str))
+    else:
+        Console().print(render_summary(figures))
+
+
+# ============================================================================ load / validate (engineer M)
+# `load` and `validate` commands go here (flows/load.py, flows/validate.py).
+
+
+# ============================================================================ serve, fake-neptune, demo
+
+
+@app.command()
+def serve(
+    home: Annotated[Path, typer.Option(help="PREFECT_HOME of the local server (SQLite database there).")] = Path(".prefect-serve"),
+    port: Annotated[int, typer.Option(help="Port of the Prefect server and UI on 127.0.0.1.")] = 4200,
+) -> None:
+    """Start `prefect server start` (SQLite) and serve the deployments (export/neptune3, export/neptune2, ...)."""
+    from deployments.server import PrefectServer, serve_deployments, stop_process
+
+    server = PrefectServer(home, port)
+    typer.echo(f"starting the Prefect server (PREFECT_HOME={home}); log: {server.log_path}")
+    with server:
+        typer.echo(f"Prefect UI: http://127.0.0.1:{server.port}  ·  export PREFECT_API_URL={server.api_url}")
+        runner = serve_deployments(server.client_env())
+        try:
+            runner.wait()
+        except KeyboardInterrupt:
+            typer.echo("stopping")
+        finally:
+            stop_process(runner)
+
+
+def _mount_fake_neptune() -> None:
+    from neptune_exporter.fake_neptune.cli import app as fake_app
+
+    app.add_typer(fake_app, name="fake-neptune", help="A local fake Neptune server (tests, demo, benchmarks).")
+
+
+_mount_fake_neptune()
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder of the demo's exports.")] = Path("./demo"),
+    runs: Annotated[int, typer.Option(min=1, help="Runs in the generated sample project.")] = 8,
+    points: Annotated[int, typer.Option(min=1, help="Points per metric.")] = 500,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """No credentials needed: a fake Neptune server with a sample project → export → summary."""
+    from neptune_exporter.demo import DemoContext, run_demo
+
+    raise typer.Exit(run_demo(DemoContext(out=out, runs=runs, points=points, no_progress=no_progress)))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
