@@ -57,6 +57,7 @@ def record_upload(state, path: str, body: bytes) -> None:
         artifact = state.artifacts.get(parts[3])
         if artifact is not None:
             artifact.manifest = json.loads(body or b"{}")
+            artifact.manifest_url = path
 
 
 def _json(value: Any, default: Any) -> Any:
@@ -117,6 +118,7 @@ def create_artifact(state, v: dict, query: str) -> dict:
     state.artifacts[artifact_id] = FakeArtifact(
         artifact_id, name, fields.get("artifactTypeName", ""), fields.get("runName") or "", fields.get("digest", ""),
         metadata=_json(fields.get("metadata"), {}),
+        entity=fields.get("entityName") or "", project=fields.get("projectName") or "",
     )
     return {"createArtifact": {"artifact": {"id": artifact_id, "state": "PENDING", "artifactSequence": {"id": "s1", "latestArtifact": None}}}}
 
@@ -151,7 +153,114 @@ def commit_artifact(state, v: dict, query: str) -> dict:
     return {"commitArtifact": {"artifact": {"id": v["artifactID"], "digest": artifact.digest if artifact else ""}}}
 
 
+def _last_step(run) -> int:
+    steps = [row.get("_step", -1) for row in run.history.values()]
+    return max(steps, default=-1)
+
+
+def run_node(state, run) -> dict:
+    """The public API's Run fields."""
+    config = {k: {"value": v, "desc": None} for k, v in run.config.items()}
+    return {
+        "id": f"run:{run.entity}/{run.project}/{run.name}", "name": run.name, "displayName": run.display_name,
+        "tags": run.tags, "group": run.group or None, "sweepName": None, "state": "finished" if run.exit_code is not None else "running",
+        "config": json.dumps(config), "summaryMetrics": json.dumps(run.summary), "systemMetrics": "{}",
+        "historyLineCount": len(run.history), "historyKeys": {"lastStep": _last_step(run), "keys": {}},
+        "jobType": None, "commit": None, "readOnly": False, "createdAt": "2024-01-01T00:00:00", "heartbeatAt": "2024-01-01T00:00:00",
+        "description": None, "notes": None, "user": {"name": "fake", "username": "fake"}, "projectId": "1",
+    }
+
+
+def project_run(state, v: dict, query: str) -> dict:
+    run = state.runs.get((v.get("entity"), v.get("project"), v.get("name")))
+    project = {"id": f"project:{v.get('project')}", "name": v.get("project"), "run": run_node(state, run) if run else None}
+    return {"project": project}
+
+
+def resume_status(state, v: dict, query: str) -> dict:
+    run = state.runs.get((v.get("entity"), v.get("project"), v.get("name")))
+    if run is None:
+        return {"model": {"bucket": None}}
+    tail = [json.dumps(run.history[i]) for i in sorted(run.history)[-1:]]
+    bucket = {
+        "name": run.name, "displayName": run.display_name, "historyLineCount": len(run.history), "eventsLineCount": 0,
+        "logLineCount": 0, "historyTail": json.dumps(tail), "eventsTail": "[]", "summaryMetrics": json.dumps(run.summary),
+        "config": json.dumps({k: {"value": x} for k, x in run.config.items()}), "tags": run.tags, "wandbConfig": "{}",
+        "id": f"run:{run.entity}/{run.project}/{run.name}", "createdAt": "2024-01-01T00:00:00", "groupName": run.group or None,
+    }
+    return {"model": {"id": f"project:{run.project}", "name": run.project, "entity": {"id": "e", "name": run.entity}, "bucket": bucket}}
+
+
+def artifact_type(state, v: dict, query: str) -> dict:
+    name = (v.get("name") or "").split(":")[0]
+    found = next((a for a in state.artifacts.values() if a.name == name), None)
+    return {"project": {"artifact": {"artifactType": {"name": found.type}} if found else None}}
+
+
+def _finite(value: Any) -> Any:
+    """NaN/±inf as the strings W&B's API returns for them (JSON has no such numbers)."""
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def fetch_manifest(state, v: dict, query: str) -> dict:
+    artifact = state.artifacts.get(v.get("id"))
+    if artifact is None:
+        return {"artifact": None}
+    return {"artifact": {"currentManifest": {"id": f"m-{artifact.id}", "file": {"directUrl": state.base_url + artifact.manifest_url}}}}
+
+
+def parquet_history(state, v: dict, query: str) -> dict:
+    """No parquet files: every row is served as live data."""
+    run = state.runs.get((v.get("entity"), v.get("project"), v.get("runName")))
+    live = [{k: _finite(x) for k, x in run.history[i].items()} for i in sorted(run.history)] if run else []
+    return {"project": {"run": {"parquetHistory": {"parquetUrls": [], "liveData": live}} if run else None}}
+
+
+def _artifact_node(state, artifact, index: int) -> dict:
+    project = {"id": "p1", "internalId": "1", "name": artifact.project, "entity": {"name": artifact.entity}}
+    collection = {"__typename": "ArtifactSequence", "name": artifact.name, "project": project}
+    return {
+        "__typename": "Artifact", "id": artifact.id, "artifactSequence": collection, "versionIndex": 0,
+        "artifactType": {"name": artifact.type}, "description": None, "metadata": json.dumps(artifact.metadata),
+        "ttlDurationSeconds": -1, "ttlIsInherited": True, "tags": [], "historyStep": None, "state": artifact.state,
+        "size": 0, "digest": artifact.digest, "commitHash": f"c{index}", "fileCount": len(artifact.manifest.get("contents", {})),
+        "createdAt": "2024-01-01T00:00:00", "updatedAt": None,
+        "aliases": [{"__typename": "ArtifactAlias", "id": f"al{index}", "alias": "latest",
+                     "artifactCollection": {"__typename": "ArtifactSequence", "name": artifact.name, "project": project}}],
+    }
+
+
+def run_output_artifacts(state, v: dict, query: str) -> dict:
+    mine = [a for a in state.artifacts.values() if a.run == v.get("run") and a.state == "COMMITTED"]
+    edges = [{"node": _artifact_node(state, a, i), "cursor": str(i)} for i, a in enumerate(mine)]
+    page = {"__typename": "PageInfo", "endCursor": str(len(mine)), "hasNextPage": False}
+    return {"project": {"run": {"artifacts": {"totalCount": len(mine), "pageInfo": page, "edges": edges}}}}
+
+
+def history_page(state, v: dict, query: str) -> dict:
+    """Rows with minStep <= _step < maxStep, at most pageSize, as JSON text (non-finite numbers as strings)."""
+    run = state.runs.get((v.get("entity"), v.get("project"), v.get("run")))
+    if run is None:
+        return {"project": {"run": None}}
+    low, high, size = int(v["minStep"]), int(v["maxStep"]), int(v["pageSize"])
+    rows = [run.history[i] for i in sorted(run.history) if low <= run.history[i].get("_step", -1) < high][:size]
+    return {"project": {"run": {"history": [json.dumps({k: _finite(x) for k, x in row.items()}) for row in rows]}}}
+
+
 HANDLERS: dict[str, Any] = {
+    "HistoryPage": history_page,
+    "FetchArtifactManifest": fetch_manifest,
+    "RunParquetHistory": parquet_history,
+    "RunOutputArtifacts": run_output_artifacts,
+    "ArtifactType": artifact_type,
+    "GetDefaultEntity": viewer,
+    "Run": project_run,
+    "RunHistoryKeys": project_run,
+    "RunResumeStatus": resume_status,
     "UpsertBucket": upsert_bucket,
     "ServerFeaturesQuery": server_features,
     "Viewer": viewer,

@@ -52,6 +52,9 @@ class FakeArtifact:
     metadata: dict = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
     uploaded: dict[str, str] = field(default_factory=dict)  # entry name → base64 md5 of bytes received
+    entity: str = ""
+    project: str = ""
+    manifest_url: str = ""
 
 
 class State:

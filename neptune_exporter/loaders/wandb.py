@@ -18,7 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neptune_exporter.errors import CorruptPartError, InvalidOptionError, NeptuneExporterError, OutputPathError, TargetError
+from neptune_exporter.errors import (
+    CorruptPartError,
+    InvalidOptionError,
+    NeptuneExporterError,
+    OutputPathError,
+    TargetError,
+    TargetUnavailableError,
+)
 from neptune_exporter.loaders.base import (
     WANDB,
     ExportedRun,
@@ -447,6 +454,8 @@ class WandbLoader:
             result.points, result.files = self._load(exported, target_run_id, prior)
         except NeptuneExporterError as error:
             result.status, result.error = "failed", error.to_record()
+        except _wandb_errors() as error:
+            raise TargetUnavailableError(f"W&B failed while loading run {run_id!r}: {error}", "retry; check WANDB_BASE_URL and the server's health") from error
         return result
 
     def validate_run(self, data_root, files_root, project_id: str, run_id: str) -> list[dict]:
@@ -581,6 +590,12 @@ def artifact_specs(target_run_id: str, content: RunContent, history: _HistoryWri
         files = [(file, file.name) for file in sink.close()]
         specs.append(ArtifactSpec(artifact_name(target_run_id, original), "neptune-string-series", metadata, files))
     return specs
+
+
+def _wandb_errors() -> tuple[type[BaseException], ...]:
+    import wandb
+
+    return (wandb.errors.CommError, wandb.errors.Error)
 
 
 def _check_writable(directory: Path) -> None:

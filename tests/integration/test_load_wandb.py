@@ -243,3 +243,38 @@ def test_wandb_sync_of_the_offline_output_delivers_every_point(tmp_path):
 
 def _user_keys(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "_runtime"}
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    """W&B online against the local stand-in."""
+    with FakeWandb() as fake:
+        for name, value in fake.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "cfg"))
+        yield fake
+
+
+def test_online_load_delivers_every_point_skips_when_complete_and_resumes_a_partial_run(tmp_path, online):
+    data, files = write_export(tmp_path, steps=40)
+    loader = WandbLoader(WandbTarget.from_env(tmp_path / "wb", "team", None))
+    loader.check_target()
+    assert loader.target.online
+    assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
+    run = online.runs[("team", "vision", wandb_run_id(PROJECT, RUN))]
+    rows = run.rows()
+    assert [r["_step"] for r in rows] == [0, 5, 10, 20, 25, 30] + [100 + 10 * i for i in range(40)]
+    assert rows[-1]["big/a"] == 39.0 and rows[-1]["big/b"] == -39.0
+    assert rows[2]["eval/hist"] == {"_type": "histogram", "values": [2, 5], "bins": [0, 0.5, 1]}
+    assert run.summary["neptune.load_state"] == "complete" and run.config["params/epochs"] == 12
+    assert loader.inspect_run(data, files, PROJECT, RUN).ok
+
+    assert loader.load_run(data, files, PROJECT, RUN).status == "skipped"
+    assert len(run.rows()) == len(rows)
+
+    for offset in sorted(run.history)[-10:]:  # a crash lost the last rows and the completion marker
+        del run.history[offset]
+    run.summary.pop("neptune.load_state")
+    assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
+    assert [r["_step"] for r in run.rows()] == [r["_step"] for r in rows]
+    assert loader.inspect_run(data, files, PROJECT, RUN).ok

@@ -1,0 +1,76 @@
+"""Online W&B: what a server already holds for a run (resume point, completion marker) and its facts via `wandb.Api`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neptune_exporter.errors import TargetError, TargetUnavailableError
+from neptune_exporter.loaders.base import ExportedRun
+
+HISTORY_PAGE_ROWS = 1000
+
+
+def _api(target):
+    import wandb
+
+    overrides = {"base_url": target.base_url} if target.base_url else {}
+    return wandb.Api(api_key=target.api_key, overrides={**overrides, "entity": target.entity}, timeout=60)
+
+
+def _run_path(loader, exported: ExportedRun, target_run_id: str) -> str:
+    return f"{loader.target.entity}/{loader.project_name(exported.project_id)}/{target_run_id}"
+
+
+def fetch_run(loader, exported: ExportedRun, target_run_id: str):
+    """The W&B run (public API object) or None when the server has no such run."""
+    import wandb
+
+    path = _run_path(loader, exported, target_run_id)
+    try:
+        return _api(loader.target).run(path)
+    except (wandb.errors.CommError, ValueError) as error:
+        text = str(error).lower()
+        if "not found" in text or "could not find" in text or "404" in text:
+            return None
+        if "401" in text or "403" in text or "permission" in text or "api key" in text:
+            raise TargetError(f"W&B refused access to {path}: {error}", "check WANDB_API_KEY and --entity") from None
+        raise TargetUnavailableError(f"W&B at {loader.target.base_url or 'api.wandb.ai'} failed: {error}", "retry later or check WANDB_BASE_URL") from None
+
+
+def online_prior_state(loader, exported: ExportedRun, target_run_id: str):
+    """complete (marker + same checksum) → skip; otherwise resume after the last step the server holds."""
+    from neptune_exporter.loaders.wandb import CHECKSUM, LOAD_STATE, _PriorState
+
+    run = fetch_run(loader, exported, target_run_id)
+    if run is None:
+        return _PriorState("absent")
+    summary = dict(run.summary)
+    if summary.get(LOAD_STATE) == "complete" and summary.get(CHECKSUM) == exported.checksum:
+        return _PriorState("complete")
+    last_step = run.lastHistoryStep
+    return _PriorState("partial", next_step=last_step + 1 if last_step >= 0 else None)
+
+
+def online_facts(loader, exported: ExportedRun, target_run_id: str):
+    """WandbFacts of the server's run (None when absent or not complete)."""
+    from neptune_exporter.loaders.wandb import CHECKSUM, LOAD_STATE
+    from neptune_exporter.validation.wandb_compare import HistoryDigest, WandbFacts
+
+    run = fetch_run(loader, exported, target_run_id)
+    if run is None:
+        return None
+    summary = dict(run.summary)
+    if summary.get(LOAD_STATE) != "complete" or summary.get(CHECKSUM) != exported.checksum:
+        return None
+    history = HistoryDigest().add_rows(_plain_rows(run.scan_history(page_size=HISTORY_PAGE_ROWS)))
+    artifacts = {a.name.split(":")[0]: {name: entry.digest for name, entry in a.manifest.entries.items()} for a in run.logged_artifacts()}
+    return WandbFacts(target_run_id, run.name, run.group or "", list(run.tags), dict(run.config), summary, history, artifacts)
+
+
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _plain_rows(rows) -> Any:
+    """API rows → rows as logged: absent keys dropped, NaN/±inf (sent as text) back to floats."""
+    for row in rows:
+        yield {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in row.items() if v is not None}
