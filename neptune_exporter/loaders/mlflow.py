@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -17,6 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import requests
+
+# Batch-tool defaults, set before MLflow reads them (users may override in the environment).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods logs
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one "View run" line per run
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # phones home; its setup races request headers
+
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -388,7 +395,14 @@ class MlflowLoader:
         if not self.tracking_uri:
             raise InvalidOptionError("no MLflow tracking URI given", "pass --mlflow-tracking-uri or set MLFLOW_TRACKING_URI")
         check_experiment_template(self.experiment_name_template)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        """Created on first use, so checks run before MLflow touches a store (it creates SQLite files)."""
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
 
     @classmethod
     def from_options(cls, options, settings) -> "MlflowLoader":

@@ -25,6 +25,11 @@ class RunValidation:
     def ok(self) -> bool:
         return not self.differences and self.error is None
 
+    @classmethod
+    def from_json(cls, data: dict) -> "RunValidation":
+        differences = [Difference(**d) for d in data.get("differences") or []]
+        return cls(data["project_id"], data["run_id"], data.get("target_run_id"), differences, dict(data.get("checked") or {}), data.get("error"))
+
     def to_json(self) -> dict:
         return {
             "project_id": self.project_id,

@@ -1,0 +1,244 @@
+"""Load exports into a target and validate them (library, no Prefect): options, target registry, the plain loops."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Protocol, TypeVar
+
+from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError, TargetUnavailableError, is_transient
+from neptune_exporter.loaders.base import ExportedRun, LoadResult, Loader
+from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.validation.compare import Difference
+from neptune_exporter.validation.report import RunValidation, ValidationReport
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Target name → "module:factory"; the factory is called as factory(options, settings) and returns a Loader.
+TARGETS: dict[str, str] = {
+    "mlflow": "neptune_exporter.loaders.mlflow:MlflowLoader.from_options",
+    "wandb": "neptune_exporter.loaders.wandb:WandbLoader.from_options",
+}
+
+
+def register_target(name: str, factory: str) -> None:
+    """Plug in a target by name ("module:attr.path" of a factory taking (options, settings))."""
+    TARGETS[name] = factory
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What to load where; JSON-typed so it can be a Prefect flow parameter."""
+
+    target: str = "mlflow"
+    data_path: str = "./exports/data"
+    files_path: str = "./exports/files"
+    projects: tuple[str, ...] = ()
+    runs_regex: str | None = None
+    workers: int = 4
+    mlflow_tracking_uri: str | None = None
+    experiment_name_template: str = "{project}/{experiment}"
+    step_multiplier: int | None = None
+    wandb_dir: str | None = None
+    wandb_entity: str | None = None
+    wandb_project_template: str | None = None
+    report_path: str | None = None  # validation reports go here (default: next to the data folder, "reports")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "projects", tuple(self.projects or ()))
+        object.__setattr__(self, "data_path", str(self.data_path))
+        object.__setattr__(self, "files_path", str(self.files_path))
+        if self.target == "mlflow" and not self.mlflow_tracking_uri:
+            object.__setattr__(self, "mlflow_tracking_uri", os.environ.get("MLFLOW_TRACKING_URI") or None)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["projects"] = list(self.projects)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LoadOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidOptionError(f"unknown load option(s): {', '.join(unknown)}", f"use only: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def report_dir(options: LoadOptions) -> Path:
+    """Folder of validation reports: the option, else `<data folder>/../reports`."""
+    return Path(options.report_path) if options.report_path else Path(options.data_path).resolve().parent / "reports"
+
+
+def make_loader(options: LoadOptions, settings: Settings) -> Loader:
+    """The target's loader, found by name in TARGETS."""
+    if options.target not in TARGETS:
+        raise InvalidOptionError(f"unknown target {options.target!r}", f"use one of: {', '.join(sorted(TARGETS))}")
+    module_name, _, attribute_path = TARGETS[options.target].partition(":")
+    factory: Any = importlib.import_module(module_name)
+    for name in attribute_path.split("."):
+        factory = getattr(factory, name)
+    return factory(options, settings)
+
+
+# ----------------------------------------------------------------------------- selecting runs
+
+
+@dataclass(frozen=True)
+class RunToLoad:
+    """One exported run to load: ids plus its fork parent (for ordering parents first)."""
+
+    project_id: str
+    run_id: str
+    fork_parent: str | None = None
+
+
+def select_runs(options: LoadOptions) -> list[RunToLoad]:
+    """Runs in the export matching the options; OutputPathError when the export folder is missing."""
+    from neptune_exporter.storage.parquet import list_stored_runs
+
+    data_root = Path(options.data_path)
+    if not data_root.is_dir():
+        raise OutputPathError(f"export folder {data_root} does not exist", "pass the --data-path (-d) an export wrote to")
+    files_root = Path(options.files_path)
+    runs = []
+    for stored in list_stored_runs(data_root, projects=options.projects or None, runs_regex=options.runs_regex):
+        exported = ExportedRun.from_stored(stored, data_root, files_root)
+        runs.append(RunToLoad(exported.project_id, exported.run_id, exported.fork_parent))
+    return runs
+
+
+def fork_waves(runs: list[RunToLoad]) -> list[list[RunToLoad]]:
+    """Runs in waves so a fork's parent (when selected) is loaded in an earlier wave and can be linked."""
+    selected = {(r.project_id, r.run_id): r for r in runs}
+    depth: dict[tuple[str, str], int] = {}
+
+    def depth_of(key: tuple[str, str], seen: frozenset = frozenset()) -> int:
+        if key not in depth:
+            run = selected[key]
+            parent = (run.project_id, run.fork_parent)
+            chained = run.fork_parent and parent in selected and parent not in seen
+            depth[key] = 1 + depth_of(parent, seen | {key}) if chained else 0
+        return depth[key]
+
+    waves: dict[int, list[RunToLoad]] = {}
+    for key, run in selected.items():
+        waves.setdefault(depth_of(key), []).append(run)
+    return [waves[d] for d in sorted(waves)]
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+def with_retries(action: Callable[[], T], policy: RetryPolicy) -> T:
+    """Call `action`, retrying transient errors only, with the policy's backoff."""
+    from neptune_exporter.export import retry_delay
+
+    attempts = max(1, policy.attempts)
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as error:  # re-raised unless transient and attempts remain
+            if not is_transient(error) or attempt + 1 == attempts:
+                raise
+            delay = retry_delay(error, policy, attempt)
+            log.warning("transient error (%s); retrying in %.1fs", error, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable: the loop returns or raises on its last attempt")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class LoadProgress(Protocol):
+    def on_plan(self, total_runs: int) -> None: ...
+
+    def on_run_done(self, result: LoadResult) -> None: ...
+
+
+def load_one(loader: Loader, options: LoadOptions, run: RunToLoad, policy: RetryPolicy | None = None) -> LoadResult:
+    """Load one run; terminal errors (and transient ones once `policy` is spent) become a failed result.
+
+    Without a policy a transient error propagates, so a caller with its own retries (a Prefect task) retries it."""
+    action = lambda: loader.load_run(Path(options.data_path), Path(options.files_path), run.project_id, run.run_id)  # noqa: E731
+    try:
+        return with_retries(action, policy or RetryPolicy(attempts=1))
+    except NeptuneExporterError as error:
+        if error.transient and policy is None:
+            raise
+        log.error("loading %s/%s failed: %s", run.project_id, run.run_id, error)
+        return LoadResult(run.project_id, run.run_id, "failed", error=error.to_record())
+
+
+def check_target(loader: Loader) -> None:
+    """Fail fast before any work when the target cannot be used."""
+    loader.check_target()
+
+
+def run_load(options: LoadOptions, settings: Settings, progress: LoadProgress | None = None) -> list[LoadResult]:
+    """Load every selected run (parents before forks), `options.workers` at a time."""
+    loader = make_loader(options, settings)
+    check_target(loader)
+    runs = select_runs(options)
+    if progress:
+        progress.on_plan(len(runs))
+    results: list[LoadResult] = []
+    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="load") as pool:
+        for wave in fork_waves(runs):
+            for result in pool.map(lambda run: load_one(loader, options, run, settings.retry), wave):
+                results.append(result)
+                if progress:
+                    progress.on_run_done(result)
+    return results
+
+
+# ----------------------------------------------------------------------------- validating
+
+
+def validate_one(loader: Loader, options: LoadOptions, run: RunToLoad) -> RunValidation:
+    """Compare one run in the target with its export; errors become a run entry, never an exception."""
+    data_root, files_root = Path(options.data_path), Path(options.files_path)
+    try:
+        inspect = getattr(loader, "inspect_run", None)
+        if inspect is not None:
+            return inspect(data_root, files_root, run.project_id, run.run_id)
+        records = loader.validate_run(data_root, files_root, run.project_id, run.run_id)
+        return RunValidation(run.project_id, run.run_id, None, [Difference(**record) for record in records])
+    except NeptuneExporterError as error:
+        return RunValidation(run.project_id, run.run_id, None, error=error.to_record())
+
+
+def run_validate(options: LoadOptions, settings: Settings) -> ValidationReport:
+    """Validate every selected run against the target; the report lists every difference."""
+    loader = make_loader(options, settings)
+    check_target(loader)
+    runs = select_runs(options)
+    report = ValidationReport(target=options.target)
+    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="validate") as pool:
+        report.runs.extend(pool.map(lambda run: validate_one(loader, options, run), runs))
+    return report
+
+
+__all__ = [
+    "LoadOptions",
+    "LoadResult",
+    "RunToLoad",
+    "TARGETS",
+    "TargetUnavailableError",
+    "check_target",
+    "fork_waves",
+    "load_one",
+    "make_loader",
+    "register_target",
+    "run_load",
+    "run_validate",
+    "select_runs",
+    "validate_one",
+    "with_retries",
+]

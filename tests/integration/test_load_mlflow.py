@@ -1,0 +1,281 @@
+"""Load exports into a real MLflow server and read everything back through MlflowClient, value by value."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from neptune_exporter.errors import OutputPathError, TargetUnavailableError
+from neptune_exporter.load import LoadOptions, run_load, run_validate
+from neptune_exporter.loaders.base import run_key
+from neptune_exporter.loaders.mlflow import MlflowLoader
+from neptune_exporter.rows import parameter_rows, series_rows
+from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.storage.parquet import RunWriter
+from tests.integration.mlflow_server import free_port, mlflow_server  # noqa: F401  (session fixture)
+from tests.load_exports import COLLIDING, CREATED, LONG_KEY, LONG_TEXT, MODIFIED, T0_MS, write_export, write_rich_export
+
+pytestmark = pytest.mark.integration
+SETTINGS = Settings(retry=RetryPolicy(attempts=2, backoff_seconds=0.1))
+MAX_FLOAT = 1.7976931348623157e308
+
+
+def options(root: Path, url: str, **kwargs) -> LoadOptions:
+    return LoadOptions(target="mlflow", data_path=str(root / "data"), files_path=str(root / "files"), mlflow_tracking_uri=url, workers=2, **kwargs)
+
+
+def active_runs(client: MlflowClient, project: str, run_id: str) -> list:
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    query = f"tags.`neptune.run_key` = '{run_key(project, run_id)}'"
+    return list(client.search_runs(experiments, query, run_view_type=ViewType.ACTIVE_ONLY))
+
+
+def artifact_text(client: MlflowClient, run_id: str, path: str) -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        return Path(client.download_artifacts(run_id, path, folder)).read_text(encoding="utf-8")
+
+
+def artifact_bytes(client: MlflowClient, run_id: str, path: str) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        return Path(client.download_artifacts(run_id, path, folder)).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def loaded(mlflow_server, tmp_path_factory):  # noqa: F811
+    """Two runs of one project (a fork child without experiment) loaded once for the read-back tests."""
+    root = tmp_path_factory.mktemp("rich")
+    project = "ws/rich"
+    write_rich_export(root / "data", root / "files", project, "run-1", part_target_bytes=1024)
+    write_rich_export(root / "data", root / "files", project, "run-2", fork_parent="run-1", experiment=None)
+    results = run_load(options(root, mlflow_server), SETTINGS)
+    return root, project, results, MlflowClient(mlflow_server)
+
+
+def test_every_run_is_loaded_once_into_its_experiment(loaded):
+    root, project, results, client = loaded
+    assert sorted((r.run_id, r.status, r.points, r.files) for r in results) == [("run-1", "loaded", 2503, 8), ("run-2", "loaded", 2503, 8)]
+    (parent,) = active_runs(client, project, "run-1")
+    (child,) = active_runs(client, project, "run-2")
+    assert client.get_experiment(parent.info.experiment_id).name == "ws/rich/exp-a"
+    assert client.get_experiment(child.info.experiment_id).name == "ws/rich"
+    assert parent.info.run_name == "run-1"
+    assert parent.info.start_time == int(CREATED.timestamp() * 1000)
+    assert parent.info.end_time == int(MODIFIED.timestamp() * 1000)
+    assert parent.info.status == "FINISHED"
+
+
+def test_params_tags_and_long_values_read_back(loaded):
+    _, project, _, client = loaded
+    run = client.get_run(active_runs(client, project, "run-1")[0].info.run_id)
+    params, tags = run.data.params, run.data.tags
+    assert params["params/lr"] == "0.001" and params["params/nan"] == "nan" and params["params/inf"] == "inf"
+    assert params["params/epochs"] == "12" and params["params/flag"] == "True" and params["params/name"] == "résumé ✓"
+    assert params["params/when"] == "2024-02-03T04:05:06.789+00:00"
+    assert params["params/set"] == "a,b,c"
+    long_param = params["params/long"]
+    assert len(long_param) <= 6000 and long_param.startswith(LONG_TEXT[:5000])
+    assert "neptune/long_values/params/long.txt" in long_param
+    assert artifact_text(client, run.info.run_id, "neptune/long_values/params/long.txt") == LONG_TEXT
+    key_map = json.loads(artifact_text(client, run.info.run_id, "neptune/key_map.json"))
+    renamed = key_map["attributes"]
+    assert set(renamed) >= {LONG_KEY, "weird//key..x:y"} and len(renamed[LONG_KEY]) <= 250
+    assert params[renamed[LONG_KEY]] == "7" and params[renamed["weird//key..x:y"]] == "w"
+    colliding = [renamed.get(k, k) for k in COLLIDING]
+    assert len(set(colliding)) == 2 and sorted(params[k] for k in colliding) == ["1", "2"]
+    assert tags["baseline"] == "" and tags["with space"] == ""
+    assert key_map["tags"]["mlflow.note"] == "neptune.tag.mlflow.note" and tags["neptune.tag.mlflow.note"] == ""
+    assert tags["neptune.project"] == project and tags["neptune.run_id"] == "run-1"
+    assert tags["neptune.load_state"] == "complete" and tags["neptune.step_multiplier"] == "100"
+    assert len(tags["neptune.export_checksum"]) == 64
+
+
+def test_metrics_read_back_point_by_point(loaded):
+    _, project, _, client = loaded
+    run_id = active_runs(client, project, "run-1")[0].info.run_id
+    history = sorted(client.get_metric_history(run_id, "metrics/loss"), key=lambda m: m.step)
+    expected = np.linspace(1.0, 0.0, 2500)
+    assert [m.step for m in history] == [i * 100 for i in range(2500)]
+    assert [m.timestamp for m in history] == [T0_MS + i * 10 for i in range(2500)]
+    assert math.isnan(history[3].value) and history[4].value == MAX_FLOAT and history[5].value == -MAX_FLOAT
+    assert all(history[i].value == expected[i] for i in range(2500) if i not in (3, 4, 5))
+    frac = sorted(client.get_metric_history(run_id, "metrics/frac"), key=lambda m: m.step)
+    assert [(m.step, m.value, m.timestamp) for m in frac] == [(50, 1.0, T0_MS), (125, 2.0, T0_MS + 1), (200, 3.0, T0_MS + 2)]
+
+
+def test_series_and_files_read_back_as_artifacts(loaded):
+    root, project, _, client = loaded
+    run_id = active_runs(client, project, "run-1")[0].info.run_id
+    lines = [json.loads(line) for line in artifact_text(client, run_id, "logs/stdout/series.jsonl").splitlines()]
+    assert lines == [
+        {"step": "1", "timestamp": "2024-03-01T12:00:00.123+00:00", "value": "hello"},
+        {"step": "2", "timestamp": "2024-03-01T12:00:00.128+00:00", "value": "wörld\nnext"},
+    ]
+    histograms = [json.loads(line) for line in artifact_text(client, run_id, "hist/w/histograms.jsonl").splitlines()]
+    assert [(h["step"], h["edges"], h["values"]) for h in histograms] == [("0", [0.0, 1.0, 2.0], [3.0, 4.0]), ("1", [0.0, 1.0], [5.0])]
+    assert artifact_bytes(client, run_id, "images/pred/step_100/pred_1.png") == b"png-one"
+    assert artifact_bytes(client, run_id, "images/pred/step_200/pred_2.png") == b"png-two-bytes"
+    assert artifact_bytes(client, run_id, "files/model/model.bin") == b"\x00weights" * 100
+    assert artifact_bytes(client, run_id, "files/source/sub/b.txt") == b"bee"
+    assert artifact_bytes(client, run_id, "files/source/a.py") == b"print('a')\n"
+
+
+def test_fork_child_is_linked_to_its_loaded_parent(loaded):
+    _, project, _, client = loaded
+    parent = active_runs(client, project, "run-1")[0].info.run_id
+    child = client.get_run(active_runs(client, project, "run-2")[0].info.run_id)
+    assert child.data.tags["neptune.fork_parent"] == "run-1"
+    assert child.data.tags["mlflow.parentRunId"] == parent
+    assert child.data.tags["neptune.fork_parent_mlflow_run_id"] == parent
+
+
+def test_loading_twice_changes_nothing_and_validation_is_clean(loaded, mlflow_server):  # noqa: F811
+    root, project, _, client = loaded
+    before = {r: active_runs(client, project, r)[0].info.run_id for r in ("run-1", "run-2")}
+    again = run_load(options(root, mlflow_server), SETTINGS)
+    assert sorted((r.run_id, r.status, r.target_run_id) for r in again) == sorted(("run-" + k[-1], "skipped", v) for k, v in before.items())
+    assert {r: [x.info.run_id for x in active_runs(client, project, r)] for r in before} == {r: [v] for r, v in before.items()}
+    assert len(client.get_metric_history(before["run-1"], "metrics/loss")) == 2500
+    report = run_validate(options(root, mlflow_server), SETTINGS)
+    assert report.ok, report.to_markdown()
+    assert [run.checked for run in report.runs][0] == {"params": 14, "tags": 9, "metrics": 2, "points": 2503, "artifacts": 9}
+
+
+def test_validation_lists_every_difference(mlflow_server, tmp_path):  # noqa: F811
+    from mlflow.entities import Metric
+
+    project = "ws/tamper"
+    write_rich_export(tmp_path / "data", tmp_path / "files", project, "r", points=50)
+    run_load(options(tmp_path, mlflow_server), SETTINGS)
+    client = MlflowClient(mlflow_server)
+    target = active_runs(client, project, "r")[0].info.run_id
+    client.log_batch(target, metrics=[Metric("metrics/loss", 9.0, T0_MS, 999_900)])
+    (tmp_path / "extra.txt").write_text("x")
+    client.log_artifact(target, str(tmp_path / "extra.txt"), "files/model")
+    report = run_validate(options(tmp_path, mlflow_server), SETTINGS)
+    problems = {(d.kind, d.key, d.problem) for d in report.differences}
+    assert problems == {("metric", "metrics/loss", "count"), ("artifact", "files/model/extra.txt", "unexpected")}
+    json_path, md_path = report.write(tmp_path / "report")
+    assert json.loads(json_path.read_text())["differences"] == 2 and "files/model/extra.txt" in md_path.read_text()
+
+
+def test_changed_export_is_reloaded_and_old_run_deleted(mlflow_server, tmp_path):  # noqa: F811
+    project = "ws/changed"
+    batches = [parameter_rows(project, "r", [("p", "int", 1)])]
+    write_export(tmp_path / "data", tmp_path / "files", project, "r", batches)
+    first = run_load(options(tmp_path, mlflow_server), SETTINGS)[0]
+    more = [series_rows(project, "r", "m", "float_series", [1, 2], [0.5, 0.25], [T0_MS, T0_MS + 1])]
+    write_export(tmp_path / "data", tmp_path / "files", project, "r", more)  # a new part + manifest: new checksum
+    second = run_load(options(tmp_path, mlflow_server), SETTINGS)[0]
+    client = MlflowClient(mlflow_server)
+    assert second.status == "loaded" and second.target_run_id != first.target_run_id
+    assert [r.info.run_id for r in active_runs(client, project, "r")] == [second.target_run_id]
+    assert client.get_run(first.target_run_id).info.lifecycle_stage == "deleted"
+    assert run_validate(options(tmp_path, mlflow_server), SETTINGS).ok
+
+
+def test_peer_format_export_without_manifest_loads(mlflow_server, tmp_path):  # noqa: F811
+    project, run = "ws/peer", "PEER-7"
+    rows = [
+        parameter_rows(project, run, [("sys/experiment/name", "string", "peer-exp"), ("sys/creation_time", "datetime", CREATED), ("cfg/x", "float", 2.5)]),
+        series_rows(project, run, "loss", "float_series", [0.1, 0.2], [1.0, 2.0], [T0_MS, T0_MS + 1]),
+    ]
+    with RunWriter(tmp_path / "data", project, run, 1 << 20) as writer:  # peer layout: parts only, no manifest
+        for batch in rows:
+            writer.write(batch)
+    result = run_load(options(tmp_path, mlflow_server), SETTINGS)[0]
+    client = MlflowClient(mlflow_server)
+    loaded = client.get_run(result.target_run_id)
+    assert result.status == "loaded" and client.get_experiment(loaded.info.experiment_id).name == "ws/peer/peer-exp"
+    assert loaded.data.params["cfg/x"] == "2.5" and loaded.data.tags["neptune.step_multiplier"] == "10"
+    assert [(m.step, m.value) for m in sorted(client.get_metric_history(result.target_run_id, "loss"), key=lambda m: m.step)] == [(1, 1.0), (2, 2.0)]
+    assert run_validate(options(tmp_path, mlflow_server), SETTINGS).ok
+    assert run_load(options(tmp_path, mlflow_server), SETTINGS)[0].status == "skipped"
+
+
+def test_user_step_multiplier_that_is_not_exact_fails_before_writing(mlflow_server, tmp_path):  # noqa: F811
+    project = "ws/multiplier"
+    write_export(tmp_path / "data", tmp_path / "files", project, "r", [series_rows(project, "r", "m", "float_series", [0.25], [1.0], [T0_MS])])
+    result = run_load(options(tmp_path, mlflow_server, step_multiplier=10), SETTINGS)[0]
+    assert result.status == "failed" and result.error["error_type"] == "InvalidOptionError"
+    assert "0.25" in result.error["message"]
+    assert active_runs(MlflowClient(mlflow_server), project, "r") == []
+
+
+def test_unreachable_server_and_missing_folder_are_one_clear_error(tmp_path):
+    write_export(tmp_path / "data", tmp_path / "files", "ws/bad", "r", [parameter_rows("ws/bad", "r", [("p", "int", 1)])])
+    with pytest.raises(TargetUnavailableError, match="not reachable.*fix: start the server"):
+        run_load(options(tmp_path, f"http://127.0.0.1:{free_port()}"), SETTINGS)
+    with pytest.raises(OutputPathError, match="does not exist"):
+        MlflowLoader("sqlite:///" + str(tmp_path / "no" / "such" / "mlflow.db")).check_target()
+
+
+def test_missing_export_folder_fails_before_loading(mlflow_server, tmp_path):  # noqa: F811
+    with pytest.raises(OutputPathError, match=r"export folder .* does not exist.*fix: pass the --data-path"):
+        run_load(options(tmp_path / "nowhere", mlflow_server), SETTINGS)
+
+
+def test_corrupted_part_fails_the_run_and_leaves_nothing_marked_complete(mlflow_server, tmp_path):  # noqa: F811
+    project = "ws/corrupt"
+    manifest = write_rich_export(tmp_path / "data", tmp_path / "files", project, "r", points=10)
+    part = tmp_path / "data" / manifest.parts[0].path
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    result = run_load(options(tmp_path, mlflow_server), SETTINGS)[0]
+    assert result.status == "failed" and result.error["error_type"] == "CorruptPartError"
+    client = MlflowClient(mlflow_server)
+    states = [r.data.tags.get("neptune.load_state") for r in active_runs(client, project, "r")]
+    assert "complete" not in states
+    report = run_validate(options(tmp_path, mlflow_server), SETTINGS)
+    assert not report.ok
+
+
+LOADER_SCRIPT = """
+import sys
+from neptune_exporter.load import LoadOptions, run_load
+from neptune_exporter.settings import Settings
+options = LoadOptions(target="mlflow", data_path=sys.argv[1], files_path=sys.argv[2], mlflow_tracking_uri=sys.argv[3], workers=1)
+run_load(options, Settings())
+"""
+
+
+def test_sigkill_mid_load_then_rerun_ends_complete_without_duplicates(mlflow_server, tmp_path):  # noqa: F811
+    project, points = "ws/killed", 10_000
+    steps = np.arange(points, dtype=np.float64)
+    batches = [series_rows(project, "big", f"m/{i}", "float_series", steps, steps * i, T0_MS + steps) for i in range(2)]
+    write_export(tmp_path / "data", tmp_path / "files", project, "big", batches)
+    client = MlflowClient(mlflow_server)
+    args = [sys.executable, "-c", LOADER_SCRIPT, str(tmp_path / "data"), str(tmp_path / "files"), mlflow_server]
+    process = subprocess.Popen(args, cwd=Path(__file__).resolve().parents[2], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _has_points(client, project):
+            time.sleep(0.2)
+        assert process.poll() is None, "the loader finished before it could be killed; make the run bigger"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    (partial,) = active_runs(client, project, "big")
+    assert partial.data.tags["neptune.load_state"] == "loading"
+    result = run_load(options(tmp_path, mlflow_server), SETTINGS)[0]
+    assert result.status == "loaded" and result.points == 2 * points
+    (complete,) = active_runs(client, project, "big")
+    assert complete.info.run_id == result.target_run_id and complete.data.tags["neptune.load_state"] == "complete"
+    assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
+    assert len(client.get_metric_history(result.target_run_id, "m/1")) == points
+    assert run_validate(options(tmp_path, mlflow_server), SETTINGS).ok
+
+
+def _has_points(client: MlflowClient, project: str) -> bool:
+    runs = active_runs(client, project, "big")
+    return bool(runs) and bool(client.get_run(runs[0].info.run_id).data.metrics)

@@ -1,0 +1,100 @@
+"""Load library pieces without a target: options, registry, run selection, fork ordering, retries, reports."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from neptune_exporter.errors import InvalidOptionError, OutputPathError, TargetError, TargetUnavailableError
+from neptune_exporter.load import LoadOptions, RunToLoad, fork_waves, make_loader, select_runs, with_retries
+from neptune_exporter.rows import parameter_rows
+from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.validation.compare import Difference, PointDigest, compare_digests, compare_mappings
+from neptune_exporter.validation.report import RunValidation, ValidationReport
+from neptune_exporter.loaders.mlflow import MlflowLoader
+from tests.load_exports import write_export
+
+
+def test_options_round_trip_json_and_read_tracking_uri_from_env(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    options = LoadOptions(projects=["ws/a"], data_path="d", files_path="f", step_multiplier=10)
+    assert options.mlflow_tracking_uri == "http://127.0.0.1:5999" and options.projects == ("ws/a",)
+    data = json.loads(json.dumps(options.to_json()))
+    assert LoadOptions.from_json(data) == options
+    with pytest.raises(InvalidOptionError, match="unknown load option"):
+        LoadOptions.from_json({**data, "bogus": 1})
+
+
+def test_registry_builds_mlflow_loader_and_rejects_unknown_targets():
+    loader = make_loader(LoadOptions(mlflow_tracking_uri="sqlite:////tmp/x.db", experiment_name_template="{project}"), Settings())
+    assert type(loader).__name__ == "MlflowLoader" and loader.experiment_name_template == "{project}"
+    with pytest.raises(InvalidOptionError, match="unknown target 'comet'"):
+        make_loader(LoadOptions(target="comet"), Settings())
+    with pytest.raises(InvalidOptionError, match="MLFLOW_TRACKING_URI"):
+        MlflowLoader("")
+
+
+def test_select_runs_filters_and_fails_on_missing_folder(tmp_path):
+    for project, run in (("ws/a", "r1"), ("ws/a", "r2"), ("ws/b", "r1")):
+        write_export(tmp_path / "data", tmp_path / "files", project, run, [parameter_rows(project, run, [("p", "int", 1)])])
+    options = LoadOptions(data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"), projects=("ws/a",), runs_regex="2$")
+    assert select_runs(options) == [RunToLoad("ws/a", "r2", None)]
+    with pytest.raises(OutputPathError, match="does not exist"):
+        select_runs(LoadOptions(data_path=str(tmp_path / "missing")))
+
+
+def test_fork_waves_put_parents_first_and_survive_cycles():
+    runs = [RunToLoad("p", "c2", "c1"), RunToLoad("p", "c1", "root"), RunToLoad("p", "root"), RunToLoad("p", "x", "absent")]
+    assert [[r.run_id for r in wave] for wave in fork_waves(runs)] == [["root", "x"], ["c1"], ["c2"]]
+    cyclic = [RunToLoad("p", "a", "b"), RunToLoad("p", "b", "a")]
+    assert sorted(r.run_id for wave in fork_waves(cyclic) for r in wave) == ["a", "b"]
+
+
+def test_retries_only_transient_errors():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise TargetUnavailableError("down", "wait")
+        return "ok"
+
+    assert with_retries(flaky, RetryPolicy(attempts=3, backoff_seconds=0.001)) == "ok" and len(calls) == 3
+    calls.clear()
+
+    def refused():
+        calls.append(1)
+        raise TargetError("no", "fix it")
+
+    with pytest.raises(TargetError):
+        with_retries(refused, RetryPolicy(attempts=5, backoff_seconds=0.001))
+    assert len(calls) == 1
+
+
+def test_point_digest_is_order_free_nan_aware_and_maps_infinity():
+    a, b = PointDigest(), PointDigest()
+    a.update(np.array([1, 2, 3]), np.array([10, 20, 30]), np.array([math.nan, math.inf, -0.0]), infinity_stored_as=1e308)
+    b.update(np.array([3]), np.array([30]), np.array([0.0]))
+    b.update(np.array([2, 1]), np.array([20, 10]), np.array([1e308, float("nan")]))
+    assert a == b
+    c = PointDigest()
+    c.update(np.array([1, 2, 3]), np.array([10, 20, 31]), np.array([math.nan, 1e308, 0.0]))
+    diffs = compare_digests("p", "r", "metric", {"m": a, "gone": a}, {"m": c, "new": c})
+    assert [(d.key, d.problem) for d in diffs] == [("gone", "missing"), ("m", "points"), ("new", "unexpected")]
+
+
+def test_report_lists_differences_as_json_and_markdown(tmp_path):
+    differences = compare_mappings("ws/p", "r1", "param", {"a": "1", "b": "x" * 300}, {"a": "2", "c": "3"})
+    assert [(d.key, d.problem) for d in differences] == [("a", "value"), ("b", "missing"), ("c", "unexpected")]
+    report = ValidationReport("mlflow", [RunValidation("ws/p", "r1", "abc", differences, {"params": 2}), RunValidation("ws/p", "r2", "def")])
+    assert not report.ok and len(report.failed_runs) == 1
+    data = report.to_json()
+    assert data["differences"] == 3 and data["runs"][1]["ok"] is True and "(300 chars)" in data["runs"][0]["differences"][1]["expected"]
+    json_path, md_path = report.write(tmp_path)
+    markdown = md_path.read_text()
+    assert "3 difference(s) in 1 run(s)" in markdown and "| ws/p | r1 | param | a | value | 1 | 2 |" in markdown
+    assert json.loads(json_path.read_text()) == data
+    assert Difference(**data["runs"][0]["differences"][0]).key == "a"
