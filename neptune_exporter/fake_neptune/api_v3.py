@@ -436,15 +436,15 @@ def float_series(ctx: ServerContext, request: Request, match) -> Response:
     limit = int(body.get("perSeriesPointsLimit") or 10_000)
     descending = body.get("order") == "descending"
     step_from, step_to = _step_range(body)
-    chunks = []
-    with ctx.workspace.lock:
+    windows = []
+    with ctx.workspace.lock:  # read under the lock, encode outside it so concurrent requests overlap
         for item in body.get("requests") or []:
             resolved = _series_request(ctx, request, item)
-            if resolved is None:
-                continue
-            window = read_window(resolved[1], step_from, step_to, item.get("afterStep"), limit, descending)
-            points = wire.encode_float_points(window.timestamps, window.steps, np.asarray(window.values, np.float64))
-            chunks.append(wire.encode_float_series_entry(str(item.get("requestId", "")), points))
+            if resolved is not None:
+                window = read_window(resolved[1], step_from, step_to, item.get("afterStep"), limit, descending)
+                windows.append((str(item.get("requestId", "")), window))
+    chunks = [wire.encode_float_series_entry(request_id, wire.encode_float_points(
+        w.timestamps, w.steps, np.asarray(w.values, np.float64))) for request_id, w in windows]
     return Response.proto(b"".join(chunks))
 
 

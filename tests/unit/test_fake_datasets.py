@@ -134,3 +134,26 @@ def test_wire_float_points_decode_exactly_with_protobuf() -> None:
     assert np.array_equal([p.value for p in first], values, equal_nan=True)
     assert math.copysign(1.0, first[3].value) == -1.0
     assert all(p.completion_ratio == 1.0 and not p.is_preview for p in first)
+
+
+def test_cli_generate_writes_a_loadable_dataset(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from neptune_exporter.fake_neptune.cli import app
+
+    out = tmp_path / "gen.json"
+    result = CliRunner().invoke(app, ["generate", "--runs", "3", "--points", "5000000", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "15,000,000 float points" not in result.output and out.stat().st_size < 100_000
+    runs = datasets.load_dataset(out).project("workspace/sandbox").runs
+    assert [r.custom_run_id for r in runs] == ["run-00000", "run-00001", "run-00002"]
+    assert len(runs[2].attributes["metrics/m004"].series) == 5_000_000
+
+
+def test_cli_serve_needs_exactly_one_source() -> None:
+    from typer.testing import CliRunner
+
+    from neptune_exporter.fake_neptune.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--generate", "--awkward"])
+    assert result.exit_code != 0 and "exactly one of" in result.output
