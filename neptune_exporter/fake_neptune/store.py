@@ -18,7 +18,9 @@ import numpy as np
 FLOAT, INT, STRING, BOOL, DATETIME, STRING_SET = "float", "int", "string", "bool", "datetime", "string_set"
 FLOAT_SERIES, STRING_SERIES, HISTOGRAM_SERIES = "float_series", "string_series", "histogram_series"
 FILE, FILE_SERIES, FILE_SET = "file", "file_series", "file_set"
+GIT_REF, NOTEBOOK_REF, ARTIFACT = "git_ref", "notebook_ref", "artifact"  # 2.x only
 ATOM_TYPES = (FLOAT, INT, STRING, BOOL, DATETIME, STRING_SET, FILE, FILE_SET)
+LEGACY_ONLY_TYPES = (GIT_REF, NOTEBOOK_REF, ARTIFACT)
 SERIES_TYPES = (FLOAT_SERIES, STRING_SERIES, HISTOGRAM_SERIES, FILE_SERIES)
 ALL_TYPES = ATOM_TYPES + SERIES_TYPES
 
@@ -256,10 +258,26 @@ class Project:
         return f"{self.workspace}/{self.name}"
 
     def run(self, sys_id_or_custom: str) -> Run | None:
-        for r in self.runs:
+        """The run with this sys id, custom run id or uuid (indexed; the index follows appended runs)."""
+        found = self._run_index().get(sys_id_or_custom)
+        if found is not None and sys_id_or_custom in (found.sys_id, found.custom_run_id, found.uuid):
+            return found
+        for r in self.runs:  # an id changed in place since the index was built
             if r.sys_id == sys_id_or_custom or r.custom_run_id == sys_id_or_custom or r.uuid == sys_id_or_custom:
+                self._index = None
                 return r
         return None
+
+    def _run_index(self) -> dict[str, Run]:
+        index = getattr(self, "_index", None)
+        if index is None or getattr(self, "_indexed_count", -1) != len(self.runs):
+            index = {}
+            for r in reversed(self.runs):  # first run wins on a shared id
+                for key in (r.uuid, r.custom_run_id, r.sys_id):
+                    if key:
+                        index[key] = r
+            self._index, self._indexed_count = index, len(self.runs)
+        return index
 
 
 @dataclass
