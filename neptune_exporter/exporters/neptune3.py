@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -426,7 +426,7 @@ class Neptune3Source:
         """A lazy stream of the run's rows; files are downloaded while the stream is consumed."""
         compile_regex(attributes.regex, "--attributes")
         self._ready()
-        export = RunExport(self.settings, run, attributes, Path(files_root), watermarks or {}, progress)
+        export = RunExport(self.settings, run, attributes, Path(files_root), watermarks or {}, progress, self._ready)
         content = RunContent(batches=export.batches(), files=export.files, source_facts=export.facts)
         return content
 
@@ -540,6 +540,7 @@ class RunExport:
     files_root: Path
     watermarks: dict[str, Watermark]
     progress: ProgressCallback | None
+    use_token: Callable[[], None] = lambda: None  # makes this source's token neptune-query's before each call
     files: list[ExportedFile] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
 
@@ -562,7 +563,9 @@ class RunExport:
 
     @contextmanager
     def errors(self, attribute: str | None = None):
+        """Around every neptune-query call: this source's token, typed errors naming the run and attribute."""
         with neptune_errors(project=self.project, run=self.run.run_id, attribute=attribute):
+            self.use_token()
             yield
 
     def report(self, batch: pa.RecordBatch, extra_bytes: int = 0) -> pa.RecordBatch:

@@ -355,3 +355,12 @@ def test_full_then_incremental_export_to_parquet(tmp_path):
         check_everything(again)
         assert server.requests.runs_fetched() == {"AWK-4"}
         assert server.requests.count(endpoint="v3.float_series") <= 2
+
+
+def test_each_source_uses_its_own_token_while_streaming(fake, all_runs, tmp_path):
+    good = Neptune3Source(fake.api_token, SMALL_WINDOWS)
+    content = good.export_run(all_runs["run-parent"], AttributeSelection(), tmp_path)
+    with pytest.raises(InvalidTokenError):
+        Neptune3Source(bad_token(fake), SMALL_WINDOWS).check_access(PROJECT)  # neptune-query's token is global
+    table = pa.Table.from_batches(list(content.batches))
+    check_run(fake, all_runs["run-parent"], table, tmp_path)
