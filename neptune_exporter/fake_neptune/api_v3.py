@@ -91,8 +91,8 @@ class FloatStats:
     variance: float
 
 
-_STATS_CACHE: dict[int, tuple[store.Series, int, FloatStats]] = {}
 STATS_CHUNK = 1 << 20
+_STATS_ATTRIBUTE = "_fake_neptune_stats"  # (length, FloatStats) cached on the series object itself
 
 
 def float_stats(series: store.Series) -> FloatStats | None:
@@ -100,9 +100,9 @@ def float_stats(series: store.Series) -> FloatStats | None:
     count = len(series)
     if not count:
         return None
-    cached = _STATS_CACHE.get(id(series))
-    if cached is not None and cached[0] is series and cached[1] == count:
-        return cached[2]
+    cached = getattr(series, _STATS_ATTRIBUTE, None)
+    if cached is not None and cached[0] == count:
+        return cached[1]
     total, total_sq, finite, low, high = 0.0, 0.0, 0, math.inf, -math.inf
     after: float | None = None
     while True:
@@ -120,7 +120,7 @@ def float_stats(series: store.Series) -> FloatStats | None:
     variance = max(0.0, total_sq / finite - mean * mean) if finite else math.nan
     stats = FloatStats(float(last_value), last_step, low if finite else math.nan, high if finite else math.nan,
                        mean, variance)
-    _STATS_CACHE[id(series)] = (series, count, stats)
+    setattr(series, _STATS_ATTRIBUTE, (count, stats))
     return stats
 
 
