@@ -1,0 +1,42 @@
+"""Read back what a flow run left in Prefect: its artifacts, its subflows, its export task runs' states."""
+
+from __future__ import annotations
+
+from collections import Counter
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
+
+
+def artifacts_by_key(flow_run_id: UUID) -> dict[str, list]:
+    """Every artifact (all versions) the flow run created, by key."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    grouped: dict[str, list] = {}
+    for artifact in found:
+        grouped.setdefault(artifact.key, []).append(artifact)
+    return grouped
+
+
+def subflow_runs(flow_run_id: UUID) -> list:
+    """Flow runs started by the flow run (the export chunks)."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+
+
+def export_task_states(flow_run_id: UUID) -> Counter:
+    """State names of the per-run export task runs of the flow run's chunks, e.g. {'Completed': 3, 'Cached': 1}."""
+    chunk_ids = [run.id for run in subflow_runs(flow_run_id)]
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=chunk_ids)))
+    return Counter(run.state.name for run in task_runs if run.task_key.startswith("export_run"))

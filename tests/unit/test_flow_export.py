@@ -1,0 +1,99 @@
+"""The export flow under Prefect (one test server per session) against the fake Neptune server in a thread."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.export import export, flow_parameters
+from neptune_exporter.export import ExportOptions
+from neptune_exporter.fake_neptune import FakeNeptune
+from neptune_exporter.fake_neptune.datasets import generate_workspace
+from neptune_exporter.storage.manifest import manifest_path, read_manifest
+from tests.prefect_reading import artifacts_by_key, export_task_states, subflow_runs
+
+PROJECT = "workspace/sandbox"
+RUN_IDS = [f"run-{i:05d}" for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeNeptune(generate_workspace(runs=4, points=50, files=1)) as server:
+        yield server
+    assert not server.server_errors
+
+
+@pytest.fixture
+def options(fake, tmp_path, monkeypatch):
+    for name, value in fake.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NEPTUNE_EXPORTER_RUNS_PER_TASK_BATCH", "3")
+    fake.requests.clear()
+    return ExportOptions(projects=(PROJECT,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
+                         workers=1)
+
+
+def run_flow(options: ExportOptions):
+    state = export(**flow_parameters(options), return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def stored_rows(options: ExportOptions, run_id: str) -> int:
+    manifest = read_manifest(manifest_path(Path(options.data_path), PROJECT, run_id))
+    assert manifest is not None and manifest.is_complete()
+    return sum(pq.read_metadata(Path(options.data_path) / part.path).num_rows for part in manifest.parts)
+
+
+def test_flow_parameters_are_json_and_round_trip(options):
+    parameters = flow_parameters(options)
+    assert set(parameters) == {"source", "projects", "selection", "paths", "workers"}
+    assert json.loads(json.dumps(parameters)) == parameters
+    assert "api_token" not in json.dumps(parameters)
+
+
+def test_failed_run_is_reported_others_complete_then_rerun_redoes_only_it(prefect_harness, fake, options):
+    fake.faults.update(endpoints="float_series", scripted=[400])  # the first run's first series read fails
+    state, summary = run_flow(options)
+    fake.faults.update(endpoints=None, scripted=[])
+    assert state.is_failed() and state.message == "1 of 4 runs failed"
+    assert (summary["runs_complete"], summary["runs_failed"], summary["runs_skipped"]) == (3, 1, 0)
+    failed = summary["failures"][0]
+    assert failed["run_id"] == RUN_IDS[0] and "HTTP 400" in failed["message"]
+    report = Path(summary["error_reports"][0]).read_text().splitlines()
+    assert [json.loads(line)["run"] for line in report] == [RUN_IDS[0]]
+
+    chunks = subflow_runs(state.state_details.flow_run_id)
+    assert sorted(len(run.parameters["plans"]) for run in chunks) == [1, 3]  # 4 runs in chunks of at most 3
+    artifacts = artifacts_by_key(state.state_details.flow_run_id)
+    assert artifacts["export-progress"][0].data == 100.0
+    table = artifacts["export-summary"][0].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert table[0]["project"] == PROJECT and (table[0]["runs_complete"], table[0]["runs_failed"]) == (3, 1)
+    markdown = artifacts["export-report"][0].data
+    assert "failed: **1**" in markdown and RUN_IDS[0] in markdown
+
+    rows_before = {run_id: stored_rows(options, run_id) for run_id in RUN_IDS[1:]}
+    fake.requests.clear()
+    state, summary = run_flow(options)
+    assert state.is_completed()
+    assert (summary["runs_complete"], summary["runs_failed"], summary["runs_skipped"]) == (1, 0, 3)
+    assert fake.requests.count("v3.float_series") == 1  # only the failed run's series were read again
+    assert export_task_states(state.state_details.flow_run_id) == {"Completed": 1, "Cached": 3}
+    assert {run_id: stored_rows(options, run_id) for run_id in RUN_IDS[1:]} == rows_before
+    assert stored_rows(options, RUN_IDS[0]) == rows_before[RUN_IDS[1]]
+
+
+def test_a_deleted_manifest_bypasses_the_cache_and_the_run_is_exported_again(prefect_harness, fake, options):
+    state, summary = run_flow(options)
+    assert summary["runs_complete"] == 4
+    rows = stored_rows(options, RUN_IDS[2])
+    manifest_path(Path(options.data_path), PROJECT, RUN_IDS[2]).unlink()
+    fake.requests.clear()
+    state, summary = run_flow(options)
+    assert (summary["runs_complete"], summary["runs_skipped"]) == (1, 3)
+    assert export_task_states(state.state_details.flow_run_id) == {"Completed": 1, "Cached": 3}
+    assert fake.requests.count("v3.float_series") == 1
+    assert stored_rows(options, RUN_IDS[2]) == rows
