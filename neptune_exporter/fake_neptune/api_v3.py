@@ -572,7 +572,7 @@ def buckets(ctx: ServerContext, request: Request, match) -> Response:
 
 
 def _fill_buckets(entry: Any, segments: list[Segment], bounds: tuple[float, float], count: int) -> None:
-    """Neptune's layout: bucket 0 = (-inf, from], then count-1 equal buckets over (from, to]; one bucket = (from, inf)."""
+    """Neptune's layout: bucket 0 = (-inf, from], then count-1 equal buckets over (from, to]; 1 = (from, inf)."""
     edges = _bucket_edges(bounds, count)
     acc: dict[int, dict] = {}
     for window in _all_points(segments, None, None if count == 1 else bounds[1]):

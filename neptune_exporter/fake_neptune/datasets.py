@@ -275,7 +275,8 @@ _RUN_LEVEL = {"sys/id", "sys/custom_run_id", "sys/name", "sys/creation_time", "s
 def _run_to_json(run: Run) -> dict:
     experiment = run.get("sys/experiment/name")
     return {"sys_id": run.sys_id, "custom_run_id": run.custom_run_id, "experiment": experiment,
-            "created": run.get("sys/creation_time").isoformat(), "modified": run.get("sys/modification_time").isoformat(),
+            "created": run.get("sys/creation_time").isoformat(),
+            "modified": run.get("sys/modification_time").isoformat(),
             "tags": sorted(run.get("sys/tags") or ()), "trashed": run.trashed, "owner": run.get("sys/owner"),
             "fork_parent": run.fork_parent, "fork_step": run.fork_step,
             "attributes": {a.path: _attribute_to_json(a) for a in run.attributes.values() if a.path not in _RUN_LEVEL}}
@@ -341,8 +342,9 @@ def _generated_run(ws: Workspace, project: Project, i: int, experiments: int, pa
         lines = [(float(s), f"run {i} series {j} line {s}", start_ms + s * 1000) for s in range(string_points)]
         attrs[f"logs/s{j:03d}"] = make_attribute(f"logs/s{j:03d}", store.STRING_SERIES, lines)
     for j in range(histograms):
-        hist = [(float(s), {"type": "COUNTING", "edges": [0.0, 1.0, 2.0, 3.0], "values": [float(i), float(j), float(s)]},
-                 start_ms + s * 1000) for s in range(histogram_points)]
+        hist = [(float(s), {"type": "COUNTING", "edges": [0.0, 1.0, 2.0, 3.0],
+                            "values": [float(i), float(j), float(s)]}, start_ms + s * 1000)
+                for s in range(histogram_points)]
         attrs[f"histograms/h{j:03d}"] = make_attribute(f"histograms/h{j:03d}", store.HISTOGRAM_SERIES, hist)
     for j in range(files):
         key = f"{project.identifier}/run-{i:05d}/files/f{j:03d}/blob.bin"
@@ -443,7 +445,8 @@ def _awkward_basic(ws: Workspace, project: Project) -> Run:
             {"type": "COUNTING", "edges": [0.0, 1.0], "values": [7.0]}]
     attributes = {
         "params/float": (store.FLOAT, 0.1), "params/int": (store.INT, -7), "params/big_int": (store.INT, 2**31 - 1),
-        "params/string": (store.STRING, "héllo wörld ✓ \"quoted\" \\ back"), "params/empty_string": (store.STRING, ""),
+        "params/string": (store.STRING, "héllo wörld ✓ \"quoted\" \\ back"),
+        "params/empty_string": (store.STRING, ""),
         "params/bool": (store.BOOL, True), "params/false": (store.BOOL, False),
         "params/nan": (store.FLOAT, math.nan), "params/inf": (store.FLOAT, math.inf),
         "params/datetime": (store.DATETIME, datetime(2024, 2, 3, 4, 5, 6, 789000, timezone.utc)),

@@ -279,8 +279,9 @@ class _App:
         request = Request(h.command, split.path, {k: v[-1] for k, v in query_all.items()}, query_all, h.headers,
                           _read_body(h))
         resolved = self.router.resolve(request.method, request.path)
+        endpoint, reset = "unknown", False
         if resolved is None:
-            response, endpoint, reset = Response.error(404, f"no route for {request.method} {request.path}"), "unknown", False
+            response = Response.error(404, f"no route for {request.method} {request.path}")
         else:
             route, match = resolved
             endpoint = route.endpoint
@@ -294,7 +295,7 @@ class _App:
     def _run(self, route: Route, match: re.Match[str], request: Request) -> tuple[Response, bool]:
         decision = self.injector.decide(route.endpoint, is_auth=not route.auth)
         if decision.delay_s:
-            threading.Event().wait(decision.delay_s)
+            time.sleep(decision.delay_s)
         if decision.status == 429:
             limited = Response.error(429, "rate limited (injected fault)")
             limited.headers["Retry-After"] = str(self.ctx.faults.retry_after_s)

@@ -98,6 +98,15 @@ def test_runs_table_sorted_and_filtered(fake):
         "run-basic"]
 
 
+def test_search_pages_by_offset_with_short_last_page(fake, monkeypatch):
+    monkeypatch.setenv("NEPTUNE_QUERY_EXPERIMENT_SYS_ATTRS_BATCH_SIZE", "2")
+    fake.requests.clear()
+    table = nq.fetch_experiments_table(attributes=["params/lr"], sort_by="sys/creation_time", sort_direction="asc",
+                                       project=P)
+    assert list(table.index) == ["exp-alpha", "exp-wide", "exp-fork", "exp-beta", "exp-gamma"]
+    assert fake.requests.count("v3.search") == 3  # 2 + 2 + 1
+
+
 # ---------------------------------------------------------------------------- metrics
 def test_fetch_metrics_every_point_exact(fake):
     run = run_of(fake, "run-basic")
