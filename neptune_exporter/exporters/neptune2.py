@@ -1,23 +1,4 @@
-"""Neptune 2.x source: runs read with the `neptune` 1.x client (read-only mode) and streamed as rows and files.
-
-Choices and bounds (see also the report of issue 4):
-
-- Run id: the 2.x `sys/id` ("PROJ-123"), as the peer tool neptune-ai/neptune-exporter does for 2.x, so
-  exports of either tool line up run for run (plans, resumes and loads match). A run's custom run id is
-  kept in `RunRef.custom_run_id` and `--runs` matches it too.
-- `sys/name` is a run's display name in 2.x: `RunRef.name`; `experiment_name` stays None.
-- Listing pages with the client's `fetch_runs_table` in windows of at most 10,000 runs, ascending by
-  `sys/creation_time`; the next window starts at the last creation time seen (`>=`) and drops ids already
-  listed, so runs sharing a creation time across a window boundary are never lost.
-- Atom values come from one project-table read per run (`fetch_runs_table(id=...)`): one call for
-  hundreds of attributes, and the only public path to `sys/state`, git and notebook references
-  (`run.fetch()` fails on runs holding a notebook reference in neptune 1.14).
-- Series are read page by page (`FetchableSeries._fetch_values_from_backend`, the paging hook of the
-  public `fetch_values`, which would otherwise build one DataFrame of the whole series with local-time
-  timestamps). Memory bound: at most `workers + 2 * workers` batches of `series_batch_rows` points.
-- File series: the 2.x read API serves images by index only, so a point's step is its index
-  (how 2.x numbers images appended without an explicit step; the peer tool does the same).
-"""
+"""Neptune 2.x source: runs read with the `neptune` 1.x client (read-only mode) and streamed as rows and files."""
 
 from __future__ import annotations
 
@@ -32,8 +13,10 @@ import threading
 import time
 import uuid
 import zipfile
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -69,7 +52,29 @@ from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.parquet import file_sha256
 
+# Choices and bounds:
+#
+# - Run id: the 2.x `sys/id` ("PROJ-123"), as the peer tool neptune-ai/neptune-exporter does for 2.x, so
+#   exports of either tool line up run for run (plans, resumes and loads match). A run's custom run id is
+#   kept in `RunRef.custom_run_id` and `--runs` matches it too.
+# - `sys/name` is a run's display name in 2.x: `RunRef.name`; `experiment_name` stays None.
+# - Listing pages with the client's `fetch_runs_table` in windows of at most 10,000 runs, ascending by
+#   `sys/creation_time`; the next window starts at the last creation time seen (`>=`) and drops ids already
+#   listed, so runs sharing a creation time across a window boundary are never lost.
+# - Atom values come from one project-table read per run (`fetch_runs_table(id=...)`): one call for
+#   hundreds of attributes, and the only public path to `sys/state`, git and notebook references
+#   (`run.fetch()` fails on runs holding a notebook reference in neptune 1.14).
+# - Series are read page by page (`FetchableSeries._fetch_values_from_backend`, the paging hook of the
+#   public `fetch_values`, which would otherwise build one DataFrame of the whole series with local-time
+#   timestamps), PREFETCH_PAGES pages of SERIES_PAGE_POINTS in flight per series, in order. Memory bound,
+#   whatever the run's size: each of `workers` attribute workers holds at most one batch being built
+#   (≤ series_batch_rows + one page) plus its prefetched pages, the hand-over queue holds ≤ 2·workers
+#   batches and the consumer one: about (3·workers + 1) · series_batch_rows points.
+# - File series: the 2.x read API serves images by index only, so a point's step is its index
+#   (how 2.x numbers images appended without an explicit step; the peer tool does the same).
+
 SERIES_PAGE_POINTS = 1000  # points per series request: what the client itself asks for
+PREFETCH_PAGES = 4  # series pages requested ahead, per series being read
 WINDOW_RUNS = 10_000  # the 2.x server's largest offset: one fetch_runs_table call never pages past it
 LIST_COLUMNS = ("sys/id", "sys/custom_run_id", "sys/name", "sys/creation_time", "sys/modification_time", "sys/trashed")
 TOKEN_REMEDY = "pass a valid Neptune 2.x API token with --api-token or NEPTUNE_API_TOKEN (copy it from the Neptune UI)"
@@ -255,6 +260,17 @@ def unpack_zip(archive: Path, target: Path) -> list[Path]:
                 shutil.copyfileobj(source, sink, 1 << 20)
             written.append(destination)
     return sorted(written)
+
+
+def exact_page(fetch: Callable[[int, int], Any], offset: int, count: int) -> list:
+    """`count` points from `offset` (fewer only at the series' end), however few the server sends a call."""
+    points: list = []
+    while len(points) < count:
+        page = list(fetch(offset + len(points), count - len(points)).values)
+        if not page:
+            break
+        points.extend(page)
+    return points
 
 
 def points_to_arrays(points: list[Any], first_index: int) -> tuple[np.ndarray, list, np.ndarray]:
@@ -586,6 +602,7 @@ class _RunExport:
         self.settings = source.settings
         self.run_dir = Path(sanitize_name(run.project_id)) / sanitize_name(run.run_id)
         self.stop = threading.Event()
+        self.page_pool: ThreadPoolExecutor | None = None  # series pages fetched ahead (set while streaming)
         self.files_lock = threading.Lock()
 
     def batches(self) -> Iterator[pa.RecordBatch]:
@@ -619,24 +636,29 @@ class _RunExport:
             return
         workers = max(1, self.settings.workers)
         results: queue.Queue = queue.Queue(maxsize=2 * workers)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neptune2-attr") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neptune2-attr")
+        self.page_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neptune2-page")
+        try:
             for attribute in attributes:
                 pool.submit(self._work, attribute, results)
             pending = len(attributes)
-            try:
-                while pending:
-                    item = results.get()
-                    if item is _DONE:
-                        pending -= 1
-                    elif isinstance(item, BaseException):
-                        raise item
-                    else:
-                        self.progress(item.num_rows, item.nbytes)
-                        yield item
-            finally:
-                self.stop.set()
+            while pending:
+                item = results.get()
+                if item is _DONE:
+                    pending -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    self.progress(item.num_rows, item.nbytes)
+                    yield item
+        finally:
+            self.stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.page_pool.shutdown(wait=True, cancel_futures=True)
 
     def _work(self, attribute: SourceAttribute, results: queue.Queue) -> None:
+        if self.stop.is_set():
+            return
         try:
             for batch in self._attribute_batches(attribute):
                 if not self._put(results, batch):
@@ -689,23 +711,37 @@ class _RunExport:
         return None if mark is None else mark.last_step
 
     def _series_pages(self, attribute: SourceAttribute, last_step: float | None) -> Iterator[tuple]:
-        """Pages of points with step > last_step; resumes at the watermark's offset when the series is append-only."""
+        """Pages of points with step > last_step, the next pages fetched ahead in parallel (order kept).
+
+        Resumes at the watermark's offset when the series is append-only."""
+        fetch = attribute.handle._fetch_values_from_backend
         offset = self._resume_offset(attribute, last_step)
-        while not self.stop.is_set():
-            page = attribute.handle._fetch_values_from_backend(offset, SERIES_PAGE_POINTS)
-            points = list(page.values)
-            if not points:
+        first = fetch(offset, SERIES_PAGE_POINTS)
+        pages = chain([(offset, list(first.values))],
+                      self._prefetched(fetch, offset + len(first.values), first.totalItemCount))
+        for start, points in pages:
+            if self.stop.is_set():
                 return
-            steps, values, timestamps = points_to_arrays(points, offset)
-            offset += len(points)
+            steps, values, timestamps = points_to_arrays(points, start)
             if last_step is not None:
                 keep = steps > last_step
                 steps, timestamps = steps[keep], timestamps[keep]
                 values = [v for v, k in zip(values, keep) if k]
             if steps.size:
                 yield steps, values, timestamps
-            if offset >= page.totalItemCount:
-                return
+
+    def _prefetched(self, fetch: Callable, start: int, total: int) -> Iterator[tuple[int, list]]:
+        """(offset, points) of the pages from `start` to `total`, PREFETCH_PAGES requests in flight at most."""
+        window: deque = deque()
+        for offset in range(start, total, SERIES_PAGE_POINTS):
+            count = min(SERIES_PAGE_POINTS, total - offset)
+            window.append((offset, self.page_pool.submit(exact_page, fetch, offset, count)))
+            if len(window) >= PREFETCH_PAGES:
+                first_offset, future = window.popleft()
+                yield first_offset, future.result()
+        while window:
+            first_offset, future = window.popleft()
+            yield first_offset, future.result()
 
     def _resume_offset(self, attribute: SourceAttribute, last_step: float | None) -> int:
         """Offset of the first new point when the point at (count - 1) carries the watermark's step, else 0."""

@@ -463,3 +463,19 @@ def test_pipeline_full_then_incremental_equals_a_fresh_export(tmp_path):
         stored_rows(tmp_path / "b" / "data", ds.AWKWARD_PROJECT, "AWK-1")
     loss = [r for r in stored_rows(tmp_path / "a" / "data", ds.AWKWARD_PROJECT, "AWK-1") if "'metrics/loss'" in r]
     assert len(loss) == 102
+
+
+def test_closing_the_stream_stops_reading_the_run(tmp_path):
+    ws = ds.new_workspace("ws")
+    ds.add_project(ws, "many", "MANY")
+    series = {f"m/{i:02d}": (store.FLOAT_SERIES, [(0.0, 1.0, 1), (1.0, 2.0, 2)]) for i in range(30)}
+    ds.add_run(ws, "ws/many", created=T0, attributes=series)
+    with FakeNeptune(ws, port=0) as server:
+        src = Neptune2Source(server.api_token, Settings(workers=1))
+        ref = src.list_runs("ws/many", RunSelection())[0]
+        batches = src.export_run(ref, AttributeSelection(regex="^m/"), tmp_path).batches
+        assert next(batches).num_rows == 2
+        batches.close()
+        read = server.requests.count("v2.float_series_values")
+        src.close()
+    assert 1 <= read <= 5  # one attribute consumed, at most the queue's two and one in flight read ahead

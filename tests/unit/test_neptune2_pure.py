@@ -230,3 +230,17 @@ def test_rate_limit_exhaustion_is_a_rate_limited_error():
     lost.__cause__ = cause
     mapped = n2.typed_error(lost)
     assert isinstance(mapped, RateLimitedError) and mapped.transient
+
+
+def test_exact_page_fills_pages_the_server_caps():
+    data = [SimpleNamespace(step=float(i), value=i, timestampMillis=i) for i in range(2_500)]
+    calls = []
+
+    def capped_fetch(offset, limit):
+        calls.append((offset, limit))
+        return SimpleNamespace(values=data[offset:offset + min(limit, 300)], totalItemCount=len(data))
+
+    page = n2.exact_page(capped_fetch, 1_000, 1_000)
+    assert [p.step for p in page] == [float(i) for i in range(1_000, 2_000)]
+    assert calls[:2] == [(1_000, 1_000), (1_300, 700)]
+    assert [p.step for p in n2.exact_page(capped_fetch, 2_400, 1_000)] == [float(i) for i in range(2_400, 2_500)]
