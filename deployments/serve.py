@@ -31,6 +31,14 @@ DEPLOYMENTS: list[DeploymentSpec] = [
                    "Export Neptune 3.x runs (neptune-query) to Parquet + files; token from NEPTUNE_API_TOKEN."),
     DeploymentSpec("neptune2", "flows/export.py:export", {"source": "neptune2"},
                    "Export Neptune 2.x runs (neptune client) to Parquet + files; token from NEPTUNE_API_TOKEN."),
+    DeploymentSpec("mlflow", "flows/load.py:load", {"options": {"target": "mlflow"}},
+                   "Load exports into MLflow (idempotent), then validate; tracking URI from MLFLOW_TRACKING_URI."),
+    DeploymentSpec("mlflow", "flows/validate.py:validate", {"options": {"target": "mlflow"}},
+                   "Validate loaded runs in MLflow against the export; tracking URI from MLFLOW_TRACKING_URI."),
+    DeploymentSpec("wandb", "flows/load.py:load", {"options": {"target": "wandb"}},
+                   "Load exports into W&B (idempotent), then validate; online with WANDB_API_KEY, else offline runs to sync."),
+    DeploymentSpec("wandb", "flows/validate.py:validate", {"options": {"target": "wandb"}},
+                   "Validate loaded W&B runs (offline .wandb logs, or online via the API) against the export."),
 ]
 
 

@@ -25,6 +25,7 @@ from neptune_exporter.errors import (
     OutputPathError,
     TargetError,
     TargetUnavailableError,
+    TerminalError,
 )
 from neptune_exporter.loaders.base import (
     WANDB,
@@ -421,9 +422,14 @@ class WandbLoader:
 
     @classmethod
     def from_options(cls, options, settings=None) -> "WandbLoader":
-        """Build from `load.LoadOptions` (wandb_dir, wandb_entity, wandb_project_template, step_multiplier)."""
+        """Build from `load.LoadOptions`. Runs may load concurrently from threads: wandb 0.31 keeps one
+        run per `wandb.init(reinit="create_new")` and does the I/O in its own wandb-core process."""
         target = WandbTarget.from_env(options.wandb_dir, options.wandb_entity, options.wandb_project_template)
-        return cls(target, step_multiplier=getattr(options, "step_multiplier", None))
+        return cls(target, step_multiplier=options.step_multiplier)
+
+    def next_steps(self) -> list[str]:
+        """What the user runs next: the `wandb sync` line for offline runs."""
+        return [] if self.target.online else [f"Upload the offline runs with: {self.target.sync_command()}"]
 
     # -- verbs
 
@@ -452,7 +458,7 @@ class WandbLoader:
                 result.status = "skipped"
                 return result
             result.points, result.files = self._load(exported, target_run_id, prior)
-        except NeptuneExporterError as error:
+        except TerminalError as error:
             result.status, result.error = "failed", error.to_record()
         except _wandb_errors() as error:
             raise TargetUnavailableError(f"W&B failed while loading run {run_id!r}: {error}", "retry; check WANDB_BASE_URL and the server's health") from error

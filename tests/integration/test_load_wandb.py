@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neptune_exporter.errors import InvalidOptionError, OutputPathError
+from neptune_exporter.errors import InvalidOptionError, OutputPathError, TargetError
 from neptune_exporter.fake_wandb import FakeWandb
 from neptune_exporter.loaders.wandb import WandbLoader, WandbTarget, artifact_name, wandb_run_id
 from neptune_exporter.rows import parameter_rows, series_rows
@@ -278,3 +278,33 @@ def test_online_load_delivers_every_point_skips_when_complete_and_resumes_a_part
     assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
     assert [r["_step"] for r in run.rows()] == [r["_step"] for r in rows]
     assert loader.inspect_run(data, files, PROJECT, RUN).ok
+
+
+def test_load_and_validate_through_the_target_registry(tmp_path):
+    from neptune_exporter.load import LoadOptions, run_load, run_validate
+    from neptune_exporter.settings import Settings
+
+    for i in range(3):
+        data, files = write_export(tmp_path, run_id=f"RUN-{i}", steps=50)
+    options = LoadOptions(target="wandb", data_path=str(data), files_path=str(files), workers=3, wandb_dir=str(tmp_path / "wb"))
+    assert sorted(r.status for r in run_load(options, Settings())) == ["loaded"] * 3
+    report = run_validate(options, Settings())
+    assert report.ok and len(report.runs) == 3 and all(r.checked["points"] == 109 for r in report.runs)
+    assert sorted(r.status for r in run_load(options, Settings())) == ["skipped"] * 3
+
+
+def test_reader_stops_at_a_torn_tail_and_refuses_a_damaged_middle(tmp_path):
+    data, files = write_export(tmp_path, steps=2000)
+    make_loader(tmp_path / "wb").load_run(data, files, PROJECT, RUN)
+    log_path = the_log(tmp_path / "wb")
+    whole = log_path.read_bytes()
+    assert len(whole) > 3 * 32768
+    torn = tmp_path / "torn.wandb"
+    torn.write_bytes(whole[: len(whole) - 5000])
+    rows = list(iter_history(torn))
+    assert 0 < len(rows) < 2006 and [r["_step"] for r in rows] == sorted(r["_step"] for r in rows)
+    damaged = bytearray(whole)
+    damaged[40_000] ^= 0xFF
+    (tmp_path / "bad.wandb").write_bytes(bytes(damaged))
+    with pytest.raises(TargetError, match="corrupt"):
+        list(iter_history(tmp_path / "bad.wandb"))
