@@ -349,7 +349,13 @@ def _map_client_error(error: BaseException, project: str) -> NeptuneExporterErro
         limited.retry_after = _retry_after(error)
         return limited
     if status is not None and (status >= 500 or status == 408):
-        return SourceUnavailableError(f"the Neptune server answered {status}: {text}", "retry later; the export resumes")
+        return SourceUnavailableError(f"the Neptune server answered {status}: {_body(error)}", "retry later; the export resumes")
+    if status == 404 or isinstance(error, (ne.RunNotFound, ne.NeedExistingRunForReadOnlyMode)):
+        return TerminalError(f"not found on the server (HTTP 404): {_body(error)}",
+                             "re-run the export: discovery drops runs and attributes deleted meanwhile")
+    if status is not None and 400 <= status < 500:
+        return TerminalError(f"the server refused a request (HTTP {status}): {_body(error)}",
+                             "check the token's permissions and the options; report it if it persists")
     if isinstance(error, (ne.FetchAttributeNotFoundException, ne.MetadataInconsistency)):
         return TerminalError(f"the attribute could not be read: {text}", "re-run the export; if it persists, exclude the attribute")
     if isinstance(error, ne.NeptuneFeatureNotAvailableException):
@@ -372,6 +378,16 @@ def _http_status(error: BaseException) -> int | None:
     if isinstance(error, ce.ClientHttpError):
         return error.status
     return None
+
+
+def _body(error: BaseException) -> str:
+    """The first line of an HTTP error's response body (the client's own messages carry color codes)."""
+    response = getattr(error, "response", None)
+    text = response if isinstance(response, str) else getattr(response, "text", None)
+    text = text() if callable(text) else text
+    if not isinstance(text, str) or not text.strip():
+        text = str(error)
+    return " ".join(text.split())[:300]
 
 
 def _retry_after(error: BaseException) -> float:

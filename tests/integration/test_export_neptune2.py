@@ -479,3 +479,14 @@ def test_closing_the_stream_stops_reading_the_run(tmp_path):
         read = server.requests.count("v2.float_series_values")
         src.close()
     assert 1 <= read <= 5  # one attribute consumed, at most the queue's two and one in flight read ahead
+
+
+def test_a_run_deleted_after_listing_fails_with_a_clear_terminal_error(source, tmp_path):
+    from neptune_exporter.errors import TerminalError
+    from neptune_exporter.model import RunRef
+
+    gone = RunRef("ws/proj", "PROJ-99", "PROJ-99", source_kind="neptune2")
+    with pytest.raises(TerminalError) as failure:
+        table_of(source.export_run(gone, AttributeSelection(), tmp_path))
+    assert not failure.value.transient and failure.value.run == "PROJ-99"
+    assert "404" in failure.value.message and "PROJ-99" in failure.value.message and "\x1b" not in failure.value.message
