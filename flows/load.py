@@ -71,8 +71,8 @@ def load(options: Optional[dict] = None, run_validation: bool = True) -> dict:
     """Load exported runs into the target (idempotent, resumable), then validate them; Failed on failures or differences."""
     parsed = library.LoadOptions.from_json(options or {})
     options = parsed.to_json()
-    load_tasks.check_target(options)
     waves = load_tasks.select_runs(options)
+    load_tasks.check_target(options)
     total = sum(len(wave) for wave in waves)
     state = {"artifact_id": start_progress(total), "total": total}
     chunk_flow = load_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, parsed.workers)))

@@ -62,8 +62,8 @@ def validate(options: Optional[dict] = None) -> dict:
     """Compare params, tags, every metric point and every file in the target with the export; Failed on any difference."""
     parsed = library.LoadOptions.from_json(options or {})
     options = parsed.to_json()
-    load_tasks.check_target(options)
     runs = [run for wave in load_tasks.select_runs(options) for run in wave]
+    load_tasks.check_target(options)
     summary = publish_report(validate_runs(options, runs), options)
     if summary["runs_with_differences"]:
         return Failed(message=f"{summary['differences']} difference(s) in {summary['runs_with_differences']} run(s)", data=summary)

@@ -230,11 +230,145 @@ def summary(
     if as_json:
         typer.echo(json.dumps(figures, indent=2, default=str))
     else:
-        Console().print(render_summary(figures))
+        Console(width=None if sys.stdout.isatty() else 160).print(render_summary(figures))
 
 
 # ============================================================================ load / validate (engineer M)
-# `load` and `validate` commands go here (flows/load.py, flows/validate.py).
+
+TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow or wandb.")]
+LoadProjectOpt = Annotated[Optional[list[str]], typer.Option("-p", "--project", help="WORKSPACE/PROJECT, repeatable; default every exported project.")]
+RunsOpt = Annotated[Optional[str], typer.Option("--runs", help="Only runs whose id / custom run id / sys id matches REGEX.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Runs loaded / validated concurrently.")]
+TrackingUriOpt = Annotated[
+    Optional[str],
+    typer.Option("--mlflow-tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow server URL or sqlite:///path.db (env MLFLOW_TRACKING_URI)."),
+]
+TemplateOpt = Annotated[str, typer.Option("--experiment-name-template", help="MLflow experiment per project + experiment; runs without one go to {project}.")]
+MultiplierOpt = Annotated[Optional[int], typer.Option("--step-multiplier", min=1, help="Scale steps by N (error if a step would not be whole); default: smallest exact power of ten per run.")]
+WandbDirOpt = Annotated[Optional[str], typer.Option("--wandb-dir", help="W&B: folder of offline runs (WANDB_DIR).")]
+WandbEntityOpt = Annotated[Optional[str], typer.Option("--wandb-entity", help="W&B: entity (team or user).")]
+WandbProjectOpt = Annotated[Optional[str], typer.Option("--wandb-project-template", help="W&B: project name template, e.g. {project}.")]
+ReportPathOpt = Annotated[Optional[Path], typer.Option("--report-path", help="Folder of validation reports; default <data-path>/../reports.")]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
+
+
+def build_load_options(target: str, data_path: Path, files_path: Path, project, runs, workers: int, **extra: Any):
+    """CLI values → LoadOptions (a bad regex → InvalidOptionError before any work)."""
+    from neptune_exporter.load import LoadOptions
+
+    compile_regex(runs, "--runs")
+    report_path = extra.pop("report_path", None)
+    return LoadOptions(
+        target=target, data_path=str(data_path), files_path=str(files_path), projects=tuple(project or ()),
+        runs_regex=runs, workers=workers, report_path=str(report_path) if report_path else None, **extra,
+    )  # fmt: skip
+
+
+LOAD_COMMAND_ONLY = ("no_validate", "no_progress")
+
+
+def load_options_or_exit(values: dict[str, Any]):
+    """The command's parameters → LoadOptions, or one line and exit 2."""
+    try:
+        return build_load_options(**{k: v for k, v in values.items() if k not in LOAD_COMMAND_ONLY})
+    except TerminalError as error:
+        raise fail(error) from None
+
+
+def preflight_load(options) -> int:
+    """Target reachable, export folder present, runs selected; one clear line and exit 2 otherwise. Runs found."""
+    from neptune_exporter.load import check_target, make_loader, select_runs
+
+    try:
+        loader = make_loader(options, Settings.from_env())
+        selected = len(select_runs(options))  # local checks first: nothing is created in the target on bad input
+        check_target(loader)
+        return selected
+    except NeptuneExporterError as error:
+        raise fail(error) from None
+
+
+def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any) -> dict:
+    """Run flows/load.py:load or flows/validate.py:validate in this process, with a terminal bar."""
+    from neptune_exporter import progress
+    from neptune_exporter.prefect_env import configure_prefect
+
+    configure_prefect()
+    from flows.load import load as load_flow
+    from flows.load import run_in_process
+    from flows.validate import validate as validate_flow
+
+    flow_fn = load_flow if flow_name == "load" else validate_flow
+    bar = progress.TerminalProgress("loading") if flow_name == "load" and progress.wants_terminal_bar(no_progress) else None
+    with progress.installed(bar):
+        try:
+            if bar is None:
+                return run_in_process(flow_fn, options=options.to_json(), **parameters)
+            with bar:
+                return run_in_process(flow_fn, options=options.to_json(), **parameters)
+        except NeptuneExporterError as error:
+            raise fail(error) from None
+
+
+def print_validation(summary: dict) -> None:
+    verdict = "no differences" if not summary["differences"] else f"{summary['differences']} difference(s) in {summary['runs_with_differences']} run(s)"
+    typer.echo(f"validation against {summary['target']}: {summary['runs_checked']} run(s) checked, {verdict}")
+    typer.echo(f"report: {summary['report_markdown']}  (JSON: {summary['report_json']})")
+
+
+@app.command()
+def load(
+    target: TargetOpt = "mlflow",
+    data_path: DataPathOpt = Path("./exports/data"),
+    files_path: FilesPathOpt = Path("./exports/files"),
+    project: LoadProjectOpt = None,
+    runs: RunsOpt = None,
+    workers: WorkersOpt = 4,
+    mlflow_tracking_uri: TrackingUriOpt = None,
+    experiment_name_template: TemplateOpt = "{project}/{experiment}",
+    step_multiplier: MultiplierOpt = None,
+    wandb_dir: WandbDirOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    wandb_project_template: WandbProjectOpt = None,
+    report_path: ReportPathOpt = None,
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation after loading.")] = False,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Load exports into MLflow / W&B (idempotent, resumable), then validate them. Exit 1 on failed runs or differences."""
+    options = load_options_or_exit(locals())
+    preflight_load(options)
+    summary = run_load_flow("load", options, no_progress, run_validation=not no_validate)
+    typer.echo(f"runs: {summary['loaded']} loaded, {summary['skipped']} already complete, {summary['failed']} failed → {target}")
+    for failure in summary["failures"][:10]:
+        typer.echo(f"failed: {failure['project_id']} {failure['run_id']}: {failure.get('message')} — fix: {failure.get('remedy')}", err=True)
+    if "validation" in summary:
+        print_validation(summary["validation"])
+    differing = summary.get("validation", {}).get("runs_with_differences", 0)
+    raise typer.Exit(EXIT_RUNS_FAILED if summary["failed"] or differing else 0)
+
+
+@app.command()
+def validate(
+    target: TargetOpt = "mlflow",
+    data_path: DataPathOpt = Path("./exports/data"),
+    files_path: FilesPathOpt = Path("./exports/files"),
+    project: LoadProjectOpt = None,
+    runs: RunsOpt = None,
+    workers: WorkersOpt = 4,
+    mlflow_tracking_uri: TrackingUriOpt = None,
+    experiment_name_template: TemplateOpt = "{project}/{experiment}",
+    step_multiplier: MultiplierOpt = None,
+    wandb_dir: WandbDirOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    wandb_project_template: WandbProjectOpt = None,
+    report_path: ReportPathOpt = None,
+) -> None:
+    """Compare every exported run with the target (params, tags, every point, every file's sha256). Exit 1 on differences."""
+    options = load_options_or_exit(locals())
+    preflight_load(options)
+    summary = run_load_flow("validate", options, True)
+    print_validation(summary)
+    raise typer.Exit(EXIT_RUNS_FAILED if summary["runs_with_differences"] else 0)
 
 
 # ============================================================================ serve, fake-neptune, demo

@@ -184,8 +184,8 @@ def check_target(loader: Loader) -> None:
 def run_load(options: LoadOptions, settings: Settings, progress: LoadProgress | None = None) -> list[LoadResult]:
     """Load every selected run (parents before forks), `options.workers` at a time."""
     loader = make_loader(options, settings)
-    check_target(loader)
     runs = select_runs(options)
+    check_target(loader)
     if progress:
         progress.on_plan(len(runs))
     results: list[LoadResult] = []
@@ -217,8 +217,8 @@ def validate_one(loader: Loader, options: LoadOptions, run: RunToLoad) -> RunVal
 def run_validate(options: LoadOptions, settings: Settings) -> ValidationReport:
     """Validate every selected run against the target; the report lists every difference."""
     loader = make_loader(options, settings)
-    check_target(loader)
     runs = select_runs(options)
+    check_target(loader)
     report = ValidationReport(target=options.target)
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="validate") as pool:
         report.runs.extend(pool.map(lambda run: validate_one(loader, options, run), runs))

@@ -1,0 +1,51 @@
+"""`neptune-exporter load/validate`: bad input ends with one line naming problem and fix, exit 2, before any work."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from typer.testing import CliRunner
+
+from neptune_exporter.cli import app
+from neptune_exporter.rows import parameter_rows
+from tests.load_exports import write_export
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def export_root(tmp_path):
+    write_export(tmp_path / "data", tmp_path / "files", "ws/p", "r", [parameter_rows("ws/p", "r", [("p", "int", 1)])])
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", ["load", "validate"])
+def test_bad_input_is_one_line_and_exit_2(command, export_root, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = str(export_root / "data")
+    cases = [
+        (["-d", data, "--mlflow-tracking-uri", f"http://127.0.0.1:{closed_port()}"], "is not reachable"),
+        (["-d", str(export_root / "missing"), "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db"], "export folder"),
+        (["-d", data], "no MLflow tracking URI given"),
+        (["-d", data, "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db", "--runs", "("], "--runs '(' is not a valid"),
+        (["-d", data, "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db", "--experiment-name-template", "{x}"], "template"),
+        (["-d", data, "--target", "comet"], "unknown target 'comet'"),
+        (["-d", data, "--mlflow-tracking-uri", str(export_root / "mlruns")], "file store"),
+    ]
+    for arguments, expected in cases:
+        result = CliRunner().invoke(app, [command, *arguments])
+        lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2, (arguments, result.output)
+        assert len(lines) == 1 and expected in lines[0] and "fix:" in lines[0], (arguments, result.output)
+    assert not (export_root / "m.db").exists()  # nothing was created for a bad command
+
+
+def test_tracking_uri_comes_from_the_environment(export_root, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
+    result = CliRunner().invoke(app, ["load", "-d", str(export_root / "data")])
+    assert result.exit_code == 2 and "MLflow tracking server http://127.0.0.1:" in result.output
