@@ -84,6 +84,9 @@ def upsert_bucket(state, v: dict, query: str) -> dict:
         run.tags = list(v["tags"])
     if v.get("config") is not None:
         run.config.update(_config(v["config"]))
+        branch = (run.config.get("_wandb") or {}).get("branch_point")
+        if branch:  # wandb sends fork_from as config._wandb.branch_point
+            run.fork_from = f"{branch['run_id']}?_step={int(branch['step'])}"
     if v.get("summaryMetrics") is not None:
         run.summary.update(_json(v["summaryMetrics"], {}))
     bucket = {

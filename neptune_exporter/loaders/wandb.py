@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -41,6 +42,8 @@ from neptune_exporter.loaders.base import (
 from neptune_exporter.loaders.step_merge import StepSpill
 from neptune_exporter.model import AttributeType, decimal_array_to_unscaled
 from neptune_exporter.rows import value_column
+
+log = logging.getLogger(__name__)
 
 LOAD_STATE = "neptune.load_state"
 CHECKSUM = "neptune.export_checksum"
@@ -183,6 +186,14 @@ class RunContent:
     files: dict[str, list[tuple[Path, str]]] = field(default_factory=dict)  # attribute → [(local file/dir, name in artifact)]
     file_types: dict[str, AttributeType] = field(default_factory=dict)
     file_count: int = 0
+    min_unscaled_step: int | None = None  # lowest series step (W&B drops negative steps: they get shifted)
+
+    def step_offset(self, multiplier: int) -> int:
+        """Added to every W&B step so the lowest is >= 0 (recorded in config as neptune.step_offset)."""
+        if self.min_unscaled_step is None:
+            return 0
+        lowest = int(integer_steps(np.array([self.min_unscaled_step]), multiplier)[0])
+        return -lowest if lowest < 0 else 0
 
 
 def _native(attribute_type: AttributeType, row: dict) -> Any:
@@ -243,6 +254,11 @@ class _ExportReader:
         if not len(table):
             return
         table = table.filter(pc.is_valid(table.column("step")))
+        unscaled = decimal_array_to_unscaled(table.column("step"))
+        if unscaled.size:
+            low = int(unscaled.min())
+            current = self.content.min_unscaled_step
+            self.content.min_unscaled_step = low if current is None else min(current, low)
         paths = table.column("attribute_path").to_pylist()
         types = table.column("attribute_type").to_pylist()
         keys = np.fromiter((self._index(p, AttributeType(t)) for p, t in zip(paths, types)), dtype=np.int32, count=len(paths))
@@ -250,7 +266,7 @@ class _ExportReader:
         self.spill.add(
             pa.table(
                 {
-                    "step": decimal_array_to_unscaled(table.column("step")),
+                    "step": unscaled,
                     "key": keys,
                     "timestamp": table.column("timestamp").cast(pa.int64()),
                     "float_value": table.column("float_value"),
@@ -351,7 +367,7 @@ class _HistoryWriter:
 
     def write(self, table: pa.Table, from_step: int | None) -> None:
         unscaled = table.column("step").to_numpy()
-        steps = integer_steps(unscaled, self.multiplier)
+        steps = integer_steps(unscaled, self.multiplier) + self.content.step_offset(self.multiplier)
         keys = table.column("key").to_numpy()
         timestamps = _row_timestamps(table)
         floats = table.column("float_value").to_numpy(zero_copy_only=False)
@@ -370,7 +386,7 @@ class _HistoryWriter:
                 if key_type is AttributeType.FLOAT_SERIES:
                     row[self.content.keys[keys[i]]] = float(floats[i])
                 elif key_type is AttributeType.HISTOGRAM_SERIES:
-                    row[self.content.keys[keys[i]]] = _histogram(histograms[i].as_py())
+                    row[self.content.keys[keys[i]]] = _histogram(histograms[i].as_py(), self.content.originals[keys[i]])
                 else:
                     ts = int(timestamps[i]) if timestamps[i] >= 0 else None
                     self._string_sink(keys[i]).add(format_step(int(unscaled[i])), strings[i], ts)
@@ -389,12 +405,19 @@ class _HistoryWriter:
         return sink
 
 
-def _histogram(value: dict | None):
+def _histogram(value: dict | None, attribute: str):
     import wandb
 
     value = value or {}
     edges, counts = value.get("edges") or [], value.get("values") or []
-    return wandb.Histogram(np_histogram=(list(counts), list(edges)))
+    try:
+        return wandb.Histogram(np_histogram=(list(counts), list(edges)))
+    except ValueError as error:  # more than 512 bins, or edges not one longer than values
+        raise TargetError(
+            f"W&B cannot store a histogram of attribute {attribute!r} ({len(counts)} bins, {len(edges)} edges): {error}",
+            "W&B histograms hold at most 512 bins with one edge more than values; load this run to MLflow instead",
+            attribute=attribute,
+        ) from None
 
 
 # ----------------------------------------------------------------------------- the loader
@@ -522,7 +545,7 @@ class WandbLoader:
         import wandb
 
         config = dict(content.config)
-        config.update(self._provenance(exported, multiplier))
+        config.update(self._provenance(exported, multiplier, content))
         config["neptune.key_map"] = dict(keymap.renamed)
         settings = wandb.Settings(
             mode="online" if self.target.online else "offline",
@@ -532,18 +555,36 @@ class WandbLoader:
             **({"base_url": self.target.base_url} if self.target.base_url else {}),
             **({"api_key": self.target.api_key} if self.target.api_key else {}),
         )
+        arguments = dict(
+            entity=self.target.entity, project=self.project_name(exported.project_id), id=target_run_id,
+            name=exported.run_id, group=exported.experiment_name or None, tags=content.tags,
+            config=config, allow_val_change=True, reinit="create_new", settings=settings,
+            resume="allow" if self.target.online and prior.state == "partial" else None,
+        )
+        fork_from = self._fork_from(exported) if prior.state == "absent" else None
         try:
-            return wandb.init(
-                entity=self.target.entity, project=self.project_name(exported.project_id), id=target_run_id,
-                name=exported.run_id, group=exported.experiment_name or None, tags=content.tags,
-                config=config, allow_val_change=True, reinit="create_new", settings=settings,
-                resume="allow" if self.target.online and prior.state == "partial" else None,
-            )
+            if fork_from:
+                try:
+                    return wandb.init(**arguments, fork_from=fork_from)
+                except (wandb.errors.CommError, wandb.errors.UsageError) as error:
+                    if "fork" not in str(error).lower():
+                        raise
+                    log.info("W&B server does not fork runs (%s); the parent stays in config only", error)
+            return wandb.init(**arguments)
         except (wandb.errors.CommError, wandb.errors.UsageError) as error:
             raise TargetError(f"W&B refused run {target_run_id}: {error}", "check --entity, WANDB_API_KEY and WANDB_BASE_URL") from None
 
-    def _provenance(self, exported: ExportedRun, multiplier: int) -> dict[str, Any]:
+    def _fork_from(self, exported: ExportedRun) -> str | None:
+        """`<parent id>?_step=<fork step>` when online and the parent is already in W&B (else None)."""
+        if not (self.target.online and exported.fork_parent and exported.fork_step is not None):
+            return None
+        from neptune_exporter.loaders.wandb_online import fork_point
+
+        return fork_point(self, exported)
+
+    def _provenance(self, exported: ExportedRun, multiplier: int, content: RunContent) -> dict[str, Any]:
         return {
+            "neptune.step_offset": content.step_offset(multiplier),
             "neptune.project": exported.project_id,
             "neptune.run_id": exported.run_id,
             "neptune.experiment": exported.experiment_name,
@@ -665,7 +706,7 @@ def expected_facts(loader: "WandbLoader", exported: ExportedRun, target_run_id: 
             spec.name: {name: md5_base64(local) for local, name in spec.files()}
             for spec in artifact_specs(target_run_id, content, history)
         }
-    config = {**content.config, **loader._provenance(exported, multiplier), LOAD_STATE: "complete", "neptune.key_map": dict(keymap.renamed)}
+    config = {**content.config, **loader._provenance(exported, multiplier, content), LOAD_STATE: "complete", "neptune.key_map": dict(keymap.renamed)}
     summary = {LOAD_STATE: "complete", CHECKSUM: exported.checksum}
     return WandbFacts(target_run_id, exported.run_id, exported.experiment_name or "", content.tags, config, summary, digest, artifacts)
 

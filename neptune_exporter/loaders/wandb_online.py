@@ -51,6 +51,22 @@ def online_prior_state(loader, exported: ExportedRun, target_run_id: str):
     return _PriorState("partial", next_step=last_step + 1 if last_step >= 0 else None)
 
 
+def fork_point(loader, exported: ExportedRun) -> str | None:
+    """W&B fork point of a Neptune fork: the parent's W&B id at the fork step in the parent's step scale."""
+    import math
+
+    from neptune_exporter.loaders.wandb import wandb_run_id
+
+    parent_id = wandb_run_id(exported.project_id, exported.fork_parent)
+    parent = fetch_run(loader, exported, parent_id)
+    if parent is None:
+        return None
+    multiplier = int(parent.config.get("neptune.step_multiplier") or 1)
+    offset = int(parent.config.get("neptune.step_offset") or 0)
+    step = math.floor(float(exported.fork_step) * multiplier + 1e-9) + offset
+    return f"{parent_id}?_step={max(step, 0)}"
+
+
 def online_facts(loader, exported: ExportedRun, target_run_id: str):
     """WandbFacts of the server's run (None when absent or not complete)."""
     from neptune_exporter.loaders.wandb import CHECKSUM, LOAD_STATE

@@ -38,7 +38,7 @@ def offline_wandb(monkeypatch):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # unreachable on purpose
 
 
-def write_export(root: Path, run_id: str = RUN, steps: int = 0) -> tuple[Path, Path]:
+def write_export(root: Path, run_id: str = RUN, steps: int = 0, fork: tuple[str, float] | None = None) -> tuple[Path, Path]:
     """An export with every attribute type, awkward keys, fractional/out-of-order steps, NaN/inf and files."""
     data, files = root / "data", root / "files"
     (files / "f").mkdir(parents=True, exist_ok=True)
@@ -68,6 +68,8 @@ def write_export(root: Path, run_id: str = RUN, steps: int = 0) -> tuple[Path, P
             {"type": "linear", "edges": [-1.0, 0.0, 1.0, 2.0], "values": [1.0, 0.0, 7.0]}], [T0 + 11, T0 + 31]))
         writer.write(series_rows(PROJECT, run_id, "logs/stdout", "string_series", [0, 2.5, 1], ["start", "tab\there", "middle"], [T0, T0 + 26, T0 + 12]))
         writer.write(series_rows(PROJECT, run_id, "frames", "file_series", [1, 2.5], ["f/frame.png", "f/frame.png"], [T0 + 12, T0 + 27]))
+        if fork:
+            writer.write(parameter_rows(PROJECT, run_id, [("sys/forking/parent", "string", fork[0]), ("sys/forking/step", "float", fork[1])]))
         if steps:
             values = np.arange(steps, dtype=np.float64)
             writer.write(series_rows(PROJECT, run_id, "big/a", "float_series", np.arange(steps) + 10, values, T0 + np.arange(steps)))
@@ -308,3 +310,33 @@ def test_reader_stops_at_a_torn_tail_and_refuses_a_damaged_middle(tmp_path):
     (tmp_path / "bad.wandb").write_bytes(bytes(damaged))
     with pytest.raises(TargetError, match="corrupt"):
         list(iter_history(tmp_path / "bad.wandb"))
+
+
+def test_online_fork_points_at_the_loaded_parent_step(tmp_path, online):
+    data, files = write_export(tmp_path)
+    data, files = write_export(tmp_path, run_id="RUN-8", fork=(RUN, 2.5))
+    loader = WandbLoader(WandbTarget.from_env(tmp_path / "wb", "team", None))
+    loader.check_target()
+    assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
+    assert loader.load_run(data, files, PROJECT, "RUN-8").status == "loaded"
+    child = online.runs[("team", "vision", wandb_run_id(PROJECT, "RUN-8"))]
+    assert child.config["neptune.fork_parent"] == RUN and child.config["neptune.fork_step"] == 2.5
+    assert child.fork_from == f"{wandb_run_id(PROJECT, RUN)}?_step=25"
+
+
+def test_negative_steps_are_shifted_not_dropped_and_oversized_histograms_fail_clearly(tmp_path):
+    data, files = tmp_path / "data", tmp_path / "files"
+    with RunWriter(data, PROJECT, "NEG", 10**9) as writer:
+        writer.write(series_rows(PROJECT, "NEG", "m", "float_series", [-2, -1.5, 3], [1.0, 2.0, 3.0], [T0, T0 + 1, T0 + 2]))
+    loader = make_loader(tmp_path / "wb")
+    assert loader.load_run(data, files, PROJECT, "NEG").status == "loaded"
+    log_path = the_log(tmp_path / "wb", "NEG")
+    assert [(r["_step"], r["m"]) for r in iter_history(log_path)] == [(0, 1.0), (5, 2.0), (50, 3.0)]
+    assert read_run_log(log_path).config["neptune.step_offset"] == 20
+    assert loader.inspect_run(data, files, PROJECT, "NEG").ok
+
+    with RunWriter(data, PROJECT, "WIDE", 10**9) as writer:
+        wide = {"type": "linear", "edges": [float(i) for i in range(601)], "values": [1.0] * 600}
+        writer.write(series_rows(PROJECT, "WIDE", "h", "histogram_series", [0], [wide], [T0]))
+    result = loader.load_run(data, files, PROJECT, "WIDE")
+    assert result.status == "failed" and result.error["attribute"] == "h" and "512" in result.error["remedy"]
