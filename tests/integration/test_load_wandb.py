@@ -340,3 +340,31 @@ def test_negative_steps_are_shifted_not_dropped_and_oversized_histograms_fail_cl
         writer.write(series_rows(PROJECT, "WIDE", "h", "histogram_series", [0], [wide], [T0]))
     result = loader.load_run(data, files, PROJECT, "WIDE")
     assert result.status == "failed" and result.error["attribute"] == "h" and "512" in result.error["remedy"]
+
+
+def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, tmp_path):
+    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.exporters.base import RunSelection
+    from neptune_exporter.load import LoadOptions, run_load, run_validate
+    from neptune_exporter.settings import Settings
+
+    project = "workspace/awkward"
+    export_options = ExportOptions(
+        source="neptune3", projects=(project,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
+        runs=RunSelection(include_archived=True), api_token=awkward_fake.api_token, workers=2,
+    )
+    exported = run_export(export_options, Settings(source_retry_timeout_s=5))
+    assert {r.status for r in exported} == {"complete"}
+    options = LoadOptions(target="wandb", data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
+                          projects=(project,), workers=2, wandb_dir=str(tmp_path / "wb"))
+    results = {r.run_id: r for r in run_load(options, Settings())}
+    assert {k: r.status for k, r in results.items()} == {r.run_id: "loaded" for r in exported}
+    basic = read_run_log(run_log_path(find_offline_runs(tmp_path / "wb", results["run-basic"].target_run_id)[0]))
+    assert (basic.project, basic.group, basic.name) == ("awkward", "exp-alpha", "run-basic")
+    assert basic.config["params/string_set"] == ["a", "b/c", "ü"] and basic.config["unicode/ścieżka/λ"] == 1.5
+    assert basic.config["neptune.step_multiplier"] == 100
+    rows = [r for r in iter_history(basic.path) if "metrics/float_steps" in r]
+    assert [(r["_step"], r["metrics/float_steps"]) for r in rows] == [(10, 1.0), (29, 2.0), (100, 3.0), (150, 4.0)]
+    report = run_validate(options, Settings())
+    assert report.ok, report.to_markdown()
+    assert sum(run.checked["points"] for run in report.runs) > 100
