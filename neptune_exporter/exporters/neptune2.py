@@ -16,6 +16,7 @@ import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 from datetime import datetime, timezone
 from pathlib import Path
@@ -326,6 +327,9 @@ def _map_client_error(error: BaseException, project: str) -> NeptuneExporterErro
             f"project {project!r} does not exist or the token has no access to it ({name})",
             "check the project name (workspace/project) and that the token's user can read it",
         )
+    if isinstance(error, ne.NeptuneLegacyProjectException):
+        return UnsupportedError(f"project {project!r} is a legacy (pre-2.x) Neptune project",
+                                "export it with the tool of its generation; this source reads Neptune 2.x projects")
     if name == "InsecureTransportError":
         return InvalidOptionError(
             "the token points to a plain http:// server and the client's OAuth refuses plain http",
@@ -630,34 +634,33 @@ class _RunExport:
                 raise typed_error(exc, run=self.run.run_id) from exc
             chosen = select_attributes(source_attributes(structure), self.selection)
             atoms = [a for a in chosen if a.neptune_type in ATOM_TYPES]
-            others = [a for a in chosen if a.neptune_type not in ATOM_TYPES]
-            if atoms:
-                batch = self._atom_batch(atoms)
-                self.progress(batch.num_rows, batch.nbytes)
-                yield batch
-            yield from self._concurrent(others)
+            jobs = [(None, partial(self._atom_batches, chunk))
+                    for chunk in chunked(atoms, self.settings.attributes_per_request)]
+            jobs += [(a.path, partial(self._attribute_batches, a)) for a in chosen if a.neptune_type not in ATOM_TYPES]
+            yield from self._concurrent(jobs)
         finally:
             self.stop.set()
             handle.stop()
 
-    def _atom_batch(self, atoms: list[SourceAttribute]) -> pa.RecordBatch:
+    def _atom_batches(self, atoms: list[SourceAttribute]) -> Iterator[pa.RecordBatch]:
+        """One batch of atom values (one table read of ≤ attributes_per_request attributes)."""
         values = self.source.atom_values(self.run, [a.path for a in atoms])
         items = [(a.path, a.attribute_type, atom_value(a.attribute_type, values[a.path]))
                  for a in atoms if values.get(a.path) is not None]
-        return parameter_rows(self.run.project_id, self.run.run_id, items)
+        yield parameter_rows(self.run.project_id, self.run.run_id, items)
 
-    def _concurrent(self, attributes: list[SourceAttribute]) -> Iterator[pa.RecordBatch]:
-        """Run one worker per attribute (≤ settings.workers at once); yield their batches as they come."""
-        if not attributes:
+    def _concurrent(self, jobs: list[tuple[str | None, Callable[[], Iterator[pa.RecordBatch]]]]) -> Iterator[pa.RecordBatch]:
+        """Run the jobs (atom chunks, one per other attribute) on ≤ settings.workers threads; yield batches as they come."""
+        if not jobs:
             return
         workers = max(1, self.settings.workers)
         results: queue.Queue = queue.Queue(maxsize=2 * workers)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neptune2-attr")
         self.page_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neptune2-page")
         try:
-            for attribute in attributes:
-                pool.submit(self._work, attribute, results)
-            pending = len(attributes)
+            for attribute_path, job in jobs:
+                pool.submit(self._work, attribute_path, job, results)
+            pending = len(jobs)
             while pending:
                 item = results.get()
                 if item is _DONE:
@@ -672,15 +675,15 @@ class _RunExport:
             pool.shutdown(wait=True, cancel_futures=True)
             self.page_pool.shutdown(wait=True, cancel_futures=True)
 
-    def _work(self, attribute: SourceAttribute, results: queue.Queue) -> None:
+    def _work(self, attribute_path: str | None, job: Callable[[], Iterator[pa.RecordBatch]], results: queue.Queue) -> None:
         if self.stop.is_set():
             return
         try:
-            for batch in self._attribute_batches(attribute):
+            for batch in job():
                 if not self._put(results, batch):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which raises it
-            self._put(results, typed_error(exc, run=self.run.run_id, attribute=attribute.path))
+            self._put(results, typed_error(exc, run=self.run.run_id, attribute=attribute_path))
         finally:
             self._put(results, _DONE)
 

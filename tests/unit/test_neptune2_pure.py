@@ -25,6 +25,7 @@ from neptune_exporter.errors import (
     RateLimitedError,
     SourceUnavailableError,
     TerminalError,
+    UnsupportedError,
 )
 from neptune_exporter.exporters import neptune2 as n2
 from neptune_exporter.exporters.base import AttributeSelection
@@ -214,6 +215,7 @@ def test_retrying_retries_transient_errors_only(monkeypatch):
         (ConnectionResetError("reset"), SourceUnavailableError),
         (ne.FetchAttributeNotFoundException("a/b"), TerminalError),
         (InsecureTransportError(), InvalidOptionError),
+        (ne.NeptuneLegacyProjectException("ws/p"), UnsupportedError),
     ],
 )
 def test_client_errors_become_typed_errors_with_run_and_attribute(error, expected):
