@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,7 @@ def show_summary(ctx: DemoContext) -> None:
 
     from neptune_exporter.storage.summary import render_summary, summarize
 
-    Console().print(render_summary(summarize(ctx.data_path)))
+    Console(width=None if sys.stdout.isatty() else 160).print(render_summary(summarize(ctx.data_path)))
     typer.echo(f"Parquet parts and manifests: {ctx.data_path.resolve()}")
     typer.echo(f"downloaded files:            {ctx.files_path.resolve()}")
     typer.echo(f"again any time: neptune-exporter summary -d {ctx.data_path}")
