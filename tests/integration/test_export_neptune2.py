@@ -368,10 +368,13 @@ def same(a, b) -> bool:
 def check_run(run: store.Run, project: store.Project, table: pa.Table, files_root: Path) -> int:
     """Compare every 2.x-visible attribute of a store run with the exported rows; the number compared."""
     compared = 0
+    by_path: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        by_path.setdefault(row["attribute_path"], []).append(row)
     for attr in run.attributes.values():
         if attr.path.startswith(("sys/forking/", "sys/experiment/")) or attr.type == store.HISTOGRAM_SERIES:
             continue
-        rows = rows_of(table, attr.path)
+        rows = by_path.get(attr.path, [])
         compared += 1
         if attr.type in (store.FLOAT, store.INT, store.STRING, store.BOOL, store.DATETIME, store.STRING_SET):
             column, value = expected_atom(attr)
