@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,6 @@ from neptune_exporter.loaders.base import run_key
 from neptune_exporter.loaders.mlflow import MlflowLoader
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import RetryPolicy, Settings
-from neptune_exporter.storage.parquet import RunWriter
 from tests.integration.mlflow_server import free_port, mlflow_server  # noqa: F401  (session fixture)
 from tests.load_exports import COLLIDING, CREATED, LONG_KEY, LONG_TEXT, MODIFIED, T0_MS, write_export, write_rich_export
 
@@ -186,20 +186,23 @@ def test_changed_export_is_reloaded_and_old_run_deleted(mlflow_server, tmp_path)
 
 
 def test_peer_format_export_without_manifest_loads(mlflow_server, tmp_path):  # noqa: F811
-    project, run = "ws/peer", "PEER-7"
-    rows = [
-        parameter_rows(project, run, [("sys/experiment/name", "string", "peer-exp"), ("sys/creation_time", "datetime", CREATED), ("cfg/x", "float", 2.5)]),
-        series_rows(project, run, "loss", "float_series", [0.1, 0.2], [1.0, 2.0], [T0_MS, T0_MS + 1]),
-    ]
-    with RunWriter(tmp_path / "data", project, run, 1 << 20) as writer:  # peer layout: parts only, no manifest
-        for batch in rows:
-            writer.write(batch)
+    from tests.unit.fixtures.peer_export import PROJECT, RUN, write_peer_run
+
+    write_peer_run(tmp_path / "data")  # the peer tool's layout: parts only, no manifest
+    checkpoint = tmp_path / "files" / "exp-7_b" / "model" / "ckpt.bin"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"peer checkpoint")
     result = run_load(options(tmp_path, mlflow_server), SETTINGS)[0]
     client = MlflowClient(mlflow_server)
     loaded = client.get_run(result.target_run_id)
-    assert result.status == "loaded" and client.get_experiment(loaded.info.experiment_id).name == "ws/peer/peer-exp"
-    assert loaded.data.params["cfg/x"] == "2.5" and loaded.data.tags["neptune.step_multiplier"] == "10"
-    assert [(m.step, m.value) for m in sorted(client.get_metric_history(result.target_run_id, "loss"), key=lambda m: m.step)] == [(1, 1.0), (2, 2.0)]
+    assert result.status == "loaded" and client.get_experiment(loaded.info.experiment_id).name == f"{PROJECT}/baseline"
+    assert loaded.info.run_name == RUN and loaded.info.start_time == int(datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp() * 1000)
+    assert loaded.data.params["params/lr"] == "0.01" and loaded.data.tags["neptune.step_multiplier"] == "10"
+    assert loaded.data.tags["x"] == "" and loaded.data.tags["neptune.fork_parent"] == "exp-6"
+    assert "mlflow.parentRunId" not in loaded.data.tags  # the parent was not exported, so there is nothing to link
+    history = sorted(client.get_metric_history(result.target_run_id, "metrics/acc"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == [(5, 0.0), (15, 0.1), (25, 0.2), (35, 0.3), (45, 0.4)]
+    assert artifact_bytes(client, result.target_run_id, "model/ckpt/ckpt.bin") == b"peer checkpoint"
     assert run_validate(options(tmp_path, mlflow_server), SETTINGS).ok
     assert run_load(options(tmp_path, mlflow_server), SETTINGS)[0].status == "skipped"
 
@@ -304,3 +307,32 @@ def test_load_flow_loads_validates_and_publishes_reports(prefect_harness, mlflow
     assert state.is_failed() and state.result(raise_on_failure=False)["differences"] == 1
     report = json.loads((tmp_path / "reports" / "validation_mlflow.json").read_text())
     assert [(d["kind"], d["key"], d["problem"]) for d in report["runs"][0]["differences"]] == [("metric", "metrics/extra", "unexpected")]
+
+
+def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, mlflow_server, tmp_path):  # noqa: F811
+    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.exporters.base import RunSelection
+
+    project = "workspace/awkward"
+    export_options = ExportOptions(
+        source="neptune3", projects=(project,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
+        runs=RunSelection(include_archived=True), api_token=awkward_fake.api_token, workers=2,
+    )
+    exported = run_export(export_options, Settings(source_retry_timeout_s=5))
+    assert {r.status for r in exported} == {"complete"} and len(exported) == 8
+    results = {r.run_id: r for r in run_load(options(tmp_path, mlflow_server, projects=(project,)), SETTINGS)}
+    assert {k: r.status for k, r in results.items()} == {r.run_id: "loaded" for r in exported}
+    client = MlflowClient(mlflow_server)
+    basic = client.get_run(results["run-basic"].target_run_id)
+    assert client.get_experiment(basic.info.experiment_id).name == "workspace/awkward/exp-alpha"
+    assert basic.data.params["params/string_set"] == "a,b/c,ü" and basic.data.params["params/empty_string"] == ""
+    assert basic.data.params["unicode/ścieżka/λ"] == "1.5" and basic.data.tags["neptune.step_multiplier"] == "100"
+    steps = sorted((m.step, m.value) for m in client.get_metric_history(basic.info.run_id, "metrics/float_steps"))
+    assert steps == [(10, 1.0), (29, 2.0), (100, 3.0), (150, 4.0)]
+    wide = client.get_run(results["run-wide"].target_run_id).data.params
+    assert len([k for k in wide if k.startswith("wide/")]) == 10_000 and wide["wide/p09999"] == "4999.5"
+    child = client.get_run(results["run-child"].target_run_id)
+    assert child.data.tags.get("mlflow.parentRunId") in (None, results["run-parent"].target_run_id)
+    report = run_validate(options(tmp_path, mlflow_server, projects=(project,)), SETTINGS)
+    assert report.ok, report.to_markdown()
+    assert sum(run.checked["points"] for run in report.runs) > 100
