@@ -21,7 +21,7 @@ class _Cursor:
     """Reads one step-sorted spill file block by block; `window` holds loaded rows not yet emitted."""
 
     def __init__(self, path: Path):
-        self._source = pa.memory_map(str(path))
+        self._source = pa.OSFile(str(path), "rb")  # plain reads: a memory map would keep every page read in RSS
         self._reader = ipc.open_file(self._source)
         self._next = 0
         self.window: pa.Table | None = None
@@ -30,10 +30,16 @@ class _Cursor:
     def exhausted(self) -> bool:
         return self._next >= self._reader.num_record_batches
 
-    def load_next(self) -> None:
-        batch = pa.Table.from_batches([self._reader.get_batch(self._next)])
-        self._next += 1
-        self.window = batch if self.window is None else pa.concat_tables([self.window, batch])
+    def load_next(self, min_rows: int = 1) -> None:
+        """Append file batches to the window until at least `min_rows` more rows (or the file ends)."""
+        loaded = [] if self.window is None else [self.window]
+        added = 0
+        while added < min_rows and not self.exhausted:
+            batch = self._reader.get_batch(self._next)
+            self._next += 1
+            loaded.append(pa.Table.from_batches([batch]))
+            added += batch.num_rows
+        self.window = pa.concat_tables(loaded).combine_chunks() if len(loaded) > 1 else loaded[0]
 
     def steps(self) -> np.ndarray:
         return self.window.column(STEP_COLUMN).to_numpy()
@@ -55,16 +61,18 @@ class _Cursor:
 class StepSpill:
     """Collects rows with an int64 `step` column in bounded memory, then yields them in step order.
 
-    Rows are buffered up to `chunk_rows`/`chunk_bytes`, sorted and spilled to an Arrow file; `merged()` reads
-    every file back `block_rows` at a time and yields tables in increasing step order in which all rows of
-    one step are in the same table. Memory stays near one chunk plus one block per spill file.
+    Rows are buffered up to `chunk_rows`/`chunk_bytes`, sorted and spilled to an Arrow file (in batches of
+    `block_rows`); `merged()` reads the files back together, `merge_rows` rows shared among them, and yields
+    tables in increasing step order in which all rows of one step are in the same table. Memory stays near
+    one chunk while reading and near `merge_rows` (plus one file batch per spill file) while merging.
     """
 
     def __init__(self, schema: pa.Schema, directory: Path | str | None = None, *, chunk_rows: int = 1_000_000,
-                 chunk_bytes: int = 128 * 1024 * 1024, block_rows: int = 20_000):
+                 chunk_bytes: int = 128 * 1024 * 1024, block_rows: int = 4_096, merge_rows: int = 500_000):
         self.schema = schema
         self._tmp = tempfile.TemporaryDirectory(prefix="step-spill-", dir=directory)
         self._chunk_rows, self._chunk_bytes, self._block_rows = chunk_rows, chunk_bytes, block_rows
+        self._merge_rows = merge_rows
         self._buffer: list[pa.Table] = []
         self._buffered_rows = self._buffered_bytes = 0
         self._files: list[Path] = []
@@ -128,10 +136,11 @@ class StepSpill:
 
     def _merge(self, cursors: list[_Cursor]) -> Iterator[pa.Table]:
         live = list(cursors)
+        per_cursor = max(1, self._merge_rows // len(cursors))
         while live:
             for cursor in live:
                 if (cursor.window is None or not len(cursor.window)) and not cursor.exhausted:
-                    cursor.load_next()
+                    cursor.load_next(per_cursor)
             live = [c for c in live if len(c.window) or not c.exhausted]
             if not live:
                 return
@@ -145,7 +154,7 @@ class StepSpill:
             else:  # the lowest windows hold a single step only: read further into them
                 for cursor, cursor_bound in zip(live, bounds):
                     if cursor_bound == bound:
-                        cursor.load_next()
+                        cursor.load_next(per_cursor)
 
     def close(self) -> None:
         """Remove the spill files."""
