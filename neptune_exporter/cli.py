@@ -246,8 +246,8 @@ TrackingUriOpt = Annotated[
 TemplateOpt = Annotated[str, typer.Option("--experiment-name-template", help="MLflow experiment per project + experiment; runs without one go to {project}.")]
 MultiplierOpt = Annotated[Optional[int], typer.Option("--step-multiplier", min=1, help="Scale steps by N (error if a step would not be whole); default: smallest exact power of ten per run.")]
 WandbDirOpt = Annotated[Optional[str], typer.Option("--wandb-dir", help="W&B: folder of offline runs (WANDB_DIR).")]
-WandbEntityOpt = Annotated[Optional[str], typer.Option("--wandb-entity", help="W&B: entity (team or user).")]
-WandbProjectOpt = Annotated[Optional[str], typer.Option("--wandb-project-template", help="W&B: project name template, e.g. {project}.")]
+WandbEntityOpt = Annotated[Optional[str], typer.Option("--wandb-entity", "--entity", help="W&B: entity (team or user); needed online (WANDB_API_KEY set).")]
+WandbProjectOpt = Annotated[Optional[str], typer.Option("--wandb-project-template", "--project-template", help="W&B: project name template ({project}, {workspace}, {project_id}); default {project}.")]
 ReportPathOpt = Annotated[Optional[Path], typer.Option("--report-path", help="Folder of validation reports; default <data-path>/../reports.")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
 
@@ -343,6 +343,10 @@ def load(
         typer.echo(f"failed: {failure['project_id']} {failure['run_id']}: {failure.get('message')} — fix: {failure.get('remedy')}", err=True)
     if "validation" in summary:
         print_validation(summary["validation"])
+    from neptune_exporter.loaders.wandb import offline_sync_hint
+
+    if hint := offline_sync_hint(options):
+        typer.echo(hint)
     differing = summary.get("validation", {}).get("runs_with_differences", 0)
     raise typer.Exit(EXIT_RUNS_FAILED if summary["failed"] or differing else 0)
 

@@ -725,3 +725,11 @@ def offline_facts(wandb_dir: Path, target_run_id: str, checksum: str):
         a.name: {e.path: e.digest if Path(e.local_path).is_file() else "staged copy missing" for e in a.entries} for a in log.artifacts
     }
     return WandbFacts(log.run_id, log.name, log.group, log.tags, log.config, log.summary, history, artifacts)
+
+
+def offline_sync_hint(options) -> str | None:
+    """For `load --target wandb` without WANDB_API_KEY: the line that uploads the offline runs (else None)."""
+    if getattr(options, "target", None) != "wandb":
+        return None
+    target = WandbTarget.from_env(options.wandb_dir, options.wandb_entity, options.wandb_project_template)
+    return None if target.online else f"offline W&B runs written; upload them with:\n  {target.sync_command()}"
