@@ -366,37 +366,43 @@ class _HistoryWriter:
         self.rows = 0
 
     def write(self, table: pa.Table, from_step: int | None) -> None:
+        """Log one step-ordered table: a row per step (steps below `from_step` were logged before a resume)."""
         unscaled = table.column("step").to_numpy()
         steps = integer_steps(unscaled, self.multiplier) + self.content.step_offset(self.multiplier)
         keys = table.column("key").to_numpy()
+        types = np.array([self.content.key_types[k] is AttributeType.STRING_SERIES for k in range(len(self.content.keys))], bool)
+        is_string = types[keys] if len(keys) else np.zeros(0, bool)
         timestamps = _row_timestamps(table)
+        if is_string.any():
+            self._strings(table.filter(pa.array(is_string)), unscaled[is_string], keys[is_string], timestamps[is_string])
+        history = ~is_string
+        if from_step is not None:
+            history &= steps >= from_step
+        if history.any():
+            self._rows(table.filter(pa.array(history)), steps[history], keys[history], timestamps[history])
+
+    def _strings(self, table: pa.Table, unscaled: np.ndarray, keys: np.ndarray, timestamps: np.ndarray) -> None:
+        for value, step, key, ts in zip(table.column("string_value").to_pylist(), unscaled.tolist(), keys.tolist(), timestamps.tolist()):
+            self._string_sink(key).add(format_step(step), value, ts if ts >= 0 else None)
+
+    def _rows(self, table: pa.Table, steps: np.ndarray, keys: np.ndarray, timestamps: np.ndarray) -> None:
         floats = table.column("float_value").to_numpy(zero_copy_only=False)
-        types = self.content.key_types
-        need_strings = any(types[k] is AttributeType.STRING_SERIES for k in np.unique(keys))
-        strings = table.column("string_value").to_pylist() if need_strings else None
         histograms = table.column("histogram_value")
+        names, types, originals = self.content.keys, self.content.key_types, self.content.originals
         starts = np.flatnonzero(np.diff(steps)) + 1
         for start, end in zip(np.r_[0, starts], np.r_[starts, len(steps)]):
-            step = int(steps[start])
-            if from_step is not None and step < from_step:
-                continue
             row: dict[str, Any] = {}
             for i in range(start, end):
-                key_type = types[keys[i]]
-                if key_type is AttributeType.FLOAT_SERIES:
-                    row[self.content.keys[keys[i]]] = float(floats[i])
-                elif key_type is AttributeType.HISTOGRAM_SERIES:
-                    row[self.content.keys[keys[i]]] = _histogram(histograms[i].as_py(), self.content.originals[keys[i]])
+                if types[keys[i]] is AttributeType.FLOAT_SERIES:
+                    row[names[keys[i]]] = float(floats[i])
                 else:
-                    ts = int(timestamps[i]) if timestamps[i] >= 0 else None
-                    self._string_sink(keys[i]).add(format_step(int(unscaled[i])), strings[i], ts)
-            if row:
-                valid = timestamps[start:end][timestamps[start:end] >= 0]
-                if valid.size:
-                    row["_timestamp"] = float(valid.min()) / 1000
-                self.run.log(row, step=step)
-                self.rows += 1
-                self.points += len(row) - ("_timestamp" in row)
+                    row[names[keys[i]]] = _histogram(histograms[i].as_py(), originals[keys[i]])
+            known = timestamps[start:end][timestamps[start:end] >= 0]
+            if known.size:
+                row["_timestamp"] = float(known.min()) / 1000
+            self.run.log(row, step=int(steps[start]))
+            self.rows += 1
+            self.points += end - start
 
     def _string_sink(self, key_index: int) -> _StringSeriesSink:
         sink = self.strings.get(key_index)
