@@ -64,11 +64,11 @@ def resolve_run(ctx: ServerContext, identifier: str) -> tuple[store.Project, sto
     project = ctx.workspace.project(f"{parts[0]}/{parts[1]}")
     if project is None:
         return None
-    for run in project.runs:
-        run_key = (run.custom_run_id or run.sys_id) if custom else run.sys_id
-        if run_key == parts[2]:
-            return project, run
-    return None
+    run = project.run(parts[2])  # indexed lookup by sys id, custom run id or uuid
+    if run is None:
+        return None
+    run_key = (run.custom_run_id or run.sys_id) if custom else run.sys_id
+    return (project, run) if run_key == parts[2] else None
 
 
 def organization_id(workspace: str) -> str:
@@ -324,20 +324,49 @@ def attribute_values(ctx: ServerContext, request: Request, match) -> Response:
     project = ctx.project(request.query.get("projectIdentifier"))
     body = request.json()
     name_filter = _name_filter(body)
+    next_page = body.get("nextPage") or {}
+    room = max(1, int(next_page.get("limit") or 10_000))
+    result = attributes_pb2.ProtoQueryAttributesResultDTO()
+    token = None
     with ctx.workspace.lock:
-        pairs = [(run, attr) for _, run in _runs_for(ctx, [project], body.get("experimentIdsFilter"))
-                 for attr in visible_attributes(run) if name_filter.accepts(attr.path, attr.type)]
-        page, token = _token_page(pairs, body.get("nextPage") or {})
-        result = attributes_pb2.ProtoQueryAttributesResultDTO()
-        entries: dict[str, Any] = {}
-        for run, attr in page:
-            if run.uuid not in entries:
-                entries[run.uuid] = result.entries.add(experimentId=run.uuid, experimentShortId=run.sys_id)
-                request.note_run(run.sys_id)
-            fill_attribute(entries[run.uuid].attributes.add(), attr, project)
+        runs = [run for _, run in _runs_for(ctx, [project], body.get("experimentIdsFilter"))]
+        run_at, attr_at = _resume_point(next_page.get("nextPageToken"))
+        for index in range(run_at, len(runs)):
+            if room == 0:
+                token = f"{index}:0"
+                break
+            accepted = [a for a in visible_attributes(runs[index]) if name_filter.accepts(a.path, a.type)]
+            start = attr_at if index == run_at else 0
+            chosen = accepted[start:start + room]
+            _add_values_entry(result, project, runs[index], chosen, request)
+            room -= len(chosen)
+            if start + len(chosen) < len(accepted):
+                token = f"{index}:{start + len(chosen)}"
+                break
     if token:
         result.nextPage.nextPageToken = token
     return Response.proto(result.SerializeToString())
+
+
+def _add_values_entry(result: Any, project: store.Project, run: store.Run, attrs: list[store.Attribute],
+                      request: Request) -> None:
+    if not attrs:
+        return
+    entry = result.entries.add(experimentId=run.uuid, experimentShortId=run.sys_id)
+    request.note_run(run.sys_id)
+    for attr in attrs:
+        fill_attribute(entry.attributes.add(), attr, project)
+
+
+def _resume_point(token: str | None) -> tuple[int, int]:
+    """(run index, attribute index) where a values page continues."""
+    if not token:
+        return 0, 0
+    try:
+        run_at, attr_at = token.split(":")
+        return int(run_at), int(attr_at)
+    except ValueError as exc:
+        raise HttpError(400, f"invalid nextPageToken {token!r}") from exc
 
 
 # ---------------------------------------------------------------------------- series windows with lineage

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -89,35 +90,64 @@ def add_run(ws: Workspace, project_id: str, sys_id: str | None = None, custom_ru
             experiment: str | None = None, attributes: dict | None = None, created: datetime | None = None,
             tags: Iterable[str] = (), trashed: bool = False, fork_parent: str | None = None,
             fork_step: float | None = None, owner: str = OWNER) -> Run:
-    """Add a run; it becomes the head of `experiment` (the previous head stays a plain run).
+    """Add a run; it becomes the head of `experiment` (the previous head stays a plain run). O(1) amortised.
 
     `attributes`: {path: Attribute | (type, value)}; series values as Series or [(step, value, ts_ms)].
     """
     with ws.lock:
         project = _project(ws, project_id)
+        index = _index(project)
         sys_id = sys_id or f"{project.key}-{len(project.runs) + 1}"
-        if project.run(sys_id) is not None:
+        if sys_id in index.ids:
             raise ValueError(f"run {sys_id!r} already exists in {project_id!r}")
-        created = created or store.utcnow()
-        parent = project.run(fork_parent) if fork_parent else None
+        parent = _fork_parent(project, fork_parent)
         depth = (parent.get("sys/forking/depth") or 0) + 1 if parent else 0
         run = Run(sys_id, fork_parent=parent.sys_id if parent else None, fork_step=fork_step,
                   experiment_head=experiment is not None)
-        run.attributes = sys_attributes(sys_id, custom_run_id, experiment, created, tags, trashed, owner,
-                                        head=experiment is not None, fork_depth=depth)
+        run.attributes = sys_attributes(sys_id, custom_run_id, experiment, created or store.utcnow(), tags, trashed,
+                                        owner, head=experiment is not None, fork_depth=depth)
         for path, spec in (attributes or {}).items():
             run.attributes[path] = spec if isinstance(spec, Attribute) else make_attribute(path, *spec)
         if experiment is not None:
-            _demote_previous_head(project, experiment)
+            _demote(index.heads.get(experiment), experiment)
+            index.heads[experiment] = run
         project.runs.append(run)
+        index.ids.add(sys_id)
+        index.count += 1
         return run
 
 
-def _demote_previous_head(project: Project, experiment: str) -> None:
-    for other in project.runs:
-        if other.experiment_head and other.get("sys/experiment/name") == experiment:
-            other.experiment_head = False
-            other.attributes["sys/experiment/is_head"] = Attribute("sys/experiment/is_head", store.BOOL, False)
+@dataclass
+class _ProjectIndex:
+    """Sys ids and experiment heads of a project, kept in step by add_run (rebuilt when runs changed elsewhere)."""
+
+    count: int
+    ids: set[str]
+    heads: dict[str, Run]
+
+
+def _index(project: Project) -> _ProjectIndex:
+    index = getattr(project, "_datasets_index", None)
+    if index is None or index.count != len(project.runs):
+        heads = {r.get("sys/experiment/name"): r for r in project.runs if r.experiment_head}
+        index = _ProjectIndex(len(project.runs), {r.sys_id for r in project.runs}, heads)
+        setattr(project, "_datasets_index", index)
+    return index
+
+
+def _fork_parent(project: Project, fork_parent: str | None) -> Run | None:
+    if fork_parent is None:
+        return None
+    parent = project.run(fork_parent)
+    if parent is None:
+        raise ValueError(f"fork parent {fork_parent!r} is not a run of {project.identifier!r}; add the parent first")
+    return parent
+
+
+def _demote(previous: Run | None, experiment: str) -> None:
+    if previous is not None and previous.experiment_head and previous.get("sys/experiment/name") == experiment:
+        previous.experiment_head = False
+        previous.attributes["sys/experiment/is_head"] = Attribute("sys/experiment/is_head", store.BOOL, False)
 
 
 def append_points(ws: Workspace, project_id: str, run_id: str, path: str, steps, values,

@@ -122,7 +122,7 @@ class RequestRecord:
     reset: bool = False
     retry_after: str | None = None
     at: float = 0.0
-    duration_s: float = 0.0  # handling + writing the response
+    duration_s: float = 0.0  # from reading the request to having the response ready (excludes writing)
 
 
 class RequestLog:
@@ -130,11 +130,16 @@ class RequestLog:
 
     def __init__(self) -> None:
         self._records: list[RequestRecord] = []
+        self._write_s: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def add(self, record: RequestRecord) -> None:
         with self._lock:
             self._records.append(record)
+
+    def add_write_time(self, endpoint: str, seconds: float) -> None:
+        with self._lock:
+            self._write_s[endpoint] += seconds
 
     def records(self) -> list[RequestRecord]:
         with self._lock:
@@ -158,9 +163,10 @@ class RequestLog:
         return sum(r.bytes_sent for r in self.records())
 
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly totals: requests, busy seconds and bytes per endpoint; requests per run."""
+        """JSON-friendly totals: requests, busy seconds (handling + writing) and bytes per endpoint; per run."""
         records = self.records()
-        busy: Counter[str] = Counter()
+        with self._lock:
+            busy: Counter[str] = Counter(self._write_s)
         sent: Counter[str] = Counter()
         for r in records:
             busy[r.endpoint] += r.duration_s
@@ -171,6 +177,7 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+            self._write_s.clear()
 
 
 def _matches(record: RequestRecord, endpoint: str | None, run: str | None, status: int | None) -> bool:
@@ -286,11 +293,14 @@ class _App:
             route, match = resolved
             endpoint = route.endpoint
             response, reset = self._run(route, match, request)
-        sent = _write_response(h, response, reset, self.ctx.faults.bandwidth_bytes_per_s)
-        now = time.monotonic()
+        # logged before the body goes out, so a client holding the response always finds it in the log
         self.ctx.requests.add(RequestRecord(endpoint, request.method, request.path, response.status,
-                                            frozenset(request.runs), sent, reset,
-                                            response.headers.get("Retry-After"), now, now - started))
+                                            frozenset(request.runs), _planned_bytes(response, reset), reset,
+                                            response.headers.get("Retry-After"), time.monotonic(),
+                                            time.monotonic() - started))
+        writing = time.monotonic()
+        _write_response(h, response, reset, self.ctx.faults.bandwidth_bytes_per_s)
+        self.ctx.requests.add_write_time(endpoint, time.monotonic() - writing)
 
     def _run(self, route: Route, match: re.Match[str], request: Request) -> tuple[Response, bool]:
         decision = self.injector.decide(route.endpoint, is_auth=not route.auth)
@@ -318,6 +328,13 @@ class _App:
             self.ctx.server_errors.append(trace)
             print(trace, file=sys.stderr)
             return Response.error(500, f"fake server bug: {exc!r}")
+
+
+def _planned_bytes(response: Response, reset: bool) -> int:
+    """Body bytes the response will carry (half of it when the connection is reset mid-body)."""
+    body = response.body
+    size = len(body) if isinstance(body, (bytes, bytearray, memoryview)) else (response.length or 0)
+    return size // 2 if reset else size
 
 
 def _read_body(h: BaseHTTPRequestHandler) -> bytes:
