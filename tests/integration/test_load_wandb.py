@@ -241,6 +241,8 @@ def test_wandb_sync_of_the_offline_output_delivers_every_point(tmp_path):
         assert run.summary["neptune.load_state"] == "complete"
         uploaded = {a.name: a.uploaded for a in fake.artifacts.values() if a.state == "COMMITTED"}
         assert uploaded == {a.name: {e.path: e.digest for e in a.entries} for a in local.artifacts}
+        summary = fake.summary()
+        assert [(r["path"], r["rows"], r["exit_code"]) for r in summary["runs"]] == [(f"team/vision/{wandb_run_id(PROJECT, RUN)}", 306, 0)]
 
 
 def _user_keys(row: dict) -> dict:
