@@ -37,6 +37,7 @@ V2_TYPES = {
 STATE_PATH = "sys/state"  # a store string ("running"/"idle"), an experimentState in 2.x
 HIDDEN_PREFIXES = ("sys/forking/", "sys/experiment/")  # 3.x-only system attributes
 ZIP_EPOCH = (2024, 1, 1, 0, 0, 0)
+CONTAINER_TYPES = ("run", "model", "modelVersion")  # the `type` values of table requests
 
 
 # ---------------------------------------------------------------------------- wire helpers
@@ -116,8 +117,22 @@ def _container_fields(project: store.Project) -> dict[str, Any]:
             "organizationId": organization_id(project), "organizationName": project.workspace}
 
 
+def container_type(container: store.Run) -> str:
+    """The 2.x container type of a run, model or model version ("run" / "model" / "modelVersion")."""
+    if isinstance(container, store.ModelVersion):
+        return "modelVersion"
+    return "model" if isinstance(container, store.Model) else "run"
+
+
+def _named(project: store.Project, key: str) -> store.Run | None:
+    """The run (sys id, custom run id, uuid), model or model version (sys id, uuid) named by `key`."""
+    return project.run(key) or project.registry_container(key)
+
+
 def find_holder(ctx: ServerContext, experiment_id: str, request: Request | None = None) -> Holder:
-    """Resolve `ws/proj/SYS-ID`, `ws/proj/<custom run id>`, a run uuid or a project uuid; 404 otherwise."""
+    """Resolve `ws/proj/SYS-ID`, `ws/proj/<custom run id>`, a container uuid or a project uuid; 404 otherwise.
+
+    Containers are runs, models (`ws/proj/PROJ-MOD`) and model versions (`ws/proj/PROJ-MOD-1`)."""
     with ctx.workspace.lock:
         projects = list(ctx.workspace.projects.values())
     for project in projects:
@@ -125,11 +140,11 @@ def find_holder(ctx: ServerContext, experiment_id: str, request: Request | None 
             return Holder(project, None)
         prefix = project.identifier + "/"
         if experiment_id.startswith(prefix):
-            run = project.run(experiment_id[len(prefix):])
+            run = _named(project, experiment_id[len(prefix):])
             if run is not None:
                 return _noted(Holder(project, run), request)
     for project in projects:
-        run = project.run(experiment_id)
+        run = _named(project, experiment_id)
         if run is not None and run.uuid == experiment_id:
             return _noted(Holder(project, run), request)
     raise HttpError(404, f"experiment {experiment_id!r} not found: pass ws/project/SYS-ID, a custom run id "
@@ -429,9 +444,9 @@ class SelectionCache:
                     if (a := r.attributes.get("sys/modification_time")) is not None)
         return len(runs), total
 
-    def get(self, project: store.Project, table: TableQuery) -> list[store.Run]:
-        key = (project.uuid, table.query, table.sort_by, table.descending)
-        runs = list(project.runs)
+    def get(self, project: store.Project, table: TableQuery, types: tuple[str, ...] = ("run",)) -> list[store.Run]:
+        key = (project.uuid, types, table.query, table.sort_by, table.descending)
+        runs = containers(project, types)
         fingerprint = self.fingerprint(runs)
         with self._lock:
             cached = self._entries.get(key)
@@ -469,6 +484,27 @@ def select_runs(runs: list[store.Run], table: TableQuery) -> list[store.Run]:
     return [run for _, run in present + absent]
 
 
+def containers(project: store.Project, types: tuple[str, ...]) -> list[store.Run]:
+    """The project's containers of the wanted 2.x types, runs first, each kind in creation order."""
+    found: list[store.Run] = []
+    if "run" in types:
+        found.extend(project.runs)
+    if "model" in types:
+        found.extend(project.models)
+    if "modelVersion" in types:
+        found.extend(project.model_versions())
+    return found
+
+
+def requested_types(request: Request) -> tuple[str, ...]:
+    """The `type` query values (repeatable) of a table request; runs when none is given."""
+    wanted = tuple(t for value in request.query_all.get("type", []) for t in value.split(",") if t)
+    unknown = [t for t in wanted if t not in CONTAINER_TYPES]
+    if unknown:
+        raise HttpError(400, f"unknown container type(s) {unknown}; use {list(CONTAINER_TYPES)}", errorType="BAD_REQUEST")
+    return wanted or ("run",)
+
+
 def table_entry(project: store.Project, run: store.Run, columns: tuple[str, ...] | None) -> dict[str, Any]:
     attrs = run.attributes
     chosen = attrs.values() if columns is None else (attrs[c] for c in columns if c in attrs)
@@ -477,7 +513,7 @@ def table_entry(project: store.Project, run: store.Run, columns: tuple[str, ...]
         v2_type = visible_type(attr)
         if v2_type is not None:
             dtos.append(attribute_dto(project, attr, v2_type))
-    return {"experimentId": run.uuid, "type": "run", **_container_fields(project), "attributes": dtos}
+    return {"experimentId": run.uuid, "type": container_type(run), **_container_fields(project), "attributes": dtos}
 
 
 def reads_run_data(columns: tuple[str, ...] | None) -> bool:
@@ -549,7 +585,7 @@ def _register_containers(router: Router) -> None:
         if holder.run is None:
             return json_response({"id": holder.uuid, "shortId": holder.project.key, "type": "project",
                                   "trashed": False, "parentId": holder.uuid, **_container_fields(holder.project)})
-        return json_response({"id": holder.run.uuid, "shortId": holder.run.sys_id, "type": "run",
+        return json_response({"id": holder.run.uuid, "shortId": holder.run.sys_id, "type": container_type(holder.run),
                               "trashed": holder.run.trashed, "parentId": holder.project.uuid,
                               **_container_fields(holder.project)})
 
@@ -649,8 +685,8 @@ def _register_files(router: Router) -> None:
 
 
 def artifact_files(project: store.Project, artifact_hash: str) -> list[dict[str, Any]]:
-    """Files of the artifact with this hash (the first artifact attribute of any run that has it)."""
-    for run in list(project.runs):
+    """Files of the artifact with this hash (the first artifact attribute of any container that has it)."""
+    for run in [*project.runs, *project.models, *project.model_versions()]:
         for attr in list(run.attributes.values()):
             if attr.type == "artifact" and (attr.value or {}).get("hash") == artifact_hash:
                 return [_artifact_file_dto(f) for f in attr.value.get("files") or []]
@@ -676,7 +712,7 @@ def _register_table(router: Router) -> None:
         project = ctx.project(_required(request, "projectIdentifier"))
         term = request.query.get("search") or ""
         seen: dict[tuple[str, str], None] = {}
-        for run in list(project.runs):
+        for run in containers(project, requested_types(request)):
             for attr, v2_type in visible_attributes(run.attributes):
                 if term in attr.path:
                     seen[(attr.path, v2_type)] = None
@@ -686,7 +722,7 @@ def _register_table(router: Router) -> None:
     def search_entries(ctx: ServerContext, request: Request, match: re.Match) -> Response:
         project = ctx.project(_required(request, "projectIdentifier"))
         table = TableQuery.from_body(request.json())
-        runs = SELECTIONS.get(project, table)
+        runs = SELECTIONS.get(project, table, requested_types(request))
         page = runs[table.offset: table.offset + table.limit]
         if reads_run_data(table.columns):
             for run in page:

@@ -243,6 +243,27 @@ class Run:
 
 
 @dataclass
+class ModelVersion(Run):
+    """A 2.x model version: a container like a run, sys id `PROJ-MOD-1`, with `sys/model_id` and `sys/stage`."""
+
+    @property
+    def stage(self) -> str:
+        """none / staging / production / archived (the `sys/stage` attribute)."""
+        return self.get("sys/stage") or "none"
+
+    @property
+    def model_id(self) -> str | None:
+        return self.get("sys/model_id")
+
+
+@dataclass
+class Model(Run):
+    """A 2.x model-registry model: a container like a run, sys id `PROJ-MOD`, and its versions in creation order."""
+
+    versions: list[ModelVersion] = field(default_factory=list)
+
+
+@dataclass
 class Project:
     """A project: its runs (in creation order) and its file blobs keyed by storage path."""
 
@@ -252,10 +273,22 @@ class Project:
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
     runs: list[Run] = field(default_factory=list)
     files: dict[str, StoredFile] = field(default_factory=dict)
+    models: list[Model] = field(default_factory=list)  # 2.x model registry (invisible to 3.x)
 
     @property
     def identifier(self) -> str:
         return f"{self.workspace}/{self.name}"
+
+    def model_versions(self) -> list[ModelVersion]:
+        """Every model's versions, model by model."""
+        return [version for model in list(self.models) for version in list(model.versions)]
+
+    def registry_container(self, sys_id_or_uuid: str) -> Model | ModelVersion | None:
+        """The model or model version with this sys id or uuid (a linear scan: registries are small)."""
+        for container in [*self.models, *self.model_versions()]:
+            if sys_id_or_uuid in (container.sys_id, container.uuid):
+                return container
+        return None
 
     def run(self, sys_id_or_custom: str) -> Run | None:
         """The run with this sys id, custom run id or uuid (indexed; the index follows appended runs)."""
