@@ -23,6 +23,7 @@ from neptune_exporter.errors import (
     NeptuneExporterError,
     OutputPathError,
     TerminalError,
+    UnsupportedError,
     is_transient,
 )
 from neptune_exporter.exporters.base import (
@@ -140,6 +141,7 @@ class ExportOptions:
     attributes: AttributeSelection = field(default_factory=AttributeSelection)
     api_token: str | None = field(default=None, repr=False, compare=False)
     workers: int = 4
+    include_models: bool = False  # 2.x model registry: models and versions under <project-dir>/<scope>/
 
     def to_json(self) -> dict:
         """Every option except the token, as JSON types."""
@@ -154,6 +156,7 @@ class ExportOptions:
             "runs": run_selection_to_json(self.runs),
             "attributes": attribute_selection_to_json(self.attributes),
             "workers": self.workers,
+            "include_models": self.include_models,
         }
 
     @classmethod
@@ -171,6 +174,7 @@ class ExportOptions:
             attributes=attribute_selection_from_json(data.get("attributes") or {}),
             api_token=api_token,
             workers=int(data.get("workers", 4)),
+            include_models=bool(data.get("include_models", False)),
         )
 
     def fingerprint(self) -> str:
@@ -197,6 +201,7 @@ def run_ref_to_json(run: RunRef) -> dict:
         "modification_time": _iso(run.modification_time),
         "archived": run.archived,
         "source_kind": run.source_kind,
+        "scope": run.scope,
     }
 
 
@@ -212,6 +217,7 @@ def run_ref_from_json(data: dict) -> RunRef:
         modification_time=_parse_iso(data.get("modification_time")),
         archived=bool(data.get("archived", False)),
         source_kind=data.get("source_kind", "neptune3"),
+        scope=data.get("scope"),
     )
 
 
@@ -367,14 +373,32 @@ def preflight(options: ExportOptions, source: Source) -> list[str]:
         )
     for project in projects:
         source.check_access(project)
+    _models_lister(options, source)
     return projects
 
 
+def _models_lister(options: ExportOptions, source: Source):
+    """The source's `list_models` when --include-models is set (None otherwise); UnsupportedError without one."""
+    if not options.include_models:
+        return None
+    lister = getattr(source, "list_models", None)
+    if lister is None:
+        raise UnsupportedError(
+            f"--include-models: the {getattr(source, 'kind', options.source)} source has no model registry",
+            "export models with --source neptune2 (the model registry is a Neptune 2.x feature), or drop --include-models",
+        )
+    return lister
+
+
 def discover(source: Source, options: ExportOptions, projects: Iterable[str]) -> list[RunRef]:
-    """Runs of every project matching the run selection (filters applied by the source)."""
+    """Runs of every project matching the run selection (filters applied by the source), then its models and
+    model versions when `include_models` is set (scoped RunRefs: they live in `<project-dir>/<scope>/`)."""
+    list_models = _models_lister(options, source)
     runs: list[RunRef] = []
     for project in projects:
         runs.extend(source.list_runs(project, options.runs))
+        if list_models is not None:
+            runs.extend(list_models(project, options.runs))
     return runs
 
 
@@ -385,11 +409,13 @@ def _listed(manifest: Manifest | None) -> set[str]:
     return {part.path for part in manifest.parts} if manifest else set()
 
 
-def remove_strays(data_root: Path, project_id: str, run_id: str, keep: Manifest | None) -> list[Path]:
+def remove_strays(
+    data_root: Path, project_id: str, run_id: str, keep: Manifest | None, scope: str | None = None
+) -> list[Path]:
     """Delete the run's parts and tmp files that `keep` (a complete manifest, or None) does not list."""
     listed = _listed(keep)
     removed = []
-    for path in run_part_paths(data_root, project_id, run_id, include_tmp=True):
+    for path in run_part_paths(data_root, project_id, run_id, include_tmp=True, scope=scope):
         if path.relative_to(data_root).as_posix() not in listed:
             path.unlink(missing_ok=True)
             removed.append(path)
@@ -397,9 +423,9 @@ def remove_strays(data_root: Path, project_id: str, run_id: str, keep: Manifest 
 
 
 def _plan_one(run: RunRef, options: ExportOptions, data_root: Path) -> RunPlan:
-    manifest = read_manifest(manifest_path(data_root, run.project_id, run.run_id))
+    manifest = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
     if manifest is None:
-        leftovers = run_part_paths(data_root, run.project_id, run.run_id, include_tmp=True)
+        leftovers = run_part_paths(data_root, run.project_id, run.run_id, include_tmp=True, scope=run.scope)
         if leftovers:
             return RunPlan(run, "redo", f"{len(leftovers)} part(s) without a complete manifest")
         return RunPlan(run, "full", "not exported yet")
@@ -410,7 +436,7 @@ def _plan_one(run: RunRef, options: ExportOptions, data_root: Path) -> RunPlan:
         return RunPlan(run, "redo", f"{len(missing)} listed part(s) missing")
     if manifest.options.get("fingerprint") != options.fingerprint():
         return RunPlan(run, "redo", "export options changed")
-    remove_strays(data_root, run.project_id, run.run_id, manifest)
+    remove_strays(data_root, run.project_id, run.run_id, manifest, run.scope)
     ensure_part_zero(data_root, manifest)
     if run.modification_time is not None and manifest.source.get("modification_time") == _iso(run.modification_time):
         return RunPlan(run, "skip", "unchanged since the last export")
@@ -548,6 +574,8 @@ def _source_record(source: Source, run: RunRef, facts: dict) -> dict:
         "fork_step": None,
     }
     record.update({k: v for k, v in facts.items() if k in record and v is not None})
+    if run.scope:
+        record["scope"] = run.scope
     return record
 
 
@@ -566,15 +594,15 @@ class _Attempt:
 
 def _begin(plan: RunPlan, options: ExportOptions, settings: Settings, data_root: Path) -> _Attempt:
     run = plan.run
-    previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id))
+    previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
     complete = previous if previous is not None and previous.is_complete() else None
-    remove_strays(data_root, run.project_id, run.run_id, previous)  # listed parts go only once replaced
+    remove_strays(data_root, run.project_id, run.run_id, previous, run.scope)  # listed parts go only once replaced
     incremental = (
         plan.action == "incremental"
         and complete is not None
         and complete.options.get("fingerprint") == options.fingerprint()
     )
-    writer = RunWriter(data_root, run.project_id, run.run_id, settings.part_target_bytes)
+    writer = RunWriter(data_root, run.project_id, run.run_id, settings.part_target_bytes, run.scope)
     return _Attempt(kept=complete if incremental else None, previous=previous, writer=writer)
 
 
@@ -646,7 +674,7 @@ def export_run(
 ) -> RunExportResult:
     """Export one run: parts first, manifest last; TerminalError → failed manifest; TransientError propagates."""
     run, data_root = plan.run, Path(options.data_path)
-    path = manifest_path(data_root, run.project_id, run.run_id)
+    path = manifest_path(data_root, run.project_id, run.run_id, run.scope)
     if plan.action == "skip":
         return _done(progress, RunExportResult(run.project_id, run.run_id, "skipped", str(path), action="skip"))
     attempt = _begin(plan, options, settings, data_root)
@@ -690,7 +718,7 @@ def _done(progress: ProgressSink | None, result: RunExportResult) -> RunExportRe
 def record_failure(plan: RunPlan, options: ExportOptions, errors: list[dict], source: Source | None = None) -> RunExportResult:
     """Write a failed manifest (keeping whatever an earlier export listed, untouched) and return a failed result."""
     run, data_root = plan.run, Path(options.data_path)
-    previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id))
+    previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
     manifest = Manifest(
         status=STATUS_FAILED,
         source=previous.source if previous else _source_record(source, run, {}) if source else run_ref_to_json(run),
@@ -702,6 +730,8 @@ def record_failure(plan: RunPlan, options: ExportOptions, errors: list[dict], so
         single_value_parts=previous.single_value_parts if previous else None,
     )
     manifest.source["run_id"], manifest.source["project_id"] = run.run_id, run.project_id
+    if run.scope:
+        manifest.source["scope"] = run.scope
     path = write_manifest(data_root, manifest)
     return RunExportResult(run.project_id, run.run_id, STATUS_FAILED, str(path), errors=errors, action=plan.action)
 

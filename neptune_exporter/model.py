@@ -128,6 +128,18 @@ def part_file_name(run_id: RunId, part_index: int) -> str:
     return f"{sanitize_name(run_id)}_part_{part_index}.parquet"
 
 
+MODELS_SCOPE = "models"  # 2.x model-registry models (run_id = the model's sys id, "PROJ-MOD")
+MODEL_VERSIONS_SCOPE = "model_versions"  # their versions (run_id = "PROJ-MOD-1")
+ENTITY_SCOPES = (MODELS_SCOPE, MODEL_VERSIONS_SCOPE)  # the peer tool's `<project-dir>/<scope>/` subfolders
+
+
+def check_scope(scope: str | None) -> str | None:
+    """A run's entity scope (None for runs); ValueError for anything but the known subfolder names."""
+    if scope is not None and scope not in ENTITY_SCOPES:
+        raise ValueError(f"unknown entity scope {scope!r}; use one of {ENTITY_SCOPES} or None for runs")
+    return scope
+
+
 @dataclass(frozen=True)
 class RunRef:
     """A run found by discovery: enough to plan and export it."""
@@ -142,6 +154,7 @@ class RunRef:
     modification_time: datetime | None = None
     archived: bool = False
     source_kind: str = "neptune3"  # "neptune3" | "neptune2"
+    scope: str | None = None  # None for runs; an ENTITY_SCOPES folder for 2.x model-registry entities
 
     def key(self) -> str:
         """Stable key for caching and logs."""

@@ -57,7 +57,7 @@ def export_run(
 def export_run_call(plan: dict, options: library.ExportOptions) -> dict:
     """Keyword arguments of `export_run` for one plan: the cache key inputs plus the plan and options."""
     run = plan["run"]
-    path = manifest_path(Path(options.data_path), run["project_id"], run["run_id"])
+    path = manifest_path(Path(options.data_path), run["project_id"], run["run_id"], run.get("scope"))
     return {
         "run_key": f"{run['project_id']}/{run['run_id']}",
         "manifest_path": str(path.resolve()),

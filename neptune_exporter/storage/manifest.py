@@ -12,7 +12,7 @@ from pathlib import Path
 
 from neptune_exporter import __version__
 from neptune_exporter.exporters.base import Watermark
-from neptune_exporter.model import AttributeType, sanitize_name
+from neptune_exporter.model import AttributeType, check_scope, sanitize_name
 
 FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
@@ -80,6 +80,11 @@ class Manifest:
     def run_id(self) -> str:
         return self.source.get("run_id") or ""
 
+    @property
+    def scope(self) -> str | None:
+        """The entity scope subfolder (2.x models / model_versions); None for runs."""
+        return self.source.get("scope") or None
+
     def is_complete(self) -> bool:
         return self.status == STATUS_COMPLETE
 
@@ -99,7 +104,7 @@ class Manifest:
             "format_version": self.format_version,
             "tool_version": self.tool_version,
             "status": self.status,
-            "source": {name: self.source.get(name) for name in SOURCE_FIELDS},
+            "source": _source_json(self.source),
             "options": self.options,
             "parts": [part.to_json() for part in self.parts],
             "attributes": self.attributes,
@@ -130,6 +135,14 @@ class Manifest:
         )
 
 
+def _source_json(source: dict) -> dict:
+    """The source record's fields; `scope` only for model-registry entities (run manifests stay unchanged)."""
+    record = {name: source.get(name) for name in SOURCE_FIELDS}
+    if source.get("scope"):
+        record["scope"] = source["scope"]
+    return record
+
+
 def compute_checksum(parts: list[PartInfo], files: list[dict]) -> str:
     """The run's export checksum (`neptune.export_checksum`): sha256 over part and file sha256s, order-independent."""
     digest = hashlib.sha256()
@@ -144,9 +157,12 @@ def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def manifest_path(data_root: Path | str, project_id: str, run_id: str) -> Path:
-    """`<data>/<project-dir>/<run-file>.manifest.json` (never matches the peer tool's `*_part_*.parquet`)."""
-    return Path(data_root) / sanitize_name(project_id) / (sanitize_name(run_id) + MANIFEST_SUFFIX)
+def manifest_path(data_root: Path | str, project_id: str, run_id: str, scope: str | None = None) -> Path:
+    """`<data>/<project-dir>[/<scope>]/<run-file>.manifest.json` (never matches the peer tool's `*_part_*.parquet`)."""
+    folder = Path(data_root) / sanitize_name(project_id)
+    if check_scope(scope):
+        folder = folder / scope
+    return folder / (sanitize_name(run_id) + MANIFEST_SUFFIX)
 
 
 def read_manifest(path: Path | str) -> Manifest | None:
@@ -191,5 +207,5 @@ def write_manifest(data_root: Path | str, manifest: Manifest) -> Path:
         manifest.exported_at = utc_now_iso()
     if not manifest.checksum:
         manifest.checksum = compute_checksum(manifest.parts, manifest.files)
-    path = manifest_path(data_root, manifest.project_id, manifest.run_id)
+    path = manifest_path(data_root, manifest.project_id, manifest.run_id, manifest.scope)
     return write_json_atomic(path, manifest.to_json())

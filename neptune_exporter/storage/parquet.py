@@ -16,7 +16,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from neptune_exporter.errors import CorruptPartError
-from neptune_exporter.model import PARQUET_SCHEMA, SERIES_TYPES, decimal_array_to_unscaled, part_file_name, sanitize_name
+from neptune_exporter.model import (
+    PARQUET_SCHEMA,
+    SERIES_TYPES,
+    check_scope,
+    decimal_array_to_unscaled,
+    part_file_name,
+    sanitize_name,
+)
 from neptune_exporter.storage.manifest import (
     MANIFEST_SUFFIX,
     STATUS_COMPLETE,
@@ -53,9 +60,10 @@ _SERIES_ARRAY = pa.array(sorted(SERIES_TYPE_NAMES), pa.string())
 _PART_RE = re.compile(r"^(?P<prefix>.+)_part_(?P<index>\d+)\.parquet(?P<tmp>\.tmp)?$")
 
 
-def project_dir(data_root: Path | str, project_id: str) -> Path:
-    """`<data>/<sanitized project id>`."""
-    return Path(data_root) / sanitize_name(project_id)
+def project_dir(data_root: Path | str, project_id: str, scope: str | None = None) -> Path:
+    """`<data>/<sanitized project id>`, or its `<scope>` subfolder (2.x models / model_versions, the peer's layout)."""
+    folder = Path(data_root) / sanitize_name(project_id)
+    return folder / scope if check_scope(scope) else folder
 
 
 def _parse_part_name(name: str) -> tuple[str, int, bool] | None:
@@ -65,9 +73,11 @@ def _parse_part_name(name: str) -> tuple[str, int, bool] | None:
     return match["prefix"], int(match["index"]), bool(match["tmp"])
 
 
-def run_part_paths(data_root: Path | str, project_id: str, run_id: str, include_tmp: bool = False) -> list[Path]:
+def run_part_paths(
+    data_root: Path | str, project_id: str, run_id: str, include_tmp: bool = False, scope: str | None = None
+) -> list[Path]:
     """Every `<run-file>_part_<n>.parquet` of a run on disk (listed or not), by part number."""
-    return _run_files(project_dir(data_root, project_id), sanitize_name(run_id), include_tmp)
+    return _run_files(project_dir(data_root, project_id, scope), sanitize_name(run_id), include_tmp)
 
 
 def _run_files(folder: Path, prefix: str, include_tmp: bool) -> list[Path]:
@@ -121,12 +131,14 @@ def _has_single_values(batch: pa.RecordBatch) -> bool:
 class RunWriter:
     """Streams a run's RecordBatches into parts rolled near `part_target_bytes`; tmp files renamed on close."""
 
-    def __init__(self, data_root: Path | str, project_id: str, run_id: str, part_target_bytes: int):
+    def __init__(
+        self, data_root: Path | str, project_id: str, run_id: str, part_target_bytes: int, scope: str | None = None
+    ):
         self.data_root = Path(data_root)
         self.project_id = project_id
         self.run_id = run_id
         self.part_target_bytes = max(1, int(part_target_bytes))
-        self.folder = project_dir(self.data_root, project_id)
+        self.folder = project_dir(self.data_root, project_id, scope)
         self.folder.mkdir(parents=True, exist_ok=True)
         existing = _run_files(self.folder, sanitize_name(run_id), include_tmp=True)
         self._next_index = 1 + max((_parse_part_name(p.name)[1] for p in existing), default=-1)
@@ -295,12 +307,12 @@ def _listed_paths(data_root: Path, manifest: Manifest) -> list[Path]:
 
 
 def read_run_batches(
-    data_root: Path | str, project_id: str, run_id: str, columns: list[str] | None = None
+    data_root: Path | str, project_id: str, run_id: str, columns: list[str] | None = None, scope: str | None = None
 ) -> Iterator[pa.RecordBatch]:
     """A run's rows part by part; only the manifest's parts when a manifest exists (peer exports: every part)."""
     data_root = Path(data_root)
-    manifest = read_manifest(manifest_path(data_root, project_id, run_id))
-    paths = _listed_paths(data_root, manifest) if manifest else run_part_paths(data_root, project_id, run_id)
+    manifest = read_manifest(manifest_path(data_root, project_id, run_id, scope))
+    paths = _listed_paths(data_root, manifest) if manifest else run_part_paths(data_root, project_id, run_id, scope=scope)
     for path in paths:
         yield from iter_part_batches(path, columns)
 
