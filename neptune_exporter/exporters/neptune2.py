@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
 import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +49,14 @@ from neptune_exporter.exporters.base import (
     matches_kind,
     matches_path,
 )
-from neptune_exporter.model import AttributeType, ProjectId, RunRef, sanitize_name
+from neptune_exporter.model import (
+    MODEL_VERSIONS_SCOPE,
+    MODELS_SCOPE,
+    AttributeType,
+    ProjectId,
+    RunRef,
+    sanitize_name,
+)
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.parquet import file_sha256
@@ -71,6 +79,13 @@ from neptune_exporter.storage.parquet import file_sha256
 #   whatever the run's size: each of `workers` attribute workers holds at most one batch being built
 #   (≤ series_batch_rows + one page) plus its prefetched pages, the hand-over queue holds ≤ 2·workers
 #   batches and the consumer one: about (3·workers + 1) · series_batch_rows points.
+# - Model registry (`list_models`): models (`PROJ-MOD`) and their versions (`PROJ-MOD-1`) are containers
+#   like runs, exported as runs whose run id is the sys id, in the peer tool's entity scopes
+#   (`<project-dir>/models/`, `<project-dir>/model_versions/`). Listed with `fetch_models_table` and each
+#   model's `fetch_model_versions_table` (one `init_model` per model: the only public path to its versions),
+#   opened with `init_model` / `init_model_version`, atoms read from the same tables. Run filters do not
+#   apply; trashed models (and their versions) only with include_archived; the client never lists trashed
+#   versions.
 # - File series: the 2.x read API serves images by index only, so a point's step is its index
 #   (how 2.x numbers images appended without an explicit step; the peer tool does the same).
 
@@ -206,6 +221,16 @@ def atom_value(attribute_type: AttributeType, value: Any) -> Any:
     return value
 
 
+def sys_id_nql(sys_id: str) -> str:
+    """NQL selecting one container by its sys id."""
+    return f'`sys/id`:string = "{sys_id}"'
+
+
+def version_model_id(version_sys_id: str) -> str:
+    """The model sys id of a model version (`PROJ-MOD-3` → `PROJ-MOD`: 2.x numbers versions after their model)."""
+    return version_sys_id.rsplit("-", 1)[0]
+
+
 def run_matches(ref: RunRef, pattern: re.Pattern | None, run_ids: tuple[str, ...]) -> bool:
     """--runs regex (search on sys/id or custom run id) and exact run ids."""
     keys = [k for k in (ref.sys_id, ref.custom_run_id) if k]
@@ -299,6 +324,10 @@ def configure_client(settings: Settings) -> None:
 
     client_retries.retries_timeout = seconds  # read at import time by the client; set for this process
     logging.getLogger("neptune").setLevel(logging.ERROR)
+    from neptune.common.warnings import NeptuneDeprecationWarning
+
+    # reading a model registry out is what its deprecation notice asks for: no warning on every export
+    warnings.filterwarnings("ignore", "Neptune's model registry has been deprecated", NeptuneDeprecationWarning)
 
 
 def typed_error(error: BaseException, run: str | None = None, attribute: str | None = None,
@@ -435,6 +464,7 @@ class Neptune2Source:
         self._settings = settings
         self.server = token_server(self._token)
         self._projects: dict[str, Any] = {}
+        self._models: dict[tuple[str, str], Any] = {}  # (project, model sys id) → read-only model container
         self._lock = threading.Lock()
         configure_client(settings)
 
@@ -486,13 +516,15 @@ class Neptune2Source:
                 refs.append(ref)
         return refs
 
-    def _list_all(self, project_id: ProjectId, query: str | None, include_archived: bool) -> Iterator[RunRef]:
-        """Every matching run, ascending by creation time, in windows of ≤ WINDOW_RUNS (ties across windows kept)."""
+    def _list_all(self, project_id: ProjectId, query: str | None, include_archived: bool,
+                  table: Callable[..., Any] | None = None, scope: str | None = None) -> Iterator[RunRef]:
+        """Every matching container (runs unless `table` says otherwise), ascending by creation time, in windows
+        of ≤ WINDOW_RUNS (ties across windows kept)."""
         seen: set[str] = set()
         since: str | None = None
         while True:
             window_query = combine_nql(query, f'`sys/creation_time`:datetime >= "{since}"' if since else None)
-            window = self._table_window(project_id, window_query, include_archived)
+            window = self._table_window(project_id, window_query, include_archived, table, scope)
             fresh = [r for r in window if r.sys_id not in seen]
             yield from fresh
             seen.update(r.sys_id for r in fresh)
@@ -505,17 +537,18 @@ class Neptune2Source:
                 )
             since = nql_datetime(window[-1].creation_time)
 
-    def _table_window(self, project_id: ProjectId, query: str | None, include_archived: bool) -> list[RunRef]:
-        """One window of the runs table (the client does not retry table pages: retried here)."""
-        project = self._project(project_id)
+    def _table_window(self, project_id: ProjectId, query: str | None, include_archived: bool,
+                      table: Callable[..., Any] | None = None, scope: str | None = None) -> list[RunRef]:
+        """One window of the runs table, or of `table` (the client does not retry table pages: retried here)."""
+        fetch_table = table or self._project(project_id).fetch_runs_table
 
         def read() -> list[RunRef]:
             try:
-                table = project.fetch_runs_table(
+                rows = fetch_table(
                     query=query, columns=list(LIST_COLUMNS), trashed=None if include_archived else False,
                     limit=WINDOW_RUNS, sort_by="sys/creation_time", ascending=True, progress_bar=False,
                 )
-                return [self._run_ref(project_id, entry) for entry in table]
+                return [self._run_ref(project_id, entry, scope) for entry in rows]
             except ValueError as exc:
                 if "not present in the table" in str(exc):  # the client's message for a project with no runs
                     return []
@@ -528,7 +561,7 @@ class Neptune2Source:
 
         return retrying(read, self._settings, project=project_id)
 
-    def _run_ref(self, project_id: ProjectId, entry: Any) -> RunRef:
+    def _run_ref(self, project_id: ProjectId, entry: Any, scope: str | None = None) -> RunRef:
         values = {c: _entry_value(entry, c) for c in LIST_COLUMNS}
         sys_id = str(values["sys/id"])
         return RunRef(
@@ -542,7 +575,60 @@ class Neptune2Source:
             modification_time=as_utc(values["sys/modification_time"]),
             archived=bool(values["sys/trashed"]),
             source_kind=self.kind,
+            scope=scope,
         )
+
+    # ---- model registry
+
+    def list_models(self, project_id: ProjectId, selection: RunSelection) -> list[RunRef]:
+        """The project's models, then their versions, as scoped RunRefs (each ascending by creation time).
+
+        Run filters (--runs, --where, --query) select runs only; trashed models and their versions come with
+        include_archived; modified_after keeps the models and versions modified after it."""
+        models = list(self._list_all(project_id, None, selection.include_archived,
+                                     self._project(project_id).fetch_models_table, MODELS_SCOPE))
+        versions = [version for model in models
+                    for version in self._list_all(project_id, None, False, self._versions_table(project_id, model.sys_id),
+                                                  MODEL_VERSIONS_SCOPE)]
+        since = as_utc(selection.modified_after)
+        return [ref for ref in models + versions
+                if since is None or ref.modification_time is None or ref.modification_time > since]
+
+    def _model(self, project_id: ProjectId, model_id: str) -> Any:
+        """The read-only model container (opened once, cached): its versions table is only reachable from it."""
+        key = (project_id, model_id)
+        with self._lock:
+            if key not in self._models:
+                import neptune
+
+                try:
+                    self._models[key] = neptune.init_model(
+                        with_id=model_id, project=project_id, api_token=self._token, mode="read-only"
+                    )
+                except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+                    raise typed_error(exc, run=model_id, project=project_id) from exc
+            return self._models[key]
+
+    def _versions_table(self, project_id: ProjectId, model_id: str) -> Callable[..., Any]:
+        """`fetch_model_versions_table` of a model, taking (and ignoring) `trashed`: the client never lists
+        trashed versions."""
+        model = self._model(project_id, model_id)
+
+        def fetch(trashed: bool | None = None, **kwargs: Any) -> Any:
+            return model.fetch_model_versions_table(**kwargs)
+
+        return fetch
+
+    def _container_table(self, run: RunRef, paths: list[str]) -> Any:
+        """The table row(s) of one run, model or model version with the `paths` columns."""
+        options = {"columns": paths, "sort_by": "sys/id", "progress_bar": False}
+        project = self._project(run.project_id)
+        if run.scope == MODELS_SCOPE:
+            return project.fetch_models_table(query=sys_id_nql(run.sys_id), trashed=None, **options)
+        if run.scope == MODEL_VERSIONS_SCOPE:
+            versions = self._versions_table(run.project_id, version_model_id(run.sys_id))
+            return versions(query=sys_id_nql(run.sys_id), **options)
+        return project.fetch_runs_table(id=[run.sys_id], trashed=None, **options)
 
     # ---- export
 
@@ -560,11 +646,13 @@ class Neptune2Source:
         return content
 
     def open_run(self, run: RunRef) -> Any:
-        """The run opened read-only (one init per export)."""
+        """The run (or model, or model version) opened read-only (one init per export)."""
         import neptune
 
+        opener = {MODELS_SCOPE: neptune.init_model, MODEL_VERSIONS_SCOPE: neptune.init_model_version}.get(
+            run.scope, neptune.init_run)
         try:
-            return neptune.init_run(project=run.project_id, with_id=run.sys_id, api_token=self._token, mode="read-only")
+            return opener(project=run.project_id, with_id=run.sys_id, api_token=self._token, mode="read-only")
         except Exception as exc:  # noqa: BLE001 - mapped to a typed error
             raise typed_error(exc, run=run.run_id, project=run.project_id) from exc
 
@@ -576,9 +664,7 @@ class Neptune2Source:
         return values
 
     def _atom_chunk(self, run: RunRef, paths: list[str]) -> dict[str, Any]:
-        table = self._project(run.project_id).fetch_runs_table(
-            id=[run.sys_id], columns=paths, trashed=None, sort_by="sys/id", progress_bar=False
-        )
+        table = self._container_table(run, paths)
         entries = [e for e in table if _entry_value(e, "sys/id") == run.sys_id]
         if not entries:
             raise TerminalError(f"run {run.sys_id} is no longer listed in {run.project_id}",
@@ -586,11 +672,12 @@ class Neptune2Source:
         return {path: _entry_value(entries[0], path) for path in paths}
 
     def close(self) -> None:
-        """Close cached project containers."""
+        """Close cached project and model containers."""
         with self._lock:
-            for project in self._projects.values():
-                project.stop()
+            for container in [*self._models.values(), *self._projects.values()]:
+                container.stop()
             self._projects.clear()
+            self._models.clear()
 
     @property
     def settings(self) -> Settings:
@@ -620,7 +707,7 @@ class _RunExport:
         self.files_root, self.watermarks, self.content = files_root, watermarks, content
         self.progress = progress or (lambda points, size: None)
         self.settings = source.settings
-        self.run_dir = Path(sanitize_name(run.project_id)) / sanitize_name(run.run_id)
+        self.run_dir = Path(sanitize_name(run.project_id), run.scope or "", sanitize_name(run.run_id))
         self.stop = threading.Event()
         self.page_pool: ThreadPoolExecutor | None = None  # series pages fetched ahead (set while streaming)
         self.files_lock = threading.Lock()
