@@ -17,6 +17,7 @@ module exists, `api_v2`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import re
@@ -424,6 +425,29 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.open_connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Close idle keep-alive connections so their handler threads end with the server."""
+        with self.connections_lock:
+            connections = list(self.open_connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # the peer closed it already
+                connection.shutdown(socket.SHUT_RDWR)
     app: _App
 
 
@@ -457,6 +481,7 @@ class FakeNeptune:
             self._server.shutdown()
             self._thread.join(timeout=5)
             self._thread = None
+        self._server.drop_connections()
         self._server.server_close()
 
     def serve_forever(self) -> None:
