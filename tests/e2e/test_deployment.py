@@ -1,0 +1,91 @@
+"""A real Prefect server serves the deployments; `prefect deployment run export/neptune3 --watch` exports the
+fake server's project to Parquet, and the run carries its progress and summary artifacts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from deployments.server import serve_deployments, stop_process
+from neptune_exporter.fake_neptune import FakeNeptune
+from neptune_exporter.fake_neptune.datasets import generate_workspace
+from neptune_exporter.storage.manifest import read_manifest
+from neptune_exporter.storage.parquet import project_dir
+from tests.prefect_reading import artifacts_by_key, export_task_states
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = "workspace/sandbox"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeNeptune(generate_workspace(runs=3, points=100, files=1)) as server:
+        yield server
+    assert not server.server_errors, server.server_errors[0]
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server, fake, tmp_path_factory):
+    """`python -m deployments.serve` against the server until the module ends."""
+    env = prefect_server.client_env({**fake.env(PROJECT), "PREFECT_RUNNER_POLL_FREQUENCY": "2"})
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    process = serve_deployments(env, log)
+    try:
+        with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+            wait_for_deployments(["export/neptune3", "export/neptune2"], process, log)
+            yield env
+    finally:
+        stop_process(process)
+
+
+def wait_for_deployments(names: list[str], process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            registered = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
+            if set(names) <= registered:
+                return
+            assert process.poll() is None, f"serve exited: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"deployments not registered: {log.read_text()[-2000:]}"
+            time.sleep(1)
+
+
+def test_deployment_run_exports_and_shows_progress_and_summary(served, prefect_server, tmp_path):
+    data, files = tmp_path / "data", tmp_path / "files"
+    command = [
+        sys.executable, "-m", "prefect", "deployment", "run", "export/neptune3",
+        "--param", f"projects={json.dumps([PROJECT])}",
+        "--param", f"paths={json.dumps({'data_path': str(data), 'files_path': str(files)})}",
+        "--param", "workers=2", "--watch", "--watch-interval", "2", "--watch-timeout", "300",
+    ]
+    result = subprocess.run(command, env=served, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Completed" in result.stdout
+
+    manifests = [read_manifest(p) for p in project_dir(data, PROJECT).glob("*.manifest.json")]
+    assert sorted(m.run_id for m in manifests if m.is_complete()) == ["run-00000", "run-00001", "run-00002"]
+    assert all(m.parts and (data / m.parts[0].path).stat().st_size > 0 for m in manifests)
+    assert len([p for p in files.rglob("*") if p.is_file()]) == 3
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("export/neptune3")
+        assert deployment.global_concurrency_limit.limit == 1 and deployment.parameters == {"source": "neptune3"}
+        flow_run = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))[0]
+        assert flow_run.state.is_completed()
+        assert flow_run.parameters["projects"] == [PROJECT]
+        artifacts = artifacts_by_key(flow_run.id)
+        assert export_task_states(flow_run.id) == {"Completed": 3}
+    assert artifacts["export-progress"][0].data == 100.0
+    table = artifacts["export-summary"][0].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert rows[0]["project"] == PROJECT and (rows[0]["runs_complete"], rows[0]["runs_failed"]) == (3, 0)
+    assert "runs exported: **3**" in artifacts["export-report"][0].data
