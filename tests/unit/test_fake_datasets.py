@@ -157,3 +157,23 @@ def test_cli_serve_needs_exactly_one_source() -> None:
 
     result = CliRunner().invoke(app, ["serve", "--generate", "--awkward"])
     assert result.exit_code != 0 and "exactly one of" in result.output
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_lineage_windows_page_across_the_fork(descending: bool) -> None:
+    from neptune_exporter.fake_neptune.api_v3 import lineage_segments, read_window
+
+    project = datasets.awkward_workspace().project(AWKWARD_PROJECT)
+    segments = lineage_segments(project, project.run("run-child"), "metrics/loss", full=True)
+    pages, after = [], None
+    while True:  # the client's afterStep protocol with pages of 3 points
+        window = read_window(segments, None, None, after, 3, descending)
+        pages.extend(zip(window.steps.tolist(), window.values.tolist()))
+        if len(window.steps) < 3:
+            break
+        after = float(window.steps[-1])
+    expected = [(float(s), 10.0 - s) for s in range(5)] + [(float(s), 100.0 + s) for s in range(5, 10)]
+    assert pages == (expected[::-1] if descending else expected)
+    own = read_window(lineage_segments(project, project.run("run-child"), "metrics/loss", full=False),
+                      6.0, 8.0, None, 10, descending)
+    assert sorted(own.steps.tolist()) == [6.0, 7.0, 8.0]
