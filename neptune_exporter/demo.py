@@ -87,6 +87,21 @@ def show_summary(ctx: DemoContext) -> None:
     typer.echo(f"again any time: neptune-exporter summary -d {ctx.data_path}")
 
 
+def load_into_mlflow(ctx: DemoContext) -> None:
+    """Load the export into a local MLflow (SQLite under the demo folder), validate it, say how to open the UI."""
+    from neptune_exporter.cli import run_load_command
+    from neptune_exporter.load import LoadOptions
+
+    store = (ctx.out / "mlflow").resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    options = LoadOptions(target="mlflow", data_path=str(ctx.data_path), files_path=str(ctx.files_path),
+                          mlflow_tracking_uri=uri, report_path=str(ctx.out / "reports"))
+    ctx.exit_code = max(ctx.exit_code, run_load_command(options, no_progress=ctx.no_progress))
+    typer.echo(f"open the MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+               "  → http://127.0.0.1:5000")
+
+
 DemoStep = Callable[[DemoContext], None]
 
 # Steps run in order; later issues append load (MLflow, W&B) and validation steps here.
@@ -94,6 +109,7 @@ DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("start a fake Neptune server with a sample project", start_fake_neptune),
     ("export it to Parquet + files", export_sample),
     ("summary", show_summary),
+    ("load into a local MLflow and validate it", load_into_mlflow),
 ]
 
 

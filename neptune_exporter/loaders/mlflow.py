@@ -93,7 +93,8 @@ class Tags:
 
 @dataclass
 class MetricChunk:
-    keys: list[str]
+    names: list[str]  # MLflow keys, indexed by `codes`
+    codes: np.ndarray  # per point: index into `names`
     steps: np.ndarray  # int64, already scaled to integers
     timestamps: np.ndarray  # int64 epoch ms
     values: np.ndarray  # float64
@@ -231,10 +232,10 @@ class RunMapping:
         if not rows.num_rows:
             return
         encoded = rows.column("attribute_path").dictionary_encode()
-        mapped = [self.keys(path) for path in encoded.dictionary.to_pylist()]
-        keys = [mapped[i] for i in encoded.indices.to_numpy(zero_copy_only=False)]
+        names = [self.keys(path) for path in encoded.dictionary.to_pylist()]
+        codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         values = pc.fill_null(rows.column("float_value"), float("nan")).to_numpy(zero_copy_only=False)
-        yield MetricChunk(keys, self._steps(rows), self._timestamps(rows), np.asarray(values, dtype=np.float64))
+        yield MetricChunk(names, codes, self._steps(rows), self._timestamps(rows), np.asarray(values, dtype=np.float64))
 
     def _append_lines(self, rows: pa.RecordBatch, file_name: str, render: Callable[[Any], dict]) -> None:
         if not rows.num_rows:
@@ -318,21 +319,39 @@ def _mlflow(action: str):
         raise _translate(action, error) from error
 
 
-class ArtifactUploader:
-    """Uploads artifacts in parallel with a bounded number in flight; raises the first failure on close."""
+class BoundedPool:
+    """Threads with a bounded number of jobs in flight (memory stays bounded); close() raises the first failure."""
 
-    def __init__(self, client: MlflowClient, run_id: str, workers: int):
-        self.client, self.run_id, self.workers = client, run_id, max(1, workers)
-        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mlflow-artifacts")
+    def __init__(self, workers: int, name: str):
+        self.workers = max(1, workers)
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=name)
         self.in_flight: set[Future] = set()
-        self.files = 0
 
-    def submit(self, item: ArtifactItem) -> None:
-        if len(self.in_flight) >= 4 * self.workers:
+    def submit(self, job: Callable[..., None], *args: Any) -> None:
+        if len(self.in_flight) >= 2 * self.workers:
             done, self.in_flight = wait(self.in_flight, return_when="FIRST_COMPLETED")
             for future in done:
                 future.result()
-        self.in_flight.add(self.pool.submit(self._upload, item))
+        self.in_flight.add(self.pool.submit(job, *args))
+
+    def close(self) -> None:
+        try:
+            for future in list(self.in_flight):
+                future.result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ArtifactUploader:
+    """Uploads artifacts in parallel."""
+
+    def __init__(self, client: MlflowClient, run_id: str, workers: int):
+        self.client, self.run_id = client, run_id
+        self.jobs = BoundedPool(workers, "mlflow-artifacts")
+        self.files = 0
+
+    def submit(self, item: ArtifactItem) -> None:
+        self.jobs.submit(self._upload, item)
         self.files += 1
 
     def _upload(self, item: ArtifactItem) -> None:
@@ -343,34 +362,42 @@ class ArtifactUploader:
                 self.client.log_artifact(self.run_id, str(item.local), item.artifact_dir)
 
     def close(self) -> None:
-        try:
-            for future in list(self.in_flight):
-                future.result()
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.jobs.close()
 
 
 class MetricBatcher:
-    """Packs metric points of any attributes into MLflow's per-request limit."""
+    """Packs metric points of any attributes into MLflow's per-request limit; a few requests in flight."""
 
-    def __init__(self, client: MlflowClient, run_id: str, limit: int):
+    def __init__(self, client: MlflowClient, run_id: str, limit: int, in_flight: int = 2):
         self.client, self.run_id, self.limit = client, run_id, limit
+        self.jobs = BoundedPool(in_flight, "mlflow-metrics")
         self.pending: list[Metric] = []
         self.points = 0
 
     def add(self, chunk: MetricChunk) -> None:
-        rows = zip(chunk.keys, chunk.values.tolist(), chunk.timestamps.tolist(), chunk.steps.tolist())
-        for key, value, stamp, step in rows:
-            self.pending.append(Metric(key, value, stamp, step))
+        names = chunk.names
+        rows = zip(chunk.codes.tolist(), chunk.values.tolist(), chunk.timestamps.tolist(), chunk.steps.tolist())
+        for code, value, stamp, step in rows:
+            self.pending.append(Metric(names[code], value, stamp, step))
             if len(self.pending) >= self.limit:
                 self.flush()
 
     def flush(self) -> None:
         if self.pending:
-            with _mlflow(f"log {len(self.pending)} metric points"):
-                self.client.log_batch(self.run_id, metrics=self.pending, synchronous=True)
+            self.jobs.submit(self._post, self.pending)
             self.points += len(self.pending)
             self.pending = []
+
+    def _post(self, metrics: list[Metric]) -> None:
+        with _mlflow(f"log {len(metrics)} metric points"):
+            self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+
+    def close(self) -> None:
+        """Send what is pending and wait for every request."""
+        try:
+            self.flush()
+        finally:
+            self.jobs.close()
 
 
 def _chunks(mapping: dict[str, str], size: int) -> Iterator[dict[str, str]]:
@@ -540,9 +567,11 @@ class MlflowLoader:
                         uploader.submit(item)
                     else:
                         self._log_entities(target_id, item)
-                metrics.flush()
             finally:
-                uploader.close()
+                try:
+                    metrics.close()
+                finally:
+                    uploader.close()
         return metrics.points, uploader.files
 
     def _log_entities(self, target_id: str, item: Params | Tags) -> None:
@@ -694,11 +723,11 @@ class Expectation:
         return expected
 
     def _add_points(self, chunk: MetricChunk) -> None:
-        keys = np.array(chunk.keys, dtype=object)
-        for key in dict.fromkeys(chunk.keys):
-            mask = keys == key
-            digest = self.metrics.setdefault(key, PointDigest())
-            digest.update(chunk.steps[mask], chunk.timestamps[mask], chunk.values[mask], MLFLOW.infinity_stored_as)
+        order = np.argsort(chunk.codes, kind="stable")
+        codes, starts = np.unique(chunk.codes[order], return_index=True)
+        for code, span in zip(codes.tolist(), np.split(order, starts[1:])):
+            digest = self.metrics.setdefault(chunk.names[code], PointDigest())
+            digest.update(chunk.steps[span], chunk.timestamps[span], chunk.values[span], MLFLOW.infinity_stored_as)
 
 
 # ============================================================================= naming

@@ -72,7 +72,7 @@ def test_metrics_have_exact_integer_steps_and_original_timestamps(mapped):
     export, _, items = mapped
     assert export.step_multiplier(None) == 100
     chunks = [i for i in items if isinstance(i, MetricChunk)]
-    keys = np.concatenate([np.array(c.keys) for c in chunks])
+    keys = np.concatenate([np.array(c.names)[c.codes] for c in chunks])
     steps = np.concatenate([c.steps for c in chunks])
     stamps = np.concatenate([c.timestamps for c in chunks])
     assert sorted(steps[keys == "metrics/frac"].tolist()) == [50, 125, 200]
