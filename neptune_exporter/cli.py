@@ -94,6 +94,7 @@ def export(
     query: Annotated[Optional[str], typer.Option(help="Raw NQL query (neptune2 only).")] = None,
     modified_after: Annotated[Optional[str], typer.Option(help="Runs modified after this ISO DATETIME.")] = None,
     include_archived: Annotated[bool, typer.Option(help="Also export archived runs.")] = False,
+    include_models: Annotated[bool, typer.Option(help="Also export the model registry: models and model versions (neptune2 only).")] = False,
     attributes: Annotated[Optional[str], typer.Option(help="Attributes whose path matches REGEX.")] = None,
     attribute: Annotated[Optional[list[str]], typer.Option(help="Exact attribute path, repeatable.")] = None,
     include: Annotated[Optional[list[str]], typer.Option(help="Kinds to export: parameters,metrics,series,files.")] = None,
@@ -113,7 +114,7 @@ def export(
                 modified_after=parse_datetime(modified_after, "--modified-after"), include_archived=include_archived,
             ),
             attributes=attribute_selection(attributes, attribute, include, exclude, include_previews),
-            workers=workers,
+            workers=workers, include_models=include_models,
         )
     except TerminalError as error:
         raise fail(error) from None
@@ -147,6 +148,9 @@ def build_export_options(
     selection: RunSelection = rest["runs"]
     if selection.query and source != "neptune2":
         raise InvalidOptionError("--query (NQL) works with --source neptune2 only", "use --where with neptune3")
+    if rest.get("include_models") and source != "neptune2":
+        raise InvalidOptionError("--include-models works with --source neptune2 only (the 2.x model registry)",
+                                 "add --source neptune2, or drop --include-models")
     check_regexes(
         runs=selection.runs_regex, experiments=selection.experiments_regex, attributes=rest["attributes"].regex,
         include_projects=rest["include_projects"], exclude_projects=rest["exclude_projects"],
@@ -156,6 +160,7 @@ def build_export_options(
         data_path=str(rest["data_path"]), files_path=str(rest["files_path"]), runs=selection,
         attributes=rest["attributes"], workers=rest["workers"],
         include_projects=rest["include_projects"], exclude_projects=rest["exclude_projects"],
+        include_models=bool(rest.get("include_models", False)),
     )
 
 
