@@ -68,21 +68,26 @@ def sorted_rows(data: Path, run: str) -> pa.Table:
     return table.take(order)
 
 
-def test_export_then_summary_in_ephemeral_mode(env, tmp_path):
-    result = run_cli(["export", "--runs", "^run-0000[0-2]$", "-d", "out/data", "-f", "out/files"], env, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "runs: 3 exported, 0 unchanged, 0 failed" in result.stdout
+def test_export_then_summary_in_ephemeral_mode_and_a_failed_run_exits_1(env, fake, tmp_path):
+    fake.faults.update(endpoints="float_series", scripted=[400])  # the first run's series read is refused
+    args = ["export", "--runs", "^run-0000[0-2]$", "-d", "out/data", "-f", "out/files", "--workers", "1"]
+    result = run_cli(args, env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "runs: 2 exported, 0 unchanged, 1 failed" in result.stdout
+    assert f"failed: {PROJECT} {run_id(0)}: unexpected answer from the Neptune server (HTTP 400)" in result.stderr
+    assert "errors.jsonl" in result.stderr
     assert env["NEPTUNE_API_TOKEN"] not in result.stdout + result.stderr
-    assert complete_runs(tmp_path / "out/data") == {run_id(0), run_id(1), run_id(2)}
+    assert complete_runs(tmp_path / "out/data") == {run_id(1), run_id(2)}
 
     summary = run_cli(["summary", "-d", "out/data", "--json"], env, tmp_path)
     assert summary.returncode == 0, summary.stderr
     figures = json.loads(summary.stdout)
     assert [p["project_id"] for p in figures["projects"]] == [PROJECT]
-    assert (figures["total"]["runs"], figures["total"]["runs_complete"], figures["total"]["files"]) == (3, 3, 3)
-    assert figures["total"]["points"] == 3 * (5 * 200 + 100 + 10)  # 5 metrics, 1 string series, 1 histogram series
+    total = figures["total"]
+    assert (total["runs"], total["runs_complete"], total["runs_failed"], total["files"]) == (3, 2, 1, 2)
+    assert total["points"] == 2 * (5 * 200 + 100 + 10)  # 5 metrics, 1 string series, 1 histogram series per run
     table = run_cli(["summary", "-d", "out/data"], env, tmp_path)
-    assert PROJECT in table.stdout and "float_series" in table.stdout
+    assert PROJECT in table.stdout and "float_series" in table.stdout and run_id(0) in table.stdout
 
 
 def bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
