@@ -249,11 +249,14 @@ def test_rate_limits_retried_with_retry_after(fake_factory, use_neptune_query, m
     use_neptune_query(fake)
     assert _fetch_loss(fake) == [1.0 / (1 + i) for i in range(100)]
     assert fake.requests.count(status=429) > 0
+    fake.requests.clear()
     fake.faults.update(rate_limit_share=1.0, retry_after_s=1, endpoints="v3.search")
     threading.Timer(1.5, fake.faults.clear).start()
     assert nq.list_experiments(project=P)[0] == "exp-alpha"
-    limited = [r for r in fake.requests.records() if r.endpoint == "v3.search" and r.status == 429]
-    assert len(limited) >= 1 and limited[-1].retry_after == "1"
+    searches = [r for r in fake.requests.records() if r.endpoint == "v3.search"]
+    limited = [i for i, r in enumerate(searches) if r.status == 429]
+    assert limited and all(searches[i].retry_after == "1" for i in limited)
+    assert all(searches[i + 1].at - searches[i].at >= 1.0 for i in limited)  # Retry-After honoured
 
 
 def test_server_errors_and_resets_retried(fake_factory, use_neptune_query, monkeypatch):
