@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from neptune_exporter.fake_neptune.datasets import awkward_workspace, generate_workspace, load_dataset, save_dataset
+from neptune_exporter.fake_neptune.datasets import (DatasetError, awkward_workspace, generate_workspace, load_dataset,
+                                                     save_dataset)
 from neptune_exporter.fake_neptune.faults import FaultConfig
 from neptune_exporter.fake_neptune.server import FakeNeptune
 from neptune_exporter.fake_neptune.store import Workspace
@@ -65,7 +66,7 @@ def serve(
     if len(chosen) != 1:
         raise typer.BadParameter("give exactly one of --dataset FILE, --generate or --awkward")
     if dataset is not None:
-        workspace = load_dataset(dataset)
+        workspace = _load_or_exit(dataset)
     elif awkward:
         workspace = awkward_workspace()
     else:
@@ -81,6 +82,14 @@ def serve(
         fake.serve_forever()
     except KeyboardInterrupt:
         typer.echo("fake Neptune stopped")
+
+
+def _load_or_exit(path: Path) -> Workspace:
+    try:
+        return load_dataset(path)
+    except DatasetError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from neptune_exporter.errors import TerminalError
 from neptune_exporter.fake_neptune import store
 from neptune_exporter.fake_neptune.store import Attribute, ExplicitSeries, Project, Run, Workspace
 
@@ -36,8 +37,9 @@ def _series_from_points(type_: str, points: Iterable) -> ExplicitSeries:
     steps = [float(p[0]) for p in points]
     values = [p[1] for p in points]
     timestamps = [int(p[2]) for p in points]
-    if any(b <= a for a, b in zip(steps, steps[1:])):
-        raise ValueError("series steps must be strictly increasing")
+    for before, after in zip(steps, steps[1:]):
+        if after <= before:
+            raise ValueError(f"series steps must be strictly increasing, but step {after} follows {before}")
     return ExplicitSeries(type_, np.array(steps, dtype=np.float64), values, np.array(timestamps, dtype=np.int64))
 
 
@@ -199,17 +201,49 @@ FORMAT_VERSION = 1
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
+class DatasetError(TerminalError, ValueError):
+    """A dataset file or spec that cannot be loaded."""
+
+
+DATASET_REMEDY = "correct the dataset as described in neptune_exporter/fake_neptune/README.md (JSON dataset format)"
+
+
 def load_dataset(source: str | Path | dict) -> Workspace:
     """A Workspace from the JSON dataset format (a path or an already parsed dict); see README.md."""
-    data = source if isinstance(source, dict) else json.loads(Path(source).read_text(encoding="utf-8"))
+    data = source if isinstance(source, dict) else _read_json(Path(source))
     ws = Workspace(name=data.get("workspace", "workspace"))
-    for spec in data.get("projects") or []:
-        project = add_project(ws, spec["name"], spec.get("key"))
-        for key, file_spec in (spec.get("files") or {}).items():
-            project.files[key] = _file_from_json(key, file_spec)
-        for run_spec in spec.get("runs") or []:
-            _run_from_json(ws, project, run_spec)
+    for number, spec in enumerate(data.get("projects") or [], start=1):
+        where = f"project #{number} ({spec.get('name')!r})"
+        try:
+            _project_from_json(ws, spec, where)
+        except DatasetError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"dataset {where}: {exc!r}", DATASET_REMEDY) from exc
     return ws
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read dataset {path}: {exc}", DATASET_REMEDY) from exc
+    if not isinstance(data, dict):
+        raise DatasetError(f"dataset {path} is not a JSON object", DATASET_REMEDY)
+    return data
+
+
+def _project_from_json(ws: Workspace, spec: dict, where: str) -> None:
+    if not spec.get("name"):
+        raise DatasetError(f"dataset {where} has no \"name\"", DATASET_REMEDY)
+    project = add_project(ws, spec["name"], spec.get("key"))
+    for key, file_spec in (spec.get("files") or {}).items():
+        project.files[key] = _file_from_json(key, file_spec)
+    for number, run_spec in enumerate(spec.get("runs") or [], start=1):
+        try:
+            _run_from_json(ws, project, run_spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"dataset {where}, run #{number}: {exc}", DATASET_REMEDY) from exc
 
 
 def _file_from_json(key: str, spec: dict) -> store.StoredFile:
@@ -235,6 +269,14 @@ def _run_from_json(ws: Workspace, project: Project, spec: dict) -> Run:
 
 
 def _attribute_from_json(path: str, spec: Any) -> Attribute:
+    try:
+        return _typed_attribute_from_json(path, spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        message = str(exc)
+        raise ValueError(message if message.startswith("attribute ") else f"attribute {path!r}: {message}") from exc
+
+
+def _typed_attribute_from_json(path: str, spec: Any) -> Attribute:
     if not isinstance(spec, dict):
         return make_attribute(path, _scalar_type(path, spec), spec)
     type_ = spec.get("type")

@@ -177,3 +177,25 @@ def test_lineage_windows_page_across_the_fork(descending: bool) -> None:
     own = read_window(lineage_segments(project, project.run("run-child"), "metrics/loss", full=False),
                       6.0, 8.0, None, 10, descending)
     assert sorted(own.steps.tolist()) == [6.0, 7.0, 8.0]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"projects": [{"runs": []}]}, 'project #1 (None) has no "name"'),
+    ({"projects": [{"name": "p", "runs": [{}, {"attributes": {"m": {"type": "float_series",
+                                                                     "points": [[1, 1.0, 1], [1, 2.0, 2]]}}}]}]},
+     "run #2: attribute 'm': series steps must be strictly increasing, but step 1.0 follows 1.0"),
+    ({"projects": [{"name": "p", "runs": [{"fork_parent": "P-9"}]}]}, "fork parent 'P-9' is not a run"),
+    ({"projects": [{"name": "p", "runs": [{"sys_id": "P-1"}, {"sys_id": "P-1"}]}]}, "run 'P-1' already exists"),
+    ({"projects": [{"name": "p", "runs": [{"created": "yesterday"}]}]}, "run #1: Invalid isoformat"),
+])
+def test_dataset_errors_name_the_place_and_the_fix(spec: dict, message: str) -> None:
+    with pytest.raises(datasets.DatasetError) as info:
+        datasets.load_dataset(spec)
+    assert message in str(info.value) and "README.md" in str(info.value)
+
+
+def test_unreadable_dataset_file(tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(datasets.DatasetError, match="cannot read dataset"):
+        datasets.load_dataset(bad)
