@@ -383,7 +383,7 @@ def _map_client_error(error: BaseException, project: str) -> NeptuneExporterErro
         return limited
     if status is not None and (status >= 500 or status == 408):
         return SourceUnavailableError(f"the Neptune server answered {status}: {_body(error)}", "retry later; the export resumes")
-    if status == 404 or isinstance(error, (ne.RunNotFound, ne.NeedExistingRunForReadOnlyMode)):
+    if status == 404 or isinstance(error, (ne.MetadataContainerNotFound, ne.NeedExistingExperimentForReadOnlyMode)):
         return TerminalError(f"not found on the server (HTTP 404): {_body(error)}",
                              "re-run the export: discovery drops runs and attributes deleted meanwhile")
     if status is not None and 400 <= status < 500:

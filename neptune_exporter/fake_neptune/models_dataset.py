@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Iterable
 
 from neptune_exporter.fake_neptune import store
@@ -79,15 +79,3 @@ def _model(project: Project, model_id: str) -> Model:
             return model
     raise KeyError(f"no model {model_id!r} in {project.identifier!r}")
 
-
-def registry_workspace_additions(ws: Workspace, project_id: str, start: datetime) -> list[store.Run]:
-    """Two models (one trashed) and three versions in every stage shape, for tests and demos; the containers."""
-    first = add_model(ws, project_id, "CLS", "classifier", created=start,
-                      attributes={"params/arch": ("string", "resnet"), "params/depth": ("int", 50)})
-    versions = [
-        add_model_version(ws, project_id, first.sys_id, stage, f"v{i}", created=start + timedelta(minutes=i),
-                          attributes={"val/acc": ("float", 0.5 + i / 10)})
-        for i, stage in enumerate(("none", "staging", "production"), start=1)
-    ]
-    trashed = add_model(ws, project_id, "OLD", "old", created=start + timedelta(minutes=5), trashed=True)
-    return [first, *versions, trashed]
