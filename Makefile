@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/neptune-exporter
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --timeout 900
 SERVE_HOME ?= .prefect-serve
 SERVE_PORT ?= 4200
 
@@ -36,5 +36,5 @@ bench: $(CLI)
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf exports .demo $(SERVE_HOME) .pytest_cache build dist *.egg-info
+	rm -rf exports demo .demo $(SERVE_HOME) .pytest_cache build dist *.egg-info
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -1,0 +1,25 @@
+"""The deployments: one list in deployments/serve.py, the same in deployments/prefect.yaml, every entrypoint a flow."""
+
+from pathlib import Path
+
+import yaml
+from prefect import Flow
+
+from deployments.serve import DEPLOYMENTS
+
+PREFECT_YAML = Path(__file__).resolve().parents[2] / "deployments" / "prefect.yaml"
+
+
+def test_prefect_yaml_declares_the_served_deployments():
+    declared = yaml.safe_load(PREFECT_YAML.read_text())["deployments"]
+    as_yaml = [(d["name"], d["entrypoint"], d["parameters"], d["concurrency_limit"]) for d in declared]
+    as_served = [(s.name, s.entrypoint, s.parameters, s.concurrency_limit) for s in DEPLOYMENTS]
+    assert as_yaml == as_served
+
+
+def test_export_deployments_exist_and_every_entrypoint_is_a_flow():
+    flows = {spec.entrypoint: spec.load_flow() for spec in DEPLOYMENTS}
+    assert all(isinstance(flow, Flow) for flow in flows.values())
+    names = {f"{spec.load_flow().name}/{spec.name}" for spec in DEPLOYMENTS}
+    assert {"export/neptune3", "export/neptune2"} <= names
+    assert all(spec.concurrency_limit == 1 for spec in DEPLOYMENTS)
