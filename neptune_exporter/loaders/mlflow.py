@@ -511,13 +511,14 @@ class MlflowLoader:
         with _mlflow(f"search runs of {project_id}/{run_id}"):
             return list(self.client.search_runs([experiment_id], query, run_view_type=ViewType.ACTIVE_ONLY, max_results=100))
 
-    def loaded_run(self, export: ExportedRun, create_experiment: bool = False):
+    def active_copies(self, export: ExportedRun) -> list:
+        """Every active MLflow run of this export, complete or not (a clean load leaves exactly one)."""
+        experiment_id = self.experiment_id(self.experiment_name(export), create=False)
+        return [] if experiment_id is None else self.find_runs(experiment_id, export.project_id, export.run_id)
+
+    def loaded_run(self, export: ExportedRun):
         """The complete target run of this export (None when absent)."""
-        experiment_id = self.experiment_id(self.experiment_name(export), create=create_experiment)
-        if experiment_id is None:
-            return None
-        runs = self.find_runs(experiment_id, export.project_id, export.run_id)
-        return next((r for r in runs if r.data.tags.get(TAG_LOAD_STATE) == "complete"), None)
+        return next((r for r in self.active_copies(export) if r.data.tags.get(TAG_LOAD_STATE) == "complete"), None)
 
     # ---------------------------------------------------------------- load
     def load_run(self, data_root, files_root, project_id: str, run_id: str) -> LoadResult:
@@ -619,10 +620,12 @@ class MlflowLoader:
     def inspect_run(self, data_root, files_root, project_id: str, run_id: str) -> RunValidation:
         """Compare params, tags, every metric point and every artifact's bytes with the export."""
         export = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
-        run = self.loaded_run(export)
+        copies = self.active_copies(export)
+        run = next((r for r in copies if r.data.tags.get(TAG_LOAD_STATE) == "complete"), None)
         if run is None:
             missing = Difference(project_id, run_id, "run", run_id, "missing", "a complete MLflow run", None)
             return RunValidation(project_id, run_id, None, [missing])
+        duplicates = [Difference(project_id, run_id, "run", run_id, "copies", 1, len(copies))] if len(copies) > 1 else []
         multiplier = export.step_multiplier(self.step_multiplier)
         with tempfile.TemporaryDirectory(prefix="mlflow-validate-") as workdir:
             expected = Expectation.of(export, multiplier, Path(workdir))
@@ -638,6 +641,7 @@ class MlflowLoader:
             + compare_digests(project_id, run_id, "metric", expected.metrics, actual.metrics)
             + compare_files(project_id, run_id, expected.files.files, actual.files.files)
             + self._compare_times(export, run)
+            + duplicates
         )
         checked = {
             "params": len(expected.params),

@@ -163,11 +163,13 @@ def test_validation_lists_every_difference(mlflow_server, tmp_path):  # noqa: F8
     client.log_batch(target, metrics=[Metric("metrics/loss", 9.0, T0_MS, 999_900)])
     (tmp_path / "extra.txt").write_text("x")
     client.log_artifact(target, str(tmp_path / "extra.txt"), "files/model")
+    experiment = client.get_run(target).info.experiment_id
+    client.create_run(experiment, tags={"neptune.run_key": run_key(project, "r"), "neptune.load_state": "loading"})
     report = run_validate(options(tmp_path, mlflow_server), SETTINGS)
     problems = {(d.kind, d.key, d.problem) for d in report.differences}
-    assert problems == {("metric", "metrics/loss", "count"), ("artifact", "files/model/extra.txt", "unexpected")}
+    assert problems == {("metric", "metrics/loss", "count"), ("artifact", "files/model/extra.txt", "unexpected"), ("run", "r", "copies")}
     json_path, md_path = report.write(tmp_path / "report")
-    assert json.loads(json_path.read_text())["differences"] == 2 and "files/model/extra.txt" in md_path.read_text()
+    assert json.loads(json_path.read_text())["differences"] == 3 and "files/model/extra.txt" in md_path.read_text()
 
 
 def test_changed_export_is_reloaded_and_old_run_deleted(mlflow_server, tmp_path):  # noqa: F811
