@@ -55,6 +55,7 @@ from neptune_exporter.validation.compare import (
     compare_files,
     compare_mappings,
     file_digest,
+    value_bits,
 )
 from neptune_exporter.validation.report import RunValidation
 
@@ -236,6 +237,15 @@ class RunMapping:
         codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         values = pc.fill_null(rows.column("float_value"), float("nan")).to_numpy(zero_copy_only=False)
         yield MetricChunk(names, codes, self._steps(rows), self._timestamps(rows), np.asarray(values, dtype=np.float64))
+
+    def metric_points(self, key: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(steps, timestamps, values) of one MLflow metric key, chunk by chunk (point-level comparisons)."""
+        columns = ["attribute_path", "attribute_type", "step", "timestamp", "float_value"]
+        for batch in self.export.batches(columns=columns):
+            for chunk in self._metrics(batch.filter(pc.equal(batch.column("attribute_type"), AttributeType.FLOAT_SERIES.value))):
+                if key in chunk.names:
+                    mask = chunk.codes == chunk.names.index(key)
+                    yield chunk.steps[mask], chunk.timestamps[mask], chunk.values[mask]
 
     def _append_lines(self, rows: pa.RecordBatch, file_name: str, render: Callable[[Any], dict]) -> None:
         if not rows.num_rows:
@@ -638,7 +648,7 @@ class MlflowLoader:
         differences = (
             compare_mappings(project_id, run_id, "param", expected.params, actual.params)
             + compare_mappings(project_id, run_id, "tag", expected.tags, actual.tags)
-            + compare_digests(project_id, run_id, "metric", expected.metrics, actual.metrics)
+            + self._explain_points(compare_digests(project_id, run_id, "metric", expected.metrics, actual.metrics), export, multiplier, run)
             + compare_files(project_id, run_id, expected.files.files, actual.files.files)
             + self._compare_times(export, run)
             + duplicates
@@ -651,6 +661,21 @@ class MlflowLoader:
             "artifacts": len(expected.files.files),
         }
         return RunValidation(project_id, run_id, target_id, differences, checked)
+
+    def _explain_points(self, differences: list[Difference], export: ExportedRun, multiplier: int, run) -> list[Difference]:
+        """For series present on both sides but different: example points missing from / unexpected in MLflow."""
+        for difference in differences:
+            if difference.problem not in ("count", "points"):
+                continue
+            with tempfile.TemporaryDirectory(prefix="mlflow-points-") as workdir:
+                mapping = RunMapping(export, multiplier, Path(workdir))
+                expected = point_set(mapping.metric_points(difference.key))
+            with _mlflow(f"read metric history {difference.key!r}"):
+                history = self.client.get_metric_history(run.info.run_id, difference.key)
+            actual = point_set([(np.array([m.step for m in history]), np.array([m.timestamp for m in history]), np.array([m.value for m in history]))])
+            difference.expected = {"count": len(expected), "missing_in_target": point_examples(expected - actual)}
+            difference.actual = {"count": len(actual), "unexpected_in_target": point_examples(actual - expected)}
+        return differences
 
     def _compare_times(self, export: ExportedRun, run) -> list[Difference]:
         expected = {"start_time": export.start_ms, "end_time": export.end_ms}
@@ -732,6 +757,22 @@ class Expectation:
         for code, span in zip(codes.tolist(), np.split(order, starts[1:])):
             digest = self.metrics.setdefault(chunk.names[code], PointDigest())
             digest.update(chunk.steps[span], chunk.timestamps[span], chunk.values[span], MLFLOW.infinity_stored_as)
+
+
+def point_set(chunks) -> set[tuple[int, int, int]]:
+    """Points as (step, timestamp, value bits as MLflow stores them), NaN-aware."""
+    points: set[tuple[int, int, int]] = set()
+    for steps, stamps, values in chunks:
+        bits = value_bits(np.asarray(values, dtype=np.float64), MLFLOW.infinity_stored_as)
+        points.update(zip(np.asarray(steps, dtype=np.int64).tolist(), np.asarray(stamps, dtype=np.int64).tolist(), bits.tolist()))
+    return points
+
+
+def point_examples(points: set[tuple[int, int, int]], limit: int = 10) -> list[dict]:
+    """The first few points (by step) in readable form."""
+    chosen = sorted(points)[:limit]
+    values = np.array([bits for _, _, bits in chosen], dtype=np.uint64).view(np.float64).tolist()
+    return [{"step": step, "timestamp": stamp, "value": value} for (step, stamp, _), value in zip(chosen, values)]
 
 
 # ============================================================================= naming

@@ -168,6 +168,9 @@ def test_validation_lists_every_difference(mlflow_server, tmp_path):  # noqa: F8
     report = run_validate(options(tmp_path, mlflow_server), SETTINGS)
     problems = {(d.kind, d.key, d.problem) for d in report.differences}
     assert problems == {("metric", "metrics/loss", "count"), ("artifact", "files/model/extra.txt", "unexpected"), ("run", "r", "copies")}
+    (points,) = [d for d in report.differences if d.kind == "metric"]
+    assert points.expected == {"count": 50, "missing_in_target": []}
+    assert points.actual == {"count": 51, "unexpected_in_target": [{"step": 999_900, "timestamp": T0_MS, "value": 9.0}]}
     json_path, md_path = report.write(tmp_path / "report")
     assert json.loads(json_path.read_text())["differences"] == 3 and "files/model/extra.txt" in md_path.read_text()
 
