@@ -22,7 +22,7 @@ from neptune_exporter import progress
 from neptune_exporter.settings import Settings
 from tasks import export as export_tasks
 
-SELECTION_KEYS = ("workspace", "include_projects", "exclude_projects", "runs", "attributes")
+SELECTION_KEYS = ("workspace", "include_projects", "exclude_projects", "runs", "attributes", "include_models")
 PATH_KEYS = ("data_path", "files_path")
 PROGRESS_EVERY_SECONDS = 2.0
 FAILURES_SHOWN = 50
