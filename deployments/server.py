@@ -83,18 +83,20 @@ class PrefectServer:
         self.stop()
 
 
-def stop_process(process: subprocess.Popen | None, timeout: float = 20.0) -> None:
-    """SIGTERM the child's process group, then SIGKILL if it lingers."""
-    if process is None or process.poll() is not None:
+def stop_process(process: subprocess.Popen | None, grace_seconds: float = 10.0) -> None:
+    """Stop the child's process group: SIGINT (a clean Python exit), then SIGTERM, then SIGKILL."""
+    if process is None:
         return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        return
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signum)
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
 
 
 def serve_deployments(env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen:

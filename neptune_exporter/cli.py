@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -396,6 +397,7 @@ def serve(
     """Start `prefect server start` (SQLite) and serve the deployments (export/neptune3, export/neptune2, ...)."""
     from deployments.server import PrefectServer, serve_deployments, stop_process
 
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops the children too, like Ctrl-C
     server = PrefectServer(home, port)
     typer.echo(f"starting the Prefect server (PREFECT_HOME={home}); log: {server.log_path}")
     with server:
@@ -407,6 +409,10 @@ def serve(
             typer.echo("stopping")
         finally:
             stop_process(runner)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _mount_fake_neptune() -> None:
