@@ -14,14 +14,14 @@ from neptune import exceptions as ne
 
 from neptune_exporter.errors import UnsupportedError
 from neptune_exporter.export import ExportOptions, discover, preflight, run_export
-from neptune_exporter.exporters.base import RunSelection
+from neptune_exporter.exporters.base import AttributeSelection, RunSelection
 from neptune_exporter.exporters.neptune2 import Neptune2Source
 from neptune_exporter.exporters.neptune3 import Neptune3Source
 from neptune_exporter.fake_neptune import FakeNeptune, store
 from neptune_exporter.fake_neptune import datasets as ds
 from neptune_exporter.fake_neptune import models_dataset as md
 from neptune_exporter.model import PARQUET_SCHEMA, decimal_array_to_float, part_file_name, sanitize_name
-from neptune_exporter.settings import Settings
+from neptune_exporter.settings import RetryPolicy, Settings
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import list_stored_runs, read_run_batches
 
@@ -301,6 +301,25 @@ def test_layout_is_the_peer_tools(exported):
     assert top == sorted(part_file_name(i, 0) for i in ("PROJ-1", "PROJ-2"))
     empty_model = pq.read_table(project_folder / "models" / part_file_name("PROJ-EMPTY", 0))
     assert sorted(empty_model["attribute_path"].to_pylist()) == sorted(SYS_PATHS)
+
+
+def test_transient_faults_are_survived_for_models(fake, exported, tmp_path):
+    fake.faults.update(error_share=0.15, error_statuses=(500, 503), rate_limit_share=0.05, retry_after_s=0, seed=5,
+                       endpoints=r"v2\.(search_entries|get_experiment|get_attributes|float_series_values|download_file)")
+    fake.requests.clear()
+    try:
+        retry = RetryPolicy(attempts=10, backoff_seconds=0.05, backoff_max_seconds=0.2)
+        src = Neptune2Source(fake.api_token, Settings(workers=3, retry=retry))
+        refs = {r.sys_id: r for r in src.list_models(PROJECT, RunSelection())}
+        content = src.export_run(refs["PROJ-CLS"], AttributeSelection(), tmp_path / "files")
+        table = pa.Table.from_batches(list(content.batches), schema=PARQUET_SCHEMA)
+        src.close()
+    finally:
+        fake.faults.update(error_share=0.0, rate_limit_share=0.0, endpoints=None)
+    assert sum(fake.requests.count(status=code) for code in (429, 500, 503)) > 0
+    assert sorted(refs) == ["PROJ-CLS", "PROJ-CLS-1", "PROJ-CLS-2", "PROJ-CLS-3", "PROJ-EMPTY"]
+    ordered = [("attribute_path", "ascending"), ("step", "ascending")]
+    assert table.sort_by(ordered).equals(rows(exported[0], "PROJ-CLS", "models").sort_by(ordered))
 
 
 # --------------------------------------------------------------------------- resume and incremental
