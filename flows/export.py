@@ -119,7 +119,8 @@ def start_progress(total_runs: int) -> str | None:
     sink = progress.active()
     if sink is not None:
         sink.on_plan(total_runs)
-    artifact = create_progress_artifact(progress=0.0, key="export-progress", description=f"Runs exported of {total_runs}")
+    start = 0.0 if total_runs else 100.0
+    artifact = create_progress_artifact(progress=start, key="export-progress", description=f"Runs exported of {total_runs}")
     return str(artifact) if artifact else None
 
 
