@@ -622,12 +622,12 @@ class Neptune2Source:
     def _container_table(self, run: RunRef, paths: list[str]) -> Any:
         """The table row(s) of one run, model or model version with the `paths` columns."""
         options = {"columns": paths, "sort_by": "sys/id", "progress_bar": False}
-        project = self._project(run.project_id)
-        if run.scope == MODELS_SCOPE:
-            return project.fetch_models_table(query=sys_id_nql(run.sys_id), trashed=None, **options)
         if run.scope == MODEL_VERSIONS_SCOPE:
             versions = self._versions_table(run.project_id, version_model_id(run.sys_id))
             return versions(query=sys_id_nql(run.sys_id), **options)
+        project = self._project(run.project_id)
+        if run.scope == MODELS_SCOPE:
+            return project.fetch_models_table(query=sys_id_nql(run.sys_id), trashed=None, **options)
         return project.fetch_runs_table(id=[run.sys_id], trashed=None, **options)
 
     # ---- export
