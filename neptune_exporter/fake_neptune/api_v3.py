@@ -10,6 +10,7 @@ import math
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Iterator
 from urllib.parse import quote, unquote
 
@@ -24,7 +25,8 @@ from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model import (
     series_values_pb2,
 )
 
-# fake type → neptune-query (backend) type; types missing here (file_set) are invisible to 3.x
+# fake type → neptune-query (backend) type; types missing here (file_set, store.LEGACY_ONLY_TYPES) are invisible
+# to 3.x
 V3_TYPES: dict[str, str] = {
     store.FLOAT: "float", store.INT: "int", store.STRING: "string", store.BOOL: "bool", store.DATETIME: "datetime",
     store.STRING_SET: "stringSet", store.FLOAT_SERIES: "floatSeries", store.STRING_SERIES: "stringSeries",
@@ -53,6 +55,36 @@ def visible_attribute(run: store.Run, path: str) -> store.Attribute | None:
     if attr is None or attr.type not in V3_TYPES or path in HIDDEN_PATHS:
         return None
     return attr
+
+
+class VisibleAttributes(Mapping):
+    """A run's attributes as neptune-query sees them, by path (what NQL evaluates in 3.x searches)."""
+
+    def __init__(self, run: store.Run):
+        self._run = run
+
+    def __getitem__(self, path: str) -> store.Attribute:
+        attr = visible_attribute(self._run, path)
+        if attr is None:
+            raise KeyError(path)
+        return attr
+
+    def __iter__(self) -> Iterator[str]:
+        return (attr.path for attr in visible_attributes(self._run))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in visible_attributes(self._run))
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run seen through the 3.x vocabulary: 2.x-only types and paths are absent, as on a Neptune 3.x server."""
+
+    run: store.Run
+
+    @property
+    def attributes(self) -> VisibleAttributes:
+        return VisibleAttributes(self.run)
 
 
 def resolve_run(ctx: ServerContext, identifier: str) -> tuple[store.Project, store.Run] | None:
@@ -222,7 +254,7 @@ def search_runs(runs: list[store.Run], body: dict) -> list[store.Run]:
         expr = nql.parse(query)
         leader = bool(body.get("experimentLeader"))
         matched = [r for r in runs if (r.experiment_head or not leader) and search_visible(r, query)
-                   and nql.evaluate(expr, r)]
+                   and nql.evaluate(expr, RunView(r))]
     except nql.NQLError as exc:
         raise HttpError(400, str(exc)) from exc
     sorting = body.get("sorting") or {}

@@ -17,6 +17,7 @@ from neptune_exporter.fake_neptune import store
 from neptune_exporter.fake_neptune.store import Attribute, ExplicitSeries, Project, Run, Workspace
 
 OWNER = "tester"
+FORK_PARENT_PATH, FORK_STEP_PATH = "sys/forking/parent", "sys/forking/step"
 
 
 # ---------------------------------------------------------------------------- building runs
@@ -29,7 +30,41 @@ def make_attribute(path: str, type_: str, value: Any) -> Attribute:
         return Attribute(path, type_, series=series)
     if type_ == store.STRING_SET:
         value = set(value)
+    if type_ in store.LEGACY_ONLY_TYPES:
+        _check_legacy_value(path, type_, value)
     return Attribute(path, type_, value)
+
+
+# value shapes of the 2.x-only types (the properties the 2.x API serves; see README.md)
+_LEGACY_KEYS = {
+    store.GIT_REF: {"commit", "currentBranch", "remotes", "repositoryDirty"},
+    store.NOTEBOOK_REF: {"notebookId", "notebookName", "notebookDeleted", "checkpointId", "checkpointName",
+                         "checkpointCreated", "checkpointDeleted"},
+    store.ARTIFACT: {"hash", "files"},
+}
+_ARTIFACT_FILE_KEYS = {"filePath", "fileHash", "type", "size", "metadata"}
+
+
+def _check_legacy_value(path: str, type_: str, value: Any) -> None:
+    """git_ref / notebook_ref / artifact values are dicts of the properties the 2.x API serves."""
+    if not isinstance(value, dict):
+        raise ValueError(f"attribute {path!r}: a {type_} value is an object, got {type(value).__name__}")
+    unknown = sorted(set(value) - _LEGACY_KEYS[type_])
+    if unknown:
+        raise ValueError(f"attribute {path!r}: unknown {type_} field(s) {unknown}; "
+                         f"use {sorted(_LEGACY_KEYS[type_])}")
+    if type_ == store.ARTIFACT:
+        _check_artifact(path, value)
+
+
+def _check_artifact(path: str, value: dict) -> None:
+    if not isinstance(value.get("hash"), str) or not isinstance(value.get("files", []), list):
+        raise ValueError(f"attribute {path!r}: an artifact needs \"hash\" (text) and \"files\" (a list)")
+    for entry in value.get("files", []):
+        keys = set(entry) if isinstance(entry, dict) else set()
+        if not {"filePath", "fileHash"} <= keys or keys - _ARTIFACT_FILE_KEYS:
+            raise ValueError(f"attribute {path!r}: artifact file {entry!r} needs filePath and fileHash "
+                             f"and may add {sorted(_ARTIFACT_FILE_KEYS - {'filePath', 'fileHash'})}")
 
 
 def _series_from_points(type_: str, points: Iterable) -> ExplicitSeries:
@@ -45,8 +80,13 @@ def _series_from_points(type_: str, points: Iterable) -> ExplicitSeries:
 
 def sys_attributes(sys_id: str, custom_run_id: str | None, experiment: str | None, created: datetime,
                    tags: Iterable[str] = (), trashed: bool = False, owner: str = OWNER, head: bool = False,
-                   fork_depth: int = 0) -> dict[str, Attribute]:
-    """The sys/* attributes every run carries (sys/state is a 2.x-only string, hidden from 3.x)."""
+                   fork_depth: int = 0, fork_parent_run_id: str | None = None,
+                   fork_step: float | None = None) -> dict[str, Attribute]:
+    """The sys/* attributes every run carries (sys/state is a 2.x-only string, hidden from 3.x).
+
+    Forked runs also carry `sys/forking/parent` (the parent's run id: its custom run id, else its sys id)
+    and `sys/forking/step` (float) like Neptune 3.x; 2.x sees no `sys/forking/*`.
+    """
     attrs = [
         Attribute("sys/id", store.STRING, sys_id),
         Attribute("sys/name", store.STRING, experiment or ""),
@@ -58,6 +98,10 @@ def sys_attributes(sys_id: str, custom_run_id: str | None, experiment: str | Non
         Attribute("sys/state", store.STRING, "idle"),
         Attribute("sys/forking/depth", store.INT, fork_depth),
     ]
+    if fork_parent_run_id is not None:
+        attrs.append(Attribute(FORK_PARENT_PATH, store.STRING, fork_parent_run_id))
+        if fork_step is not None:
+            attrs.append(Attribute(FORK_STEP_PATH, store.FLOAT, float(fork_step)))
     if custom_run_id is not None:
         attrs.append(Attribute("sys/custom_run_id", store.STRING, custom_run_id))
     if experiment is not None:
@@ -107,7 +151,9 @@ def add_run(ws: Workspace, project_id: str, sys_id: str | None = None, custom_ru
         run = Run(sys_id, fork_parent=parent.sys_id if parent else None, fork_step=fork_step,
                   experiment_head=experiment is not None)
         run.attributes = sys_attributes(sys_id, custom_run_id, experiment, created or store.utcnow(), tags, trashed,
-                                        owner, head=experiment is not None, fork_depth=depth)
+                                        owner, head=experiment is not None, fork_depth=depth,
+                                        fork_parent_run_id=(parent.custom_run_id or parent.sys_id) if parent else None,
+                                        fork_step=fork_step)
         for path, spec in (attributes or {}).items():
             run.attributes[path] = spec if isinstance(spec, Attribute) else make_attribute(path, *spec)
         if experiment is not None:
@@ -341,7 +387,7 @@ def _file_to_json(blob: store.StoredFile) -> dict:
 
 _RUN_LEVEL = {"sys/id", "sys/custom_run_id", "sys/name", "sys/creation_time", "sys/modification_time",
               "sys/tags", "sys/trashed", "sys/owner", "sys/state", "sys/forking/depth", "sys/experiment/name",
-              "sys/experiment/is_head"}
+              "sys/experiment/is_head", FORK_PARENT_PATH, FORK_STEP_PATH}
 
 
 def _run_to_json(run: Run) -> dict:
@@ -538,9 +584,35 @@ def _awkward_basic(ws: Workspace, project: Project) -> Run:
         "artifacts/set": (store.FILE_SET, {"a.txt": f"{prefix}/artifacts/a.txt",
                                            "sub/b.txt": f"{prefix}/artifacts/sub/b.txt",
                                            "sub/deeper/c.json": f"{prefix}/artifacts/sub/deeper/c.json"}),
+        **_awkward_legacy(),
     }
     return add_run(ws, project.identifier, custom_run_id="run-basic", experiment="exp-alpha", attributes=attributes,
                    created=start, tags=("awk", "basic"))
+
+
+AWKWARD_GIT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+AWKWARD_NOTEBOOK = "exploration ✓.ipynb"
+AWKWARD_ARTIFACT_HASH = "a" * 64
+
+
+def _awkward_legacy() -> dict[str, tuple[str, dict]]:
+    """One attribute of each 2.x-only type; the artifact's file lives on a machine the export cannot reach."""
+    git = {"commit": {"commitId": AWKWARD_GIT_COMMIT, "message": "fix: ünïcode \"quotes\"\nsecond line",
+                      "authorName": "Ada", "authorEmail": "ada@example.com", "commitDate": "2024-01-01T00:30:00.000Z"},
+           "currentBranch": "feature/awk", "remotes": ["git@example.com:awk/repo.git"], "repositoryDirty": True}
+    notebook = {"notebookId": "6f1c1c4e-59c5-4a4c-9a55-2b1e0d6a7b01", "notebookName": AWKWARD_NOTEBOOK,
+                "notebookDeleted": False, "checkpointId": "0b6a0b1e-1f0e-4d5c-8a4b-3c2d1e0f9a87",
+                "checkpointName": "checkpoint 3", "checkpointCreated": "2024-01-01T00:45:00.000Z",
+                "checkpointDeleted": False}
+    artifact = {"hash": AWKWARD_ARTIFACT_HASH, "files": [
+        {"filePath": "data/train.csv", "fileHash": "b" * 64, "type": "Local", "size": 1234,
+         "metadata": {"file_path": "file:///unreachable/awkward/data/train.csv",
+                      "last_modified": "2024-01-01 00:00:00"}},
+        {"filePath": "data/ünï/labels.txt", "fileHash": "c" * 64, "type": "Local", "size": 0,
+         "metadata": {"file_path": "file:///unreachable/awkward/labels.txt", "last_modified": "2024-01-01 00:00:00"}},
+    ]}
+    return {"source_code/git": (store.GIT_REF, git), "source_code/notebook": (store.NOTEBOOK_REF, notebook),
+            "datasets/train": (store.ARTIFACT, artifact)}
 
 
 def _awkward_fork(ws: Workspace, project: Project) -> None:

@@ -396,6 +396,13 @@ def check_run(run: store.Run, project: store.Project, table: pa.Table, files_roo
             folder = (Path(sanitize_name(project.identifier)) / sanitize_name(run.sys_id) / attr.path).as_posix()
             got = {r["file_value"]["path"]: (files_root / r["file_value"]["path"]).read_bytes() for r in rows}
             assert got == {f"{folder}/{rel}": project.files[key].read() for rel, key in attr.value.items()}
+        elif attr.type in (store.GIT_REF, store.NOTEBOOK_REF):  # kept as the commit id / the notebook name
+            wanted = attr.value["commit"]["commitId"] if attr.type == store.GIT_REF else attr.value["notebookName"]
+            assert [r["string_value"] for r in rows] == [wanted], attr.path
+        elif attr.type == store.ARTIFACT:
+            listing = json.loads((files_root / rows[0]["file_value"]["path"]).read_text())
+            assert listing["hash"] == attr.value["hash"] and len(rows) == 1, attr.path
+            assert [f["filePath"] for f in listing["files"]] == [f["filePath"] for f in attr.value["files"]]
     assert compared and table.num_rows >= compared
     return compared
 

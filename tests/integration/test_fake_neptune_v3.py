@@ -19,7 +19,7 @@ from neptune_exporter.fake_neptune import FakeNeptuneProcess, FaultConfig, store
 from neptune_exporter.fake_neptune.api_v3 import visible_attributes
 from neptune_exporter.fake_neptune.datasets import AWKWARD_PROJECT, awkward_workspace, generate_workspace
 from neptune_query.exceptions import NeptuneProjectInaccessible
-from neptune_query.filters import AttributeFilter, Filter
+from neptune_query.filters import Attribute, AttributeFilter, Filter
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 P = AWKWARD_PROJECT
@@ -133,6 +133,35 @@ def test_fork_lineage_full_and_none(fake):
     assert list(full["metrics/loss"]) == [10.0, 9.0, 8.0, 7.0, 6.0, 105.0, 106.0, 107.0, 108.0, 109.0]
     own = nqr.fetch_metrics(runs=["run-child"], attributes=["metrics/loss"], lineage_to_the_root=False, project=P)
     assert list(own.index.get_level_values("step")) == [5.0, 6.0, 7.0, 8.0, 9.0]
+
+
+def test_fork_relation_is_attributes(fake):
+    table = nqr.fetch_runs_table(runs=["run-child", "run-parent", "AWK-7"], project=P,
+                                 attributes=["sys/forking/parent", "sys/forking/step", "sys/forking/depth"])
+    assert table.loc["run-child", "sys/forking/parent"] == "run-parent"  # the parent's run id, not its sys id
+    assert table.loc["run-child", "sys/forking/step"] == 4.0 and table.loc["run-child", "sys/forking/depth"] == 1
+    assert pd.isna(table.loc["run-parent", "sys/forking/parent"]) and table.loc["run-parent", "sys/forking/depth"] == 0
+    assert nqr.list_attributes(runs=["run-child"], attributes="^sys/forking/", project=P) == [
+        "sys/forking/depth", "sys/forking/parent", "sys/forking/step"]
+    assert nqr.list_attributes(runs=["run-parent"], attributes="^sys/forking/", project=P) == ["sys/forking/depth"]
+    assert nqr.list_runs(runs=Filter.eq("sys/forking/parent", "run-parent"), project=P) == ["run-child"]
+    assert nqr.list_runs(runs=Filter.ge("sys/forking/step", 4.0), project=P) == ["run-child"]
+    assert nqr.list_runs(runs=Filter.exists("sys/forking/parent"), project=P) == ["run-child"]
+
+
+def test_legacy_only_types_are_invisible(fake):
+    legacy = {p for p, a in run_of(fake, "run-basic").attributes.items() if a.type in store.LEGACY_ONLY_TYPES}
+    assert legacy == {"source_code/git", "source_code/notebook", "datasets/train"}
+    assert not legacy & set(nqr.list_attributes(runs=["run-basic"], project=P))
+    assert not legacy & set(nqr.fetch_runs_table(runs=["run-basic"], attributes="^(source_code|datasets)/",
+                                                 project=P).columns)
+    for path in legacy:  # a 3.x search cannot see them either: EXISTS is false, the NOT of it true
+        assert nqr.list_runs(runs=Filter.exists(path), project=P) == []
+        assert "run-basic" in nqr.list_runs(runs=~Filter.exists(path), project=P)
+    assert nqr.list_runs(runs=Filter.eq(Attribute("sys/state", type="string"), "idle"), project=P) == []  # 2.x-only
+    # searches see the 3.x view: a run without a custom run id is found by its sys id as sys/custom_run_id
+    assert nqr.list_runs(runs=Filter.eq(Attribute("sys/custom_run_id", type="string"), "AWK-7"), project=P) == [
+        "AWK-7"]
 
 
 def test_long_series_paged_with_after_step(fake_factory, use_neptune_query):

@@ -95,6 +95,47 @@ def test_awkward_workspace_contents() -> None:
     assert [v for v in basic.attributes["metrics/float_steps"].series.steps] == [0.1, 0.29, 1.0, 1.5]
 
 
+LEGACY_RUN = {"sys_id": "L-1", "attributes": {
+    "git": {"type": "git_ref", "value": {"commit": {"commitId": "abc", "message": "m"}, "currentBranch": "main",
+                                         "repositoryDirty": False, "remotes": ["origin"]}},
+    "notebook": {"type": "notebook_ref", "value": {"notebookId": "n-1", "notebookName": "a.ipynb"}},
+    "data": {"type": "artifact", "value": {"hash": "f" * 64, "files": [
+        {"filePath": "x.csv", "fileHash": "1" * 64, "type": "S3", "size": 3, "metadata": {"location": "s3://b/x"}}]}},
+}}
+
+
+def test_legacy_only_types_in_the_json_format() -> None:
+    spec = {"workspace": "w", "projects": [{"name": "legacy", "key": "L", "runs": [LEGACY_RUN]}]}
+    run = datasets.load_dataset(spec).project("w/legacy").run("L-1")
+    assert {path: run.attributes[path].type for path in LEGACY_RUN["attributes"]} == {
+        "git": store.GIT_REF, "notebook": store.NOTEBOOK_REF, "data": store.ARTIFACT}
+    assert {path: run.get(path) for path in LEGACY_RUN["attributes"]} == {
+        path: a["value"] for path, a in LEGACY_RUN["attributes"].items()}
+    saved = datasets.save_dataset(datasets.load_dataset(spec))
+    assert saved["projects"][0]["runs"][0]["attributes"] == LEGACY_RUN["attributes"]
+
+
+def test_forked_runs_carry_the_fork_relation_as_sys_attributes() -> None:
+    ws = datasets.new_workspace("w")
+    datasets.add_project(ws, "p", "P")
+    datasets.add_run(ws, "w/p", custom_run_id="root")
+    datasets.add_run(ws, "w/p")  # P-2: no custom run id
+    child = datasets.add_run(ws, "w/p", custom_run_id="child", fork_parent="P-1", fork_step=2.5)
+    grandchild = datasets.add_run(ws, "w/p", fork_parent="child")
+    of_plain = datasets.add_run(ws, "w/p", fork_parent="P-2", fork_step=1)
+
+    def fork(run: store.Run) -> tuple:
+        return tuple(run.get(f"sys/forking/{k}") for k in ("parent", "step", "depth"))
+
+    assert fork(child) == ("root", 2.5, 1) and child.attributes["sys/forking/step"].type == store.FLOAT
+    assert fork(grandchild) == ("child", None, 2) and "sys/forking/step" not in grandchild.attributes
+    assert fork(of_plain) == ("P-2", 1.0, 1)  # the parent's run id: its sys id when it has no custom run id
+    assert (child.fork_parent, child.fork_step) == ("P-1", 2.5)
+    assert "sys/forking/parent" not in ws.project("w/p").run("root").attributes
+    again = datasets.load_dataset(datasets.save_dataset(ws)).project("w/p")
+    assert [fork(r) for r in again.runs] == [fork(r) for r in ws.project("w/p").runs]
+
+
 def test_live_mutation_helpers() -> None:
     ws = datasets.awkward_workspace()
     run = ws.project(AWKWARD_PROJECT).run("run-basic")
@@ -187,6 +228,13 @@ def test_lineage_windows_page_across_the_fork(descending: bool) -> None:
     ({"projects": [{"name": "p", "runs": [{"fork_parent": "P-9"}]}]}, "fork parent 'P-9' is not a run"),
     ({"projects": [{"name": "p", "runs": [{"sys_id": "P-1"}, {"sys_id": "P-1"}]}]}, "run 'P-1' already exists"),
     ({"projects": [{"name": "p", "runs": [{"created": "yesterday"}]}]}, "run #1: Invalid isoformat"),
+    ({"projects": [{"name": "p", "runs": [{"attributes": {"g": {"type": "git_ref", "value": "abc"}}}]}]},
+     "attribute 'g': a git_ref value is an object, got str"),
+    ({"projects": [{"name": "p", "runs": [{"attributes": {"n": {"type": "notebook_ref", "value": {"name": "x"}}}}]}]},
+     "attribute 'n': unknown notebook_ref field(s) ['name']"),
+    ({"projects": [{"name": "p", "runs": [{"attributes": {"a": {"type": "artifact",
+                                                                "value": {"hash": "h", "files": [{"size": 1}]}}}}]}]},
+     "attribute 'a': artifact file {'size': 1} needs filePath and fileHash"),
 ])
 def test_dataset_errors_name_the_place_and_the_fix(spec: dict, message: str) -> None:
     with pytest.raises(datasets.DatasetError) as info:
