@@ -13,14 +13,14 @@ import pytest
 from neptune import exceptions as ne
 
 from neptune_exporter.errors import UnsupportedError
-from neptune_exporter.export import ExportOptions, discover, preflight, run_export
+from neptune_exporter.export import ExportOptions, RunPlan, discover, export_run, preflight, run_export
 from neptune_exporter.exporters.base import AttributeSelection, RunSelection
 from neptune_exporter.exporters.neptune2 import Neptune2Source
 from neptune_exporter.exporters.neptune3 import Neptune3Source
 from neptune_exporter.fake_neptune import FakeNeptune, store
 from neptune_exporter.fake_neptune import datasets as ds
 from neptune_exporter.fake_neptune import models_dataset as md
-from neptune_exporter.model import PARQUET_SCHEMA, decimal_array_to_float, part_file_name, sanitize_name
+from neptune_exporter.model import PARQUET_SCHEMA, RunRef, decimal_array_to_float, part_file_name, sanitize_name
 from neptune_exporter.settings import RetryPolicy, Settings
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import list_stored_runs, read_run_batches
@@ -72,6 +72,8 @@ def registry_workspace() -> store.Workspace:
     md.add_model(ws, PROJECT, "EMPTY", "no versions", created=T0 + timedelta(minutes=20))
     old = md.add_model(ws, PROJECT, "OLD", "old", created=T0 + timedelta(minutes=30), trashed=True)
     md.add_model_version(ws, PROJECT, old.sys_id, "archived", "old-v1", created=T0 + timedelta(minutes=31))
+    ds.add_project(ws, "bare", "BARE")
+    ds.add_run(ws, "ws/bare", created=T0)
     return ws
 
 
@@ -183,6 +185,7 @@ def test_list_models_archived_and_modified_after(source):
     assert {r.sys_id for r in archived} >= {"PROJ-OLD", "PROJ-OLD-1"}
     recent = source.list_models(PROJECT, RunSelection(modified_after=T0 + timedelta(minutes=12, seconds=30)))
     assert [r.sys_id for r in recent] == ["PROJ-EMPTY", "PROJ-CLS-3"]
+    assert source.list_models("ws/bare", RunSelection(include_archived=True)) == []  # a project without models
 
 
 def test_include_models_needs_a_model_registry(fake, tmp_path):
@@ -320,6 +323,16 @@ def test_transient_faults_are_survived_for_models(fake, exported, tmp_path):
     assert sorted(refs) == ["PROJ-CLS", "PROJ-CLS-1", "PROJ-CLS-2", "PROJ-CLS-3", "PROJ-EMPTY"]
     ordered = [("attribute_path", "ascending"), ("step", "ascending")]
     assert table.sort_by(ordered).equals(rows(exported[0], "PROJ-CLS", "models").sort_by(ordered))
+
+
+def test_a_deleted_model_fails_alone_with_a_scoped_failed_manifest(source, tmp_path):
+    gone = RunRef(PROJECT, "PROJ-GONE", "PROJ-GONE", source_kind="neptune2", scope="models")
+    options = ExportOptions(source="neptune2", projects=(PROJECT,), data_path=str(tmp_path / "data"),
+                            files_path=str(tmp_path / "files"), include_models=True)
+    result = export_run(source, RunPlan(gone, "full", "listed"), options, Settings())
+    assert result.status == "failed" and "404" in result.errors[0]["message"]
+    manifest = read_manifest(manifest_path(tmp_path / "data", PROJECT, "PROJ-GONE", "models"))
+    assert manifest.status == "failed" and manifest.scope == "models" and manifest.parts == []
 
 
 # --------------------------------------------------------------------------- resume and incremental
