@@ -108,15 +108,26 @@ def machine_description() -> str:
             f"load average {load[0]:.1f}")
 
 
-def bench_arguments(doc: str | None, quick_help: str, repeats: int = 3, latency_ms: float | None = 20.0):
+def bench_arguments(doc: str | None, quick_help: str, repeats: int = 3, quick_repeats: int | None = None,
+                    latency_ms: float | None = 20.0) -> argparse.ArgumentParser:
     """The options every benchmark shares: --quick, --repeats, --workers and (when it serves Neptune) --latency-ms."""
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--repeats", type=int, default=repeats, help="measurements per side (the median is used)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"measurements per side, the median is used (default {repeats}, --quick {quick_repeats or repeats})")
     parser.add_argument("--workers", type=int, default=4, help="runs processed at the same time (both sides)")
     if latency_ms is not None:
         parser.add_argument("--latency-ms", type=float, default=latency_ms, help="latency the fake adds per request")
+    parser.set_defaults(full_repeats=repeats, quick_repeats=quick_repeats or repeats)
     return parser
+
+
+def parse_bench_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parsed options; --repeats defaults to the quick or full count."""
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = args.quick_repeats if args.quick else args.full_repeats
+    return args
 
 
 def cannot_run(benchmark: str, reason: str) -> int:

@@ -22,6 +22,7 @@ from bench.common import (  # noqa: E402
     fake_neptune,
     median,
     note,
+    parse_bench_args,
     per_second,
     safe_ratio,
 )
@@ -121,7 +122,7 @@ def report(figures: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = bench_arguments(__doc__, "small workspace (about a minute)").parse_args(argv)
+    args = parse_bench_args(bench_arguments(__doc__, "small workspace (about a minute)"), argv)
     shape = QUICK if args.quick else FULL
     os.environ.update(CLIENT_ENV)
     note(f"{NAME}: {shape.describe()}; {args.latency_ms:g} ms latency; {args.workers} workers; {args.repeats} repeats")

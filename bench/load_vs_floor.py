@@ -26,6 +26,7 @@ from bench.common import (  # noqa: E402
     fake_neptune,
     median,
     note,
+    parse_bench_args,
     per_second,
     safe_ratio,
 )
@@ -35,7 +36,7 @@ TARGET = "<= 1.2"
 MLFLOW_BATCH = 1000  # MLflow's metrics-per-request limit
 # Float series dominate: params are few, no files/strings, so both sides write (almost) the same thing.
 FULL = Shape(runs=16, metrics=20, points=20_000, params=10)
-QUICK = Shape(runs=4, metrics=10, points=5_000, params=10)
+QUICK = Shape(runs=2, metrics=5, points=2_000, params=10)
 
 
 @dataclass
@@ -183,9 +184,9 @@ def prepare_export(shape: Shape, root: Path, workers: int) -> list[RunPoints]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench_arguments(__doc__, "small export (about two minutes)", latency_ms=None)
+    parser = bench_arguments(__doc__, "small export (about two minutes)", quick_repeats=2, latency_ms=None)
     parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb")
-    args = parser.parse_args(argv)
+    args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
     os.environ.update(CLIENT_ENV)
     os.environ.setdefault("WANDB_SILENT", "true")

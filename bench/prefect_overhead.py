@@ -20,6 +20,7 @@ from bench.common import (  # noqa: E402
     fake_neptune,
     median,
     note,
+    parse_bench_args,
     run_child,
     safe_ratio,
 )
@@ -28,7 +29,7 @@ NAME = "prefect_overhead"
 TARGET = "<= 1.1"
 NO_RUN = "^no-such-run$"  # a selection matching nothing: the fixed cost of one command
 FULL = Shape(runs=200, metrics=5, points=2_000, params=20, string_series=1)
-QUICK = Shape(runs=40, metrics=5, points=2_000, params=20, string_series=1)
+QUICK = Shape(runs=20, metrics=5, points=2_000, params=20, string_series=1)
 
 
 def cli_export(token: str, project_id: str, root: Path, workers: int, prefect_home: Path,
@@ -84,7 +85,8 @@ def report(walls: dict[str, list[float]], runs: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = bench_arguments(__doc__, f"{QUICK.runs} runs instead of {FULL.runs}").parse_args(argv)
+    parser = bench_arguments(__doc__, f"{QUICK.runs} runs instead of {FULL.runs}", quick_repeats=1)
+    args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
     note(f"{NAME}: {shape.describe()}; {args.latency_ms:g} ms latency; {args.workers} workers; {args.repeats} repeats")
     try:

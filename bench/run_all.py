@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -15,9 +16,12 @@ from bench.common import REPO, machine_description  # noqa: E402
 BENCHMARKS = ("export_vs_floor", "memory_bound", "load_vs_floor", "prefect_overhead", "scaling")
 
 
+FIGURE = re.compile(r"^[A-Za-z_][\w.]*: \S")  # `name: value unit (target ...)`; client chatter never matches
+
+
 def figure_lines(output: str) -> list[str]:
-    """The summary lines of a benchmark's output (`name: value unit ...`, not indented)."""
-    return [line for line in output.splitlines() if line and not line.startswith(" ") and ": " in line]
+    """The summary lines of a benchmark's output (a dotted name, a colon, the value)."""
+    return [line for line in output.splitlines() if FIGURE.match(line)]
 
 
 def run_one(name: str, quick: bool) -> tuple[int, list[str], float]:

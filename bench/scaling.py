@@ -9,7 +9,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Shape, bench_arguments, cannot_run, emit, export_in_child, fake_neptune, median, note, safe_ratio  # noqa: E402
+from bench.common import (  # noqa: E402
+    Shape,
+    bench_arguments,
+    cannot_run,
+    emit,
+    export_in_child,
+    fake_neptune,
+    median,
+    note,
+    parse_bench_args,
+    safe_ratio,
+)
 
 NAME = "scaling"
 TARGET = "<= 1.2 (flat: linear growth)"
@@ -34,7 +45,7 @@ def seconds_for(runs: int, latency_ms: float, workers: int, repeats: int) -> flo
 
 def main(argv: list[str] | None = None) -> int:
     quick_help = f"{', '.join(map(str, QUICK_SIZES))} runs"
-    args = bench_arguments(__doc__, quick_help, repeats=1).parse_args(argv)
+    args = parse_bench_args(bench_arguments(__doc__, quick_help, repeats=1), argv)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     note(f"{NAME}: runs of {RUN_SHAPE.metrics} metrics x {RUN_SHAPE.points:,} points, {RUN_SHAPE.params} params, "
          f"{RUN_SHAPE.string_series} string series; {args.latency_ms:g} ms latency; {args.workers} workers")

@@ -82,5 +82,17 @@ def test_shape_sizes_and_serve_arguments():
 
 
 def test_run_all_keeps_only_summary_lines():
-    output = "  detail: not a figure\nscaling.seconds_per_run_at_10: 0.3 s/run\n\n== x\nplain text\n"
-    assert figure_lines(output) == ["scaling.seconds_per_run_at_10: 0.3 s/run"]
+    output = ("  detail: not a figure\nscaling.seconds_per_run_at_10: 0.3 s/run\n\n== x\nplain text\n"
+              "\U0001f3c3 View run run-1 at: http://127.0.0.1:5000/#/runs/1\nmachine: 2 cores\n")
+    assert figure_lines(output) == ["scaling.seconds_per_run_at_10: 0.3 s/run", "machine: 2 cores"]
+
+
+def test_repeats_default_to_the_quick_or_full_count_unless_given():
+    from bench.common import bench_arguments, parse_bench_args
+
+    parser = bench_arguments("doc", "quick help", repeats=3, quick_repeats=1)
+    assert parse_bench_args(parser, []).repeats == 3
+    assert parse_bench_args(parser, ["--quick"]).repeats == 1
+    assert parse_bench_args(parser, ["--quick", "--repeats", "5"]).repeats == 5
+    assert parse_bench_args(parser, []).latency_ms == 20.0
+    assert not hasattr(parse_bench_args(bench_arguments("d", "q", latency_ms=None), []), "latency_ms")
