@@ -63,8 +63,11 @@ LISTING_ATTRIBUTES = [
     "sys/archived",
     "sys/trashed",
 ]
+# The fork relation (3.x): the parent's run id (custom run id, else sys id — how runs are named here) and the
+# fork step. Exported as ordinary parameter rows when selected, and always put in the manifest's source facts.
 FORK_PARENT_ATTRIBUTES = ("sys/forking/parent", "sys/fork/parent")
 FORK_STEP_ATTRIBUTES = ("sys/forking/step", "sys/fork/step")
+FORK_ATTRIBUTES = FORK_PARENT_ATTRIBUTES + FORK_STEP_ATTRIBUTES
 MAX_PUSHED_RUN_IDS = 100  # longer exact run-id lists are filtered locally to keep the query small
 FILES_PER_DOWNLOAD = 100
 SERIES_PER_REQUEST = 64
@@ -407,7 +410,7 @@ class Neptune3Source:
             return nq_runs.fetch_runs_table(
                 project=project_id,
                 runs=server_filter,
-                attributes=list(LISTING_ATTRIBUTES) + list(FORK_PARENT_ATTRIBUTES) + list(FORK_STEP_ATTRIBUTES),
+                attributes=list(LISTING_ATTRIBUTES),
                 sort_by=Attribute("sys/creation_time", type="datetime"),
                 sort_direction="asc",
                 type_suffix_in_column_names=True,
@@ -590,16 +593,24 @@ class RunExport:
         yield from self.file_batches(found.get("file", []))
         yield from self.file_series_batches(found.get("file_series", []))
 
+    def selected_types(self) -> list[str]:
+        return [t for t in ALL_TYPES if matches_kind(AttributeType(t), self.selection)]
+
     def selected_attributes(self) -> dict[str, list]:
-        """One table read: {"parameters": [(path, type, value)], "<series type>": [paths], "file": [File]}."""
+        """One table read: {"parameters": [(path, type, value)], "<series type>": [paths], "file": [File]}.
+
+        The fork attributes are read whatever the selection, for the source facts; rows only when selected.
+        """
         pattern = compile_regex(self.selection.regex, "--attributes")
+        types = self.selected_types()
         found: dict[str, list] = {}
         frame = self.attribute_table()
         if frame.empty:
             return found
         for column in frame.columns:
             path, _, type_name = column.rpartition(":")
-            if type_name not in ALL_TYPES or not matches_path(path, self.selection, pattern):
+            self.note_fork_fact(path, frame[column].iloc[0])
+            if type_name not in types or not matches_path(path, self.selection, pattern):
                 continue
             value = frame[column].iloc[0]
             if type_name in PARAMETER_TYPES:
@@ -612,19 +623,20 @@ class RunExport:
         return found
 
     def attribute_table(self) -> pd.DataFrame:
-        """The run's row of selected types, columns `path:type` (neptune-query batches the names per request)."""
+        """The run's row of selected types plus the fork attributes, columns `path:type` (names batched per request)."""
         from neptune_query import runs as nq_runs
         from neptune_query.filters import Attribute, AttributeFilter
 
-        types = [t for t in ALL_TYPES if matches_kind(AttributeType(t), self.selection)]
-        if not types:
-            return pd.DataFrame()
+        types = self.selected_types()
         names = list(self.selection.names) if self.selection.names and not self.selection.regex else None
+        wanted = AttributeFilter(name=list(FORK_ATTRIBUTES))
+        if types:
+            wanted = AttributeFilter(name=names, type=types) | wanted
         with self.errors():
             return nq_runs.fetch_runs_table(
                 project=self.project,
                 runs=self.runs_argument(),
-                attributes=AttributeFilter(name=names, type=types),
+                attributes=wanted,
                 sort_by=Attribute("sys/creation_time", type="datetime"),
                 type_suffix_in_column_names=True,
             )
@@ -637,13 +649,12 @@ class RunExport:
             for path, type_name, raw in chunk:
                 if not _present(raw) and type_name != "float":
                     continue
-                value = parameter_value(type_name, raw)
-                self.note_fork_fact(path, value)
-                rows.append((path, type_name, value))
+                rows.append((path, type_name, parameter_value(type_name, raw)))
             if rows:
                 yield self.report(parameter_rows(self.project, self.run.run_id, rows))
 
     def note_fork_fact(self, path: str, value: Any) -> None:
+        """`fork_parent` (the parent's run id) and `fork_step` for the manifest, from the fork attributes."""
         if path in FORK_PARENT_ATTRIBUTES and _present(value):
             self.facts["fork_parent"] = str(value)
         elif path in FORK_STEP_ATTRIBUTES and _present(value):

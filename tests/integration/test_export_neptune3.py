@@ -26,6 +26,7 @@ from neptune_exporter.fake_neptune import FakeNeptune, api_v3, store
 from neptune_exporter.fake_neptune.datasets import awkward_workspace
 from neptune_exporter.model import AttributeKind, AttributeType, decimal_array_to_float, sanitize_name
 from neptune_exporter.settings import Settings
+from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -217,6 +218,29 @@ def test_fork_child_has_only_its_own_points(fake, source, all_runs, tmp_path):
     assert sorted(r["float_value"] for r in loss) == [105.0, 106.0, 107.0, 108.0, 109.0]
 
 
+def test_fork_relation_is_parameter_rows_and_source_facts(source, all_runs, tmp_path):
+    table, content, _ = export(source, all_runs["run-child"], tmp_path)
+    got = rows_by_path(table)
+    assert [(r["attribute_type"], r["string_value"]) for r in got["sys/forking/parent"]] == [("string", "run-parent")]
+    assert [(r["attribute_type"], r["float_value"]) for r in got["sys/forking/step"]] == [("float", 4.0)]
+    assert [r["int_value"] for r in got["sys/forking/depth"]] == [1]
+    assert content.source_facts == {"fork_parent": "run-parent", "fork_step": 4.0}
+    _, parent, _ = export(source, all_runs["run-parent"], tmp_path)
+    assert parent.source_facts == {}
+
+
+@pytest.mark.parametrize("selection", [
+    AttributeSelection(regex="^metrics/"),
+    AttributeSelection(names=("params/lr",)),
+    AttributeSelection(exclude_kinds=frozenset({AttributeKind.PARAMETERS})),
+    AttributeSelection(include_kinds=frozenset()),
+])
+def test_fork_facts_whatever_the_attribute_selection(source, all_runs, tmp_path, selection):
+    table, content, _ = export(source, all_runs["run-child"], tmp_path, selection)
+    assert not {p for p in rows_by_path(table) if p.startswith("sys/forking/")}  # not selected: no rows
+    assert content.source_facts == {"fork_parent": "run-parent", "fork_step": 4.0}
+
+
 # ---------------------------------------------------------------------------- selection and increments
 
 
@@ -364,3 +388,94 @@ def test_each_source_uses_its_own_token_while_streaming(fake, all_runs, tmp_path
         Neptune3Source(bad_token(fake), SMALL_WINDOWS).check_access(PROJECT)  # neptune-query's token is global
     table = pa.Table.from_batches(list(content.batches))
     check_run(fake, all_runs["run-parent"], table, tmp_path)
+
+
+# ---------------------------------------------------------------------------- the fork relation, end to end
+
+FORK_RUN_IDS = ("run-parent", "run-child", "AWK-7", "run-of-plain")
+FORK_RUNS = RunSelection(runs_regex="^(run-parent|run-child|AWK-7|run-of-plain)$")
+FORK_STEPS = {"run-child": 4.0, "run-of-plain": 1.0}
+
+
+@pytest.fixture(scope="module")
+def fork_export(tmp_path_factory):
+    """The awkward workspace plus a fork of AWK-7 (no custom run id), exported through export.run_export."""
+    from neptune_exporter.export import ExportOptions, run_export
+
+    root = tmp_path_factory.mktemp("forks")
+    with FakeNeptune(awkward_workspace(), port=0) as server:
+        server.add_run(PROJECT, custom_run_id="run-of-plain", fork_parent="AWK-7", fork_step=1.0,
+                       attributes={"metrics/acc": (store.FLOAT_SERIES, [(2.0, 0.9, 1_704_067_200_000)])})
+        options = ExportOptions(source="neptune3", projects=(PROJECT,), data_path=str(root / "data"),
+                                files_path=str(root / "files"), runs=FORK_RUNS, api_token=server.api_token, workers=2)
+        results = run_export(options, Settings(source_retry_timeout_s=5))
+    assert {r.run_id: r.status for r in results} == dict.fromkeys(FORK_RUN_IDS, "complete")
+    return root
+
+
+def test_fork_relation_in_manifests_and_rows_of_a_real_export(fork_export):
+    from neptune_exporter.loaders.base import open_exported_run
+    from neptune_exporter.storage.manifest import manifest_path, read_manifest
+    from neptune_exporter.storage.parquet import read_run_batches
+
+    data, files = fork_export / "data", fork_export / "files"
+
+    def source_of(run_id: str) -> dict:
+        return read_manifest(manifest_path(data, PROJECT, run_id)).source
+
+    facts = {run: (source_of(run)["fork_parent"], source_of(run)["fork_step"]) for run in FORK_RUN_IDS}
+    assert facts == {"run-parent": (None, None), "run-child": ("run-parent", 4.0), "AWK-7": (None, None),
+                     "run-of-plain": ("AWK-7", 1.0)}
+    rows = pa.Table.from_batches(list(read_run_batches(data, PROJECT, "run-child"))).to_pylist()
+    fork_rows = {r["attribute_path"]: (r["string_value"], r["float_value"], r["int_value"]) for r in rows
+                 if r["attribute_path"].startswith("sys/forking/")}
+    assert fork_rows == {"sys/forking/parent": ("run-parent", None, None), "sys/forking/step": (None, 4.0, None),
+                         "sys/forking/depth": (None, None, 1)}
+    for child, parent in (("run-child", "run-parent"), ("run-of-plain", "AWK-7")):  # loaders find the parent's export
+        exported = open_exported_run(data, files, PROJECT, child)
+        assert open_exported_run(data, files, PROJECT, exported.fork_parent).run_id == parent
+
+
+def test_mlflow_links_the_exported_fork_to_its_parent(fork_export, mlflow_server):  # noqa: F811
+    from mlflow.tracking import MlflowClient
+
+    from neptune_exporter.load import LoadOptions, run_load, run_validate
+
+    options = LoadOptions(target="mlflow", data_path=str(fork_export / "data"), files_path=str(fork_export / "files"),
+                          projects=(PROJECT,), mlflow_tracking_uri=mlflow_server, workers=2)
+    results = {r.run_id: r for r in run_load(options, Settings())}
+    assert {k: r.status for k, r in results.items()} == dict.fromkeys(FORK_RUN_IDS, "loaded")
+    client = MlflowClient(mlflow_server)
+    for child, parent in (("run-child", "run-parent"), ("run-of-plain", "AWK-7")):
+        tags = client.get_run(results[child].target_run_id).data.tags
+        parent_id = results[parent].target_run_id
+        assert (tags["neptune.fork_parent"], float(tags["neptune.fork_step"])) == (parent, FORK_STEPS[child])
+        assert tags["neptune.fork_parent_mlflow_run_id"] == parent_id and tags["mlflow.parentRunId"] == parent_id
+    params = client.get_run(results["run-child"].target_run_id).data.params
+    assert params["sys/forking/parent"] == "run-parent" and float(params["sys/forking/step"]) == 4.0
+    assert "neptune.fork_parent" not in client.get_run(results["run-parent"].target_run_id).data.tags
+    assert run_validate(options, Settings()).ok
+
+
+def test_wandb_config_names_the_fork_parent(fork_export, tmp_path, monkeypatch):
+    from neptune_exporter.load import LoadOptions, run_load, run_validate
+    from neptune_exporter.validation.wandb_log import find_offline_runs, read_run_log, run_log_path
+
+    for name in ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_DIR", "WANDB_DATA_DIR", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # offline: never reachable
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    options = LoadOptions(target="wandb", data_path=str(fork_export / "data"), files_path=str(fork_export / "files"),
+                          projects=(PROJECT,), workers=2, wandb_dir=str(tmp_path / "wb"))
+    results = {r.run_id: r for r in run_load(options, Settings())}
+    assert {k: r.status for k, r in results.items()} == dict.fromkeys(FORK_RUN_IDS, "loaded")
+
+    def config(run_id: str) -> dict:
+        folder = find_offline_runs(tmp_path / "wb", results[run_id].target_run_id)[0]
+        return read_run_log(run_log_path(folder)).config
+
+    for child, parent in (("run-child", "run-parent"), ("run-of-plain", "AWK-7")):
+        assert (config(child)["neptune.fork_parent"], config(child)["neptune.fork_step"]) == (parent, FORK_STEPS[child])
+        assert config(child)["sys/forking/parent"] == parent
+    assert config("run-parent")["neptune.fork_parent"] is None
+    assert run_validate(options, Settings()).ok
