@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from neptune_exporter.prefect_env import configure_prefect
+from neptune_exporter.prefect_env import ANALYTICS_OFF
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ def runner_deployments(specs: list[DeploymentSpec] | None = None) -> list:
 
 
 def main() -> None:
-    """Serve every deployment until interrupted (PREFECT_API_URL names the server)."""
-    configure_prefect()
+    """Serve every deployment until interrupted (PREFECT_API_URL names the server); flow logs stay at INFO."""
+    for name, value in ANALYTICS_OFF.items():
+        os.environ.setdefault(name, value)
     from prefect import serve
 
     serve(*runner_deployments(), print_starting_message=True)

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from neptune_exporter.prefect_env import QUIET_DEFAULTS
+from neptune_exporter.prefect_env import ANALYTICS_OFF
 
 HEALTH_TIMEOUT_SECONDS = 180.0
 
@@ -25,8 +25,8 @@ def free_port() -> int:
 
 
 def server_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of a local Prefect server and its clients: own PREFECT_HOME (SQLite there), quiet, no analytics."""
-    env = {**os.environ, **QUIET_DEFAULTS, "PREFECT_HOME": str(home.resolve())}
+    """Environment of a local Prefect server and its clients: own PREFECT_HOME (SQLite there), no analytics."""
+    env = {**os.environ, **ANALYTICS_OFF, "PREFECT_HOME": str(home.resolve())}
     env.pop("PREFECT_API_URL", None)
     return {**env, **(extra or {})}
 

@@ -7,10 +7,15 @@ from typing import MutableMapping
 
 EPHEMERAL_STARTUP_TIMEOUT_SECONDS = 120
 
-# Applied whether or not a server is configured: no analytics, quiet Prefect loggers in the terminal.
-QUIET_DEFAULTS: dict[str, str] = {
+# For every Prefect process we start (CLI runs, `prefect server start`, the deployments' runner).
+ANALYTICS_OFF: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
+}
+
+# CLI runs, whether or not a server is configured: no analytics, quiet Prefect loggers in the terminal.
+QUIET_DEFAULTS: dict[str, str] = {
+    **ANALYTICS_OFF,
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_LOGGING_SERVER_LEVEL": "WARNING",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
