@@ -166,6 +166,8 @@ def test_listing_finds_runs_with_and_without_custom_ids(source, all_runs):
         (RunSelection(where='sys/name matches "^exp-(al|ga)"'), {"run-basic", "run-gamma"}),
         (RunSelection(where="params/bool == true and params/int < 0"), {"run-basic"}),
         (RunSelection(run_ids=("run-empty", "AWK-7")), {"run-empty", "AWK-7"}),
+        (RunSelection(where='sys/forking/parent == "run-parent" and sys/forking/step >= 4'), {"run-child"}),
+        (RunSelection(where="sys/forking/depth > 0"), {"run-child"}),
     ],
 )
 def test_run_filters_select_exactly(source, selection, expected):
