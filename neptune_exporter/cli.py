@@ -192,12 +192,8 @@ def run_export_flow(options: "ExportOptions", *, no_progress: bool = False) -> d
     configure_prefect()
     from flows.export import run_in_process
 
-    bar = progress.TerminalProgress() if progress.wants_terminal_bar(no_progress) else None
-    with progress.installed(bar):
-        if bar is None:
-            return run_in_process(options)
-        with bar:
-            return run_in_process(options)
+    with progress.terminal_bar("exporting", no_progress):
+        return run_in_process(options)
 
 
 def print_export_summary(summary: dict) -> None:

@@ -200,3 +200,15 @@ def wants_terminal_bar(no_progress: bool, stream: TextIO | None = None) -> bool:
     """A bar only when asked for and the output is a terminal."""
     stream = stream or sys.stderr
     return not no_progress and bool(getattr(stream, "isatty", lambda: False)())
+
+
+@contextmanager
+def terminal_bar(description: str, no_progress: bool = False) -> Iterator[TerminalProgress | None]:
+    """A rich bar installed as the active sink for the block, when wanted and on a terminal; else None."""
+    bar = TerminalProgress(description) if wants_terminal_bar(no_progress) else None
+    with installed(bar):
+        if bar is None:
+            yield None
+            return
+        with bar:
+            yield bar

@@ -63,3 +63,12 @@ def test_bar_only_on_a_terminal_and_not_when_disabled():
     assert progress.wants_terminal_bar(False, Tty())
     assert not progress.wants_terminal_bar(True, Tty())
     assert not progress.wants_terminal_bar(False, io.StringIO())
+
+
+def test_terminal_bar_is_installed_only_when_wanted(monkeypatch):
+    with progress.terminal_bar("exporting", no_progress=True) as bar:
+        assert bar is None and progress.active() is None
+    monkeypatch.setattr(progress, "wants_terminal_bar", lambda no_progress: True)
+    with progress.terminal_bar("exporting") as bar:
+        assert isinstance(bar, TerminalProgress) and progress.active() is bar
+    assert progress.active() is None

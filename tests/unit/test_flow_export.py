@@ -97,3 +97,17 @@ def test_a_deleted_manifest_bypasses_the_cache_and_the_run_is_exported_again(pre
     assert export_task_states(state.state_details.flow_run_id) == {"Completed": 1, "Cached": 3}
     assert fake.requests.count("v3.float_series") == 1
     assert stored_rows(options, RUN_IDS[2]) == rows
+
+
+def test_transient_faults_are_survived_with_complete_output(prefect_harness, fake, options):
+    fake.faults.update(endpoints="float_series|series|attribute_values|download", scripted=[503, "reset", 429, 500],
+                       retry_after_s=1)
+    try:
+        state, summary = run_flow(options)
+    finally:
+        fake.faults.update(endpoints=None, scripted=[])
+    assert state.is_completed(), state.message
+    assert (summary["runs_complete"], summary["runs_failed"]) == (4, 0)
+    assert fake.requests.count(status=503) == fake.requests.count(status=429) == 1
+    reference = stored_rows(options, RUN_IDS[1])
+    assert all(stored_rows(options, run_id) == reference for run_id in RUN_IDS)
