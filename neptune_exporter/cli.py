@@ -427,7 +427,7 @@ def demo(
     points: Annotated[int, typer.Option(min=1, help="Points per metric.")] = 500,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
-    """No credentials needed: a fake Neptune server with a sample project → export → summary."""
+    """No credentials needed: a fake Neptune server with a sample project → export → summary → the next steps."""
     from neptune_exporter.demo import DemoContext, run_demo
 
     raise typer.Exit(run_demo(DemoContext(out=out, runs=runs, points=points, no_progress=no_progress)))
