@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -122,8 +123,11 @@ def report(figures: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_bench_args(bench_arguments(__doc__, "small workspace (about a minute)"), argv)
+    parser = bench_arguments(__doc__, "small workspace (about a minute)")
+    parser.add_argument("--runs", type=int, default=None, help="this many runs of the chosen shape")
+    args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
+    shape = replace(shape, runs=args.runs) if args.runs else shape
     os.environ.update(CLIENT_ENV)
     note(f"{NAME}: {shape.describe()}; {args.latency_ms:g} ms latency; {args.workers} workers; {args.repeats} repeats")
     try:
