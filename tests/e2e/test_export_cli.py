@@ -127,7 +127,7 @@ def kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> Non
 def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, tmp_path, prefect_server):
     env = {**env, "PREFECT_API_URL": prefect_server.api_url}
     data = tmp_path / "out/data"
-    fake.faults.update(latency_ms=60)
+    fake.faults.update(latency_ms=100)
     args = ["export", "-d", "out/data", "-f", "out/files", "--workers", "2", "--no-progress"]
     process = subprocess.Popen(cli_command(*args), env=env, cwd=tmp_path, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
