@@ -34,7 +34,13 @@ from neptune_exporter.exporters.base import (
     Watermark,
     compile_regex,
 )
-from neptune_exporter.model import AttributeKind, RunRef, decimal_array_to_unscaled, part_file_name
+from neptune_exporter.model import (
+    PROJECT_RELATIVE_FILES_FORMAT,
+    AttributeKind,
+    RunRef,
+    decimal_array_to_unscaled,
+    part_file_name,
+)
 from neptune_exporter.rows import empty_batch
 from neptune_exporter.settings import RetryPolicy, Settings, neptune_api_token
 from neptune_exporter.storage.manifest import (
@@ -436,6 +442,8 @@ def _plan_one(run: RunRef, options: ExportOptions, data_root: Path) -> RunPlan:
         return RunPlan(run, "redo", f"{len(missing)} listed part(s) missing")
     if manifest.options.get("fingerprint") != options.fingerprint():
         return RunPlan(run, "redo", "export options changed")
+    if manifest.format_version < PROJECT_RELATIVE_FILES_FORMAT:
+        return RunPlan(run, "redo", "exported with file paths relative to the files root (older format)")
     remove_strays(data_root, run.project_id, run.run_id, manifest, run.scope)
     ensure_part_zero(data_root, manifest)
     if run.modification_time is not None and manifest.source.get("modification_time") == _iso(run.modification_time):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
+
+from neptune_exporter.errors import CorruptPartError
 
 ProjectId = str  # "workspace/project"
 RunId = str  # custom run id (3.x) or sys/id, the id a run is exported under
@@ -126,6 +130,41 @@ def sanitize_name(identifier: str) -> str:
 def part_file_name(run_id: RunId, part_index: int) -> str:
     """`<run-file>_part_<n>.parquet` for a run's n-th part."""
     return f"{sanitize_name(run_id)}_part_{part_index}.parquet"
+
+
+PROJECT_RELATIVE_FILES_FORMAT = 2  # manifest format_version from which file_value.path is relative to <files>/<project-dir>/
+
+
+def project_files_dir(files_root: Path | str, project_id: ProjectId) -> Path:
+    """`<files>/<project-dir>`: the folder every `file_value.path` of the project is relative to (the peer tool's rule;
+    model-registry entities too, their paths start with the scope folder)."""
+    return Path(files_root) / sanitize_name(project_id)
+
+
+def file_value_path(files_root: Path | str, project_id: ProjectId, absolute: Path | str) -> str:
+    """The `file_value.path` (posix, relative) of a file placed under the project's files folder; ValueError outside it."""
+    base = project_files_dir(files_root, project_id)
+    try:
+        return Path(absolute).relative_to(base).as_posix()
+    except ValueError:
+        raise ValueError(f"{absolute} is not under the project's files folder {base}") from None
+
+
+def resolve_file_value(files_root: Path | str, project_id: ProjectId, value: str | dict | None) -> Path | None:
+    """Local path of a `file_value` (the struct or its path text): `<files>/<project-dir>/<path>`; None when empty.
+
+    Raises CorruptPartError when the stored path is absolute or climbs out of the project's files folder."""
+    relative = value.get("path") if isinstance(value, dict) else value
+    if not relative:
+        return None
+    base = Path(os.path.normpath(project_files_dir(files_root, project_id)))
+    candidate = Path(os.path.normpath(base / relative))
+    if PurePosixPath(relative).is_absolute() or Path(relative).is_absolute() or not candidate.is_relative_to(base):
+        raise CorruptPartError(
+            f"file path {relative!r} of project {project_id!r} points outside its files folder {base}",
+            "file_value.path must be relative to <files>/<project-dir>/; re-export the run instead of editing paths",
+        )
+    return candidate
 
 
 MODELS_SCOPE = "models"  # 2.x model-registry models (run_id = the model's sys id, "PROJ-MOD")

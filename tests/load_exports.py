@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from neptune_exporter.model import sanitize_name
+from neptune_exporter.model import file_value_path, project_files_dir, resolve_file_value, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.storage.manifest import Manifest, write_manifest
 from neptune_exporter.storage.parquet import RunWriter
@@ -24,15 +24,15 @@ COLLIDING = ("cfg/a#b", "cfg/a%b")  # both sanitise to cfg/a_b
 
 
 def write_file(files_root: Path, project_id: str, run_id: str, name: str, data: bytes) -> str:
-    """A file under <files>/<project-dir>/<run-dir>/; returns its path relative to files_root."""
-    relative = Path(sanitize_name(project_id)) / sanitize_name(run_id) / name
-    (files_root / relative).parent.mkdir(parents=True, exist_ok=True)
-    (files_root / relative).write_bytes(data)
-    return relative.as_posix()
+    """A file under <files>/<project-dir>/<run-dir>/; returns its `file_value.path` (relative to the project dir)."""
+    local = project_files_dir(files_root, project_id) / sanitize_name(run_id) / name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+    return file_value_path(files_root, project_id, local)
 
 
-def _file_record(files_root: Path, attribute: str, relative: str, step=None) -> dict:
-    data = (files_root / relative).read_bytes()
+def _file_record(files_root: Path, project_id: str, attribute: str, relative: str, step=None) -> dict:
+    data = resolve_file_value(files_root, project_id, relative).read_bytes()
     return {"attribute_path": attribute, "path": relative, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "step": step}
 
 
@@ -68,9 +68,9 @@ def rich_batches(project_id: str, run_id: str, files_root: Path, points: int = 2
         series_rows(project_id, run_id, "images/pred", "file_series", [1, 2], [step1, step2], [T0_MS, T0_MS + 9]),
     ]  # fmt: skip
     records = [
-        _file_record(files_root, "files/model", first),
-        _file_record(files_root, "images/pred", step1, 1.0),
-        _file_record(files_root, "images/pred", step2, 2.0),
+        _file_record(files_root, project_id, "files/model", first),
+        _file_record(files_root, project_id, "images/pred", step1, 1.0),
+        _file_record(files_root, project_id, "images/pred", step2, 2.0),
     ]
     return batches, records
 

@@ -76,7 +76,7 @@ class ExportedFile:
     """A file written under the files root by an export."""
 
     attribute_path: str
-    relative_path: str  # under <files>/, as stored in file_value.path
+    relative_path: str  # as stored in file_value.path: relative to <files>/<project-dir>/ (model.file_value_path)
     size: int
     sha256: str
     step: float | None = None

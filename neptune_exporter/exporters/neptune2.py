@@ -55,6 +55,8 @@ from neptune_exporter.model import (
     AttributeType,
     ProjectId,
     RunRef,
+    file_value_path,
+    project_files_dir,
     sanitize_name,
 )
 from neptune_exporter.rows import parameter_rows, series_rows
@@ -707,7 +709,8 @@ class _RunExport:
         self.files_root, self.watermarks, self.content = files_root, watermarks, content
         self.progress = progress or (lambda points, size: None)
         self.settings = source.settings
-        self.run_dir = Path(sanitize_name(run.project_id), run.scope or "", sanitize_name(run.run_id))
+        self.project_files = project_files_dir(files_root, run.project_id)  # file_value.path is relative to it
+        self.run_dir = Path(run.scope or "", sanitize_name(run.run_id))  # under project_files (the peer's places)
         self.stop = threading.Event()
         self.page_pool: ThreadPoolExecutor | None = None  # series pages fetched ahead (set while streaming)
         self.files_lock = threading.Lock()
@@ -872,17 +875,17 @@ class _RunExport:
         return self.run_dir / safe_relative(attribute.path)
 
     def _staging(self, attribute: SourceAttribute) -> Path:
-        staging = self.files_root / self.run_dir / f".staging-{uuid.uuid4().hex}"
+        staging = self.project_files / self.run_dir / f".staging-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         return staging
 
     def _publish(self, attribute: SourceAttribute, staged: Path, relative: Path, step: float | None = None) -> str:
         """Move a downloaded file into place (atomic rename), record it, return its relative path."""
-        target = self.files_root / relative
+        target = self.project_files / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         size, digest = staged.stat().st_size, file_sha256(staged)
         os.replace(staged, target)
-        rel = relative.as_posix()
+        rel = file_value_path(self.files_root, self.run.project_id, target)
         with self.files_lock:
             self.content.files.append(ExportedFile(attribute.path, rel, size, digest, step))
         self.progress(0, size)

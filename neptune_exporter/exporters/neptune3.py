@@ -43,7 +43,7 @@ from neptune_exporter.exporters.base import (
     matches_path,
 )
 from neptune_exporter.exporters.where import parse_where, to_neptune_query_filter
-from neptune_exporter.model import AttributeType, ProjectId, RunRef, sanitize_name
+from neptune_exporter.model import AttributeType, ProjectId, RunRef, file_value_path, project_files_dir, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import Settings, neptune_api_token
 
@@ -735,7 +735,7 @@ class RunExport:
     # ---------------------------------------------------------------- files
 
     def run_folder(self) -> Path:
-        return self.files_root / sanitize_name(self.project) / sanitize_name(self.run.run_id)
+        return project_files_dir(self.files_root, self.project) / sanitize_name(self.run.run_id)
 
     def final_path(self, attribute: str, step: float | None, source_path: str) -> Path:
         folder = self.run_folder().joinpath(*(disk_part(p) for p in attribute.split("/") if p))
@@ -801,7 +801,7 @@ class RunExport:
         os.replace(local, target)
         exported = ExportedFile(
             attribute_path=item.attribute_path,
-            relative_path=target.relative_to(self.files_root).as_posix(),
+            relative_path=file_value_path(self.files_root, self.project, target),
             size=target.stat().st_size,
             sha256=sha256_of(target),
             step=step,

@@ -14,7 +14,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_exporter.errors import InvalidOptionError, OutputPathError
-from neptune_exporter.model import SERIES_TYPES, STEP_SCALE, decimal_array_to_unscaled
+from neptune_exporter.model import (
+    PROJECT_RELATIVE_FILES_FORMAT,
+    SERIES_TYPES,
+    STEP_SCALE,
+    decimal_array_to_unscaled,
+    resolve_file_value,
+)
 
 # ----------------------------------------------------------------------------- capabilities
 
@@ -205,6 +211,7 @@ class ExportedRun:
     fork_step: float | None
     data_root: Path
     files_root: Path
+    format_version: int = PROJECT_RELATIVE_FILES_FORMAT  # older manifests stored file paths relative to <files>/
 
     @classmethod
     def from_stored(cls, stored, data_root: Path, files_root: Path) -> "ExportedRun":
@@ -223,7 +230,26 @@ class ExportedRun:
             fork_step=_field(source, "fork_step"),
             data_root=Path(data_root),
             files_root=Path(files_root),
+            format_version=int(_field(manifest, "format_version") or PROJECT_RELATIVE_FILES_FORMAT),
         )
+
+    def local_file(self, attribute_path: str, value: dict | str | None) -> Path | None:
+        """The exported file or folder a `file_value` names (`<files>/<project-dir>/<path>`, the peer tool's rule);
+        None for an empty value, OutputPathError when it is not on disk."""
+        if value and self.format_version < PROJECT_RELATIVE_FILES_FORMAT:
+            raise OutputPathError(
+                f"run {self.run_id!r} was exported by an older version that stored file paths relative to {self.files_root}",
+                "export the run again with this version (the export redoes it), then load",
+            )
+        local = resolve_file_value(self.files_root, self.project_id, value)
+        if local is not None and not local.exists():
+            raise OutputPathError(
+                f"run {self.run_id!r}: file of {attribute_path} is missing from the export ({local})",
+                "check --files-path, or re-export the run's files",
+                run=self.run_id,
+                attribute=attribute_path,
+            )
+        return local
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """The run's rows, part by part (bounded memory)."""

@@ -279,12 +279,11 @@ class RunMapping:
 
     # ---------------------------------------------------------------- files
     def _local_file(self, path: str, value: dict | None) -> Path:
-        relative = (value or {}).get("path")
-        local = self.export.files_root / relative if relative else None
-        if local is None or not local.exists():
+        local = self.export.local_file(path, value)
+        if local is None:
             raise OutputPathError(
-                f"run {self.export.run_id!r}: file of {path} is missing from the export ({local})",
-                "check --files-path, or re-export the run's files",
+                f"run {self.export.run_id!r}: the file row of {path} names no file",
+                "re-export the run's files",
             )
         return local
 

@@ -290,17 +290,9 @@ class _ExportReader:
                 self.content.tags = [tag[:MAX_TAG_LENGTH] for tag in value]
 
     def _file(self, path: str, attribute_type: AttributeType, row: dict, unscaled_step: int) -> None:
-        relative = (row["file_value"] or {}).get("path")
-        if not relative:
+        local = self.exported.local_file(path, row["file_value"])
+        if local is None:
             return
-        local = self.exported.files_root / relative
-        if not local.exists():
-            raise CorruptPartError(
-                f"file {local} of attribute {path!r} is missing from the export",
-                "export the run again with --files-path pointing at the same folder",
-                run=self.exported.run_id,
-                attribute=path,
-            )
         name = local.name
         if attribute_type is AttributeType.FILE_SERIES:
             name = f"step_{format_step(unscaled_step)}/{local.name}"

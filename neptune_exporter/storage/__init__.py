@@ -1,1 +1,9 @@
-"""On-disk contract: Parquet parts, per-run manifests, project summaries."""
+"""On-disk contract: Parquet parts, per-run manifests, project summaries.
+
+File paths: `file_value.path` (and a manifest's `files[].path`) is relative to `<files>/<project-dir>/`, exactly
+as the peer tool neptune-ai/neptune-exporter stores it (it downloads into `files/sanitize(project)` and its loaders
+open `files / sanitize(project) / path`); model-registry files keep their scope folder inside the path
+(`models/...`, `model_versions/...`). `model.file_value_path` writes such paths and `model.resolve_file_value`
+reads them (refusing paths that climb out of the folder). Manifests before format 2 stored paths relative to
+`<files>/`; the export planner redoes such runs and loaders refuse their file rows with a remedy.
+"""

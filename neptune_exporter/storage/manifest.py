@@ -14,7 +14,7 @@ from neptune_exporter import __version__
 from neptune_exporter.exporters.base import Watermark
 from neptune_exporter.model import AttributeType, check_scope, sanitize_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: file paths relative to <files>/<project-dir>/ (model.PROJECT_RELATIVE_FILES_FORMAT)
 MANIFEST_SUFFIX = ".manifest.json"
 STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"

@@ -233,38 +233,39 @@ def test_every_2x_type_comes_back_value_by_value(fake, source, tmp_path):
         (s, v, "string_series") for s, v, _ in LOGS]
     assert sum(p for p, _ in progress) == table.num_rows
 
-    run_dir = Path(sanitize_name("ws/proj")) / sanitize_name("PROJ-1")
+    root = tmp_path / sanitize_name("ws/proj")  # file_value.path is relative to the project folder (peer rule)
+    run_dir = Path(sanitize_name("PROJ-1"))
     model = rows_of(table, "files/model")[0]["file_value"]["path"]
     assert model == (run_dir / "files/model/model.bin").as_posix()
-    assert (tmp_path / model).read_bytes() == MODEL_BYTES
+    assert (root / model).read_bytes() == MODEL_BYTES
 
     images = rows_of(table, "images")
-    assert [(float(r["step"]), (tmp_path / r["file_value"]["path"]).read_bytes()) for r in images] == [
+    assert [(float(r["step"]), (root / r["file_value"]["path"]).read_bytes()) for r in images] == [
         (0.0, b"\x89PNG-0"), (1.0, b"\x89PNG-1")]
 
     members = {r["file_value"]["path"]: r["attribute_type"] for r in rows_of(table, "data/set")}
     assert members == {(run_dir / "data/set/a.txt").as_posix(): "file_set",
                        (run_dir / "data/set/deep/er/big.bin").as_posix(): "file_set"}
-    big = tmp_path / run_dir / "data/set/deep/er/big.bin"
+    big = root / run_dir / "data/set/deep/er/big.bin"
     assert big.read_bytes() == store.StoredFile(size=300_000, seed=7).read()
 
     artifact = rows_of(table, "datasets/train")
     assert [r["attribute_type"] for r in artifact] == ["artifact"]
     listing_path = artifact[0]["file_value"]["path"]
     assert listing_path == (run_dir / "datasets/train/files_list.json").as_posix()
-    listing = json.loads((tmp_path / listing_path).read_text())
+    listing = json.loads((root / listing_path).read_text())
     assert listing["hash"] == "f" * 64
     assert [(f["filePath"], f["fileHash"], f["size"], f["type"]) for f in listing["files"]] == [
         (e["filePath"], e["fileHash"], e["size"], e["type"]) for e in ARTIFACT["files"]]
-    copied = tmp_path / run_dir / "datasets/train/content/code/test.py"
+    copied = root / run_dir / "datasets/train/content/code/test.py"
     assert not copied.is_symlink() and copied.read_bytes() == ARTIFACT_SOURCE.read_bytes()
-    assert not (tmp_path / run_dir / "datasets/train/content/data/train.csv").exists()
+    assert not (root / run_dir / "datasets/train/content/data/train.csv").exists()
 
     recorded = {f.relative_path: f for f in content.files}
     assert set(recorded) == {model, *members, *(r["file_value"]["path"] for r in images), listing_path,
-                             copied.relative_to(tmp_path).as_posix()}
+                             copied.relative_to(root).as_posix()}
     for path, exported in recorded.items():
-        data = (tmp_path / path).read_bytes()
+        data = (root / path).read_bytes()
         assert exported.size == len(data) and exported.sha256 == hashlib.sha256(data).hexdigest()
     assert recorded[images[1]["file_value"]["path"]].step == 1.0
     assert content.source_facts["name"] == "first name" and content.source_facts["experiment_name"] is None
@@ -330,7 +331,7 @@ def test_transient_faults_are_survived(fake, tmp_path):
     assert fake.requests.count(status=500) + fake.requests.count(status=503) + fake.requests.count(status=429) > 0
     assert [r["float_value"] for r in rows_of(table, "metrics/loss")] == [v for _, v, _ in LOSS] + [0.25, 0.125]
     assert len(rows_of(table, "monitoring/stdout")) == len(LOGS)
-    assert (tmp_path / rows_of(table, "files/model")[0]["file_value"]["path"]).read_bytes() == MODEL_BYTES
+    assert (tmp_path / sanitize_name("ws/proj") / rows_of(table, "files/model")[0]["file_value"]["path"]).read_bytes() == MODEL_BYTES
 
 
 def test_persistent_server_errors_surface_as_transient_errors(fake, tmp_path):
@@ -368,6 +369,7 @@ def same(a, b) -> bool:
 def check_run(run: store.Run, project: store.Project, table: pa.Table, files_root: Path) -> int:
     """Compare every 2.x-visible attribute of a store run with the exported rows; the number compared."""
     compared = 0
+    base = files_root / sanitize_name(project.identifier)  # what file_value.path is relative to (peer rule)
     by_path: dict[str, list[dict]] = {}
     for row in table.to_pylist():
         by_path.setdefault(row["attribute_path"], []).append(row)
@@ -386,21 +388,21 @@ def check_run(run: store.Run, project: store.Project, table: pa.Table, files_roo
             assert all(same(r[column], v) for r, v in zip(rows, values)) and len(rows) == len(values), attr.path
             assert [int(r["timestamp"].timestamp() * 1000) for r in rows] == list(stamps), attr.path
         elif attr.type == store.FILE:
-            assert (files_root / rows[0]["file_value"]["path"]).read_bytes() == project.files[attr.value].read()
+            assert (base / rows[0]["file_value"]["path"]).read_bytes() == project.files[attr.value].read()
         elif attr.type == store.FILE_SERIES:
             _, keys, _ = attr.series.window(None, None, None, len(attr.series))
             assert [float(r["step"]) for r in rows] == [float(i) for i in range(len(keys))]
-            assert [(files_root / r["file_value"]["path"]).read_bytes() for r in rows] == [
+            assert [(base / r["file_value"]["path"]).read_bytes() for r in rows] == [
                 project.files[k].read() for k in keys]
         elif attr.type == store.FILE_SET:
-            folder = (Path(sanitize_name(project.identifier)) / sanitize_name(run.sys_id) / attr.path).as_posix()
-            got = {r["file_value"]["path"]: (files_root / r["file_value"]["path"]).read_bytes() for r in rows}
+            folder = (Path(sanitize_name(run.sys_id)) / attr.path).as_posix()
+            got = {r["file_value"]["path"]: (base / r["file_value"]["path"]).read_bytes() for r in rows}
             assert got == {f"{folder}/{rel}": project.files[key].read() for rel, key in attr.value.items()}
         elif attr.type in (store.GIT_REF, store.NOTEBOOK_REF):  # kept as the commit id / the notebook name
             wanted = attr.value["commit"]["commitId"] if attr.type == store.GIT_REF else attr.value["notebookName"]
             assert [r["string_value"] for r in rows] == [wanted], attr.path
         elif attr.type == store.ARTIFACT:
-            listing = json.loads((files_root / rows[0]["file_value"]["path"]).read_text())
+            listing = json.loads((base / rows[0]["file_value"]["path"]).read_text())
             assert listing["hash"] == attr.value["hash"] and len(rows) == 1, attr.path
             assert [f["filePath"] for f in listing["files"]] == [f["filePath"] for f in attr.value["files"]]
     assert compared and table.num_rows >= compared
@@ -421,7 +423,7 @@ def test_awkward_workspace_comes_back_value_by_value(tmp_path):
             assert set(table["attribute_type"].to_pylist()) <= {t.value for t in AttributeType}
             compared += check_run(project.run(ref.sys_id), project, table, tmp_path)
             for exported in content.files:
-                data = (tmp_path / exported.relative_path).read_bytes()
+                data = (tmp_path / sanitize_name(ds.AWKWARD_PROJECT) / exported.relative_path).read_bytes()
                 assert exported.size == len(data) and exported.sha256 == hashlib.sha256(data).hexdigest()
         src.close()
     assert compared > ds.AWKWARD_WIDE_ATTRIBUTES

@@ -135,7 +135,8 @@ def single_value(table: pa.Table, path: str) -> tuple[str, object]:
 
 
 def file_bytes(root: Path, relative: str) -> bytes:
-    return (root / "files" / relative).read_bytes()
+    """Bytes where the peer's loaders look: `<files>/<project-dir>/<file_value.path>` (scope folder inside the path)."""
+    return (root / "files" / sanitize_name(PROJECT) / relative).read_bytes()
 
 
 # --------------------------------------------------------------------------- the fake, through the real client
@@ -232,7 +233,7 @@ def test_model_series_and_files_come_back_with_their_steps(exported):
         assert [(s, v) for s, v, _ in points] == [(s, v) for s, v, _ in expected]
         assert [int(t.timestamp() * 1000) for _, _, t in points] == [t for _, _, t in expected]
         assert set(series["attribute_type"].to_pylist()) == {kind}
-    model_files = f"{sanitize_name(PROJECT)}/models/{sanitize_name('PROJ-CLS')}/"
+    model_files = f"models/{sanitize_name('PROJ-CLS')}/"
     card = of_path(table, "files/card").to_pylist()
     assert len(card) == 1 and card[0]["attribute_type"] == "file"
     assert card[0]["file_value"]["path"].startswith(model_files)
@@ -257,7 +258,7 @@ def test_versions_keep_stage_model_and_files(exported):
         if kind != "file":
             assert single_value(full, path) == (kind, sorted(value) if kind == "string_set" else value), path
     weights = of_path(full, "files/weights").to_pylist()[0]["file_value"]["path"]
-    assert weights.startswith(f"{sanitize_name(PROJECT)}/model_versions/{sanitize_name('PROJ-CLS-2')}/")
+    assert weights.startswith(f"model_versions/{sanitize_name('PROJ-CLS-2')}/")
     assert file_bytes(root, weights) == BLOBS["w"][0]
     plain = rows(root, "PROJ-CLS-1", "model_versions")
     assert sorted(plain["attribute_path"].to_pylist()) == sorted([*SYS_PATHS, "sys/model_id", "sys/stage", "val/acc"])

@@ -83,7 +83,7 @@ def ms(value: datetime) -> datetime:
 
 
 def check_file(files_root: Path, relative: str, blob: store.StoredFile) -> None:
-    data = (files_root / relative).read_bytes()
+    data = (files_root / sanitize_name(PROJECT) / relative).read_bytes()  # where the peer's loaders look
     assert data == blob.read() and len(data) == blob.size
 
 
@@ -206,10 +206,10 @@ def test_files_are_byte_identical_and_recorded(fake, source, all_runs, tmp_path)
     for (path, step), exported in by_attribute.items():
         attr = run.attributes[path]
         key = attr.value if step is None else attr.series.window(None, step, step, 1)[1][0]
-        data = (tmp_path / exported.relative_path).read_bytes()
+        data = (tmp_path / sanitize_name(PROJECT) / exported.relative_path).read_bytes()
         assert data == project.files[key].read()
         assert exported.size == len(data) and exported.sha256 == hashlib.sha256(data).hexdigest()
-        assert exported.relative_path.split("/")[:2] == [sanitize_name(PROJECT), sanitize_name("run-basic")]
+        assert exported.relative_path.split("/")[0] == sanitize_name("run-basic")  # relative to the project folder
     assert not (tmp_path / ".staging").exists() or not any((tmp_path / ".staging").iterdir())
 
 
@@ -351,6 +351,26 @@ def test_a_server_that_keeps_failing_gives_a_transient_error(faulty, all_runs, t
 # ---------------------------------------------------------------------------- through the export pipeline
 
 
+def check_files_where_the_peer_looks(data_root: Path, files_root: Path) -> int:
+    """Every file row resolves as the peer's loaders resolve it (`<files>/<sanitized project>/<path>`) to the manifest's
+    bytes; returns the number of file rows checked."""
+    from neptune_exporter.storage.parquet import list_stored_runs, read_run_batches
+
+    checked = 0
+    for stored in list_stored_runs(data_root, projects=[PROJECT]):
+        recorded = {f["path"]: f for f in stored.manifest.files}
+        rows = [row for batch in read_run_batches(data_root, PROJECT, stored.run_id, columns=["attribute_path", "file_value"])
+                for row in batch.to_pylist() if row["file_value"] is not None]
+        assert {row["file_value"]["path"] for row in rows} == set(recorded)
+        for row in rows:
+            entry = recorded[row["file_value"]["path"]]
+            data = (files_root / sanitize_name(PROJECT) / entry["path"]).read_bytes()
+            assert entry["attribute_path"] == row["attribute_path"] and entry["size"] == len(data)
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        checked += len(rows)
+    return checked
+
+
 def test_full_then_incremental_export_to_parquet(tmp_path):
     from neptune_exporter.export import ExportOptions, run_export
     from neptune_exporter.storage.parquet import read_run_batches
@@ -373,6 +393,7 @@ def test_full_then_incremental_export_to_parquet(tmp_path):
         full = {run: ("complete", "full") for run in
                 ("run-basic", "run-empty", "run-wide", "run-parent", "run-child", "run-trashed", "AWK-7", "run-gamma")}
         check_everything(full)
+        assert check_files_where_the_peer_looks(tmp_path / "data", tmp_path / "files") >= 4  # files + file series
 
         server.append_points(PROJECT, "run-parent", "metrics/loss", [10.0, 10.5], [0.5, float("nan")])
         server.set_attribute(PROJECT, "run-parent", "params/lr", store.FLOAT, 0.2)

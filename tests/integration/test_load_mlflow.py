@@ -191,12 +191,10 @@ def test_changed_export_is_reloaded_and_old_run_deleted(mlflow_server, tmp_path)
 
 
 def test_peer_format_export_without_manifest_loads(mlflow_server, tmp_path):  # noqa: F811
-    from tests.unit.fixtures.peer_export import PROJECT, RUN, write_peer_run
+    from tests.unit.fixtures.peer_export import PREDICTIONS, PROJECT, RUN, write_peer_files, write_peer_run
 
     write_peer_run(tmp_path / "data")  # the peer tool's layout: parts only, no manifest
-    checkpoint = tmp_path / "files" / "exp-7_b" / "model" / "ckpt.bin"
-    checkpoint.parent.mkdir(parents=True)
-    checkpoint.write_bytes(b"peer checkpoint")
+    write_peer_files(tmp_path / "files")  # in the peer's place: <files>/<sanitized project>/<file_value.path>
     result = run_load(options(tmp_path, mlflow_server), SETTINGS)[0]
     client = MlflowClient(mlflow_server)
     loaded = client.get_run(result.target_run_id)
@@ -208,6 +206,8 @@ def test_peer_format_export_without_manifest_loads(mlflow_server, tmp_path):  # 
     history = sorted(client.get_metric_history(result.target_run_id, "metrics/acc"), key=lambda m: m.step)
     assert [(m.step, m.value) for m in history] == [(5, 0.0), (15, 0.1), (25, 0.2), (35, 0.3), (45, 0.4)]
     assert artifact_bytes(client, result.target_run_id, "model/ckpt/ckpt.bin") == b"peer checkpoint"
+    for step, path, data in PREDICTIONS:  # file series steps scaled like the metrics (x10)
+        assert artifact_bytes(client, result.target_run_id, f"images/pred/step_{step * 10}/{Path(path).name}") == data
     assert run_validate(options(tmp_path, mlflow_server), SETTINGS).ok
     assert run_load(options(tmp_path, mlflow_server), SETTINGS)[0].status == "skipped"
 
@@ -337,7 +337,7 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
     wide = client.get_run(results["run-wide"].target_run_id).data.params
     assert len([k for k in wide if k.startswith("wide/")]) == 10_000 and wide["wide/p09999"] == "4999.5"
     child = client.get_run(results["run-child"].target_run_id)
-    assert child.data.tags.get("mlflow.parentRunId") in (None, results["run-parent"].target_run_id)
+    assert child.data.tags["mlflow.parentRunId"] == results["run-parent"].target_run_id
     report = run_validate(options(tmp_path, mlflow_server, projects=(project,)), SETTINGS)
     assert report.ok, report.to_markdown()
     assert sum(run.checked["points"] for run in report.runs) > 100

@@ -18,6 +18,7 @@ import pytest
 from neptune_exporter.errors import InvalidOptionError, OutputPathError, TargetError
 from neptune_exporter.fake_wandb import FakeWandb
 from neptune_exporter.loaders.wandb import WandbLoader, WandbTarget, artifact_name, wandb_run_id
+from neptune_exporter.model import project_files_dir
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.storage.parquet import RunWriter, run_part_paths
 from neptune_exporter.validation.wandb_compare import md5_base64
@@ -38,14 +39,20 @@ def offline_wandb(monkeypatch):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # unreachable on purpose
 
 
+def local_files(files: Path) -> Path:
+    """Where the export's "f/..." file paths live: `<files>/<project-dir>/f`."""
+    return project_files_dir(files, PROJECT) / "f"
+
+
 def write_export(root: Path, run_id: str = RUN, steps: int = 0, fork: tuple[str, float] | None = None) -> tuple[Path, Path]:
     """An export with every attribute type, awkward keys, fractional/out-of-order steps, NaN/inf and files."""
     data, files = root / "data", root / "files"
-    (files / "f").mkdir(parents=True, exist_ok=True)
-    (files / "f" / "model.bin").write_bytes(bytes(range(256)) * 4)
-    (files / "f" / "frame.png").write_bytes(b"\x89PNG" + b"1" * 50)
-    (files / "f" / "set").mkdir(exist_ok=True)
-    (files / "f" / "set" / "a.txt").write_text("inside a set")
+    stored = local_files(files)  # file_value.path "f/..." is relative to <files>/<project-dir>/
+    stored.mkdir(parents=True, exist_ok=True)
+    (stored / "model.bin").write_bytes(bytes(range(256)) * 4)
+    (stored / "frame.png").write_bytes(b"\x89PNG" + b"1" * 50)
+    (stored / "set").mkdir(exist_ok=True)
+    (stored / "set" / "a.txt").write_text("inside a set")
     with RunWriter(data, PROJECT, run_id, 10**9) as writer:
         writer.write(parameter_rows(PROJECT, run_id, [
             ("sys/name", "string", "baseline"),
@@ -123,9 +130,9 @@ def test_every_type_is_read_back_value_by_value(tmp_path):
     target = wandb_run_id(PROJECT, RUN)
     assert {a.name for a in log.artifacts} == {artifact_name(target, k) for k in ["model", "dataset", "frames", "logs/stdout"]}
     entries = {k: {e.path: e.digest for e in a.entries} for k, a in artifacts.items()}
-    assert entries["model"] == {"model.bin": md5_base64(files / "f" / "model.bin")}
-    assert entries["dataset"] == {"set/a.txt": md5_base64(files / "f" / "set" / "a.txt")}
-    assert entries["frames"] == {f"step_{s}/frame.png": md5_base64(files / "f" / "frame.png") for s in ("1", "2.5")}
+    assert entries["model"] == {"model.bin": md5_base64(local_files(files) / "model.bin")}
+    assert entries["dataset"] == {"set/a.txt": md5_base64(local_files(files) / "set" / "a.txt")}
+    assert entries["frames"] == {f"step_{s}/frame.png": md5_base64(local_files(files) / "frame.png") for s in ("1", "2.5")}
     strings = {e.path: Path(e.local_path) for e in artifacts["logs/stdout"].entries}
     assert strings["values.txt"].read_text() == "start\nmiddle\ntab\there\n"
     table = json.loads(strings["values-0000.table.json"].read_text())
@@ -295,6 +302,26 @@ def test_load_and_validate_through_the_target_registry(tmp_path):
     report = run_validate(options, Settings())
     assert report.ok and len(report.runs) == 3 and all(r.checked["points"] == 109 for r in report.runs)
     assert sorted(r.status for r in run_load(options, Settings())) == ["skipped"] * 3
+
+
+def test_peer_format_export_loads_with_its_files(tmp_path):
+    """Parts without a manifest and files where the peer tool puts them (`<files>/<sanitized project>/<path>`)."""
+    from neptune_exporter.load import LoadOptions, run_load, run_validate
+    from neptune_exporter.settings import Settings
+    from tests.unit.fixtures import peer_export as peer
+
+    peer.write_peer_run(tmp_path / "data")
+    peer.write_peer_files(tmp_path / "files")
+    options = LoadOptions(target="wandb", data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
+                          wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, Settings())
+    assert (result.status, result.files) == ("loaded", 3)
+    folder = find_offline_runs(tmp_path / "wb", wandb_run_id(peer.PROJECT, peer.RUN))[0]
+    artifacts = {a.metadata["neptune_attribute"]: a for a in read_run_log(run_log_path(folder)).artifacts}
+    staged = {name: {e.path: Path(e.local_path).read_bytes() for e in artifacts[name].entries} for name in ("model/ckpt", "images/pred")}
+    assert staged["model/ckpt"] == {"ckpt.bin": peer.CHECKPOINT[1]}
+    assert staged["images/pred"] == {f"step_{step}/{Path(path).name}": data for step, path, data in peer.PREDICTIONS}
+    assert run_validate(options, Settings()).ok
 
 
 def test_reader_stops_at_a_torn_tail_and_refuses_a_damaged_middle(tmp_path):

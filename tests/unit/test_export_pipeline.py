@@ -21,10 +21,18 @@ from neptune_exporter.errors import (
     TerminalError,
 )
 from neptune_exporter.exporters.base import AttributeSelection, ExportedFile, RunContent, RunSelection, matches_kind
-from neptune_exporter.model import AttributeKind, AttributeType, RunRef, part_file_name, sanitize_name
+from neptune_exporter.model import (
+    AttributeKind,
+    AttributeType,
+    RunRef,
+    file_value_path,
+    part_file_name,
+    project_files_dir,
+    sanitize_name,
+)
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import RetryPolicy, Settings
-from neptune_exporter.storage.manifest import manifest_path, read_manifest
+from neptune_exporter.storage.manifest import FORMAT_VERSION, manifest_path, read_manifest, write_manifest
 from neptune_exporter.storage.parquet import read_run_batches, run_part_paths
 
 PROJECT = "ws/proj"
@@ -79,8 +87,8 @@ class FakeSource:
         wanted = lambda kind: matches_kind(AttributeType(kind), attributes)  # noqa: E731
         items = [(p, t, v) for p, (t, v) in sorted(fake.params.items()) if wanted(t)]
         for path, data in sorted(fake.files.items()) if wanted("file") else ():
-            relative = f"{sanitize_name(run.project_id)}/{run.run_id}/{path}"
-            target = Path(files_root) / relative
+            target = project_files_dir(files_root, run.project_id) / run.run_id / path
+            relative = file_value_path(files_root, run.project_id, target)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             content.files.append(ExportedFile(path, relative, len(data), hashlib.sha256(data).hexdigest()))
@@ -347,6 +355,33 @@ def test_changed_options_redo_and_replace_old_parts(tmp_path):
     assert {p.relative_to(data).as_posix() for p in run_part_paths(data, PROJECT, "run-a", include_tmp=True)} == {
         p.path for p in manifest.parts
     }
+
+
+def test_file_paths_are_relative_to_the_project_files_folder(tmp_path):
+    source = FakeSource({"run-a": make_run()})
+    options = options_for(tmp_path)
+    pipeline(source, options)
+    manifest = read_manifest(manifest_path(Path(options.data_path), PROJECT, "run-a"))
+    (entry,) = manifest.files
+    assert entry["path"] == "run-a/model/ckpt"  # the peer's rule: no project folder in the stored path
+    local = Path(options.files_path) / sanitize_name(PROJECT) / entry["path"]
+    assert local.read_bytes() == b"\x00weights" and manifest.format_version == FORMAT_VERSION == 2
+    (row,) = [r for b in read_run_batches(Path(options.data_path), PROJECT, "run-a") for r in b.to_pylist() if r["file_value"]]
+    assert row["file_value"] == {"path": entry["path"]}
+
+
+def test_run_exported_in_the_older_file_path_format_is_redone(tmp_path):
+    source = FakeSource({"run-a": make_run()})
+    options = options_for(tmp_path)
+    pipeline(source, options)
+    data = Path(options.data_path)
+    old = read_manifest(manifest_path(data, PROJECT, "run-a"))
+    old.format_version = 1  # file paths were relative to <files>/ then
+    write_manifest(data, old)
+    plans, results = pipeline(source, options)
+    assert (plans[0].action, plans[0].reason) == ("redo", "exported with file paths relative to the files root (older format)")
+    assert results[0].status == "complete" and source.calls == {"run-a": 2}
+    assert read_manifest(manifest_path(data, PROJECT, "run-a")).format_version == FORMAT_VERSION
 
 
 def test_run_export_loop_with_threads_and_progress(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def test_manifest_is_written_atomically_next_to_parts_and_read_back(tmp_path):
     assert path.parent.name == sanitize_name("ws/p") and path.name == sanitize_name("r-1") + ".manifest.json"
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
     data = json.loads(path.read_text())
-    assert data["status"] == "complete" and data["format_version"] == 1 and data["exported_at"]
+    assert data["status"] == "complete" and data["format_version"] == 2 and data["exported_at"]
     assert set(data["source"]) >= {"kind", "server", "sys_id", "custom_run_id", "experiment_name", "fork_parent"}
     back = read_manifest(path)
     assert back.parts == PARTS and back.files == FILES and back.attributes == sample().attributes

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from neptune_exporter.model import PARQUET_SCHEMA, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
@@ -30,10 +31,11 @@ def test_peer_export_is_read_and_its_manifest_derived(tmp_path):
     assert (manifest.source["fork_parent"], manifest.source["fork_step"]) == ("exp-6", 12.0)
     assert manifest.attributes["metrics/acc"] == {"type": "float_series", "count": 5, "last_step": 4.5}
     assert manifest.attributes["params/lr"] == {"type": "float", "count": 1, "last_step": None}
-    assert [p.rows for p in manifest.parts] == [8, 5]
+    assert manifest.attributes["images/pred"] == {"type": "file_series", "count": 2, "last_step": 1.0}
+    assert [p.rows for p in manifest.parts] == [8, 7]
     assert len(manifest.checksum) == 64
     rows = [row for batch in read_run_batches(tmp_path, PROJECT, RUN) for row in batch.to_pylist()]
-    assert len(rows) == 13
+    assert len(rows) == 15
     assert [r["float_value"] for r in rows if r["attribute_path"] == "metrics/acc"] == [0.0, 0.1, 0.2, 0.3, 0.4]
     assert next(r for r in rows if r["attribute_path"] == "sys/tags")["string_set_value"] == ["x", "y"]
     assert list(list_stored_runs(tmp_path, projects=["other/project"])) == []
@@ -77,3 +79,35 @@ def test_our_export_is_what_the_peer_reader_expects(tmp_path):
     assert pq.ParquetFile(tmp_path / parts[0].path).schema_arrow.equals(PARQUET_SCHEMA)
     assert PARQUET_SCHEMA.equals(PEER_SCHEMA)
     assert pq.ParquetFile(tmp_path / parts[0].path).metadata.row_group(0).column(0).compression == "SNAPPY"
+
+
+def test_file_paths_follow_the_peer_rule_and_never_escape(tmp_path):
+    from neptune_exporter.errors import CorruptPartError
+    from neptune_exporter.model import file_value_path, project_files_dir, resolve_file_value
+    from tests.unit.fixtures.peer_export import CHECKPOINT, write_peer_files
+
+    write_peer_files(tmp_path)
+    assert project_files_dir(tmp_path, PROJECT) == tmp_path / peer_name(PROJECT)  # the peer's files_directory
+    local = resolve_file_value(tmp_path, PROJECT, {"path": CHECKPOINT[0]})
+    assert local == tmp_path / peer_name(PROJECT) / CHECKPOINT[0] and local.read_bytes() == CHECKPOINT[1]
+    assert file_value_path(tmp_path, PROJECT, local) == CHECKPOINT[0]
+    assert resolve_file_value(tmp_path, PROJECT, None) is None and resolve_file_value(tmp_path, PROJECT, {"path": None}) is None
+    for escaping in ("../other/x", "/etc/passwd", "a/../../x"):
+        with pytest.raises(CorruptPartError, match="points outside its files folder.*fix: file_value.path must be relative"):
+            resolve_file_value(tmp_path, PROJECT, escaping)
+    with pytest.raises(ValueError, match="not under the project's files folder"):
+        file_value_path(tmp_path, PROJECT, tmp_path / "elsewhere" / "x")
+
+
+def test_loaders_refuse_file_rows_of_the_older_path_format(tmp_path):
+    from neptune_exporter.errors import OutputPathError
+    from neptune_exporter.loaders.base import open_exported_run
+
+    with RunWriter(tmp_path / "data", PROJECT, RUN, 10_000) as writer:
+        writer.write(parameter_rows(PROJECT, RUN, [("model/ckpt", "file", f"{peer_name(PROJECT)}/ckpt.bin")]))
+        parts = writer.close()
+    old = Manifest(status="complete", source={"project_id": PROJECT, "run_id": RUN}, parts=parts, format_version=1)
+    write_manifest(tmp_path / "data", old)
+    exported = open_exported_run(tmp_path / "data", tmp_path / "files", PROJECT, RUN)
+    with pytest.raises(OutputPathError, match="older version.*fix: export the run again"):
+        exported.local_file("model/ckpt", {"path": f"{peer_name(PROJECT)}/ckpt.bin"})

@@ -34,7 +34,7 @@ def write_run(data_root, project, run_id, points, status="complete", errors=()):
 def test_summary_counts_runs_types_points_files_bytes_and_failures(tmp_path):
     parts_a = write_run(tmp_path, "ws/a", "r1", 100)
     parts_b = write_run(tmp_path, "ws/a", "r2", 10, status="failed", errors=[{"error_type": "TerminalError", "message": "boom"}])
-    write_peer_run(tmp_path)  # acme/vision, derived manifest: 5 points, 1 file row
+    write_peer_run(tmp_path)  # acme/vision, derived manifest: 5 metric + 2 file-series points, 3 file rows
     summary = summarize(tmp_path)
     (peer, ours) = summary["projects"]
     assert peer["project_id"] == PEER_PROJECT and ours["project_id"] == "ws/a"
@@ -45,8 +45,8 @@ def test_summary_counts_runs_types_points_files_bytes_and_failures(tmp_path):
     assert ours["parquet_bytes"] == sum(p.bytes for p in parts_a + parts_b)
     assert ours["bytes"] == ours["parquet_bytes"] + 2000
     assert ours["failures"] == [{"run_id": "r2", "error_type": "TerminalError", "message": "boom"}]
-    assert (peer["runs_derived"], peer["points"], peer["files"], peer["rows"]) == (1, 5, 1, 13)
-    assert summary["total"]["runs"] == 3 and summary["total"]["points"] == ours["points"] + 5
+    assert (peer["runs_derived"], peer["points"], peer["files"], peer["rows"]) == (1, 7, 3, 15)
+    assert summary["total"]["runs"] == 3 and summary["total"]["points"] == ours["points"] + 7
     assert summary["total"]["attributes_by_type"]["float_series"] == 3
     assert [p["project_id"] for p in summarize(tmp_path, projects=["ws/a"])["projects"]] == ["ws/a"]
 
