@@ -74,6 +74,8 @@ KNOWN_SYSTEM_TYPES: dict[str, str] = {
     "sys/failed": "bool",
     "sys/experiment/is_head": "bool",
     "sys/forking/depth": "int",
+    "sys/forking/parent": "string",
+    "sys/forking/step": "float",
     "sys/size": "int",
 }
 

@@ -108,6 +108,12 @@ def test_neptune_query_filter_uses_known_and_inferred_types():
     assert '`p/b`:bool == "True"' in nql
 
 
+def test_fork_attributes_have_known_types():
+    nql = str(to_neptune_query_filter(parse_where('sys/forking/parent == "run-parent" and sys/forking/step >= 4')))
+    assert '`sys/forking/parent`:string == "run-parent"' in nql and '`sys/forking/step`:float >= "4"' in nql
+    assert to_nql(parse_where("sys/forking/step >= 4")) == "`sys/forking/step`:float >= 4"  # no int/float guess
+
+
 def test_neptune_query_filter_leaves_ambiguous_types_to_neptune_query():
     assert str(to_neptune_query_filter(parse_where("n == 3"))) == '`n` == "3"'
     assert str(to_neptune_query_filter(parse_where("not exists(params/x)"))) == "NOT (`params/x` EXISTS)"
