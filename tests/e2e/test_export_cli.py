@@ -133,16 +133,16 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_when(process, lambda: len(complete_runs(data)) >= 3)
     done_before = complete_runs(data)
-    assert 3 <= len(done_before) < 10
+    assert 3 <= len(done_before) < 10, done_before
 
     fake.faults.clear()
     fake.requests.clear()
     result = run_cli(args, env, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert complete_runs(data) == {run_id(i) for i in range(10)}
+    assert complete_runs(data) == {run_id(i) for i in range(10)}, result.stdout
     refetched = fake.requests.runs_fetched() & {sys_id(i) for i in range(10) if run_id(i) in done_before}
-    assert refetched == set()
-    assert f"{len(done_before)} unchanged" in result.stdout
+    assert refetched == set(), (done_before, result.stdout)
+    assert f"{len(done_before)} unchanged" in result.stdout, (done_before, result.stdout)
 
     reference = tmp_path / "reference"
     options = ExportOptions(projects=(PROJECT,), data_path=str(reference / "data"), files_path=str(reference / "files"),
