@@ -423,6 +423,7 @@ class MlflowLoader:
     experiment_name_template: str = DEFAULT_EXPERIMENT_TEMPLATE
     step_multiplier: int | None = None
     artifact_workers: int = 4
+    history_page_size: int = 25_000  # metric points read back per request when validating (bounds memory)
     capabilities = MLFLOW
     _experiments: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -448,6 +449,7 @@ class MlflowLoader:
             experiment_name_template=options.experiment_name_template or DEFAULT_EXPERIMENT_TEMPLATE,
             step_multiplier=options.step_multiplier,
             artifact_workers=max(2, settings.workers),
+            history_page_size=settings.series_batch_rows,
         )
 
     # ---------------------------------------------------------------- target checks
@@ -669,9 +671,7 @@ class MlflowLoader:
             with tempfile.TemporaryDirectory(prefix="mlflow-points-") as workdir:
                 mapping = RunMapping(export, multiplier, Path(workdir))
                 expected = point_set(mapping.metric_points(difference.key))
-            with _mlflow(f"read metric history {difference.key!r}"):
-                history = self.client.get_metric_history(run.info.run_id, difference.key)
-            actual = point_set([(np.array([m.step for m in history]), np.array([m.timestamp for m in history]), np.array([m.value for m in history]))])
+            actual = point_set(self.metric_history(run.info.run_id, difference.key))
             difference.expected = {"count": len(expected), "missing_in_target": point_examples(expected - actual)}
             difference.actual = {"count": len(actual), "unexpected_in_target": point_examples(actual - expected)}
         return differences
@@ -689,16 +689,30 @@ class MlflowLoader:
         actual.params = dict(run.data.params)
         actual.tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") or k == TAG_PARENT_RUN}
         for key in sorted(run.data.metrics):
-            with _mlflow(f"read metric history {key!r}"):
-                history = self.client.get_metric_history(target_id, key)
             digest = actual.metrics.setdefault(key, PointDigest())
-            digest.update(
-                np.array([m.step for m in history], dtype=np.int64),
-                np.array([m.timestamp for m in history], dtype=np.int64),
-                np.array([m.value for m in history], dtype=np.float64),
-            )
+            for steps, stamps, values in self.metric_history(target_id, key):
+                digest.update(steps, stamps, values)
         actual.files.files = self._artifact_digests(target_id)
         return actual
+
+    def metric_history(self, target_id: str, key: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A metric's points as (steps, timestamps, values) arrays, one `history_page_size` page at a time.
+
+        `MlflowClient.get_metric_history` gathers every page into one list; its store (REST: `get-history` with
+        max_results + page_token; SQLAlchemy for sqlite:///) pages, so we ask the store page by page."""
+        store = self.client._tracking_client.store
+        token = None
+        while True:
+            with _mlflow(f"read metric history {key!r}"):
+                page = store.get_metric_history(target_id, key, max_results=self.history_page_size, page_token=token)
+            yield (
+                np.fromiter((m.step for m in page), dtype=np.int64, count=len(page)),
+                np.fromiter((m.timestamp for m in page), dtype=np.int64, count=len(page)),
+                np.fromiter((m.value for m in page), dtype=np.float64, count=len(page)),
+            )
+            token = getattr(page, "token", None)
+            if not token:
+                return
 
     def _artifact_digests(self, target_id: str) -> dict[str, tuple[int, str]]:
         paths = list(self._artifact_paths(target_id, None))

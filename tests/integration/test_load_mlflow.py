@@ -152,6 +152,20 @@ def test_loading_twice_changes_nothing_and_validation_is_clean(loaded, mlflow_se
     assert [run.checked for run in report.runs][0] == {"params": 14, "tags": 9, "metrics": 2, "points": 2503, "artifacts": 9}
 
 
+def test_validation_reads_metric_history_page_by_page(loaded, mlflow_server):  # noqa: F811
+    root, project, _, client = loaded
+    target = active_runs(client, project, "run-1")[0].info.run_id
+    loader = MlflowLoader(mlflow_server, history_page_size=300)
+    pages = list(loader.metric_history(target, "metrics/loss"))
+    assert [len(steps) for steps, _, _ in pages] == [300] * 8 + [100]  # 2,500 points, never more than a page held
+    assert sorted(np.concatenate([steps for steps, _, _ in pages]).tolist()) == [i * 100 for i in range(2500)]
+    report = loader.inspect_run(root / "data", root / "files", project, "run-1")
+    assert report.ok, report.to_json()
+    assert report.checked["points"] == 2503
+    paged = run_validate(options(root, mlflow_server), Settings(series_batch_rows=700))  # the loader takes it from settings
+    assert paged.ok and sum(run.checked["points"] for run in paged.runs) == 2 * 2503
+
+
 def test_validation_lists_every_difference(mlflow_server, tmp_path):  # noqa: F811
     from mlflow.entities import Metric
 
