@@ -82,5 +82,5 @@ def write_export_summary(pointers: list[dict], options: dict) -> dict:
     parsed = library.ExportOptions.from_json(options)
     results = [library.RunExportResult.from_json(p) for p in pointers]
     written = library.write_export_summary(Path(parsed.data_path), results, parsed)
-    reports = [p.with_name(library.ERRORS_FILE) for p in written if p.with_name(library.ERRORS_FILE).stat().st_size]
+    reports = [path for path in (p.with_name(library.ERRORS_FILE) for p in written) if path.is_file() and path.stat().st_size]
     return library.export_summary(results, parsed, reports)
