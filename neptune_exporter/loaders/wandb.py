@@ -394,7 +394,7 @@ class _HistoryWriter:
                 row["_timestamp"] = float(known.min()) / 1000
             self.run.log(row, step=int(steps[start]))
             self.rows += 1
-            self.points += end - start
+            self.points += int(end - start)  # a Python int: results are JSON
 
     def _string_sink(self, key_index: int) -> _StringSeriesSink:
         sink = self.strings.get(key_index)
