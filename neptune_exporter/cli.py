@@ -1,4 +1,4 @@
-"""`neptune-exporter` command line: export, load, validate, migrate, summary, serve, fake-neptune, demo."""
+"""`neptune-exporter` command line: export, summary, load, validate, serve, fake-neptune, fake-wandb, demo."""
 
 from __future__ import annotations
 
@@ -301,13 +301,9 @@ def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any)
     from flows.validate import validate as validate_flow
 
     flow_fn = load_flow if flow_name == "load" else validate_flow
-    bar = progress.TerminalProgress("loading") if flow_name == "load" and progress.wants_terminal_bar(no_progress) else None
-    with progress.installed(bar):
+    with progress.terminal_bar("loading", no_progress or flow_name != "load"):
         try:
-            if bar is None:
-                return run_in_process(flow_fn, options=options.to_json(), **parameters)
-            with bar:
-                return run_in_process(flow_fn, options=options.to_json(), **parameters)
+            return run_in_process(flow_fn, options=options.to_json(), **parameters)
         except NeptuneExporterError as error:
             raise fail(error) from None
 
@@ -318,8 +314,8 @@ def print_validation(summary: dict) -> None:
     typer.echo(f"report: {summary['report_markdown']}  (JSON: {summary['report_json']})")
 
 
-def run_load_command(options, *, validate: bool = True, no_progress: bool = False) -> int:
-    """Preflight (bad input → one line, exit 2), the load flow in-process, a short summary; the exit status."""
+def run_load_summary(options, *, validate: bool = True, no_progress: bool = False) -> tuple[int, dict]:
+    """Preflight (bad input → one line, exit 2), the load flow in-process, a short summary; exit status + the flow's summary."""
     from neptune_exporter.loaders.wandb import offline_sync_hint
 
     preflight_load(options)
@@ -332,7 +328,12 @@ def run_load_command(options, *, validate: bool = True, no_progress: bool = Fals
     if hint := offline_sync_hint(options):
         typer.echo(hint)
     differing = summary.get("validation", {}).get("runs_with_differences", 0)
-    return EXIT_RUNS_FAILED if summary["failed"] or differing else 0
+    return (EXIT_RUNS_FAILED if summary["failed"] or differing else 0), summary
+
+
+def run_load_command(options, *, validate: bool = True, no_progress: bool = False) -> int:
+    """`run_load_summary` for callers that only need the exit status."""
+    return run_load_summary(options, validate=validate, no_progress=no_progress)[0]
 
 
 @app.command()
@@ -417,7 +418,14 @@ def _mount_fake_neptune() -> None:
     app.add_typer(fake_app, name="fake-neptune", help="A local fake Neptune server (tests, demo, benchmarks).")
 
 
+def _mount_fake_wandb() -> None:
+    from neptune_exporter.fake_wandb.cli import app as fake_wandb_app
+
+    app.add_typer(fake_wandb_app, name="fake-wandb", help="A local stand-in for the W&B endpoints (try `wandb sync` offline runs).")
+
+
 _mount_fake_neptune()
+_mount_fake_wandb()
 
 
 @app.command()
@@ -425,12 +433,13 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder of the demo's exports.")] = Path("./demo"),
     runs: Annotated[int, typer.Option(min=1, help="Runs in the generated sample project.")] = 8,
     points: Annotated[int, typer.Option(min=1, help="Points per metric.")] = 500,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Empty the demo's sub-folders first (default: reuse them; unchanged runs are skipped).")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
-    """No credentials needed: a fake Neptune server with a sample project → export → summary → the next steps."""
+    """No credentials needed: fake Neptune with a sample project → export → MLflow (SQLite) + W&B (offline) → validation report."""
     from neptune_exporter.demo import DemoContext, run_demo
 
-    raise typer.Exit(run_demo(DemoContext(out=out, runs=runs, points=points, no_progress=no_progress)))
+    raise typer.Exit(run_demo(DemoContext(out=out, runs=runs, points=points, fresh=fresh, no_progress=no_progress)))
 
 
 def main() -> None:

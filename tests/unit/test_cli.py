@@ -136,3 +136,10 @@ def test_unwritable_output_path_is_rejected(fake_env, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--data-path" in lines[0] and "fix:" in lines[0]
     assert not os.path.exists(tmp_path / "f" / "workspace")
+
+
+def test_fake_servers_are_mounted_as_subcommands():
+    for command in ("fake-neptune", "fake-wandb"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "serve" in result.output

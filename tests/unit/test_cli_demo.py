@@ -1,0 +1,44 @@
+"""The demo's last step: exit status 1 unless every target validated with no differences; env restored after."""
+
+from __future__ import annotations
+
+import os
+
+from neptune_exporter.demo import DemoContext, report_validation, run_demo, set_env
+
+
+def figures(target: str, differences: int) -> dict:
+    return {"target": target, "runs_checked": 2, "differences": differences, "runs_with_differences": min(differences, 1),
+            "report_json": f"/r/validation_{target}.json", "report_markdown": f"/r/validation_{target}.md"}
+
+
+def test_clean_validation_of_both_targets_keeps_exit_0_and_prints_report_paths(capsys):
+    ctx = DemoContext(validations={"mlflow": figures("mlflow", 0), "wandb": figures("wandb", 0)}, next_steps=["mlflow ui ..."])
+    report_validation(ctx)
+    out = capsys.readouterr().out
+    assert ctx.exit_code == 0
+    assert "mlflow: 2 run(s) checked, no differences" in out and "JSON:     /r/validation_wandb.json" in out
+    assert "markdown: /r/validation_mlflow.md" in out and out.rstrip().endswith("mlflow ui ...")
+
+
+def test_differences_or_a_missing_target_exit_1(capsys):
+    differing = DemoContext(validations={"mlflow": figures("mlflow", 0), "wandb": figures("wandb", 3)})
+    report_validation(differing)
+    assert differing.exit_code == 1 and "wandb: 2 run(s) checked, 3 difference(s)" in capsys.readouterr().out
+    missing = DemoContext(validations={"mlflow": figures("mlflow", 0)})
+    report_validation(missing)
+    assert missing.exit_code == 1 and "wandb: not validated" in capsys.readouterr().out
+
+
+def test_environment_set_or_unset_by_the_demo_is_restored_when_it_ends(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_API_KEY", "user-key")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    seen = {}
+
+    def step(ctx: DemoContext) -> None:
+        set_env(ctx, {"WANDB_API_KEY": None, "WANDB_MODE": "offline"})
+        seen.update(key=os.environ.get("WANDB_API_KEY"), mode=os.environ.get("WANDB_MODE"))
+
+    assert run_demo(DemoContext(out=tmp_path), [("offline", step)]) == 0
+    assert seen == {"key": None, "mode": "offline"}
+    assert os.environ["WANDB_API_KEY"] == "user-key" and "WANDB_MODE" not in os.environ
