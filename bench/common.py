@@ -77,7 +77,7 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
 
 
 def alternate(sides: dict[str, Callable[[int], object]], repeats: int) -> dict[str, list[float]]:
-    """Time every side once per repeat, interleaved (a, b, a, b ...) so machine noise hits both alike."""
+    """Time every side once per repeat, interleaved (a, b, b, a, a, b ...) so drifting machine load hits both alike."""
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     for repeat in range(repeats):
         order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
