@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import numpy as np
 import pandas as pd
@@ -588,8 +588,9 @@ class RunExport:
     def batches(self) -> Iterator[pa.RecordBatch]:
         found = self.selected_attributes()
         yield from self.parameter_batches(found.get("parameters", []))
-        for type_name in SERIES_TYPES:
-            yield from self.series_batches(type_name, found.get(type_name, []))
+        yield from self.series_batches(dict.fromkeys(found.get("float_series", []), "float_series"))
+        other = {path: t for t in ("string_series", "histogram_series") for path in found.get(t, [])}
+        yield from self.series_batches(other)  # one fetch_series for both kinds
         yield from self.file_batches(found.get("file", []))
         yield from self.file_series_batches(found.get("file_series", []))
 
@@ -662,8 +663,8 @@ class RunExport:
 
     # ---------------------------------------------------------------- series
 
-    def fetch_points(self, type_name: str, names: list[str], step_range: tuple, limit: int) -> dict[str, SeriesChunk]:
-        """The last `limit` points (per series) within the step range, as arrays."""
+    def fetch_points(self, metrics: bool, names: list[str], step_range: tuple, limit: int) -> dict[str, SeriesChunk]:
+        """The last `limit` points (per series) within the step range, as arrays (metrics: float series)."""
         from neptune_query import runs as nq_runs
 
         common = dict(
@@ -676,50 +677,61 @@ class RunExport:
             tail_limit=limit,
         )
         with self.errors(attribute=names[0] if len(names) == 1 else None):
-            if type_name == "float_series":
+            if metrics:
                 common["runs"] = self.metric_runs_argument()
                 frame = nq_runs.fetch_metrics(**common, include_point_previews=self.selection.include_previews)
             else:
                 frame = nq_runs.fetch_series(**common)
         return split_series_frame(frame)
 
-    def series_windows(self, type_name: str, names: list[str]) -> Iterator[SeriesChunk]:
-        """Every point after the watermarks, in chunks of ≤ series_batch_rows points (windows from the end).
+    def series_windows(self, metrics: bool, names: list[str]) -> Iterator[SeriesChunk]:
+        """Every point after the watermarks, in requests of ≤ series_batch_rows points (windows from the end).
 
-        neptune-query only limits from the tail, so each series is read backwards: a window holds the last
-        points below the previous window; each chunk is in ascending step order.
+        neptune-query only limits from the tail, so series are read backwards in rounds: a window holds the
+        last points below the previous window. Series whose previous windows start at the same step (logged
+        together) share every request; each chunk is in ascending step order.
         """
         by_bound: dict[float | None, list[str]] = {}
         for name in names:
             by_bound.setdefault(self.lower_bound(name), []).append(name)
         rows = max(1, self.settings.series_batch_rows)
         for low, group_names in by_bound.items():
-            for group in chunked(sorted(group_names), SERIES_PER_REQUEST):
+            pending: dict[str, float | None] = dict.fromkeys(sorted(group_names))
+            while pending:
+                pending = yield from self.window_round(metrics, low, pending, rows)
+
+    def window_round(
+        self, metrics: bool, low: float | None, pending: dict[str, float | None], rows: int
+    ) -> Generator[SeriesChunk, None, dict[str, float | None]]:
+        """One window per pending series (name → first step already read, exclusive; None: none read yet).
+
+        Returns the series that may have earlier points, with their new exclusive bound.
+        """
+        by_high: dict[float | None, list[str]] = {}
+        for name, high in pending.items():
+            by_high.setdefault(high, []).append(name)
+        more: dict[str, float | None] = {}
+        for high, shared in by_high.items():
+            top = None if high is None else float(np.nextafter(high, -np.inf))
+            if top is not None and low is not None and top < low:
+                continue
+            for group in chunked(shared, SERIES_PER_REQUEST):
                 limit = max(1, rows // len(group))
-                first = self.fetch_points(type_name, group, (low, None), limit)
+                chunks = self.fetch_points(metrics, group, (low, top), limit)
                 for name in group:
-                    chunk = first.get(name)
+                    chunk = chunks.get(name)
                     if chunk is None:
                         continue
                     yield chunk
                     if len(chunk) >= limit:
-                        yield from self.earlier_windows(type_name, name, low, chunk, rows)
+                        more[name] = float(chunk.steps[0])
+        return more
 
-    def earlier_windows(self, type_name: str, name: str, low: float | None, later: SeriesChunk, rows: int):
-        while True:
-            high = float(np.nextafter(later.steps[0], -np.inf))
-            if low is not None and high < low:
-                return
-            chunk = self.fetch_points(type_name, [name], (low, high), rows).get(name)
-            if chunk is None:
-                return
-            yield chunk
-            if len(chunk) < rows:
-                return
-            later = chunk
-
-    def series_batches(self, type_name: str, names: list[str]) -> Iterator[pa.RecordBatch]:
-        for chunk in self.series_windows(type_name, names):
+    def series_batches(self, types: dict[str, str]) -> Iterator[pa.RecordBatch]:
+        """Rows of the series named in `types` (path → type; float series, or string and histogram ones, together)."""
+        metrics = any(t == "float_series" for t in types.values())
+        for chunk in self.series_windows(metrics, list(types)):
+            type_name = types[chunk.path]
             values = chunk.values
             if type_name == "histogram_series":
                 values = [{"type": h.type, "edges": list(h.edges), "values": list(h.values)} for h in values]
@@ -749,7 +761,7 @@ class RunExport:
             yield self.report(parameter_rows(self.project, self.run.run_id, rows), sum(s.size for s in stored.values()))
 
     def file_series_batches(self, names: list[str]) -> Iterator[pa.RecordBatch]:
-        for chunk in self.series_windows("file_series", names):
+        for chunk in self.series_windows(False, names):
             for start in range(0, len(chunk), FILES_PER_DOWNLOAD):
                 part = slice(start, start + FILES_PER_DOWNLOAD)
                 files = list(chunk.values[part])

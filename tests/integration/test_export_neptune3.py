@@ -502,3 +502,71 @@ def test_wandb_config_names_the_fork_parent(fork_export, tmp_path, monkeypatch):
         assert config(child)["sys/forking/parent"] == parent
     assert config("run-parent")["neptune.fork_parent"] is None
     assert run_validate(options, Settings()).ok
+
+
+# ---------------------------------------------------------------------------- grouped windows
+
+
+def explicit(path: str, kind: str, steps, values) -> store.Attribute:
+    steps = np.asarray(steps, dtype=np.float64)
+    stamps = 1_700_000_000_000 + np.arange(steps.size, dtype=np.int64) * 1_000
+    return store.Attribute(path, kind, series=store.ExplicitSeries(kind, steps, values, stamps))
+
+
+def histogram(i: int) -> dict:
+    return {"type": "linear", "edges": [0.0, 1.0, 2.0 + i], "values": [float(i), 0.5]}
+
+
+def grid_attributes() -> dict[str, store.Attribute]:
+    """Series of different lengths and fractional step grids (steps exact to 6 decimals), windowed together."""
+    quarter = 0.5 + 0.25 * np.arange(40)
+    tenths = np.round(0.1 * np.arange(47), 6)
+    thirds = np.round(np.arange(23) / 3, 6)
+    rng = np.random.default_rng(11)
+    attrs = [
+        explicit("g/quarter_a", store.FLOAT_SERIES, quarter, rng.normal(size=40)),
+        explicit("g/quarter_b", store.FLOAT_SERIES, quarter, rng.normal(size=40)),
+        explicit("g/quarter_short", store.FLOAT_SERIES, quarter[:13], rng.normal(size=13)),
+        explicit("g/quarter_late", store.FLOAT_SERIES, quarter[25:], rng.normal(size=15)),
+        explicit("g/tenths", store.FLOAT_SERIES, tenths, rng.normal(size=47)),
+        explicit("g/thirds", store.FLOAT_SERIES, thirds, rng.normal(size=23)),
+        explicit("g/one", store.FLOAT_SERIES, [1e-6], [2.5]),
+        explicit("g/text", store.STRING_SERIES, thirds, [f"line {i}" for i in range(23)]),
+        explicit("g/hist", store.HISTOGRAM_SERIES, tenths[:9], [histogram(i) for i in range(9)]),
+    ]
+    return {a.path: a for a in attrs}
+
+
+@pytest.mark.parametrize("rows", [1, 5, 12, 64])
+def test_series_windowed_together_come_back_exact(fake, tmp_path, rows):
+    run_id = f"run-grids-{rows}"
+    run = fake.add_run(PROJECT, custom_run_id=run_id, attributes=grid_attributes())
+    source = Neptune3Source(fake.api_token, Settings(series_batch_rows=rows, source_retry_timeout_s=5))
+    ref = next(r for r in source.list_runs(PROJECT, RunSelection(runs_regex=f"^{run_id}$")))
+    table, _, batches = export(source, ref, tmp_path, AttributeSelection(regex="^g/"))
+    assert max(b.num_rows for b in batches) <= rows
+    got = rows_by_path(table)
+    assert set(got) == set(grid_attributes())
+    for path, attr in run.attributes.items():
+        if path.startswith("g/"):
+            check_series(attr, got[path], None, tmp_path)  # every step once: no duplicate, no gap
+
+
+def test_series_logged_together_share_their_windows(fake, tmp_path):
+    quarter = 0.5 + 0.25 * np.arange(30)
+    attrs = {f"s/m{i}": explicit(f"s/m{i}", store.FLOAT_SERIES, quarter, np.arange(30.0) + i) for i in range(8)}
+    attrs["s/text"] = explicit("s/text", store.STRING_SERIES, quarter[:5], list("abcde"))
+    attrs["s/hist"] = explicit("s/hist", store.HISTOGRAM_SERIES, quarter[:3], [histogram(i) for i in range(3)])
+    run = fake.add_run(PROJECT, custom_run_id="run-grouped", attributes=attrs)
+    source = Neptune3Source(fake.api_token, Settings(series_batch_rows=80, source_retry_timeout_s=5))
+    ref = next(r for r in source.list_runs(PROJECT, RunSelection(runs_regex="^run-grouped$")))
+    fake.requests.clear()
+    table, _, _ = export(source, ref, tmp_path, AttributeSelection(regex="^s/"))
+    # 8 series x 30 points, 80 points a request: three rounds of 10 points per series and one that finds
+    # nothing more (one series alone each time would be 1 + 8 requests); text and histograms in one request
+    assert fake.requests.count(endpoint="v3.float_series") == 4
+    assert fake.requests.count(endpoint="v3.series") == 1
+    got = rows_by_path(table)
+    assert set(got) == set(attrs)
+    for path in attrs:
+        check_series(run.attributes[path], got[path], None, tmp_path)
