@@ -90,3 +90,15 @@ def test_token_and_projects_come_from_the_neptune_variables(monkeypatch):
     monkeypatch.setenv("NEPTUNE_PROJECT", "ws/p")
     assert neptune_api_token() == "env-token" and neptune_api_token("explicit") == "explicit"
     assert default_projects() == ["ws/p"]
+
+
+def test_readme_documents_every_variable_with_its_default():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = [line.split("|") for line in readme.splitlines() if line.startswith(f"| `{ENV_PREFIX}")]
+    rows = [cells[1:3] for cells in table if len(cells) == 5]  # | variable | default | meaning |
+    documented = {name.strip(" `"): default.strip().split()[0].strip("`") for name, default in rows}
+    expected = {ENV_PREFIX + name.upper(): str(value) for name, value in DEFAULTS.items()}
+    expected["NEPTUNE_EXPORTER_DATA_PATH"], expected["NEPTUNE_EXPORTER_FILES_PATH"] = "./exports/data", "./exports/files"
+    retry = RetryPolicy()
+    expected.update({ENV_PREFIX + variable: str(getattr(retry, field_name)) for variable, (field_name, _, _) in RETRY_OVERRIDES.items()})
+    assert documented == expected
