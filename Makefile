@@ -6,6 +6,7 @@ CLI := $(VENV)/bin/neptune-exporter
 PYTEST_ARGS ?= -n 2 --dist loadfile --timeout 900
 SERVE_HOME ?= .prefect-serve
 SERVE_PORT ?= 4200
+DEMO_ARGS ?=
 
 .PHONY: dev test unit demo serve bench clean
 
@@ -25,8 +26,9 @@ test: $(CLI)
 unit: $(CLI)
 	$(PY) -m pytest tests/unit -q
 
+# `make demo DEMO_ARGS=--fresh` starts from empty demo folders; a plain rerun reuses them (unchanged runs skipped).
 demo: $(CLI)
-	$(CLI) demo
+	$(CLI) demo $(DEMO_ARGS)
 
 serve: $(CLI)
 	$(CLI) serve --home $(SERVE_HOME) --port $(SERVE_PORT)
