@@ -21,6 +21,7 @@ import contextlib
 import importlib
 import json
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -547,7 +548,7 @@ class FakeNeptuneProcess:
         self.info: dict[str, Any] = {}
 
     def start(self) -> "FakeNeptuneProcess":
-        folder = Path(tempfile.mkdtemp(prefix="fake-neptune-"))
+        folder = self._folder = Path(tempfile.mkdtemp(prefix="fake-neptune-"))
         ready = folder / "ready.json"
         cmd = [sys.executable, "-m", "neptune_exporter.fake_neptune.cli", "serve", *self.serve_args,
                "--ready-file", str(ready)]
@@ -556,8 +557,9 @@ class FakeNeptuneProcess:
         deadline = time.monotonic() + self.startup_timeout_s
         while not ready.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                output = (folder / "stdout.log").read_text()[-2000:]
                 self.stop()
-                raise RuntimeError(f"fake Neptune did not start: {(folder / 'stdout.log').read_text()[-2000:]}")
+                raise RuntimeError(f"fake Neptune did not start: {output}")
             time.sleep(0.05)
         self.info = json.loads(ready.read_text())
         return self
@@ -580,10 +582,11 @@ class FakeNeptuneProcess:
             return json.load(response)
 
     def kill(self) -> None:
-        """SIGKILL (no cleanup), like a crashed server."""
+        """SIGKILL (the server cannot clean up), like a crashed server; our temp folder is still removed."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+        self._remove_folder()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -592,8 +595,16 @@ class FakeNeptuneProcess:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._remove_folder()
+
+    def _remove_folder(self) -> None:
+        """Close the log and delete the temp folder (ready file, log) once the process has ended."""
         if getattr(self, "_log", None) is not None:
             self._log.close()
+        if getattr(self, "_folder", None) is not None:
+            if self._folder.exists():
+                shutil.rmtree(self._folder)
+            self._folder = None
 
     def __enter__(self) -> "FakeNeptuneProcess":
         return self.start()
