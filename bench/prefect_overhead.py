@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -28,8 +29,14 @@ from bench.common import (  # noqa: E402
 NAME = "prefect_overhead"
 TARGET = "<= 1.1"
 NO_RUN = "^no-such-run$"  # a selection matching nothing: the fixed cost of one command
-FULL = Shape(runs=200, metrics=5, points=2_000, params=20, string_series=1)
-QUICK = Shape(runs=20, metrics=5, points=2_000, params=20, string_series=1)
+# The export of benchmark 1 (export_vs_floor): 20 metrics, 50 params, string series, a histogram, files per run.
+FULL = Shape(runs=200, metrics=20, points=20_000, params=50, string_series=2, histograms=1, files=3,
+             file_size=1024 * 1024)
+QUICK = Shape(runs=40, metrics=20, points=1_000, params=50, string_series=2, histograms=1, files=1,
+              file_size=256 * 1024)
+# The worst case for Prefect: runs so small that the per-run bookkeeping is most of the work.
+TINY_FULL = Shape(runs=200, metrics=5, points=200, params=20, string_series=1, project="tiny")
+TINY_QUICK = Shape(runs=40, metrics=5, points=200, params=20, string_series=1, project="tiny")
 
 
 def cli_export(token: str, project_id: str, root: Path, workers: int, prefect_home: Path,
@@ -51,49 +58,62 @@ def library_export(token: str, project_id: str, root: Path, workers: int, runs_r
     return result
 
 
-def measure(shape: Shape, latency_ms: float, workers: int, repeats: int) -> dict[str, list[float]]:
-    """Whole-command wall seconds of both sides, for all runs and for none, interleaved."""
-    walls: dict[str, list[float]] = {"cli": [], "library": [], "cli_empty": [], "library_empty": []}
+def measure(shape: Shape, latency_ms: float, workers: int, repeats: int, empty: bool) -> dict[str, list[float]]:
+    """Whole-command wall seconds of both sides, interleaved; with `empty`, also both with a selection of no run."""
+    walls: dict[str, list[float]] = {}
     with fake_neptune(shape, latency_ms) as fake, tempfile.TemporaryDirectory(prefix="bench-prefect-") as tmp:
         scratch, token, project = Path(tmp), fake.api_token, shape.project_id
         prefect_home = scratch / "prefect-home"
         cli_export(token, project, scratch / "warm-up", workers, prefect_home, NO_RUN)  # creates Prefect's database
+        sides = {
+            "cli": lambda root: cli_export(token, project, root, workers, prefect_home),
+            "library": lambda root: library_export(token, project, root, workers),
+        }
+        if empty:
+            sides["cli_empty"] = lambda root: cli_export(token, project, root, workers, prefect_home, NO_RUN)
+            sides["library_empty"] = lambda root: library_export(token, project, root, workers, NO_RUN)
         for repeat in range(repeats):
-            sides = {
-                "cli": lambda root: cli_export(token, project, root, workers, prefect_home),
-                "library": lambda root: library_export(token, project, root, workers),
-                "cli_empty": lambda root: cli_export(token, project, root, workers, prefect_home, NO_RUN),
-                "library_empty": lambda root: library_export(token, project, root, workers, NO_RUN),
-            }
             order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
             for name in order:
                 root = scratch / f"{name}-{repeat}"
-                walls[name].append(sides[name](root).wall_s)
+                walls.setdefault(name, []).append(sides[name](root).wall_s)
                 shutil.rmtree(root, ignore_errors=True)
     return walls
 
 
-def report(walls: dict[str, list[float]], runs: int) -> None:
-    cli, library = median(walls["cli"]), median(walls["library"])
-    fixed = median(walls["cli_empty"]) - median(walls["library_empty"])
-    per_run = ((cli - median(walls["cli_empty"])) - (library - median(walls["library_empty"]))) / runs
-    emit(f"{NAME}.ratio_{runs}_runs", safe_ratio(cli, library), "x CLI flow/library time", TARGET)
-    emit(f"{NAME}.fixed_cost", fixed, "s per command (Prefect import + ephemeral server + flow)")
-    emit(f"{NAME}.per_run_cost", per_run * 1000, "ms per run")
-    note(f"medians: CLI {cli:.1f} s, library {library:.1f} s; empty selection: CLI {median(walls['cli_empty']):.1f} s, "
-         f"library {median(walls['library_empty']):.1f} s; {len(walls['cli'])} repeats")
+def report(walls: dict[str, list[float]], tiny: dict[str, list[float]], shape: Shape, tiny_shape: Shape) -> None:
+    """Ratios at the benchmark-1 shape and for tiny runs, the fixed cost per command, the cost per run of each."""
+    fixed_cli, fixed_library = median(walls["cli_empty"]), median(walls["library_empty"])
+    emit(f"{NAME}.ratio_{shape.runs}_runs", safe_ratio(median(walls["cli"]), median(walls["library"])),
+         "x CLI flow/library time", TARGET)
+    emit(f"{NAME}.tiny_ratio_{tiny_shape.runs}_runs", safe_ratio(median(tiny["cli"]), median(tiny["library"])),
+         "x CLI flow/library time, tiny runs (worst case)")
+    emit(f"{NAME}.fixed_cost", fixed_cli - fixed_library, "s per command (Prefect import + server + flow)")
+    for label, figures, runs in (("per_run_cost", walls, shape.runs), ("tiny_per_run_cost", tiny, tiny_shape.runs)):
+        extra = (median(figures["cli"]) - fixed_cli) - (median(figures["library"]) - fixed_library)
+        emit(f"{NAME}.{label}", extra / runs * 1000, "ms per run (CLI minus library, fixed cost removed)")
+    for label, figures in (("", walls), ("tiny runs: ", tiny)):
+        note(f"{label}medians CLI {median(figures['cli']):.1f} s, library {median(figures['library']):.1f} s "
+             f"({len(figures['cli'])} repeats)")
+    note(f"empty selection: CLI {fixed_cli:.1f} s, library {fixed_library:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench_arguments(__doc__, f"{QUICK.runs} runs instead of {FULL.runs}", quick_repeats=1)
+    parser = bench_arguments(__doc__, f"{QUICK.runs} runs of {QUICK.points:,} points per series instead of "
+                             f"{FULL.runs} of {FULL.points:,}", quick_repeats=1)
+    parser.add_argument("--runs", type=int, default=None, help="runs of both shapes (default: the size's)")
     args = parse_bench_args(parser, argv)
-    shape = QUICK if args.quick else FULL
-    note(f"{NAME}: {shape.describe()}; {args.latency_ms:g} ms latency; {args.workers} workers; {args.repeats} repeats")
+    shape, tiny_shape = (QUICK, TINY_QUICK) if args.quick else (FULL, TINY_FULL)
+    if args.runs:
+        shape, tiny_shape = replace(shape, runs=args.runs), replace(tiny_shape, runs=args.runs)
+    note(f"{NAME}: {shape.describe()}; tiny: {tiny_shape.describe()}; {args.latency_ms:g} ms latency; "
+         f"{args.workers} workers; {args.repeats} repeats")
     try:
-        walls = measure(shape, args.latency_ms, args.workers, args.repeats)
+        walls = measure(shape, args.latency_ms, args.workers, args.repeats, empty=True)
+        tiny = measure(tiny_shape, args.latency_ms, args.workers, args.repeats, empty=False)
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
-    report(walls, shape.runs)
+    report(walls, tiny, shape, tiny_shape)
     return 0
 
 

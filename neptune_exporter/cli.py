@@ -168,7 +168,9 @@ def build_export_options(
 def run_export_command(options: "ExportOptions", *, no_progress: bool = False) -> int:
     """Preflight (bad input → one line, exit 2), then the export flow in-process; the exit status."""
     from neptune_exporter.export import make_source, preflight
+    from neptune_exporter.prefect_env import warm_up
 
+    warm_up("flows.export")  # Prefect's server starts and the flow imports while preflight runs
     settings = Settings.from_env()
     try:
         preflight(options, make_source(options, settings))

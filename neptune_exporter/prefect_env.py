@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import importlib
+import importlib.util
 import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
 from typing import MutableMapping
 
 EPHEMERAL_STARTUP_TIMEOUT_SECONDS = 120
@@ -47,3 +57,115 @@ def configure_prefect(environ: MutableMapping[str, str] | None = None) -> dict[s
 def uses_ephemeral_server(environ: MutableMapping[str, str] | None = None) -> bool:
     """True when runs go to Prefect's local ephemeral server rather than PREFECT_API_URL."""
     return not (os.environ if environ is None else environ).get("PREFECT_API_URL")
+
+
+# ----------------------------------------------------------------------------- local server started early
+
+# The command Prefect's own ephemeral mode runs (prefect.server.api.server.SubprocessASGIServer, 3.9.1), started
+# here without importing prefect.server in this process (that import alone costs several seconds).
+LOCAL_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+HEALTH_POLL_SECONDS = 0.1
+STOP_TIMEOUT_SECONDS = 5.0
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_command(port: int) -> list[str]:
+    """uvicorn serving Prefect's API app on 127.0.0.1:port, as Prefect's ephemeral mode does."""
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("prefect is not installed")
+    app_dir = str(Path(spec.origin).parent.parent)
+    return [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+
+
+class LocalServer:
+    """Prefect's ephemeral API server, started at once in a subprocess and stopped when this process exits."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.process = subprocess.Popen(server_command(self.port), env={**os.environ, **LOCAL_SERVER_ENV},
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        atexit.register(self.stop)
+
+    def wait_ready(self, timeout_s: float = EPHEMERAL_STARTUP_TIMEOUT_SECONDS) -> None:
+        """Block until `/health` answers 200; RuntimeError with the server's stderr when it exits or times out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                raise RuntimeError(f"the local Prefect server exited with code {self.process.returncode}: {stderr[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(HEALTH_POLL_SECONDS)
+        self.stop()
+        raise RuntimeError(f"the local Prefect server did not answer within {timeout_s:g} s; "
+                           "set PREFECT_API_URL to a running server (`prefect server start`)")
+
+    def stop(self) -> None:
+        """Terminate the server (kill after a grace period); safe to call twice."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+class Warmup:
+    """Prefect made ready while the CLI does other work: the local server starting, the flow module importing."""
+
+    def __init__(self, modules: tuple[str, ...]) -> None:
+        configure_prefect()
+        early = uses_ephemeral_server() and "prefect" not in sys.modules  # later, Prefect's settings are fixed
+        self.server = LocalServer() if early else None
+        if self.server is not None:  # every Prefect client of this process talks to it, as in ephemeral mode
+            os.environ["PREFECT_API_URL"] = self.server.api_url
+        self._imports = threading.Thread(target=import_all, args=(modules,), name="prefect-warmup", daemon=True)
+        self._imports.start()
+
+    def wait_ready(self) -> None:
+        """Block until the modules are imported and the server answers."""
+        self._imports.join()
+        if self.server is not None:
+            self.server.wait_ready()
+
+
+def import_all(modules: tuple[str, ...]) -> None:
+    """Import the modules (errors surface again, with their traceback, at the caller's own import)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return
+
+
+_warmup: Warmup | None = None
+
+
+def warm_up(*modules: str) -> Warmup:
+    """Start the local Prefect server (when no PREFECT_API_URL) and import `modules` in the background; idempotent."""
+    global _warmup
+    if _warmup is None:
+        _warmup = Warmup(modules)
+    return _warmup
+
+
+def wait_until_ready() -> None:
+    """Wait for what `warm_up` started; nothing to do when it was not called (Prefect starts its own server)."""
+    if _warmup is not None:
+        _warmup.wait_ready()
