@@ -320,6 +320,14 @@ def read_run_batches(
 # ----------------------------------------------------------------------------- statistics
 
 
+def _single_attribute(batch: pa.RecordBatch) -> bool:
+    """Whether every row has the first row's attribute path and type (cheaper than a group_by)."""
+    return all(
+        pc.all(pc.equal(batch.column(name), batch.column(name)[0])).as_py()
+        for name in ("attribute_path", "attribute_type")
+    )
+
+
 class AttributeStats:
     """Per-attribute row count, type and last step, accumulated batch by batch."""
 
@@ -332,6 +340,12 @@ class AttributeStats:
         if batch.num_rows == 0:
             return
         self.rows += batch.num_rows
+        if _single_attribute(batch):  # series chunks: one attribute per batch, no group_by needed
+            top = pc.max(batch.column("step"))
+            step = float(top.as_py()) if top.is_valid else None
+            self._add_counted(batch.column("attribute_path")[0].as_py(), batch.column("attribute_type")[0].as_py(),
+                              batch.num_rows, step)
+            return
         table = pa.Table.from_batches([batch.select(["attribute_path", "attribute_type", "step"])])
         grouped = table.group_by(["attribute_path", "attribute_type"]).aggregate(
             [("attribute_path", "count"), ("step", "max")]
@@ -345,10 +359,12 @@ class AttributeStats:
                 grouped["attribute_path_count"].to_pylist(),
             )
         ):
-            step = int(last_steps[i]) / 1_000_000 if valid[i] else None
-            self._merge(path, kind, count, step)
-            if kind in SERIES_TYPE_NAMES:
-                self.points += count
+            self._add_counted(path, kind, count, int(last_steps[i]) / 1_000_000 if valid[i] else None)
+
+    def _add_counted(self, path: str, kind: str, count: int, step: float | None) -> None:
+        self._merge(path, kind, count, step)
+        if kind in SERIES_TYPE_NAMES:
+            self.points += count
 
     def _merge(self, path: str, kind: str, count: int, step: float | None) -> None:
         entry = self.by_path.setdefault(path, {"type": kind, "count": 0, "last_step": None})
