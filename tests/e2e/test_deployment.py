@@ -89,3 +89,64 @@ def test_deployment_run_exports_and_shows_progress_and_summary(served, prefect_s
     rows = json.loads(table) if isinstance(table, str) else table
     assert rows[0]["project"] == PROJECT and (rows[0]["runs_complete"], rows[0]["runs_failed"]) == (3, 0)
     assert "runs exported: **3**" in artifacts["export-report"][0].data
+
+
+def run_deployment(name: str, env: dict, params: dict) -> subprocess.CompletedProcess:
+    """`prefect deployment run NAME --param k=json ... --watch`, asserting it ends Completed."""
+    command = [sys.executable, "-m", "prefect", "deployment", "run", name]
+    for key, value in params.items():
+        command += ["--param", f"{key}={json.dumps(value)}"]
+    command += ["--watch", "--watch-interval", "2", "--watch-timeout", "300"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0 and "Completed" in result.stdout, result.stdout + result.stderr
+    return result
+
+
+def test_neptune2_deployment_exports_with_the_legacy_client(served, tmp_path):
+    data, files = tmp_path / "data", tmp_path / "files"
+    run_deployment("export/neptune2", served, {
+        "projects": [PROJECT], "paths": {"data_path": str(data), "files_path": str(files)}, "workers": 2,
+    })
+    manifests = [read_manifest(p) for p in project_dir(data, PROJECT).glob("*.manifest.json")]
+    assert len(manifests) == 3 and all(m.is_complete() for m in manifests)
+    assert {m.source["kind"] for m in manifests} == {"neptune2"}
+    # 2.x runs are exported under sys/id (peer-tool compatible); the custom id is kept in the manifest
+    assert sorted(m.source["custom_run_id"] for m in manifests) == ["run-00000", "run-00001", "run-00002"]
+    assert all(m.run_id == m.source["sys_id"] for m in manifests)
+    assert len([p for p in files.rglob("*") if p.is_file()]) == 3
+
+
+def test_load_deployments_fill_mlflow_and_wandb_and_validate(served, fake, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.settings import Settings
+
+    data, files = tmp_path / "data", tmp_path / "files"
+    options = ExportOptions(projects=(PROJECT,), data_path=str(data), files_path=str(files), api_token=fake.api_token)
+    assert {r.status for r in run_export(options, Settings())} == {"complete"}
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    paths = {"data_path": str(data), "files_path": str(files), "report_path": str(tmp_path / "reports")}
+    run_deployment("load/mlflow", served, {"options": {"target": "mlflow", "mlflow_tracking_uri": tracking_uri, **paths}})
+    runs = MlflowClient(tracking_uri).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri).search_experiments()],
+        filter_string="tags.`neptune.load_state` = 'complete'",
+    )
+    assert sorted(r.data.tags["neptune.run_id"] for r in runs) == ["run-00000", "run-00001", "run-00002"]
+    from neptune_exporter.storage.parquet import read_run_batches
+
+    for run in runs:  # every exported float series became a metric (values are checked by validate/mlflow below)
+        series = {path for batch in read_run_batches(data, PROJECT, run.data.tags["neptune.run_id"])
+                  for path, kind in zip(batch["attribute_path"].to_pylist(), batch["attribute_type"].to_pylist())
+                  if kind == "float_series"}
+        assert series and set(run.data.metrics) == series
+    run_deployment("validate/mlflow", served, {"options": {"target": "mlflow", "mlflow_tracking_uri": tracking_uri, **paths}})
+
+    wandb_dir = tmp_path / "wandb"
+    run_deployment("load/wandb", served, {"options": {"target": "wandb", "wandb_dir": str(wandb_dir), **paths}})
+    assert len(list(wandb_dir.rglob("offline-run-*/run-*.wandb"))) == 3
+    reports = {p.name: json.loads(p.read_text()) for p in (tmp_path / "reports").rglob("validation_*.json")}
+    assert set(reports) == {"validation_mlflow.json", "validation_wandb.json"}, sorted(reports)
+    for report in reports.values():
+        assert (report["ok"], report["runs_checked"], report["differences"]) == (True, 3, 0), report
