@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -74,12 +75,16 @@ def set_env(ctx: DemoContext, values: dict[str, str | None]) -> None:
 
 
 def prepare_folder(ctx: DemoContext) -> None:
-    """A rerun reuses the folder (nothing changed: export skips, loads skip, validation runs again); --fresh empties it."""
-    if ctx.fresh:
+    """A rerun reuses the folder (export skips, loads skip, validation runs again); --fresh, or another sample size, empties it."""
+    recorded = ctx.out / "demo.json"
+    sample = {"runs": ctx.runs, "points": ctx.points}
+    previous = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else None
+    if ctx.fresh or (previous is not None and previous != sample):
         for name in DEMO_FOLDERS:
             shutil.rmtree(ctx.out / name, ignore_errors=True)
     reused = ctx.data_path.is_dir()
     ctx.out.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(sample), encoding="utf-8")
     typer.echo(f"demo folder: {ctx.out.resolve()}" + (" (reused: unchanged runs are skipped; --fresh starts over)" if reused else ""))
 
 

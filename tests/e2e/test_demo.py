@@ -51,7 +51,7 @@ def test_demo_loads_both_targets_with_zero_differences_and_a_rerun_skips_everyth
 
     second = run_cli(args, env, tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "reused" in second.stdout
+    assert "(reused:" in second.stdout
     assert f"runs: 0 exported, {RUNS} unchanged, 0 failed" in second.stdout
     for target in ("mlflow", "wandb"):
         assert f"runs: 0 loaded, {RUNS} already complete, 0 failed → {target}" in second.stdout

@@ -42,3 +42,20 @@ def test_environment_set_or_unset_by_the_demo_is_restored_when_it_ends(monkeypat
     assert run_demo(DemoContext(out=tmp_path), [("offline", step)]) == 0
     assert seen == {"key": None, "mode": "offline"}
     assert os.environ["WANDB_API_KEY"] == "user-key" and "WANDB_MODE" not in os.environ
+
+
+def test_the_folder_is_reused_unless_fresh_or_another_sample_size(tmp_path, capsys):
+    from neptune_exporter.demo import prepare_folder
+
+    def prepare(**options) -> bool:
+        ctx = DemoContext(out=tmp_path, **options)
+        prepare_folder(ctx)
+        ctx.data_path.mkdir(exist_ok=True)
+        (ctx.data_path / "marker").write_text("x")
+        return "(reused:" in capsys.readouterr().out
+
+    assert not prepare(runs=8, points=500)
+    assert prepare(runs=8, points=500)
+    assert not prepare(runs=8, points=500, fresh=True)
+    assert not prepare(runs=3, points=500)  # another sample: the old export would be stale
+    assert (tmp_path / "other").mkdir() is None and prepare(runs=3, points=500) and (tmp_path / "other").is_dir()
