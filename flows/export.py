@@ -79,39 +79,39 @@ class RunProgress:
         self._last_update = time.monotonic()
 
 
+def skipped_pointer(pointer: dict) -> dict:
+    """A cached pointer stands for a run left as it was: skipped, nothing new."""
+    return {**pointer, "status": "skipped", "action": "skip", "rows": 0, "points": 0, "files": 0, "bytes": 0, "errors": []}
+
+
 def pointer_of(future: PrefectFuture, plan: dict, options: dict) -> dict:
     """The JSON pointer a finished export task stands for; a task that ended in an error is recorded as failed."""
     future.wait()  # sets the final state locally (otherwise `state` asks the API, which may lag)
     state: State = future.state
     if state.is_completed():
-        return future.result()
+        pointer = future.result()
+        return skipped_pointer(pointer) if state.name == "Cached" else pointer
     error = future.result(raise_on_failure=False)
     if not isinstance(error, BaseException):
         error = RuntimeError(state.message or f"export task ended {state.name}")
     return export_tasks.record_failed_run(plan, options, error)
 
 
-def skipped_without_task(plan: dict, options: library.ExportOptions) -> dict:
-    """A run the plan proved complete and unchanged (its manifest says so): its pointer, no task run needed."""
-    result = library.export_run(export_tasks.source_for(options), library.RunPlan.from_json(plan), options, Settings.from_env())
-    return result.to_json()
-
-
 @flow(name="export-chunk", log_prints=False)
 def export_chunk(plans: list[dict], options: dict, progress_state: dict) -> list[dict]:
-    """Export up to `runs_per_task_batch` runs of one project: one task per run to export on the flow's thread pool.
+    """Export up to `runs_per_task_batch` runs of one project: one task per run on the flow's thread pool.
 
-    Runs the plan skips (complete manifest, same modification time and options) create no task run: the manifest
-    is the source of truth, and a task run per unchanged run would only cost Prefect bookkeeping.
+    A run the plan skips (complete manifest, same modification time and options) may be answered from the task
+    cache (shown as Cached in the UI); every other run refreshes the cache, so the manifest stays the truth.
     """
     parsed = library.ExportOptions.from_json(options)
+    reuse, refresh = export_tasks.export_run, export_tasks.export_run.with_options(refresh_cache=True)
+    futures = {}
+    for plan in plans:
+        task = reuse if plan["action"] == "skip" else refresh
+        futures[task.submit(**export_tasks.export_run_call(plan, parsed))] = plan
     tracker = RunProgress(**progress_state)
     pointers = []
-    for plan in (plan for plan in plans if plan["action"] == "skip"):
-        pointers.append(skipped_without_task(plan, parsed))
-        tracker.run_done(pointers[-1])
-    futures = {export_tasks.export_run.submit(**export_tasks.export_run_call(plan, parsed)): plan
-               for plan in plans if plan["action"] != "skip"}
     for future in as_completed(list(futures)):
         pointers.append(pointer_of(future, futures[future], options))
         tracker.run_done(pointers[-1])

@@ -13,7 +13,7 @@ from neptune_exporter import progress
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.manifest import manifest_path
-from tasks.policy import retry_options
+from tasks.policy import cached_task_options, retry_options
 
 _sources: dict[tuple[str, str | None], Source] = {}
 _sources_lock = threading.Lock()
@@ -43,14 +43,11 @@ def discover_and_plan(options: dict, projects: list[str]) -> list[dict]:
     return [plan.to_json() for plan in library.plan_runs(runs, parsed)]
 
 
-# No Prefect cache and no persisted result: the flow submits only runs the plan must export (a complete,
-# unchanged manifest makes a run "skip", with no task run), so a cache would never be read; the manifest on
-# disk is the durable result. The pointer stays in memory for the flow's summary.
-@task(name="export-run", task_run_name="{run_key}", cache_policy=NO_CACHE, persist_result=False, **retry_options())
+@task(name="export-run", task_run_name="{run_key}", **cached_task_options("plan", "options"), **retry_options())
 def export_run(
     run_key: str, manifest_path: str, modification_time: str | None, fingerprint: str, plan: dict, options: dict
 ) -> dict:
-    """Export one run; a small JSON pointer (manifest path, status, figures)."""
+    """Export one run; a small JSON pointer (manifest path, status, figures). Cached on the key inputs."""
     parsed = library.ExportOptions.from_json(options)
     sink = progress.PointsOnly(progress.active())
     result = library.export_run(source_for(parsed), library.RunPlan.from_json(plan), parsed, Settings.from_env(), sink)

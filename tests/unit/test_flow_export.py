@@ -81,7 +81,7 @@ def test_failed_run_is_reported_others_complete_then_rerun_redoes_only_it(prefec
     assert state.is_completed()
     assert (summary["runs_complete"], summary["runs_failed"], summary["runs_skipped"]) == (1, 0, 3)
     assert fake.requests.count("v3.float_series") == 1  # only the failed run's series were read again
-    assert export_task_states(state.state_details.flow_run_id) == {"Completed": 1}  # unchanged runs: no task run
+    assert export_task_states(state.state_details.flow_run_id) == {"Completed": 1, "Cached": 3}
     assert {run_id: stored_rows(options, run_id) for run_id in RUN_IDS[1:]} == rows_before
     assert stored_rows(options, RUN_IDS[0]) == rows_before[RUN_IDS[1]]
 
@@ -94,7 +94,7 @@ def test_a_deleted_manifest_bypasses_the_cache_and_the_run_is_exported_again(pre
     fake.requests.clear()
     state, summary = run_flow(options)
     assert (summary["runs_complete"], summary["runs_skipped"]) == (1, 3)
-    assert export_task_states(state.state_details.flow_run_id) == {"Completed": 1}  # unchanged runs: no task run
+    assert export_task_states(state.state_details.flow_run_id) == {"Completed": 1, "Cached": 3}
     assert fake.requests.count("v3.float_series") == 1
     assert stored_rows(options, RUN_IDS[2]) == rows
 
