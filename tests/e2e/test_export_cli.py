@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from neptune_exporter.export import ExportOptions, run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.settings import Settings
-from neptune_exporter.storage.manifest import read_manifest
-from neptune_exporter.storage.parquet import project_dir, read_run_batches
+from neptune_exporter.storage.manifest import manifest_path, read_manifest
+from neptune_exporter.storage.parquet import project_dir, read_run_batches, run_part_paths
 from tests.e2e.conftest import cli_command, cli_env, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -113,27 +114,87 @@ def test_bad_input_is_one_line_and_exit_2_before_any_download(env, fake, tmp_pat
     assert not (tmp_path / "out/data" / project_dir(".", PROJECT).name).exists()
 
 
-def kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> None:
+class RunGate:
+    """Server-side gate: the first `admit` runs asked for are served in full; any other run's series request is
+    held (after being logged, before its answer goes out) until `release()`. So an export with 2 workers stops
+    with exactly `admit` runs complete and the others mid-run, whatever the machine's speed."""
+
+    HELD_ENDPOINTS = ("v3.float_series", "v3.series")
+
+    def __init__(self, fake: FakeNeptune, admit: int, hold_timeout: float = 300):
+        self.log_request, self.admit, self.hold_timeout = fake.requests.add, admit, hold_timeout
+        self.admitted: set[str] = set()
+        self.held: dict[str, int] = {}  # sys id → its requests waiting now
+        self._lock, self._open = threading.Lock(), threading.Event()
+
+    def add(self, record) -> None:  # installed as fake.requests.add: runs in the server's handler thread
+        self.log_request(record)
+        with self._lock:
+            for run in record.runs:
+                if run not in self.admitted and len(self.admitted) < self.admit:
+                    self.admitted.add(run)
+            held = [r for r in record.runs if r not in self.admitted] if record.endpoint in self.HELD_ENDPOINTS else []
+            if not held or self._open.is_set():
+                return
+            for run in held:
+                self.held[run] = self.held.get(run, 0) + 1
+        try:
+            self._open.wait(self.hold_timeout)
+        finally:
+            with self._lock:
+                for run in held:
+                    self.held[run] -= 1
+
+    def runs_held(self) -> set[str]:
+        with self._lock:
+            return {run for run, waiting in self.held.items() if waiting}
+
+    def release(self, timeout: float = 30) -> None:
+        """Let every held answer go (to a dead client) and wait until no handler is held any more."""
+        self._open.set()
+        deadline = time.monotonic() + timeout
+        while self.runs_held():
+            assert time.monotonic() < deadline, "held requests did not drain"
+            time.sleep(0.01)
+
+
+def run_ids_of(sys_ids: set[str]) -> set[str]:
+    return {run_id(int(sid.rsplit("-", 1)[1]) - 1) for sid in sys_ids}
+
+
+def kill_when(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> None:
     """SIGKILL the process group as soon as `condition()` holds."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert process.poll() is None, "the export ended before it could be killed"
-        assert time.monotonic() < deadline, "the export made no progress"
+        assert process.poll() is None, f"the export ended before it could be killed:\n{tail(log)}"
+        assert time.monotonic() < deadline, f"the export made no progress:\n{tail(log)}"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
 
-def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, tmp_path, prefect_server):
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.is_file() else ""
+
+
+def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, tmp_path, prefect_server, monkeypatch):
     env = {**env, "PREFECT_API_URL": prefect_server.api_url}
-    data = tmp_path / "out/data"
-    fake.faults.update(latency_ms=100)
+    data, killed_log = tmp_path / "out/data", tmp_path / "killed-export.log"
+    gate = RunGate(fake, admit=3)
+    monkeypatch.setattr(fake.requests, "add", gate.add)
     args = ["export", "-d", "out/data", "-f", "out/files", "--workers", "2", "--no-progress"]
-    process = subprocess.Popen(cli_command(*args), env=env, cwd=tmp_path, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_when(process, lambda: len(complete_runs(data)) >= 3)
-    done_before = complete_runs(data)
-    assert 3 <= len(done_before) < 10, done_before
+    with killed_log.open("wb") as log:
+        small_parts = {**env, "NEPTUNE_EXPORTER_PART_TARGET_BYTES": "4096"}  # rows hit the disk before a run ends
+        process = subprocess.Popen(cli_command(*args), env=small_parts, cwd=tmp_path, start_new_session=True,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:  # killed once the 3 admitted runs are complete and both workers wait inside another run
+            kill_when(process, lambda: len(complete_runs(data)) >= 3 and len(gate.runs_held()) == 2, killed_log)
+        finally:
+            gate.release()
+    done_before, mid_run = complete_runs(data), run_ids_of(gate.held)
+    assert done_before == run_ids_of(gate.admitted) and len(done_before) == 3, (done_before, tail(killed_log))
+    assert len(mid_run) == 2 and not mid_run & done_before, mid_run
+    assert all(run_part_paths(data, PROJECT, run, include_tmp=True) for run in mid_run)  # partial output on disk
 
     fake.faults.clear()
     fake.requests.clear()
@@ -143,6 +204,10 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
     refetched = fake.requests.runs_fetched() & {sys_id(i) for i in range(10) if run_id(i) in done_before}
     assert refetched == set(), (done_before, result.stdout)
     assert f"{len(done_before)} unchanged" in result.stdout, (done_before, result.stdout)
+    for index in range(10):  # no leftover of the killed attempt: every part on disk is one the manifest lists
+        on_disk = {p.name for p in run_part_paths(data, PROJECT, run_id(index), include_tmp=True)}
+        listed = {Path(part.path).name for part in read_manifest(manifest_path(data, PROJECT, run_id(index))).parts}
+        assert on_disk == listed, (run_id(index), on_disk, listed)
 
     reference = tmp_path / "reference"
     options = ExportOptions(projects=(PROJECT,), data_path=str(reference / "data"), files_path=str(reference / "files"),
