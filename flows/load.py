@@ -31,6 +31,7 @@ class LoadTracker:
         self.done += 1
         sink = progress.active()
         if sink is not None:
+            sink.on_points(int(result.get("points") or 0), 0)  # loaders report a run's points when it ends
             sink.on_run_done(result)
         if self.artifact_id and (time.monotonic() - self._last >= PROGRESS_EVERY_SECONDS or self.done == self.total):
             update_progress_artifact(self.artifact_id, progress=100.0 * self.done / max(1, self.total))
