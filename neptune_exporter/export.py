@@ -40,6 +40,7 @@ from neptune_exporter.model import (
     RunRef,
     decimal_array_to_unscaled,
     part_file_name,
+    sanitize_name,
 )
 from neptune_exporter.rows import empty_batch
 from neptune_exporter.settings import RetryPolicy, Settings, neptune_api_token
@@ -60,6 +61,7 @@ from neptune_exporter.storage.parquet import (
     AttributeStats,
     RunWriter,
     iter_part_batches,
+    part_paths_by_run_file,
     project_dir,
     run_part_paths,
 )
@@ -416,24 +418,30 @@ def _listed(manifest: Manifest | None) -> set[str]:
 
 
 def remove_strays(
-    data_root: Path, project_id: str, run_id: str, keep: Manifest | None, scope: str | None = None
+    data_root: Path, project_id: str, run_id: str, keep: Manifest | None, scope: str | None = None,
+    on_disk: list[Path] | None = None,
 ) -> list[Path]:
-    """Delete the run's parts and tmp files that `keep` (a complete manifest, or None) does not list."""
+    """Delete the run's parts and tmp files that `keep` (a complete manifest, or None) does not list.
+
+    `on_disk`: the run's parts and tmp files when the caller already listed the folder.
+    """
     listed = _listed(keep)
     removed = []
-    for path in run_part_paths(data_root, project_id, run_id, include_tmp=True, scope=scope):
+    if on_disk is None:
+        on_disk = run_part_paths(data_root, project_id, run_id, include_tmp=True, scope=scope)
+    for path in on_disk:
         if path.relative_to(data_root).as_posix() not in listed:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 
 
-def _plan_one(run: RunRef, options: ExportOptions, data_root: Path) -> RunPlan:
+def _plan_one(run: RunRef, options: ExportOptions, data_root: Path, on_disk: list[Path]) -> RunPlan:
+    """The plan of one run; `on_disk` holds its parts and tmp files (listed once per project folder)."""
     manifest = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
     if manifest is None:
-        leftovers = run_part_paths(data_root, run.project_id, run.run_id, include_tmp=True, scope=run.scope)
-        if leftovers:
-            return RunPlan(run, "redo", f"{len(leftovers)} part(s) without a complete manifest")
+        if on_disk:
+            return RunPlan(run, "redo", f"{len(on_disk)} part(s) without a complete manifest")
         return RunPlan(run, "full", "not exported yet")
     if not manifest.is_complete():
         return RunPlan(run, "redo", "previous export failed")
@@ -444,7 +452,7 @@ def _plan_one(run: RunRef, options: ExportOptions, data_root: Path) -> RunPlan:
         return RunPlan(run, "redo", "export options changed")
     if manifest.format_version < PROJECT_RELATIVE_FILES_FORMAT:
         return RunPlan(run, "redo", "exported with file paths relative to the files root (older format)")
-    remove_strays(data_root, run.project_id, run.run_id, manifest, run.scope)
+    remove_strays(data_root, run.project_id, run.run_id, manifest, run.scope, on_disk=on_disk)
     ensure_part_zero(data_root, manifest)
     if run.modification_time is not None and manifest.source.get("modification_time") == _iso(run.modification_time):
         return RunPlan(run, "skip", "unchanged since the last export")
@@ -454,7 +462,14 @@ def _plan_one(run: RunRef, options: ExportOptions, data_root: Path) -> RunPlan:
 def plan_runs(runs: Iterable[RunRef], options: ExportOptions) -> list[RunPlan]:
     """Compare each run with its manifest. Also tidies complete runs (stray files removed, part 0 restored)."""
     data_root = Path(options.data_path)
-    return [_plan_one(run, options, data_root) for run in runs]
+    folders: dict[tuple[str, str | None], dict[str, list[Path]]] = {}
+    plans = []
+    for run in runs:
+        key = (run.project_id, run.scope)
+        if key not in folders:
+            folders[key] = part_paths_by_run_file(project_dir(data_root, run.project_id, run.scope), include_tmp=True)
+        plans.append(_plan_one(run, options, data_root, folders[key].get(sanitize_name(run.run_id), [])))
+    return plans
 
 
 # ----------------------------------------------------------------------------- exporting one run

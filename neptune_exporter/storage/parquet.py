@@ -42,6 +42,7 @@ __all__ = [
     "StoredRun",
     "project_dir",
     "run_part_paths",
+    "part_paths_by_run_file",
     "read_run_batches",
     "list_stored_runs",
     "derive_manifest",
@@ -81,14 +82,22 @@ def run_part_paths(
 
 
 def _run_files(folder: Path, prefix: str, include_tmp: bool) -> list[Path]:
+    return part_paths_by_run_file(folder, include_tmp).get(prefix, [])
+
+
+def part_paths_by_run_file(folder: Path, include_tmp: bool = False) -> dict[str, list[Path]]:
+    """Every part in a project folder from ONE listing, by run-file prefix (`sanitize_name(run_id)`), by part number.
+
+    Planning a project looks up every run's parts: one listing per folder keeps that linear in the folder size.
+    """
     if not folder.is_dir():
-        return []
-    found = []
+        return {}
+    found: dict[str, list[tuple[int, bool, Path]]] = {}
     for entry in os.scandir(folder):
         parsed = _parse_part_name(entry.name)
-        if parsed and parsed[0] == prefix and (include_tmp or not parsed[2]):
-            found.append((parsed[1], parsed[2], Path(entry.path)))
-    return [path for _, _, path in sorted(found)]
+        if parsed and (include_tmp or not parsed[2]):
+            found.setdefault(parsed[0], []).append((parsed[1], parsed[2], Path(entry.path)))
+    return {prefix: [path for _, _, path in sorted(parts)] for prefix, parts in found.items()}
 
 
 def file_sha256(path: Path) -> str:
