@@ -121,11 +121,14 @@ class KeyMap:
     _taken: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, key: str) -> str:
-        mapped = map_key(key, self.capabilities)
-        owner = self._taken.setdefault(mapped, key)
-        if owner != key:  # a different original already maps here (only possible if it was itself valid)
-            mapped = map_key(key + "\x00", self.capabilities)
-            self._taken[mapped] = key
+        return self.claim(key, map_key(key, self.capabilities))
+
+    def claim(self, key: str, mapped: str) -> str:
+        """Register `mapped` for `key`; when another original already holds it, a salted hash of `key` until free."""
+        salt = ""
+        while self._taken.setdefault(mapped, key) != key:
+            salt += "\x00"
+            mapped = map_key(key + salt, self.capabilities)
         if mapped != key:
             self.renamed[key] = mapped
         return mapped

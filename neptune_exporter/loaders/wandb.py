@@ -116,10 +116,7 @@ class WandbKeyMap(KeyMap):
     def __call__(self, key: str) -> str:
         if not key.startswith("_"):
             return super().__call__(key)
-        mapped = map_key("u" + key + "\x00", self.capabilities)  # forced rename: carries a hash of the original
-        self._taken[mapped] = key
-        self.renamed[key] = mapped
-        return mapped
+        return self.claim(key, map_key("u" + key + "\x00", self.capabilities))  # forced rename: hash of the original
 
 
 # ----------------------------------------------------------------------------- target settings

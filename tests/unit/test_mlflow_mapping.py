@@ -120,3 +120,14 @@ def test_missing_file_is_one_clear_error(tmp_path):
     export = open_exported_run(tmp_path / "data", tmp_path / "files", "ws/p", "r1")
     with pytest.raises(OutputPathError, match="file of files/model is missing.*fix: check --files-path"):
         list(RunMapping(export, 100, tmp_path / "work").items())
+
+
+def test_key_map_never_gives_two_originals_one_key_whatever_the_order():
+    from neptune_exporter.loaders.base import MLFLOW, KeyMap, map_key
+
+    renamed = map_key("a?b", MLFLOW)  # an invalid key's target ...
+    for order in (["a?b", renamed], [renamed, "a?b"]):  # ... also present as a valid original
+        keys = KeyMap(MLFLOW)
+        mapped = {original: keys(original) for original in order}
+        assert len(set(mapped.values())) == 2 and mapped[order[0]] == renamed  # first come keeps it
+        assert {original: keys(original) for original in order} == mapped  # stable on repeated calls
