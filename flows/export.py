@@ -18,7 +18,8 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from neptune_exporter import export as library
-from neptune_exporter import prefect_env, progress
+from flows.runtime import run_in_process, run_subflow
+from neptune_exporter import progress
 from neptune_exporter.settings import Settings
 from tasks import export as export_tasks
 
@@ -182,7 +183,7 @@ def export(
     pointers: list[dict] = []
     for chunk in plan_chunks(plans, Settings.from_env().runs_per_task_batch):
         state = {"artifact_id": artifact_id, "done_before": len(pointers), "total_runs": len(plans)}
-        pointers += chunk_flow(chunk, options_json, state)
+        pointers += run_subflow(chunk_flow, chunk, options_json, state)
     summary = export_tasks.write_export_summary(pointers, options_json)
     publish_summary(summary, pointers)
     if summary["runs_failed"]:
@@ -190,11 +191,6 @@ def export(
     return summary
 
 
-def run_in_process(options: library.ExportOptions) -> dict:
-    """Run the flow here (PREFECT_API_URL or ephemeral mode); its summary. A flow-level error is re-raised."""
-    prefect_env.wait_until_ready()  # the local server `prefect_env.warm_up` started, if any
-    state = export(**flow_parameters(options), return_state=True)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
-        raise result
-    return result
+def run_export_in_process(options: library.ExportOptions) -> dict:
+    """Run the export flow here (PREFECT_API_URL or the local server); its summary. A flow-level error re-raises."""
+    return run_in_process(export, **flow_parameters(options))

@@ -12,6 +12,7 @@ from prefect.futures import as_completed
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.runtime import run_subflow
 from flows.validate import chunks, publish_report, validate_runs
 from neptune_exporter import load as library
 from neptune_exporter import progress
@@ -80,7 +81,7 @@ def load(options: Optional[dict] = None, run_validation: bool = True) -> dict:
     results: list[dict] = []
     for wave in waves:  # parents before their forks, so forks can link to them
         for chunk in chunks(wave, Settings.from_env().runs_per_task_batch):
-            results += chunk_flow(options, chunk, state)
+            results += run_subflow(chunk_flow, options, chunk, state)
     create_table_artifact(table=project_rows(results), key=f"load-{parsed.target}", description="Runs per project")
     counts = Counter(r["status"] for r in results)
     summary = {"target": parsed.target, "runs": len(results), **{k: counts[k] for k in ("loaded", "skipped", "failed")}}
@@ -91,12 +92,3 @@ def load(options: Optional[dict] = None, run_validation: bool = True) -> dict:
     if problems:
         return Failed(message=f"{summary['failed']} run(s) failed, {problems - summary['failed']} run(s) differ", data=summary)
     return summary
-
-
-def run_in_process(flow_fn, **parameters) -> dict:
-    """Run a flow here (PREFECT_API_URL or ephemeral mode); its summary, also when Failed. Flow errors re-raise."""
-    state = flow_fn(**parameters, return_state=True)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
-        raise result
-    return result

@@ -10,6 +10,7 @@ from prefect.futures import as_completed
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.runtime import run_subflow
 from neptune_exporter import load as library
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation.report import RunValidation, ValidationReport
@@ -37,7 +38,7 @@ def validate_runs(options: dict, runs: list[dict]) -> ValidationReport:
     chunk_flow = validate_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, parsed.workers)))
     report = ValidationReport(target=parsed.target)
     for chunk in chunks(runs, Settings.from_env().runs_per_task_batch):
-        report.runs.extend(RunValidation.from_json(data) for data in chunk_flow(options, chunk))
+        report.runs.extend(RunValidation.from_json(data) for data in run_subflow(chunk_flow, options, chunk))
     report.runs.sort(key=lambda run: (run.project_id, run.run_id))
     return report
 

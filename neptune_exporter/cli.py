@@ -192,10 +192,10 @@ def run_export_flow(options: "ExportOptions", *, no_progress: bool = False) -> d
     from neptune_exporter.prefect_env import configure_prefect
 
     configure_prefect()
-    from flows.export import run_in_process
+    from flows.export import run_export_in_process
 
     with progress.terminal_bar("exporting", no_progress):
-        return run_in_process(options)
+        return run_export_in_process(options)
 
 
 def print_export_summary(summary: dict) -> None:
@@ -282,7 +282,9 @@ def load_options_or_exit(values: dict[str, Any]):
 def preflight_load(options) -> int:
     """Target reachable, export folder present, runs selected; one clear line and exit 2 otherwise. Runs found."""
     from neptune_exporter.load import check_target, make_loader, select_runs
+    from neptune_exporter.prefect_env import warm_up
 
+    warm_up("flows.load")  # Prefect's server starts and the flows import while the target is checked
     try:
         loader = make_loader(options, Settings.from_env())
         selected = len(select_runs(options))  # local checks first: nothing is created in the target on bad input
@@ -299,7 +301,7 @@ def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any)
 
     configure_prefect()
     from flows.load import load as load_flow
-    from flows.load import run_in_process
+    from flows.runtime import run_in_process
     from flows.validate import validate as validate_flow
 
     flow_fn = load_flow if flow_name == "load" else validate_flow

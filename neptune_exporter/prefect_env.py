@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import importlib
-import importlib.util
 import os
 import socket
 import subprocess
@@ -12,7 +11,6 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import MutableMapping
 
 EPHEMERAL_STARTUP_TIMEOUT_SECONDS = 120
@@ -47,11 +45,30 @@ def prefect_settings(environ: MutableMapping[str, str]) -> dict[str, str]:
 
 
 def configure_prefect(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Set the missing Prefect variables; must run before `prefect` is imported. Returns what was set."""
+    """Set the missing Prefect variables (and, for this process, skip slow unused imports); before `prefect` is
+    imported. Returns what was set."""
     target = os.environ if environ is None else environ
     added = prefect_settings(target)
     target.update(added)
+    if environ is None:
+        skip_slow_unused_imports()
     return added
+
+
+# Optional modules that get imported with Prefect although nothing of ours uses them. rfc3987_syntax (installed
+# with jsonschema[format-nongpl], which bravado-core of the `neptune` 2.x client requires) builds Lark parsers for
+# every IRI grammar rule when imported: ~1.8 s of CPU in each process that imports Prefect, ~5 s of the local
+# server's start. Without it jsonschema only stops checking the "iri" / "iri-reference" formats.
+SLOW_UNUSED_IMPORTS = ("rfc3987_syntax",)
+
+
+def skip_slow_unused_imports() -> list[str]:
+    """Make SLOW_UNUSED_IMPORTS unimportable in this process (the import system's `sys.modules[name] = None`),
+    unless already imported; the names skipped."""
+    skipped = [name for name in SLOW_UNUSED_IMPORTS if name not in sys.modules]
+    for name in skipped:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import name` now raises ImportError at once
+    return skipped
 
 
 def uses_ephemeral_server(environ: MutableMapping[str, str] | None = None) -> bool:
@@ -61,9 +78,10 @@ def uses_ephemeral_server(environ: MutableMapping[str, str] | None = None) -> bo
 
 # ----------------------------------------------------------------------------- local server started early
 
-# The command Prefect's own ephemeral mode runs (prefect.server.api.server.SubprocessASGIServer, 3.9.1), started
-# here without importing prefect.server in this process (that import alone costs several seconds).
+# What Prefect's own ephemeral mode serves (prefect.server.api.server.SubprocessASGIServer, 3.9.1), started here
+# without importing prefect.server in this process (that import alone costs several seconds).
 LOCAL_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+PREFECT_API_APP = "prefect.server.api.server:create_app"
 HEALTH_POLL_SECONDS = 0.1
 STOP_TIMEOUT_SECONDS = 5.0
 
@@ -76,13 +94,17 @@ def free_port() -> int:
 
 
 def server_command(port: int) -> list[str]:
-    """uvicorn serving Prefect's API app on 127.0.0.1:port, as Prefect's ephemeral mode does."""
-    spec = importlib.util.find_spec("prefect")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("prefect is not installed")
-    app_dir = str(Path(spec.origin).parent.parent)
-    return [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    """A child Python serving Prefect's API app on 127.0.0.1:port (`serve_api` below)."""
+    return [sys.executable, "-m", __name__, str(port)]
+
+
+def serve_api(port: int) -> None:
+    """Serve Prefect's API app with uvicorn on 127.0.0.1:port, as Prefect's ephemeral mode does, minus the slow
+    unused imports; returns when the server stops (SIGTERM / SIGINT)."""
+    skip_slow_unused_imports()
+    import uvicorn
+
+    uvicorn.run(PREFECT_API_APP, factory=True, host="127.0.0.1", port=port, log_level="error", lifespan="on")
 
 
 class LocalServer:
@@ -169,3 +191,12 @@ def wait_until_ready() -> None:
     """Wait for what `warm_up` started; nothing to do when it was not called (Prefect starts its own server)."""
     if _warmup is not None:
         _warmup.wait_ready()
+
+
+def runs_on_local_server() -> bool:
+    """True when this process started the Prefect server its flows report to (it stops when the process ends)."""
+    return _warmup is not None and _warmup.server is not None
+
+
+if __name__ == "__main__":  # `python -m neptune_exporter.prefect_env PORT`: the local server's process
+    serve_api(int(sys.argv[1]))

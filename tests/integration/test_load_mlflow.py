@@ -307,7 +307,8 @@ def test_load_flow_loads_validates_and_publishes_reports(prefect_harness, mlflow
     from mlflow.entities import Metric
     from prefect.artifacts import Artifact
 
-    from flows.load import load, run_in_process
+    from flows.load import load
+    from flows.runtime import run_in_process
     from flows.validate import validate
 
     project = "ws/flow"

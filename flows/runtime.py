@@ -1,0 +1,40 @@
+"""How the flows run: chunk subflows without heartbeats, and one in-process entry for the CLI's flows."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Iterator
+
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+from neptune_exporter import prefect_env
+
+
+@contextmanager
+def without_heartbeats() -> Iterator[None]:
+    """Flow runs started inside send no heartbeats.
+
+    A flow run's heartbeat thread sleeps in 1 s steps and is joined when the run ends, so each flow run lasts up
+    to 1 s longer (Prefect 3.9.1). Heartbeats let a server mark a run whose process died as crashed: a chunk
+    subflow runs in its parent's process, whose own heartbeat says that, and a local server dies with the
+    process it serves.
+    """
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def run_subflow(subflow: Callable[..., Any], *args: Any) -> Any:
+    """Call a chunk subflow (its parent's heartbeat covers it); its return value."""
+    with without_heartbeats():
+        return subflow(*args)
+
+
+def run_in_process(flow_fn: Callable[..., Any], **parameters: Any) -> dict:
+    """Run a flow here (PREFECT_API_URL or the local server); its result, also when Failed. Flow errors re-raise."""
+    prefect_env.wait_until_ready()  # the local server `prefect_env.warm_up` started, if any
+    with without_heartbeats() if prefect_env.runs_on_local_server() else nullcontext():
+        state = flow_fn(**parameters, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return result
