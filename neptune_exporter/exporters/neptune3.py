@@ -240,11 +240,6 @@ def parameter_value(type_name: str, value: Any) -> Any:
     return value
 
 
-def epoch_ms(times: pd.Series) -> np.ndarray:
-    """datetime64 (any unit, UTC) → int64 milliseconds."""
-    return times.to_numpy(dtype="datetime64[ms]").astype(np.int64)
-
-
 @dataclass
 class SeriesChunk:
     """Points of one series read from a wide neptune-query frame (ascending steps)."""
@@ -263,16 +258,18 @@ def split_series_frame(frame: pd.DataFrame) -> dict[str, SeriesChunk]:
     if frame.empty or not isinstance(frame.columns, pd.MultiIndex):
         return {}
     steps = frame.index.get_level_values("step").to_numpy(dtype=np.float64)
+    values = frame.xs("value", axis=1, level=1)  # one 2-D array per field: per-series slices copy nothing
+    times_frame = frame.xs("absolute_time", axis=1, level=1)
+    if not times_frame.columns.equals(values.columns):
+        times_frame = times_frame.reindex(columns=values.columns)
+    times, value_columns = times_frame.to_numpy(dtype="datetime64[ms]"), values.to_numpy()
     chunks = {}
-    for path in frame.columns.get_level_values(0).unique():
-        sub = frame[path]
-        times = sub["absolute_time"]
-        present = times.notna().to_numpy()
+    for position, path in enumerate(values.columns):
+        present = ~np.isnat(times[:, position])
         if not present.any():
             continue
-        chunks[path] = SeriesChunk(
-            path, steps[present], sub["value"].to_numpy()[present], epoch_ms(times[present])
-        )
+        chunks[path] = SeriesChunk(path, steps[present], value_columns[present, position],
+                                   times[present, position].astype(np.int64))
     return chunks
 
 
@@ -608,12 +605,12 @@ class RunExport:
         frame = self.attribute_table()
         if frame.empty:
             return found
-        for column in frame.columns:
+        for position, column in enumerate(frame.columns):
             path, _, type_name = column.rpartition(":")
-            self.note_fork_fact(path, frame[column].iloc[0])
+            value = frame.iat[0, position]
+            self.note_fork_fact(path, value)
             if type_name not in types or not matches_path(path, self.selection, pattern):
                 continue
-            value = frame[column].iloc[0]
             if type_name in PARAMETER_TYPES:
                 found.setdefault("parameters", []).append((path, type_name, value))
             elif type_name == "file":

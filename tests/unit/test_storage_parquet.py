@@ -205,3 +205,21 @@ def test_small_batches_are_coalesced_into_few_row_groups(tmp_path):
         (part,) = writer.close()
     metadata = pq.ParquetFile(tmp_path / part.path).metadata
     assert (metadata.num_rows, metadata.num_row_groups) == (6000, 1)
+
+
+def test_dictionaries_only_on_repeating_columns_and_values_read_back(tmp_path):
+    steps = list(range(5000))
+    values = [i * 0.001 + 0.5 for i in steps]  # no repeats: a dictionary there would be wasted work
+    with RunWriter(tmp_path, PROJECT, RUN, 50 * 1024 * 1024) as writer:
+        for name in ("m/a", "m/b"):
+            writer.write(series_rows(PROJECT, RUN, name, "float_series", steps, values, [1000 + s for s in steps]))
+        (part,) = writer.close()
+    row_group = pq.ParquetFile(tmp_path / part.path).metadata.row_group(0)
+    encodings = {row_group.column(i).path_in_schema: row_group.column(i).encodings for i in range(row_group.num_columns)}
+    dictionary = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+    for column in ("project_id", "run_id", "attribute_path", "step", "timestamp"):
+        assert dictionary & set(encodings[column]), column
+    assert not dictionary & set(encodings["float_value"])
+    rows = rows_by_path(tmp_path)
+    assert [r["float_value"] for r in rows["m/b"]] == values
+    assert [float(r["step"]) for r in rows["m/a"]] == [float(s) for s in steps]
