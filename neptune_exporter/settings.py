@@ -34,7 +34,7 @@ class Settings:
     data_path: Path = Path("./exports/data")
     files_path: Path = Path("./exports/files")
     workers: int = 4
-    series_batch_rows: int = 100_000  # points fetched per series request chunk / written per batch
+    series_batch_rows: int = 200_000  # points per series request (fewer calls: neptune-query has a fixed cost per call)
     part_target_bytes: int = 50 * 1024 * 1024  # parts roll near this size
     attributes_per_request: int = 500  # attribute names per fetch call
     runs_per_task_batch: int = 500  # runs submitted per batch so one flow run stays < ~2,000 task runs

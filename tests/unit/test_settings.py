@@ -13,7 +13,7 @@ DEFAULTS = {
     "data_path": Path("./exports/data"),
     "files_path": Path("./exports/files"),
     "workers": 4,
-    "series_batch_rows": 100_000,
+    "series_batch_rows": 200_000,
     "part_target_bytes": 50 * 1024 * 1024,
     "attributes_per_request": 500,
     "runs_per_task_batch": 500,
