@@ -81,6 +81,15 @@ def uses_ephemeral_server(environ: MutableMapping[str, str] | None = None) -> bo
 # What Prefect's own ephemeral mode serves (prefect.server.api.server.SubprocessASGIServer, 3.9.1), started here
 # without importing prefect.server in this process (that import alone costs several seconds).
 LOCAL_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+# Services a server that lives as long as one CLI command has no use for (the environment may turn them back on):
+# automations (triggers, actions) and the event store (events stay off the database; flow and task runs, their
+# states and artifacts are still recorded). They cost ~30 ms of server CPU per task run on the 2 cores the export
+# needs (200 small runs: server CPU 21.2 / 16.8 s → 13.4 / 11.8 s).
+LOCAL_SERVER_DEFAULTS = {
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_ACTIONS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+}
 PREFECT_API_APP = "prefect.server.api.server:create_app"
 HEALTH_POLL_SECONDS = 0.1
 STOP_TIMEOUT_SECONDS = 5.0
@@ -91,6 +100,11 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def local_server_env(environ: MutableMapping[str, str]) -> dict[str, str]:
+    """The local server's environment: LOCAL_SERVER_DEFAULTS unless `environ` sets them, then LOCAL_SERVER_ENV."""
+    return {**LOCAL_SERVER_DEFAULTS, **environ, **LOCAL_SERVER_ENV}
 
 
 def server_command(port: int) -> list[str]:
@@ -113,7 +127,7 @@ class LocalServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.process = subprocess.Popen(server_command(self.port), env={**os.environ, **LOCAL_SERVER_ENV},
+        self.process = subprocess.Popen(server_command(self.port), env=local_server_env(os.environ),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         atexit.register(self.stop)
 
