@@ -9,6 +9,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 LOAD_STATE = "neptune.load_state"
 CHECKSUM = "neptune.export_checksum"
+OFFLINE_LOG_TIMEOUT_SECONDS = 60.0  # for wandb-core to write a finished run's last records
+OFFLINE_LOG_POLL_SECONDS = 0.1
 DEFAULT_PROJECT_TEMPLATE = "{project}"
 MAX_TAG_LENGTH = 64
 TABLE_CHUNK_ROWS = 100_000
@@ -534,6 +537,8 @@ class WandbLoader:
                 run.finish(exit_code=1)
                 raise
             run.finish()
+        if not self.target.online:
+            await_offline_log(self.target.wandb_dir, target_run_id, exported.checksum)
         return history.points, content.file_count
 
     def _init_run(self, exported: ExportedRun, target_run_id: str, content: RunContent, keymap: KeyMap, multiplier: int, prior: _PriorState):
@@ -668,6 +673,20 @@ def write_history(run, content: RunContent, spill: StepSpill, multiplier: int, s
     for table in spill.merged():
         history.write(table, from_step)
     return history
+
+
+def await_offline_log(wandb_dir: Path, target_run_id: str, checksum: str,
+                      timeout_s: float = OFFLINE_LOG_TIMEOUT_SECONDS) -> None:
+    """Wait until the offline log reads back complete: `run.finish()` can return before wandb-core has written
+    the last records, and a run is only loaded once a rerun would find it complete (and skip it)."""
+    deadline = time.monotonic() + timeout_s
+    while offline_prior_state(wandb_dir, target_run_id, checksum).state != "complete":
+        if time.monotonic() >= deadline:
+            raise TargetUnavailableError(
+                f"the W&B offline log of run {target_run_id!r} was not complete {timeout_s:g} s after the run finished",
+                "load again (the incomplete offline run is redone); check free space under --wandb-dir",
+            )
+        time.sleep(OFFLINE_LOG_POLL_SECONDS)
 
 
 def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _PriorState:
