@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -186,8 +186,10 @@ def prepare_export(shape: Shape, root: Path, workers: int) -> list[RunPoints]:
 def main(argv: list[str] | None = None) -> int:
     parser = bench_arguments(__doc__, "small export (about two minutes)", quick_repeats=2, latency_ms=None)
     parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb")
+    parser.add_argument("--runs", type=int, default=None, help="this many runs of the chosen shape")
     args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
+    shape = replace(shape, runs=args.runs) if args.runs else shape
     os.environ.update(CLIENT_ENV)
     os.environ.setdefault("WANDB_SILENT", "true")
     note(f"{NAME}: {shape.describe()}; {args.workers} workers; {args.repeats} repeats")
