@@ -680,13 +680,25 @@ def await_offline_log(wandb_dir: Path, target_run_id: str, checksum: str,
     """Wait until the offline log reads back complete: `run.finish()` can return before wandb-core has written
     the last records, and a run is only loaded once a rerun would find it complete (and skip it)."""
     deadline = time.monotonic() + timeout_s
-    while offline_prior_state(wandb_dir, target_run_id, checksum).state != "complete":
+    while not offline_log_complete(wandb_dir, target_run_id, checksum):
         if time.monotonic() >= deadline:
             raise TargetUnavailableError(
                 f"the W&B offline log of run {target_run_id!r} was not complete {timeout_s:g} s after the run finished",
                 "load again (the incomplete offline run is redone); check free space under --wandb-dir",
             )
         time.sleep(OFFLINE_LOG_POLL_SECONDS)
+
+
+def offline_log_complete(wandb_dir: Path, target_run_id: str, checksum: str) -> bool:
+    """True when the newest offline run of this id has finished with this checksum and load state complete."""
+    from neptune_exporter.validation.wandb_log import find_offline_runs, read_summary_keys, run_log_path
+
+    folders = find_offline_runs(wandb_dir, target_run_id)
+    log_path = run_log_path(folders[-1]) if folders else None
+    if log_path is None:
+        return False
+    finished, summary = read_summary_keys(log_path, (LOAD_STATE, CHECKSUM))
+    return finished and summary.get(LOAD_STATE) == "complete" and summary.get(CHECKSUM) == checksum
 
 
 def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _PriorState:

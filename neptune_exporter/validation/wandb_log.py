@@ -182,6 +182,21 @@ def read_run_log(path: Path | str) -> WandbRunLog:
     return log
 
 
+def read_summary_keys(path: Path | str, keys: tuple[str, ...]) -> tuple[bool, dict[str, Any]]:
+    """Whether the log reached `run.finish()` (an exit record) and the last summary value of each of `keys`;
+    nothing else is decoded (a quick check of a large run's log)."""
+    wanted, values, finished = set(keys), {}, False
+    for record in iter_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "summary":
+            values.update({item.key: json.loads(item.value_json) for item in record.summary.update if item.key in wanted})
+            for item in record.summary.remove:
+                values.pop(item.key, None)
+        elif kind == "exit":
+            finished = True
+    return finished, values
+
+
 def find_offline_runs(wandb_dir: Path | str, run_id: str) -> list[Path]:
     """Offline run folders of one W&B run id under a `--wandb-dir` (oldest first)."""
     root = Path(wandb_dir) / "wandb"

@@ -397,3 +397,18 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
     report = run_validate(options, Settings())
     assert report.ok, report.to_markdown()
     assert sum(run.checked["points"] for run in report.runs) > 100
+
+
+def test_the_quick_completeness_check_agrees_with_the_full_log_read(tmp_path):
+    from neptune_exporter.loaders.wandb import CHECKSUM, LOAD_STATE, offline_log_complete, wandb_run_id
+    from neptune_exporter.validation.wandb_log import read_run_log, read_summary_keys
+
+    data, files = write_export(tmp_path)
+    loader = make_loader(tmp_path / "wb")
+    assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
+    log = read_run_log(the_log(tmp_path / "wb"))
+    finished, summary = read_summary_keys(the_log(tmp_path / "wb"), (LOAD_STATE, CHECKSUM))
+    assert finished and log.finished and summary == {key: log.summary[key] for key in (LOAD_STATE, CHECKSUM)}
+    target = wandb_run_id(PROJECT, RUN)
+    assert offline_log_complete(tmp_path / "wb", target, summary[CHECKSUM])
+    assert not offline_log_complete(tmp_path / "wb", target, "another-export")

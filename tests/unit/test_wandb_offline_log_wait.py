@@ -9,14 +9,14 @@ from neptune_exporter.loaders import wandb as loader
 
 
 def test_waits_until_the_log_reads_back_complete(monkeypatch, tmp_path):
-    states = iter(["partial", "partial", "complete"])
+    answers = iter([False, False, True])
     seen = []
 
-    def prior_state(wandb_dir, run_id, checksum):
+    def log_complete(wandb_dir, run_id, checksum):
         seen.append((wandb_dir, run_id, checksum))
-        return loader._PriorState(next(states), [])
+        return next(answers)
 
-    monkeypatch.setattr(loader, "offline_prior_state", prior_state)
+    monkeypatch.setattr(loader, "offline_log_complete", log_complete)
     monkeypatch.setattr(loader, "OFFLINE_LOG_POLL_SECONDS", 0.0)
     loader.await_offline_log(tmp_path, "run-1", "abc")
     assert seen == [(tmp_path, "run-1", "abc")] * 3
