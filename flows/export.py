@@ -17,8 +17,8 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from neptune_exporter import export as library
 from flows.runtime import run_in_process, run_subflow
+from neptune_exporter import export as library
 from neptune_exporter import progress
 from neptune_exporter.settings import Settings
 from tasks import export as export_tasks

@@ -690,30 +690,29 @@ def await_offline_log(wandb_dir: Path, target_run_id: str, checksum: str,
 
 
 def offline_log_complete(wandb_dir: Path, target_run_id: str, checksum: str) -> bool:
-    """True when the newest offline run of this id has finished with this checksum and load state complete."""
-    from neptune_exporter.validation.wandb_log import find_offline_runs, read_summary_keys, run_log_path
-
-    folders = find_offline_runs(wandb_dir, target_run_id)
-    log_path = run_log_path(folders[-1]) if folders else None
-    if log_path is None:
-        return False
-    finished, summary = read_summary_keys(log_path, (LOAD_STATE, CHECKSUM))
-    return finished and summary.get(LOAD_STATE) == "complete" and summary.get(CHECKSUM) == checksum
+    """True when a rerun would skip this run: an offline run of this id finished complete with this checksum."""
+    return offline_prior_state(wandb_dir, target_run_id, checksum).state == "complete"
 
 
 def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _PriorState:
     """Offline runs of this id already under the wandb dir: complete (same checksum) or to be redone."""
-    from neptune_exporter.validation.wandb_log import find_offline_runs, read_run_log, run_log_path
+    from neptune_exporter.validation.wandb_log import find_offline_runs, run_log_path
 
     folders = find_offline_runs(wandb_dir, target_run_id)
     for folder in reversed(folders):
         log_path = run_log_path(folder)
-        if log_path is None:
-            continue
-        log = read_run_log(log_path)
-        if log.finished and log.summary.get(LOAD_STATE) == "complete" and log.summary.get(CHECKSUM) == checksum:
+        if log_path is not None and log_says_complete(log_path, checksum):
             return _PriorState("complete", [f for f in folders if f != folder], complete_log=log_path)
     return _PriorState("partial" if folders else "absent", folders)
+
+
+def log_says_complete(log_path: Path, checksum: str) -> bool:
+    """The `.wandb` log reached `run.finish()` with load state complete and this export checksum (only the exit
+    record and those two summary keys are decoded: history is not, so a large run's log is checked quickly)."""
+    from neptune_exporter.validation.wandb_log import read_summary_keys
+
+    finished, summary = read_summary_keys(log_path, (LOAD_STATE, CHECKSUM))
+    return finished and summary.get(LOAD_STATE) == "complete" and summary.get(CHECKSUM) == checksum
 
 
 # ----------------------------------------------------------------------------- validation facts
