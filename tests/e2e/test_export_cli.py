@@ -173,6 +173,14 @@ def kill_when(process: subprocess.Popen, condition, log: Path, timeout: float = 
     process.wait()
 
 
+def mid_export(data: Path, gate: RunGate, run_ids=lambda held: held) -> bool:
+    """3 runs complete, both workers held inside another run, and each of those has written some rows already
+    (a held run's other attributes may still be on their way to disk: killing before that proves less)."""
+    held = run_ids(gate.runs_held())
+    return (len(complete_runs(data)) >= 3 and len(held) == 2
+            and all(run_part_paths(data, PROJECT, run, include_tmp=True) for run in held))
+
+
 def tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:] if log.is_file() else ""
 
@@ -188,7 +196,7 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
         process = subprocess.Popen(cli_command(*args), env=small_parts, cwd=tmp_path, start_new_session=True,
                                    stdout=log, stderr=subprocess.STDOUT)
         try:  # killed once the 3 admitted runs are complete and both workers wait inside another run
-            kill_when(process, lambda: len(complete_runs(data)) >= 3 and len(gate.runs_held()) == 2, killed_log)
+            kill_when(process, lambda: mid_export(data, gate, run_ids_of), killed_log)
         finally:
             gate.release()
     done_before, mid_run = complete_runs(data), run_ids_of(gate.held)

@@ -15,7 +15,7 @@ from neptune_exporter.settings import Settings
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import run_part_paths
 from tests.e2e.conftest import cli_command, cli_env, run_cli
-from tests.e2e.test_export_cli import PROJECT, RunGate, complete_runs, kill_when, sorted_rows, tail
+from tests.e2e.test_export_cli import PROJECT, RunGate, complete_runs, kill_when, mid_export, sorted_rows, tail
 
 pytestmark = pytest.mark.e2e
 
@@ -47,14 +47,14 @@ def env(fake, tmp_path, prefect_server, monkeypatch):
 
 
 def kill_after_three_runs(args: list[str], env: dict[str, str], tmp_path: Path, gate: RunGate) -> Path:
-    """Start the export, SIGKILL it once 3 runs are complete and both workers wait inside another run."""
+    """Start the export, SIGKILL it once 3 runs are complete and both workers wait inside another run with rows on disk."""
     data, killed_log = tmp_path / "out/data", tmp_path / "killed-export.log"
     with killed_log.open("wb") as log:
         small_parts = {**env, "NEPTUNE_EXPORTER_PART_TARGET_BYTES": "4096"}  # rows hit the disk before a run ends
         process = subprocess.Popen(cli_command(*args), env=small_parts, cwd=tmp_path, start_new_session=True,
                                    stdout=log, stderr=subprocess.STDOUT)
         try:
-            kill_when(process, lambda: len(complete_runs(data)) >= 3 and len(gate.runs_held()) == 2, killed_log)
+            kill_when(process, lambda: mid_export(data, gate), killed_log)
         finally:
             gate.release()
     return killed_log
