@@ -250,6 +250,17 @@ class _ExportReader:
             self.content.originals.append(path)
         return index
 
+    def _keys(self, paths: pa.ChunkedArray, types: pa.ChunkedArray) -> np.ndarray:
+        """Spill key index of every row: each distinct path is looked up once, not once per point."""
+        encoded = pc.dictionary_encode(paths.combine_chunks())
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        distinct, first_rows = np.unique(codes, return_index=True)
+        first_types = types.take(pa.array(first_rows)).to_pylist()
+        lookup = np.zeros(len(encoded.dictionary), dtype=np.int32)
+        for code, path_type in zip(distinct.tolist(), first_types):
+            lookup[code] = self._index(encoded.dictionary[code].as_py(), AttributeType(path_type))
+        return lookup[codes]
+
     def _series(self, table: pa.Table) -> None:
         if not len(table):
             return
@@ -259,9 +270,7 @@ class _ExportReader:
             low = int(unscaled.min())
             current = self.content.min_unscaled_step
             self.content.min_unscaled_step = low if current is None else min(current, low)
-        paths = table.column("attribute_path").to_pylist()
-        types = table.column("attribute_type").to_pylist()
-        keys = np.fromiter((self._index(p, AttributeType(t)) for p, t in zip(paths, types)), dtype=np.int32, count=len(paths))
+        keys = self._keys(table.column("attribute_path"), table.column("attribute_type"))
         histograms = table.column("histogram_value").cast(SPILL_SCHEMA.field("histogram_value").type)
         self.spill.add(
             pa.table(
@@ -343,6 +352,9 @@ def _table_json(rows: list[list]) -> str:
     return json.dumps({"_type": "table", "columns": STRING_TABLE_COLUMNS, "data": rows, "ncols": 3, "nrows": len(rows)})
 
 
+_NO_TIME = int(np.iinfo(np.int64).max)  # a row's earliest time when none of its points has one
+
+
 def _row_timestamps(table: pa.Table) -> np.ndarray:
     column = table.column("timestamp")
     return pc.fill_null(column, -1).to_numpy() if column.null_count else column.to_numpy()
@@ -378,23 +390,24 @@ class _HistoryWriter:
             self._string_sink(key).add(format_step(step), value, ts if ts >= 0 else None)
 
     def _rows(self, table: pa.Table, steps: np.ndarray, keys: np.ndarray, timestamps: np.ndarray) -> None:
-        floats = table.column("float_value").to_numpy(zero_copy_only=False)
-        histograms = table.column("histogram_value")
-        names, types, originals = self.content.keys, self.content.key_types, self.content.originals
-        starts = np.flatnonzero(np.diff(steps)) + 1
-        for start, end in zip(np.r_[0, starts], np.r_[starts, len(steps)]):
-            row: dict[str, Any] = {}
-            for i in range(start, end):
-                if types[keys[i]] is AttributeType.FLOAT_SERIES:
-                    row[names[keys[i]]] = float(floats[i])
-                else:
-                    row[names[keys[i]]] = _histogram(histograms[i].as_py(), originals[keys[i]])
-            known = timestamps[start:end][timestamps[start:end] >= 0]
-            if known.size:
-                row["_timestamp"] = float(known.min()) / 1000
-            self.run.log(row, step=int(steps[start]))
-            self.rows += 1
-            self.points += int(end - start)  # a Python int: results are JSON
+        values = table.column("float_value").to_numpy(zero_copy_only=False).tolist()
+        float_keys = np.array([t is AttributeType.FLOAT_SERIES for t in self.content.key_types], bool)
+        histograms = np.flatnonzero(~float_keys[keys])
+        if histograms.size:
+            column = table.column("histogram_value").take(pa.array(histograms)).to_pylist()
+            for i, value in zip(histograms.tolist(), column):
+                values[i] = _histogram(value, self.content.originals[keys[i]])
+        names = np.asarray(self.content.keys, dtype=object)[keys].tolist()
+        starts = np.r_[0, np.flatnonzero(np.diff(steps)) + 1]
+        ends = np.r_[starts[1:], len(steps)].tolist()
+        earliest = np.minimum.reduceat(np.where(timestamps >= 0, timestamps, _NO_TIME), starts)
+        for start, end, step, first_ms in zip(starts.tolist(), ends, steps[starts].tolist(), earliest.tolist()):
+            row: dict[str, Any] = dict(zip(names[start:end], values[start:end]))
+            if first_ms != _NO_TIME:  # some point of the row has a time
+                row["_timestamp"] = first_ms / 1000
+            self.run.log(row, step=step)
+        self.rows += len(ends)
+        self.points += len(values)  # a Python int: results are JSON
 
     def _string_sink(self, key_index: int) -> _StringSeriesSink:
         sink = self.strings.get(key_index)

@@ -15,6 +15,7 @@ from neptune_exporter.errors import TargetError
 
 _BLOCK_SIZE = 32768
 _HEADER_SIZE = 7  # crc32 (4) + length (2) + chunk type (1)
+SUMMARY_TAIL_BYTES = 8 * _BLOCK_SIZE  # read first when looking for a finished load's last summary keys
 _FILE_HEADER = struct.Struct("<4sHB")
 _CHUNK_HEADER = struct.Struct("<IHB")
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
@@ -28,10 +29,12 @@ def _corrupt(path: Path, why: str) -> TargetError:
     )
 
 
-def _chunks(path: Path, handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """(chunk type, payload) of every chunk; stops quietly at a torn tail (a killed writer)."""
+def _chunks(path: Path, handle: BinaryIO, start_block: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(chunk type, payload) of every chunk from block `start_block` on; stops quietly at a torn tail (a killed
+    writer). Chunks never cross a block boundary, so any block is a place to start reading."""
     size = path.stat().st_size
-    offset = _FILE_HEADER.size  # the first block starts with the file header
+    handle.seek(start_block * _BLOCK_SIZE)
+    offset = _FILE_HEADER.size if start_block == 0 else 0  # the first block starts with the file header
     while block := handle.read(_BLOCK_SIZE):
         last_block = handle.tell() >= size
         while offset + _HEADER_SIZE <= len(block):
@@ -49,8 +52,9 @@ def _chunks(path: Path, handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
         offset = 0
 
 
-def iter_records(path: Path | str) -> Iterator[pb.Record]:
-    """Every complete record of a `.wandb` log, read block by block (memory does not grow with the log)."""
+def iter_records(path: Path | str, start_block: int = 0) -> Iterator[pb.Record]:
+    """Every complete record of a `.wandb` log, read block by block (memory does not grow with the log); from
+    `start_block` on, the first record that starts in that block or later comes first."""
     path = Path(path)
     with path.open("rb") as handle:
         header = handle.read(_FILE_HEADER.size)
@@ -59,14 +63,13 @@ def iter_records(path: Path | str) -> Iterator[pb.Record]:
         ident, magic, version = _FILE_HEADER.unpack(header)
         if ident != b":W&B" or magic != 0xBEE1 or version != 0:
             raise _corrupt(path, "not a W&B transaction log")
-        handle.seek(0)
-        pending = b""
-        for chunk_type, payload in _chunks(path, handle):
+        pending: bytes | None = None  # None: inside a record that started before start_block
+        for chunk_type, payload in _chunks(path, handle, start_block):
             if chunk_type in (_FIRST, _FULL):
                 pending = payload
-            else:
+            elif pending is not None:
                 pending += payload
-            if chunk_type in (_FULL, _LAST):
+            if chunk_type in (_FULL, _LAST) and pending is not None:
                 record = pb.Record()
                 record.ParseFromString(pending)
                 pending = b""
@@ -183,18 +186,37 @@ def read_run_log(path: Path | str) -> WandbRunLog:
 
 
 def read_summary_keys(path: Path | str, keys: tuple[str, ...]) -> tuple[bool, dict[str, Any]]:
-    """Whether the log reached `run.finish()` (an exit record) and the last summary value of each of `keys`;
-    nothing else is decoded (a quick check of a large run's log)."""
-    wanted, values, finished = set(keys), {}, False
-    for record in iter_records(path):
+    """Whether the log reached `run.finish()` (an exit record) and the last summary value of each of `keys`.
+
+    Only the log's tail is decoded when it settles everything (the exit record and each key's last update are
+    written at the end of a load); otherwise the whole log is. Nothing but summary and exit records is kept."""
+    path = Path(path)
+    tail_block = max(0, path.stat().st_size - SUMMARY_TAIL_BYTES) // _BLOCK_SIZE
+    finished, values, settled = _summary_keys_from(path, set(keys), tail_block)
+    if tail_block and not (finished and settled >= set(keys)):
+        finished, values, _ = _summary_keys_from(path, set(keys), 0)
+    return finished, values
+
+
+def _summary_keys_from(path: Path, wanted: set[str], start_block: int) -> tuple[bool, dict[str, Any], set[str]]:
+    """(exit record seen, last values of the wanted keys, wanted keys updated or removed) from `start_block` on."""
+    values: dict[str, Any] = {}
+    settled: set[str] = set()
+    finished = False
+    for record in iter_records(path, start_block):
         kind = record.WhichOneof("record_type")
         if kind == "summary":
-            values.update({item.key: json.loads(item.value_json) for item in record.summary.update if item.key in wanted})
+            for item in record.summary.update:
+                if item.key in wanted:
+                    values[item.key] = json.loads(item.value_json)
+                    settled.add(item.key)
             for item in record.summary.remove:
-                values.pop(item.key, None)
+                if item.key in wanted:
+                    values.pop(item.key, None)
+                    settled.add(item.key)
         elif kind == "exit":
             finished = True
-    return finished, values
+    return finished, values, settled
 
 
 def find_offline_runs(wandb_dir: Path | str, run_id: str) -> list[Path]:

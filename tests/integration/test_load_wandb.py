@@ -399,14 +399,17 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
     assert sum(run.checked["points"] for run in report.runs) > 100
 
 
-def test_the_quick_completeness_check_agrees_with_the_full_log_read(tmp_path):
+def test_the_quick_completeness_check_agrees_with_the_full_log_read(tmp_path, monkeypatch):
     from neptune_exporter.loaders.wandb import CHECKSUM, LOAD_STATE, offline_log_complete, wandb_run_id
+    from neptune_exporter.validation import wandb_log
     from neptune_exporter.validation.wandb_log import read_run_log, read_summary_keys
 
-    data, files = write_export(tmp_path)
+    monkeypatch.setattr(wandb_log, "SUMMARY_TAIL_BYTES", 32768)  # the tail-first read, on a log of many blocks
+    data, files = write_export(tmp_path, steps=2000)
     loader = make_loader(tmp_path / "wb")
     assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
     log = read_run_log(the_log(tmp_path / "wb"))
+    assert the_log(tmp_path / "wb").stat().st_size > 3 * 32768
     finished, summary = read_summary_keys(the_log(tmp_path / "wb"), (LOAD_STATE, CHECKSUM))
     assert finished and log.finished and summary == {key: log.summary[key] for key in (LOAD_STATE, CHECKSUM)}
     target = wandb_run_id(PROJECT, RUN)
