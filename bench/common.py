@@ -77,13 +77,16 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
 
 
 def alternate(sides: dict[str, Callable[[int], object]], repeats: int) -> dict[str, list[float]]:
-    """Time every side once per repeat, interleaved (a, b, b, a, a, b ...) so drifting machine load hits both alike."""
+    """Time every side once per repeat, interleaved (a, b, b, a, a, b ...) so drifting machine load hits both alike.
+
+    A side that returns a float reports its own seconds (a child process timing only the work); otherwise the
+    call's wall time counts."""
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     for repeat in range(repeats):
         order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
         for name in order:
-            elapsed, _ = timed(lambda: sides[name](repeat))
-            seconds[name].append(elapsed)
+            elapsed, reported = timed(lambda: sides[name](repeat))
+            seconds[name].append(reported if isinstance(reported, float) else elapsed)
     return seconds
 
 

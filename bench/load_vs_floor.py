@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import sys
@@ -28,7 +30,9 @@ from bench.common import (  # noqa: E402
     note,
     parse_bench_args,
     per_second,
+    python_child,
     safe_ratio,
+    timed,
 )
 
 NAME = "load_vs_floor"
@@ -136,33 +140,35 @@ def load_with_ours(options) -> int:
     return sum(r.points for r in results)
 
 
-def mlflow_sides(url: str, export_root: Path, runs: list[RunPoints], workers: int) -> dict:
-    from neptune_exporter.load import LoadOptions
-
-    def ours(repeat: int) -> None:
-        options = LoadOptions(target="mlflow", data_path=str(export_root / "data"), files_path=str(export_root / "files"),
-                              mlflow_tracking_uri=url, workers=workers,
-                              experiment_name_template=f"ours-{repeat}/{{project}}/{{experiment}}")
-        load_with_ours(options)
-
-    return {"floor": lambda repeat: mlflow_floor(url, f"floor-{repeat}", runs, workers), "ours": ours}
+def side_in_child(side: str, target: str, export_root: Path, destination: list[str], workers: int, points: int) -> float:
+    """One side's load in a fresh process (its own wandb-core service, nothing left over from the other side);
+    the seconds of the load itself, as the child timed them after its imports and client start-up."""
+    args = ["side", "--side", side, "--target", target, "--export", str(export_root), "--workers", str(workers)]
+    facts = python_child("bench.load_vs_floor", *args, *destination, env={"WANDB_SILENT": "true"}).json()
+    if facts["points"] != points:
+        raise RuntimeError(f"the {side} side wrote {facts['points']:,} points, expected {points:,}")
+    return float(facts["seconds"])
 
 
-def wandb_sides(scratch: Path, export_root: Path, runs: list[RunPoints], workers: int) -> dict:
-    from neptune_exporter.load import LoadOptions
+def mlflow_sides(url: str, export_root: Path, workers: int, points: int) -> dict:
+    """Each repeat writes into experiments of its own on the same server."""
+    def side(name: str, repeat: int) -> float:
+        destination = ["--mlflow-url", url, "--experiment", f"{name}-{repeat}"]
+        return side_in_child(name, "mlflow", export_root, destination, workers, points)
 
-    def ours(repeat: int) -> None:
-        folder = scratch / f"ours-{repeat}"
-        options = LoadOptions(target="wandb", data_path=str(export_root / "data"), files_path=str(export_root / "files"),
-                              wandb_dir=str(folder), workers=workers)
-        load_with_ours(options)
-        shutil.rmtree(folder, ignore_errors=True)
+    return {name: lambda repeat, name=name: side(name, repeat) for name in ("floor", "ours")}
 
-    def floor(repeat: int) -> None:
-        wandb_floor(scratch / f"floor-{repeat}", runs, workers)
-        shutil.rmtree(scratch / f"floor-{repeat}", ignore_errors=True)
 
-    return {"floor": floor, "ours": ours}
+def wandb_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
+    """Each repeat writes into an empty folder, removed afterwards."""
+    def side(name: str, repeat: int) -> float:
+        folder = scratch / f"{name}-{repeat}"
+        try:
+            return side_in_child(name, "wandb", export_root, ["--wandb-dir", str(folder)], workers, points)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return {name: lambda repeat, name=name: side(name, repeat) for name in ("floor", "ours")}
 
 
 def report(target: str, seconds: dict[str, list[float]], points: int) -> None:
@@ -170,17 +176,79 @@ def report(target: str, seconds: dict[str, list[float]], points: int) -> None:
     emit(f"{NAME}.{target}_floor_rate", per_second(points, floor), "points/s")
     emit(f"{NAME}.{target}_load_rate", per_second(points, ours), "points/s")
     emit(f"{NAME}.{target}_ratio", safe_ratio(ours, floor), "x load/floor time", TARGET)
-    note(f"{target} medians: floor {floor:.1f} s, load {ours:.1f} s over {len(seconds['ours'])} repeats")
+    note(f"{target} medians: floor {floor:.1f} s, load {ours:.1f} s over {len(seconds['ours'])} repeats "
+         f"(floor {', '.join(f'{s:.1f}' for s in seconds['floor'])}; load {', '.join(f'{s:.1f}' for s in seconds['ours'])})")
 
 
 def prepare_export(shape: Shape, root: Path, workers: int) -> list[RunPoints]:
     """Export the generated workspace once (child process); the points each floor writes."""
-    from neptune_exporter.storage.parquet import list_stored_runs
-
     with fake_neptune(shape) as fake:
         export_in_child(fake.api_token, shape.project_id, root, workers).json()
-    stored = list(list_stored_runs(root / "data"))
-    return [read_points(root / "data", run.project_id, run.run_id) for run in stored]
+    return exported_points(root)
+
+
+def exported_points(root: Path) -> list[RunPoints]:
+    from neptune_exporter.storage.parquet import list_stored_runs
+
+    return [read_points(root / "data", run.project_id, run.run_id) for run in list_stored_runs(root / "data")]
+
+
+# ----------------------------------------------------------------------------- one side, in a child process
+
+
+def start_client(target: str, side: str) -> None:
+    """Imports and client start-up, outside the measured time on both sides (W&B: its wandb-core service)."""
+    if side == "ours":
+        import neptune_exporter.load  # noqa: F401
+        import neptune_exporter.loaders.mlflow  # noqa: F401
+        import neptune_exporter.loaders.wandb  # noqa: F401
+    if target == "wandb":
+        import wandb
+
+        wandb.setup()
+    else:
+        import mlflow.tracking  # noqa: F401
+
+
+def ours_load(args: argparse.Namespace) -> int:
+    from neptune_exporter.load import LoadOptions
+
+    export_root = Path(args.export)
+    common = dict(target=args.target, data_path=str(export_root / "data"), files_path=str(export_root / "files"),
+                  workers=args.workers)
+    if args.target == "mlflow":
+        options = LoadOptions(**common, mlflow_tracking_uri=args.mlflow_url,
+                              experiment_name_template=f"{args.experiment}/{{project}}/{{experiment}}")
+    else:
+        options = LoadOptions(**common, wandb_dir=args.wandb_dir)
+    return load_with_ours(options)
+
+
+def floor_load(args: argparse.Namespace, runs: list[RunPoints]) -> int:
+    if args.target == "mlflow":
+        mlflow_floor(args.mlflow_url, args.experiment, runs, args.workers)
+    else:
+        wandb_floor(Path(args.wandb_dir), runs, args.workers)
+    return sum(run.points for run in runs)
+
+
+def side_main(argv: list[str]) -> None:
+    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb ...`;
+    prints {"seconds", "points"} of the load alone (the floor's points are read from the export before)."""
+    parser = argparse.ArgumentParser(description=side_main.__doc__)
+    parser.add_argument("--side", choices=("floor", "ours"), required=True)
+    parser.add_argument("--target", choices=("mlflow", "wandb"), required=True)
+    parser.add_argument("--export", required=True, help="the export's root (data/, files/)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--wandb-dir", help="W&B: the (empty) folder of the offline runs")
+    parser.add_argument("--mlflow-url", help="MLflow: the tracking server")
+    parser.add_argument("--experiment", help="MLflow: the floor's experiment, the prefix of ours")
+    args = parser.parse_args(argv)
+    runs = exported_points(Path(args.export)) if args.side == "floor" else []
+    start_client(args.target, args.side)
+    load = (lambda: floor_load(args, runs)) if args.side == "floor" else (lambda: ours_load(args))
+    seconds, points = timed(load)
+    print(json.dumps({"seconds": seconds, "points": points}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,10 +271,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"the export holds {points:,} float points, expected {shape.float_points:,}")
             if "mlflow" in targets:
                 with MlflowServer(scratch / "mlflow") as server:
-                    seconds = alternate(mlflow_sides(server.url, scratch / "export", runs, args.workers), args.repeats)
+                    seconds = alternate(mlflow_sides(server.url, scratch / "export", args.workers, points), args.repeats)
                 report("mlflow", seconds, points)
             if "wandb" in targets:
-                seconds = alternate(wandb_sides(scratch / "wandb", scratch / "export", runs, args.workers), args.repeats)
+                seconds = alternate(wandb_sides(scratch / "wandb", scratch / "export", args.workers, points), args.repeats)
                 report("wandb", seconds, points)
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
@@ -214,4 +282,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(side_main(sys.argv[2:]) if sys.argv[1:2] == ["side"] else main())
