@@ -48,6 +48,12 @@ def test_alternate_interleaves_sides_and_reverses_every_other_repeat():
     assert all(value >= 0 for values in seconds.values() for value in values)
 
 
+def test_alternate_takes_the_seconds_a_side_reports_over_its_wall_time():
+    seconds = alternate({"child": lambda r: 100.0 + r, "plain": lambda r: None}, 2)
+    assert seconds["child"] == [100.0, 101.0]
+    assert all(0 <= value < 1 for value in seconds["plain"])
+
+
 def test_rusage_units_are_bytes():
     expected = 2048 if sys.platform == "darwin" else 2048 * 1024
     assert rusage_peak_bytes(2048) == expected
