@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -10,7 +11,9 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -150,13 +153,18 @@ def side_in_child(side: str, target: str, export_root: Path, destination: list[s
     return float(facts["seconds"])
 
 
+def both_sides(side: Callable[[str, int], float]) -> dict[str, Callable[[int], float]]:
+    """`alternate`'s sides: the floor and ours, each called with the repeat number."""
+    return {name: partial(side, name) for name in ("floor", "ours")}
+
+
 def mlflow_sides(url: str, export_root: Path, workers: int, points: int) -> dict:
     """Each repeat writes into experiments of its own on the same server."""
     def side(name: str, repeat: int) -> float:
         destination = ["--mlflow-url", url, "--experiment", f"{name}-{repeat}"]
         return side_in_child(name, "mlflow", export_root, destination, workers, points)
 
-    return {name: lambda repeat, name=name: side(name, repeat) for name in ("floor", "ours")}
+    return both_sides(side)
 
 
 def wandb_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
@@ -168,7 +176,7 @@ def wandb_sides(scratch: Path, export_root: Path, workers: int, points: int) -> 
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    return {name: lambda repeat, name=name: side(name, repeat) for name in ("floor", "ours")}
+    return both_sides(side)
 
 
 def report(target: str, seconds: dict[str, list[float]], points: int) -> None:
@@ -199,9 +207,8 @@ def exported_points(root: Path) -> list[RunPoints]:
 def start_client(target: str, side: str) -> None:
     """Imports and client start-up, outside the measured time on both sides (W&B: its wandb-core service)."""
     if side == "ours":
-        import neptune_exporter.load  # noqa: F401
-        import neptune_exporter.loaders.mlflow  # noqa: F401
-        import neptune_exporter.loaders.wandb  # noqa: F401
+        importlib.import_module("neptune_exporter.load")
+        importlib.import_module(f"neptune_exporter.loaders.{target}")
     if target == "wandb":
         import wandb
 

@@ -368,14 +368,17 @@ class _HistoryWriter:
         self.strings: dict[int, _StringSeriesSink] = {}
         self.points = 0
         self.rows = 0
+        # per key index, fixed once the export is read (before any row is written)
+        self.string_keys = np.array([t is AttributeType.STRING_SERIES for t in content.key_types], bool)
+        self.float_keys = np.array([t is AttributeType.FLOAT_SERIES for t in content.key_types], bool)
+        self.names = np.asarray(content.keys, dtype=object)
 
     def write(self, table: pa.Table, from_step: int | None) -> None:
         """Log one step-ordered table: a row per step (steps below `from_step` were logged before a resume)."""
         unscaled = table.column("step").to_numpy()
         steps = integer_steps(unscaled, self.multiplier) + self.content.step_offset(self.multiplier)
         keys = table.column("key").to_numpy()
-        types = np.array([self.content.key_types[k] is AttributeType.STRING_SERIES for k in range(len(self.content.keys))], bool)
-        is_string = types[keys] if len(keys) else np.zeros(0, bool)
+        is_string = self.string_keys[keys] if len(keys) else np.zeros(0, bool)
         timestamps = _row_timestamps(table)
         if is_string.any():
             self._strings(table.filter(pa.array(is_string)), unscaled[is_string], keys[is_string], timestamps[is_string])
@@ -391,13 +394,12 @@ class _HistoryWriter:
 
     def _rows(self, table: pa.Table, steps: np.ndarray, keys: np.ndarray, timestamps: np.ndarray) -> None:
         values = table.column("float_value").to_numpy(zero_copy_only=False).tolist()
-        float_keys = np.array([t is AttributeType.FLOAT_SERIES for t in self.content.key_types], bool)
-        histograms = np.flatnonzero(~float_keys[keys])
+        histograms = np.flatnonzero(~self.float_keys[keys])
         if histograms.size:
             column = table.column("histogram_value").take(pa.array(histograms)).to_pylist()
             for i, value in zip(histograms.tolist(), column):
                 values[i] = _histogram(value, self.content.originals[keys[i]])
-        names = np.asarray(self.content.keys, dtype=object)[keys].tolist()
+        names = self.names[keys].tolist()
         starts = np.r_[0, np.flatnonzero(np.diff(steps)) + 1]
         ends = np.r_[starts[1:], len(steps)].tolist()
         earliest = np.minimum.reduceat(np.where(timestamps >= 0, timestamps, _NO_TIME), starts)
