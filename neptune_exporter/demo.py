@@ -10,7 +10,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import typer
 
@@ -55,7 +55,7 @@ class DemoContext:
 DEMO_FOLDERS = ("data", "files", "mlflow", "wandb", "reports")
 
 
-def set_env(ctx: DemoContext, values: dict[str, str | None]) -> None:
+def set_env(ctx: DemoContext, values: Mapping[str, str | None]) -> None:
     """Set (None: unset) environment variables until the demo ends (then restore them)."""
     previous = {name: os.environ.get(name) for name in values}
     for name, value in values.items():

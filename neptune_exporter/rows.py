@@ -72,7 +72,9 @@ def parameter_rows(
     project_id: str, run_id: str, items: Iterable[tuple[str, AttributeType | str, Any]]
 ) -> pa.RecordBatch:
     """One row per single-value attribute: (path, type, value) with value already a Python value."""
-    paths, types, values_by_column = [], [], {}
+    paths: list[str] = []
+    types: list[str] = []
+    values_by_column: dict[str, list] = {}
     items = list(items)
     n = len(items)
     for i, (path, attribute_type, value) in enumerate(items):

@@ -41,9 +41,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Mapping, Union
+from typing import TYPE_CHECKING, Mapping, Union, cast
 
 from neptune_exporter.errors import InvalidQueryError
+
+if TYPE_CHECKING:
+    from neptune_query.filters import KNOWN_TYPES_LITERAL
 
 Literal = Union[str, int, float, bool, datetime]
 
@@ -360,9 +363,9 @@ def _check_operand(text: str, operator: str, value: Literal, position: int) -> N
         raise _fail(text, position, f"{operator!r} needs a quoted string")
     if operator in (">", ">=", "<", "<=") and isinstance(value, bool):
         raise _fail(text, position, f"{operator!r} cannot compare true/false")
-    if operator.endswith("matches"):
+    if operator.endswith("matches") and isinstance(value, str):
         try:
-            re.compile(value)  # type: ignore[arg-type]
+            re.compile(value)
         except re.error as exc:
             raise _fail(text, position, f"invalid regular expression ({exc})") from None
 
@@ -434,12 +437,17 @@ def to_neptune_query_filter(expr: Expr, attribute_types: Mapping[str, str] | Non
             return result
         if isinstance(node, Exists):
             type_name = (attribute_types or {}).get(node.path) or KNOWN_SYSTEM_TYPES.get(node.path)
-            return Filter.exists(Attribute(node.path, type=type_name))
+            return Filter.exists(Attribute(node.path, type=_query_type(type_name)))
         type_name = attribute_type(node.path, node.operator, node.value, attribute_types)
-        attribute = Attribute(node.path, type=type_name)
+        attribute = Attribute(node.path, type=_query_type(type_name))
         return _comparison_filter(Filter, attribute, node.operator, _coerce(node.value, type_name))
 
     return convert(expr)
+
+
+def _query_type(type_name: str | None) -> KNOWN_TYPES_LITERAL | None:
+    """A type name from the project's attribute definitions (or our inference), as neptune-query spells types."""
+    return cast("KNOWN_TYPES_LITERAL | None", type_name)
 
 
 def _comparison_filter(Filter, attribute, operator: str, value: Literal):

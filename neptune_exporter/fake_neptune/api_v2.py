@@ -178,7 +178,7 @@ def _attribute(holder: Holder, request: Request, *v2_types: str) -> tuple[store.
     path = _required(request, "attribute")
     attr = holder.attributes().get(path)
     v2_type = visible_type(attr) if attr is not None else None
-    if v2_type is None or (v2_types and v2_type not in v2_types):
+    if attr is None or v2_type is None or (v2_types and v2_type not in v2_types):
         found = f"it is a {v2_type}" if v2_type else "it does not exist"
         raise HttpError(404, f"attribute {path!r} of type {'/'.join(v2_types)} not found ({found})",
                         errorType="NOT_FOUND")
@@ -275,10 +275,10 @@ def _series_values(holder: Holder, request: Request, v2_type: str, convert) -> R
     attr, _ = _attribute(holder, request, v2_type)
     offset = _int_param(request, "offset", 0, high=2**62)
     limit = _int_param(request, "limit", 100)
-    steps, values, stamps = points_by_index(attr.series, offset, limit)
+    steps, values, stamps = points_by_index(attr.points(), offset, limit)
     points = [{"step": step, "value": convert(value), "timestampMillis": stamp}
               for step, value, stamp in zip(steps.tolist(), _as_list(values), stamps.tolist())]
-    return json_response({"totalItemCount": len(attr.series), "values": points})
+    return json_response({"totalItemCount": len(attr.points()), "values": points})
 
 
 def _as_list(values: Any) -> list:
@@ -304,6 +304,9 @@ class _ZipSink:
     def flush(self) -> None:
         return None
 
+    def close(self) -> None:
+        return None
+
     def drain(self) -> bytes:
         data, self.parts = b"".join(self.parts), []
         return data
@@ -320,7 +323,7 @@ def zip_stream(project: store.Project, members: dict[str, Any], attribute: str) 
 
 def _zip_chunks(blobs: list[tuple[str, store.StoredFile]]) -> Iterator[bytes]:
     sink = _ZipSink()
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, stored in blobs:
             info = zipfile.ZipInfo(name, ZIP_EPOCH)
             info.file_size = stored.size
@@ -629,14 +632,14 @@ def _register_series(router: Router) -> None:
     def image_values(ctx: ServerContext, request: Request, match: re.Match) -> Response:
         holder = find_holder(ctx, _required(request, "experimentId"), request)
         attr, _ = _attribute(holder, request, "imageSeries")
-        return json_response({"totalItemCount": len(attr.series)})
+        return json_response({"totalItemCount": len(attr.points())})
 
     @router.route("GET", LB + r"/attributes/series/image/single", endpoint="v2.image_series_file")
     def image_value(ctx: ServerContext, request: Request, match: re.Match) -> Response:
         holder = find_holder(ctx, _required(request, "experimentId"), request)
         attr, _ = _attribute(holder, request, "imageSeries")
         index = _int_param(request, "index", -1, low=-1, high=2**62)
-        _, keys, _ = points_by_index(attr.series, index, 1) if index >= 0 else (None, [], None)
+        _, keys, _ = points_by_index(attr.points(), index, 1) if index >= 0 else (None, [], None)
         if len(keys) == 0:
             raise HttpError(404, f"image series {attr.path!r} has no point at index {index}", errorType="NOT_FOUND")
         stored = _stored_file(holder.project, _as_list(keys)[0], attr.path)

@@ -147,7 +147,10 @@ def float_stats(series: store.Series) -> FloatStats | None:
             total, total_sq = total + float(ok.sum()), total_sq + float(np.square(ok).sum())
             finite, low, high = finite + ok.size, min(low, float(ok.min())), max(high, float(ok.max()))
         after = float(steps[-1])
-    last_step, last_value, _ = series.last()
+    last = series.last()
+    if last is None:  # the series shrank between the count and here: nothing to report
+        return None
+    last_step, last_value, _ = last
     mean = total / finite if finite else math.nan
     variance = max(0.0, total_sq / finite - mean * mean) if finite else math.nan
     stats = FloatStats(float(last_value), last_step, low if finite else math.nan, high if finite else math.nan,

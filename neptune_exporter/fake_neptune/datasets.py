@@ -325,7 +325,7 @@ def _attribute_from_json(path: str, spec: Any) -> Attribute:
 def _typed_attribute_from_json(path: str, spec: Any) -> Attribute:
     if not isinstance(spec, dict):
         return make_attribute(path, _scalar_type(path, spec), spec)
-    type_ = spec.get("type")
+    type_: Any = spec.get("type")  # checked by make_attribute
     if type_ in store.SERIES_TYPES:
         if "generate" in spec:
             return Attribute(path, type_, series=store.GeneratedFloatSeries(**spec["generate"]))

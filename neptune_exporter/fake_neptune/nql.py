@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Callable, Iterable, Mapping, Protocol, Union
 
 from neptune_exporter.fake_neptune import store
 
@@ -147,8 +147,9 @@ class _Parser:
         if not self.tokens:
             return Always()
         expr = self.or_()
-        if self.peek() is not None:
-            raise self.fail(f"unexpected {self.peek().text!r} (missing AND/OR or parenthesis?)")
+        extra = self.peek()
+        if extra is not None:
+            raise self.fail(f"unexpected {extra.text!r} (missing AND/OR or parenthesis?)")
         return expr
 
     def or_(self) -> Expr:
@@ -242,7 +243,14 @@ def parse(query: str | None) -> Expr:
 
 
 # ---------------------------------------------------------------------------- evaluation
-def attribute_value(run: store.Run, ref: AttrRef) -> tuple[str, Any] | None:
+class AttributeHolder(Protocol):
+    """What a query is evaluated on: a run, or a view of it (the 3.x API's RunView)."""
+
+    @property
+    def attributes(self) -> Mapping[str, store.Attribute]: ...
+
+
+def attribute_value(run: AttributeHolder, ref: AttrRef) -> tuple[str, Any] | None:
     """(type, comparable value) of the attribute a reference points at, or None when absent/mistyped."""
     attr = run.attributes.get(ref.name)
     if attr is None or (ref.type is not None and attr.type != ref.type):
@@ -253,7 +261,7 @@ def attribute_value(run: store.Run, ref: AttrRef) -> tuple[str, Any] | None:
     return attr.type, attr.value
 
 
-def evaluate(expr: Expr, run: store.Run) -> bool:
+def evaluate(expr: Expr, run: AttributeHolder) -> bool:
     if isinstance(expr, Always):
         return True
     if isinstance(expr, BoolOp):

@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -132,7 +132,7 @@ class RequestLog:
 
     def __init__(self) -> None:
         self._records: list[RequestRecord] = []
-        self._write_s: Counter[str] = Counter()
+        self._write_s: dict[str, float] = defaultdict(float)
         self._lock = threading.Lock()
 
     def add(self, record: RequestRecord) -> None:
@@ -168,7 +168,7 @@ class RequestLog:
         """JSON-friendly totals: requests, busy seconds (handling + writing) and bytes per endpoint; per run."""
         records = self.records()
         with self._lock:
-            busy: Counter[str] = Counter(self._write_s)
+            busy: dict[str, float] = defaultdict(float, self._write_s)
         sent: Counter[str] = Counter()
         for r in records:
             busy[r.endpoint] += r.duration_s
@@ -341,7 +341,7 @@ def _planned_bytes(response: Response, reset: bool) -> int:
 
 def _read_body(h: BaseHTTPRequestHandler) -> bytes:
     if (h.headers.get("Transfer-Encoding") or "").lower() == "chunked":
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
             if size == 0:
@@ -374,7 +374,7 @@ def _write_response(h: BaseHTTPRequestHandler, response: Response, reset: bool, 
     h.end_headers()
     if h.command == "HEAD":
         return 0
-    if reset:
+    if isinstance(body, bytes) and reset:
         return _reset_midway(h, body)
     if isinstance(body, bytes):
         throttled_write(h.wfile.write, body, bytes_per_s)
@@ -548,7 +548,8 @@ class FakeNeptuneProcess:
         self.info: dict[str, Any] = {}
 
     def start(self) -> "FakeNeptuneProcess":
-        folder = self._folder = Path(tempfile.mkdtemp(prefix="fake-neptune-"))
+        folder = Path(tempfile.mkdtemp(prefix="fake-neptune-"))
+        self._folder: Path | None = folder
         ready = folder / "ready.json"
         cmd = [sys.executable, "-m", "neptune_exporter.fake_neptune.cli", "serve", *self.serve_args,
                "--ready-file", str(ready)]
@@ -601,9 +602,10 @@ class FakeNeptuneProcess:
         """Close the log and delete the temp folder (ready file, log) once the process has ended."""
         if getattr(self, "_log", None) is not None:
             self._log.close()
-        if getattr(self, "_folder", None) is not None:
-            if self._folder.exists():
-                shutil.rmtree(self._folder)
+        folder = getattr(self, "_folder", None)
+        if folder is not None:
+            if folder.exists():
+                shutil.rmtree(folder)
             self._folder = None
 
     def __enter__(self) -> "FakeNeptuneProcess":

@@ -217,6 +217,12 @@ class Attribute:
     value: Any = None
     series: Series | None = None
 
+    def points(self) -> Series:
+        """The series of a series attribute (ValueError for a single-value attribute)."""
+        if self.series is None:
+            raise ValueError(f"attribute {self.path!r} ({self.type}) has no series")
+        return self.series
+
 
 @dataclass
 class Run:
@@ -285,7 +291,8 @@ class Project:
 
     def registry_container(self, sys_id_or_uuid: str) -> Model | ModelVersion | None:
         """The model or model version with this sys id or uuid (a linear scan: registries are small)."""
-        for container in [*self.models, *self.model_versions()]:
+        containers: list[Model | ModelVersion] = [*self.models, *self.model_versions()]
+        for container in containers:
             if sys_id_or_uuid in (container.sys_id, container.uuid):
                 return container
         return None
@@ -297,7 +304,7 @@ class Project:
             return found
         for r in self.runs:  # an id changed in place since the index was built
             if r.sys_id == sys_id_or_custom or r.custom_run_id == sys_id_or_custom or r.uuid == sys_id_or_custom:
-                self._index = None
+                self._index: dict[str, Run] | None = None
                 return r
         return None
 

@@ -132,7 +132,7 @@ def _manifest_reply(state, artifact_id: str) -> dict:
 
 
 def create_manifest(state, v: dict, query: str) -> dict:
-    return {"createArtifactManifest": _manifest_reply(state, v.get("artifactID"))}
+    return {"createArtifactManifest": _manifest_reply(state, v.get("artifactID", ""))}
 
 
 def update_manifest(state, v: dict, query: str) -> dict:

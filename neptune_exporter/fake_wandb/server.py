@@ -134,7 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
         stream = re.fullmatch(r"/files/([^/]+)/([^/]+)/([^/]+)/file_stream", path)
         with self.state.lock:
             if stream:
-                return self._reply(graphql.file_stream(self.state, *stream.groups(), json.loads(body or b"{}")))
+                entity, project, name = stream.groups()
+                return self._reply(graphql.file_stream(self.state, entity, project, name, json.loads(body or b"{}")))
             if path.startswith("/graphql"):
                 request = json.loads(body or b"{}")
                 return self._reply(graphql.answer(self.state, request.get("query", ""), request.get("variables") or {}))
@@ -145,15 +146,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply({"error": f"no route {path}"}, 404)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients hanging up mid-request are normal here: no traceback for them."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return None
+
+
 class FakeWandb:
     """Thread server on 127.0.0.1 (port 0 = free port). Use as a context manager."""
 
     def __init__(self, port: int = 0):
         self.state = State()
         handler = type("Handler", (_Handler,), {"state": self.state})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        self._server.handle_error = lambda request, address: None  # clients hanging up mid-request are normal
+        self._server = _QuietServer(("127.0.0.1", port), handler)
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.state.base_url = self.base_url
         self.api_key = API_KEY
