@@ -1,4 +1,4 @@
-"""How the flows run: chunk subflows without heartbeats, and one in-process entry for the CLI's flows."""
+"""How the flows run: chunk subflows without heartbeats, one in-process entry for the CLI's flows, their results."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.states import State
 
 from neptune_exporter import prefect_env
+from tasks.policy import RunsFailed
 
 
 @contextmanager
@@ -23,18 +25,27 @@ def without_heartbeats() -> Iterator[None]:
         yield
 
 
+def result_of(state: State) -> Any:
+    """A finished run's result: its return value, or the result a handled failure (`RunsFailed`) carries.
+
+    Any other failure re-raises its error.
+    """
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, RunsFailed):
+        return result.result
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 def run_subflow(subflow: Callable[..., Any], *args: Any) -> Any:
-    """Call a chunk subflow (its parent's heartbeat covers it); its return value."""
+    """Call a chunk subflow (its parent's heartbeat covers it); its result, also when it ended Failed."""
     with without_heartbeats():
-        return subflow(*args)
+        return result_of(subflow(*args, return_state=True))
 
 
 def run_in_process(flow_fn: Callable[..., Any], **parameters: Any) -> dict:
     """Run a flow here (PREFECT_API_URL or the local server); its result, also when Failed. Flow errors re-raise."""
     prefect_env.wait_until_ready()  # the local server `prefect_env.warm_up` started, if any
     with without_heartbeats() if prefect_env.runs_on_local_server() else nullcontext():
-        state = flow_fn(**parameters, return_state=True)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
-        raise result
-    return result
+        return result_of(flow_fn(**parameters, return_state=True))

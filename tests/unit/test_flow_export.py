@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.export import export, flow_parameters
+from flows.runtime import result_of
 from neptune_exporter.export import ExportOptions
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
@@ -38,7 +39,7 @@ def options(fake, tmp_path, monkeypatch):
 
 def run_flow(options: ExportOptions):
     state = export(**flow_parameters(options), return_state=True)
-    return state, state.result(raise_on_failure=False)
+    return state, result_of(state)
 
 
 def stored_rows(options: ExportOptions, run_id: str) -> int:
