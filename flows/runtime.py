@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
@@ -10,6 +11,30 @@ from prefect.states import State
 
 from neptune_exporter import prefect_env
 from tasks.policy import RunsFailed
+
+
+class HandledFailureFilter(logging.Filter):
+    """Drops the engine's "Engine execution exited with unexpected exception" record of a handled failure.
+
+    Prefect 3.9 runs a deployment's flow with `run_flow(..., error_logger=<flow run logger>)`, which re-raises the
+    exception of every Failed final state and logs it with its traceback at ERROR — also when the flow returned
+    `Failed` on purpose. For our `RunsFailed` (runs failed or differ; the flow already logged its totals and
+    "Finished in state Failed(...)") that record is false, so it is not passed on. Other errors keep it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, RunsFailed)
+
+
+def quiet_handled_failures() -> None:
+    """Install `HandledFailureFilter` on Prefect's flow-run logger (once)."""
+    logger = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, HandledFailureFilter) for f in logger.filters):
+        logger.addFilter(HandledFailureFilter())
+
+
+quiet_handled_failures()
 
 
 @contextmanager
