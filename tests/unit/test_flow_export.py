@@ -15,7 +15,7 @@ from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.settings import Settings
-from tests.prefect_reading import artifacts_by_key, export_task_states, subflow_runs, task_runs
+from tests.prefect_reading import artifacts_by_key, export_task_states, flow_run_logs, subflow_runs, task_runs
 
 PROJECT = "workspace/sandbox"
 RUN_IDS = [f"run-{i:05d}" for i in range(4)]
@@ -149,3 +149,6 @@ def test_a_run_failing_transiently_is_retried_then_recorded_and_its_task_ends_fa
     assert runs[RUN_IDS[1]].run_count == Settings.from_env().retry.attempts  # Prefect retried it, then it was recorded
     assert runs[RUN_IDS[1]].state.message.startswith("SourceUnavailableError: the Neptune server did not answer successfully")
     assert "— fix: check the server and the network" in runs[RUN_IDS[1]].state.message
+    flow_run_ids = [state.state_details.flow_run_id, *[run.id for run in subflow_runs(state.state_details.flow_run_id)]]
+    errors = [log.message for log in flow_run_logs(flow_run_ids) if log.level >= 40]
+    assert errors and not [message for message in errors if "Traceback" in message], errors
