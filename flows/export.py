@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Iterator, Optional
 
-from prefect import flow
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, as_completed
-from prefect.states import Failed, State
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.live import LiveRuns
 from flows.runtime import run_in_process, run_subflow
 from neptune_exporter import export as library
 from neptune_exporter import progress
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage.manifest import STATUS_FAILED
 from tasks import export as export_tasks
+from tasks.policy import RunsFailed, detached, failed, failure_message
 
 SELECTION_KEYS = ("workspace", "include_projects", "exclude_projects", "runs", "attributes", "include_models")
 PATH_KEYS = ("data_path", "files_path")
-PROGRESS_EVERY_SECONDS = 2.0
 FAILURES_SHOWN = 50
 
 
@@ -59,25 +56,8 @@ def plan_chunks(plans: list[dict], size: int) -> Iterator[list[dict]]:
             yield project_plans[start : start + size]
 
 
-class RunProgress:
-    """Counts finished runs; updates the terminal bar (if any) and the Prefect progress artifact, throttled."""
-
-    def __init__(self, artifact_id: str | None, done_before: int, total_runs: int) -> None:
-        self.artifact_id, self.done, self.total = artifact_id, done_before, total_runs
-        self._last_update = 0.0
-
-    def run_done(self, pointer: dict) -> None:
-        self.done += 1
-        sink = progress.active()
-        if sink is not None:
-            sink.on_run_done(pointer)
-        if time.monotonic() - self._last_update >= PROGRESS_EVERY_SECONDS or self.done == self.total:
-            self.publish()
-
-    def publish(self) -> None:
-        if self.artifact_id:
-            update_progress_artifact(self.artifact_id, progress=100.0 * self.done / max(1, self.total))
-        self._last_update = time.monotonic()
+def run_key(project_id: str, run_id: str) -> str:
+    return f"{project_id}/{run_id}"
 
 
 def skipped_pointer(pointer: dict) -> dict:
@@ -86,24 +66,39 @@ def skipped_pointer(pointer: dict) -> dict:
 
 
 def pointer_of(future: PrefectFuture, plan: dict, options: dict) -> dict:
-    """The JSON pointer a finished export task stands for; a task that ended in an error is recorded as failed."""
+    """The JSON pointer a finished export task stands for; a failed task's pointer travels in its Failed state."""
     future.wait()  # sets the final state locally (otherwise `state` asks the API, which may lag)
     state: State = future.state
     if state.is_completed():
         pointer = future.result()
         return skipped_pointer(pointer) if state.name == "Cached" else pointer
     error = future.result(raise_on_failure=False)
-    if not isinstance(error, BaseException):
+    if isinstance(error, RunsFailed) and error.result:
+        return error.result
+    if not isinstance(error, BaseException):  # crashed or cancelled: record the run as failed all the same
         error = RuntimeError(state.message or f"export task ended {state.name}")
-    return export_tasks.record_failed_run(plan, options, error)
+    return export_tasks.record_failed_run(plan, options, error).to_json()
+
+
+def show_run_done(live: LiveRuns | None, pointer: dict) -> None:
+    """A finished run on the terminal bar (if any) and in the flow run's progress artifact and run table."""
+    sink = progress.active()
+    if sink is not None:
+        sink.on_run_done(pointer)
+    if live is not None:
+        is_failed = pointer["status"] == STATUS_FAILED
+        error = failure_message(pointer["errors"][0]) if is_failed and pointer["errors"] else ""
+        live.run_done(run_key(pointer["project_id"], pointer["run_id"]), pointer["status"], is_failed,
+                      pointer["points"], pointer["files"], pointer["bytes"], error)
 
 
 @flow(name="export-chunk", log_prints=False)
-def export_chunk(plans: list[dict], options: dict, progress_state: dict) -> list[dict]:
+def export_chunk(plans: list[dict], options: dict, live: str = "") -> list[dict] | State:
     """Export up to `runs_per_task_batch` runs of one project: one task per run on the flow's thread pool.
 
     A run the plan skips (complete manifest, same modification time and options) may be answered from the task
     cache (shown as Cached in the UI); every other run refreshes the cache, so the manifest stays the truth.
+    The chunk ends Failed when any of its runs failed (its pointers travel in the state).
     """
     parsed = library.ExportOptions.from_json(options)
     reuse, refresh = export_tasks.export_run, export_tasks.export_run.with_options(refresh_cache=True)
@@ -111,22 +106,39 @@ def export_chunk(plans: list[dict], options: dict, progress_state: dict) -> list
     for plan in plans:
         task = reuse if plan["action"] == "skip" else refresh
         futures[task.submit(**export_tasks.export_run_call(plan, parsed))] = plan
-    tracker = RunProgress(**progress_state)
+    view = LiveRuns.find(live)
     pointers = []
     for future in as_completed(list(futures)):
         pointers.append(pointer_of(future, futures[future], options))
-        tracker.run_done(pointers[-1])
-    return pointers
+        show_run_done(view, pointers[-1])
+    failures = sum(pointer["status"] == STATUS_FAILED for pointer in pointers)
+    return failed(f"{failures} of {len(pointers)} runs failed", pointers) if failures else pointers
 
 
-def start_progress(total_runs: int) -> str | None:
-    """The Prefect progress artifact of this export; the terminal bar learns the total."""
+def start_progress(plans: list[dict]) -> LiveRuns:
+    """The live view of this export (progress artifact + run table); the terminal bar learns the total."""
     sink = progress.active()
     if sink is not None:
-        sink.on_plan(total_runs)
-    start = 0.0 if total_runs else 100.0
-    artifact = create_progress_artifact(progress=start, key="export-progress", description=f"Runs exported of {total_runs}")
-    return str(artifact) if artifact else None
+        sink.on_plan(len(plans))
+    return LiveRuns("export", [run_key(p["run"]["project_id"], p["run"]["run_id"]) for p in plans])
+
+
+def log_plan(plans: list[dict]) -> None:
+    """At start: how many runs, and what the plan does with them."""
+    actions = Counter(plan["action"] for plan in plans)
+    projects = len({plan["run"]["project_id"] for plan in plans})
+    get_run_logger().info(
+        "%d run(s) planned in %d project(s): %d new, %d changed, %d unchanged, %d to redo (failed or incomplete before)",
+        len(plans), projects, actions["full"], actions["incremental"], actions["skip"], actions["redo"])
+
+
+def log_totals(summary: dict, seconds: float) -> None:
+    """At the end: counts, figures, duration and where the data is."""
+    get_run_logger().info(
+        "export finished in %s: %d exported, %d unchanged, %d failed · %s points, %s files, %s · data: %s · files: %s",
+        progress.human_duration(seconds), summary["runs_complete"], summary["runs_skipped"], summary["runs_failed"],
+        f"{summary['points']:,}", f"{summary['files']:,}", progress.human_bytes(summary["bytes"]),
+        summary["data_path"], summary["files_path"])
 
 
 def project_rows(pointers: list[dict]) -> list[dict]:
@@ -142,8 +154,8 @@ def project_rows(pointers: list[dict]) -> list[dict]:
     return rows
 
 
-def summary_markdown(summary: dict) -> str:
-    """The run's markdown report: totals, where the data is, failures with their first error."""
+def summary_markdown(summary: dict, pointers: list[dict]) -> str:
+    """The run's markdown report: totals, where the data is, each failure with its error and its fix in full."""
     lines = [
         "# Neptune export",
         "",
@@ -152,9 +164,14 @@ def summary_markdown(summary: dict) -> str:
         f"- points: {summary['points']:,} · files: {summary['files']:,} · bytes: {summary['bytes']:,}",
         f"- data: `{summary['data_path']}` · files: `{summary['files_path']}`",
     ]
-    if summary["failures"]:
-        lines += ["", "## Failed runs", "", "| project | run | error |", "|---|---|---|"]
-        lines += [f"| {f['project_id']} | {f['run_id']} | {f['message']} |" for f in summary["failures"][:FAILURES_SHOWN]]
+    failures = [p for p in pointers if p["status"] == STATUS_FAILED]
+    if failures:
+        lines += ["", "## Failed runs", ""]
+        for pointer in sorted(failures, key=lambda p: (p["project_id"], p["run_id"]))[:FAILURES_SHOWN]:
+            lines.append(f"- `{run_key(pointer['project_id'], pointer['run_id'])}`")
+            lines += [f"  - {failure_message(record)}" for record in pointer["errors"]] or ["  - no error recorded"]
+        if len(failures) > FAILURES_SHOWN:
+            lines.append(f"- … and {len(failures) - FAILURES_SHOWN} more: see the error reports")
     if summary["error_reports"]:
         lines += ["", "Error reports (JSONL): " + ", ".join(f"`{p}`" for p in summary["error_reports"])]
     return "\n".join(lines)
@@ -163,7 +180,7 @@ def summary_markdown(summary: dict) -> str:
 def publish_summary(summary: dict, pointers: list[dict]) -> None:
     """Table and markdown summary artifacts of the run."""
     create_table_artifact(table=project_rows(pointers), key="export-summary", description="Runs per project")
-    create_markdown_artifact(markdown=summary_markdown(summary), key="export-report", description="Export report")
+    create_markdown_artifact(markdown=summary_markdown(summary, pointers), key="export-report", description="Export report")
 
 
 @flow(name="export", log_prints=False)
@@ -173,21 +190,24 @@ def export(
     selection: Optional[dict] = None,
     paths: Optional[dict] = None,
     workers: int = 4,
-) -> dict:
+) -> dict | State:
     """Export Neptune runs to Parquet + files: resumable, incremental; Failed when any run failed."""
     options = options_from_parameters(source, projects, selection, paths, workers)
     options_json = options.to_json()
+    started = time.monotonic()
     plans = export_tasks.discover_and_plan(options_json, export_tasks.preflight(options_json))
-    artifact_id = start_progress(len(plans))
+    log_plan(plans)
+    live = start_progress(plans)
     chunk_flow = export_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=options.workers))
     pointers: list[dict] = []
     for chunk in plan_chunks(plans, Settings.from_env().runs_per_task_batch):
-        state = {"artifact_id": artifact_id, "done_before": len(pointers), "total_runs": len(plans)}
-        pointers += run_subflow(chunk_flow, chunk, options_json, state)
-    summary = export_tasks.write_export_summary(pointers, options_json)
+        pointers += run_subflow(chunk_flow, chunk, detached(options_json), live.token)
+    live.close()
+    summary = export_tasks.write_export_summary(detached(pointers), detached(options_json))
     publish_summary(summary, pointers)
+    log_totals(summary, time.monotonic() - started)
     if summary["runs_failed"]:
-        return Failed(message=f"{summary['runs_failed']} of {len(pointers)} runs failed", data=summary)
+        return failed(f"{summary['runs_failed']} of {len(pointers)} runs failed", summary)
     return summary
 
 

@@ -6,49 +6,52 @@ import time
 from collections import Counter, defaultdict
 from typing import Optional
 
-from prefect import flow
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import as_completed
-from prefect.states import Failed
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.live import LiveRuns
 from flows.runtime import run_subflow
-from flows.validate import chunks, publish_report, validate_runs
+from flows.validate import chunks, finished_results, publish_report, run_key, validate_runs
 from neptune_exporter import load as library
 from neptune_exporter import progress
 from neptune_exporter.settings import Settings
 from tasks import load as load_tasks
+from tasks.policy import detached, failed, failure_message
 
-PROGRESS_EVERY_SECONDS = 2.0
+
+def show_run_done(live: LiveRuns | None, result: dict) -> None:
+    """A loaded (or failed) run on the terminal bar (if any) and in the progress artifact and run table."""
+    sink = progress.active()
+    if sink is not None:
+        sink.on_points(int(result.get("points") or 0), 0)  # loaders report a run's points when it ends
+        sink.on_run_done(result)
+    if live is not None:
+        is_failed = result["status"] == "failed"
+        live.run_done(run_key(result), result["status"], is_failed, result["points"], result["files"],
+                      error=failure_message(result["error"]) if is_failed else "")
 
 
-class LoadTracker:
-    """Counts finished runs: terminal bar (if any) and the Prefect progress artifact, throttled."""
-
-    def __init__(self, artifact_id: str | None, total: int):
-        self.artifact_id, self.total, self.done, self._last = artifact_id, total, 0, 0.0
-
-    def run_done(self, result: dict) -> None:
-        self.done += 1
-        sink = progress.active()
-        if sink is not None:
-            sink.on_points(int(result.get("points") or 0), 0)  # loaders report a run's points when it ends
-            sink.on_run_done(result)
-        if self.artifact_id and (time.monotonic() - self._last >= PROGRESS_EVERY_SECONDS or self.done == self.total):
-            update_progress_artifact(self.artifact_id, progress=100.0 * self.done / max(1, self.total))
-            self._last = time.monotonic()
+def failed_load(run: dict, error: BaseException) -> dict:
+    """The result of a load task that ended without one (an unexpected error)."""
+    record = {"error_type": type(error).__name__, "message": str(error) or repr(error),
+              "remedy": "run the load again; if it keeps failing, report the error with the log"}
+    return {"project_id": run["project_id"], "run_id": run["run_id"], "status": "failed", "target_run_id": None,
+            "points": 0, "files": 0, "error": record}
 
 
 @flow(name="load-chunk", log_prints=False)
-def load_chunk(options: dict, runs: list[dict], progress_state: dict) -> list[dict]:
-    """Load up to `runs_per_task_batch` runs of one fork wave: one task per run on the flow's thread pool."""
-    tracker = LoadTracker(**progress_state)
-    futures = [load_tasks.load_run.submit(options, run) for run in runs]
+def load_chunk(options: dict, runs: list[dict], live: str = "") -> list[dict] | State:
+    """Load up to `runs_per_task_batch` runs of one fork wave: one task per run; Failed when any run failed."""
+    futures = {load_tasks.load_run.submit(detached(options), detached(run)): run for run in runs}
+    view = LiveRuns.find(live)
     results = []
-    for future in as_completed(futures):
-        results.append(future.result())
-        tracker.run_done(results[-1])
-    return results
+    for result in finished_results(futures, failed_load):
+        results.append(result)
+        show_run_done(view, result)
+    failures = sum(result["status"] == "failed" for result in results)
+    return failed(f"{failures} of {len(results)} runs failed to load", results) if failures else results
 
 
 def project_rows(results: list[dict]) -> list[dict]:
@@ -60,35 +63,46 @@ def project_rows(results: list[dict]) -> list[dict]:
     return [{"project": p, **{k: c[k] for k in ("loaded", "skipped", "failed", "points")}} for p, c in sorted(grouped.items())]
 
 
-def start_progress(total: int) -> str | None:
+def start_progress(waves: list[list[dict]]) -> LiveRuns:
+    """The live view of this load (progress artifact + run table); the terminal bar learns the total."""
+    runs = [run for wave in waves for run in wave]
     sink = progress.active()
     if sink is not None:
-        sink.on_plan(total)
-    artifact = create_progress_artifact(progress=0.0, key="load-progress", description=f"Runs loaded of {total}")
-    return str(artifact) if artifact else None
+        sink.on_plan(len(runs))
+    get_run_logger().info("%d run(s) to load in %d fork wave(s)", len(runs), len(waves))
+    return LiveRuns("load", [run_key(run) for run in runs], with_bytes=False)
+
+
+def load_summary(target: str, results: list[dict]) -> dict:
+    """Counts by status and each failure with its error and fix."""
+    counts = Counter(r["status"] for r in results)
+    summary = {"target": target, "runs": len(results), **{k: counts[k] for k in ("loaded", "skipped", "failed")}}
+    summary["failures"] = [{"project_id": r["project_id"], "run_id": r["run_id"], **(r["error"] or {})} for r in results if r["status"] == "failed"]
+    return summary
 
 
 @flow(name="load", log_prints=False)
-def load(options: Optional[dict] = None, run_validation: bool = True) -> dict:
+def load(options: Optional[dict] = None, run_validation: bool = True) -> dict | State:
     """Load exported runs into the target (idempotent, resumable), then validate them; Failed on failures or differences."""
     parsed = library.LoadOptions.from_json(options or {})
-    options = parsed.to_json()
+    options, started = parsed.to_json(), time.monotonic()
     waves = load_tasks.select_runs(options)
-    load_tasks.check_target(options)
-    total = sum(len(wave) for wave in waves)
-    state = {"artifact_id": start_progress(total), "total": total}
+    load_tasks.check_target(detached(options))
+    live = start_progress(waves)
     chunk_flow = load_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, parsed.workers)))
     results: list[dict] = []
     for wave in waves:  # parents before their forks, so forks can link to them
         for chunk in chunks(wave, Settings.from_env().runs_per_task_batch):
-            results += run_subflow(chunk_flow, options, chunk, state)
+            results += run_subflow(chunk_flow, detached(options), chunk, live.token)
+    live.close()
     create_table_artifact(table=project_rows(results), key=f"load-{parsed.target}", description="Runs per project")
-    counts = Counter(r["status"] for r in results)
-    summary = {"target": parsed.target, "runs": len(results), **{k: counts[k] for k in ("loaded", "skipped", "failed")}}
-    summary["failures"] = [{"project_id": r["project_id"], "run_id": r["run_id"], **(r["error"] or {})} for r in results if r["status"] == "failed"]
+    summary = load_summary(parsed.target, results)
+    get_run_logger().info("load into %s finished in %s: %d loaded, %d already complete, %d failed · %s points",
+                          parsed.target, progress.human_duration(time.monotonic() - started), summary["loaded"],
+                          summary["skipped"], summary["failed"], f"{sum(r['points'] for r in results):,}")
     if run_validation:
-        summary["validation"] = publish_report(validate_runs(options, [run for wave in waves for run in wave]), options)
+        summary["validation"] = publish_report(validate_runs(options, detached([run for wave in waves for run in wave])), options)
     problems = summary["failed"] + summary.get("validation", {}).get("runs_with_differences", 0)
     if problems:
-        return Failed(message=f"{summary['failed']} run(s) failed, {problems - summary['failed']} run(s) differ", data=summary)
+        return failed(f"{summary['failed']} run(s) failed, {problems - summary['failed']} run(s) differ", summary)
     return summary

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import as_completed
-from prefect.states import Failed
+from prefect.futures import PrefectFuture, as_completed
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.live import LiveRuns
 from flows.runtime import run_subflow
 from neptune_exporter import load as library
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 from tasks import load as load_tasks
+from tasks.policy import RunsFailed, detached, failed
 
 TABLE_ROWS_SHOWN = 1000
 
@@ -25,30 +27,66 @@ def chunks(runs: list[dict], size: int) -> Iterator[list[dict]]:
         yield runs[start : start + size]
 
 
+def run_key(run: dict) -> str:
+    return f"{run['project_id']}/{run['run_id']}"
+
+
+def finished_results(futures: dict[PrefectFuture, dict], on_error: Callable[[dict, BaseException], dict]) -> Iterator[dict]:
+    """Per-run task results as they finish; a Failed task's result travels in its state (`RunsFailed`), an
+    unexpected error becomes `on_error(run, error)`."""
+    for future in as_completed(list(futures)):
+        future.wait()  # the final state locally (otherwise `state` asks the API, which may lag)
+        outcome = future.result(raise_on_failure=False)
+        if isinstance(outcome, RunsFailed) and outcome.result:
+            yield outcome.result
+        elif isinstance(outcome, BaseException) or not future.state.is_completed():
+            error = outcome if isinstance(outcome, BaseException) else RuntimeError(future.state.message or future.state.name)
+            yield on_error(futures[future], error)
+        else:
+            yield outcome
+
+
+def unvalidated(run: dict, error: BaseException) -> dict:
+    """The entry of a run whose validation task ended without one (an unexpected error)."""
+    record = {"error_type": type(error).__name__, "message": str(error) or repr(error),
+              "remedy": "run the validation again; if it keeps failing, report the error with the log"}
+    return RunValidation(run["project_id"], run["run_id"], None, error=record).to_json()
+
+
 @flow(name="validate-chunk", log_prints=False)
-def validate_chunk(options: dict, runs: list[dict]) -> list[dict]:
-    """Validate up to `runs_per_task_batch` runs: one task per run on the flow's thread pool."""
-    futures = [load_tasks.validate_run.submit(options, run) for run in runs]
-    return [future.result() for future in as_completed(futures)]
+def validate_chunk(options: dict, runs: list[dict], live: str = "") -> list[dict] | State:
+    """Validate up to `runs_per_task_batch` runs: one task per run; Failed when any run differs."""
+    futures = {load_tasks.validate_run.submit(detached(options), detached(run)): run for run in runs}
+    view = LiveRuns.find(live)
+    results = []
+    for result in finished_results(futures, unvalidated):
+        results.append(result)
+        if view is not None:
+            view.run_done(run_key(result), "ok" if result["ok"] else "differs", not result["ok"],
+                          int(result["checked"].get("points") or 0), int(result["checked"].get("artifacts") or 0))
+    differing = sum(not result["ok"] for result in results)
+    return failed(f"{differing} of {len(results)} runs differ", results) if differing else results
 
 
 def validate_runs(options: dict, runs: list[dict]) -> ValidationReport:
-    """Every run validated (chunked subflows); the assembled report."""
+    """Every run validated (chunked subflows, with a live `validate-progress` artifact); the assembled report."""
     parsed = library.LoadOptions.from_json(options)
     chunk_flow = validate_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, parsed.workers)))
     report = ValidationReport(target=parsed.target)
+    live = LiveRuns("validate", [run_key(run) for run in runs], with_bytes=False, table=False)
     for chunk in chunks(runs, Settings.from_env().runs_per_task_batch):
-        report.runs.extend(RunValidation.from_json(data) for data in run_subflow(chunk_flow, options, chunk))
+        report.runs.extend(RunValidation.from_json(data) for data in run_subflow(chunk_flow, detached(options), chunk, live.token))
+    live.close()
     report.runs.sort(key=lambda run: (run.project_id, run.run_id))
     return report
 
 
 def publish_report(report: ValidationReport, options: dict) -> dict:
-    """Write JSON + markdown next to the data, publish table + markdown artifacts; a small summary."""
+    """Write JSON + markdown next to the data, publish table + markdown artifacts; a small summary (logged)."""
     json_path, md_path = report.write(library.report_dir(library.LoadOptions.from_json(options)))
     create_table_artifact(table=report.table_rows()[:TABLE_ROWS_SHOWN], key=f"validation-{report.target}", description="Runs compared with the export")
     create_markdown_artifact(markdown=report.to_markdown(), key=f"validation-{report.target}-report", description="Validation report")
-    return {
+    summary = {
         "target": report.target,
         "runs_checked": len(report.runs),
         "runs_with_differences": len(report.failed_runs),
@@ -56,16 +94,19 @@ def publish_report(report: ValidationReport, options: dict) -> dict:
         "report_json": str(json_path),
         "report_markdown": str(md_path),
     }
+    get_run_logger().info("validation against %s: %d run(s) checked, %d with differences (%d difference(s)) · report: %s",
+                          report.target, summary["runs_checked"], summary["runs_with_differences"], summary["differences"], md_path)
+    return summary
 
 
 @flow(name="validate", log_prints=False)
-def validate(options: Optional[dict] = None) -> dict:
+def validate(options: Optional[dict] = None) -> dict | State:
     """Compare params, tags, every metric point and every file in the target with the export; Failed on any difference."""
     parsed = library.LoadOptions.from_json(options or {})
     options = parsed.to_json()
-    runs = [run for wave in load_tasks.select_runs(options) for run in wave]
-    load_tasks.check_target(options)
+    runs = detached([run for wave in load_tasks.select_runs(options) for run in wave])
+    load_tasks.check_target(detached(options))
     summary = publish_report(validate_runs(options, runs), options)
     if summary["runs_with_differences"]:
-        return Failed(message=f"{summary['differences']} difference(s) in {summary['runs_with_differences']} run(s)", data=summary)
+        return failed(f"{summary['differences']} difference(s) in {summary['runs_with_differences']} run(s)", summary)
     return summary

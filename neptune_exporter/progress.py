@@ -87,6 +87,16 @@ def human_bytes(size: float) -> str:
     return f"{size:.1f} TB"
 
 
+def human_duration(seconds: float) -> str:
+    """3725 → '1 h 02 min', 190 → '3 min 10 s', 12.4 → '12 s'."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
 class TerminalProgress(ProgressCounter):
     """A rich progress bar on stderr: runs done of total, points, bytes, failures, ETA."""
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from neptune_exporter import export as library
 from neptune_exporter import progress
+from neptune_exporter.errors import NeptuneExporterError, is_transient
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.settings import Settings, neptune_api_token
-from neptune_exporter.storage.manifest import manifest_path
-from tasks.policy import cached_task_options, retry_options
+from neptune_exporter.storage.manifest import STATUS_FAILED, manifest_path
+from tasks.policy import cached_task_options, detached, failed, failure_message, retries_left, retry_options
 
 _sources: dict[tuple[str, str | None], Source] = {}
 _sources_lock = threading.Lock()
@@ -43,37 +45,54 @@ def discover_and_plan(options: dict, projects: list[str]) -> list[dict]:
     return [plan.to_json() for plan in library.plan_runs(runs, parsed)]
 
 
-@task(name="export-run", task_run_name="{run_key}", **cached_task_options("plan", "options"), **retry_options())
+@task(name="export-run", task_run_name="export {run_key}", **cached_task_options("plan", "options"), **retry_options())
 def export_run(
     run_key: str, manifest_path: str, modification_time: str | None, fingerprint: str, plan: dict, options: dict
-) -> dict:
-    """Export one run; a small JSON pointer (manifest path, status, figures). Cached on the key inputs."""
-    parsed = library.ExportOptions.from_json(options)
+) -> dict | State:
+    """Export one run; a small JSON pointer (manifest path, status, figures). Cached on the key inputs.
+
+    A run that fails (terminal error, or a transient one on the last attempt) gets its failed manifest, then the
+    task ends Failed with the error and its fix as message; a transient error with attempts left is retried.
+    """
+    parsed, run_plan = library.ExportOptions.from_json(options), library.RunPlan.from_json(plan)
     sink = progress.PointsOnly(progress.active())
-    result = library.export_run(source_for(parsed), library.RunPlan.from_json(plan), parsed, Settings.from_env(), sink)
-    return result.to_json()
+    try:
+        result = library.export_run(source_for(parsed), run_plan, parsed, Settings.from_env(), sink)
+    except Exception as error:
+        if is_transient(error) and retries_left():
+            raise
+        result = record_failed_run(plan, options, error)
+    pointer = result.to_json()
+    if result.status == STATUS_FAILED:
+        return failed(failure_message(result.errors[0] if result.errors else None), pointer)
+    return pointer
 
 
 def export_run_call(plan: dict, options: library.ExportOptions) -> dict:
-    """Keyword arguments of `export_run` for one plan: the cache key inputs plus the plan and options."""
+    """Keyword arguments of `export_run` for one plan: the cache key inputs plus the plan and options.
+
+    Fresh copies (`detached`): Prefect links task inputs to earlier results by object identity, and plans share
+    interned strings ("full", "neptune3") with other runs' results, which drew false dependency arrows.
+    """
     run = plan["run"]
     path = manifest_path(Path(options.data_path), run["project_id"], run["run_id"], run.get("scope"))
-    return {
+    return detached({
         "run_key": f"{run['project_id']}/{run['run_id']}",
         "manifest_path": str(path.resolve()),
         "modification_time": run.get("modification_time"),
         "fingerprint": options.fingerprint(),
         "plan": plan,
         "options": options.to_json(),
-    }
+    })
 
 
-@task(name="record-failed-run", cache_policy=NO_CACHE)
-def record_failed_run(plan: dict, options: dict, error: BaseException) -> dict:
-    """A run whose task ended in an error: failed manifest + error record, as a pointer."""
+def record_failed_run(plan: dict, options: dict, error: BaseException) -> library.RunExportResult:
+    """A run whose export ended in an error: failed manifest + error record (an unexpected error logs its trace)."""
+    if not isinstance(error, NeptuneExporterError):
+        get_run_logger().error("export of %s/%s failed unexpectedly", plan["run"]["project_id"], plan["run"]["run_id"], exc_info=error)
     parsed, run_plan = library.ExportOptions.from_json(options), library.RunPlan.from_json(plan)
     record = library.error_record(run_plan.run.project_id, run_plan.run.run_id, error)
-    return library.record_failure(run_plan, parsed, [record]).to_json()
+    return library.record_failure(run_plan, parsed, [record])
 
 
 @task(name="write-export-summary", cache_policy=NO_CACHE)

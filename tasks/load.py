@@ -8,11 +8,15 @@ from dataclasses import asdict
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from neptune_exporter import load as library
 from neptune_exporter.loaders.base import Loader
-from neptune_exporter.settings import Settings
-from tasks.policy import retry_options
+from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.validation.report import RunValidation
+from tasks.policy import failed, failure_message, retries_left, retry_options
+
+DIFFERENCES_IN_MESSAGE = 3
 
 _loaders: dict[str, Loader] = {}
 _loaders_lock = threading.Lock()
@@ -41,14 +45,28 @@ def select_runs(options: dict) -> list[list[dict]]:
 
 
 @task(name="load-run", task_run_name="load {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE, **retry_options())
-def load_run(options: dict, run: dict) -> dict:
-    """Load one run idempotently (the target's tags decide skip / redo); transient errors are retried."""
+def load_run(options: dict, run: dict) -> dict | State:
+    """Load one run idempotently (the target's tags decide skip / redo); transient errors are retried while attempts
+    are left. A run that failed ends the task Failed with its error and fix as message (its result in the state)."""
     parsed = library.LoadOptions.from_json(options)
-    return asdict(library.load_one(loader_for(options), parsed, library.RunToLoad(**run)))
+    last_attempt = None if retries_left() else RetryPolicy(attempts=1)  # on the last attempt any error is recorded
+    result = asdict(library.load_one(loader_for(options), parsed, library.RunToLoad(**run), last_attempt))
+    return failed(failure_message(result["error"]), result) if result["status"] == "failed" else result
 
 
 @task(name="validate-run", task_run_name="validate {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE, **retry_options())
-def validate_run(options: dict, run: dict) -> dict:
-    """Compare one run in the target with its export; the RunValidation as JSON."""
+def validate_run(options: dict, run: dict) -> dict | State:
+    """Compare one run in the target with its export; the RunValidation as JSON (Failed when the run differs)."""
     parsed = library.LoadOptions.from_json(options)
-    return library.validate_one(loader_for(options), parsed, library.RunToLoad(**run)).to_json()
+    validation = library.validate_one(loader_for(options), parsed, library.RunToLoad(**run))
+    return validation.to_json() if validation.ok else failed(validation_message(validation), validation.to_json())
+
+
+def validation_message(validation: RunValidation) -> str:
+    """Why a run failed validation: its error, or how many differences and the first few."""
+    if validation.error:
+        return failure_message(validation.error)
+    shown = "; ".join(f"{d.kind} {d.key}: {d.problem} (expected {d.expected!r}, got {d.actual!r})"
+                      for d in validation.differences[:DIFFERENCES_IN_MESSAGE])
+    more = f"; … {len(validation.differences) - DIFFERENCES_IN_MESSAGE} more in the report" if len(validation.differences) > DIFFERENCES_IN_MESSAGE else ""
+    return f"{len(validation.differences)} difference(s): {shown}{more}"

@@ -1,11 +1,13 @@
-"""The one Prefect retry and caching policy: retry transient errors only, with the settings' backoff."""
+"""The one Prefect retry and caching policy (retry transient errors only), and how a handled failure becomes a state."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
-from prefect.states import State
+from prefect.context import TaskRunContext
+from prefect.states import Failed, State
 
 from neptune_exporter.errors import is_transient
 from neptune_exporter.settings import RetryPolicy, Settings
@@ -54,3 +56,46 @@ def cached_task_options(*ignored_inputs: str) -> dict[str, Any]:
         "persist_result": True,
         "result_serializer": "json",
     }
+
+
+class RunsFailed(Exception):
+    """A handled failure (runs failed or differ): the data of a Failed state, carrying the result its caller needs.
+
+    Its message is the state's message; `result` is the run's pointer (per-run task), the chunk's pointers
+    (subflow) or the flow's summary (flow). Prefect's JSON serializer keeps only the message.
+    """
+
+    def __init__(self, message: str, result: Any = None):
+        super().__init__(message, result)
+        self.message, self.result = message, result
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def failed(message: str, result: Any) -> State:
+    """A Failed state with a message and an exception as data: Prefect logs no traceback for it."""
+    return Failed(message=message, data=RunsFailed(message, result))
+
+
+def failure_message(record: dict | None) -> str:
+    """One line from an error record: `error_type: message — fix: remedy` (attribute named when known)."""
+    record = record or {}
+    where = f" (attribute {record['attribute']})" if record.get("attribute") else ""
+    text = f"{record.get('error_type') or 'Error'}: {record.get('message') or 'unknown error'}{where}"
+    return f"{text} — fix: {record['remedy']}" if record.get("remedy") else text
+
+
+def retries_left() -> bool:
+    """True inside a task run that Prefect would run again (its attempt is not its last)."""
+    context = TaskRunContext.get()
+    return context is not None and context.task_run.run_count <= context.task.retries
+
+
+def detached(data: Any) -> Any:
+    """A fresh copy of JSON data sharing no object with any task or subflow result.
+
+    Prefect records a task's inputs by the identity of objects earlier results held (strings included), so passing
+    results (or anything sharing their objects) draws dependency arrows and `flow_run` inputs the UI cannot render.
+    """
+    return json.loads(json.dumps(data))

@@ -1,4 +1,4 @@
-"""Read back what a flow run left in Prefect: its artifacts, its subflows, its export task runs' states."""
+"""Read back what a flow run left in Prefect: its artifacts, subflows, task runs (states, inputs) and logs."""
 
 from __future__ import annotations
 
@@ -11,15 +11,21 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
     TaskRunFilter,
     TaskRunFilterFlowRunId,
 )
+from prefect.client.schemas.sorting import ArtifactSort, LogSort
+
+PAGE = 200
 
 
 def artifacts_by_key(flow_run_id: UUID) -> dict[str, list]:
-    """Every artifact (all versions) the flow run created, by key."""
+    """Every artifact (all versions, newest first) the flow run created, by key."""
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+                                      sort=ArtifactSort.CREATED_DESC)
     grouped: dict[str, list] = {}
     for artifact in found:
         grouped.setdefault(artifact.key, []).append(artifact)
@@ -40,3 +46,27 @@ def export_task_states(flow_run_id: UUID) -> Counter:
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=chunk_ids)))
     return Counter(run.state.name for run in task_runs if run.task_key.startswith("export_run"))
+
+
+def task_runs(flow_run_ids: list[UUID]) -> list:
+    """Every task run of these flow runs."""
+    found: list = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=flow_run_ids)),
+                                         limit=PAGE, offset=len(found))
+            found += page
+            if len(page) < PAGE:
+                return found
+
+
+def flow_run_logs(flow_run_ids: list[UUID]) -> list:
+    """Every log line of these flow runs (their task runs' lines included), oldest first."""
+    found: list = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)), limit=PAGE,
+                                    offset=len(found), sort=LogSort.TIMESTAMP_ASC)
+            found += page
+            if len(page) < PAGE:
+                return found

@@ -25,6 +25,8 @@ class FaultConfig:
     scripted: faults for the next faultable requests, consumed in order before any dice: a status
       (429, 500, 503, ...) or "reset". Deterministic whatever the client's threading.
     seed: seeds the fault dice (None = random).
+    failing_runs: sys id → status; a request reading data of only such runs is answered with that status
+      (run listings — endpoints named `*search*` — are exempt, so a run is found, then fails to export).
     """
 
     latency_ms: float = 0.0
@@ -41,6 +43,13 @@ class FaultConfig:
     fault_auth: bool = False
     scripted: list[int | str] = field(default_factory=list)
     seed: int | None = None
+    failing_runs: dict[str, int] = field(default_factory=dict)
+
+    def run_fault(self, endpoint: str, runs: set[str]) -> int | None:
+        """The status answering a request that read `runs`, when every one of them is set to fail."""
+        if not runs or "search" in endpoint or not runs <= set(self.failing_runs):
+            return None
+        return self.failing_runs[min(runs)]
 
     def update(self, **changes: object) -> None:
         """Change several faults at once (unknown names raise)."""

@@ -318,7 +318,11 @@ class _App:
             reason = self.ctx.auth.check_bearer(request.header("Authorization"))
             if reason:
                 return Response.error(401, f"unauthorized: {reason}"), False
-        return self._call(route, match, request), decision.reset
+        response = self._call(route, match, request)
+        status = self.ctx.faults.run_fault(route.endpoint, request.runs)
+        if status is not None:
+            return Response.error(status, f"injected fault {status} for run(s) {', '.join(sorted(request.runs))}"), False
+        return response, decision.reset
 
     def _call(self, route: Route, match: re.Match[str], request: Request) -> Response:
         try:

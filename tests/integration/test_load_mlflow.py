@@ -308,7 +308,7 @@ def test_load_flow_loads_validates_and_publishes_reports(prefect_harness, mlflow
     from prefect.artifacts import Artifact
 
     from flows.load import load
-    from flows.runtime import run_in_process
+    from flows.runtime import result_of, run_in_process
     from flows.validate import validate
 
     project = "ws/flow"
@@ -324,7 +324,8 @@ def test_load_flow_loads_validates_and_publishes_reports(prefect_harness, mlflow
     client = MlflowClient(mlflow_server)
     client.log_batch(active_runs(client, project, "r")[0].info.run_id, metrics=[Metric("metrics/extra", 1.0, T0_MS, 0)])
     state = validate(options=parameters, return_state=True)
-    assert state.is_failed() and state.result(raise_on_failure=False)["differences"] == 1
+    assert state.is_failed() and result_of(state)["differences"] == 1
+    assert state.message == "1 difference(s) in 1 run(s)"
     report = json.loads((tmp_path / "reports" / "validation_mlflow.json").read_text())
     assert [(d["kind"], d["key"], d["problem"]) for d in report["runs"][0]["differences"]] == [("metric", "metrics/extra", "unexpected")]
 

@@ -9,11 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.export import export, flow_parameters
+from flows.runtime import result_of
 from neptune_exporter.export import ExportOptions
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
-from tests.prefect_reading import artifacts_by_key, export_task_states, subflow_runs
+from neptune_exporter.settings import Settings
+from tests.prefect_reading import artifacts_by_key, export_task_states, flow_run_logs, subflow_runs, task_runs
 
 PROJECT = "workspace/sandbox"
 RUN_IDS = [f"run-{i:05d}" for i in range(4)]
@@ -38,7 +40,7 @@ def options(fake, tmp_path, monkeypatch):
 
 def run_flow(options: ExportOptions):
     state = export(**flow_parameters(options), return_state=True)
-    return state, state.result(raise_on_failure=False)
+    return state, result_of(state)
 
 
 def stored_rows(options: ExportOptions, run_id: str) -> int:
@@ -67,13 +69,21 @@ def test_failed_run_is_reported_others_complete_then_rerun_redoes_only_it(prefec
 
     chunks = subflow_runs(state.state_details.flow_run_id)
     assert sorted(len(run.parameters["plans"]) for run in chunks) == [1, 3]  # 4 runs in chunks of at most 3
+    assert sorted((len(run.parameters["plans"]), run.state.name) for run in chunks) == [(1, "Completed"), (3, "Failed")]
+    runs = export_task_runs(state.state_details.flow_run_id)
+    assert {run_id: run.state.name for run_id, run in runs.items()} == {
+        RUN_IDS[0]: "Failed", RUN_IDS[1]: "Completed", RUN_IDS[2]: "Completed", RUN_IDS[3]: "Completed"}
+    assert runs[RUN_IDS[0]].name == f"export {PROJECT}/{RUN_IDS[0]}" and "HTTP 400" in runs[RUN_IDS[0]].state.message
+    assert "— fix: " in runs[RUN_IDS[0]].state.message
     artifacts = artifacts_by_key(state.state_details.flow_run_id)
     assert artifacts["export-progress"][0].data == 100.0
     table = artifacts["export-summary"][0].data
     table = json.loads(table) if isinstance(table, str) else table
     assert table[0]["project"] == PROJECT and (table[0]["runs_complete"], table[0]["runs_failed"]) == (3, 1)
     markdown = artifacts["export-report"][0].data
-    assert "failed: **1**" in markdown and RUN_IDS[0] in markdown
+    assert "failed: **1**" in markdown and f"`{PROJECT}/{RUN_IDS[0]}`" in markdown
+    assert runs[RUN_IDS[0]].state.message in markdown  # the error and its fix, in full
+    assert artifacts["export-progress"][0].description.startswith("4/4 runs done, 1 failed · ")
 
     rows_before = {run_id: stored_rows(options, run_id) for run_id in RUN_IDS[1:]}
     fake.requests.clear()
@@ -111,3 +121,34 @@ def test_transient_faults_are_survived_with_complete_output(prefect_harness, fak
     assert fake.requests.count(status=503) == fake.requests.count(status=429) == 1
     reference = stored_rows(options, RUN_IDS[1])
     assert all(stored_rows(options, run_id) == reference for run_id in RUN_IDS)
+
+
+def export_task_runs(flow_run_id) -> dict[str, object]:
+    """The per-run export task runs of the flow run's chunks, by run id."""
+    chunk_ids = [run.id for run in subflow_runs(flow_run_id)]
+    return {run.name.split("/")[-1]: run for run in task_runs(chunk_ids) if run.name.startswith("export ")}
+
+
+def test_a_run_failing_transiently_is_retried_then_recorded_and_its_task_ends_failed(prefect_harness, fake, options, monkeypatch):
+    from tasks import export as export_tasks
+
+    monkeypatch.setenv("NEPTUNE_EXPORTER_SOURCE_RETRY_TIMEOUT_S", "1")  # neptune-query gives up on a request after 1 s
+    monkeypatch.setattr(export_tasks, "_sources", {})  # a source with that setting
+    fake.faults.update(failing_runs={"SANDBOX-2": 503})  # run-00001's data requests keep answering 503
+    try:
+        state, summary = run_flow(options)
+    finally:
+        fake.faults.update(failing_runs={})
+    assert state.is_failed() and state.message == "1 of 4 runs failed"
+    assert [(f["run_id"], f["message"].startswith("the Neptune server did not answer successfully")) for f in summary["failures"]] == [(RUN_IDS[1], True)]
+    manifest = read_manifest(manifest_path(Path(options.data_path), PROJECT, RUN_IDS[1]))
+    assert manifest.status == "failed" and manifest.errors[0]["error_type"] == "SourceUnavailableError"
+    runs = export_task_runs(state.state_details.flow_run_id)
+    assert {run_id: run.state.name for run_id, run in runs.items()} == {
+        RUN_IDS[0]: "Completed", RUN_IDS[1]: "Failed", RUN_IDS[2]: "Completed", RUN_IDS[3]: "Completed"}
+    assert runs[RUN_IDS[1]].run_count == Settings.from_env().retry.attempts  # Prefect retried it, then it was recorded
+    assert runs[RUN_IDS[1]].state.message.startswith("SourceUnavailableError: the Neptune server did not answer successfully")
+    assert "— fix: check the server and the network" in runs[RUN_IDS[1]].state.message
+    flow_run_ids = [state.state_details.flow_run_id, *[run.id for run in subflow_runs(state.state_details.flow_run_id)]]
+    errors = [log.message for log in flow_run_logs(flow_run_ids) if log.level >= 40]
+    assert errors and not [message for message in errors if "Traceback" in message], errors
