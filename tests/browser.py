@@ -125,7 +125,7 @@ class Page:
                                      f"console errors: {errors}\npage text:\n{text[:3000]}")
             time.sleep(POLL_SECONDS)
 
-    def wait_until_idle(self, quiet: float = 1.5, timeout: float = 30.0) -> bool:
+    def wait_until_idle(self, quiet: float = 1.5, timeout: float = 90.0) -> bool:
         """Wait until no request has been running for `quiet` seconds (the page has fetched, parsed and reported
         what it shows); False when requests were still running after `timeout` seconds."""
         deadline = time.monotonic() + timeout
@@ -137,19 +137,26 @@ class Page:
                 return False
             time.sleep(POLL_SECONDS)
 
-    def click_text(self, selector: str, text: str, timeout: float = 30.0) -> None:
-        """Click the first element matching `selector` whose visible text starts with `text` (waits for it)."""
+    def select_tab(self, selector: str, text: str, timeout: float = 30.0) -> None:
+        """Click, as a mouse does, the tab (an element matching `selector` whose visible text starts with `text`)
+        until it is the selected one (aria-selected, or the `p-tab__active` class of Prefect's V1 UI)."""
         script = f"""(() => {{
             const found = [...document.querySelectorAll({json.dumps(selector)})]
                 .find(el => el.innerText && el.innerText.trim().startsWith({json.dumps(text)}));
-            if (found) {{ found.click(); return true; }}
-            return false;
+            if (!found) return null;
+            if (found.getAttribute("aria-selected") === "true" || found.classList.contains("p-tab__active")) return [];
+            found.scrollIntoView({{block: "center"}});
+            const box = found.getBoundingClientRect();
+            return [box.x + box.width / 2, box.y + box.height / 2];
         }})()"""
         deadline = time.monotonic() + timeout
-        while not self.evaluate(script):
+        while (point := self.evaluate(script)) != []:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.url}: no {selector} element with text {text!r} to click")
-            time.sleep(POLL_SECONDS)
+                raise AssertionError(f"{self.url}: could not select the {selector} tab {text!r}")
+            if point:  # a click before the page's scripts are ready is lost: the loop clicks again
+                for event in ("mousePressed", "mouseReleased"):
+                    self.send("Input.dispatchMouseEvent", type=event, x=point[0], y=point[1], button="left", clickCount=1)
+            time.sleep(1.0)
 
     def set_viewport(self, width: int, height: int) -> None:
         """Render the page at width x height CSS pixels (the screenshot's size)."""
