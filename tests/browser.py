@@ -20,6 +20,9 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 START_TIMEOUT_SECONDS = 30.0
 COMMAND_TIMEOUT_SECONDS = 60.0
 POLL_SECONDS = 0.25
+# Chromium now and then reports no end for a request the page made (seen on a Prefect UI page under load: a
+# request to the local server still "running" after 90 s): past this age it no longer counts as running.
+STALE_REQUEST_SECONDS = 15.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # screenshots come back base64-encoded in one message
 
 
@@ -62,7 +65,7 @@ class Page:
         self.connection = connection
         self.errors: list[ConsoleError] = []
         self.url = "about:blank"
-        self.requests_in_flight: dict[str, str] = {}  # request id → URL
+        self.requests_in_flight: dict[str, tuple[str, float]] = {}  # request id → (URL, monotonic start)
         self.last_network_activity = time.monotonic()
         self._ids = itertools.count(1)
         for domain in ("Page", "Runtime", "Log", "Network"):
@@ -87,7 +90,7 @@ class Page:
         if error is not None:
             self.errors.append(error)
         elif method == "Network.requestWillBeSent" and params["request"]["url"].startswith("http"):  # not blob:/data:
-            self.requests_in_flight[params["requestId"]] = params["request"]["url"]
+            self.requests_in_flight[params["requestId"]] = (params["request"]["url"], time.monotonic())
             self.last_network_activity = time.monotonic()
         elif method in ("Network.loadingFinished", "Network.loadingFailed"):
             self.requests_in_flight.pop(params["requestId"], None)
@@ -125,13 +128,15 @@ class Page:
                                      f"console errors: {errors}\npage text:\n{text[:3000]}")
             time.sleep(POLL_SECONDS)
 
-    def wait_until_idle(self, quiet: float = 1.5, timeout: float = 90.0) -> bool:
-        """Wait until no request has been running for `quiet` seconds (the page has fetched, parsed and reported
-        what it shows); False when requests were still running after `timeout` seconds."""
+    def wait_until_idle(self, quiet: float = 1.5, timeout: float = 60.0, stale: float = STALE_REQUEST_SECONDS) -> bool:
+        """Wait until no request has started or ended for `quiet` seconds and none is running but for ones older than
+        `stale` seconds (the page has fetched, parsed and reported what it shows); False after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             self.evaluate("0")  # receives the events that arrived meanwhile
-            if not self.requests_in_flight and time.monotonic() - self.last_network_activity >= quiet:
+            now = time.monotonic()
+            running = [url for url, started in self.requests_in_flight.values() if now - started < stale]
+            if not running and now - self.last_network_activity >= quiet:
                 return True
             if time.monotonic() > deadline:
                 return False

@@ -136,7 +136,7 @@ def artifact_keys(flow_run_id) -> list[str]:
 
 def assert_no_console_errors(ui: UI) -> None:
     """The open page, once it has fetched what it shows, reported no errors."""
-    assert ui.page.wait_until_idle(), f"{ui.page.url}: requests still running: {ui.page.requests_in_flight}"
+    assert ui.page.wait_until_idle(), f"{ui.page.url}: requests still running: {list(ui.page.requests_in_flight.values())}"
     errors = ui.errors()
     assert not errors, f"{ui.page.url}: console errors:\n" + "\n".join(map(str, errors))
 
