@@ -52,7 +52,8 @@ class PrefectServer:
         command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                    "--port", str(self.port), "--analytics-off", "--no-background"]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, env=server_env(self.home), stdout=log, stderr=subprocess.STDOUT,
+            env = server_env(self.home, {"PREFECT_UI_API_URL": self.api_url})  # the UI talks to this server's API
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         self.wait_healthy()
         return self
