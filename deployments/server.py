@@ -112,12 +112,15 @@ def stop_process(process: subprocess.Popen | None, grace_seconds: float = 10.0) 
 
 
 def serve_deployments(env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen:
-    """`python -m deployments.serve` in a child process (its own session) against the server in `env`."""
+    """`python -m deployments.serve` in a child process (its own session) against the server in `env`.
+
+    It runs in the caller's working directory, never the package's: entrypoints name modules (importable from the
+    installed package or the checkout on PYTHONPATH), and flow runs refuse relative paths naming this directory."""
     root = Path(__file__).resolve().parent.parent
     env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))}
     output = open(log_path, "ab") if log_path else None
     try:
-        return subprocess.Popen([sys.executable, "-m", "deployments.serve"], env=env, cwd=root,
+        return subprocess.Popen([sys.executable, "-m", "deployments.serve"], env=env,
                                 stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True)
     finally:
         if output:
