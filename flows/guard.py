@@ -1,14 +1,16 @@
 """One export at a time per data path, in schedule order: a run that would overlap or overtake another is Skipped.
 
 The export flow calls `skip_if_data_path_busy` first. It reads, through the Prefect API, the other runs of the same
-flow whose `paths.data_path` is this run's, and returns a Cancelled state named "Skipped" (the flow returns it) when
+flow whose `paths.data_path` is this run's, and returns a state named "Skipped" (the flow returns it) when
 
 - another one is Running and entered Running before this one (it writes there now: never two writers), or
 - one expected to start later than this one (a newer scheduled run) already ran: an overdue run never runs after a
   newer one, so runs that do run always run in schedule order.
 
-Otherwise it returns None and the export goes on. The flow-run states are the lock: nothing to release, nothing
-left behind when a run ends. A run that died without ending (its process killed, still Running in the API) blocks
+Otherwise it returns None and the export goes on. "Skipped" is of type COMPLETED (as Prefect's own "Cached"): the
+run did what it should, nothing; a Cancelled or Failed final state makes Prefect 3.9.1's deployment entry point log
+it as an ERROR with a traceback ("Engine execution exited with unexpected exception ... CancelledRun"). Its result
+is `{"skipped": message}`. The flow-run states are the lock: nothing to release, nothing left behind when a run ends. A run that died without ending (its process killed, still Running in the API) blocks
 the data path until it is cancelled or marked crashed (the skip message names it).
 """
 
@@ -28,7 +30,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.context import FlowRunContext
-from prefect.states import Cancelled, State
+from prefect.states import Completed, State
 
 SKIPPED = "Skipped"
 RAN = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
@@ -48,7 +50,7 @@ def started_before(run: FlowRun, other: FlowRun) -> bool:
 
 
 def skip_if_data_path_busy(data_path: str) -> State | None:
-    """A "Skipped" Cancelled state when another export runs for `data_path` or a newer one already ran; else None."""
+    """A "Skipped" state when another export runs for `data_path` or a newer one already ran; else None."""
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         return None
@@ -56,7 +58,7 @@ def skip_if_data_path_busy(data_path: str) -> State | None:
         me = client.read_flow_run(context.flow_run.id)
         same_path = [run for run in related_runs(client, context.flow.name, me) if data_path_of(run) == data_path]
     reason = skip_reason(me, same_path, data_path)
-    return Cancelled(name=SKIPPED, message=reason) if reason else None
+    return Completed(name=SKIPPED, message=reason, data={"skipped": reason}) if reason else None
 
 
 def related_runs(client, flow_name: str, me: FlowRun) -> list[FlowRun]:

@@ -209,6 +209,8 @@ def run_export_command(options: "ExportOptions", *, no_progress: bool = False) -
         summary = run_export_flow(options, no_progress=no_progress)
     except TerminalError as error:
         raise fail(error) from None
+    if "skipped" in summary:  # another export writes to this data path now (flows/guard.py)
+        raise fail(summary["skipped"], EXIT_RUNS_FAILED)
     print_export_summary(summary)
     return EXIT_RUNS_FAILED if summary["runs_failed"] else 0
 

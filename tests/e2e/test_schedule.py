@@ -103,8 +103,8 @@ def export_runs(data_path: Path) -> list[FlowRun]:
 
 
 def ran(runs: list[FlowRun]) -> list[FlowRun]:
-    """The runs that ended Completed (not the Skipped ones)."""
-    return [run for run in runs if run.state.is_completed()]
+    """The runs that ended Completed and exported (not the Skipped ones)."""
+    return [run for run in runs if run.state.is_completed() and run.state.name != "Skipped"]
 
 
 def environ_of(pid: int) -> dict[str, str]:
@@ -166,8 +166,8 @@ def test_a_schedule_runs_with_its_parameters_and_the_next_run_exports_only_the_c
 
 def test_a_slow_run_and_due_runs_never_overlap_nor_run_out_of_order(serving, fake, tmp_path):
     data, files = tmp_path / "data", tmp_path / "files"
-    fake.faults.update(latency_ms=400)  # a run takes longer than the 8 s interval: the next ones fall due meanwhile
-    schedule(serving, "slow", "-p", PROJECT, "-d", str(data), "-f", str(files), "--interval", "8", "--workers", "1")
+    fake.faults.update(latency_ms=400)  # a run takes longer than the 10 s interval: the next ones fall due meanwhile
+    schedule(serving, "slow", "-p", PROJECT, "-d", str(data), "-f", str(files), "--interval", "10", "--workers", "1")
     with temporary_settings({PREFECT_API_URL: serving.env["PREFECT_API_URL"]}):
         wait_until(lambda: any(r.state.name == "Skipped" for r in export_runs(data)), serving.log)
         fake.faults.update(latency_ms=0)
@@ -180,7 +180,7 @@ def test_a_slow_run_and_due_runs_never_overlap_nor_run_out_of_order(serving, fak
         for earlier, later in zip(completed, completed[1:]):  # in schedule order, one after the other
             assert earlier.end_time <= later.start_time
         for run in skipped:  # each was due while a completed run was writing, and says so
-            assert run.state.type.value == "CANCELLED" and f"is writing to {data} since" in run.state.message
+            assert run.state.is_completed() and f"is writing to {data} since" in run.state.message
             assert any(c.start_time <= run.start_time <= c.end_time for c in completed)
 
         overdue = create_overdue_run(runs[0].parameters, completed[-1].expected_start_time - timedelta(seconds=30))
@@ -226,7 +226,7 @@ def test_flow_runs_read_neptune_project_of_the_serving_process_and_refuse_relati
     assert all(m is not None and m.is_complete() for m in manifests)
 
 
-def test_prefect_deploy_stores_module_entrypoints_and_no_deploy_time_path(serving, tmp_path):
+def test_prefect_deploy_stores_module_entrypoints_and_no_deploy_time_path_and_a_worker_runs_them(serving, tmp_path):
     """Last: it turns the served deployments into work-pool deployments."""
     env = {**serving.env, "NEPTUNE_EXPORTER_HOME": "/the/deploying/machine/checkout"}
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
@@ -242,3 +242,21 @@ def test_prefect_deploy_stores_module_entrypoints_and_no_deploy_time_path(servin
         assert deployment.work_pool_name == "neptune-exporter" and deployment.pull_steps == [], name
         assert deployment.entrypoint == f"flows.{name.split('/')[0]}:{name.split('/')[0]}"
         assert "/the/deploying/machine" not in json.dumps(deployment.model_dump(mode="json"))
+
+    worker_dir = tmp_path / "worker"  # a worker elsewhere, the package importable from its installation only
+    worker_dir.mkdir()
+    worker_env = {k: v for k, v in serving.env.items() if k not in ("PYTHONPATH", "NEPTUNE_PROJECT")}
+    worker_env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
+    with open(tmp_path / "worker.log", "ab") as log:
+        worker = subprocess.Popen([*prefect, "worker", "start", "--pool", "neptune-exporter"], env=worker_env,
+                                  cwd=worker_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        data, files = tmp_path / "data", tmp_path / "files"
+        run = subprocess.run([*prefect, "deployment", "run", "export/neptune3", "--param", f"projects={json.dumps([PROJECT])}",
+                              "--param", f"paths={json.dumps({'data_path': str(data), 'files_path': str(files)})}",
+                              "--watch", "--watch-interval", "2", "--watch-timeout", "300"],
+                             env=worker_env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    finally:
+        stop_process(worker)
+    assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + run.stderr + (tmp_path / "worker.log").read_text()[-3000:]
+    assert all(read_manifest(manifest_path(data, PROJECT, run_id)).is_complete() for run_id in RUN_IDS)
