@@ -9,6 +9,7 @@ data path from overlapping or running out of order.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class ScheduledExport:
     def lines(self) -> list[str]:
         """What `neptune-exporter schedule` prints for it."""
         head = f"{self.deployment} · schedule {self.name!r} · {self.when}" + ("" if self.active else " · paused")
-        rows = [head] + [f"  {key}: {value}" for key, value in self.parameters.items()]
+        rows = [head] + [f"  {key}: {json.dumps(value)}" for key, value in self.parameters.items()]
         rows.append("  next runs: " + (", ".join(t.isoformat(timespec="seconds") for t in self.next_runs) or "none"))
         return rows
 

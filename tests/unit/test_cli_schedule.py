@@ -47,7 +47,7 @@ def test_schedule_options_become_flow_parameters_with_absolute_paths(upserted, t
     assert json.loads(json.dumps(parameters)) == parameters and "token" not in json.dumps(parameters)
     assert (upserted["schedule"].cron, upserted["schedule"].timezone) == ("0 2 * * *", "Europe/Berlin")
     assert "export/neptune2 · schedule 'nightly' · cron '0 2 * * *' (Europe/Berlin)" in result.output
-    assert f"paths: {parameters['paths']}" in result.output
+    assert f"paths: {json.dumps(parameters['paths'])}" in result.output
 
 
 def test_interval_schedule_and_project_from_the_environment(upserted, tmp_path, monkeypatch):
