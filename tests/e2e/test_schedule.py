@@ -173,7 +173,8 @@ def test_a_slow_run_and_due_runs_never_overlap_nor_run_out_of_order(serving, fak
         schedule(serving, "slow", "--delete")  # its planned runs go; runs the serving process took still start
         fake.faults.update(latency_ms=0)
         wait_until(lambda: settled(export_runs(data)), serving.log)
-        wait_until(lambda: settled([read_flow_run(create_run(export_runs(data)[0].parameters))]), serving.log)
+        one_more = create_run(export_runs(data)[0].parameters)  # due now, nothing running: it exports
+        wait_until(lambda: settled([read_flow_run(one_more)]), serving.log)
         runs = export_runs(data)
 
         completed, skipped = ran(runs), [r for r in runs if r.state.name == "Skipped"]
