@@ -229,7 +229,7 @@ def test_flow_runs_read_neptune_project_of_the_serving_process_and_refuse_relati
     assert all(m is not None and m.is_complete() for m in manifests)
 
 
-def test_prefect_deploy_stores_module_entrypoints_and_no_deploy_time_path_and_a_worker_runs_them(serving, tmp_path):
+def test_prefect_deploy_stores_module_entrypoints_and_no_deploy_time_path(serving, tmp_path):
     """Last: it turns the served deployments into work-pool deployments."""
     env = {**serving.env, "NEPTUNE_EXPORTER_HOME": "/the/deploying/machine/checkout"}
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
@@ -245,21 +245,3 @@ def test_prefect_deploy_stores_module_entrypoints_and_no_deploy_time_path_and_a_
         assert deployment.work_pool_name == "neptune-exporter" and deployment.pull_steps == [], name
         assert deployment.entrypoint == f"flows.{name.split('/')[0]}:{name.split('/')[0]}"
         assert "/the/deploying/machine" not in json.dumps(deployment.model_dump(mode="json"))
-
-    worker_dir = tmp_path / "worker"  # a worker elsewhere, the package importable from its installation only
-    worker_dir.mkdir()
-    worker_env = {k: v for k, v in serving.env.items() if k not in ("PYTHONPATH", "NEPTUNE_PROJECT")}
-    worker_env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
-    with open(tmp_path / "worker.log", "ab") as log:
-        worker = subprocess.Popen([*prefect, "worker", "start", "--pool", "neptune-exporter"], env=worker_env,
-                                  cwd=worker_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        data, files = tmp_path / "data", tmp_path / "files"
-        run = subprocess.run([*prefect, "deployment", "run", "export/neptune3", "--param", f"projects={json.dumps([PROJECT])}",
-                              "--param", f"paths={json.dumps({'data_path': str(data), 'files_path': str(files)})}",
-                              "--watch", "--watch-interval", "2", "--watch-timeout", "300"],
-                             env=worker_env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
-    finally:
-        stop_process(worker)
-    assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + run.stderr + (tmp_path / "worker.log").read_text()[-3000:]
-    assert all(read_manifest(manifest_path(data, PROJECT, run_id)).is_complete() for run_id in RUN_IDS)
