@@ -166,7 +166,7 @@ def test_a_schedule_runs_with_its_parameters_and_the_next_run_exports_only_the_c
 
 def test_a_slow_run_and_due_runs_never_overlap_nor_run_out_of_order(serving, fake, tmp_path):
     data, files = tmp_path / "data", tmp_path / "files"
-    fake.faults.update(latency_ms=400)  # a run takes longer than the 15 s interval: the next ones fall due meanwhile
+    fake.faults.update(latency_ms=2000)  # 2 s per request: a run outlasts the 15 s interval, the next ones fall due
     schedule(serving, "slow", "-p", PROJECT, "-d", str(data), "-f", str(files), "--interval", "15", "--workers", "1")
     with temporary_settings({PREFECT_API_URL: serving.env["PREFECT_API_URL"]}):
         wait_until(lambda: any(r.state.name == "Skipped" for r in export_runs(data)), serving.log)
