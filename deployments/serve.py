@@ -15,40 +15,44 @@ class DeploymentSpec:
     """One deployment: `<flow name>/<name>` runs `entrypoint` with these default parameters."""
 
     name: str
-    entrypoint: str  # "flows/export.py:export" style, as in prefect.yaml
+    entrypoint: str  # "flows.export:export": a module of the installed package, as in prefect.yaml
     parameters: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    concurrency_limit: int = 1  # scheduled incremental runs never overlap
+    concurrency_limit: int | None = 1  # runs of one deployment never overlap (exports: flows/guard.py instead)
 
     def load_flow(self):
-        path, _, attribute = self.entrypoint.partition(":")
-        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-        return getattr(module, attribute)
+        module, _, attribute = self.entrypoint.partition(":")
+        return getattr(importlib.import_module(module), attribute)
 
 
-# The one list of deployments (keep deployments/prefect.yaml in step). Add load/mlflow, load/wandb, validate/* here.
+# The one list of deployments (keep deployments/prefect.yaml in step). Exports have no deployment concurrency limit:
+# schedules with their own parameters share a deployment, and flows/guard.py skips an export while another one
+# writes to the same data path (a deployment-wide limit would queue or cancel runs of unrelated data paths).
 DEPLOYMENTS: list[DeploymentSpec] = [
-    DeploymentSpec("neptune3", "flows/export.py:export", {"source": "neptune3"},
-                   "Export Neptune 3.x runs (neptune-query) to Parquet + files; token from NEPTUNE_API_TOKEN."),
-    DeploymentSpec("neptune2", "flows/export.py:export", {"source": "neptune2"},
-                   "Export Neptune 2.x runs (neptune client) to Parquet + files; token from NEPTUNE_API_TOKEN."),
-    DeploymentSpec("mlflow", "flows/load.py:load", {"options": {"target": "mlflow"}},
+    DeploymentSpec("neptune3", "flows.export:export", {"source": "neptune3"},
+                   "Export Neptune 3.x runs (neptune-query) to Parquet + files; token from NEPTUNE_API_TOKEN.", None),
+    DeploymentSpec("neptune2", "flows.export:export", {"source": "neptune2"},
+                   "Export Neptune 2.x runs (neptune client) to Parquet + files; token from NEPTUNE_API_TOKEN.", None),
+    DeploymentSpec("mlflow", "flows.load:load", {"options": {"target": "mlflow"}},
                    "Load exports into MLflow (idempotent), then validate; tracking URI from MLFLOW_TRACKING_URI."),
-    DeploymentSpec("mlflow", "flows/validate.py:validate", {"options": {"target": "mlflow"}},
+    DeploymentSpec("mlflow", "flows.validate:validate", {"options": {"target": "mlflow"}},
                    "Validate loaded runs in MLflow against the export; tracking URI from MLFLOW_TRACKING_URI."),
-    DeploymentSpec("wandb", "flows/load.py:load", {"options": {"target": "wandb"}},
+    DeploymentSpec("wandb", "flows.load:load", {"options": {"target": "wandb"}},
                    "Load exports into W&B (idempotent), then validate; online with WANDB_API_KEY, else offline runs to sync."),
-    DeploymentSpec("wandb", "flows/validate.py:validate", {"options": {"target": "wandb"}},
+    DeploymentSpec("wandb", "flows.validate:validate", {"options": {"target": "wandb"}},
                    "Validate loaded W&B runs (offline .wandb logs, or online via the API) against the export."),
 ]
 
 
 def runner_deployments(specs: list[DeploymentSpec] | None = None) -> list:
-    """RunnerDeployments for `prefect.serve`."""
+    """RunnerDeployments for `prefect.serve` (no schedules given: those `neptune-exporter schedule` added stay)."""
+    from prefect.deployments.runner import EntrypointType
+
     return [
         spec.load_flow().to_deployment(
             name=spec.name, parameters=spec.parameters, description=spec.description,
             concurrency_limit=spec.concurrency_limit, tags=["neptune-exporter"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
         )
         for spec in specs or DEPLOYMENTS
     ]

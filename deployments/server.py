@@ -15,6 +15,8 @@ from pathlib import Path
 from neptune_exporter.prefect_env import ANALYTICS_OFF
 
 HEALTH_TIMEOUT_SECONDS = 180.0
+# Credentials only the processes running flows need: never in the Prefect server's environment.
+SECRETS = ("NEPTUNE_API_TOKEN", "WANDB_API_KEY")
 
 
 def free_port() -> int:
@@ -47,13 +49,22 @@ class PrefectServer:
         """Environment for processes talking to this server."""
         return {**server_env(self.home, extra), "PREFECT_API_URL": self.api_url}
 
+    def process_env(self) -> dict[str, str]:
+        """The server process's environment: its API and UI on this port (the UI asks this API), no SECRETS."""
+        env = server_env(self.home, {
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(self.port),
+            "PREFECT_SERVER_UI_API_URL": self.api_url,
+            "PREFECT_UI_API_URL": self.api_url,
+        })
+        return {name: value for name, value in env.items() if name not in SECRETS}
+
     def start(self) -> "PrefectServer":
         self.home.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                    "--port", str(self.port), "--analytics-off", "--no-background"]
         with open(self.log_path, "ab") as log:
-            env = server_env(self.home, {"PREFECT_UI_API_URL": self.api_url})  # the UI talks to this server's API
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(command, env=self.process_env(), stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         self.wait_healthy()
         return self
@@ -101,12 +112,15 @@ def stop_process(process: subprocess.Popen | None, grace_seconds: float = 10.0) 
 
 
 def serve_deployments(env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen:
-    """`python -m deployments.serve` in a child process (its own session) against the server in `env`."""
+    """`python -m deployments.serve` in a child process (its own session) against the server in `env`.
+
+    It runs in the caller's working directory, never the package's: entrypoints name modules (importable from the
+    installed package or the checkout on PYTHONPATH), and flow runs refuse relative paths naming this directory."""
     root = Path(__file__).resolve().parent.parent
     env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))}
     output = open(log_path, "ab") if log_path else None
     try:
-        return subprocess.Popen([sys.executable, "-m", "deployments.serve"], env=env, cwd=root,
+        return subprocess.Popen([sys.executable, "-m", "deployments.serve"], env=env,
                                 stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True)
     finally:
         if output:

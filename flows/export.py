@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Any, Iterator, Optional
 
 from prefect import flow, get_run_logger
@@ -12,9 +13,11 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import guard
 from flows.live import LiveRuns
 from flows.runtime import run_in_process, run_subflow
 from neptune_exporter import export as library
+from neptune_exporter import locations
 from neptune_exporter import progress
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.manifest import STATUS_FAILED
@@ -33,7 +36,7 @@ def flow_parameters(options: library.ExportOptions) -> dict[str, Any]:
         "source": data["source"],
         "projects": data["projects"],
         "selection": {key: data[key] for key in SELECTION_KEYS},
-        "paths": {key: data[key] for key in PATH_KEYS},
+        "paths": {key: locations.absolute_path(data[key]) for key in PATH_KEYS},
         "workers": data["workers"],
     }
 
@@ -41,9 +44,16 @@ def flow_parameters(options: library.ExportOptions) -> dict[str, Any]:
 def options_from_parameters(
     source: str, projects: list[str] | None, selection: dict | None, paths: dict | None, workers: int
 ) -> library.ExportOptions:
-    """The flow's parameters → ExportOptions (the token comes from NEPTUNE_API_TOKEN of this process)."""
+    """The flow's parameters → ExportOptions: projects default to NEPTUNE_PROJECT of this process, paths must be
+    absolute (InvalidOptionError naming the absolute path otherwise); the token comes from NEPTUNE_API_TOKEN."""
     merged = {"source": source, "projects": projects or [], **(selection or {}), **(paths or {}), "workers": workers}
-    return library.ExportOptions.from_json(merged)
+    options = library.ExportOptions.from_json(merged)
+    return replace(
+        options,
+        projects=locations.select_projects(options.projects, options.workspace, locations.FLOW_PROJECT_FIX),
+        data_path=locations.require_absolute(options.data_path, "paths.data_path"),
+        files_path=locations.require_absolute(options.files_path, "paths.files_path"),
+    )
 
 
 def plan_chunks(plans: list[dict], size: int) -> Iterator[list[dict]]:
@@ -193,6 +203,8 @@ def export(
 ) -> dict | State:
     """Export Neptune runs to Parquet + files: resumable, incremental; Failed when any run failed."""
     options = options_from_parameters(source, projects, selection, paths, workers)
+    if (skipped := guard.skip_if_data_path_busy(options.data_path)) is not None:
+        return skipped
     options_json = options.to_json()
     started = time.monotonic()
     plans = export_tasks.discover_and_plan(options_json, export_tasks.preflight(options_json))

@@ -13,8 +13,9 @@ import typer
 
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, TerminalError
 from neptune_exporter.exporters.base import AttributeSelection, RunSelection, compile_regex
+from neptune_exporter.locations import CLI_PROJECT_FIX, select_projects
 from neptune_exporter.model import AttributeKind, parse_kinds
-from neptune_exporter.settings import Settings, default_projects, neptune_api_token
+from neptune_exporter.settings import Settings, neptune_api_token
 
 if TYPE_CHECKING:
     from neptune_exporter.export import ExportOptions
@@ -79,47 +80,73 @@ DataPathOpt = Annotated[Path, typer.Option("-d", "--data-path", help="Parquet ou
 FilesPathOpt = Annotated[Path, typer.Option("-f", "--files-path", help="Downloaded files folder.")]
 
 
+WorkspaceOpt = Annotated[Optional[str], typer.Option(help="Export every project of this workspace.")]
+IncludeProjectsOpt = Annotated[Optional[str], typer.Option(help="With --workspace: projects matching REGEX.")]
+ExcludeProjectsOpt = Annotated[Optional[str], typer.Option(help="With --workspace: skip projects matching REGEX.")]
+RunsRegexOpt = Annotated[Optional[str], typer.Option(help="Runs whose id / custom run id matches REGEX.")]
+ExperimentsOpt = Annotated[Optional[str], typer.Option(help="Runs of experiments whose name matches REGEX (3.x).")]
+WhereOpt = Annotated[Optional[str], typer.Option(help='Filter, e.g. \'params/lr > 0.01 and sys/tags contains "best"\'.')]
+QueryOpt = Annotated[Optional[str], typer.Option(help="Raw NQL query (neptune2 only).")]
+ModifiedAfterOpt = Annotated[Optional[str], typer.Option(help="Runs modified after this ISO DATETIME.")]
+ArchivedOpt = Annotated[bool, typer.Option(help="Also export archived runs.")]
+ModelsOpt = Annotated[bool, typer.Option(help="Also export the model registry: models and model versions (neptune2 only).")]
+AttributesOpt = Annotated[Optional[str], typer.Option(help="Attributes whose path matches REGEX.")]
+AttributeOpt = Annotated[Optional[list[str]], typer.Option(help="Exact attribute path, repeatable.")]
+IncludeKindsOpt = Annotated[Optional[list[str]], typer.Option(help="Kinds to export: parameters,metrics,series,files.")]
+ExcludeKindsOpt = Annotated[Optional[list[str]], typer.Option(help="Kinds to leave out: parameters,metrics,series,files.")]
+PreviewsOpt = Annotated[bool, typer.Option(help="Also export metric preview points.")]
+ExportWorkersOpt = Annotated[int, typer.Option(min=1, help="Runs exported at the same time.")]
+
+
 @app.command()
 def export(
     source: SourceOpt = "neptune3",
     project: ProjectOpt = None,
-    workspace: Annotated[Optional[str], typer.Option(help="Export every project of this workspace.")] = None,
-    include_projects: Annotated[Optional[str], typer.Option(help="With --workspace: projects matching REGEX.")] = None,
-    exclude_projects: Annotated[Optional[str], typer.Option(help="With --workspace: skip projects matching REGEX.")] = None,
+    workspace: WorkspaceOpt = None,
+    include_projects: IncludeProjectsOpt = None,
+    exclude_projects: ExcludeProjectsOpt = None,
     data_path: DataPathOpt = Path("./exports/data"),
     files_path: FilesPathOpt = Path("./exports/files"),
     api_token: Annotated[Optional[str], typer.Option(help="Neptune API token; default NEPTUNE_API_TOKEN.", show_default=False)] = None,
-    runs: Annotated[Optional[str], typer.Option(help="Runs whose id / custom run id matches REGEX.")] = None,
-    experiments: Annotated[Optional[str], typer.Option(help="Runs of experiments whose name matches REGEX (3.x).")] = None,
-    where: Annotated[Optional[str], typer.Option(help='Filter, e.g. \'params/lr > 0.01 and sys/tags contains "best"\'.')] = None,
-    query: Annotated[Optional[str], typer.Option(help="Raw NQL query (neptune2 only).")] = None,
-    modified_after: Annotated[Optional[str], typer.Option(help="Runs modified after this ISO DATETIME.")] = None,
-    include_archived: Annotated[bool, typer.Option(help="Also export archived runs.")] = False,
-    include_models: Annotated[bool, typer.Option(help="Also export the model registry: models and model versions (neptune2 only).")] = False,
-    attributes: Annotated[Optional[str], typer.Option(help="Attributes whose path matches REGEX.")] = None,
-    attribute: Annotated[Optional[list[str]], typer.Option(help="Exact attribute path, repeatable.")] = None,
-    include: Annotated[Optional[list[str]], typer.Option(help="Kinds to export: parameters,metrics,series,files.")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(help="Kinds to leave out: parameters,metrics,series,files.")] = None,
-    include_previews: Annotated[bool, typer.Option(help="Also export metric preview points.")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="Runs exported at the same time.")] = 4,
+    runs: RunsRegexOpt = None,
+    experiments: ExperimentsOpt = None,
+    where: WhereOpt = None,
+    query: QueryOpt = None,
+    modified_after: ModifiedAfterOpt = None,
+    include_archived: ArchivedOpt = False,
+    include_models: ModelsOpt = False,
+    attributes: AttributesOpt = None,
+    attribute: AttributeOpt = None,
+    include: IncludeKindsOpt = None,
+    exclude: ExcludeKindsOpt = None,
+    include_previews: PreviewsOpt = False,
+    workers: ExportWorkersOpt = 4,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Export runs to Parquet + files (resumable, incremental); exit 1 when any run failed."""
     try:
-        options = build_export_options(
-            source=source, projects=project or default_projects(), workspace=workspace,
-            include_projects=include_projects, exclude_projects=exclude_projects,
-            data_path=data_path, files_path=files_path, api_token=neptune_api_token(api_token),
-            runs=RunSelection(
-                runs_regex=runs, experiments_regex=experiments, where=where, query=query,
-                modified_after=parse_datetime(modified_after, "--modified-after"), include_archived=include_archived,
-            ),
-            attributes=attribute_selection(attributes, attribute, include, exclude, include_previews),
-            workers=workers, include_models=include_models,
-        )
+        options = export_options_from(locals(), neptune_api_token(api_token))
     except TerminalError as error:
         raise fail(error) from None
     raise typer.Exit(run_export_command(options, no_progress=no_progress))
+
+
+def export_options_from(values: dict[str, Any], api_token: str | None) -> "ExportOptions":
+    """The selection options of `export` / `schedule` (their parameter names) → validated ExportOptions."""
+    return build_export_options(
+        source=values["source"], projects=list(select_projects(values["project"], values["workspace"], CLI_PROJECT_FIX)),
+        workspace=values["workspace"], include_projects=values["include_projects"],
+        exclude_projects=values["exclude_projects"], data_path=values["data_path"], files_path=values["files_path"],
+        api_token=api_token,
+        runs=RunSelection(
+            runs_regex=values["runs"], experiments_regex=values["experiments"], where=values["where"],
+            query=values["query"], modified_after=parse_datetime(values["modified_after"], "--modified-after"),
+            include_archived=values["include_archived"],
+        ),
+        attributes=attribute_selection(values["attributes"], values["attribute"], values["include"], values["exclude"],
+                                       values["include_previews"]),
+        workers=values["workers"], include_models=values["include_models"],
+    )
 
 
 def attribute_selection(
@@ -145,7 +172,7 @@ def build_export_options(
     if source not in ("neptune3", "neptune2"):
         raise InvalidOptionError(f"--source {source!r} is not supported", "use --source neptune3 or --source neptune2")
     if not projects and not workspace:
-        raise InvalidOptionError("no project given", "pass -p WORKSPACE/PROJECT, --workspace WS, or set NEPTUNE_PROJECT")
+        raise InvalidOptionError("no project given", CLI_PROJECT_FIX)
     selection: RunSelection = rest["runs"]
     if selection.query and source != "neptune2":
         raise InvalidOptionError("--query (NQL) works with --source neptune2 only", "use --where with neptune3")
@@ -182,6 +209,8 @@ def run_export_command(options: "ExportOptions", *, no_progress: bool = False) -
         summary = run_export_flow(options, no_progress=no_progress)
     except TerminalError as error:
         raise fail(error) from None
+    if "skipped" in summary:  # another export writes to this data path now (flows/guard.py)
+        raise fail(summary["skipped"], EXIT_RUNS_FAILED)
     print_export_summary(summary)
     return EXIT_RUNS_FAILED if summary["runs_failed"] else 0
 
@@ -212,12 +241,78 @@ def print_export_summary(summary: dict) -> None:
         typer.echo(f"error report: {', '.join(summary['error_reports'])}", err=True)
 
 
+# ============================================================================ schedule
+
+
+@app.command()
+def schedule(
+    name: Annotated[Optional[str], typer.Argument(help="Schedule name (its slug on the deployment), e.g. nightly.")] = None,
+    cron: Annotated[Optional[str], typer.Option(help="When to run, as a cron expression, e.g. '0 2 * * *'.")] = None,
+    interval: Annotated[Optional[float], typer.Option(help="Or: seconds between runs.")] = None,
+    timezone_name: Annotated[Optional[str], typer.Option("--timezone", help="IANA time zone of the schedule (default UTC).")] = None,
+    list_schedules: Annotated[bool, typer.Option("--list", help="Show every export schedule, its parameters and next runs.")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the schedule NAME.")] = False,
+    source: SourceOpt = "neptune3",
+    project: ProjectOpt = None,
+    workspace: WorkspaceOpt = None,
+    include_projects: IncludeProjectsOpt = None,
+    exclude_projects: ExcludeProjectsOpt = None,
+    data_path: DataPathOpt = Path("./exports/data"),
+    files_path: FilesPathOpt = Path("./exports/files"),
+    runs: RunsRegexOpt = None,
+    experiments: ExperimentsOpt = None,
+    where: WhereOpt = None,
+    query: QueryOpt = None,
+    modified_after: ModifiedAfterOpt = None,
+    include_archived: ArchivedOpt = False,
+    include_models: ModelsOpt = False,
+    attributes: AttributesOpt = None,
+    attribute: AttributeOpt = None,
+    include: IncludeKindsOpt = None,
+    exclude: ExcludeKindsOpt = None,
+    include_previews: PreviewsOpt = False,
+    workers: ExportWorkersOpt = 4,
+) -> None:
+    """Create or update a scheduled incremental export on the Prefect server (PREFECT_API_URL) that `serve` runs.
+
+    The schedule NAME of deployment export/<source> runs with these options as its parameters (paths made absolute
+    here); `--list` shows the schedules, `NAME --delete` removes one. The token stays in the serving process.
+    """
+    from neptune_exporter.prefect_env import configure_prefect
+
+    configure_prefect()
+    try:
+        from deployments import schedules
+
+        schedules.require_api_url()
+        if list_schedules:
+            found = schedules.list_all()
+            typer.echo("\n".join(line for item in found for line in item.lines()) or "no export schedules")
+            return
+        if not name:
+            raise InvalidOptionError("no schedule name given", "pass a name, e.g. `neptune-exporter schedule nightly ...`, or --list")
+        schedules.check_name(name)
+        if delete:
+            removed = schedules.remove(name, source)
+            typer.echo(f"schedule {name!r} of export/{source} " + ("deleted" if removed else "did not exist"))
+            return
+        when = schedules.schedule_of(cron, interval, timezone_name)
+        options = export_options_from(locals(), api_token=None)
+        from flows.export import flow_parameters
+
+        stored = schedules.upsert(name, source, flow_parameters(options), when)
+    except TerminalError as error:
+        raise fail(error) from None
+    typer.echo("\n".join(stored.lines()))
+
+
 # ============================================================================ summary
 
 
 @app.command()
 def summary(
     data_path: DataPathOpt = Path("./exports/data"),
+    files_path: FilesPathOpt = Path("./exports/files"),
     project: ProjectOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
@@ -226,11 +321,11 @@ def summary(
 
     from rich.console import Console
 
-    from neptune_exporter.storage.summary import render_summary, summarize
+    from neptune_exporter.storage.summary import add_files_on_disk, render_summary, summarize
 
     if not data_path.is_dir():
         raise fail(f"--data-path {data_path} does not exist — fix: pass the folder an export wrote (-d/--data-path)")
-    figures = summarize(data_path, projects=project or None)
+    figures = add_files_on_disk(summarize(data_path, projects=project or None), files_path)
     if as_json:
         typer.echo(json.dumps(figures, indent=2, default=str))
     else:

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from neptune_exporter.model import SERIES_TYPES
-from neptune_exporter.storage.parquet import StoredRun, list_stored_runs
+from neptune_exporter.storage.parquet import StoredRun, list_stored_runs, project_dir
 
 SERIES_TYPE_NAMES = frozenset(t.value for t in SERIES_TYPES)
 FILE_TYPE_NAMES = frozenset({"file", "file_series", "file_set", "artifact"})
@@ -80,6 +80,17 @@ def summarize(data_root: Path | str, projects: Iterable[str] | None = None) -> d
     return {"data_path": str(data_root), "projects": [by_project[k] for k in sorted(by_project)], "total": total}
 
 
+def add_files_on_disk(summary: dict, files_root: Path | str) -> dict:
+    """`summary` with the files actually under `<files>/<project-dir>/` per project (count, bytes) and the files root."""
+    for project in summary["projects"]:
+        found = [p for p in project_dir(files_root, project["project_id"]).rglob("*") if p.is_file()]
+        project["files_on_disk"], project["file_bytes_on_disk"] = len(found), sum(p.stat().st_size for p in found)
+    summary["files_path"] = str(files_root)
+    summary["total"]["files_on_disk"] = sum(p["files_on_disk"] for p in summary["projects"])
+    summary["total"]["file_bytes_on_disk"] = sum(p["file_bytes_on_disk"] for p in summary["projects"])
+    return summary
+
+
 def render_summary(summary: dict) -> Group:
     """Rich renderable: one row per project, a total row, attribute types, and failures."""
     table = Table(title=f"Exported data in {summary['data_path']}")
@@ -102,6 +113,10 @@ def render_summary(summary: dict) -> Group:
     for kind, count in summary["total"]["attributes_by_type"].items():
         types.add_row(kind, f"{count:,}")
     parts: list = [table, types]
+    if "files_path" in summary:
+        total = summary["total"]
+        parts.append(Text(f"Files on disk in {summary['files_path']}: {total['files_on_disk']:,} of "
+                          f"{total['files']:,} exported ({_human_bytes(total['file_bytes_on_disk'])})"))
     failures = [(p["project_id"], f) for p in summary["projects"] for f in p["failures"]]
     if failures:
         lines = [f"{project} {f['run_id']}: {f['error_type']}: {f['message']}" for project, f in failures]

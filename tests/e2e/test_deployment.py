@@ -78,7 +78,9 @@ def test_deployment_run_exports_and_shows_progress_and_summary(served, prefect_s
 
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("export/neptune3")
-        assert deployment.global_concurrency_limit.limit == 1 and deployment.parameters == {"source": "neptune3"}
+        # no deployment-wide limit: flows/guard.py keeps exports of one data path apart (tests/e2e/test_schedule.py)
+        assert deployment.global_concurrency_limit is None and deployment.parameters == {"source": "neptune3"}
+        assert deployment.entrypoint == "flows.export.export"  # a module of the package: no checkout path
         flow_run = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))[0]
         assert flow_run.state.is_completed()
         assert flow_run.parameters["projects"] == [PROJECT]

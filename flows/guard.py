@@ -1,0 +1,97 @@
+"""One export at a time per data path, in schedule order: a run that would overlap or overtake another is Skipped.
+
+The export flow calls `skip_if_data_path_busy` first. It reads, through the Prefect API, the other runs of the same
+flow whose `paths.data_path` is this run's, and returns a state named "Skipped" (the flow returns it) when
+
+- another one is Running and entered Running before this one (it writes there now: never two writers), or
+- one expected to start later than this one (a newer scheduled run) already ran: an overdue run never runs after a
+  newer one, so runs that do run always run in schedule order.
+
+Otherwise it returns None and the export goes on. "Skipped" is of type COMPLETED (as Prefect's own "Cached"): the
+run did what it should, nothing; a Cancelled or Failed final state makes Prefect 3.9.1's deployment entry point log
+it as an ERROR with a traceback ("Engine execution exited with unexpected exception ... CancelledRun"). Its result
+is `{"skipped": message}`. The flow-run states are the lock: nothing to release, nothing left behind when a run ends. A run that died without ending (its process killed, still Running in the API) blocks
+the data path until it is cancelled or marked crashed (the skip message names it).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.context import FlowRunContext
+from prefect.states import Completed, State
+
+SKIPPED = "Skipped"
+RAN = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
+RUNS_READ = 200
+
+
+def data_path_of(run: FlowRun) -> str | None:
+    """The normalised `paths.data_path` parameter of an export flow run (None when it has none)."""
+    path = (run.parameters.get("paths") or {}).get("data_path")
+    return os.path.normpath(path) if isinstance(path, str) else None
+
+
+def started_before(run: FlowRun, other: FlowRun) -> bool:
+    """`run` entered Running before `other` (ties broken by id, so exactly one of two goes first)."""
+    never = datetime.max.replace(tzinfo=timezone.utc)
+    return (run.start_time or never, str(run.id)) < (other.start_time or never, str(other.id))
+
+
+def skip_if_data_path_busy(data_path: str) -> State | None:
+    """A "Skipped" state when another export runs for `data_path` or a newer one already ran; else None."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    with get_client(sync_client=True) as client:
+        me = client.read_flow_run(context.flow_run.id)
+        same_path = [run for run in related_runs(client, context.flow.name, me) if data_path_of(run) == data_path]
+    reason = skip_reason(me, same_path, data_path)
+    return Completed(name=SKIPPED, message=reason, data={"skipped": reason}) if reason else None
+
+
+def related_runs(client, flow_name: str, me: FlowRun) -> list[FlowRun]:
+    """Other runs of this flow that are Running, or that ran and were expected to start after this one."""
+    by_flow = FlowFilter(name=FlowFilterName(any_=[flow_name]))
+    running = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])))
+    newer = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=RAN)),
+        expected_start_time=FlowRunFilterExpectedStartTime(after_=me.expected_start_time),
+    )
+    found = [*client.read_flow_runs(flow_filter=by_flow, flow_run_filter=running, limit=RUNS_READ),
+             *client.read_flow_runs(flow_filter=by_flow, flow_run_filter=newer, limit=RUNS_READ)]
+    return [run for run in found if run.id != me.id and not is_skipped(run)]
+
+
+def is_skipped(run: FlowRun) -> bool:
+    return run.state is not None and run.state.name == SKIPPED
+
+
+def skip_reason(me: FlowRun, same_path: list[FlowRun], data_path: str) -> str | None:
+    """Why this run must not write to `data_path` now (None when it may)."""
+    for run in same_path:
+        if run.state_type == StateType.RUNNING and started_before(run, me):
+            return (f"skipped: export flow run {run.name!r} ({run.id}) is writing to {data_path} since "
+                    f"{run.start_time:%Y-%m-%d %H:%M:%S %Z}; the next scheduled run picks up what changed")
+    for run in same_path:
+        if run.state_type in RAN and later(run.expected_start_time, me.expected_start_time):
+            return (f"skipped: a newer export of {data_path}, flow run {run.name!r} ({run.id}, expected "
+                    f"{run.expected_start_time:%Y-%m-%d %H:%M:%S %Z}), already ran; this overdue run (expected "
+                    f"{me.expected_start_time:%Y-%m-%d %H:%M:%S %Z}) would run out of order")
+    return None
+
+
+def later(time: datetime | None, than: datetime | None) -> bool:
+    return time is not None and than is not None and time > than
+
