@@ -16,6 +16,10 @@ the data path until it is cancelled or marked crashed (the skip message names it
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
+
 import os
 from datetime import datetime, timezone
 
@@ -49,10 +53,23 @@ def started_before(run: FlowRun, other: FlowRun) -> bool:
     return (run.start_time or never, str(run.id)) < (other.start_time or never, str(other.id))
 
 
+_ENFORCED: ContextVar[bool] = ContextVar("neptune_exporter_guard_enforced", default=True)
+
+
+@contextmanager
+def not_enforced() -> Iterator[None]:
+    """The CLI's own runs: the user's command always runs (a rerun after a kill must resume, not be skipped)."""
+    token = _ENFORCED.set(False)
+    try:
+        yield
+    finally:
+        _ENFORCED.reset(token)
+
+
 def skip_if_data_path_busy(data_path: str) -> State | None:
     """A "Skipped" state when another export runs for `data_path` or a newer one already ran; else None."""
     context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
+    if not _ENFORCED.get() or context is None or context.flow_run is None:
         return None
     with get_client(sync_client=True) as client:
         me = client.read_flow_run(context.flow_run.id)
