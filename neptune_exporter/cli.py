@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, TerminalError
-from neptune_exporter.exporters.base import AttributeSelection, RunSelection, compile_regex
+from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex
 from neptune_exporter.model import AttributeKind, parse_kinds
 from neptune_exporter.settings import Settings, default_projects, neptune_api_token
 

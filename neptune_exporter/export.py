@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -10,7 +9,6 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Protocol
 
@@ -26,29 +24,26 @@ from neptune_exporter.errors import (
     UnsupportedError,
     is_transient,
 )
-from neptune_exporter.exporters.base import (
-    AttributeSelection,
-    ExportedFile,
-    RunSelection,
-    Source,
-    Watermark,
-    compile_regex,
-)
+from neptune_exporter.exporters.base import ExportedFile, Source
 from neptune_exporter.model import (
     PROJECT_RELATIVE_FILES_FORMAT,
-    AttributeKind,
     RunRef,
     decimal_array_to_unscaled,
+    iso_utc_ms,
     part_file_name,
+    run_ref_from_json,
+    run_ref_to_json,
     sanitize_name,
 )
 from neptune_exporter.rows import empty_batch
+from neptune_exporter.selection import ExportOptions, compile_regex
 from neptune_exporter.settings import RetryPolicy, Settings, neptune_api_token
 from neptune_exporter.storage.manifest import (
     STATUS_COMPLETE,
     STATUS_FAILED,
     Manifest,
     PartInfo,
+    Watermark,
     compute_checksum,
     manifest_path,
     read_manifest,
@@ -76,157 +71,7 @@ SERIES_TYPES_ARRAY = pa.array(sorted(SERIES_TYPE_NAMES), pa.string())
 # ----------------------------------------------------------------------------- options
 
 
-def _iso(value: datetime | None) -> str | None:
-    """UTC ISO text with milliseconds (how manifests store times, so equal times compare equal)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _parse_iso(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
-def run_selection_to_json(selection: RunSelection) -> dict:
-    return {
-        "runs_regex": selection.runs_regex,
-        "experiments_regex": selection.experiments_regex,
-        "where": selection.where,
-        "query": selection.query,
-        "modified_after": _iso(selection.modified_after),
-        "include_archived": selection.include_archived,
-        "run_ids": list(selection.run_ids),
-    }
-
-
-def run_selection_from_json(data: dict) -> RunSelection:
-    return RunSelection(
-        runs_regex=data.get("runs_regex"),
-        experiments_regex=data.get("experiments_regex"),
-        where=data.get("where"),
-        query=data.get("query"),
-        modified_after=_parse_iso(data.get("modified_after")),
-        include_archived=bool(data.get("include_archived", False)),
-        run_ids=tuple(data.get("run_ids") or ()),
-    )
-
-
-def attribute_selection_to_json(selection: AttributeSelection) -> dict:
-    return {
-        "regex": selection.regex,
-        "names": list(selection.names),
-        "include_kinds": sorted(k.value for k in selection.include_kinds),
-        "exclude_kinds": sorted(k.value for k in selection.exclude_kinds),
-        "include_previews": selection.include_previews,
-    }
-
-
-def attribute_selection_from_json(data: dict) -> AttributeSelection:
-    include = data.get("include_kinds")
-    return AttributeSelection(
-        regex=data.get("regex"),
-        names=tuple(data.get("names") or ()),
-        include_kinds=frozenset(AttributeKind(k) for k in include) if include is not None else frozenset(AttributeKind),
-        exclude_kinds=frozenset(AttributeKind(k) for k in data.get("exclude_kinds") or ()),
-        include_previews=bool(data.get("include_previews", False)),
-    )
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What to export and where; JSON-typed for flow parameters. `api_token` is never serialised or shown."""
-
-    source: str = "neptune3"
-    projects: tuple[str, ...] = ()
-    workspace: str | None = None
-    include_projects: str | None = None
-    exclude_projects: str | None = None
-    data_path: str = "./exports/data"
-    files_path: str = "./exports/files"
-    runs: RunSelection = field(default_factory=RunSelection)
-    attributes: AttributeSelection = field(default_factory=AttributeSelection)
-    api_token: str | None = field(default=None, repr=False, compare=False)
-    workers: int = 4
-    include_models: bool = False  # 2.x model registry: models and versions under <project-dir>/<scope>/
-
-    def to_json(self) -> dict:
-        """Every option except the token, as JSON types."""
-        return {
-            "source": self.source,
-            "projects": list(self.projects),
-            "workspace": self.workspace,
-            "include_projects": self.include_projects,
-            "exclude_projects": self.exclude_projects,
-            "data_path": str(self.data_path),
-            "files_path": str(self.files_path),
-            "runs": run_selection_to_json(self.runs),
-            "attributes": attribute_selection_to_json(self.attributes),
-            "workers": self.workers,
-            "include_models": self.include_models,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict, api_token: str | None = None) -> "ExportOptions":
-        """Options from `to_json()` output; the token comes from the argument (or the environment later)."""
-        return cls(
-            source=data.get("source", "neptune3"),
-            projects=tuple(data.get("projects") or ()),
-            workspace=data.get("workspace"),
-            include_projects=data.get("include_projects"),
-            exclude_projects=data.get("exclude_projects"),
-            data_path=str(data.get("data_path", "./exports/data")),
-            files_path=str(data.get("files_path", "./exports/files")),
-            runs=run_selection_from_json(data.get("runs") or {}),
-            attributes=attribute_selection_from_json(data.get("attributes") or {}),
-            api_token=api_token,
-            workers=int(data.get("workers", 4)),
-            include_models=bool(data.get("include_models", False)),
-        )
-
-    def fingerprint(self) -> str:
-        """Hash of what decides a run's content (source kind + attribute selection); run selection and paths excluded."""
-        payload = {"source": self.source, "attributes": self.attributes.to_json()}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
-
-    def manifest_options(self) -> dict:
-        return {"fingerprint": self.fingerprint(), "json": self.to_json()}
-
-
 # ----------------------------------------------------------------------------- plans and results
-
-
-def run_ref_to_json(run: RunRef) -> dict:
-    return {
-        "project_id": run.project_id,
-        "run_id": run.run_id,
-        "sys_id": run.sys_id,
-        "experiment_name": run.experiment_name,
-        "name": run.name,
-        "custom_run_id": run.custom_run_id,
-        "creation_time": _iso(run.creation_time),
-        "modification_time": _iso(run.modification_time),
-        "archived": run.archived,
-        "source_kind": run.source_kind,
-        "scope": run.scope,
-    }
-
-
-def run_ref_from_json(data: dict) -> RunRef:
-    return RunRef(
-        project_id=data["project_id"],
-        run_id=data["run_id"],
-        sys_id=data.get("sys_id") or data["run_id"],
-        experiment_name=data.get("experiment_name"),
-        name=data.get("name"),
-        custom_run_id=data.get("custom_run_id"),
-        creation_time=_parse_iso(data.get("creation_time")),
-        modification_time=_parse_iso(data.get("modification_time")),
-        archived=bool(data.get("archived", False)),
-        source_kind=data.get("source_kind", "neptune3"),
-        scope=data.get("scope"),
-    )
 
 
 @dataclass(frozen=True)
@@ -454,7 +299,7 @@ def _plan_one(run: RunRef, options: ExportOptions, data_root: Path, on_disk: lis
         return RunPlan(run, "redo", "exported with file paths relative to the files root (older format)")
     remove_strays(data_root, run.project_id, run.run_id, manifest, run.scope, on_disk=on_disk)
     ensure_part_zero(data_root, manifest)
-    if run.modification_time is not None and manifest.source.get("modification_time") == _iso(run.modification_time):
+    if run.modification_time is not None and manifest.source.get("modification_time") == iso_utc_ms(run.modification_time):
         return RunPlan(run, "skip", "unchanged since the last export")
     return RunPlan(run, "incremental", "modified since the last export")
 
@@ -591,8 +436,8 @@ def _source_record(source: Source, run: RunRef, facts: dict) -> dict:
         "custom_run_id": run.custom_run_id,
         "experiment_name": run.experiment_name,
         "name": run.name,
-        "creation_time": _iso(run.creation_time),
-        "modification_time": _iso(run.modification_time),
+        "creation_time": iso_utc_ms(run.creation_time),
+        "modification_time": iso_utc_ms(run.modification_time),
         "fork_parent": None,
         "fork_step": None,
     }

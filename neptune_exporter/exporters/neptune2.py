@@ -37,18 +37,7 @@ from neptune_exporter.errors import (
     TerminalError,
     UnsupportedError,
 )
-from neptune_exporter.exporters.base import (
-    AttributeSelection,
-    ExportedFile,
-    ProgressCallback,
-    RunContent,
-    RunSelection,
-    Watermark,
-    chunked,
-    compile_regex,
-    matches_kind,
-    matches_path,
-)
+from neptune_exporter.exporters.base import ExportedFile, ProgressCallback, RunContent, chunked
 from neptune_exporter.model import (
     MODEL_VERSIONS_SCOPE,
     MODELS_SCOPE,
@@ -60,7 +49,9 @@ from neptune_exporter.model import (
     sanitize_name,
 )
 from neptune_exporter.rows import parameter_rows, series_rows
+from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex, matches_kind, matches_path
 from neptune_exporter.settings import Settings, neptune_api_token
+from neptune_exporter.storage.manifest import Watermark
 from neptune_exporter.storage.parquet import file_sha256
 
 # Choices and bounds:

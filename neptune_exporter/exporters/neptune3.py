@@ -30,22 +30,13 @@ from neptune_exporter.errors import (
     TerminalError,
     UnsupportedError,
 )
-from neptune_exporter.exporters.base import (
-    AttributeSelection,
-    ExportedFile,
-    ProgressCallback,
-    RunContent,
-    RunSelection,
-    Watermark,
-    chunked,
-    compile_regex,
-    matches_kind,
-    matches_path,
-)
+from neptune_exporter.exporters.base import ExportedFile, ProgressCallback, RunContent, chunked
 from neptune_exporter.exporters.where import parse_where, to_neptune_query_filter
 from neptune_exporter.model import AttributeType, ProjectId, RunRef, file_value_path, project_files_dir, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
+from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex, matches_kind, matches_path
 from neptune_exporter.settings import Settings, neptune_api_token
+from neptune_exporter.storage.manifest import Watermark
 
 PARAMETER_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
 SERIES_TYPES = ("float_series", "string_series", "histogram_series")

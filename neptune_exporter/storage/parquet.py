@@ -24,6 +24,7 @@ from neptune_exporter.model import (
     part_file_name,
     sanitize_name,
 )
+from neptune_exporter.selection import compile_regex
 from neptune_exporter.storage.manifest import (
     MANIFEST_SUFFIX,
     STATUS_COMPLETE,
@@ -489,8 +490,6 @@ def list_stored_runs(
     data_root = Path(data_root)
     if not data_root.is_dir():
         return
-    from neptune_exporter.exporters.base import compile_regex
-
     pattern = compile_regex(runs_regex, "--runs")
     wanted = {sanitize_name(p) for p in projects} if projects else None
     for folder in sorted(p for p in data_root.iterdir() if p.is_dir() and not p.name.startswith(".")):

@@ -20,7 +20,8 @@ from neptune_exporter.errors import (
     RateLimitedError,
     TerminalError,
 )
-from neptune_exporter.exporters.base import AttributeSelection, ExportedFile, RunContent, RunSelection, matches_kind
+from neptune_exporter.exporters.base import AttributeSelection, ExportedFile, RunContent, RunSelection
+from neptune_exporter.selection import matches_kind
 from neptune_exporter.model import (
     AttributeKind,
     AttributeType,
