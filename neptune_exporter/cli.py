@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -13,7 +13,7 @@ import typer
 
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, TerminalError
 from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex
-from neptune_exporter.model import AttributeKind, parse_kinds
+from neptune_exporter.model import AttributeKind, as_utc, parse_kinds
 from neptune_exporter.settings import Settings, default_projects, neptune_api_token
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def parse_datetime(text: str | None, option: str) -> datetime | None:
         raise InvalidOptionError(
             f"{option} {text!r} is not a date/time", "use ISO format, e.g. 2024-05-01 or 2024-05-01T12:00:00+00:00"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return as_utc(value)
 
 
 def parse_kind_option(words: list[str] | None, option: str) -> frozenset[AttributeKind] | None:

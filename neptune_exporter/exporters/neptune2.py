@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -45,6 +45,7 @@ from neptune_exporter.model import (
     ProjectId,
     RunRef,
     file_value_path,
+    as_utc as model_as_utc,
     project_files_dir,
     sanitize_name,
 )
@@ -183,9 +184,7 @@ def combine_nql(*clauses: str | None) -> str | None:
 
 def nql_datetime(when: datetime) -> str:
     """A datetime as the 2.x server reads it in NQL (UTC, milliseconds, Z)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    text = when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    text = model_as_utc(when).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
     return f"{text}Z"
 
 
@@ -236,7 +235,7 @@ def as_utc(value: Any) -> datetime | None:
     """Client datetimes (naive UTC from tables) → aware UTC; None stays None."""
     if not isinstance(value, datetime):
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return model_as_utc(value)
 
 
 def token_server(api_token: str | None) -> str:

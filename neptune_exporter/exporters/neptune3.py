@@ -12,7 +12,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterator
 
@@ -32,7 +32,7 @@ from neptune_exporter.errors import (
 )
 from neptune_exporter.exporters.base import ExportedFile, ProgressCallback, RunContent, chunked
 from neptune_exporter.exporters.where import parse_where, to_neptune_query_filter
-from neptune_exporter.model import AttributeType, ProjectId, RunRef, file_value_path, project_files_dir, sanitize_name
+from neptune_exporter.model import AttributeType, ProjectId, RunRef, as_utc, file_value_path, project_files_dir, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex, matches_kind, matches_path
 from neptune_exporter.settings import Settings, neptune_api_token
@@ -193,7 +193,7 @@ def _python_datetime(value: Any) -> datetime | None:
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return as_utc(value)
     return None
 
 

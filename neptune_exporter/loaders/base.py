@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from neptune_exporter.errors import InvalidOptionError, OutputPathError
 from neptune_exporter.model import (
+    as_utc,
     PROJECT_RELATIVE_FILES_FORMAT,
     SERIES_TYPES,
     STEP_SCALE,
@@ -194,9 +195,7 @@ def _epoch_ms(value) -> int | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return int(value.timestamp() * 1000)
+    return int(as_utc(value).timestamp() * 1000)
 
 
 @dataclass(frozen=True)

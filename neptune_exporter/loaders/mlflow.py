@@ -46,7 +46,7 @@ from neptune_exporter.loaders.base import (
     open_exported_run,
     run_key,
 )
-from neptune_exporter.model import AttributeType, decimal_array_to_unscaled
+from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
 from neptune_exporter.validation.compare import (
     Difference,
     FileExpectation,
@@ -112,9 +112,7 @@ def param_text(attribute_type: str, value: Any) -> str:
     if attribute_type == AttributeType.STRING_SET.value:
         return ",".join(sorted(value))
     if attribute_type == AttributeType.DATETIME.value:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        return iso_utc_ms(value)
     if attribute_type == AttributeType.FLOAT.value:
         return repr(float(value))
     return str(value)

@@ -41,7 +41,7 @@ from neptune_exporter.loaders.base import (
     run_key,
 )
 from neptune_exporter.loaders.step_merge import StepSpill
-from neptune_exporter.model import AttributeType, decimal_array_to_unscaled
+from neptune_exporter.model import AttributeType, as_utc, decimal_array_to_unscaled
 from neptune_exporter.rows import value_column
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def _native(attribute_type: AttributeType, row: dict) -> Any:
     column = value_column(attribute_type)
     value = row[column]
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()
+        return as_utc(value).isoformat()
     if attribute_type is AttributeType.STRING_SET:
         return sorted(value or [])
     if isinstance(value, float) and not math.isfinite(value):
