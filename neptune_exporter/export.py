@@ -24,7 +24,7 @@ from neptune_exporter.errors import (
     UnsupportedError,
     is_transient,
 )
-from neptune_exporter.exporters.base import ExportedFile, Source
+from neptune_exporter.exporters.base import Source
 from neptune_exporter.model import (
     PROJECT_RELATIVE_FILES_FORMAT,
     RunRef,
@@ -38,6 +38,7 @@ from neptune_exporter.model import (
 from neptune_exporter.rows import empty_batch
 from neptune_exporter.selection import ExportOptions, compile_regex
 from neptune_exporter.settings import RetryPolicy, Settings, neptune_api_token
+from neptune_exporter.storage.files import ExportedFile
 from neptune_exporter.storage.manifest import (
     STATUS_COMPLETE,
     STATUS_FAILED,

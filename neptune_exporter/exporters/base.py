@@ -10,18 +10,8 @@ import pyarrow as pa
 
 from neptune_exporter.model import ProjectId, RunRef
 from neptune_exporter.selection import AttributeSelection, RunSelection
+from neptune_exporter.storage.files import ExportedFile
 from neptune_exporter.storage.manifest import Watermark
-
-
-@dataclass
-class ExportedFile:
-    """A file written under the files root by an export."""
-
-    attribute_path: str
-    relative_path: str  # as stored in file_value.path: relative to <files>/<project-dir>/ (model.file_value_path)
-    size: int
-    sha256: str
-    step: float | None = None
 
 
 @dataclass
