@@ -101,7 +101,7 @@ class RunToLoad:
 
 def select_runs(options: LoadOptions) -> list[RunToLoad]:
     """Runs in the export matching the options; OutputPathError when the export folder is missing."""
-    from neptune_exporter.storage.parquet import list_stored_runs
+    from neptune_exporter.storage.exported_run import list_stored_runs
 
     data_root = Path(options.data_path)
     if not data_root.is_dir():

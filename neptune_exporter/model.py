@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 import pyarrow as pa
 
-from neptune_exporter.errors import CorruptPartError
+from neptune_exporter.errors import CorruptPartError, InvalidOptionError
 
 ProjectId = str  # "workspace/project"
 RunId = str  # custom run id (3.x) or sys/id, the id a run is exported under
@@ -313,3 +313,30 @@ def decimal_array_to_float(steps: pa.Array | pa.ChunkedArray) -> np.ndarray:
         mask = np.concatenate([np.asarray(c.is_null()) for c in chunks]) if chunks else np.zeros(0, bool)
         unscaled[mask] = np.nan
     return unscaled
+
+
+def step_multiplier_for(unscaled_steps: Iterable[np.ndarray]) -> int:
+    """Smallest power of ten making every step (int64 millionths) an exact integer: 1, 10, ..., 10**6."""
+    needed = 0
+    for chunk in unscaled_steps:
+        chunk = np.asarray(chunk, dtype=np.int64)
+        while needed < STEP_SCALE and chunk.size and np.any(chunk % 10 ** (STEP_SCALE - needed)):
+            needed += 1
+        if needed == STEP_SCALE:
+            break
+    return 10**needed
+
+
+def integer_steps(unscaled_steps: np.ndarray, multiplier: int) -> np.ndarray:
+    """Exact integer steps = step * multiplier; raises InvalidOptionError when a step would not be whole."""
+    unscaled = np.asarray(unscaled_steps, dtype=np.int64)
+    # step * multiplier = unscaled * multiplier / 10**6, exact in integers
+    numerator = unscaled * multiplier
+    divisor = 10**STEP_SCALE
+    if np.any(numerator % divisor):
+        bad = unscaled[(numerator % divisor) != 0][0] / divisor
+        raise InvalidOptionError(
+            f"step {bad} times the step multiplier {multiplier} is not a whole number",
+            "drop --step-multiplier to let the loader pick the smallest exact power of ten, or pass a larger one",
+        )
+    return numerator // divisor
