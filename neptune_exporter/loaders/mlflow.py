@@ -47,6 +47,15 @@ from neptune_exporter.loaders.base import (
     run_key,
 )
 from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
+from neptune_exporter.storage.exported_run import (
+    PROVENANCE_CHECKSUM,
+    PROVENANCE_FORK_PARENT,
+    PROVENANCE_FORK_STEP,
+    PROVENANCE_LOAD_STATE,
+    PROVENANCE_PROJECT,
+    PROVENANCE_RUN_ID,
+    PROVENANCE_STEP_MULTIPLIER,
+)
 from neptune_exporter.validation.compare import (
     Difference,
     FileExpectation,
@@ -68,9 +77,9 @@ KEY_MAP_ARTIFACT_DIR = "neptune"
 KEY_MAP_FILE = "key_map.json"
 RESERVED_TAG_PREFIXES = ("mlflow.", "neptune.")
 
-TAG_PROJECT, TAG_RUN_ID, TAG_RUN_KEY = "neptune.project", "neptune.run_id", "neptune.run_key"
-TAG_CHECKSUM, TAG_LOAD_STATE, TAG_STEP_MULTIPLIER = "neptune.export_checksum", "neptune.load_state", "neptune.step_multiplier"
-TAG_FORK_PARENT, TAG_FORK_STEP, TAG_FORK_PARENT_TARGET = "neptune.fork_parent", "neptune.fork_step", "neptune.fork_parent_mlflow_run_id"
+TAG_PROJECT, TAG_RUN_ID, TAG_RUN_KEY = PROVENANCE_PROJECT, PROVENANCE_RUN_ID, "neptune.run_key"
+TAG_CHECKSUM, TAG_LOAD_STATE, TAG_STEP_MULTIPLIER = PROVENANCE_CHECKSUM, PROVENANCE_LOAD_STATE, PROVENANCE_STEP_MULTIPLIER
+TAG_FORK_PARENT, TAG_FORK_STEP, TAG_FORK_PARENT_TARGET = PROVENANCE_FORK_PARENT, PROVENANCE_FORK_STEP, "neptune.fork_parent_mlflow_run_id"
 TAG_PARENT_RUN = "mlflow.parentRunId"
 LINK_TAGS = (TAG_FORK_PARENT_TARGET, TAG_PARENT_RUN)
 
@@ -126,18 +135,14 @@ def truncated_param(text: str, artifact_path: str, limit: int) -> str:
 
 def provenance_tags(export: ExportedRun, multiplier: int, load_state: str) -> dict[str, str]:
     """Tags every loaded run carries: where it came from, which export, how steps were scaled, load state."""
-    tags = {
-        TAG_PROJECT: export.project_id,
-        TAG_RUN_ID: export.run_id,
-        TAG_RUN_KEY: run_key(export.project_id, export.run_id),
-        TAG_CHECKSUM: export.checksum,
-        TAG_LOAD_STATE: load_state,
-        TAG_STEP_MULTIPLIER: str(multiplier),
-    }
-    if export.fork_parent:
-        tags[TAG_FORK_PARENT] = export.fork_parent
-        if export.fork_step is not None:
-            tags[TAG_FORK_STEP] = repr(float(export.fork_step))
+    record = export.provenance(multiplier, load_state)
+    fork_parent, fork_step = record.pop(TAG_FORK_PARENT), record.pop(TAG_FORK_STEP)
+    tags = {key: str(value) for key, value in record.items()}
+    tags[TAG_RUN_KEY] = run_key(export.project_id, export.run_id)
+    if fork_parent:
+        tags[TAG_FORK_PARENT] = fork_parent
+        if fork_step is not None:
+            tags[TAG_FORK_STEP] = repr(float(fork_step))
     return tags
 
 

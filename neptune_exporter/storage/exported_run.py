@@ -166,6 +166,16 @@ def _run_matches(stored: StoredRun, pattern: re.Pattern) -> bool:
 
 # ----------------------------------------------------------------------------- a run as loaders see it
 
+# Provenance every loaded run carries in its target (MLflow tags, W&B config): where it came from, which export
+# (its checksum), how steps were scaled, whether the load finished, and the Neptune fork relation.
+PROVENANCE_PROJECT = "neptune.project"
+PROVENANCE_RUN_ID = "neptune.run_id"
+PROVENANCE_CHECKSUM = "neptune.export_checksum"
+PROVENANCE_LOAD_STATE = "neptune.load_state"
+PROVENANCE_STEP_MULTIPLIER = "neptune.step_multiplier"
+PROVENANCE_FORK_PARENT = "neptune.fork_parent"
+PROVENANCE_FORK_STEP = "neptune.fork_step"
+
 
 def _field(record, name: str):
     """Field of a manifest section that may be a dataclass or a plain dict."""
@@ -237,6 +247,18 @@ class ExportedRun:
                 attribute=attribute_path,
             )
         return local
+
+    def provenance(self, multiplier: int, load_state: str) -> dict:
+        """The provenance record (PROVENANCE_* keys, plain values); each target writes it in its own form."""
+        return {
+            PROVENANCE_PROJECT: self.project_id,
+            PROVENANCE_RUN_ID: self.run_id,
+            PROVENANCE_CHECKSUM: self.checksum,
+            PROVENANCE_LOAD_STATE: load_state,
+            PROVENANCE_STEP_MULTIPLIER: multiplier,
+            PROVENANCE_FORK_PARENT: self.fork_parent,
+            PROVENANCE_FORK_STEP: self.fork_step,
+        }
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """The run's rows, part by part (bounded memory)."""
