@@ -416,20 +416,29 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _mount_fake_neptune() -> None:
+# The fake servers' own CLIs run as sub-commands, imported only when one of them runs: a CLI start never loads them.
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _run_sub_app(sub_app: typer.Typer, ctx: typer.Context) -> None:
+    """Run a sub-command's Typer app with the arguments after its name (`--help` included)."""
+    typer.main.get_group(sub_app).main(args=list(ctx.args), prog_name=ctx.command_path)
+
+
+@app.command("fake-neptune", context_settings=PASS_THROUGH, add_help_option=False)
+def fake_neptune(ctx: typer.Context) -> None:
+    """A local fake Neptune server (tests, demo, benchmarks); `fake-neptune --help` lists its commands."""
     from neptune_exporter.fake_neptune.cli import app as fake_app
 
-    app.add_typer(fake_app, name="fake-neptune", help="A local fake Neptune server (tests, demo, benchmarks).")
+    _run_sub_app(fake_app, ctx)
 
 
-def _mount_fake_wandb() -> None:
+@app.command("fake-wandb", context_settings=PASS_THROUGH, add_help_option=False)
+def fake_wandb(ctx: typer.Context) -> None:
+    """A local stand-in for the W&B endpoints (try `wandb sync` offline runs); `fake-wandb --help` lists its commands."""
     from neptune_exporter.fake_wandb.cli import app as fake_wandb_app
 
-    app.add_typer(fake_wandb_app, name="fake-wandb", help="A local stand-in for the W&B endpoints (try `wandb sync` offline runs).")
-
-
-_mount_fake_neptune()
-_mount_fake_wandb()
+    _run_sub_app(fake_wandb_app, ctx)
 
 
 @app.command()
@@ -443,7 +452,9 @@ def demo(
     """No credentials needed: fake Neptune with a sample project → export → MLflow (SQLite) + W&B (offline) → validation report."""
     from neptune_exporter.demo import DemoContext, run_demo
 
-    raise typer.Exit(run_demo(DemoContext(out=out, runs=runs, points=points, fresh=fresh, no_progress=no_progress)))
+    ctx = DemoContext(out=out, runs=runs, points=points, fresh=fresh, no_progress=no_progress,
+                      export_command=run_export_command, load_command=run_load_summary)
+    raise typer.Exit(run_demo(ctx))
 
 
 def main() -> None:
