@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol, TypeVar
 
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError, TargetUnavailableError, is_transient
 from neptune_exporter.loaders.base import ExportedRun, LoadResult, Loader
+from neptune_exporter.loaders.client_env import apply_client_defaults
 from neptune_exporter.settings import RetryPolicy, Settings
 from neptune_exporter.validation.compare import Difference
 from neptune_exporter.validation.report import RunValidation, ValidationReport
@@ -81,6 +82,7 @@ def make_loader(options: LoadOptions, settings: Settings) -> Loader:
     if options.target not in TARGETS:
         raise InvalidOptionError(f"unknown target {options.target!r}", f"use one of: {', '.join(sorted(TARGETS))}")
     module_name, _, attribute_path = TARGETS[options.target].partition(":")
+    apply_client_defaults(options.target)  # some clients read them when imported
     factory: Any = importlib.import_module(module_name)
     for name in attribute_path.split("."):
         factory = getattr(factory, name)

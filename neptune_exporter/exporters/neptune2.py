@@ -424,7 +424,16 @@ class Neptune2Source:
         self._projects: dict[str, Any] = {}
         self._models: dict[tuple[str, str], Any] = {}  # (project, model sys id) → read-only model container
         self._lock = threading.Lock()
-        configure_client(settings)
+        self._client_configured = False
+
+    def _client(self) -> Any:
+        """The `neptune` module, configured (configure_client) before this source's first call through it."""
+        import neptune
+
+        if not self._client_configured:
+            configure_client(self._settings)
+            self._client_configured = True
+        return neptune
 
     # ---- access and discovery
 
@@ -432,8 +441,7 @@ class Neptune2Source:
         """The read-only project container (opened once, cached)."""
         with self._lock:
             if project_id not in self._projects:
-                import neptune
-
+                neptune = self._client()
                 try:
                     self._projects[project_id] = neptune.init_project(
                         project=project_id, api_token=self._token, mode="read-only"
@@ -450,6 +458,7 @@ class Neptune2Source:
         self._project(project_id)
 
     def list_projects(self, workspace: str) -> list[ProjectId]:
+        self._client()
         from neptune import management
 
         try:
@@ -557,8 +566,7 @@ class Neptune2Source:
         key = (project_id, model_id)
         with self._lock:
             if key not in self._models:
-                import neptune
-
+                neptune = self._client()
                 try:
                     self._models[key] = neptune.init_model(
                         with_id=model_id, project=project_id, api_token=self._token, mode="read-only"
@@ -605,8 +613,7 @@ class Neptune2Source:
 
     def open_run(self, run: RunRef) -> Any:
         """The run (or model, or model version) opened read-only (one init per export)."""
-        import neptune
-
+        neptune = self._client()
         opener = {MODELS_SCOPE: neptune.init_model, MODEL_VERSIONS_SCOPE: neptune.init_model_version}.get(
             run.scope, neptune.init_run)
         try:

@@ -86,7 +86,9 @@ def server_of_token(token: str | None) -> str:
 
 
 def configure_neptune_query(settings: Settings) -> None:
-    """Set neptune-query's knobs (read from the environment at call time) from our settings."""
+    """Set neptune-query's knobs from our settings. The client reads them only from process-wide NEPTUNE_QUERY_*
+    environment variables (at call time), so this is the one function that writes them; Neptune3Source calls it,
+    with the token, right before each call into the client (never at import or in a constructor)."""
     os.environ["NEPTUNE_QUERY_RETRY_SOFT_TIMEOUT"] = str(settings.source_retry_timeout_s)
     os.environ["NEPTUNE_QUERY_RETRY_HARD_TIMEOUT"] = str(2 * settings.source_retry_timeout_s)
     os.environ["NEPTUNE_QUERY_ATTRIBUTE_VALUES_BATCH_SIZE"] = str(settings.attributes_per_request)
@@ -306,19 +308,19 @@ class Neptune3Source:
             self.server = server_of_token(self._token)
         except InvalidTokenError:
             self.server = ""
-        configure_neptune_query(self.settings)
         self._client_ready = False
 
     def __repr__(self) -> str:  # never shows the token
         return f"Neptune3Source(server={self.server!r})"
 
     def _ready(self) -> None:
-        """Validate the token once; make it neptune-query's (process-wide) token before every call."""
+        """Validate the token once; make it and our knobs neptune-query's (process-wide) configuration before every call."""
         import neptune_query
 
         if not self._client_ready:
             self.server = server_of_token(self._token)
             self._client_ready = True
+        configure_neptune_query(self.settings)
         neptune_query.set_api_token(self._token)
 
     # ---------------------------------------------------------------- access and listing

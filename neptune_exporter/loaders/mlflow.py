@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -18,11 +17,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import requests
-
-# Batch-tool defaults, set before MLflow reads them (users may override in the environment).
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods logs
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one "View run" line per run
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # phones home; its setup races request headers
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -46,6 +40,7 @@ from neptune_exporter.loaders.base import (
     open_exported_run,
     run_key,
 )
+from neptune_exporter.loaders.client_env import apply_client_defaults
 from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
 from neptune_exporter.storage.exported_run import (
     PROVENANCE_CHECKSUM,
@@ -441,6 +436,7 @@ class MlflowLoader:
     def client(self) -> MlflowClient:
         """Created on first use, so checks run before MLflow touches a store (it creates SQLite files)."""
         if self._client is None:
+            apply_client_defaults("mlflow")  # before the first call (load.make_loader applied them before the import)
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 

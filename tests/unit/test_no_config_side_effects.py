@@ -1,0 +1,63 @@
+"""Nothing configures a client process-wide at import or in a constructor; the documented functions do, when called."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PRODUCT_MODULES = [
+    "neptune_exporter.cli",
+    "neptune_exporter.export",
+    "neptune_exporter.load",
+    "neptune_exporter.exporters.neptune3",
+    "neptune_exporter.exporters.neptune2",
+    "neptune_exporter.loaders.mlflow",
+    "neptune_exporter.loaders.wandb",
+]
+
+
+def run_python(script: str) -> dict:
+    """Run `script` in a fresh interpreter (clean module and environment state); the JSON it prints last."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_importing_and_constructing_leave_the_environment_alone():
+    result = run_python(
+        "import importlib, json, os\n"
+        "before = dict(os.environ)\n"
+        f"for name in {PRODUCT_MODULES!r}: importlib.import_module(name)\n"
+        "from neptune_exporter.settings import Settings\n"
+        "from neptune_exporter.exporters.neptune3 import Neptune3Source\n"
+        "from neptune_exporter.exporters.neptune2 import Neptune2Source\n"
+        "from neptune_exporter.loaders.mlflow import MlflowLoader\n"
+        "Neptune3Source(None, Settings()); Neptune2Source(None, Settings()); MlflowLoader('http://127.0.0.1:9')\n"
+        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "print(json.dumps(changed))\n"
+    )
+    assert result == []
+
+
+def test_make_loader_applies_the_mlflow_defaults_before_mlflow_is_imported():
+    result = run_python(
+        "import json, os, sys\n"
+        "for name in ('MLFLOW_DISABLE_TELEMETRY', 'MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT'):\n"
+        "    os.environ.pop(name, None)\n"
+        "os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = 'true'  # the user's own value wins\n"
+        "from neptune_exporter.load import LoadOptions, make_loader\n"
+        "from neptune_exporter.settings import Settings\n"
+        "assert 'mlflow' not in sys.modules\n"
+        "make_loader(LoadOptions(target='mlflow', mlflow_tracking_uri='http://127.0.0.1:9'), Settings())\n"
+        "from mlflow.telemetry.client import get_telemetry_client\n"
+        "print(json.dumps({'telemetry_client': repr(get_telemetry_client()),\n"
+        "                  'env': {k: os.environ.get(k) for k in ('MLFLOW_DISABLE_TELEMETRY',\n"
+        "                          'MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT')}}))\n"
+    )
+    assert result["telemetry_client"] == "None"
+    assert result["env"] == {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true",
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    }
