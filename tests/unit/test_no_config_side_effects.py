@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,9 +18,10 @@ PRODUCT_MODULES = [
 ]
 
 
-def run_python(script: str) -> dict:
-    """Run `script` in a fresh interpreter (clean module and environment state); the JSON it prints last."""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+def run_python(script: str, **env: str) -> dict:
+    """Run `script` in a fresh interpreter (clean module and environment state, plus `env`); the JSON it prints last."""
+    environ = {**os.environ, **env}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=environ)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -35,7 +37,10 @@ def test_importing_and_constructing_leave_the_environment_alone():
         "from neptune_exporter.loaders.mlflow import MlflowLoader\n"
         "Neptune3Source(None, Settings()); Neptune2Source(None, Settings()); MlflowLoader('http://127.0.0.1:9')\n"
         "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
-        "print(json.dumps(changed))\n"
+        "print(json.dumps(changed))\n",
+        # MLflow's own import writes _MLFLOW_TELEMETRY_SESSION_ID unless telemetry is off, as make_loader sets it
+        # before the import (next test); with it off, any change left would be ours
+        MLFLOW_DISABLE_TELEMETRY="true",
     )
     assert result == []
 
