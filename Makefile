@@ -19,8 +19,10 @@ $(CLI): pyproject.toml
 
 dev: $(CLI)
 
-# The whole suite exactly as CI runs it; pytest exits 5 when no test ran, which fails the target.
+# The whole suite exactly as CI runs it: the import contracts (pyproject.toml [tool.importlinter]) first, then
+# pytest (it exits 5 when no test ran, which fails the target).
 test: $(CLI)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(CLI)

@@ -196,7 +196,7 @@ def prepare_export(shape: Shape, root: Path, workers: int) -> list[RunPoints]:
 
 
 def exported_points(root: Path) -> list[RunPoints]:
-    from neptune_exporter.storage.parquet import list_stored_runs
+    from neptune_exporter.storage.exported_run import list_stored_runs
 
     return [read_points(root / "data", run.project_id, run.run_id) for run in list_stored_runs(root / "data")]
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, TerminalError
-from neptune_exporter.exporters.base import AttributeSelection, RunSelection, compile_regex
 from neptune_exporter.locations import CLI_PROJECT_FIX, select_projects
-from neptune_exporter.model import AttributeKind, parse_kinds
+from neptune_exporter.model import AttributeKind, as_utc, parse_kinds
+from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex
 from neptune_exporter.settings import Settings, neptune_api_token
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def parse_datetime(text: str | None, option: str) -> datetime | None:
         raise InvalidOptionError(
             f"{option} {text!r} is not a date/time", "use ISO format, e.g. 2024-05-01 or 2024-05-01T12:00:00+00:00"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return as_utc(value)
 
 
 def parse_kind_option(words: list[str] | None, option: str) -> frozenset[AttributeKind] | None:
@@ -511,20 +511,29 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _mount_fake_neptune() -> None:
+# The fake servers' own CLIs run as sub-commands, imported only when one of them runs: a CLI start never loads them.
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+def _run_sub_app(sub_app: typer.Typer, ctx: typer.Context) -> None:
+    """Run a sub-command's Typer app with the arguments after its name (`--help` included)."""
+    typer.main.get_group(sub_app).main(args=list(ctx.args), prog_name=ctx.command_path)
+
+
+@app.command("fake-neptune", context_settings=PASS_THROUGH, add_help_option=False)
+def fake_neptune(ctx: typer.Context) -> None:
+    """A local fake Neptune server (tests, demo, benchmarks); `fake-neptune --help` lists its commands."""
     from neptune_exporter.fake_neptune.cli import app as fake_app
 
-    app.add_typer(fake_app, name="fake-neptune", help="A local fake Neptune server (tests, demo, benchmarks).")
+    _run_sub_app(fake_app, ctx)
 
 
-def _mount_fake_wandb() -> None:
+@app.command("fake-wandb", context_settings=PASS_THROUGH, add_help_option=False)
+def fake_wandb(ctx: typer.Context) -> None:
+    """A local stand-in for the W&B endpoints (try `wandb sync` offline runs); `fake-wandb --help` lists its commands."""
     from neptune_exporter.fake_wandb.cli import app as fake_wandb_app
 
-    app.add_typer(fake_wandb_app, name="fake-wandb", help="A local stand-in for the W&B endpoints (try `wandb sync` offline runs).")
-
-
-_mount_fake_neptune()
-_mount_fake_wandb()
+    _run_sub_app(fake_wandb_app, ctx)
 
 
 @app.command()
@@ -538,7 +547,9 @@ def demo(
     """No credentials needed: fake Neptune with a sample project → export → MLflow (SQLite) + W&B (offline) → validation report."""
     from neptune_exporter.demo import DemoContext, run_demo
 
-    raise typer.Exit(run_demo(DemoContext(out=out, runs=runs, points=points, fresh=fresh, no_progress=no_progress)))
+    ctx = DemoContext(out=out, runs=runs, points=points, fresh=fresh, no_progress=no_progress,
+                      export_command=run_export_command, load_command=run_load_summary)
+    raise typer.Exit(run_demo(ctx))
 
 
 def main() -> None:

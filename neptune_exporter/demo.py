@@ -1,4 +1,8 @@
-"""The `demo` command as a list of steps (CLI layer): fake Neptune → export → MLflow + offline W&B → validation report."""
+"""The `demo` command as a list of steps (CLI layer): fake Neptune → export → MLflow + offline W&B → validation report.
+
+The CLI passes its own export and load commands in (`DemoContext.export_command` / `load_command`): the demo runs
+exactly what users run, and never imports the CLI. It is the one product module that starts the fake Neptune
+server, imported lazily inside `start_fake_neptune` (import-linter allows exactly that edge)."""
 
 from __future__ import annotations
 
@@ -33,6 +37,10 @@ class DemoContext:
     exit_code: int = 0
     validations: dict[str, dict] = field(default_factory=dict)  # target → the load flow's validation summary
     next_steps: list[str] = field(default_factory=list)
+    # The CLI's commands, given by `neptune-exporter demo`: export(options, no_progress=) → exit status;
+    # load(options, no_progress=) → (exit status, summary with the validation figures).
+    export_command: Callable[..., int] | None = None
+    load_command: Callable[..., tuple[int, dict]] | None = None
 
     @property
     def data_path(self) -> Path:
@@ -103,12 +111,11 @@ def start_fake_neptune(ctx: DemoContext) -> None:
 
 def export_sample(ctx: DemoContext) -> None:
     """Export the sample project with the `export` flow, exactly as `neptune-exporter export` does."""
-    from neptune_exporter.cli import run_export_command
-    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.selection import ExportOptions
 
     options = ExportOptions(source="neptune3", projects=(ctx.project,), data_path=str(ctx.data_path),
                             files_path=str(ctx.files_path), api_token=ctx.api_token)
-    ctx.exit_code = max(ctx.exit_code, run_export_command(options, no_progress=ctx.no_progress))
+    ctx.exit_code = max(ctx.exit_code, ctx.export_command(options, no_progress=ctx.no_progress))
 
 
 def show_summary(ctx: DemoContext) -> None:
@@ -151,9 +158,7 @@ def load_into_wandb_offline(ctx: DemoContext) -> None:
 
 def load_target(ctx: DemoContext, options) -> None:
     """`neptune-exporter load` for one target (load, then validate); its validation summary is kept for the report."""
-    from neptune_exporter.cli import run_load_summary
-
-    code, summary = run_load_summary(options, no_progress=ctx.no_progress)
+    code, summary = ctx.load_command(options, no_progress=ctx.no_progress)
     ctx.exit_code = max(ctx.exit_code, code)
     if "validation" in summary:
         ctx.validations[options.target] = summary["validation"]

@@ -1,22 +1,18 @@
-"""The export pipeline as a plain library (no Prefect): preflight → discover → plan → export runs → summary."""
+"""The export verbs as a plain library (no Prefect): preflight → discover → plan → export one run → summaries.
+
+The on-disk rules live below: selection.py (what to export), storage/incremental.py (plans, merges, strays),
+storage/manifest.py and storage/parquet.py (the files)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from neptune_exporter.errors import (
     InvalidOptionError,
@@ -26,24 +22,14 @@ from neptune_exporter.errors import (
     UnsupportedError,
     is_transient,
 )
-from neptune_exporter.exporters.base import (
-    AttributeSelection,
-    ExportedFile,
-    RunSelection,
-    Source,
-    Watermark,
-    compile_regex,
-)
-from neptune_exporter.model import (
-    PROJECT_RELATIVE_FILES_FORMAT,
-    AttributeKind,
-    RunRef,
-    decimal_array_to_unscaled,
-    part_file_name,
-    sanitize_name,
-)
+from neptune_exporter.exporters.base import Source
+from neptune_exporter.model import RunRef, iso_utc_ms, run_ref_to_json
 from neptune_exporter.rows import empty_batch
+from neptune_exporter.selection import ExportOptions, compile_regex
 from neptune_exporter.settings import RetryPolicy, Settings, neptune_api_token
+from neptune_exporter.storage import incremental
+from neptune_exporter.storage.files import ExportedFile
+from neptune_exporter.storage.incremental import RunPlan
 from neptune_exporter.storage.manifest import (
     STATUS_COMPLETE,
     STATUS_FAILED,
@@ -56,193 +42,14 @@ from neptune_exporter.storage.manifest import (
     write_json_atomic,
     write_manifest,
 )
-from neptune_exporter.storage.parquet import (
-    SERIES_TYPE_NAMES,
-    AttributeStats,
-    RunWriter,
-    iter_part_batches,
-    part_paths_by_run_file,
-    project_dir,
-    run_part_paths,
-)
+from neptune_exporter.storage.parquet import AttributeStats, RunWriter, project_dir
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "export_summary.json"
 ERRORS_FILE = "errors.jsonl"
-ACTIONS = ("skip", "full", "incremental", "redo")
-SERIES_TYPES_ARRAY = pa.array(sorted(SERIES_TYPE_NAMES), pa.string())
 
-# ----------------------------------------------------------------------------- options
-
-
-def _iso(value: datetime | None) -> str | None:
-    """UTC ISO text with milliseconds (how manifests store times, so equal times compare equal)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _parse_iso(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
-def run_selection_to_json(selection: RunSelection) -> dict:
-    return {
-        "runs_regex": selection.runs_regex,
-        "experiments_regex": selection.experiments_regex,
-        "where": selection.where,
-        "query": selection.query,
-        "modified_after": _iso(selection.modified_after),
-        "include_archived": selection.include_archived,
-        "run_ids": list(selection.run_ids),
-    }
-
-
-def run_selection_from_json(data: dict) -> RunSelection:
-    return RunSelection(
-        runs_regex=data.get("runs_regex"),
-        experiments_regex=data.get("experiments_regex"),
-        where=data.get("where"),
-        query=data.get("query"),
-        modified_after=_parse_iso(data.get("modified_after")),
-        include_archived=bool(data.get("include_archived", False)),
-        run_ids=tuple(data.get("run_ids") or ()),
-    )
-
-
-def attribute_selection_to_json(selection: AttributeSelection) -> dict:
-    return {
-        "regex": selection.regex,
-        "names": list(selection.names),
-        "include_kinds": sorted(k.value for k in selection.include_kinds),
-        "exclude_kinds": sorted(k.value for k in selection.exclude_kinds),
-        "include_previews": selection.include_previews,
-    }
-
-
-def attribute_selection_from_json(data: dict) -> AttributeSelection:
-    include = data.get("include_kinds")
-    return AttributeSelection(
-        regex=data.get("regex"),
-        names=tuple(data.get("names") or ()),
-        include_kinds=frozenset(AttributeKind(k) for k in include) if include is not None else frozenset(AttributeKind),
-        exclude_kinds=frozenset(AttributeKind(k) for k in data.get("exclude_kinds") or ()),
-        include_previews=bool(data.get("include_previews", False)),
-    )
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What to export and where; JSON-typed for flow parameters. `api_token` is never serialised or shown."""
-
-    source: str = "neptune3"
-    projects: tuple[str, ...] = ()
-    workspace: str | None = None
-    include_projects: str | None = None
-    exclude_projects: str | None = None
-    data_path: str = "./exports/data"
-    files_path: str = "./exports/files"
-    runs: RunSelection = field(default_factory=RunSelection)
-    attributes: AttributeSelection = field(default_factory=AttributeSelection)
-    api_token: str | None = field(default=None, repr=False, compare=False)
-    workers: int = 4
-    include_models: bool = False  # 2.x model registry: models and versions under <project-dir>/<scope>/
-
-    def to_json(self) -> dict:
-        """Every option except the token, as JSON types."""
-        return {
-            "source": self.source,
-            "projects": list(self.projects),
-            "workspace": self.workspace,
-            "include_projects": self.include_projects,
-            "exclude_projects": self.exclude_projects,
-            "data_path": str(self.data_path),
-            "files_path": str(self.files_path),
-            "runs": run_selection_to_json(self.runs),
-            "attributes": attribute_selection_to_json(self.attributes),
-            "workers": self.workers,
-            "include_models": self.include_models,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict, api_token: str | None = None) -> "ExportOptions":
-        """Options from `to_json()` output; the token comes from the argument (or the environment later)."""
-        return cls(
-            source=data.get("source", "neptune3"),
-            projects=tuple(data.get("projects") or ()),
-            workspace=data.get("workspace"),
-            include_projects=data.get("include_projects"),
-            exclude_projects=data.get("exclude_projects"),
-            data_path=str(data.get("data_path", "./exports/data")),
-            files_path=str(data.get("files_path", "./exports/files")),
-            runs=run_selection_from_json(data.get("runs") or {}),
-            attributes=attribute_selection_from_json(data.get("attributes") or {}),
-            api_token=api_token,
-            workers=int(data.get("workers", 4)),
-            include_models=bool(data.get("include_models", False)),
-        )
-
-    def fingerprint(self) -> str:
-        """Hash of what decides a run's content (source kind + attribute selection); run selection and paths excluded."""
-        payload = {"source": self.source, "attributes": self.attributes.to_json()}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
-
-    def manifest_options(self) -> dict:
-        return {"fingerprint": self.fingerprint(), "json": self.to_json()}
-
-
-# ----------------------------------------------------------------------------- plans and results
-
-
-def run_ref_to_json(run: RunRef) -> dict:
-    return {
-        "project_id": run.project_id,
-        "run_id": run.run_id,
-        "sys_id": run.sys_id,
-        "experiment_name": run.experiment_name,
-        "name": run.name,
-        "custom_run_id": run.custom_run_id,
-        "creation_time": _iso(run.creation_time),
-        "modification_time": _iso(run.modification_time),
-        "archived": run.archived,
-        "source_kind": run.source_kind,
-        "scope": run.scope,
-    }
-
-
-def run_ref_from_json(data: dict) -> RunRef:
-    return RunRef(
-        project_id=data["project_id"],
-        run_id=data["run_id"],
-        sys_id=data.get("sys_id") or data["run_id"],
-        experiment_name=data.get("experiment_name"),
-        name=data.get("name"),
-        custom_run_id=data.get("custom_run_id"),
-        creation_time=_parse_iso(data.get("creation_time")),
-        modification_time=_parse_iso(data.get("modification_time")),
-        archived=bool(data.get("archived", False)),
-        source_kind=data.get("source_kind", "neptune3"),
-        scope=data.get("scope"),
-    )
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What to do with one run: skip (unchanged), full (new), incremental (changed), redo (failed/partial/options)."""
-
-    run: RunRef
-    action: str
-    reason: str
-
-    def to_json(self) -> dict:
-        return {"run": run_ref_to_json(self.run), "action": self.action, "reason": self.reason}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "RunPlan":
-        return cls(run_ref_from_json(data["run"]), data["action"], data.get("reason", ""))
+# ----------------------------------------------------------------------------- results
 
 
 @dataclass
@@ -410,175 +217,13 @@ def discover(source: Source, options: ExportOptions, projects: Iterable[str]) ->
     return runs
 
 
-# ----------------------------------------------------------------------------- planning
-
-
-def _listed(manifest: Manifest | None) -> set[str]:
-    return {part.path for part in manifest.parts} if manifest else set()
-
-
-def remove_strays(
-    data_root: Path, project_id: str, run_id: str, keep: Manifest | None, scope: str | None = None,
-    on_disk: list[Path] | None = None,
-) -> list[Path]:
-    """Delete the run's parts and tmp files that `keep` (a complete manifest, or None) does not list.
-
-    `on_disk`: the run's parts and tmp files when the caller already listed the folder.
-    """
-    listed = _listed(keep)
-    removed = []
-    if on_disk is None:
-        on_disk = run_part_paths(data_root, project_id, run_id, include_tmp=True, scope=scope)
-    for path in on_disk:
-        if path.relative_to(data_root).as_posix() not in listed:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _plan_one(run: RunRef, options: ExportOptions, data_root: Path, on_disk: list[Path]) -> RunPlan:
-    """The plan of one run; `on_disk` holds its parts and tmp files (listed once per project folder)."""
-    manifest = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
-    if manifest is None:
-        if on_disk:
-            return RunPlan(run, "redo", f"{len(on_disk)} part(s) without a complete manifest")
-        return RunPlan(run, "full", "not exported yet")
-    if not manifest.is_complete():
-        return RunPlan(run, "redo", "previous export failed")
-    missing = [p.path for p in manifest.parts if not (data_root / p.path).is_file()]
-    if missing:
-        return RunPlan(run, "redo", f"{len(missing)} listed part(s) missing")
-    if manifest.options.get("fingerprint") != options.fingerprint():
-        return RunPlan(run, "redo", "export options changed")
-    if manifest.format_version < PROJECT_RELATIVE_FILES_FORMAT:
-        return RunPlan(run, "redo", "exported with file paths relative to the files root (older format)")
-    remove_strays(data_root, run.project_id, run.run_id, manifest, run.scope, on_disk=on_disk)
-    ensure_part_zero(data_root, manifest)
-    if run.modification_time is not None and manifest.source.get("modification_time") == _iso(run.modification_time):
-        return RunPlan(run, "skip", "unchanged since the last export")
-    return RunPlan(run, "incremental", "modified since the last export")
+# ----------------------------------------------------------------------------- planning and exporting one run
 
 
 def plan_runs(runs: Iterable[RunRef], options: ExportOptions) -> list[RunPlan]:
-    """Compare each run with its manifest. Also tidies complete runs (stray files removed, part 0 restored)."""
-    data_root = Path(options.data_path)
-    folders: dict[tuple[str, str | None], dict[str, list[Path]]] = {}
-    plans = []
-    for run in runs:
-        key = (run.project_id, run.scope)
-        if key not in folders:
-            folders[key] = part_paths_by_run_file(project_dir(data_root, run.project_id, run.scope), include_tmp=True)
-        plans.append(_plan_one(run, options, data_root, folders[key].get(sanitize_name(run.run_id), [])))
-    return plans
+    """Each run's plan against its manifest (storage/incremental.py holds the rules)."""
+    return incremental.plan_runs(runs, Path(options.data_path), options.fingerprint())
 
-
-# ----------------------------------------------------------------------------- exporting one run
-
-
-def ensure_part_zero(data_root: Path, manifest: Manifest) -> None:
-    """Make `<run-file>_part_0.parquet` exist (the peer tool's "run complete" marker) by renaming the lowest part."""
-    if not manifest.parts or not manifest.is_complete():
-        return
-    zero_name = part_file_name(manifest.run_id, 0)
-    if any(Path(p.path).name == zero_name for p in manifest.parts):
-        return
-    lowest = manifest.parts[0]
-    source = data_root / lowest.path
-    target = source.with_name(zero_name)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-    relative = target.relative_to(data_root).as_posix()
-    manifest.parts = [replace(lowest, path=relative), *manifest.parts[1:]]
-    if manifest.single_value_parts is not None:
-        manifest.single_value_parts = [relative if p == lowest.path else p for p in manifest.single_value_parts]
-    write_manifest(data_root, manifest)
-    source.unlink()
-
-
-def _watermark_filter(batch: pa.RecordBatch, marks: dict[str, int]) -> pa.RecordBatch:
-    """Drop series points at or before the watermark (a source may return a little more than asked)."""
-    if not marks or batch.num_rows == 0:
-        return batch
-    paths = batch.column("attribute_path")
-    is_series = pc.is_in(batch.column("attribute_type"), value_set=SERIES_TYPES_ARRAY)
-    steps = decimal_array_to_unscaled(batch.column("step"))
-    drop = np.zeros(batch.num_rows, dtype=bool)
-    for path in pc.unique(paths).to_pylist():
-        if path in marks:
-            same = np.asarray(pc.and_(pc.equal(paths, path), is_series).fill_null(False))
-            drop |= same & (steps <= marks[path])
-    return batch.filter(pa.array(~drop)) if drop.any() else batch
-
-
-def _unscaled_marks(watermarks: dict[str, Watermark] | None) -> dict[str, int]:
-    return {
-        path: int(round(mark.last_step * 1_000_000))
-        for path, mark in (watermarks or {}).items()
-        if mark.last_step is not None
-    }
-
-
-def _single_value_paths(stats: AttributeStats) -> set[str]:
-    return {path for path, entry in stats.by_path.items() if entry["type"] not in SERIES_TYPE_NAMES}
-
-
-def _rewrite_without(writer: RunWriter, data_root: Path, part: PartInfo, superseded: set[str]) -> None:
-    """Copy a kept part into the writer minus the single-value rows the new export replaced."""
-    drop = pa.array(sorted(superseded), pa.string())
-    for batch in iter_part_batches(data_root / part.path):
-        is_single = pc.invert(pc.is_in(batch.column("attribute_type"), value_set=SERIES_TYPES_ARRAY))
-        replaced = pc.and_(is_single, pc.is_in(batch.column("attribute_path"), value_set=drop))
-        writer.write(batch.filter(pc.invert(replaced)))
-
-
-def _parts_holding(data_root: Path, kept: Manifest, paths: set[str]) -> list[PartInfo]:
-    """Kept parts holding single-value rows of `paths` (scans only parts known to hold single-value rows)."""
-    candidates = set(kept.single_value_parts) if kept.single_value_parts is not None else None
-    value_set = pa.array(sorted(paths), pa.string())
-    holding = []
-    for part in kept.parts:
-        if candidates is not None and part.path not in candidates:
-            continue
-        for batch in iter_part_batches(data_root / part.path, ["attribute_path", "attribute_type"]):
-            hit = pc.and_(
-                pc.invert(pc.is_in(batch.column("attribute_type"), value_set=SERIES_TYPES_ARRAY)),
-                pc.is_in(batch.column("attribute_path"), value_set=value_set),
-            )
-            if pc.any(hit).as_py():
-                holding.append(part)
-                break
-    return holding
-
-
-def _merge_attributes(kept: Manifest | None, stats: AttributeStats, superseded: set[str]) -> dict[str, dict]:
-    merged = {p: dict(e) for p, e in (kept.attributes if kept else {}).items() if p not in superseded}
-    for path, entry in stats.by_path.items():
-        old = merged.get(path)
-        if old is None or old["type"] != entry["type"]:
-            merged[path] = dict(entry)
-            continue
-        old["count"] += entry["count"]
-        steps = [s for s in (old.get("last_step"), entry.get("last_step")) if s is not None]
-        old["last_step"] = max(steps) if steps else None
-    return merged
-
-
-def _file_entry(exported: ExportedFile) -> dict:
-    return {
-        "attribute_path": exported.attribute_path,
-        "path": exported.relative_path,
-        "size": exported.size,
-        "sha256": exported.sha256,
-        "step": exported.step,
-    }
-
-
-def _merge_files(kept: Manifest | None, new: list[ExportedFile]) -> list[dict]:
-    entries = {(f["attribute_path"], f["path"]): f for f in (kept.files if kept else [])}
-    entries.update({(f.attribute_path, f.relative_path): _file_entry(f) for f in new})
-    return list(entries.values())
 
 
 def _source_record(source: Source, run: RunRef, facts: dict) -> dict:
@@ -591,8 +236,8 @@ def _source_record(source: Source, run: RunRef, facts: dict) -> dict:
         "custom_run_id": run.custom_run_id,
         "experiment_name": run.experiment_name,
         "name": run.name,
-        "creation_time": _iso(run.creation_time),
-        "modification_time": _iso(run.modification_time),
+        "creation_time": iso_utc_ms(run.creation_time),
+        "modification_time": iso_utc_ms(run.modification_time),
         "fork_parent": None,
         "fork_step": None,
     }
@@ -619,23 +264,23 @@ def _begin(plan: RunPlan, options: ExportOptions, settings: Settings, data_root:
     run = plan.run
     previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
     complete = previous if previous is not None and previous.is_complete() else None
-    remove_strays(data_root, run.project_id, run.run_id, previous, run.scope)  # listed parts go only once replaced
-    incremental = (
+    incremental.remove_strays(data_root, run.project_id, run.run_id, previous, run.scope)  # listed parts go only once replaced
+    resumes = (
         plan.action == "incremental"
         and complete is not None
         and complete.options.get("fingerprint") == options.fingerprint()
     )
     writer = RunWriter(data_root, run.project_id, run.run_id, settings.part_target_bytes, run.scope)
-    return _Attempt(kept=complete if incremental else None, previous=previous, writer=writer)
+    return _Attempt(kept=complete if resumes else None, previous=previous, writer=writer)
 
 
 def _stream(attempt: _Attempt, source: Source, plan: RunPlan, options: ExportOptions, progress) -> list[ExportedFile]:
     watermarks = attempt.kept.watermarks() if attempt.kept else None
-    marks = _unscaled_marks(watermarks)
+    marks = incremental.unscaled_marks(watermarks)
     callback = progress.on_points if progress is not None else None
     content = source.export_run(plan.run, options.attributes, Path(options.files_path), watermarks, callback)
     for batch in content.batches:
-        batch = _watermark_filter(batch, marks)
+        batch = incremental.watermark_filter(batch, marks)
         attempt.writer.write(batch)
         attempt.stats.add(batch)
     attempt.facts = content.source_facts
@@ -651,45 +296,30 @@ def _rewrite_superseded(attempt: _Attempt, data_root: Path) -> None:
     """
     if attempt.kept is None:
         return
-    attempt.superseded = _single_value_paths(attempt.stats)
+    attempt.superseded = incremental.single_value_paths(attempt.stats)
     if not attempt.superseded:
         return
-    attempt.rewritten = _parts_holding(data_root, attempt.kept, attempt.superseded)
+    attempt.rewritten = incremental.parts_holding(data_root, attempt.kept, attempt.superseded)
     for part in attempt.rewritten:
-        _rewrite_without(attempt.writer, data_root, part, attempt.superseded)
+        incremental.rewrite_without(attempt.writer, data_root, part, attempt.superseded)
 
 
 def _complete_manifest(attempt: _Attempt, source: Source, plan: RunPlan, options: ExportOptions, files) -> Manifest:
     kept, new_parts = attempt.kept, attempt.writer.close()
     rewritten = {p.path for p in attempt.rewritten}
     parts = [p for p in (kept.parts if kept else []) if p.path not in rewritten] + new_parts
-    single = _kept_single_value_parts(kept, rewritten)
-    file_entries = _merge_files(kept, files)
+    single = incremental.kept_single_value_parts(kept, rewritten)
+    file_entries = incremental.merge_files(kept, files)
     return Manifest(
         status=STATUS_COMPLETE,
         source=_source_record(source, plan.run, attempt.facts),
         options=options.manifest_options(),
         parts=parts,
-        attributes=_merge_attributes(kept, attempt.stats, attempt.superseded),
+        attributes=incremental.merge_attributes(kept, attempt.stats, attempt.superseded),
         files=file_entries,
         checksum=compute_checksum(parts, file_entries),
         single_value_parts=None if single is None else single + attempt.writer.single_value_parts,
     )
-
-
-def _kept_single_value_parts(kept: Manifest | None, rewritten: set[str]) -> list[str] | None:
-    """Kept parts still holding single-value rows; None stays None (unknown: the next incremental scans all)."""
-    if kept is None:
-        return []
-    if kept.single_value_parts is None:
-        return None
-    return [p for p in kept.single_value_parts if p not in rewritten]
-
-
-def _drop_obsolete(data_root: Path, previous: Manifest | None, manifest: Manifest) -> None:
-    """After the new manifest is on disk: delete parts the old manifest listed and the new one does not."""
-    for path in _listed(previous) - _listed(manifest):
-        (data_root / path).unlink(missing_ok=True)
 
 
 def export_run(
@@ -714,10 +344,10 @@ def export_run(
         attempt.writer.abort()
         raise
     write_manifest(data_root, manifest)
-    _drop_obsolete(data_root, attempt.previous, manifest)
-    kept_paths = _listed(attempt.kept)
+    incremental.drop_obsolete(data_root, attempt.previous, manifest)
+    kept_paths = incremental.listed_parts(attempt.kept)
     written_bytes = sum(p.bytes for p in manifest.parts if p.path not in kept_paths)
-    ensure_part_zero(data_root, manifest)
+    incremental.ensure_part_zero(data_root, manifest)
     result = RunExportResult(
         run.project_id,
         run.run_id,

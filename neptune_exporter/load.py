@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol, TypeVar
 
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError, TargetUnavailableError, is_transient
 from neptune_exporter.loaders.base import ExportedRun, LoadResult, Loader
+from neptune_exporter.loaders.client_env import apply_client_defaults
 from neptune_exporter.settings import RetryPolicy, Settings
 from neptune_exporter.validation.compare import Difference
 from neptune_exporter.validation.report import RunValidation, ValidationReport
@@ -81,6 +82,7 @@ def make_loader(options: LoadOptions, settings: Settings) -> Loader:
     if options.target not in TARGETS:
         raise InvalidOptionError(f"unknown target {options.target!r}", f"use one of: {', '.join(sorted(TARGETS))}")
     module_name, _, attribute_path = TARGETS[options.target].partition(":")
+    apply_client_defaults(options.target)  # some clients read them when imported
     factory: Any = importlib.import_module(module_name)
     for name in attribute_path.split("."):
         factory = getattr(factory, name)
@@ -101,7 +103,7 @@ class RunToLoad:
 
 def select_runs(options: LoadOptions) -> list[RunToLoad]:
     """Runs in the export matching the options; OutputPathError when the export folder is missing."""
-    from neptune_exporter.storage.parquet import list_stored_runs
+    from neptune_exporter.storage.exported_run import list_stored_runs
 
     data_root = Path(options.data_path)
     if not data_root.is_dir():

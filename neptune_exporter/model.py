@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Iterable
@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 import pyarrow as pa
 
-from neptune_exporter.errors import CorruptPartError
+from neptune_exporter.errors import CorruptPartError, InvalidOptionError
 
 ProjectId = str  # "workspace/project"
 RunId = str  # custom run id (3.x) or sys/id, the id a run is exported under
@@ -200,6 +200,40 @@ class RunRef:
         return f"{self.project_id}/{self.run_id}"
 
 
+def run_ref_to_json(run: RunRef) -> dict:
+    """A RunRef as JSON types (times as UTC ISO text with milliseconds)."""
+    return {
+        "project_id": run.project_id,
+        "run_id": run.run_id,
+        "sys_id": run.sys_id,
+        "experiment_name": run.experiment_name,
+        "name": run.name,
+        "custom_run_id": run.custom_run_id,
+        "creation_time": iso_utc_ms(run.creation_time),
+        "modification_time": iso_utc_ms(run.modification_time),
+        "archived": run.archived,
+        "source_kind": run.source_kind,
+        "scope": run.scope,
+    }
+
+
+def run_ref_from_json(data: dict) -> RunRef:
+    """The RunRef of `run_ref_to_json` output."""
+    return RunRef(
+        project_id=data["project_id"],
+        run_id=data["run_id"],
+        sys_id=data.get("sys_id") or data["run_id"],
+        experiment_name=data.get("experiment_name"),
+        name=data.get("name"),
+        custom_run_id=data.get("custom_run_id"),
+        creation_time=parse_iso(data.get("creation_time")),
+        modification_time=parse_iso(data.get("modification_time")),
+        archived=bool(data.get("archived", False)),
+        source_kind=data.get("source_kind", "neptune3"),
+        scope=data.get("scope"),
+    )
+
+
 @dataclass(frozen=True)
 class FileRef:
     """A file a run points to in the source: where to fetch it and what is known of it."""
@@ -208,6 +242,29 @@ class FileRef:
     size: int | None = None
     mime_type: str | None = None
     extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- times
+
+
+def as_utc(value: datetime) -> datetime:
+    """The one UTC rule: naive datetimes are UTC, aware ones are converted to UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def iso_utc_ms(value: datetime | None) -> str | None:
+    """UTC ISO text with milliseconds (how manifests store times, so equal times compare equal); None stays None."""
+    return None if value is None else as_utc(value).isoformat(timespec="milliseconds")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    """The datetime of ISO text ('' and None give None)."""
+    return datetime.fromisoformat(text) if text else None
+
+
+def utc_now_iso() -> str:
+    """Now, as UTC ISO text with milliseconds."""
+    return iso_utc_ms(datetime.now(timezone.utc))
 
 
 # --------------------------------------------------------------------------- steps
@@ -256,3 +313,30 @@ def decimal_array_to_float(steps: pa.Array | pa.ChunkedArray) -> np.ndarray:
         mask = np.concatenate([np.asarray(c.is_null()) for c in chunks]) if chunks else np.zeros(0, bool)
         unscaled[mask] = np.nan
     return unscaled
+
+
+def step_multiplier_for(unscaled_steps: Iterable[np.ndarray]) -> int:
+    """Smallest power of ten making every step (int64 millionths) an exact integer: 1, 10, ..., 10**6."""
+    needed = 0
+    for chunk in unscaled_steps:
+        chunk = np.asarray(chunk, dtype=np.int64)
+        while needed < STEP_SCALE and chunk.size and np.any(chunk % 10 ** (STEP_SCALE - needed)):
+            needed += 1
+        if needed == STEP_SCALE:
+            break
+    return 10**needed
+
+
+def integer_steps(unscaled_steps: np.ndarray, multiplier: int) -> np.ndarray:
+    """Exact integer steps = step * multiplier; raises InvalidOptionError when a step would not be whole."""
+    unscaled = np.asarray(unscaled_steps, dtype=np.int64)
+    # step * multiplier = unscaled * multiplier / 10**6, exact in integers
+    numerator = unscaled * multiplier
+    divisor = 10**STEP_SCALE
+    if np.any(numerator % divisor):
+        bad = unscaled[(numerator % divisor) != 0][0] / divisor
+        raise InvalidOptionError(
+            f"step {bad} times the step multiplier {multiplier} is not a whole number",
+            "drop --step-multiplier to let the loader pick the smallest exact power of ten, or pass a larger one",
+        )
+    return numerator // divisor

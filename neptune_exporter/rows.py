@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from neptune_exporter.model import (
+    as_utc,
     FILE_TYPE,
     HISTOGRAM_TYPE,
     PARQUET_SCHEMA,
@@ -62,9 +63,7 @@ def _timestamps(timestamps_ms: np.ndarray | Sequence[float] | None, n: int) -> p
 
 def to_utc_ms(value: datetime) -> datetime:
     """Datetime normalised to UTC with millisecond precision (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    value = value.astimezone(timezone.utc)
+    value = as_utc(value)
     return value.replace(microsecond=(value.microsecond // 1000) * 1000)
 
 

@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import (
     TaskRunFilterFlowRunId,
 )
 from prefect.client.schemas.sorting import ArtifactSort, LogSort
+from prefect.logging.handlers import APILogWorker
 
 PAGE = 200
 
@@ -62,6 +63,7 @@ def task_runs(flow_run_ids: list[UUID]) -> list:
 
 def flow_run_logs(flow_run_ids: list[UUID]) -> list:
     """Every log line of these flow runs (their task runs' lines included), oldest first."""
+    APILogWorker.drain_all(timeout=30, at_exit=False)  # lines of an in-process flow run are still on their way
     found: list = []
     with get_client(sync_client=True) as client:
         while True:

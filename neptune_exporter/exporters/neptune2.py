@@ -11,15 +11,13 @@ import re
 import shutil
 import threading
 import time
-import uuid
 import warnings
-import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -37,31 +35,22 @@ from neptune_exporter.errors import (
     TerminalError,
     UnsupportedError,
 )
-from neptune_exporter.exporters.base import (
-    AttributeSelection,
-    ExportedFile,
-    ProgressCallback,
-    RunContent,
-    RunSelection,
-    Watermark,
-    chunked,
-    compile_regex,
-    matches_kind,
-    matches_path,
-)
+from neptune_exporter.exporters.base import ProgressCallback, RunContent, chunked
 from neptune_exporter.model import (
     MODEL_VERSIONS_SCOPE,
     MODELS_SCOPE,
     AttributeType,
     ProjectId,
     RunRef,
-    file_value_path,
+    as_utc as model_as_utc,
     project_files_dir,
     sanitize_name,
 )
 from neptune_exporter.rows import parameter_rows, series_rows
+from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex, matches_kind, matches_path
 from neptune_exporter.settings import Settings, neptune_api_token
-from neptune_exporter.storage.parquet import file_sha256
+from neptune_exporter.storage.manifest import Watermark
+from neptune_exporter.storage.files import publish, safe_relative, staging_dir, unpack_zip
 
 # Choices and bounds:
 #
@@ -192,9 +181,7 @@ def combine_nql(*clauses: str | None) -> str | None:
 
 def nql_datetime(when: datetime) -> str:
     """A datetime as the 2.x server reads it in NQL (UTC, milliseconds, Z)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    text = when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    text = model_as_utc(when).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
     return f"{text}Z"
 
 
@@ -245,7 +232,7 @@ def as_utc(value: Any) -> datetime | None:
     """Client datetimes (naive UTC from tables) → aware UTC; None stays None."""
     if not isinstance(value, datetime):
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return model_as_utc(value)
 
 
 def token_server(api_token: str | None) -> str:
@@ -257,37 +244,6 @@ def token_server(api_token: str | None) -> str:
     except (ValueError, UnicodeDecodeError):
         return ""
     return str(claims.get("api_address") or claims.get("api_url") or "") if isinstance(claims, dict) else ""
-
-
-def safe_relative(path: str) -> Path:
-    """An attribute path as a relative folder that cannot leave the run's folder ('..' and '.' escaped)."""
-    parts = []
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            part = part.replace(".", "_") or "_"
-        parts.append(part.replace("\\", "_"))
-    return Path(*parts)
-
-
-def unpack_zip(archive: Path, target: Path) -> list[Path]:
-    """Extract a zip into target (refusing members that would land outside it); the files written."""
-    written = []
-    root = target.resolve()
-    with zipfile.ZipFile(archive) as zipped:
-        for member in zipped.infolist():
-            if member.is_dir():
-                continue
-            destination = (target / member.filename).resolve()
-            if root not in destination.parents:
-                raise TerminalError(
-                    f"file set archive member {member.filename!r} points outside its folder",
-                    "report this server response; the exporter refuses to write outside the files folder",
-                )
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with zipped.open(member) as source, open(destination, "wb") as sink:
-                shutil.copyfileobj(source, sink, 1 << 20)
-            written.append(destination)
-    return sorted(written)
 
 
 def exact_page(fetch: Callable[[int, int], Any], offset: int, count: int) -> list:
@@ -468,7 +424,16 @@ class Neptune2Source:
         self._projects: dict[str, Any] = {}
         self._models: dict[tuple[str, str], Any] = {}  # (project, model sys id) → read-only model container
         self._lock = threading.Lock()
-        configure_client(settings)
+        self._client_configured = False
+
+    def _client(self) -> Any:
+        """The `neptune` module, configured (configure_client) before this source's first call through it."""
+        import neptune
+
+        if not self._client_configured:
+            configure_client(self._settings)
+            self._client_configured = True
+        return neptune
 
     # ---- access and discovery
 
@@ -476,8 +441,7 @@ class Neptune2Source:
         """The read-only project container (opened once, cached)."""
         with self._lock:
             if project_id not in self._projects:
-                import neptune
-
+                neptune = self._client()
                 try:
                     self._projects[project_id] = neptune.init_project(
                         project=project_id, api_token=self._token, mode="read-only"
@@ -494,6 +458,7 @@ class Neptune2Source:
         self._project(project_id)
 
     def list_projects(self, workspace: str) -> list[ProjectId]:
+        self._client()
         from neptune import management
 
         try:
@@ -601,8 +566,7 @@ class Neptune2Source:
         key = (project_id, model_id)
         with self._lock:
             if key not in self._models:
-                import neptune
-
+                neptune = self._client()
                 try:
                     self._models[key] = neptune.init_model(
                         with_id=model_id, project=project_id, api_token=self._token, mode="read-only"
@@ -649,8 +613,7 @@ class Neptune2Source:
 
     def open_run(self, run: RunRef) -> Any:
         """The run (or model, or model version) opened read-only (one init per export)."""
-        import neptune
-
+        neptune = self._client()
         opener = {MODELS_SCOPE: neptune.init_model, MODEL_VERSIONS_SCOPE: neptune.init_model_version}.get(
             run.scope, neptune.init_run)
         try:
@@ -874,37 +837,27 @@ class _RunExport:
     def _attribute_dir(self, attribute: SourceAttribute) -> Path:
         return self.run_dir / safe_relative(attribute.path)
 
-    def _staging(self, attribute: SourceAttribute) -> Path:
-        staging = self.project_files / self.run_dir / f".staging-{uuid.uuid4().hex}"
-        staging.mkdir(parents=True)
-        return staging
+    def _staging(self):
+        return staging_dir(self.project_files / self.run_dir)
 
     def _publish(self, attribute: SourceAttribute, staged: Path, relative: Path, step: float | None = None) -> str:
         """Move a downloaded file into place (atomic rename), record it, return its relative path."""
-        target = self.project_files / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        size, digest = staged.stat().st_size, file_sha256(staged)
-        os.replace(staged, target)
-        rel = file_value_path(self.files_root, self.run.project_id, target)
+        exported = publish(staged, self.project_files / relative, self.files_root, self.run.project_id, attribute.path, step)
         with self.files_lock:
-            self.content.files.append(ExportedFile(attribute.path, rel, size, digest, step))
-        self.progress(0, size)
-        return rel
+            self.content.files.append(exported)
+        self.progress(0, exported.size)
+        return exported.relative_path
 
     def _file(self, attribute: SourceAttribute) -> pa.RecordBatch:
-        staging = self._staging(attribute)
-        try:
+        with self._staging() as staging:
             attribute.handle.download(destination=str(staging), progress_bar=False)
             downloaded = _only_file(staging, attribute.path)
             rel = self._publish(attribute, downloaded, self._attribute_dir(attribute) / downloaded.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return parameter_rows(self.run.project_id, self.run.run_id, [(attribute.path, AttributeType.FILE, rel)])
 
     def _file_series(self, attribute: SourceAttribute) -> Iterator[pa.RecordBatch]:
         last_step = self._last_step(attribute)
-        staging = self._staging(attribute)
-        try:
+        with self._staging() as staging:
             attribute.handle.download(destination=str(staging), progress_bar=False)
             images = sorted((p for p in staging.iterdir() if p.is_file()), key=lambda p: int(p.stem))
             steps, paths = [], []
@@ -914,32 +867,26 @@ class _RunExport:
                     continue
                 paths.append(self._publish(attribute, image, self._attribute_dir(attribute) / image.name, step))
                 steps.append(step)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         if steps:
             yield series_rows(self.run.project_id, self.run.run_id, attribute.path, AttributeType.FILE_SERIES,
                               steps, paths, None)
 
     def _file_set(self, attribute: SourceAttribute) -> pa.RecordBatch:
-        staging = self._staging(attribute)
-        try:
+        with self._staging() as staging:
             archive = staging / "file_set.zip"
             attribute.handle.download(destination=str(archive), progress_bar=False)
             unpacked = staging / "files"
             members = unpack_zip(archive, unpacked)
             target_dir = self._attribute_dir(attribute)
             paths = [self._publish(attribute, m, target_dir / m.relative_to(unpacked.resolve())) for m in members]
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         items = [(attribute.path, AttributeType.FILE_SET, p) for p in paths]
         return parameter_rows(self.run.project_id, self.run.run_id, items)
 
     def _artifact(self, attribute: SourceAttribute) -> pa.RecordBatch:
         """The artifact's file list (hash, size, type, metadata) as files_list.json, plus reachable contents."""
         listing = attribute.handle.fetch_files_list()
-        staging = self._staging(attribute)
         target_dir = self._attribute_dir(attribute)
-        try:
+        with self._staging() as staging:
             list_file = staging / "files_list.json"
             entries = [entry.to_dto() for entry in listing]
             payload = {"hash": attribute.handle.fetch_hash(), "files": entries}
@@ -947,8 +894,6 @@ class _RunExport:
             rel = self._publish(attribute, list_file, target_dir / "files_list.json")
             for entry in listing:
                 self._artifact_content(attribute, entry, staging, target_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return parameter_rows(self.run.project_id, self.run.run_id, [(attribute.path, AttributeType.ARTIFACT, rel)])
 
     def _artifact_content(self, attribute: SourceAttribute, entry: Any, staging: Path, target_dir: Path) -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import re
-import shutil
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterator
 
@@ -30,22 +27,14 @@ from neptune_exporter.errors import (
     TerminalError,
     UnsupportedError,
 )
-from neptune_exporter.exporters.base import (
-    AttributeSelection,
-    ExportedFile,
-    ProgressCallback,
-    RunContent,
-    RunSelection,
-    Watermark,
-    chunked,
-    compile_regex,
-    matches_kind,
-    matches_path,
-)
+from neptune_exporter.exporters.base import ProgressCallback, RunContent, chunked
 from neptune_exporter.exporters.where import parse_where, to_neptune_query_filter
-from neptune_exporter.model import AttributeType, ProjectId, RunRef, file_value_path, project_files_dir, sanitize_name
+from neptune_exporter.model import AttributeType, ProjectId, RunRef, as_utc, project_files_dir, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
+from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex, matches_kind, matches_path
 from neptune_exporter.settings import Settings, neptune_api_token
+from neptune_exporter.storage.files import ExportedFile, disk_part, file_leaf, publish, staging_dir
+from neptune_exporter.storage.manifest import Watermark
 
 PARAMETER_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
 SERIES_TYPES = ("float_series", "string_series", "histogram_series")
@@ -97,7 +86,9 @@ def server_of_token(token: str | None) -> str:
 
 
 def configure_neptune_query(settings: Settings) -> None:
-    """Set neptune-query's knobs (read from the environment at call time) from our settings."""
+    """Set neptune-query's knobs from our settings. The client reads them only from process-wide NEPTUNE_QUERY_*
+    environment variables (at call time), so this is the one function that writes them; Neptune3Source calls it,
+    with the token, right before each call into the client (never at import or in a constructor)."""
     os.environ["NEPTUNE_QUERY_RETRY_SOFT_TIMEOUT"] = str(settings.source_retry_timeout_s)
     os.environ["NEPTUNE_QUERY_RETRY_HARD_TIMEOUT"] = str(2 * settings.source_retry_timeout_s)
     os.environ["NEPTUNE_QUERY_ATTRIBUTE_VALUES_BATCH_SIZE"] = str(settings.attributes_per_request)
@@ -202,7 +193,7 @@ def _python_datetime(value: Any) -> datetime | None:
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return as_utc(value)
     return None
 
 
@@ -276,41 +267,8 @@ def split_series_frame(frame: pd.DataFrame) -> dict[str, SeriesChunk]:
 # --------------------------------------------------------------------------- files on disk
 
 
-_CLEAN_PART = re.compile(r"[A-Za-z0-9_-]{1,100}")
-
-
-def disk_part(part: str) -> str:
-    """One attribute-path segment as a folder name: kept when plain ASCII, else sanitized + hash (collision-free)."""
-    if _CLEAN_PART.fullmatch(part):
-        return part
-    name = sanitize_name(part)
-    if len(name.encode("utf-8")) > 200:
-        safe, digest = name.rsplit("-", 1)
-        name = safe.encode("utf-8")[:150].decode("utf-8", "ignore") + "-" + digest
-    return name
-
-
-def file_leaf(source_path: str) -> str:
-    """A safe file name from the storage path's last segment, extension kept."""
-    base = source_path.rstrip("/").rsplit("/", 1)[-1]
-    safe = "".join(c if (c.isalnum() or c in "._-") else "_" for c in base).lstrip(".")
-    if len(safe.encode("utf-8")) > 150:
-        stem, dot, ext = safe.rpartition(".")
-        ext = ext[:16] if dot else ""
-        safe = safe.encode("utf-8")[:120].decode("utf-8", "ignore") + (f".{ext}" if ext else "")
-    return safe or "file"
-
-
 def step_label(step: float) -> str:
     return f"step_{step:.6f}".rstrip("0").rstrip(".")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _staging_key(attribute: str, step: float | None) -> tuple:
@@ -350,19 +308,19 @@ class Neptune3Source:
             self.server = server_of_token(self._token)
         except InvalidTokenError:
             self.server = ""
-        configure_neptune_query(self.settings)
         self._client_ready = False
 
     def __repr__(self) -> str:  # never shows the token
         return f"Neptune3Source(server={self.server!r})"
 
     def _ready(self) -> None:
-        """Validate the token once; make it neptune-query's (process-wide) token before every call."""
+        """Validate the token once; make it and our knobs neptune-query's (process-wide) configuration before every call."""
         import neptune_query
 
         if not self._client_ready:
             self.server = server_of_token(self._token)
             self._client_ready = True
+        configure_neptune_query(self.settings)
         neptune_query.set_api_token(self._token)
 
     # ---------------------------------------------------------------- access and listing
@@ -774,14 +732,11 @@ class RunExport:
         """Download neptune-query File objects, move them to their final place, record size and sha256."""
         stored: dict[tuple[str, float | None], ExportedFile] = {}
         for group in collision_free_groups(files, FILES_PER_DOWNLOAD):
-            staging = self.files_root / ".staging" / uuid.uuid4().hex
-            try:
+            with staging_dir(self.files_root / ".staging", prefix="") as staging:
                 downloaded = self.download_group(group, staging)
                 for item in group:
                     key = (item.attribute_path, None if item.step is None else float(item.step))
                     stored[key] = self.place(item, downloaded.get(key))
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
         return stored
 
     def download_group(self, group: list, staging: Path) -> dict[tuple[str, float | None], Path]:
@@ -806,14 +761,6 @@ class RunExport:
                 attribute=item.attribute_path,
             )
         target = self.final_path(item.attribute_path, step, item.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local, target)
-        exported = ExportedFile(
-            attribute_path=item.attribute_path,
-            relative_path=file_value_path(self.files_root, self.project, target),
-            size=target.stat().st_size,
-            sha256=sha256_of(target),
-            step=step,
-        )
+        exported = publish(local, target, self.files_root, self.project, item.attribute_path, step)
         self.files.append(exported)
         return exported

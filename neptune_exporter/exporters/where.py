@@ -40,10 +40,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Mapping, Union, cast
 
 from neptune_exporter.errors import InvalidQueryError
+from neptune_exporter.model import as_utc
 
 if TYPE_CHECKING:
     from neptune_query.filters import KNOWN_TYPES_LITERAL
@@ -226,7 +227,7 @@ def _parse_datetime(word: str) -> datetime | None:
         value = datetime.fromisoformat(word.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return as_utc(value)
 
 
 def _literal_of_word(word: str) -> Literal | None:
@@ -476,7 +477,7 @@ def _nql_value(value: Literal) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, datetime):
-        value = value.astimezone(timezone.utc)
+        value = as_utc(value)
         return '"' + value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z" + '"'
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -18,11 +17,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import requests
-
-# Batch-tool defaults, set before MLflow reads them (users may override in the environment).
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods logs
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # one "View run" line per run
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # phones home; its setup races request headers
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -46,7 +40,17 @@ from neptune_exporter.loaders.base import (
     open_exported_run,
     run_key,
 )
-from neptune_exporter.model import AttributeType, decimal_array_to_unscaled
+from neptune_exporter.loaders.client_env import apply_client_defaults
+from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
+from neptune_exporter.storage.exported_run import (
+    PROVENANCE_CHECKSUM,
+    PROVENANCE_FORK_PARENT,
+    PROVENANCE_FORK_STEP,
+    PROVENANCE_LOAD_STATE,
+    PROVENANCE_PROJECT,
+    PROVENANCE_RUN_ID,
+    PROVENANCE_STEP_MULTIPLIER,
+)
 from neptune_exporter.validation.compare import (
     Difference,
     FileExpectation,
@@ -68,9 +72,9 @@ KEY_MAP_ARTIFACT_DIR = "neptune"
 KEY_MAP_FILE = "key_map.json"
 RESERVED_TAG_PREFIXES = ("mlflow.", "neptune.")
 
-TAG_PROJECT, TAG_RUN_ID, TAG_RUN_KEY = "neptune.project", "neptune.run_id", "neptune.run_key"
-TAG_CHECKSUM, TAG_LOAD_STATE, TAG_STEP_MULTIPLIER = "neptune.export_checksum", "neptune.load_state", "neptune.step_multiplier"
-TAG_FORK_PARENT, TAG_FORK_STEP, TAG_FORK_PARENT_TARGET = "neptune.fork_parent", "neptune.fork_step", "neptune.fork_parent_mlflow_run_id"
+TAG_PROJECT, TAG_RUN_ID, TAG_RUN_KEY = PROVENANCE_PROJECT, PROVENANCE_RUN_ID, "neptune.run_key"
+TAG_CHECKSUM, TAG_LOAD_STATE, TAG_STEP_MULTIPLIER = PROVENANCE_CHECKSUM, PROVENANCE_LOAD_STATE, PROVENANCE_STEP_MULTIPLIER
+TAG_FORK_PARENT, TAG_FORK_STEP, TAG_FORK_PARENT_TARGET = PROVENANCE_FORK_PARENT, PROVENANCE_FORK_STEP, "neptune.fork_parent_mlflow_run_id"
 TAG_PARENT_RUN = "mlflow.parentRunId"
 LINK_TAGS = (TAG_FORK_PARENT_TARGET, TAG_PARENT_RUN)
 
@@ -112,9 +116,7 @@ def param_text(attribute_type: str, value: Any) -> str:
     if attribute_type == AttributeType.STRING_SET.value:
         return ",".join(sorted(value))
     if attribute_type == AttributeType.DATETIME.value:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        return iso_utc_ms(value)
     if attribute_type == AttributeType.FLOAT.value:
         return repr(float(value))
     return str(value)
@@ -128,18 +130,14 @@ def truncated_param(text: str, artifact_path: str, limit: int) -> str:
 
 def provenance_tags(export: ExportedRun, multiplier: int, load_state: str) -> dict[str, str]:
     """Tags every loaded run carries: where it came from, which export, how steps were scaled, load state."""
-    tags = {
-        TAG_PROJECT: export.project_id,
-        TAG_RUN_ID: export.run_id,
-        TAG_RUN_KEY: run_key(export.project_id, export.run_id),
-        TAG_CHECKSUM: export.checksum,
-        TAG_LOAD_STATE: load_state,
-        TAG_STEP_MULTIPLIER: str(multiplier),
-    }
-    if export.fork_parent:
-        tags[TAG_FORK_PARENT] = export.fork_parent
-        if export.fork_step is not None:
-            tags[TAG_FORK_STEP] = repr(float(export.fork_step))
+    record = export.provenance(multiplier, load_state)
+    fork_parent, fork_step = record.pop(TAG_FORK_PARENT), record.pop(TAG_FORK_STEP)
+    tags = {key: str(value) for key, value in record.items()}
+    tags[TAG_RUN_KEY] = run_key(export.project_id, export.run_id)
+    if fork_parent:
+        tags[TAG_FORK_PARENT] = fork_parent
+        if fork_step is not None:
+            tags[TAG_FORK_STEP] = repr(float(fork_step))
     return tags
 
 
@@ -438,6 +436,7 @@ class MlflowLoader:
     def client(self) -> MlflowClient:
         """Created on first use, so checks run before MLflow touches a store (it creates SQLite files)."""
         if self._client is None:
+            apply_client_defaults("mlflow")  # before the first call (load.make_loader applied them before the import)
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 

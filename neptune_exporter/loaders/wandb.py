@@ -41,13 +41,15 @@ from neptune_exporter.loaders.base import (
     run_key,
 )
 from neptune_exporter.loaders.step_merge import StepSpill
-from neptune_exporter.model import AttributeType, decimal_array_to_unscaled
+from neptune_exporter.loaders.wandb_online import PriorState as _PriorState
+from neptune_exporter.model import AttributeType, as_utc, decimal_array_to_unscaled
 from neptune_exporter.rows import value_column
+from neptune_exporter.storage.exported_run import PROVENANCE_CHECKSUM, PROVENANCE_LOAD_STATE
 
 log = logging.getLogger(__name__)
 
-LOAD_STATE = "neptune.load_state"
-CHECKSUM = "neptune.export_checksum"
+LOAD_STATE = PROVENANCE_LOAD_STATE
+CHECKSUM = PROVENANCE_CHECKSUM
 OFFLINE_LOG_TIMEOUT_SECONDS = 60.0  # for wandb-core to write a finished run's last records
 OFFLINE_LOG_POLL_SECONDS = 0.1
 DEFAULT_PROJECT_TEMPLATE = "{project}"
@@ -200,7 +202,7 @@ def _native(attribute_type: AttributeType, row: dict) -> Any:
     column = value_column(attribute_type)
     value = row[column]
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()
+        return as_utc(value).isoformat()
     if attribute_type is AttributeType.STRING_SET:
         return sorted(value or [])
     if isinstance(value, float) and not math.isfinite(value):
@@ -436,16 +438,6 @@ def _histogram(value: dict | None, attribute: str):
 # ----------------------------------------------------------------------------- the loader
 
 
-@dataclass
-class _PriorState:
-    """What the target already holds for a run."""
-
-    state: str  # "absent" | "partial" | "complete"
-    folders: list[Path] = field(default_factory=list)  # offline run folders found
-    next_step: int | None = None  # online resume: first step not yet logged
-    complete_log: Path | None = None  # offline: the `.wandb` log of the complete run
-
-
 class WandbLoader:
     """Loads exported runs into W&B with the shared loader verbs."""
 
@@ -595,19 +587,13 @@ class WandbLoader:
             return None
         from neptune_exporter.loaders.wandb_online import fork_point
 
-        return fork_point(self, exported)
+        return fork_point(self, exported, wandb_run_id(exported.project_id, exported.fork_parent))
 
     def _provenance(self, exported: ExportedRun, multiplier: int, content: RunContent) -> dict[str, Any]:
         return {
             "neptune.step_offset": content.step_offset(multiplier),
-            "neptune.project": exported.project_id,
-            "neptune.run_id": exported.run_id,
             "neptune.experiment": exported.experiment_name,
-            "neptune.fork_parent": exported.fork_parent,
-            "neptune.fork_step": exported.fork_step,
-            "neptune.step_multiplier": multiplier,
-            CHECKSUM: exported.checksum,
-            LOAD_STATE: "partial",
+            **exported.provenance(multiplier, "partial"),
         }
 
     def _log_artifacts(self, run, target_run_id: str, content: RunContent, history: _HistoryWriter) -> None:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from neptune_exporter.errors import TargetError, TargetUnavailableError
-from neptune_exporter.loaders.base import ExportedRun
+from neptune_exporter.storage.exported_run import (
+    PROVENANCE_CHECKSUM as CHECKSUM,
+    PROVENANCE_LOAD_STATE as LOAD_STATE,
+    ExportedRun,
+)
 
 HISTORY_PAGE_ROWS = 1000
+
+
+@dataclass
+class PriorState:
+    """What the target already holds for a run (online here; offline: loaders/wandb.py reads the `.wandb` logs)."""
+
+    state: str  # "absent" | "partial" | "complete"
+    folders: list[Path] = field(default_factory=list)  # offline run folders found
+    next_step: int | None = None  # online resume: first step not yet logged
+    complete_log: Path | None = None  # offline: the `.wandb` log of the complete run
 
 
 def _api(target):
@@ -39,25 +55,20 @@ def fetch_run(loader, exported: ExportedRun, target_run_id: str):
 
 def online_prior_state(loader, exported: ExportedRun, target_run_id: str):
     """complete (marker + same checksum) → skip; otherwise resume after the last step the server holds."""
-    from neptune_exporter.loaders.wandb import CHECKSUM, LOAD_STATE, _PriorState
-
     run = fetch_run(loader, exported, target_run_id)
     if run is None:
-        return _PriorState("absent")
+        return PriorState("absent")
     summary = dict(run.summary)
     if summary.get(LOAD_STATE) == "complete" and summary.get(CHECKSUM) == exported.checksum:
-        return _PriorState("complete")
+        return PriorState("complete")
     last_step = run.lastHistoryStep
-    return _PriorState("partial", next_step=last_step + 1 if last_step >= 0 else None)
+    return PriorState("partial", next_step=last_step + 1 if last_step >= 0 else None)
 
 
-def fork_point(loader, exported: ExportedRun) -> str | None:
-    """W&B fork point of a Neptune fork: the parent's W&B id at the fork step in the parent's step scale."""
+def fork_point(loader, exported: ExportedRun, parent_id: str) -> str | None:
+    """W&B fork point of a Neptune fork: the parent's W&B id (`parent_id`) at the fork step in the parent's step scale."""
     import math
 
-    from neptune_exporter.loaders.wandb import wandb_run_id
-
-    parent_id = wandb_run_id(exported.project_id, exported.fork_parent)
     parent = fetch_run(loader, exported, parent_id)
     if parent is None:
         return None
@@ -69,7 +80,6 @@ def fork_point(loader, exported: ExportedRun) -> str | None:
 
 def online_facts(loader, exported: ExportedRun, target_run_id: str):
     """WandbFacts of the server's run (None when absent or not complete)."""
-    from neptune_exporter.loaders.wandb import CHECKSUM, LOAD_STATE
     from neptune_exporter.validation.wandb_compare import HistoryDigest, WandbFacts
 
     run = fetch_run(loader, exported, target_run_id)

@@ -1,4 +1,8 @@
-"""On-disk contract: Parquet parts, per-run manifests, project summaries.
+"""On-disk contract, imported by sources (exporters/) and targets (loaders/, validation/), importing neither.
+
+Modules: parquet.py (parts: writer, reader, listing), manifest.py (per-run manifest + watermarks), files.py
+(exported files: staging → publish, sha256, safe names), exported_run.py (reading an export, ours or the peer
+tool's; provenance names), incremental.py (plan / merge / stray rules), summary.py (what is on disk).
 
 File paths: `file_value.path` (and a manifest's `files[].path`) is relative to `<files>/<project-dir>/`, exactly
 as the peer tool neptune-ai/neptune-exporter stores it (it downloads into `files/sanitize(project)` and its loaders

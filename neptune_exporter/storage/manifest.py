@@ -7,12 +7,10 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from neptune_exporter import __version__
-from neptune_exporter.exporters.base import Watermark
-from neptune_exporter.model import AttributeType, check_scope, sanitize_name
+from neptune_exporter.model import AttributeType, check_scope, sanitize_name, utc_now_iso  # noqa: F401 - utc_now_iso re-exported
 
 FORMAT_VERSION = 2  # 2: file paths relative to <files>/<project-dir>/ (model.PROJECT_RELATIVE_FILES_FORMAT)
 MANIFEST_SUFFIX = ".manifest.json"
@@ -35,6 +33,15 @@ SOURCE_FIELDS = (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Watermark:
+    """What an earlier export already holds of one attribute (the incremental resume point)."""
+
+    attribute_type: AttributeType
+    last_step: float | None  # None: nothing exported yet or not a series
+    count: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,10 +158,6 @@ def compute_checksum(parts: list[PartInfo], files: list[dict]) -> str:
     for line in sorted(f"file {f.get('attribute_path')} {f.get('path')} {f.get('sha256')}" for f in files):
         digest.update(line.encode() + b"\n")
     return digest.hexdigest()
-
-
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def manifest_path(data_root: Path | str, project_id: str, run_id: str, scope: str | None = None) -> Path:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -24,13 +22,10 @@ from neptune_exporter.model import (
     part_file_name,
     sanitize_name,
 )
+from neptune_exporter.storage.files import file_sha256
 from neptune_exporter.storage.manifest import (
-    MANIFEST_SUFFIX,
-    STATUS_COMPLETE,
-    STATUS_FAILED,
     Manifest,
     PartInfo,
-    compute_checksum,
     fsync_dir,
     manifest_path,
     read_manifest,
@@ -39,13 +34,10 @@ from neptune_exporter.storage.manifest import (
 __all__ = [
     "PartInfo",
     "RunWriter",
-    "StoredRun",
     "project_dir",
     "run_part_paths",
     "part_paths_by_run_file",
     "read_run_batches",
-    "list_stored_runs",
-    "derive_manifest",
     "AttributeStats",
 ]
 
@@ -57,7 +49,6 @@ COMPRESSION = "snappy"  # the peer tool's choice
 # Measured values (float_value ...) rarely repeat: a dictionary tried there is built and thrown away per column
 # chunk (one series of 400,000 rows: 35% less write CPU and 12% smaller parts than dictionaries everywhere).
 DICTIONARY_COLUMNS = ["project_id", "run_id", "attribute_path", "attribute_type", "step", "timestamp", "string_value"]
-HASH_CHUNK = 1 << 20
 ROW_GROUP_ROWS = 65_536  # rows coalesced per row group (small source batches would make tiny row groups)
 ROW_GROUP_BYTES = 8 * 1024 * 1024  # in-memory bytes held before a flush (also capped at a quarter of a part)
 SERIES_TYPE_NAMES = frozenset(t.value for t in SERIES_TYPES)
@@ -71,7 +62,7 @@ def project_dir(data_root: Path | str, project_id: str, scope: str | None = None
     return folder / scope if check_scope(scope) else folder
 
 
-def _parse_part_name(name: str) -> tuple[str, int, bool] | None:
+def parse_part_name(name: str) -> tuple[str, int, bool] | None:
     match = _PART_RE.match(name)
     if match is None:
         return None
@@ -98,19 +89,10 @@ def part_paths_by_run_file(folder: Path, include_tmp: bool = False) -> dict[str,
         return {}
     found: dict[str, list[tuple[int, bool, Path]]] = {}
     for entry in os.scandir(folder):
-        parsed = _parse_part_name(entry.name)
+        parsed = parse_part_name(entry.name)
         if parsed and (include_tmp or not parsed[2]):
             found.setdefault(parsed[0], []).append((parsed[1], parsed[2], Path(entry.path)))
     return {prefix: [path for _, _, path in sorted(parts)] for prefix, parts in found.items()}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def conform_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -154,7 +136,7 @@ class RunWriter:
         self.folder = project_dir(self.data_root, project_id, scope)
         self.folder.mkdir(parents=True, exist_ok=True)
         existing = _run_files(self.folder, sanitize_name(run_id), include_tmp=True)
-        self._next_index = 1 + max((_parse_part_name(p.name)[1] for p in existing), default=-1)
+        self._next_index = 1 + max((parse_part_name(p.name)[1] for p in existing), default=-1)
         self._writer: pq.ParquetWriter | None = None
         self._sink: pa.OSFile | None = None
         self._current: tuple[int, Path] | None = None
@@ -262,7 +244,7 @@ class RunWriter:
         if infos:
             fsync_dir(self.folder)
         self._closed = True
-        return sorted(infos, key=lambda info: _parse_part_name(Path(info.path).name)[1])
+        return sorted(infos, key=lambda info: parse_part_name(Path(info.path).name)[1])
 
     def abort(self) -> None:
         """Remove every file this writer created (tmp or renamed); parts that existed before are untouched."""
@@ -316,7 +298,7 @@ def _to_target(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=target)
 
 
-def _listed_paths(data_root: Path, manifest: Manifest) -> list[Path]:
+def listed_paths(data_root: Path, manifest: Manifest) -> list[Path]:
     return [data_root / part.path for part in manifest.parts]
 
 
@@ -326,7 +308,7 @@ def read_run_batches(
     """A run's rows part by part; only the manifest's parts when a manifest exists (peer exports: every part)."""
     data_root = Path(data_root)
     manifest = read_manifest(manifest_path(data_root, project_id, run_id, scope))
-    paths = _listed_paths(data_root, manifest) if manifest else run_part_paths(data_root, project_id, run_id, scope=scope)
+    paths = listed_paths(data_root, manifest) if manifest else run_part_paths(data_root, project_id, run_id, scope=scope)
     for path in paths:
         yield from iter_part_batches(path, columns)
 
@@ -386,123 +368,3 @@ class AttributeStats:
         entry["count"] += count
         if step is not None and (entry["last_step"] is None or step > entry["last_step"]):
             entry["last_step"] = step
-
-
-# ----------------------------------------------------------------------------- stored runs
-
-_SYS_FACTS = {
-    "sys/id": ("sys_id", "string_value"),
-    "sys/custom_run_id": ("custom_run_id", "string_value"),
-    "sys/name": ("name", "string_value"),
-    "sys/experiment/name": ("experiment_name", "string_value"),
-    "sys/creation_time": ("creation_time", "datetime_value"),
-    "sys/modification_time": ("modification_time", "datetime_value"),
-    "sys/forking/parent": ("fork_parent", "string_value"),
-    "sys/forking/step": ("fork_step", "float_value"),
-}
-
-
-@dataclass
-class StoredRun:
-    """A run found on disk: its ids, folder, parts and manifest (derived from the parts for peer exports)."""
-
-    project_id: str
-    run_id: str
-    project_dir: Path
-    parts: list[Path]
-    manifest: Manifest
-
-
-_SYS_PATHS = pa.array(list(_SYS_FACTS), pa.string())
-_DERIVE_COLUMNS = ["project_id", "run_id", "attribute_path", "attribute_type", "step", "string_value", "float_value", "datetime_value"]
-
-
-def _collect_sys_facts(batch: pa.RecordBatch, facts: dict) -> None:
-    mask = pc.is_in(batch.column("attribute_path"), value_set=_SYS_PATHS)
-    if not pc.any(mask).as_py():
-        return
-    rows = batch.filter(mask).to_pylist()
-    for row in rows:
-        name, column = _SYS_FACTS[row["attribute_path"]]
-        value = row[column]
-        if value is not None and name not in facts:
-            facts[name] = value.isoformat() if hasattr(value, "isoformat") else value
-
-
-def derive_manifest(parts: list[Path], data_root: Path | str) -> Manifest:
-    """A manifest for parts written without one (the peer tool): ids, counts, last steps, checksums, sys facts."""
-    data_root = Path(data_root)
-    stats, ids, facts, infos = AttributeStats(), {}, {}, []
-    for path in parts:
-        rows = 0
-        for batch in iter_part_batches(path, _DERIVE_COLUMNS):
-            stats.add(batch)
-            _collect_sys_facts(batch, facts)
-            rows += batch.num_rows
-            if not ids and batch.num_rows:
-                ids = {"project_id": batch.column(0)[0].as_py(), "run_id": batch.column(1)[0].as_py()}
-        infos.append(PartInfo(path.relative_to(data_root).as_posix(), rows, path.stat().st_size, file_sha256(path)))
-    if "experiment_name" not in facts and "name" in facts:
-        facts["experiment_name"] = facts["name"]  # 3.x experiments keep their name in sys/name (peer reader's rule)
-    complete = bool(parts) and _parse_part_name(parts[0].name)[1] == 0  # the peer's marker: part 0 exists
-    errors = [] if complete else [{"error_type": "IncompleteExport", "message": "parts without part 0", "remedy": "export the run again"}]
-    return Manifest(
-        status=STATUS_COMPLETE if complete else STATUS_FAILED,
-        source={"kind": "peer", **ids, **facts},
-        parts=infos,
-        attributes=stats.by_path,
-        errors=errors,
-        checksum=compute_checksum(infos, []),
-        derived=True,
-    )
-
-
-def _run_prefixes(folder: Path) -> dict[str, list[Path]]:
-    prefixes: dict[str, list[Path]] = {}
-    for entry in os.scandir(folder):
-        if entry.name.endswith(MANIFEST_SUFFIX) and not entry.name.startswith("."):
-            prefixes.setdefault(entry.name[: -len(MANIFEST_SUFFIX)], [])
-            continue
-        parsed = _parse_part_name(entry.name)
-        if parsed and not parsed[2]:
-            prefixes.setdefault(parsed[0], []).append(Path(entry.path))
-    return prefixes
-
-
-def _stored_run(data_root: Path, folder: Path, prefix: str, parts: list[Path]) -> StoredRun | None:
-    manifest = read_manifest(folder / (prefix + MANIFEST_SUFFIX))
-    parts = sorted(parts, key=lambda p: _parse_part_name(p.name)[1])
-    if manifest is not None:
-        listed = _listed_paths(data_root, manifest)
-        return StoredRun(manifest.project_id, manifest.run_id, folder, listed, manifest)
-    if not parts:
-        return None
-    manifest = derive_manifest(parts, data_root)
-    manifest.source["run_id"] = manifest.run_id or prefix  # a peer run with zero rows names itself by file only
-    return StoredRun(manifest.project_id, manifest.run_id, folder, parts, manifest)
-
-
-def list_stored_runs(
-    data_root: Path | str, projects: Iterable[str] | None = None, runs_regex: str | None = None
-) -> Iterator[StoredRun]:
-    """Runs under the data root (ours or the peer tool's), by project folder then run file name."""
-    data_root = Path(data_root)
-    if not data_root.is_dir():
-        return
-    from neptune_exporter.exporters.base import compile_regex
-
-    pattern = compile_regex(runs_regex, "--runs")
-    wanted = {sanitize_name(p) for p in projects} if projects else None
-    for folder in sorted(p for p in data_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if wanted is not None and folder.name not in wanted:
-            continue
-        for prefix, parts in sorted(_run_prefixes(folder).items()):
-            stored = _stored_run(data_root, folder, prefix, parts)
-            if stored is None or (pattern and not _run_matches(stored, pattern)):
-                continue
-            yield stored
-
-
-def _run_matches(stored: StoredRun, pattern: re.Pattern) -> bool:
-    candidates = [stored.run_id, stored.manifest.source.get("custom_run_id"), stored.manifest.source.get("sys_id")]
-    return any(c and pattern.search(c) for c in candidates)

@@ -11,7 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from neptune_exporter.model import SERIES_TYPES
-from neptune_exporter.storage.parquet import StoredRun, list_stored_runs, project_dir
+from neptune_exporter.storage.exported_run import StoredRun, list_stored_runs
+from neptune_exporter.storage.parquet import project_dir
 
 SERIES_TYPE_NAMES = frozenset(t.value for t in SERIES_TYPES)
 FILE_TYPE_NAMES = frozenset({"file", "file_series", "file_set", "artifact"})

@@ -23,7 +23,8 @@ from neptune_exporter.fake_neptune import models_dataset as md
 from neptune_exporter.model import PARQUET_SCHEMA, RunRef, decimal_array_to_float, part_file_name, sanitize_name
 from neptune_exporter.settings import RetryPolicy, Settings
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
-from neptune_exporter.storage.parquet import list_stored_runs, read_run_batches
+from neptune_exporter.storage.exported_run import list_stored_runs
+from neptune_exporter.storage.parquet import read_run_batches
 
 pytestmark = pytest.mark.integration
 

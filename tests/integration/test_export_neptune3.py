@@ -354,7 +354,8 @@ def test_a_server_that_keeps_failing_gives_a_transient_error(faulty, all_runs, t
 def check_files_where_the_peer_looks(data_root: Path, files_root: Path) -> int:
     """Every file row resolves as the peer's loaders resolve it (`<files>/<sanitized project>/<path>`) to the manifest's
     bytes; returns the number of file rows checked."""
-    from neptune_exporter.storage.parquet import list_stored_runs, read_run_batches
+    from neptune_exporter.storage.exported_run import list_stored_runs
+    from neptune_exporter.storage.parquet import read_run_batches
 
     checked = 0
     for stored in list_stored_runs(data_root, projects=[PROJECT]):

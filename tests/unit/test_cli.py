@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
@@ -143,3 +145,21 @@ def test_fake_servers_are_mounted_as_subcommands():
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, result.output
         assert "serve" in result.output
+
+
+def test_a_cli_start_imports_neither_fake_server():
+    """The fake servers load only when their sub-command runs: `--help` and every product command start without them."""
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from neptune_exporter.cli import app\n"
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('neptune_exporter.fake_neptune', 'neptune_exporter.fake_wandb'))))\n"
+    )
+    quiet = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    assert quiet.stdout.strip() == "[]"
+    loaded = subprocess.run(
+        [sys.executable, "-c", script.replace("['--help']", "['fake-neptune', '--help']")],
+        capture_output=True, text=True, check=True, timeout=300,
+    )
+    assert "neptune_exporter.fake_neptune.cli" in loaded.stdout

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from neptune_exporter import export as ex
+from neptune_exporter.storage import incremental
 from neptune_exporter.errors import (
     InvalidRegexError,
     OutputPathError,
@@ -20,7 +21,8 @@ from neptune_exporter.errors import (
     RateLimitedError,
     TerminalError,
 )
-from neptune_exporter.exporters.base import AttributeSelection, ExportedFile, RunContent, RunSelection, matches_kind
+from neptune_exporter.exporters.base import AttributeSelection, ExportedFile, RunContent, RunSelection
+from neptune_exporter.selection import matches_kind
 from neptune_exporter.model import (
     AttributeKind,
     AttributeType,
@@ -427,9 +429,9 @@ def test_make_source_rejects_unknown_source():
 
 def test_watermark_filter_drops_points_a_source_sent_twice():
     batch = series_rows(PROJECT, "r", "m", "float_series", [1, 2, 3], [1.0, 2.0, 3.0], None)
-    kept = ex._watermark_filter(batch, {"m": 2_000_000})
+    kept = incremental.watermark_filter(batch, {"m": 2_000_000})
     assert kept.column("float_value").to_pylist() == [3.0]
-    assert ex._watermark_filter(pa.RecordBatch.from_pylist([], schema=batch.schema), {"m": 1}).num_rows == 0
+    assert incremental.watermark_filter(pa.RecordBatch.from_pylist([], schema=batch.schema), {"m": 1}).num_rows == 0
 
 
 def test_failed_redo_never_loses_the_last_complete_data(tmp_path):

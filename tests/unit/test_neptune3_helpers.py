@@ -1,6 +1,7 @@
 """Neptune3Source helpers: token checks, error mapping, frame → arrays, run listing rows, file naming."""
 
 import base64
+import os
 import json
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -76,7 +77,12 @@ def test_list_projects_is_unsupported_with_a_remedy():
 def test_neptune_query_retry_timeouts_come_from_settings(monkeypatch):
     from neptune_query.internal import env
 
+    from neptune_exporter.exporters.neptune3 import configure_neptune_query
+
+    monkeypatch.delenv("NEPTUNE_QUERY_RETRY_SOFT_TIMEOUT", raising=False)
     Neptune3Source(None, Settings(source_retry_timeout_s=7))
+    assert "NEPTUNE_QUERY_RETRY_SOFT_TIMEOUT" not in os.environ  # a constructor configures nothing process-wide
+    configure_neptune_query(Settings(source_retry_timeout_s=7))  # what the source runs before each client call
     assert env.NEPTUNE_QUERY_RETRY_SOFT_TIMEOUT.get() == 7
     assert env.NEPTUNE_QUERY_RETRY_HARD_TIMEOUT.get() == 14
 

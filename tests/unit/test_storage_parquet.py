@@ -12,9 +12,9 @@ import pytest
 from neptune_exporter.errors import CorruptPartError
 from neptune_exporter.model import PARQUET_SCHEMA, decimal_array_to_float, part_file_name, sanitize_name
 from neptune_exporter.rows import empty_batch, parameter_rows, series_rows
+from neptune_exporter.storage.exported_run import list_stored_runs
 from neptune_exporter.storage.parquet import (
     RunWriter,
-    list_stored_runs,
     project_dir,
     read_run_batches,
     run_part_paths,

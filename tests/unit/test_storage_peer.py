@@ -10,7 +10,8 @@ import pytest
 from neptune_exporter.model import PARQUET_SCHEMA, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.storage.manifest import Manifest, write_manifest
-from neptune_exporter.storage.parquet import RunWriter, list_stored_runs, read_run_batches
+from neptune_exporter.storage.exported_run import list_stored_runs
+from neptune_exporter.storage.parquet import RunWriter, read_run_batches
 from tests.unit.fixtures.peer_export import CREATED, PEER_SCHEMA, PROJECT, RUN, peer_name, write_peer_run
 
 
