@@ -711,7 +711,7 @@ def offline_log_complete(wandb_dir: Path, target_run_id: str, checksum: str) -> 
 
 def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _PriorState:
     """Offline runs of this id already under the wandb dir: complete (same checksum) or to be redone."""
-    from neptune_exporter.validation.wandb_log import find_offline_runs, run_log_path
+    from neptune_exporter.storage.wandb_log import find_offline_runs, run_log_path
 
     folders = find_offline_runs(wandb_dir, target_run_id)
     for folder in reversed(folders):
@@ -724,7 +724,7 @@ def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _
 def log_says_complete(log_path: Path, checksum: str) -> bool:
     """The `.wandb` log reached `run.finish()` with load state complete and this export checksum (only the exit
     record and those two summary keys are decoded: history is not, so a large run's log is checked quickly)."""
-    from neptune_exporter.validation.wandb_log import read_summary_keys
+    from neptune_exporter.storage.wandb_log import read_summary_keys
 
     finished, summary = read_summary_keys(log_path, (LOAD_STATE, CHECKSUM))
     return finished and summary.get(LOAD_STATE) == "complete" and summary.get(CHECKSUM) == checksum
@@ -754,7 +754,7 @@ def expected_facts(loader: "WandbLoader", exported: ExportedRun, target_run_id: 
 def offline_facts(wandb_dir: Path, target_run_id: str, checksum: str):
     """Facts of the complete offline run of this id (None when there is none)."""
     from neptune_exporter.validation.wandb_compare import HistoryDigest, WandbFacts
-    from neptune_exporter.validation.wandb_log import iter_history, read_run_log, run_log_path
+    from neptune_exporter.storage.wandb_log import iter_history, read_run_log, run_log_path
 
     prior = offline_prior_state(wandb_dir, target_run_id, checksum)
     if prior.state != "complete" or prior.complete_log is None:

@@ -22,7 +22,7 @@ from neptune_exporter.model import project_files_dir
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.storage.parquet import RunWriter, run_part_paths
 from neptune_exporter.validation.wandb_compare import md5_base64
-from neptune_exporter.validation.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
+from neptune_exporter.storage.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
 
 pytestmark = pytest.mark.integration
 
@@ -401,8 +401,8 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
 
 def test_the_quick_completeness_check_agrees_with_the_full_log_read(tmp_path, monkeypatch):
     from neptune_exporter.loaders.wandb import CHECKSUM, LOAD_STATE, offline_log_complete, wandb_run_id
-    from neptune_exporter.validation import wandb_log
-    from neptune_exporter.validation.wandb_log import read_run_log, read_summary_keys
+    from neptune_exporter.storage import wandb_log
+    from neptune_exporter.storage.wandb_log import read_run_log, read_summary_keys
 
     monkeypatch.setattr(wandb_log, "SUMMARY_TAIL_BYTES", 32768)  # the tail-first read, on a log of many blocks
     data, files = write_export(tmp_path, steps=2000)
