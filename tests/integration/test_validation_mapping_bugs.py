@@ -19,6 +19,7 @@ from neptune_exporter.storage.parquet import RunWriter
 from neptune_exporter.storage.wandb_log import find_offline_runs, read_run_log, run_log_path
 from neptune_exporter.validation.wandb import wandb_run_id
 from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (session fixture)
+from tests.integration.test_load_wandb import offline_wandb  # noqa: F401  (autouse: W&B never goes online here)
 from tests.integration.test_load_wandb import write_export as write_wandb_export
 from tests.load_exports import write_export, write_rich_export
 
@@ -104,14 +105,6 @@ W_PROJECT = "team/vision"
 W_AFFECTED, W_UNAFFECTED = ("RUN-A", "RUN-B"), "RUN-C"
 
 
-@pytest.fixture(autouse=False)
-def offline(monkeypatch):
-    for name in ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_BASE_URL", "WANDB_DIR", "WANDB_DATA_DIR", "WANDB_MODE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # unreachable on purpose
-
-
 def load_and_validate_wandb(root: Path):
     for run in W_AFFECTED:
         data, files = write_wandb_export(root, run_id=run)
@@ -122,7 +115,7 @@ def load_and_validate_wandb(root: Path):
     return run_validate(options, Settings())
 
 
-def test_wandb_steps_scaled_ten_times_too_much(tmp_path, monkeypatch, offline):
+def test_wandb_steps_scaled_ten_times_too_much(tmp_path, monkeypatch):
     correct = wandb_loader.integer_steps
     monkeypatch.setattr(wandb_loader, "integer_steps", lambda unscaled, multiplier: correct(unscaled, multiplier) * 10)
     report = load_and_validate_wandb(tmp_path)
@@ -136,7 +129,7 @@ def test_wandb_steps_scaled_ten_times_too_much(tmp_path, monkeypatch, offline):
     assert [r.run_id for r in report.failed_runs] == list(W_AFFECTED)
 
 
-def test_wandb_one_key_renamed_differently(tmp_path, monkeypatch, offline):
+def test_wandb_one_key_renamed_differently(tmp_path, monkeypatch):
     rename_one(monkeypatch, "train/acc", "train/accuracy")
     report = load_and_validate_wandb(tmp_path)
     assert problems(report) == for_runs(
@@ -151,7 +144,7 @@ def test_wandb_one_key_renamed_differently(tmp_path, monkeypatch, offline):
     assert [r.run_id for r in report.failed_runs] == list(W_AFFECTED)
 
 
-def test_wandb_string_param_truncated(tmp_path, monkeypatch, offline):
+def test_wandb_string_param_truncated(tmp_path, monkeypatch):
     correct = wandb_loader._native
 
     def truncating(attribute_type, row):
