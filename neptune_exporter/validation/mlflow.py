@@ -80,12 +80,16 @@ def series_record(attribute_type: str, unscaled: int, stamp: int | None, value: 
 def parsed_series_file(attribute_type: str, path: Path) -> RecordDigest:
     """Records of a `series.jsonl` / `histograms.jsonl` artifact as MLflow holds it."""
     digest = RecordDigest()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        item = json.loads(line)
-        unscaled = int(Decimal(item["step"]).scaleb(STEP_SCALE))
-        value = item.get("value") if attribute_type == "string_series" else item
-        digest.add(series_record(attribute_type, unscaled, _ms_of_iso(item.get("timestamp")), value))
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            _add_line(digest, attribute_type, json.loads(line))
     return digest
+
+
+def _add_line(digest: RecordDigest, attribute_type: str, item: dict) -> None:
+    unscaled = int(Decimal(item["step"]).scaleb(STEP_SCALE))
+    value = item.get("value") if attribute_type == "string_series" else item
+    digest.add(series_record(attribute_type, unscaled, _ms_of_iso(item.get("timestamp")), value))
 
 
 @dataclass

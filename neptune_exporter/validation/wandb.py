@@ -61,13 +61,13 @@ class ExpectedWandbRun:
         self.files: dict[str, dict[str, str]] = {}  # attribute → {path inside its artifact: md5}
         self.strings: dict[str, RecordDigest] = {}  # string series attribute → records
 
-    def facts(self, requested_key_map: dict) -> WandbFacts:
+    def facts(self) -> WandbFacts:
         for path, attribute_type, value, step in single_values(self.export):
             self._single(path, attribute_type, value, step)
         self._strings()
         offset = self.step_offset()
         history = self._history(offset)
-        accepted = {o: t for o, t in requested_key_map.items() if self.keys(o) == t}
+        accepted = {o: t for o, t in self.keys.recorded.items() if self.keys(o) == t}  # the renames validation accepts
         config = {**self.config, **self.provenance(offset), "neptune.key_map": accepted}
         summary = {**COMPLETE, "neptune.export_checksum": self.export.checksum}
         return WandbFacts(self.target_run_id, self.export.run_id, self.export.experiment or "", self.tags, config, summary, history, self.files)
@@ -206,7 +206,7 @@ class WandbValidator:
             return RunValidation(project_id, run_id, None, [missing])
         recorded = dict(actual.config.get("neptune.key_map") or {})
         expected_run = ExpectedWandbRun(export, expected_multiplier(series_steps(export), self.step_multiplier), recorded, target_run_id)
-        expected = expected_run.facts(recorded)
+        expected = expected_run.facts()
         differences = (
             expected_run.keys.differences(project_id, run_id)
             + fact_differences(project_id, run_id, expected, actual)
