@@ -75,7 +75,7 @@ class ExpectedWandbRun:
     def _single(self, path: str, attribute_type: str, value: Any, step: int | None) -> None:
         if attribute_type in FILE_TYPES or attribute_type == "file_series":
             local = self.export.local_file(path, value)
-            prefix = f"step_{step_text(step)}/" if attribute_type == "file_series" else ""
+            prefix = f"step_{step_text(step or 0)}/" if attribute_type == "file_series" else ""
             if local is not None:
                 self.files.setdefault(path, {}).update(_entries(local, prefix))
             return
@@ -236,9 +236,11 @@ class WandbValidator:
         """The newest offline run of this id that finished with the completion marker and this export's checksum."""
         for folder in reversed(find_offline_runs(self.wandb_dir, target_run_id)):
             path = run_log_path(folder)
-            log = read_run_log(path) if path else None
+            if path is None:
+                continue
+            log = read_run_log(path)
             marker = {"neptune.load_state": "complete", "neptune.export_checksum": export.checksum}
-            if log is None or not log.finished or any(log.summary.get(k) != v for k, v in marker.items()):
+            if not log.finished or any(log.summary.get(k) != v for k, v in marker.items()):
                 continue
             files: dict[str, dict[str, str]] = {}
             strings: dict[str, tuple[list, int | None]] = {}
@@ -282,7 +284,7 @@ class WandbValidator:
                 strings[attribute] = (list(artifact.manifest.entries), artifact.metadata.get("count"))
             else:
                 files[attribute] = {name: entry.digest for name, entry in artifact.manifest.entries.items()}
-        return WandbFacts(target_run_id, run.name, run.group or "", list(run.tags), dict(run.config), summary, history, files), strings
+        return WandbFacts(target_run_id, run.name or "", run.group or "", list(run.tags), dict(run.config), summary, history, files), strings
 
 
 _NON_FINITE_TEXT = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
