@@ -83,11 +83,14 @@ SERIES = ("float_series", "string_series", "histogram_series", "file_series")
 FILE_TYPES = ("file", "file_set", "artifact")
 
 
+def value_column(attribute_type: str) -> str:
+    """The Parquet column of a type's values: `<type>_value`, series in their point type's, files in `file_value`."""
+    return "file_value" if attribute_type in (*FILE_TYPES, "file_series") else attribute_type.removesuffix("_series") + "_value"
+
+
 def single_values(export: ExportView) -> Iterator[tuple[str, str, Any, int | None]]:
     """(attribute path, type, Python value, unscaled step) of every non-series value: single values, files and
     file-series entries (the only ones with a step)."""
-    from neptune_exporter.rows import value_column
-
     for batch in export.batches():
         single = batch.filter(pc.invert(pc.is_in(batch.column("attribute_type"), value_set=pa.array(SERIES[:3]))))
         for row in single.to_pylist():

@@ -66,3 +66,11 @@ def test_run_identity_and_value_texts():
     assert expected_experiment("neptune-{experiment}@{project}", "ws/p", "e") == "neptune-e@ws/p"
     assert param_text("float", float("inf")) == "inf" and param_text("string_set", ["b", "a"]) == "a,b"
     assert config_value("float", float("nan")) == "NaN" and config_value("string_set", {"b", "a"}) == ["a", "b"]
+
+
+def test_validation_reads_every_type_from_its_parquet_column():
+    from neptune_exporter.model import AttributeType
+    from neptune_exporter.rows import value_column as writer_column
+    from neptune_exporter.validation.export_view import value_column
+
+    assert {t.value: value_column(t.value) for t in AttributeType} == {t.value: writer_column(t) for t in AttributeType}
