@@ -15,7 +15,6 @@ from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, Ou
 from neptune_exporter.loaders.base import ExportedRun, LoadResult, Loader
 from neptune_exporter.loaders.client_env import apply_client_defaults
 from neptune_exporter.settings import RetryPolicy, Settings
-from neptune_exporter.validation.compare import Difference
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -28,9 +27,24 @@ TARGETS: dict[str, str] = {
 }
 
 
-def register_target(name: str, factory: str) -> None:
-    """Plug in a target by name ("module:attr.path" of a factory taking (options, settings))."""
+# Target name → "module:factory" of its validator (independent of the loader), called like the loader's.
+VALIDATORS: dict[str, str] = {
+    "mlflow": "neptune_exporter.validation.mlflow:MlflowValidator.from_options",
+    "wandb": "neptune_exporter.validation.wandb:WandbValidator.from_options",
+}
+
+
+class Validator(Protocol):
+    """Compares one exported run with what its target holds (validation/<target>.py)."""
+
+    def validate(self, data_root: Path, files_root: Path, project_id: str, run_id: str) -> RunValidation: ...
+
+
+def register_target(name: str, factory: str, validator: str | None = None) -> None:
+    """Plug in a target by name ("module:attr.path" of factories taking (options, settings))."""
     TARGETS[name] = factory
+    if validator:
+        VALIDATORS[name] = validator
 
 
 @dataclass(frozen=True)
@@ -77,16 +91,26 @@ def report_dir(options: LoadOptions) -> Path:
     return Path(options.report_path) if options.report_path else Path(options.data_path).resolve().parent / "reports"
 
 
-def make_loader(options: LoadOptions, settings: Settings) -> Loader:
-    """The target's loader, found by name in TARGETS."""
-    if options.target not in TARGETS:
-        raise InvalidOptionError(f"unknown target {options.target!r}", f"use one of: {', '.join(sorted(TARGETS))}")
-    module_name, _, attribute_path = TARGETS[options.target].partition(":")
+def _build(registry: dict[str, str], options: LoadOptions, settings: Settings) -> Any:
+    """Call the target's factory named in `registry` with (options, settings)."""
+    if options.target not in registry:
+        raise InvalidOptionError(f"unknown target {options.target!r}", f"use one of: {', '.join(sorted(registry))}")
+    module_name, _, attribute_path = registry[options.target].partition(":")
     apply_client_defaults(options.target)  # some clients read them when imported
     factory: Any = importlib.import_module(module_name)
     for name in attribute_path.split("."):
         factory = getattr(factory, name)
     return factory(options, settings)
+
+
+def make_loader(options: LoadOptions, settings: Settings) -> Loader:
+    """The target's loader, found by name in TARGETS."""
+    return _build(TARGETS, options, settings)
+
+
+def make_validator(options: LoadOptions, settings: Settings) -> Validator:
+    """The target's validator, found by name in VALIDATORS (it shares no mapping code with the loader)."""
+    return _build(VALIDATORS, options, settings)
 
 
 # ----------------------------------------------------------------------------- selecting runs
@@ -203,27 +227,22 @@ def run_load(options: LoadOptions, settings: Settings, progress: LoadProgress | 
 # ----------------------------------------------------------------------------- validating
 
 
-def validate_one(loader: Loader, options: LoadOptions, run: RunToLoad) -> RunValidation:
+def validate_one(validator: Validator, options: LoadOptions, run: RunToLoad) -> RunValidation:
     """Compare one run in the target with its export; errors become a run entry, never an exception."""
-    data_root, files_root = Path(options.data_path), Path(options.files_path)
     try:
-        inspect = getattr(loader, "inspect_run", None)
-        if inspect is not None:
-            return inspect(data_root, files_root, run.project_id, run.run_id)
-        records = loader.validate_run(data_root, files_root, run.project_id, run.run_id)
-        return RunValidation(run.project_id, run.run_id, None, [Difference(**record) for record in records])
+        return validator.validate(Path(options.data_path), Path(options.files_path), run.project_id, run.run_id)
     except NeptuneExporterError as error:
         return RunValidation(run.project_id, run.run_id, None, error=error.to_record())
 
 
 def run_validate(options: LoadOptions, settings: Settings) -> ValidationReport:
     """Validate every selected run against the target; the report lists every difference."""
-    loader = make_loader(options, settings)
+    validator = make_validator(options, settings)
     runs = select_runs(options)
-    check_target(loader)
+    check_target(make_loader(options, settings))
     report = ValidationReport(target=options.target)
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="validate") as pool:
-        report.runs.extend(pool.map(lambda run: validate_one(loader, options, run), runs))
+        report.runs.extend(pool.map(lambda run: validate_one(validator, options, run), runs))
     return report
 
 
@@ -237,6 +256,7 @@ __all__ = [
     "fork_waves",
     "load_one",
     "make_loader",
+    "make_validator",
     "register_target",
     "run_load",
     "run_validate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import asdict
+from typing import Any, Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -18,17 +19,27 @@ from tasks.policy import failed, failure_message, retries_left, retry_options
 
 DIFFERENCES_IN_MESSAGE = 3
 
-_loaders: dict[str, Loader] = {}
+_loaders: dict[tuple[str, str], Any] = {}
 _loaders_lock = threading.Lock()
 
 
-def loader_for(options: dict) -> Loader:
-    """One loader per target options in this process (clients and experiment caches shared by all tasks)."""
-    key = json.dumps(options, sort_keys=True)
+def _cached(make: Callable[[library.LoadOptions, Settings], Any], options: dict) -> Any:
+    """One `make(options)` per target options in this process (clients and caches shared by all tasks)."""
+    key = (make.__name__, json.dumps(options, sort_keys=True))
     with _loaders_lock:
         if key not in _loaders:
-            _loaders[key] = library.make_loader(library.LoadOptions.from_json(options), Settings.from_env())
+            _loaders[key] = make(library.LoadOptions.from_json(options), Settings.from_env())
         return _loaders[key]
+
+
+def loader_for(options: dict) -> Loader:
+    """The target's loader for these options."""
+    return _cached(library.make_loader, options)
+
+
+def validator_for(options: dict) -> library.Validator:
+    """The target's validator for these options (independent of the loader)."""
+    return _cached(library.make_validator, options)
 
 
 @task(name="check-target", cache_policy=NO_CACHE)
@@ -58,7 +69,7 @@ def load_run(options: dict, run: dict) -> dict | State:
 def validate_run(options: dict, run: dict) -> dict | State:
     """Compare one run in the target with its export; the RunValidation as JSON (Failed when the run differs)."""
     parsed = library.LoadOptions.from_json(options)
-    validation = library.validate_one(loader_for(options), parsed, library.RunToLoad(**run))
+    validation = library.validate_one(validator_for(options), parsed, library.RunToLoad(**run))
     return validation.to_json() if validation.ok else failed(validation_message(validation), validation.to_json())
 
 

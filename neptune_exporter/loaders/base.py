@@ -119,7 +119,7 @@ class LoadResult:
 
 
 class Loader(Protocol):
-    """A destination: same verbs for MLflow and W&B."""
+    """A destination: same verbs for MLflow and W&B (validation is separate: neptune_exporter/validation/)."""
 
     capabilities: TargetCapabilities
 
@@ -128,9 +128,6 @@ class Loader(Protocol):
 
     def load_run(self, data_root, files_root, project_id: str, run_id: str) -> LoadResult:
         """Load one exported run idempotently (skip complete, redo partial, reload changed)."""
-
-    def validate_run(self, data_root, files_root, project_id: str, run_id: str) -> list[dict]:
-        """Differences between the export and the target run ([] when identical)."""
 
 
 # ----------------------------------------------------------------------------- exported runs (shared by loaders)

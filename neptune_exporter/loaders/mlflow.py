@@ -1,4 +1,4 @@
-"""MLflow target: map an exported run to params, tags, metrics and artifacts, load it idempotently, validate it back."""
+"""MLflow target: map an exported run to params, tags, metrics and artifacts and load it idempotently."""
 
 from __future__ import annotations
 
@@ -51,17 +51,6 @@ from neptune_exporter.storage.exported_run import (
     PROVENANCE_RUN_ID,
     PROVENANCE_STEP_MULTIPLIER,
 )
-from neptune_exporter.validation.compare import (
-    Difference,
-    FileExpectation,
-    PointDigest,
-    compare_digests,
-    compare_files,
-    compare_mappings,
-    file_digest,
-    value_bits,
-)
-from neptune_exporter.validation.report import RunValidation
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +72,7 @@ PARAM_TYPES = pa.array(
 )
 WHOLE_FILE_TYPES = pa.array([t.value for t in (AttributeType.FILE, AttributeType.FILE_SET, AttributeType.ARTIFACT)])
 
-# ============================================================================= mapping (shared by load and validate)
+# ============================================================================= mapping
 
 
 @dataclass
@@ -235,15 +224,6 @@ class RunMapping:
         codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         values = pc.fill_null(rows.column("float_value"), float("nan")).to_numpy(zero_copy_only=False)
         yield MetricChunk(names, codes, self._steps(rows), self._timestamps(rows), np.asarray(values, dtype=np.float64))
-
-    def metric_points(self, key: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(steps, timestamps, values) of one MLflow metric key, chunk by chunk (point-level comparisons)."""
-        columns = ["attribute_path", "attribute_type", "step", "timestamp", "float_value"]
-        for batch in self.export.batches(columns=columns):
-            for chunk in self._metrics(batch.filter(pc.equal(batch.column("attribute_type"), AttributeType.FLOAT_SERIES.value))):
-                if key in chunk.names:
-                    mask = chunk.codes == chunk.names.index(key)
-                    yield chunk.steps[mask], chunk.timestamps[mask], chunk.values[mask]
 
     def _append_lines(self, rows: pa.RecordBatch, file_name: str, render: Callable[[Any], dict]) -> None:
         if not rows.num_rows:
@@ -421,7 +401,6 @@ class MlflowLoader:
     experiment_name_template: str = DEFAULT_EXPERIMENT_TEMPLATE
     step_multiplier: int | None = None
     artifact_workers: int = 4
-    history_page_size: int = 25_000  # metric points read back per request when validating (bounds memory)
     capabilities = MLFLOW
     _experiments: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -448,7 +427,6 @@ class MlflowLoader:
             experiment_name_template=options.experiment_name_template or DEFAULT_EXPERIMENT_TEMPLATE,
             step_multiplier=options.step_multiplier,
             artifact_workers=max(2, settings.workers),
-            history_page_size=settings.series_batch_rows,
         )
 
     # ---------------------------------------------------------------- target checks
@@ -621,170 +599,6 @@ class MlflowLoader:
             return None
         loaded = self.loaded_run(parent)
         return loaded.info.run_id if loaded else None
-
-    # ---------------------------------------------------------------- validate
-    def validate_run(self, data_root, files_root, project_id: str, run_id: str) -> list[dict]:
-        """Differences between the export and the MLflow run ([] when identical)."""
-        return [d.to_json() for d in self.inspect_run(data_root, files_root, project_id, run_id).differences]
-
-    def inspect_run(self, data_root, files_root, project_id: str, run_id: str) -> RunValidation:
-        """Compare params, tags, every metric point and every artifact's bytes with the export."""
-        export = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
-        copies = self.active_copies(export)
-        run = next((r for r in copies if r.data.tags.get(TAG_LOAD_STATE) == "complete"), None)
-        if run is None:
-            missing = Difference(project_id, run_id, "run", run_id, "missing", "a complete MLflow run", None)
-            return RunValidation(project_id, run_id, None, [missing])
-        duplicates = [Difference(project_id, run_id, "run", run_id, "copies", 1, len(copies))] if len(copies) > 1 else []
-        multiplier = export.step_multiplier(self.step_multiplier)
-        with tempfile.TemporaryDirectory(prefix="mlflow-validate-") as workdir:
-            expected = Expectation.of(export, multiplier, Path(workdir))
-            expected.tags.update(provenance_tags(export, multiplier, "complete"))
-            parent_target = self.fork_parent_target(export)
-            if parent_target:
-                expected.tags.update({k: parent_target for k in LINK_TAGS})
-            actual = self._actual(run)
-        target_id = run.info.run_id
-        differences = (
-            compare_mappings(project_id, run_id, "param", expected.params, actual.params)
-            + compare_mappings(project_id, run_id, "tag", expected.tags, actual.tags)
-            + self._explain_points(compare_digests(project_id, run_id, "metric", expected.metrics, actual.metrics), export, multiplier, run)
-            + compare_files(project_id, run_id, expected.files.files, actual.files.files)
-            + self._compare_times(export, run)
-            + duplicates
-        )
-        checked = {
-            "params": len(expected.params),
-            "tags": len(expected.tags),
-            "metrics": len(expected.metrics),
-            "points": sum(d.count for d in expected.metrics.values()),
-            "artifacts": len(expected.files.files),
-        }
-        return RunValidation(project_id, run_id, target_id, differences, checked)
-
-    def _explain_points(self, differences: list[Difference], export: ExportedRun, multiplier: int, run) -> list[Difference]:
-        """For series present on both sides but different: example points missing from / unexpected in MLflow."""
-        for difference in differences:
-            if difference.problem not in ("count", "points"):
-                continue
-            with tempfile.TemporaryDirectory(prefix="mlflow-points-") as workdir:
-                mapping = RunMapping(export, multiplier, Path(workdir))
-                expected = point_set(mapping.metric_points(difference.key))
-            actual = point_set(self.metric_history(run.info.run_id, difference.key))
-            difference.expected = {"count": len(expected), "missing_in_target": point_examples(expected - actual)}
-            difference.actual = {"count": len(actual), "unexpected_in_target": point_examples(actual - expected)}
-        return differences
-
-    def _compare_times(self, export: ExportedRun, run) -> list[Difference]:
-        expected = {"start_time": export.start_ms, "end_time": export.end_ms}
-        actual = {"start_time": run.info.start_time, "end_time": run.info.end_time}
-        expected = {k: v for k, v in expected.items() if v is not None}
-        actual = {k: v for k, v in actual.items() if k in expected}
-        return compare_mappings(export.project_id, export.run_id, "run", expected, actual)
-
-    def _actual(self, run) -> "Expectation":
-        target_id = run.info.run_id
-        actual = Expectation()
-        actual.params = dict(run.data.params)
-        actual.tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") or k == TAG_PARENT_RUN}
-        for key in sorted(run.data.metrics):
-            digest = actual.metrics.setdefault(key, PointDigest())
-            for steps, stamps, values in self.metric_history(target_id, key):
-                digest.update(steps, stamps, values)
-        actual.files.files = self._artifact_digests(target_id)
-        return actual
-
-    def metric_history(self, target_id: str, key: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """A metric's points as (steps, timestamps, values) arrays, one `history_page_size` page at a time.
-
-        `MlflowClient.get_metric_history` gathers every page into one list; its store (REST: `get-history` with
-        max_results + page_token; SQLAlchemy for sqlite:///) pages, so we ask the store page by page."""
-        store = self.client._tracking_client.store
-        token = None
-        while True:
-            with _mlflow(f"read metric history {key!r}"):
-                page = store.get_metric_history(target_id, key, max_results=self.history_page_size, page_token=token)
-            yield (
-                np.fromiter((m.step for m in page), dtype=np.int64, count=len(page)),
-                np.fromiter((m.timestamp for m in page), dtype=np.int64, count=len(page)),
-                np.fromiter((m.value for m in page), dtype=np.float64, count=len(page)),
-            )
-            token = getattr(page, "token", None)
-            if not token:
-                return
-
-    def _artifact_digests(self, target_id: str) -> dict[str, tuple[int, str]]:
-        paths = list(self._artifact_paths(target_id, None))
-        with tempfile.TemporaryDirectory(prefix="mlflow-download-") as workdir, ThreadPoolExecutor(self.artifact_workers) as pool:
-            digests = pool.map(lambda p: self._download_digest(target_id, p, Path(workdir)), paths)
-            return dict(zip(paths, digests))
-
-    def _artifact_paths(self, target_id: str, folder: str | None) -> Iterator[str]:
-        with _mlflow(f"list artifacts of run {target_id}"):
-            entries = self.client.list_artifacts(target_id, folder)
-        for entry in entries:
-            if entry.is_dir:
-                yield from self._artifact_paths(target_id, entry.path)
-            else:
-                yield entry.path
-
-    def _download_digest(self, target_id: str, path: str, workdir: Path) -> tuple[int, str]:
-        destination = Path(tempfile.mkdtemp(dir=workdir))
-        with _mlflow(f"download artifact {path}"):
-            local = Path(self.client.download_artifacts(target_id, path, str(destination)))
-        digest = file_digest(local)
-        local.unlink()
-        return digest
-
-
-@dataclass
-class Expectation:
-    """What a run holds (expected from the export, or actual in MLflow): params, tags, metric digests, files."""
-
-    params: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, PointDigest] = field(default_factory=dict)
-    files: FileExpectation = field(default_factory=FileExpectation)
-
-    @classmethod
-    def of(cls, export: ExportedRun, multiplier: int, workdir: Path) -> "Expectation":
-        """Stream the export through the same mapping the loader uses and summarise it."""
-        expected = cls()
-        for item in RunMapping(export, multiplier, workdir).items():
-            if isinstance(item, Params):
-                expected.params.update(item.values)
-            elif isinstance(item, Tags):
-                expected.tags.update(item.values)
-            elif isinstance(item, MetricChunk):
-                expected._add_points(item)
-            elif item.local.is_dir():
-                expected.files.add_tree(item.local, item.artifact_dir)
-            else:
-                expected.files.add_file(item.local, f"{item.artifact_dir}/{item.local.name}")
-        return expected
-
-    def _add_points(self, chunk: MetricChunk) -> None:
-        order = np.argsort(chunk.codes, kind="stable")
-        codes, starts = np.unique(chunk.codes[order], return_index=True)
-        for code, span in zip(codes.tolist(), np.split(order, starts[1:])):
-            digest = self.metrics.setdefault(chunk.names[code], PointDigest())
-            digest.update(chunk.steps[span], chunk.timestamps[span], chunk.values[span], MLFLOW.infinity_stored_as)
-
-
-def point_set(chunks) -> set[tuple[int, int, int]]:
-    """Points as (step, timestamp, value bits as MLflow stores them), NaN-aware."""
-    points: set[tuple[int, int, int]] = set()
-    for steps, stamps, values in chunks:
-        bits = value_bits(np.asarray(values, dtype=np.float64), MLFLOW.infinity_stored_as)
-        points.update(zip(np.asarray(steps, dtype=np.int64).tolist(), np.asarray(stamps, dtype=np.int64).tolist(), bits.tolist()))
-    return points
-
-
-def point_examples(points: set[tuple[int, int, int]], limit: int = 10) -> list[dict]:
-    """The first few points (by step) in readable form."""
-    chosen = sorted(points)[:limit]
-    values = np.array([bits for _, _, bits in chosen], dtype=np.uint64).view(np.float64).tolist()
-    return [{"step": step, "timestamp": stamp, "value": value} for (step, stamp, _), value in zip(chosen, values)]
 
 
 # ============================================================================= naming

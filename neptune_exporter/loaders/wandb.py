@@ -492,25 +492,6 @@ class WandbLoader:
             raise TargetUnavailableError(f"W&B failed while loading run {run_id!r}: {error}", "retry; check WANDB_BASE_URL and the server's health") from error
         return result
 
-    def validate_run(self, data_root, files_root, project_id: str, run_id: str) -> list[dict]:
-        """Differences between the export and the W&B run ([] when identical)."""
-        return [d.to_json() for d in self.inspect_run(data_root, files_root, project_id, run_id).differences]
-
-    def inspect_run(self, data_root, files_root, project_id: str, run_id: str):
-        """RunValidation of one run: config, tags, every history point with step and time, summary, artifacts."""
-        from neptune_exporter.validation.wandb_compare import validate_wandb_run
-
-        exported = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
-        return validate_wandb_run(self, exported)
-
-    def read_target_facts(self, exported: ExportedRun, target_run_id: str):
-        """WandbFacts of the loaded run (offline `.wandb` log or online API); None when not loaded completely."""
-        if self.target.online:
-            from neptune_exporter.loaders.wandb_online import online_facts
-
-            return online_facts(self, exported, target_run_id)
-        return offline_facts(self.target.wandb_dir, target_run_id, exported.checksum)
-
     # -- state
 
     def project_name(self, project_id: str) -> str:
@@ -697,7 +678,7 @@ def offline_log_complete(wandb_dir: Path, target_run_id: str, checksum: str) -> 
 
 def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _PriorState:
     """Offline runs of this id already under the wandb dir: complete (same checksum) or to be redone."""
-    from neptune_exporter.validation.wandb_log import find_offline_runs, run_log_path
+    from neptune_exporter.storage.wandb_log import find_offline_runs, run_log_path
 
     folders = find_offline_runs(wandb_dir, target_run_id)
     for folder in reversed(folders):
@@ -710,47 +691,10 @@ def offline_prior_state(wandb_dir: Path, target_run_id: str, checksum: str) -> _
 def log_says_complete(log_path: Path, checksum: str) -> bool:
     """The `.wandb` log reached `run.finish()` with load state complete and this export checksum (only the exit
     record and those two summary keys are decoded: history is not, so a large run's log is checked quickly)."""
-    from neptune_exporter.validation.wandb_log import read_summary_keys
+    from neptune_exporter.storage.wandb_log import read_summary_keys
 
     finished, summary = read_summary_keys(log_path, (LOAD_STATE, CHECKSUM))
     return finished and summary.get(LOAD_STATE) == "complete" and summary.get(CHECKSUM) == checksum
-
-
-# ----------------------------------------------------------------------------- validation facts
-
-
-def expected_facts(loader: "WandbLoader", exported: ExportedRun, target_run_id: str):
-    """What the W&B run must hold, by streaming the export through the same mapping the loader uses."""
-    from neptune_exporter.validation.wandb_compare import HistoryDigest, WandbFacts, md5_base64
-
-    multiplier = exported.step_multiplier(loader.step_multiplier)
-    with mapped_run(exported, loader.target.data_dir() / "neptune-staging", loader.spill_chunk_rows) as (content, spill, keymap, staging):
-        digest = HistoryDigest()
-        history = write_history(digest, content, spill, multiplier, staging)
-        digest.flush()
-        artifacts = {
-            spec.name: {name: md5_base64(local) for local, name in spec.files()}
-            for spec in artifact_specs(target_run_id, content, history)
-        }
-    config = {**content.config, **loader._provenance(exported, multiplier, content), LOAD_STATE: "complete", "neptune.key_map": dict(keymap.renamed)}
-    summary = {LOAD_STATE: "complete", CHECKSUM: exported.checksum}
-    return WandbFacts(target_run_id, exported.run_id, exported.experiment_name or "", content.tags, config, summary, digest, artifacts)
-
-
-def offline_facts(wandb_dir: Path, target_run_id: str, checksum: str):
-    """Facts of the complete offline run of this id (None when there is none)."""
-    from neptune_exporter.validation.wandb_compare import HistoryDigest, WandbFacts
-    from neptune_exporter.validation.wandb_log import iter_history, read_run_log, run_log_path
-
-    prior = offline_prior_state(wandb_dir, target_run_id, checksum)
-    if prior.state != "complete" or prior.complete_log is None:
-        return None
-    log = read_run_log(prior.complete_log)
-    history = HistoryDigest().add_rows(iter_history(prior.complete_log))
-    artifacts = {
-        a.name: {e.path: e.digest if Path(e.local_path).is_file() else "staged copy missing" for e in a.entries} for a in log.artifacts
-    }
-    return WandbFacts(log.run_id, log.name, log.group, log.tags, log.config, log.summary, history, artifacts)
 
 
 def offline_sync_hint(options) -> str | None:

@@ -1,10 +1,9 @@
-"""Online W&B: what a server already holds for a run (resume point, completion marker) and its facts via `wandb.Api`."""
+"""Online W&B: what a server already holds for a run (resume point, completion marker) via `wandb.Api`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from neptune_exporter.errors import TargetError, TargetUnavailableError
 from neptune_exporter.storage.exported_run import (
@@ -13,7 +12,6 @@ from neptune_exporter.storage.exported_run import (
     ExportedRun,
 )
 
-HISTORY_PAGE_ROWS = 1000
 
 
 @dataclass
@@ -76,27 +74,3 @@ def fork_point(loader, exported: ExportedRun, parent_id: str) -> str | None:
     offset = int(parent.config.get("neptune.step_offset") or 0)
     step = math.floor(float(exported.fork_step) * multiplier + 1e-9) + offset
     return f"{parent_id}?_step={max(step, 0)}"
-
-
-def online_facts(loader, exported: ExportedRun, target_run_id: str):
-    """WandbFacts of the server's run (None when absent or not complete)."""
-    from neptune_exporter.validation.wandb_compare import HistoryDigest, WandbFacts
-
-    run = fetch_run(loader, exported, target_run_id)
-    if run is None:
-        return None
-    summary = dict(run.summary)
-    if summary.get(LOAD_STATE) != "complete" or summary.get(CHECKSUM) != exported.checksum:
-        return None
-    history = HistoryDigest().add_rows(_plain_rows(run.scan_history(page_size=HISTORY_PAGE_ROWS)))
-    artifacts = {a.name.split(":")[0]: {name: entry.digest for name, entry in a.manifest.entries.items()} for a in run.logged_artifacts()}
-    return WandbFacts(target_run_id, run.name, run.group or "", list(run.tags), dict(run.config), summary, history, artifacts)
-
-
-_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-
-
-def _plain_rows(rows) -> Any:
-    """API rows → rows as logged: absent keys dropped, NaN/±inf (sent as text) back to floats."""
-    for row in rows:
-        yield {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in row.items() if v is not None}

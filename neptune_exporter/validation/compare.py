@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -158,3 +159,35 @@ def compare_files(project_id: str, run_id: str, expected: Mapping[str, tuple[int
         elif want[1] != got[1]:
             differences.append(Difference(project_id, run_id, "artifact", key, "sha256", want[1], got[1]))
     return differences
+
+
+@dataclass
+class RecordDigest:
+    """Order-free summary of records (JSON-able lists): their count and the sum of their hashes."""
+
+    count: int = 0
+    digest: int = 0
+
+    def add(self, record: list) -> None:
+        text = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        self.digest = (self.digest + int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")) & 0xFFFFFFFFFFFFFFFF
+        self.count += 1
+
+    def to_json(self) -> dict:
+        return {"count": self.count, "digest": f"{self.digest:016x}"}
+
+
+def point_set(chunks, infinity_stored_as: float | None = None) -> set[tuple[int, int, int]]:
+    """Points as (step, timestamp, value bits as the target stores them), NaN-aware."""
+    points: set[tuple[int, int, int]] = set()
+    for steps, stamps, values in chunks:
+        bits = value_bits(np.asarray(values, dtype=np.float64), infinity_stored_as)
+        points.update(zip(np.asarray(steps, dtype=np.int64).tolist(), np.asarray(stamps, dtype=np.int64).tolist(), bits.tolist()))
+    return points
+
+
+def point_examples(points: set[tuple[int, int, int]], limit: int = 10) -> list[dict]:
+    """The first few points (by step) in readable form."""
+    chosen = sorted(points)[:limit]
+    values = np.array([bits for _, _, bits in chosen], dtype=np.uint64).view(np.float64).tolist()
+    return [{"step": step, "timestamp": stamp, "value": value} for (step, stamp, _), value in zip(chosen, values)]

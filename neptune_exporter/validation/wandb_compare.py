@@ -1,4 +1,4 @@
-"""Export vs W&B run: config, tags, history points with steps and timestamps, summary marker, artifact digests."""
+"""W&B comparison helpers: order-free history digests, config value normalisation, artifact digests, run facts."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from neptune_exporter.loaders.base import ExportedRun
 from neptune_exporter.validation.compare import Difference, PointDigest, compare_digests, compare_mappings
-from neptune_exporter.validation.report import RunValidation
 
 
 def md5_base64(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -112,11 +110,11 @@ class WandbFacts:
     config: dict[str, Any]
     summary: dict[str, Any]
     history: HistoryDigest
-    artifacts: dict[str, dict[str, str]]  # artifact name → {path inside: base64 md5}
+    artifacts: dict[str, dict[str, str]]  # Neptune attribute → {path inside its artifact: base64 md5}
 
 
-def _differences(exported: ExportedRun, expected: WandbFacts, actual: WandbFacts) -> list[Difference]:
-    project_id, run_id = exported.project_id, exported.run_id
+def fact_differences(project_id: str, run_id: str, expected: WandbFacts, actual: WandbFacts) -> list[Difference]:
+    """Every way two W&B runs' facts differ (actual config/summary keys the expectation does not name are W&B's own)."""
     run_expected = {"name": expected.name, "group": expected.group, "tags": sorted(expected.tags)}
     run_actual = {"name": actual.name, "group": actual.group, "tags": sorted(actual.tags)}
     config_actual = {k: v for k, v in actual.config.items() if k != "_wandb"}
@@ -130,26 +128,6 @@ def _differences(exported: ExportedRun, expected: WandbFacts, actual: WandbFacts
         + compare_mappings(project_id, run_id, "summary", comparable(expected.summary), comparable(summary_actual))
         + compare_digests(project_id, run_id, "metric", expected.history.series, actual.history.series)
         + compare_digests(project_id, run_id, "history", {"rows": expected.history.rows}, {"rows": actual.history.rows})
-        + compare_mappings(project_id, run_id, "metric-last", expected.history.last, actual.history.last)
+        + compare_mappings(project_id, run_id, "metric-last", comparable(expected.history.last), comparable(actual.history.last))
         + compare_mappings(project_id, run_id, "artifact", artifacts_expected, artifacts_actual)
     )
-
-
-def validate_wandb_run(loader, exported: ExportedRun) -> RunValidation:
-    """Compare an exported run with what the W&B target holds for it."""
-    from neptune_exporter.loaders.wandb import expected_facts, wandb_run_id
-
-    target_run_id = wandb_run_id(exported.project_id, exported.run_id)
-    actual = loader.read_target_facts(exported, target_run_id)
-    if actual is None:
-        missing = Difference(exported.project_id, exported.run_id, "run", target_run_id, "missing", "a complete W&B run", None)
-        return RunValidation(exported.project_id, exported.run_id, None, [missing])
-    expected = expected_facts(loader, exported, target_run_id)
-    checked = {
-        "params": len(expected.config),
-        "metrics": len(expected.history.series),
-        "points": sum(d.count for d in expected.history.series.values()),
-        "rows": expected.history.rows.count,
-        "artifacts": sum(len(e) for e in expected.artifacts.values()),
-    }
-    return RunValidation(exported.project_id, exported.run_id, target_run_id, _differences(exported, expected, actual), checked)

@@ -147,7 +147,7 @@ def assert_export_told_truthfully(flow_run, failing: list[str]) -> None:
     assert_ui_renders_inputs(every_task)
 
     messages = assert_logs_clean([flow_run.id, *[chunk.id for chunk in chunks]])
-    assert f"5 run(s) planned in 1 project(s): 5 new, 0 changed, 0 unchanged, 0 to redo (failed or incomplete before)" in messages
+    assert "5 run(s) planned in 1 project(s): 5 new, 0 changed, 0 unchanged, 0 to redo (failed or incomplete before)" in messages
     finished = [m for m in messages if m.startswith("export finished in")]
     assert len(finished) == 1 and f"{len(ok)} exported, 0 unchanged, {len(failing)} failed" in finished[0]
 

@@ -21,7 +21,7 @@ from neptune_exporter.errors import (
 )
 from neptune_exporter.exporters.base import AttributeSelection, RunSelection, Watermark
 from neptune_exporter.exporters.neptune2 import Neptune2Source
-from neptune_exporter.fake_neptune import FakeNeptune, FaultConfig
+from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune import datasets as ds
 from neptune_exporter.fake_neptune import store
 from neptune_exporter.model import AttributeKind, AttributeType, decimal_array_to_float, sanitize_name

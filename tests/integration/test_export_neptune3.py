@@ -483,7 +483,7 @@ def test_mlflow_links_the_exported_fork_to_its_parent(fork_export, mlflow_server
 
 def test_wandb_config_names_the_fork_parent(fork_export, tmp_path, monkeypatch):
     from neptune_exporter.load import LoadOptions, run_load, run_validate
-    from neptune_exporter.validation.wandb_log import find_offline_runs, read_run_log, run_log_path
+    from neptune_exporter.storage.wandb_log import find_offline_runs, read_run_log, run_log_path
 
     for name in ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_DIR", "WANDB_DATA_DIR", "WANDB_MODE"):
         monkeypatch.delenv(name, raising=False)

@@ -17,7 +17,7 @@ import neptune_query as nq
 import neptune_query.runs as nqr
 from neptune_exporter.fake_neptune import FakeNeptuneProcess, FaultConfig, store
 from neptune_exporter.fake_neptune.api_v3 import visible_attributes
-from neptune_exporter.fake_neptune.datasets import AWKWARD_PROJECT, awkward_workspace, generate_workspace
+from neptune_exporter.fake_neptune.datasets import AWKWARD_PROJECT, generate_workspace
 from neptune_query.exceptions import NeptuneProjectInaccessible
 from neptune_query.filters import Attribute, AttributeFilter, Filter
 

@@ -24,6 +24,7 @@ from neptune_exporter.loaders.base import run_key
 from neptune_exporter.loaders.mlflow import MlflowLoader
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.validation.mlflow import MlflowValidator
 from tests.integration.mlflow_server import free_port, mlflow_server  # noqa: F401  (session fixture)
 from tests.load_exports import COLLIDING, CREATED, LONG_KEY, LONG_TEXT, MODIFIED, T0_MS, write_export, write_rich_export
 
@@ -155,14 +156,14 @@ def test_loading_twice_changes_nothing_and_validation_is_clean(loaded, mlflow_se
 def test_validation_reads_metric_history_page_by_page(loaded, mlflow_server):  # noqa: F811
     root, project, _, client = loaded
     target = active_runs(client, project, "run-1")[0].info.run_id
-    loader = MlflowLoader(mlflow_server, history_page_size=300)
-    pages = list(loader.metric_history(target, "metrics/loss"))
+    validator = MlflowValidator(mlflow_server, history_page_size=300)
+    pages = list(validator.metric_history(target, "metrics/loss"))
     assert [len(steps) for steps, _, _ in pages] == [300] * 8 + [100]  # 2,500 points, never more than a page held
     assert sorted(np.concatenate([steps for steps, _, _ in pages]).tolist()) == [i * 100 for i in range(2500)]
-    report = loader.inspect_run(root / "data", root / "files", project, "run-1")
+    report = validator.validate(root / "data", root / "files", project, "run-1")
     assert report.ok, report.to_json()
     assert report.checked["points"] == 2503
-    paged = run_validate(options(root, mlflow_server), Settings(series_batch_rows=700))  # the loader takes it from settings
+    paged = run_validate(options(root, mlflow_server), Settings(series_batch_rows=700))  # the validator takes it from settings
     assert paged.ok and sum(run.checked["points"] for run in paged.runs) == 2 * 2503
 
 

@@ -21,8 +21,9 @@ from neptune_exporter.loaders.wandb import WandbLoader, WandbTarget, artifact_na
 from neptune_exporter.model import project_files_dir
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.storage.parquet import RunWriter, run_part_paths
+from neptune_exporter.validation.wandb import WandbValidator
 from neptune_exporter.validation.wandb_compare import md5_base64
-from neptune_exporter.validation.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
+from neptune_exporter.storage.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +91,12 @@ def make_loader(wandb_dir: Path, **kwargs) -> WandbLoader:
     return loader
 
 
+def validator(loader: WandbLoader) -> WandbValidator:
+    """The independent validator of the loader's target (same folder, entity and project template)."""
+    target = loader.target
+    return WandbValidator(target.wandb_dir, loader.step_multiplier, target.entity, target.project_template, target.api_key, target.base_url)
+
+
 def the_log(wandb_dir: Path, run_id: str = RUN) -> Path:
     folders = find_offline_runs(wandb_dir, wandb_run_id(PROJECT, run_id))
     assert len(folders) == 1
@@ -140,7 +147,7 @@ def test_every_type_is_read_back_value_by_value(tmp_path):
     assert [row[:2] for row in table["data"]] == [["0", "start"], ["1", "middle"], ["2.5", "tab\there"]]
     assert table["data"][1][2] == datetime.fromtimestamp((T0 + 12) / 1000, timezone.utc).isoformat()
 
-    report = loader.inspect_run(data, files, PROJECT, RUN)
+    report = validator(loader).validate(data, files, PROJECT, RUN)
     assert report.ok, report.to_json()
     assert report.checked["points"] == 9 and report.checked["rows"] == 6
 
@@ -158,7 +165,7 @@ def test_loading_twice_changes_nothing_and_a_changed_export_is_reloaded(tmp_path
     assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
     rows = list(iter_history(the_log(tmp_path / "wb")))
     assert rows[-1]["_step"] == 40 and rows[-1]["train/loss"] == 0.5
-    assert loader.inspect_run(data, files, PROJECT, RUN).ok
+    assert validator(loader).validate(data, files, PROJECT, RUN).ok
 
 
 def test_validation_reports_a_tampered_history(tmp_path):
@@ -167,7 +174,7 @@ def test_validation_reports_a_tampered_history(tmp_path):
     loader.load_run(data, files, PROJECT, RUN)
     with RunWriter(data, PROJECT, RUN, 10**9) as writer:
         writer.write(series_rows(PROJECT, RUN, "train/acc", "float_series", [9], [1.0], [T0 + 90]))
-    differences = loader.validate_run(data, files, PROJECT, RUN)
+    differences = [d.to_json() for d in validator(loader).validate(data, files, PROJECT, RUN).differences]
     assert differences and differences[0]["problem"] == "missing" and differences[0]["kind"] == "run"
 
 
@@ -199,7 +206,7 @@ def test_sigkill_mid_load_then_rerun_ends_complete_without_duplicates(tmp_path):
     rows = list(iter_history(the_log(wandb_dir)))
     row_steps = [r["_step"] for r in rows]
     assert len(row_steps) == len(set(row_steps)) == 6 + steps
-    assert loader.inspect_run(data, files, PROJECT, RUN).ok
+    assert validator(loader).validate(data, files, PROJECT, RUN).ok
     assert loader.load_run(data, files, PROJECT, RUN).status == "skipped"
 
 
@@ -278,7 +285,7 @@ def test_online_load_delivers_every_point_skips_when_complete_and_resumes_a_part
     assert rows[-1]["big/a"] == 39.0 and rows[-1]["big/b"] == -39.0
     assert rows[2]["eval/hist"] == {"_type": "histogram", "values": [2, 5], "bins": [0, 0.5, 1]}
     assert run.summary["neptune.load_state"] == "complete" and run.config["params/epochs"] == 12
-    assert loader.inspect_run(data, files, PROJECT, RUN).ok
+    assert validator(loader).validate(data, files, PROJECT, RUN).ok
 
     assert loader.load_run(data, files, PROJECT, RUN).status == "skipped"
     assert len(run.rows()) == len(rows)
@@ -288,7 +295,7 @@ def test_online_load_delivers_every_point_skips_when_complete_and_resumes_a_part
     run.summary.pop("neptune.load_state")
     assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
     assert [r["_step"] for r in run.rows()] == [r["_step"] for r in rows]
-    assert loader.inspect_run(data, files, PROJECT, RUN).ok
+    assert validator(loader).validate(data, files, PROJECT, RUN).ok
 
 
 def test_load_and_validate_through_the_target_registry(tmp_path):
@@ -362,7 +369,7 @@ def test_negative_steps_are_shifted_not_dropped_and_oversized_histograms_fail_cl
     log_path = the_log(tmp_path / "wb", "NEG")
     assert [(r["_step"], r["m"]) for r in iter_history(log_path)] == [(0, 1.0), (5, 2.0), (50, 3.0)]
     assert read_run_log(log_path).config["neptune.step_offset"] == 20
-    assert loader.inspect_run(data, files, PROJECT, "NEG").ok
+    assert validator(loader).validate(data, files, PROJECT, "NEG").ok
 
     with RunWriter(data, PROJECT, "WIDE", 10**9) as writer:
         wide = {"type": "linear", "edges": [float(i) for i in range(601)], "values": [1.0] * 600}
@@ -401,8 +408,8 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
 
 def test_the_quick_completeness_check_agrees_with_the_full_log_read(tmp_path, monkeypatch):
     from neptune_exporter.loaders.wandb import CHECKSUM, LOAD_STATE, offline_log_complete, wandb_run_id
-    from neptune_exporter.validation import wandb_log
-    from neptune_exporter.validation.wandb_log import read_run_log, read_summary_keys
+    from neptune_exporter.storage import wandb_log
+    from neptune_exporter.storage.wandb_log import read_run_log, read_summary_keys
 
     monkeypatch.setattr(wandb_log, "SUMMARY_TAIL_BYTES", 32768)  # the tail-first read, on a log of many blocks
     data, files = write_export(tmp_path, steps=2000)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
-from neptune_exporter.validation import wandb_log
-from neptune_exporter.validation.wandb_log import iter_records, read_summary_keys
+from neptune_exporter.storage import wandb_log
+from neptune_exporter.storage.wandb_log import iter_records, read_summary_keys
 
 BLOCK = 32768
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4

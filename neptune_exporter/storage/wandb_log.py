@@ -1,4 +1,5 @@
-"""Read an offline W&B `.wandb` transaction log back (run, config, history, summary, artifacts), streamed."""
+"""Read an offline W&B `.wandb` transaction log back (run, config, history, summary, artifacts), streamed: the
+on-disk format a W&B target writes, read by the loader (is a run complete?) and by validation (what does it hold?)."""
 
 from __future__ import annotations
 
