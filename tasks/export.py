@@ -43,14 +43,14 @@ def discover_and_plan(options: dict, projects: list[str]) -> list[dict]:
     return [plan.to_json() for plan in library.plan_runs(runs, parsed)]
 
 
-@task(name="export-run", task_run_name="{run_key}", **cached_task_options("plan", "options"), **retry_options())
+@task(name="export-run", task_run_name="{run_key}", **cached_task_options("plan", "options"))
 def export_run(
     run_key: str, manifest_path: str, modification_time: str | None, fingerprint: str, plan: dict, options: dict
 ) -> dict:
     """Export one run; a small JSON pointer (manifest path, status, figures). Cached on the key inputs."""
     parsed = library.ExportOptions.from_json(options)
     sink = progress.PointsOnly(progress.active())
-    result = library.export_run(source_for(parsed), library.RunPlan.from_json(plan), parsed, Settings.from_env(), sink)
+    result = library.export_one(source_for(parsed), library.RunPlan.from_json(plan), parsed, Settings.from_env(), sink)
     return result.to_json()
 
 

@@ -12,7 +12,6 @@ from prefect.cache_policies import NO_CACHE
 from neptune_exporter import load as library
 from neptune_exporter.loaders.base import Loader
 from neptune_exporter.settings import Settings
-from tasks.policy import retry_options
 
 _loaders: dict[str, Loader] = {}
 _loaders_lock = threading.Lock()
@@ -40,15 +39,15 @@ def select_runs(options: dict) -> list[list[dict]]:
     return [[asdict(run) for run in wave] for wave in library.fork_waves(runs)]
 
 
-@task(name="load-run", task_run_name="load {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE, **retry_options())
+@task(name="load-run", task_run_name="load {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE)
 def load_run(options: dict, run: dict) -> dict:
-    """Load one run idempotently (the target's tags decide skip / redo); transient errors are retried."""
+    """Load one run idempotently (the target's tags decide skip / redo); `load_one` retries transient errors."""
     parsed = library.LoadOptions.from_json(options)
-    return asdict(library.load_one(loader_for(options), parsed, library.RunToLoad(**run)))
+    return asdict(library.load_one(loader_for(options), parsed, library.RunToLoad(**run), Settings.from_env().retry))
 
 
-@task(name="validate-run", task_run_name="validate {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE, **retry_options())
+@task(name="validate-run", task_run_name="validate {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE)
 def validate_run(options: dict, run: dict) -> dict:
     """Compare one run in the target with its export; the RunValidation as JSON."""
     parsed = library.LoadOptions.from_json(options)
-    return library.validate_one(loader_for(options), parsed, library.RunToLoad(**run)).to_json()
+    return library.validate_one(loader_for(options), parsed, library.RunToLoad(**run), Settings.from_env().retry).to_json()

@@ -1,4 +1,8 @@
-"""The one Prefect retry and caching policy: retry transient errors only, with the settings' backoff."""
+"""Prefect retries and caching: `retry_condition_fn` from the library's one retry policy (`neptune_exporter.retry`).
+
+Per-run tasks get no Prefect retries: their library verb retries under the policy itself, so a task shows as
+retried in the UI only when Prefect really runs it again (the discovery tasks, for errors no library layer retried).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from typing import Any
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.states import State
 
-from neptune_exporter.errors import is_transient
-from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.retry import RetryPolicy, should_retry
+from neptune_exporter.settings import Settings
 
 
 def failure_of(state: State) -> BaseException | None:
@@ -24,9 +28,9 @@ def failure_of(state: State) -> BaseException | None:
 
 
 def retry_transient(task: Any, task_run: Any, state: State) -> bool:
-    """`retry_condition_fn`: retry only errors that `errors.is_transient` calls transient."""
+    """`retry_condition_fn`: retry only what `retry.should_retry` retries (transient, not already retried)."""
     error = failure_of(state)
-    return error is not None and is_transient(error)
+    return error is not None and should_retry(error)
 
 
 def retry_options(policy: RetryPolicy | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Load library pieces without a target: options, registry, run selection, fork ordering, retries, reports."""
+"""Load library pieces without a target: options, registry, run selection, fork ordering, reports."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from neptune_exporter.errors import InvalidOptionError, OutputPathError, TargetError, TargetUnavailableError
-from neptune_exporter.load import LoadOptions, RunToLoad, fork_waves, make_loader, select_runs, with_retries
+from neptune_exporter.errors import InvalidOptionError, OutputPathError
+from neptune_exporter.load import LoadOptions, RunToLoad, fork_waves, make_loader, select_runs
 from neptune_exporter.rows import parameter_rows
-from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.settings import Settings
 from neptune_exporter.validation.compare import Difference, PointDigest, compare_digests, compare_mappings
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 from neptune_exporter.loaders.mlflow import MlflowLoader
@@ -51,27 +51,6 @@ def test_fork_waves_put_parents_first_and_survive_cycles():
     assert [[r.run_id for r in wave] for wave in fork_waves(runs)] == [["root", "x"], ["c1"], ["c2"]]
     cyclic = [RunToLoad("p", "a", "b"), RunToLoad("p", "b", "a")]
     assert sorted(r.run_id for wave in fork_waves(cyclic) for r in wave) == ["a", "b"]
-
-
-def test_retries_only_transient_errors():
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise TargetUnavailableError("down", "wait")
-        return "ok"
-
-    assert with_retries(flaky, RetryPolicy(attempts=3, backoff_seconds=0.001)) == "ok" and len(calls) == 3
-    calls.clear()
-
-    def refused():
-        calls.append(1)
-        raise TargetError("no", "fix it")
-
-    with pytest.raises(TargetError):
-        with_retries(refused, RetryPolicy(attempts=5, backoff_seconds=0.001))
-    assert len(calls) == 1
 
 
 def test_point_digest_is_order_free_nan_aware_and_maps_infinity():
