@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from neptune_exporter.errors import (
     InvalidOptionError,
@@ -20,13 +20,13 @@ from neptune_exporter.errors import (
     OutputPathError,
     TerminalError,
     UnsupportedError,
-    is_transient,
 )
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.model import RunRef, iso_utc_ms, run_ref_to_json
 from neptune_exporter.rows import empty_batch
+from neptune_exporter.retry import call_with_retries
 from neptune_exporter.selection import ExportOptions, compile_regex
-from neptune_exporter.settings import RetryPolicy, Settings, neptune_api_token
+from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage import incremental
 from neptune_exporter.storage.files import ExportedFile
 from neptune_exporter.storage.incremental import RunPlan
@@ -392,49 +392,41 @@ def record_failure(plan: RunPlan, options: ExportOptions, errors: list[dict], so
 # ----------------------------------------------------------------------------- the library loop
 
 
-def retry_delay(error: BaseException, policy: RetryPolicy, attempt: int) -> float:
-    """Backoff for `attempt` (0-based), at least the server's Retry-After when the error carries one."""
-    delays = policy.delays()
-    base = delays[min(attempt, len(delays) - 1)] if delays else 0.0
-    retry_after = getattr(error, "retry_after", None) or 0.0
-    return max(base, float(retry_after))
-
-
-def export_run_with_retries(
+def export_one(
     source: Source,
     plan: RunPlan,
     options: ExportOptions,
     settings: Settings,
     progress: ProgressSink | None = None,
-    sleep=time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> RunExportResult:
-    """export_run retried on transient errors per settings.retry; any final error becomes a failed result."""
-    attempts = max(1, settings.retry.attempts)
-    for attempt in range(attempts):
-        try:
-            return export_run(source, plan, options, settings, progress)
-        except Exception as error:  # noqa: BLE001 - one failed run must never stop the others; it is recorded below
-            if is_transient(error) and attempt + 1 < attempts:
-                delay = retry_delay(error, settings.retry, attempt)
-                log.warning("run %s: %s; retrying in %.1fs", plan.run.key(), error, delay)
-                sleep(delay)
-                continue
-            if not isinstance(error, NeptuneExporterError):
-                log.exception("run %s failed unexpectedly", plan.run.key())
-            record = error_record(plan.run.project_id, plan.run.run_id, error)
-            return _done(progress, record_failure(plan, options, [record], source))
-    raise AssertionError("unreachable: the loop returns on its last attempt")
+    """The per-run verb the Prefect task and `run_export` both call: `export_run` under the one retry policy;
+    an error left when the policy is spent (or a terminal one) becomes a failed run with its remedy."""
+    try:
+        attempt = lambda: export_run(source, plan, options, settings, progress)  # noqa: E731
+        return call_with_retries(attempt, settings.retry, what=f"run {plan.run.key()}", sleep=sleep)
+    except Exception as error:  # noqa: BLE001 - one failed run must never stop the others; it is recorded below
+        if not isinstance(error, NeptuneExporterError):
+            log.exception("run %s failed unexpectedly", plan.run.key())
+        record = error_record(plan.run.project_id, plan.run.run_id, error)
+        return _done(progress, record_failure(plan, options, [record], source))
+
+
+def plan_export(source: Source, options: ExportOptions, settings: Settings) -> list[RunPlan]:
+    """Preflight, discovery and plan, each step under the one retry policy (as the flow's Prefect tasks retry them)."""
+    projects = call_with_retries(lambda: preflight(options, source), settings.retry, what="preflight")
+    runs = call_with_retries(lambda: discover(source, options, projects), settings.retry, what="discovery")
+    return plan_runs(runs, options)
 
 
 def run_export(options: ExportOptions, settings: Settings, progress: ProgressSink | None = None) -> list[RunExportResult]:
-    """Preflight, discover, plan, export runs on a bounded thread pool, write project summaries; the results."""
+    """`plan_export`, then `export_one` per run on a bounded thread pool, then the project summaries; the results."""
     source = make_source(options, settings)
-    projects = preflight(options, source)
-    plans = plan_runs(discover(source, options, projects), options)
+    plans = plan_export(source, options, settings)
     if progress is not None:
         progress.on_plan(len(plans))
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="export") as pool:
-        futures = [pool.submit(export_run_with_retries, source, plan, options, settings, progress) for plan in plans]
+        futures = [pool.submit(export_one, source, plan, options, settings, progress) for plan in plans]
         results = [future.result() for future in futures]
     write_export_summary(Path(options.data_path), results, options)
     return results

@@ -9,16 +9,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Protocol
 
-from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError, TargetUnavailableError, is_transient
+from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError, TargetUnavailableError
 from neptune_exporter.loaders.base import ExportedRun, LoadResult, Loader
 from neptune_exporter.loaders.client_env import apply_client_defaults
-from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.retry import RetryPolicy, call_with_retries
+from neptune_exporter.settings import Settings
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Target name → "module:factory"; the factory is called as factory(options, settings) and returns a Loader.
 TARGETS: dict[str, str] = {
@@ -159,26 +159,6 @@ def fork_waves(runs: list[RunToLoad]) -> list[list[RunToLoad]]:
     return [waves[d] for d in sorted(waves)]
 
 
-# ----------------------------------------------------------------------------- retries
-
-
-def with_retries(action: Callable[[], T], policy: RetryPolicy) -> T:
-    """Call `action`, retrying transient errors only, with the policy's backoff."""
-    from neptune_exporter.export import retry_delay
-
-    attempts = max(1, policy.attempts)
-    for attempt in range(attempts):
-        try:
-            return action()
-        except Exception as error:  # re-raised unless transient and attempts remain
-            if not is_transient(error) or attempt + 1 == attempts:
-                raise
-            delay = retry_delay(error, policy, attempt)
-            log.warning("transient error (%s); retrying in %.1fs", error, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable: the loop returns or raises on its last attempt")
-
-
 # ----------------------------------------------------------------------------- loading
 
 
@@ -188,16 +168,15 @@ class LoadProgress(Protocol):
     def on_run_done(self, result: LoadResult) -> None: ...
 
 
-def load_one(loader: Loader, options: LoadOptions, run: RunToLoad, policy: RetryPolicy | None = None) -> LoadResult:
-    """Load one run; terminal errors (and transient ones once `policy` is spent) become a failed result.
-
-    Without a policy a transient error propagates, so a caller with its own retries (a Prefect task) retries it."""
+def load_one(
+    loader: Loader, options: LoadOptions, run: RunToLoad, policy: RetryPolicy, sleep: Callable[[float], object] = time.sleep
+) -> LoadResult:
+    """The per-run verb the Prefect task and `run_load` both call: load one run under the one retry policy;
+    a terminal error, or a transient one left when the policy is spent, becomes a failed result."""
     action = lambda: loader.load_run(Path(options.data_path), Path(options.files_path), run.project_id, run.run_id)  # noqa: E731
     try:
-        return with_retries(action, policy or RetryPolicy(attempts=1))
+        return call_with_retries(action, policy, what=f"loading {run.project_id}/{run.run_id}", sleep=sleep)
     except NeptuneExporterError as error:
-        if error.transient and policy is None:
-            raise
         log.error("loading %s/%s failed: %s", run.project_id, run.run_id, error)
         return LoadResult(run.project_id, run.run_id, "failed", error=error.to_record())
 
@@ -227,10 +206,15 @@ def run_load(options: LoadOptions, settings: Settings, progress: LoadProgress | 
 # ----------------------------------------------------------------------------- validating
 
 
-def validate_one(validator: Validator, options: LoadOptions, run: RunToLoad) -> RunValidation:
-    """Compare one run in the target with its export; errors become a run entry, never an exception."""
+def validate_one(
+    validator: Validator, options: LoadOptions, run: RunToLoad, policy: RetryPolicy, sleep: Callable[[float], object] = time.sleep
+) -> RunValidation:
+    """The per-run verb of the validate task and `run_validate`: compare one run in the target with its export,
+    reading the target under the one retry policy; errors become a run entry, never an exception."""
+    data_root, files_root = Path(options.data_path), Path(options.files_path)
     try:
-        return validator.validate(Path(options.data_path), Path(options.files_path), run.project_id, run.run_id)
+        return call_with_retries(lambda: validator.validate(data_root, files_root, run.project_id, run.run_id), policy,
+                                 what=f"validating {run.project_id}/{run.run_id}", sleep=sleep)
     except NeptuneExporterError as error:
         return RunValidation(run.project_id, run.run_id, None, error=error.to_record())
 
@@ -242,7 +226,7 @@ def run_validate(options: LoadOptions, settings: Settings) -> ValidationReport:
     check_target(make_loader(options, settings))
     report = ValidationReport(target=options.target)
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="validate") as pool:
-        report.runs.extend(pool.map(lambda run: validate_one(validator, options, run), runs))
+        report.runs.extend(pool.map(lambda run: validate_one(validator, options, run, settings.retry), runs))
     return report
 
 
@@ -262,5 +246,4 @@ __all__ = [
     "run_validate",
     "select_runs",
     "validate_one",
-    "with_retries",
 ]

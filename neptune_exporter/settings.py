@@ -16,7 +16,7 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """The single retry policy: transient errors only, exponential backoff with a cap, Retry-After honoured."""
+    """The numbers of the one retry policy (applied by `neptune_exporter.retry`): attempts, exponential backoff, cap."""
 
     attempts: int = 5
     backoff_seconds: float = 1.0

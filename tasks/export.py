@@ -5,17 +5,16 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from neptune_exporter import export as library
 from neptune_exporter import progress
-from neptune_exporter.errors import NeptuneExporterError, is_transient
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.manifest import STATUS_FAILED, manifest_path
-from tasks.policy import cached_task_options, detached, failed, failure_message, retries_left, retry_options
+from tasks.policy import cached_task_options, detached, failed, failure_message, retry_options
 
 _sources: dict[tuple[str, str | None], Source] = {}
 _sources_lock = threading.Lock()
@@ -45,23 +44,18 @@ def discover_and_plan(options: dict, projects: list[str]) -> list[dict]:
     return [plan.to_json() for plan in library.plan_runs(runs, parsed)]
 
 
-@task(name="export-run", task_run_name="export {run_key}", **cached_task_options("plan", "options"), **retry_options())
+@task(name="export-run", task_run_name="export {run_key}", **cached_task_options("plan", "options"))
 def export_run(
     run_key: str, manifest_path: str, modification_time: str | None, fingerprint: str, plan: dict, options: dict
 ) -> dict | State:
     """Export one run; a small JSON pointer (manifest path, status, figures). Cached on the key inputs.
 
-    A run that fails (terminal error, or a transient one on the last attempt) gets its failed manifest, then the
-    task ends Failed with the error and its fix as message; a transient error with attempts left is retried.
+    `export_one` retries transient errors under the one policy; a run that still fails gets its failed manifest,
+    and the task ends Failed with the error and its fix as message.
     """
     parsed, run_plan = library.ExportOptions.from_json(options), library.RunPlan.from_json(plan)
     sink = progress.PointsOnly(progress.active())
-    try:
-        result = library.export_run(source_for(parsed), run_plan, parsed, Settings.from_env(), sink)
-    except Exception as error:
-        if is_transient(error) and retries_left():
-            raise
-        result = record_failed_run(plan, options, error)
+    result = library.export_one(source_for(parsed), run_plan, parsed, Settings.from_env(), sink)
     pointer = result.to_json()
     if result.status == STATUS_FAILED:
         return failed(failure_message(result.errors[0] if result.errors else None), pointer)
@@ -84,15 +78,6 @@ def export_run_call(plan: dict, options: library.ExportOptions) -> dict:
         "plan": plan,
         "options": options.to_json(),
     })
-
-
-def record_failed_run(plan: dict, options: dict, error: BaseException) -> library.RunExportResult:
-    """A run whose export ended in an error: failed manifest + error record (an unexpected error logs its trace)."""
-    if not isinstance(error, NeptuneExporterError):
-        get_run_logger().error("export of %s/%s failed unexpectedly", plan["run"]["project_id"], plan["run"]["run_id"], exc_info=error)
-    parsed, run_plan = library.ExportOptions.from_json(options), library.RunPlan.from_json(plan)
-    record = library.error_record(run_plan.run.project_id, run_plan.run.run_id, error)
-    return library.record_failure(run_plan, parsed, [record])
 
 
 @task(name="write-export-summary", cache_policy=NO_CACHE)

@@ -13,9 +13,9 @@ from prefect.states import State
 
 from neptune_exporter import load as library
 from neptune_exporter.loaders.base import Loader
-from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.settings import Settings
 from neptune_exporter.validation.report import RunValidation
-from tasks.policy import failed, failure_message, retries_left, retry_options
+from tasks.policy import failed, failure_message
 
 DIFFERENCES_IN_MESSAGE = 3
 
@@ -55,21 +55,20 @@ def select_runs(options: dict) -> list[list[dict]]:
     return [[asdict(run) for run in wave] for wave in library.fork_waves(runs)]
 
 
-@task(name="load-run", task_run_name="load {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE, **retry_options())
+@task(name="load-run", task_run_name="load {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE)
 def load_run(options: dict, run: dict) -> dict | State:
-    """Load one run idempotently (the target's tags decide skip / redo); transient errors are retried while attempts
-    are left. A run that failed ends the task Failed with its error and fix as message (its result in the state)."""
+    """Load one run idempotently (the target's tags decide skip / redo); `load_one` retries transient errors.
+    A run that failed ends the task Failed with its error and fix as message (its result in the state)."""
     parsed = library.LoadOptions.from_json(options)
-    last_attempt = None if retries_left() else RetryPolicy(attempts=1)  # on the last attempt any error is recorded
-    result = asdict(library.load_one(loader_for(options), parsed, library.RunToLoad(**run), last_attempt))
+    result = asdict(library.load_one(loader_for(options), parsed, library.RunToLoad(**run), Settings.from_env().retry))
     return failed(failure_message(result["error"]), result) if result["status"] == "failed" else result
 
 
-@task(name="validate-run", task_run_name="validate {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE, **retry_options())
+@task(name="validate-run", task_run_name="validate {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE)
 def validate_run(options: dict, run: dict) -> dict | State:
     """Compare one run in the target with its export; the RunValidation as JSON (Failed when the run differs)."""
     parsed = library.LoadOptions.from_json(options)
-    validation = library.validate_one(validator_for(options), parsed, library.RunToLoad(**run))
+    validation = library.validate_one(validator_for(options), parsed, library.RunToLoad(**run), Settings.from_env().retry)
     return validation.to_json() if validation.ok else failed(validation_message(validation), validation.to_json())
 
 

@@ -1,4 +1,9 @@
-"""The one Prefect retry and caching policy (retry transient errors only), and how a handled failure becomes a state."""
+"""Prefect retries, caching and handled failures: `retry_condition_fn` from the library's one retry policy
+(`neptune_exporter.retry`), and how a handled failure becomes a Failed state with a message.
+
+Per-run tasks get no Prefect retries: their library verb retries under the policy itself, so a task shows as
+retried in the UI only when Prefect really runs it again (the discovery tasks, for errors no library layer retried).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,10 @@ import json
 from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
-from prefect.context import TaskRunContext
 from prefect.states import Failed, State
 
-from neptune_exporter.errors import is_transient
-from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.retry import RetryPolicy, should_retry
+from neptune_exporter.settings import Settings
 
 
 def failure_of(state: State) -> BaseException | None:
@@ -26,9 +30,9 @@ def failure_of(state: State) -> BaseException | None:
 
 
 def retry_transient(task: Any, task_run: Any, state: State) -> bool:
-    """`retry_condition_fn`: retry only errors that `errors.is_transient` calls transient."""
+    """`retry_condition_fn`: retry only what `retry.should_retry` retries (transient, not already retried)."""
     error = failure_of(state)
-    return error is not None and is_transient(error)
+    return error is not None and should_retry(error)
 
 
 def retry_options(policy: RetryPolicy | None = None) -> dict[str, Any]:
@@ -84,12 +88,6 @@ def failure_message(record: dict | None) -> str:
     where = f" (attribute {record['attribute']})" if record.get("attribute") else ""
     text = f"{record.get('error_type') or 'Error'}: {record.get('message') or 'unknown error'}{where}"
     return f"{text} — fix: {record['remedy']}" if record.get("remedy") else text
-
-
-def retries_left() -> bool:
-    """True inside a task run that Prefect would run again (its attempt is not its last)."""
-    context = TaskRunContext.get()
-    return context is not None and context.task_run.run_count <= context.task.retries
 
 
 def detached(data: Any) -> Any:

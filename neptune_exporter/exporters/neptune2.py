@@ -10,7 +10,6 @@ import queue
 import re
 import shutil
 import threading
-import time
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,7 @@ from neptune_exporter.model import (
     project_files_dir,
     sanitize_name,
 )
+from neptune_exporter.retry import call_with_retries
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex, matches_kind, matches_path
 from neptune_exporter.settings import Settings, neptune_api_token
@@ -392,21 +392,17 @@ def _retry_after(error: BaseException) -> float:
 
 
 def retrying(action: Callable[[], T], settings: Settings, run: str | None = None, project: str | None = None) -> T:
-    """Run a client call whose requests the client does not retry (table pages); transient failures retried."""
-    delays = settings.retry.delays()
-    for attempt in range(len(delays) + 1):
+    """A table read (the client does not retry table pages): client errors typed, retried per the one retry policy."""
+
+    def typed_action() -> T:
         try:
             return action()
-        except NeptuneExporterError as exc:
-            error = exc
+        except NeptuneExporterError:
+            raise
         except Exception as exc:  # noqa: BLE001 - mapped to a typed error
-            error = typed_error(exc, run=run, project=project)
-        if not error.transient or attempt == len(delays):
-            raise error
-        wait = max(delays[attempt], float(getattr(error, "retry_after", 0) or 0))
-        log.warning("transient error reading %s (%s); retrying in %.1fs", run or project, error, wait)
-        time.sleep(wait)
-    raise AssertionError("unreachable: the loop returns or raises on its last attempt")
+            raise typed_error(exc, run=run, project=project) from exc
+
+    return call_with_retries(typed_action, settings.retry, what=f"table read of {run or project}")
 
 
 # --------------------------------------------------------------------------- the source

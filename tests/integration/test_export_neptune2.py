@@ -347,6 +347,59 @@ def test_persistent_server_errors_surface_as_transient_errors(fake, tmp_path):
     assert failure.value.transient and failure.value.run == "PROJ-1" and failure.value.attribute == "metrics/loss"
 
 
+# --------------------------------------------------------------------------- the attempt budget (README, Settings)
+# A 2.x table read (`v2.search_entries`) is not retried by the client: ours retries it RETRY_ATTEMPTS times, once.
+
+
+def fail_table_reads(fake, monkeypatch) -> Settings:
+    """From now on every table read answers 503 (the fake's FaultConfig); the settings retry after 10 ms (by env)."""
+    monkeypatch.setenv("NEPTUNE_EXPORTER_RETRY_BACKOFF_SECONDS", "0.01")
+    monkeypatch.setenv("NEPTUNE_EXPORTER_RETRY_BACKOFF_MAX_SECONDS", "0.02")
+    fake.requests.clear()
+    fake.faults.update(error_share=1.0, error_statuses=(503,), endpoints=r"^v2\.search_entries$")
+    return Settings.from_env()
+
+
+def test_a_failing_table_read_in_discovery_is_attempted_exactly_the_budget(fake, tmp_path, monkeypatch):
+    from neptune_exporter.export import ExportOptions, run_export
+
+    options = ExportOptions(source="neptune2", projects=("ws/proj",), data_path=str(tmp_path / "data"),
+                            files_path=str(tmp_path / "files"), api_token=fake.api_token, workers=2)
+    settings = fail_table_reads(fake, monkeypatch)
+    try:
+        with pytest.raises(SourceUnavailableError) as failure:
+            run_export(options, settings)
+    finally:
+        fake.faults.update(error_share=0.0, endpoints=None)
+    assert settings.retry.attempts == 5
+    assert fake.requests.count("v2.search_entries") == fake.requests.count("v2.search_entries", status=503) == 5
+    assert "503" in failure.value.message and "fix: retry later" in str(failure.value)
+
+
+def test_a_failing_table_read_in_a_run_is_attempted_exactly_the_budget(fake, tmp_path, monkeypatch):
+    from neptune_exporter.export import ExportOptions, export_one, plan_export
+    from neptune_exporter.storage.manifest import read_manifest
+
+    options = ExportOptions(source="neptune2", projects=("ws/proj",), data_path=str(tmp_path / "data"),
+                            files_path=str(tmp_path / "files"), api_token=fake.api_token,
+                            runs=RunSelection(runs_regex="^alpha-7$"))
+    src = Neptune2Source(fake.api_token, Settings())
+    try:
+        (plan,) = plan_export(src, options, Settings())  # discovery before the fault
+        settings = fail_table_reads(fake, monkeypatch)
+        try:
+            result = export_one(src, plan, options, settings)  # what the export-run task and run_export call
+        finally:
+            fake.faults.update(error_share=0.0, endpoints=None)
+    finally:
+        src.close()
+    assert fake.requests.count("v2.search_entries") == fake.requests.count("v2.search_entries", status=503) == 5
+    assert result.status == "failed" and result.run_id == "PROJ-4"
+    (error,) = result.errors
+    assert error["error_type"] == "SourceUnavailableError" and error["remedy"] == "retry later; the export resumes"
+    assert read_manifest(Path(result.manifest_path)).status == "failed"
+
+
 # --------------------------------------------------------------------------- the awkward workspace
 
 

@@ -362,24 +362,3 @@ def test_second_export_skips_models_and_an_edited_version_is_exported_again(tmp_
     ordered = [("attribute_path", "ascending"), ("step", "ascending")]
     assert updated.sort_by(ordered).equals(rows(tmp_path / "b", "PROJ-CLS-1", "model_versions").sort_by(ordered))
     assert fresh["PROJ-CLS-1"].status == "complete"
-
-
-# --------------------------------------------------------------------------- through the Prefect flow
-
-
-def test_export_flow_with_include_models(prefect_harness, fake, tmp_path, monkeypatch):
-    """The CLI's path: flow parameters carry include_models; tasks export models and versions in their scopes."""
-    from flows.export import export, flow_parameters
-
-    for name, value in fake.env().items():
-        monkeypatch.setenv(name, value)
-    options = ExportOptions(source="neptune2", projects=(PROJECT,), data_path=str(tmp_path / "data"),
-                            files_path=str(tmp_path / "files"), include_models=True, workers=2)
-    assert flow_parameters(options)["selection"]["include_models"] is True
-    summary = export(**flow_parameters(options))
-    assert (summary["runs_complete"], summary["runs_failed"]) == (7, 0)
-    for run_id, scope in (("PROJ-CLS", "models"), ("PROJ-CLS-3", "model_versions"), ("PROJ-1", None)):
-        assert read_manifest(manifest_path(tmp_path / "data", PROJECT, run_id, scope)).is_complete()
-    assert single_value(rows(tmp_path, "PROJ-CLS-3", "model_versions"), "sys/stage") == ("string", "production")
-    again = export(**flow_parameters(options))
-    assert (again["runs_skipped"], again["runs_complete"]) == (7, 0)

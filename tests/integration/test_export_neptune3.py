@@ -348,6 +348,29 @@ def test_a_server_that_keeps_failing_gives_a_transient_error(faulty, all_runs, t
     assert info.value.transient and info.value.run == "run-parent"
 
 
+@pytest.mark.timeout(120)
+def test_a_run_failing_after_the_clients_window_is_attempted_exactly_the_budget(faulty, tmp_path, monkeypatch):
+    """neptune-query retries a request for its window (time-based); ours then re-attempts the run, exactly 5 times."""
+    from neptune_exporter.export import ExportOptions, export_one, plan_export
+    from neptune_exporter.exporters.base import RunSelection
+
+    monkeypatch.setenv("NEPTUNE_EXPORTER_RETRY_BACKOFF_SECONDS", "0.01")  # real, small backoff of our layer
+    settings = Settings(source_retry_timeout_s=1, retry=Settings.from_env().retry)
+    options = ExportOptions(source="neptune3", projects=(PROJECT,), data_path=str(tmp_path / "data"),
+                            files_path=str(tmp_path / "files"), api_token=faulty.api_token,
+                            runs=RunSelection(runs_regex="^run-basic$"))
+    source = Neptune3Source(faulty.api_token, settings)
+    (plan,) = plan_export(source, options, settings)
+    faulty.requests.clear()
+    faulty.faults.update(error_share=1.0, error_statuses=(503,), endpoints=r"^v3\.float_series$")
+    result = export_one(source, plan, options, settings)  # what the export-run task and run_export call
+    assert settings.retry.attempts == 5
+    assert faulty.requests.count("v3.search") == 5  # one per attempt of the run: 5, not 5 x 5
+    assert faulty.requests.count("v3.float_series") == faulty.requests.count("v3.float_series", status=503) >= 5
+    assert result.status == "failed" and result.errors[0]["error_type"] == "SourceUnavailableError"
+    assert result.errors[0]["remedy"] == "check the server and the network; the export resumes where it stopped when run again"
+
+
 # ---------------------------------------------------------------------------- through the export pipeline
 
 

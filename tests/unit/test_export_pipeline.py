@@ -134,9 +134,8 @@ SETTINGS = Settings(part_target_bytes=3_000, retry=RetryPolicy(attempts=3, backo
 
 def pipeline(source, options, settings=SETTINGS):
     """run_export's steps with our fake source (make_source would import the real clients)."""
-    projects = ex.preflight(options, source)
-    plans = ex.plan_runs(ex.discover(source, options, projects), options)
-    results = [ex.export_run_with_retries(source, plan, options, settings, sleep=lambda s: None) for plan in plans]
+    plans = ex.plan_export(source, options, settings)
+    results = [ex.export_one(source, plan, options, settings, sleep=lambda s: None) for plan in plans]
     ex.write_export_summary(Path(options.data_path), results, options)
     return plans, results
 
@@ -322,7 +321,7 @@ def test_transient_errors_are_retried_and_leave_no_partial_parts(tmp_path):
     delays = []
     ex.preflight(options, source)
     (plan,) = ex.plan_runs(ex.discover(source, options, [PROJECT]), options)
-    result = ex.export_run_with_retries(source, plan, options, SETTINGS, sleep=delays.append)
+    result = ex.export_one(source, plan, options, SETTINGS, sleep=delays.append)
     assert result.status == "complete" and source.calls["run-a"] == 3 and len(delays) == 2
     data = Path(options.data_path)
     manifest = read_manifest(manifest_path(data, PROJECT, "run-a"))

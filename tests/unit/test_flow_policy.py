@@ -1,11 +1,11 @@
-"""The Prefect retry/caching policy: transient errors retried with the settings' backoff, others not."""
+"""The Prefect retry/caching policy: transient errors no library layer retried are retried with the settings' backoff."""
 
 from prefect import flow, task
 from prefect.cache_policies import CompoundCachePolicy
 from prefect.states import Failed
 
 from neptune_exporter.errors import InvalidTokenError, RateLimitedError
-from neptune_exporter.settings import RetryPolicy
+from neptune_exporter.retry import RetryPolicy, mark_spent
 from tasks.policy import cache_policy, retry_options, retry_transient
 
 
@@ -14,6 +14,7 @@ def test_only_transient_failures_are_retried():
     assert retry_transient(None, None, Failed(data=ConnectionResetError("reset")))
     assert not retry_transient(None, None, Failed(data=InvalidTokenError("bad token", "set NEPTUNE_API_TOKEN")))
     assert not retry_transient(None, None, Failed(data=ValueError("bug")))
+    assert not retry_transient(None, None, Failed(data=mark_spent(RateLimitedError("429", "wait"))))  # retried below
 
 
 def test_retry_options_follow_the_retry_policy():
@@ -42,6 +43,8 @@ def flaky(kind: str) -> str:
         raise RateLimitedError("429 Too Many Requests", "wait and retry")
     if kind == "terminal":
         raise InvalidTokenError("token rejected", "set NEPTUNE_API_TOKEN")
+    if kind == "spent":
+        raise mark_spent(RateLimitedError("429 Too Many Requests", "wait and retry"))
     return "ok"
 
 
@@ -57,3 +60,5 @@ def test_a_real_task_retries_transient_errors_until_success_and_terminal_errors_
     assert calls.count("transient") == 3
     assert run_flaky("terminal") == "InvalidTokenError"
     assert calls.count("terminal") == 1
+    assert run_flaky("spent") == "RateLimitedError"  # the library already retried it: Prefect does not again
+    assert calls.count("spent") == 1

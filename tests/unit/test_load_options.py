@@ -1,4 +1,4 @@
-"""Load library pieces without a target: options, registry, run selection, fork ordering, retries, reports."""
+"""Load library pieces without a target: options, registry, run selection, fork ordering, per-run retries, reports."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from neptune_exporter.errors import InvalidOptionError, OutputPathError, TargetError, TargetUnavailableError
-from neptune_exporter.load import LoadOptions, RunToLoad, fork_waves, make_loader, select_runs, with_retries
+from neptune_exporter.load import LoadOptions, RunToLoad, fork_waves, load_one, make_loader, select_runs, validate_one
+from neptune_exporter.loaders.base import LoadResult
+from neptune_exporter.retry import RetryPolicy
 from neptune_exporter.rows import parameter_rows
-from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.settings import Settings
 from neptune_exporter.validation.compare import Difference, PointDigest, compare_digests, compare_mappings
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 from neptune_exporter.loaders.mlflow import MlflowLoader
@@ -53,27 +55,6 @@ def test_fork_waves_put_parents_first_and_survive_cycles():
     assert sorted(r.run_id for wave in fork_waves(cyclic) for r in wave) == ["a", "b"]
 
 
-def test_retries_only_transient_errors():
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise TargetUnavailableError("down", "wait")
-        return "ok"
-
-    assert with_retries(flaky, RetryPolicy(attempts=3, backoff_seconds=0.001)) == "ok" and len(calls) == 3
-    calls.clear()
-
-    def refused():
-        calls.append(1)
-        raise TargetError("no", "fix it")
-
-    with pytest.raises(TargetError):
-        with_retries(refused, RetryPolicy(attempts=5, backoff_seconds=0.001))
-    assert len(calls) == 1
-
-
 def test_point_digest_is_order_free_nan_aware_and_maps_infinity():
     a, b = PointDigest(), PointDigest()
     a.update(np.array([1, 2, 3]), np.array([10, 20, 30]), np.array([math.nan, math.inf, -0.0]), infinity_stored_as=1e308)
@@ -98,3 +79,45 @@ def test_report_lists_differences_as_json_and_markdown(tmp_path):
     assert "3 difference(s) in 1 run(s)" in markdown and "| ws/p | r1 | param | a | value | 1 | 2 |" in markdown
     assert json.loads(json_path.read_text()) == data
     assert Difference(**data["runs"][0]["differences"][0]).key == "a"
+
+
+class FlakyLoader:
+    """A loader whose first `failures` load/validate calls raise `error` (counts every call)."""
+
+    def __init__(self, error: Exception, failures: int):
+        self.error, self.failures, self.calls = error, failures, 0
+
+    def _call(self):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+
+    def load_run(self, data_root, files_root, project_id, run_id):
+        self._call()
+        return LoadResult(project_id, run_id, "loaded", "target-1", points=3)
+
+    def inspect_run(self, data_root, files_root, project_id, run_id):
+        self._call()
+        return RunValidation(project_id, run_id, "target-1", [])
+
+
+def test_load_one_and_validate_one_retry_transient_errors_under_the_policy(tmp_path):
+    options, run, policy = LoadOptions(data_path=str(tmp_path)), RunToLoad("ws/p", "r"), RetryPolicy(attempts=3, backoff_seconds=0.5)
+    waits = []
+    loader = FlakyLoader(TargetUnavailableError("down", "wait"), 2)
+    assert load_one(loader, options, run, policy, sleep=waits.append).status == "loaded" and loader.calls == 3
+    assert waits == [0.5, 1.0]
+    loader = FlakyLoader(TargetUnavailableError("down", "wait"), 2)
+    assert validate_one(loader, options, run, policy, sleep=waits.append).error is None and loader.calls == 3
+
+
+def test_load_one_reports_a_terminal_or_spent_error_as_a_failed_run(tmp_path):
+    options, run, policy = LoadOptions(data_path=str(tmp_path)), RunToLoad("ws/p", "r"), RetryPolicy(attempts=3)
+    refused = FlakyLoader(TargetError("no", "fix it"), 9)
+    result = load_one(refused, options, run, policy, sleep=pytest.fail)
+    assert (result.status, result.error["error_type"], refused.calls) == ("failed", "TargetError", 1)
+    down = FlakyLoader(TargetUnavailableError("down", "wait"), 9)
+    result = load_one(down, options, run, policy, sleep=lambda seconds: None)
+    assert (result.status, result.error["error_type"], result.error["remedy"], down.calls) == ("failed", "TargetUnavailableError", "wait", 3)
+    report = validate_one(FlakyLoader(TargetUnavailableError("down", "wait"), 9), options, run, policy, sleep=lambda seconds: None)
+    assert report.error["error_type"] == "TargetUnavailableError"

@@ -185,8 +185,7 @@ def test_client_retry_timeout_comes_from_settings():
     assert client_retries.retries_timeout == 14 and os.environ["NEPTUNE_RETRIES_TIMEOUT"] == "14"
 
 
-def test_retrying_retries_transient_errors_only(monkeypatch):
-    monkeypatch.setattr(n2.time, "sleep", lambda seconds: None)
+def test_retrying_retries_transient_errors_only():
     calls = []
 
     def flaky():
