@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from neptune_exporter.errors import OutputPathError, TargetError, TargetUnavailableError
 from neptune_exporter.model import STEP_SCALE, decimal_array_to_unscaled
+from neptune_exporter.storage.exported_run import ExportedRun
 from neptune_exporter.validation.compare import (
     Difference,
     FileExpectation,
@@ -32,9 +33,23 @@ from neptune_exporter.validation.compare import (
     point_examples,
     point_set,
 )
-from neptune_exporter.validation.export_view import FILE_TYPES, ExportView, read_export, series_rows, series_steps, single_values, timestamps_ms
+from neptune_exporter.validation.export_view import (
+    FILE_TYPES,
+    read_export,
+    series_rows,
+    series_steps,
+    single_values,
+    timestamps_ms,
+)
 from neptune_exporter.validation.report import RunValidation
-from neptune_exporter.validation.rules import KeyRule, RecordedKeys, expected_multiplier, run_key, scaled, step_text
+from neptune_exporter.validation.rules import (
+    KeyRule,
+    RecordedKeys,
+    expected_multiplier,
+    run_key,
+    scaled,
+    step_text,
+)
 
 ATTRIBUTE_KEYS = KeyRule(r"[/\w.\- :]", 250)
 TAG_KEYS = KeyRule(r"[/\w.\- :]", 250, reserved_prefixes=("mlflow.", "neptune."))
@@ -110,7 +125,7 @@ class MlflowView:
 class ExpectedRun:
     """Builds the expected MlflowView of one export (keys from the run's recorded key map, checked)."""
 
-    def __init__(self, export: ExportView, multiplier: int, key_map: dict):
+    def __init__(self, export: ExportedRun, multiplier: int, key_map: dict):
         self.export, self.multiplier = export, multiplier
         self.keys = RecordedKeys(ATTRIBUTE_KEYS, dict(key_map.get("attributes") or {}))
         self.tag_keys = RecordedKeys(TAG_KEYS, dict(key_map.get("tags") or {}), kind="tag-key")
@@ -190,7 +205,7 @@ class ExpectedRun:
         if export.fork_parent:
             tags["neptune.fork_parent"] = export.fork_parent
             if export.fork_step is not None:
-                tags["neptune.fork_step"] = repr(export.fork_step)
+                tags["neptune.fork_step"] = repr(float(export.fork_step))
         return tags
 
     def key_differences(self) -> list[Difference]:
@@ -246,11 +261,11 @@ class MlflowValidator:
         return self._client
 
     # ---------------------------------------------------------------- finding runs
-    def copies(self, export: ExportView) -> list:
+    def copies(self, export: ExportedRun) -> list:
         """Active MLflow runs of this export in its expected experiment (complete or not)."""
         from mlflow.entities import ViewType
 
-        name = expected_experiment(self.experiment_name_template, export.project_id, export.experiment)
+        name = expected_experiment(self.experiment_name_template, export.project_id, export.experiment_name)
         with _reading(f"look up experiment {name!r}"):
             experiment = self.client.get_experiment_by_name(name)
         if experiment is None or experiment.lifecycle_stage != "active":
@@ -259,10 +274,10 @@ class MlflowValidator:
         with _reading(f"search runs of {export.project_id}/{export.run_id}"):
             return list(self.client.search_runs([experiment.experiment_id], query, run_view_type=ViewType.ACTIVE_ONLY, max_results=100))
 
-    def complete_run(self, export: ExportView):
+    def complete_run(self, export: ExportedRun):
         return next((r for r in self.copies(export) if r.data.tags.get("neptune.load_state") == "complete"), None)
 
-    def _parent_target(self, export: ExportView) -> str | None:
+    def _parent_target(self, export: ExportedRun) -> str | None:
         if not export.fork_parent:
             return None
         try:
@@ -379,7 +394,7 @@ class MlflowValidator:
             difference.actual = {"count": len(actual), "unexpected_in_target": point_examples(actual - expected)}
         return differences
 
-    def _compare_records(self, export: ExportView, expected: MlflowView, actual: MlflowView) -> list[Difference]:
+    def _compare_records(self, export: ExportedRun, expected: MlflowView, actual: MlflowView) -> list[Difference]:
         differences = []
         for path in sorted(expected.records.keys() & actual.records.keys()):
             want, got = expected.records[path][1], actual.records[path][1]
@@ -388,7 +403,7 @@ class MlflowValidator:
         missing = [Difference(export.project_id, export.run_id, "artifact", p, "missing", expected.records[p][1].to_json(), None) for p in sorted(expected.records.keys() - actual.records.keys())]
         return differences + missing
 
-    def _compare_times(self, export: ExportView, run) -> list[Difference]:
+    def _compare_times(self, export: ExportedRun, run) -> list[Difference]:
         expected = {k: v for k, v in {"start_time": export.start_ms, "end_time": export.end_ms}.items() if v is not None}
         actual = {k: v for k, v in {"start_time": run.info.start_time, "end_time": run.info.end_time}.items() if k in expected}
         return compare_mappings(export.project_id, export.run_id, "run", expected, actual)

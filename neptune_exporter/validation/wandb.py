@@ -19,12 +19,43 @@ import pyarrow.compute as pc
 
 from neptune_exporter.errors import TargetUnavailableError
 from neptune_exporter.model import STEP_SCALE, decimal_array_to_unscaled
-from neptune_exporter.storage.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
-from neptune_exporter.validation.compare import Difference, PointDigest, RecordDigest, compare_mappings
-from neptune_exporter.validation.export_view import FILE_TYPES, ExportView, read_export, series_rows, series_steps, single_values, timestamps_ms
+from neptune_exporter.storage.exported_run import ExportedRun
+from neptune_exporter.storage.wandb_log import (
+    find_offline_runs,
+    iter_history,
+    read_run_log,
+    run_log_path,
+)
+from neptune_exporter.validation.compare import (
+    Difference,
+    PointDigest,
+    RecordDigest,
+    compare_mappings,
+)
+from neptune_exporter.validation.export_view import (
+    FILE_TYPES,
+    read_export,
+    series_rows,
+    series_steps,
+    single_values,
+    timestamps_ms,
+)
 from neptune_exporter.validation.report import RunValidation
-from neptune_exporter.validation.rules import KeyRule, RecordedKeys, expected_multiplier, run_key, scaled, step_text
-from neptune_exporter.validation.wandb_compare import HistoryDigest, WandbFacts, fact_differences, histogram_number, md5_base64
+from neptune_exporter.validation.rules import (
+    KeyRule,
+    RecordedKeys,
+    expected_multiplier,
+    run_key,
+    scaled,
+    step_text,
+)
+from neptune_exporter.validation.wandb_compare import (
+    HistoryDigest,
+    WandbFacts,
+    fact_differences,
+    histogram_number,
+    md5_base64,
+)
 
 KEYS = KeyRule(r"[/\w.\- ]", 250, reserved_prefixes=("_",))  # W&B keeps `_step`, `_timestamp`, ... for itself
 MAX_TAG_CHARS = 64
@@ -53,7 +84,7 @@ def config_value(attribute_type: str, value: Any) -> Any:
 class ExpectedWandbRun:
     """Builds the expected WandbFacts of one export (keys from the recorded `neptune.key_map`, checked)."""
 
-    def __init__(self, export: ExportView, multiplier: int, key_map: dict, target_run_id: str):
+    def __init__(self, export: ExportedRun, multiplier: int, key_map: dict, target_run_id: str):
         self.export, self.multiplier, self.target_run_id = export, multiplier, target_run_id
         self.keys = RecordedKeys(KEYS, dict(key_map))
         self.config: dict[str, Any] = {}
@@ -70,7 +101,7 @@ class ExpectedWandbRun:
         accepted = {o: t for o, t in self.keys.recorded.items() if self.keys(o) == t}  # the renames validation accepts
         config = {**self.config, **self.provenance(offset), "neptune.key_map": accepted}
         summary = {**COMPLETE, "neptune.export_checksum": self.export.checksum}
-        return WandbFacts(self.target_run_id, self.export.run_id, self.export.experiment or "", self.tags, config, summary, history, self.files)
+        return WandbFacts(self.target_run_id, self.export.run_id, self.export.experiment_name or "", self.tags, config, summary, history, self.files)
 
     def _single(self, path: str, attribute_type: str, value: Any, step: int | None) -> None:
         if attribute_type in FILE_TYPES or attribute_type == "file_series":
@@ -131,9 +162,9 @@ class ExpectedWandbRun:
             "neptune.step_offset": offset,
             "neptune.project": export.project_id,
             "neptune.run_id": export.run_id,
-            "neptune.experiment": export.experiment,
+            "neptune.experiment": export.experiment_name,
             "neptune.fork_parent": export.fork_parent,
-            "neptune.fork_step": export.fork_step,
+            "neptune.fork_step": None if export.fork_step is None else float(export.fork_step),
             "neptune.step_multiplier": self.multiplier,
             "neptune.export_checksum": export.checksum,
             **COMPLETE,
@@ -221,7 +252,7 @@ class WandbValidator:
         }
         return RunValidation(project_id, run_id, target_run_id, differences, checked)
 
-    def _compare_strings(self, export: ExportView, expected: dict[str, RecordDigest], actual: dict[str, tuple[list, int | None]]) -> list[Difference]:
+    def _compare_strings(self, export: ExportedRun, expected: dict[str, RecordDigest], actual: dict[str, tuple[list, int | None]]) -> list[Difference]:
         """Offline: every (step, value, time) record of the staged tables; online: the artifact's recorded count."""
         if self.api_key:
             want: dict[str, Any] = {k: d.count for k, d in expected.items()}
@@ -232,7 +263,7 @@ class WandbValidator:
         return compare_mappings(export.project_id, export.run_id, "string-series", want, got)
 
     # ---------------------------------------------------------------- offline
-    def _offline(self, export: ExportView, target_run_id: str) -> tuple[WandbFacts | None, dict[str, tuple[list, int | None]]]:
+    def _offline(self, export: ExportedRun, target_run_id: str) -> tuple[WandbFacts | None, dict[str, tuple[list, int | None]]]:
         """The newest offline run of this id that finished with the completion marker and this export's checksum."""
         for folder in reversed(find_offline_runs(self.wandb_dir, target_run_id)):
             path = run_log_path(folder)
@@ -261,7 +292,7 @@ class WandbValidator:
         name = (self.project_template or "{project}").format(project=project, workspace=workspace, project_id=project_id)
         return re.sub(r"[^A-Za-z0-9_.\-]", "-", name)[:128] or "neptune"
 
-    def _online(self, export: ExportView, target_run_id: str) -> tuple[WandbFacts | None, dict[str, tuple[list, int | None]]]:
+    def _online(self, export: ExportedRun, target_run_id: str) -> tuple[WandbFacts | None, dict[str, tuple[list, int | None]]]:
         import wandb
 
         overrides = {"entity": self.entity, **({"base_url": self.base_url} if self.base_url else {})}

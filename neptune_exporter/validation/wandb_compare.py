@@ -12,7 +12,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from neptune_exporter.validation.compare import Difference, PointDigest, compare_digests, compare_mappings
+from neptune_exporter.validation.compare import (
+    Difference,
+    PointDigest,
+    compare_digests,
+    compare_mappings,
+)
 
 
 def md5_base64(path: Path, chunk_size: int = 1 << 20) -> str:
