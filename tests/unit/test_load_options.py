@@ -82,7 +82,7 @@ def test_report_lists_differences_as_json_and_markdown(tmp_path):
 
 
 class FlakyLoader:
-    """A loader whose first `failures` load/validate calls raise `error` (counts every call)."""
+    """A loader and validator whose first `failures` load/validate calls raise `error` (counts every call)."""
 
     def __init__(self, error: Exception, failures: int):
         self.error, self.failures, self.calls = error, failures, 0
@@ -96,7 +96,7 @@ class FlakyLoader:
         self._call()
         return LoadResult(project_id, run_id, "loaded", "target-1", points=3)
 
-    def inspect_run(self, data_root, files_root, project_id, run_id):
+    def validate(self, data_root, files_root, project_id, run_id):
         self._call()
         return RunValidation(project_id, run_id, "target-1", [])
 
