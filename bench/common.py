@@ -14,10 +14,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # scripts run as `python bench/x.py` see bench/ first, not the repo
@@ -99,7 +99,9 @@ def machine_description() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         model = names[0] if names else model
     memory = ""
     meminfo = Path("/proc/meminfo")
@@ -107,17 +109,25 @@ def machine_description() -> str:
         total_kb = int(meminfo.read_text().split()[1])
         memory = f", {total_kb / 1024 / 1024:.0f} GB RAM"
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    return (f"{os.cpu_count()} cores ({model}){memory}, Python {platform.python_version()}, "
-            f"load average {load[0]:.1f}")
+    return f"{os.cpu_count()} cores ({model}){memory}, Python {platform.python_version()}, load average {load[0]:.1f}"
 
 
-def bench_arguments(doc: str | None, quick_help: str, repeats: int = 3, quick_repeats: int | None = None,
-                    latency_ms: float | None = 20.0) -> argparse.ArgumentParser:
+def bench_arguments(
+    doc: str | None,
+    quick_help: str,
+    repeats: int = 3,
+    quick_repeats: int | None = None,
+    latency_ms: float | None = 20.0,
+) -> argparse.ArgumentParser:
     """The options every benchmark shares: --quick, --repeats, --workers and (when it serves Neptune) --latency-ms."""
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--repeats", type=int, default=None,
-                        help=f"measurements per side, the median is used (default {repeats}, --quick {quick_repeats or repeats})")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"measurements per side, the median is used (default {repeats}, --quick {quick_repeats or repeats})",
+    )
     parser.add_argument("--workers", type=int, default=4, help="runs processed at the same time (both sides)")
     if latency_ms is not None:
         parser.add_argument("--latency-ms", type=float, default=latency_ms, help="latency the fake adds per request")
@@ -214,15 +224,36 @@ class Shape:
         return f"workspace/{self.project}"
 
     def serve_args(self) -> list[str]:
-        return ["--generate", "--runs", str(self.runs), "--experiments", str(self.experiments),
-                "--params", str(self.params), "--metrics", str(self.metrics), "--points", str(self.points),
-                "--string-series", str(self.string_series), "--histograms", str(self.histograms),
-                "--files", str(self.files), "--file-size", str(self.file_size), "--project", self.project]
+        return [
+            "--generate",
+            "--runs",
+            str(self.runs),
+            "--experiments",
+            str(self.experiments),
+            "--params",
+            str(self.params),
+            "--metrics",
+            str(self.metrics),
+            "--points",
+            str(self.points),
+            "--string-series",
+            str(self.string_series),
+            "--histograms",
+            str(self.histograms),
+            "--files",
+            str(self.files),
+            "--file-size",
+            str(self.file_size),
+            "--project",
+            self.project,
+        ]
 
     def describe(self) -> str:
-        return (f"{self.runs} runs x {self.metrics} metrics x {self.points:,} points, {self.params} params, "
-                f"{self.string_series} string series, {self.histograms} histograms, "
-                f"{self.files} files of {self.file_size:,} B")
+        return (
+            f"{self.runs} runs x {self.metrics} metrics x {self.points:,} points, {self.params} params, "
+            f"{self.string_series} string series, {self.histograms} histograms, "
+            f"{self.files} files of {self.file_size:,} B"
+        )
 
 
 @contextmanager
@@ -253,16 +284,31 @@ class MlflowServer:
     url: str = ""
     process: subprocess.Popen | None = field(default=None, repr=False)
 
-    def start(self) -> "MlflowServer":
+    def start(self) -> MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        command = [str(Path(sys.executable).with_name("mlflow")), "server", "--workers", "1",
-                   "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-                   "--artifacts-destination", str(self.folder / "artifacts"),
-                   "--host", "127.0.0.1", "--port", str(port)]
+        command = [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{self.folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(self.folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         log = open(self.folder / "server.log", "wb")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        self.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
         log.close()
         self.url = f"http://127.0.0.1:{port}"
         self._await_health()
@@ -293,7 +339,7 @@ class MlflowServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def __enter__(self) -> "MlflowServer":
+    def __enter__(self) -> MlflowServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -305,19 +351,28 @@ class MlflowServer:
 
 def export_options(token: str, project_id: str, root: Path, workers: int, runs_regex: str | None = None):
     """ExportOptions writing under `root` (data/, files/)."""
-    from neptune_exporter.exporters.base import RunSelection
     from neptune_exporter.export import ExportOptions
+    from neptune_exporter.exporters.base import RunSelection
 
-    return ExportOptions(source="neptune3", projects=(project_id,), data_path=str(root / "data"),
-                         files_path=str(root / "files"), api_token=token, workers=workers,
-                         runs=RunSelection(runs_regex=runs_regex))
+    return ExportOptions(
+        source="neptune3",
+        projects=(project_id,),
+        data_path=str(root / "data"),
+        files_path=str(root / "files"),
+        api_token=token,
+        workers=workers,
+        runs=RunSelection(runs_regex=runs_regex),
+    )
 
 
-def export_in_child(token: str, project_id: str, root: Path, workers: int, runs_regex: str | None = None) -> ChildResult:
+def export_in_child(
+    token: str, project_id: str, root: Path, workers: int, runs_regex: str | None = None
+) -> ChildResult:
     """`run_export` (library loop, no Prefect) in a fresh process; its JSON reports seconds and points."""
     args = ["export", "--project", project_id, "--root", str(root), "--workers", str(workers)]
-    return python_child("bench.common", *args, *(["--runs", runs_regex] if runs_regex else []),
-                        env={"NEPTUNE_API_TOKEN": token})  # the environment, not argv: `ps` never shows it
+    return python_child(
+        "bench.common", *args, *(["--runs", runs_regex] if runs_regex else []), env={"NEPTUNE_API_TOKEN": token}
+    )  # the environment, not argv: `ps` never shows it
 
 
 def _child_export(args: argparse.Namespace) -> None:
@@ -329,8 +384,16 @@ def _child_export(args: argparse.Namespace) -> None:
     failed = [r.run_id for r in results if r.status == "failed"]
     if failed:
         raise SystemExit(f"export failed for runs {failed[:5]}: {results[0].errors[:1]}")
-    print(json.dumps({"seconds": seconds, "runs": len(results), "points": sum(r.points for r in results),
-                      "bytes": sum(r.bytes for r in results)}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "runs": len(results),
+                "points": sum(r.points for r in results),
+                "bytes": sum(r.bytes for r in results),
+            }
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

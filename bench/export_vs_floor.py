@@ -13,10 +13,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    bench_arguments,
     CLIENT_ENV,
     Shape,
     alternate,
+    bench_arguments,
     cannot_run,
     emit,
     export_options,
@@ -31,10 +31,12 @@ from bench.common import (  # noqa: E402
 NAME = "export_vs_floor"
 TARGET = "<= 1.3"
 STRING_POINTS, HISTOGRAM_POINTS = 100, 10  # generate_workspace defaults per string / histogram series
-FULL = Shape(runs=200, metrics=20, points=20_000, params=50, string_series=2, histograms=1, files=3,
-             file_size=1024 * 1024)
-QUICK = Shape(runs=12, metrics=10, points=5_000, params=50, string_series=2, histograms=1, files=2,
-              file_size=1024 * 1024)
+FULL = Shape(
+    runs=200, metrics=20, points=20_000, params=50, string_series=2, histograms=1, files=3, file_size=1024 * 1024
+)
+QUICK = Shape(
+    runs=12, metrics=10, points=5_000, params=50, string_series=2, histograms=1, files=2, file_size=1024 * 1024
+)
 
 
 def series_points(shape: Shape) -> int:
@@ -53,16 +55,24 @@ def fetch_run(project: str, run_id: str, staging: Path) -> int:
     from neptune_query import runs as nq
 
     nq.fetch_runs_table(project=project, runs=[run_id], attributes=r"^params/")
-    metrics = nq.fetch_metrics(project=project, runs=[run_id], attributes=r"^metrics/", include_time="absolute",
-                               lineage_to_the_root=False)
-    series = nq.fetch_series(project=project, runs=[run_id], attributes=r"^(logs|histograms)/",
-                             include_time="absolute", lineage_to_the_root=False)
+    metrics = nq.fetch_metrics(
+        project=project, runs=[run_id], attributes=r"^metrics/", include_time="absolute", lineage_to_the_root=False
+    )
+    series = nq.fetch_series(
+        project=project,
+        runs=[run_id],
+        attributes=r"^(logs|histograms)/",
+        include_time="absolute",
+        lineage_to_the_root=False,
+    )
     files = nq.fetch_runs_table(project=project, runs=[run_id], attributes=r"^files/")
     if not files.empty:
         folder = staging / run_id
         nq.download_files(files=files, destination=folder)
         shutil.rmtree(folder, ignore_errors=True)
-    return int(metrics.xs("value", axis=1, level=1).count().sum()) + int(series.xs("value", axis=1, level=1).count().sum())
+    return int(metrics.xs("value", axis=1, level=1).count().sum()) + int(
+        series.xs("value", axis=1, level=1).count().sum()
+    )
 
 
 def fetch_floor(token: str, shape: Shape, workers: int, staging: Path) -> int:
@@ -108,8 +118,12 @@ def measure(shape: Shape, latency_ms: float, workers: int, repeats: int) -> dict
             shutil.rmtree(target, ignore_errors=True)
 
         seconds = alternate({"floor": floor, "export": ours}, repeats)
-    return {"floor": median(seconds["floor"]), "export": median(seconds["export"]), "points": expected,
-            "spread": max(seconds["export"]) / min(seconds["export"])}
+    return {
+        "floor": median(seconds["floor"]),
+        "export": median(seconds["export"]),
+        "points": expected,
+        "spread": max(seconds["export"]) / min(seconds["export"]),
+    }
 
 
 def report(figures: dict[str, float]) -> None:
@@ -118,8 +132,10 @@ def report(figures: dict[str, float]) -> None:
     emit(f"{NAME}.floor_rate", floor_rate, "points/s")
     emit(f"{NAME}.export_rate", export_rate, "points/s")
     emit(f"{NAME}.ratio", safe_ratio(figures["export"], figures["floor"]), "x export/floor time", TARGET)
-    note(f"medians: floor {figures['floor']:.1f} s, export {figures['export']:.1f} s; "
-         f"export max/min over repeats {figures['spread']:.2f}")
+    note(
+        f"medians: floor {figures['floor']:.1f} s, export {figures['export']:.1f} s; "
+        f"export max/min over repeats {figures['spread']:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,22 +9,22 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    bench_arguments,
     CLIENT_ENV,
     MlflowServer,
     Shape,
     alternate,
+    bench_arguments,
     cannot_run,
     emit,
     export_in_child,
@@ -70,8 +70,9 @@ def read_points(data_root: Path, project_id: str, run_id: str) -> RunPoints:
 
     columns = ["attribute_path", "attribute_type", "step", "timestamp", "float_value"]
     table = pa.Table.from_batches(list(read_run_batches(data_root, project_id, run_id, columns=columns)))
-    table = table.filter(pc.equal(table["attribute_type"], "float_series")).sort_by([("attribute_path", "ascending"),
-                                                                                     ("step", "ascending")])
+    table = table.filter(pc.equal(table["attribute_type"], "float_series")).sort_by(
+        [("attribute_path", "ascending"), ("step", "ascending")]
+    )
     keys = sorted(set(table["attribute_path"].to_pylist()))
     values = table["float_value"].to_numpy().reshape(len(keys), -1)
     per_key = values.shape[1]
@@ -112,8 +113,17 @@ def wandb_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
     """wandb.log of rows as wide as the run (every metric + `_timestamp`), offline, `workers` runs at a time."""
     import wandb
 
-    settings = wandb.Settings(mode="offline", root_dir=str(folder), console="off", save_code=False, disable_git=True,
-                              silent=True, x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True)
+    settings = wandb.Settings(
+        mode="offline",
+        root_dir=str(folder),
+        console="off",
+        save_code=False,
+        disable_git=True,
+        silent=True,
+        x_disable_stats=True,
+        x_disable_meta=True,
+        x_disable_machine_info=True,
+    )
 
     def write(run: RunPoints) -> None:
         target = wandb.init(project="bench-floor", name=run.run_id, reinit="create_new", settings=settings)
@@ -143,7 +153,9 @@ def load_with_ours(options) -> int:
     return sum(r.points for r in results)
 
 
-def side_in_child(side: str, target: str, export_root: Path, destination: list[str], workers: int, points: int) -> float:
+def side_in_child(
+    side: str, target: str, export_root: Path, destination: list[str], workers: int, points: int
+) -> float:
     """One side's load in a fresh process (its own wandb-core service, nothing left over from the other side);
     the seconds of the load itself, as the child timed them after its imports and client start-up."""
     args = ["side", "--side", side, "--target", target, "--export", str(export_root), "--workers", str(workers)]
@@ -160,6 +172,7 @@ def both_sides(side: Callable[[str, int], float]) -> dict[str, Callable[[int], f
 
 def mlflow_sides(url: str, export_root: Path, workers: int, points: int) -> dict:
     """Each repeat writes into experiments of its own on the same server."""
+
     def side(name: str, repeat: int) -> float:
         destination = ["--mlflow-url", url, "--experiment", f"{name}-{repeat}"]
         return side_in_child(name, "mlflow", export_root, destination, workers, points)
@@ -169,6 +182,7 @@ def mlflow_sides(url: str, export_root: Path, workers: int, points: int) -> dict
 
 def wandb_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
     """Each repeat writes into an empty folder, removed afterwards."""
+
     def side(name: str, repeat: int) -> float:
         folder = scratch / f"{name}-{repeat}"
         try:
@@ -184,8 +198,10 @@ def report(target: str, seconds: dict[str, list[float]], points: int) -> None:
     emit(f"{NAME}.{target}_floor_rate", per_second(points, floor), "points/s")
     emit(f"{NAME}.{target}_load_rate", per_second(points, ours), "points/s")
     emit(f"{NAME}.{target}_ratio", safe_ratio(ours, floor), "x load/floor time", TARGET)
-    note(f"{target} medians: floor {floor:.1f} s, load {ours:.1f} s over {len(seconds['ours'])} repeats "
-         f"(floor {', '.join(f'{s:.1f}' for s in seconds['floor'])}; load {', '.join(f'{s:.1f}' for s in seconds['ours'])})")
+    note(
+        f"{target} medians: floor {floor:.1f} s, load {ours:.1f} s over {len(seconds['ours'])} repeats "
+        f"(floor {', '.join(f'{s:.1f}' for s in seconds['floor'])}; load {', '.join(f'{s:.1f}' for s in seconds['ours'])})"
+    )
 
 
 def prepare_export(shape: Shape, root: Path, workers: int) -> list[RunPoints]:
@@ -221,11 +237,18 @@ def ours_load(args: argparse.Namespace) -> int:
     from neptune_exporter.load import LoadOptions
 
     export_root = Path(args.export)
-    common = dict(target=args.target, data_path=str(export_root / "data"), files_path=str(export_root / "files"),
-                  workers=args.workers)
+    common = dict(
+        target=args.target,
+        data_path=str(export_root / "data"),
+        files_path=str(export_root / "files"),
+        workers=args.workers,
+    )
     if args.target == "mlflow":
-        options = LoadOptions(**common, mlflow_tracking_uri=args.mlflow_url,
-                              experiment_name_template=f"{args.experiment}/{{project}}/{{experiment}}")
+        options = LoadOptions(
+            **common,
+            mlflow_tracking_uri=args.mlflow_url,
+            experiment_name_template=f"{args.experiment}/{{project}}/{{experiment}}",
+        )
     else:
         options = LoadOptions(**common, wandb_dir=args.wandb_dir)
     return load_with_ours(options)
@@ -278,10 +301,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"the export holds {points:,} float points, expected {shape.float_points:,}")
             if "mlflow" in targets:
                 with MlflowServer(scratch / "mlflow") as server:
-                    seconds = alternate(mlflow_sides(server.url, scratch / "export", args.workers, points), args.repeats)
+                    seconds = alternate(
+                        mlflow_sides(server.url, scratch / "export", args.workers, points), args.repeats
+                    )
                 report("mlflow", seconds, points)
             if "wandb" in targets:
-                seconds = alternate(wandb_sides(scratch / "wandb", scratch / "export", args.workers, points), args.repeats)
+                seconds = alternate(
+                    wandb_sides(scratch / "wandb", scratch / "export", args.workers, points), args.repeats
+                )
                 report("wandb", seconds, points)
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))

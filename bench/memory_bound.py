@@ -26,12 +26,16 @@ LIMIT_BYTES = 1.5 * 1024**3
 RATIO_TARGET = "<= 1.3"
 MB = 1024 * 1024
 # (label, shape); the first two differ only in points per series, so their ratio shows growth with run size.
-FULL = (("small", Shape(runs=1, metrics=20, points=100_000, params=20, experiments=1)),
-        ("large", Shape(runs=1, metrics=20, points=1_000_000, params=20, experiments=1)),
-        ("wide", Shape(runs=1, metrics=5_000, points=100, params=5_000, experiments=1)))
-QUICK = (("small", Shape(runs=1, metrics=20, points=10_000, params=20, experiments=1)),
-         ("large", Shape(runs=1, metrics=20, points=100_000, params=20, experiments=1)),
-         ("wide", Shape(runs=1, metrics=2_000, points=20, params=2_000, experiments=1)))
+FULL = (
+    ("small", Shape(runs=1, metrics=20, points=100_000, params=20, experiments=1)),
+    ("large", Shape(runs=1, metrics=20, points=1_000_000, params=20, experiments=1)),
+    ("wide", Shape(runs=1, metrics=5_000, points=100, params=5_000, experiments=1)),
+)
+QUICK = (
+    ("small", Shape(runs=1, metrics=20, points=10_000, params=20, experiments=1)),
+    ("large", Shape(runs=1, metrics=20, points=100_000, params=20, experiments=1)),
+    ("wide", Shape(runs=1, metrics=2_000, points=20, params=2_000, experiments=1)),
+)
 IMPORTS = "import neptune_exporter.export, neptune_exporter.exporters.neptune3, neptune_query, pandas, pyarrow.parquet"
 
 

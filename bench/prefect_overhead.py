@@ -11,10 +11,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    bench_arguments,
     CLIENT_ENV,
     ChildResult,
     Shape,
+    bench_arguments,
     cannot_run,
     emit,
     export_in_child,
@@ -30,21 +30,37 @@ NAME = "prefect_overhead"
 TARGET = "<= 1.1"
 NO_RUN = "^no-such-run$"  # a selection matching nothing: the fixed cost of one command
 # The export of benchmark 1 (export_vs_floor): 20 metrics, 50 params, string series, a histogram, files per run.
-FULL = Shape(runs=200, metrics=20, points=20_000, params=50, string_series=2, histograms=1, files=3,
-             file_size=1024 * 1024)
-QUICK = Shape(runs=40, metrics=20, points=1_000, params=50, string_series=2, histograms=1, files=1,
-              file_size=256 * 1024)
+FULL = Shape(
+    runs=200, metrics=20, points=20_000, params=50, string_series=2, histograms=1, files=3, file_size=1024 * 1024
+)
+QUICK = Shape(
+    runs=40, metrics=20, points=1_000, params=50, string_series=2, histograms=1, files=1, file_size=256 * 1024
+)
 # The worst case for Prefect: runs so small that the per-run bookkeeping is most of the work.
 TINY_FULL = Shape(runs=200, metrics=5, points=200, params=20, string_series=1, project="tiny")
 TINY_QUICK = Shape(runs=40, metrics=5, points=200, params=20, string_series=1, project="tiny")
 
 
-def cli_export(token: str, project_id: str, root: Path, workers: int, prefect_home: Path,
-               runs_regex: str | None = None) -> ChildResult:
+def cli_export(
+    token: str, project_id: str, root: Path, workers: int, prefect_home: Path, runs_regex: str | None = None
+) -> ChildResult:
     """`neptune-exporter export` as a user runs it (Prefect ephemeral server in a private PREFECT_HOME)."""
-    command = [sys.executable, "-m", "neptune_exporter.cli", "export", "-p", project_id, "-d", str(root / "data"),
-               "-f", str(root / "files"), "--workers", str(workers), "--no-progress",
-               *(["--runs", runs_regex] if runs_regex else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "neptune_exporter.cli",
+        "export",
+        "-p",
+        project_id,
+        "-d",
+        str(root / "data"),
+        "-f",
+        str(root / "files"),
+        "--workers",
+        str(workers),
+        "--no-progress",
+        *(["--runs", runs_regex] if runs_regex else []),
+    ]
     env = {**CLIENT_ENV, "NEPTUNE_API_TOKEN": token, "PREFECT_HOME": str(prefect_home)}
     result = run_child(command, env=env)
     if result.returncode != 0:
@@ -84,30 +100,44 @@ def measure(shape: Shape, latency_ms: float, workers: int, repeats: int, empty: 
 def report(walls: dict[str, list[float]], tiny: dict[str, list[float]], shape: Shape, tiny_shape: Shape) -> None:
     """Ratios at the benchmark-1 shape and for tiny runs, the fixed cost per command, the cost per run of each."""
     fixed_cli, fixed_library = median(walls["cli_empty"]), median(walls["library_empty"])
-    emit(f"{NAME}.ratio_{shape.runs}_runs", safe_ratio(median(walls["cli"]), median(walls["library"])),
-         "x CLI flow/library time", TARGET)
-    emit(f"{NAME}.tiny_ratio_{tiny_shape.runs}_runs", safe_ratio(median(tiny["cli"]), median(tiny["library"])),
-         "x CLI flow/library time, tiny runs (worst case)")
+    emit(
+        f"{NAME}.ratio_{shape.runs}_runs",
+        safe_ratio(median(walls["cli"]), median(walls["library"])),
+        "x CLI flow/library time",
+        TARGET,
+    )
+    emit(
+        f"{NAME}.tiny_ratio_{tiny_shape.runs}_runs",
+        safe_ratio(median(tiny["cli"]), median(tiny["library"])),
+        "x CLI flow/library time, tiny runs (worst case)",
+    )
     emit(f"{NAME}.fixed_cost", fixed_cli - fixed_library, "s per command (Prefect import + server + flow)")
     for label, figures, runs in (("per_run_cost", walls, shape.runs), ("tiny_per_run_cost", tiny, tiny_shape.runs)):
         extra = (median(figures["cli"]) - fixed_cli) - (median(figures["library"]) - fixed_library)
         emit(f"{NAME}.{label}", extra / runs * 1000, "ms per run (CLI minus library, fixed cost removed)")
     for label, figures in (("", walls), ("tiny runs: ", tiny)):
-        note(f"{label}medians CLI {median(figures['cli']):.1f} s, library {median(figures['library']):.1f} s "
-             f"({len(figures['cli'])} repeats)")
+        note(
+            f"{label}medians CLI {median(figures['cli']):.1f} s, library {median(figures['library']):.1f} s "
+            f"({len(figures['cli'])} repeats)"
+        )
     note(f"empty selection: CLI {fixed_cli:.1f} s, library {fixed_library:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench_arguments(__doc__, f"{QUICK.runs} runs of {QUICK.points:,} points per series instead of "
-                             f"{FULL.runs} of {FULL.points:,}", quick_repeats=1)
+    parser = bench_arguments(
+        __doc__,
+        f"{QUICK.runs} runs of {QUICK.points:,} points per series instead of {FULL.runs} of {FULL.points:,}",
+        quick_repeats=1,
+    )
     parser.add_argument("--runs", type=int, default=None, help="runs of both shapes (default: the size's)")
     args = parse_bench_args(parser, argv)
     shape, tiny_shape = (QUICK, TINY_QUICK) if args.quick else (FULL, TINY_FULL)
     if args.runs:
         shape, tiny_shape = replace(shape, runs=args.runs), replace(tiny_shape, runs=args.runs)
-    note(f"{NAME}: {shape.describe()}; tiny: {tiny_shape.describe()}; {args.latency_ms:g} ms latency; "
-         f"{args.workers} workers; {args.repeats} repeats")
+    note(
+        f"{NAME}: {shape.describe()}; tiny: {tiny_shape.describe()}; {args.latency_ms:g} ms latency; "
+        f"{args.workers} workers; {args.repeats} repeats"
+    )
     try:
         walls = measure(shape, args.latency_ms, args.workers, args.repeats, empty=True)
         tiny = measure(tiny_shape, args.latency_ms, args.workers, args.repeats, empty=False)

@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     quick_help = f"{', '.join(map(str, QUICK_SIZES))} runs"
     args = parse_bench_args(bench_arguments(__doc__, quick_help, repeats=1), argv)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
-    note(f"{NAME}: runs of {RUN_SHAPE.metrics} metrics x {RUN_SHAPE.points:,} points, {RUN_SHAPE.params} params, "
-         f"{RUN_SHAPE.string_series} string series; {args.latency_ms:g} ms latency; {args.workers} workers")
+    note(
+        f"{NAME}: runs of {RUN_SHAPE.metrics} metrics x {RUN_SHAPE.points:,} points, {RUN_SHAPE.params} params, "
+        f"{RUN_SHAPE.string_series} string series; {args.latency_ms:g} ms latency; {args.workers} workers"
+    )
     try:
         per_run = {runs: seconds_for(runs, args.latency_ms, args.workers, args.repeats) / runs for runs in sizes}
     except (ImportError, RuntimeError, OSError) as error:

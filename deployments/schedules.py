@@ -63,29 +63,41 @@ def require_api_url() -> str:
 def schedule_of(cron: str | None, interval: float | None, timezone: str | None) -> CronSchedule | IntervalSchedule:
     """A cron or interval schedule (exactly one of them) in `timezone` (IANA name, default UTC)."""
     if (cron is None) == (interval is None):
-        raise InvalidOptionError("give exactly one of --cron and --interval", "e.g. --cron '0 2 * * *' or --interval 3600")
+        raise InvalidOptionError(
+            "give exactly one of --cron and --interval", "e.g. --cron '0 2 * * *' or --interval 3600"
+        )
     zone = timezone or "UTC"
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidOptionError(f"--timezone {zone!r} is not a time zone", "use an IANA name, e.g. UTC or Europe/Berlin") from None
+        raise InvalidOptionError(
+            f"--timezone {zone!r} is not a time zone", "use an IANA name, e.g. UTC or Europe/Berlin"
+        ) from None
     if interval is not None:
         if interval <= 0:
-            raise InvalidOptionError(f"--interval {interval:g} is not positive", "pass the seconds between runs, e.g. 3600")
+            raise InvalidOptionError(
+                f"--interval {interval:g} is not positive", "pass the seconds between runs, e.g. 3600"
+            )
         return IntervalSchedule(interval=timedelta(seconds=interval), timezone=zone)
     try:
         return CronSchedule(cron=cron, timezone=zone)
     except ValueError:
-        raise InvalidOptionError(f"--cron {cron!r} is not a cron expression", "e.g. --cron '0 2 * * *' (02:00 daily)") from None
+        raise InvalidOptionError(
+            f"--cron {cron!r} is not a cron expression", "e.g. --cron '0 2 * * *' (02:00 daily)"
+        ) from None
 
 
 def check_name(name: str) -> str:
     if not SCHEDULE_NAME.match(name):
-        raise InvalidOptionError(f"schedule name {name!r} is not usable", "use letters, digits, '.', '_' or '-', e.g. nightly")
+        raise InvalidOptionError(
+            f"schedule name {name!r} is not usable", "use letters, digits, '.', '_' or '-', e.g. nightly"
+        )
     return name
 
 
-def upsert(name: str, source: str, parameters: dict[str, Any], schedule: CronSchedule | IntervalSchedule) -> ScheduledExport:
+def upsert(
+    name: str, source: str, parameters: dict[str, Any], schedule: CronSchedule | IntervalSchedule
+) -> ScheduledExport:
     """Create or replace the schedule `name` of `export/<source>` with these parameters; what it now is."""
     deployment_name = f"{EXPORT_FLOW}/{source}"
     with get_client(sync_client=True) as client:
@@ -94,8 +106,9 @@ def upsert(name: str, source: str, parameters: dict[str, Any], schedule: CronSch
         if existing is None:
             client.create_deployment_schedules(deployment.id, [(schedule, True)], parameters=parameters, slug=name)
         else:
-            client.update_deployment_schedule(deployment.id, existing.id, active=True, schedule=schedule,
-                                              parameters=parameters, slug=name)
+            client.update_deployment_schedule(
+                deployment.id, existing.id, active=True, schedule=schedule, parameters=parameters, slug=name
+            )
         stored = next(s for s in client.read_deployment_schedules(deployment.id) if s.slug == name)
     return describe(deployment_name, deployment.parameters, stored)
 
@@ -130,15 +143,20 @@ def read_export_deployment(client, deployment_name: str):
 def describe(deployment_name: str, defaults: dict[str, Any], stored: DeploymentSchedule) -> ScheduledExport:
     """The schedule as shown: the parameters its runs get (deployment defaults overridden by its own)."""
     return ScheduledExport(
-        deployment=deployment_name, name=stored.slug or str(stored.id), active=stored.active,
-        when=when_text(stored.schedule), parameters={**defaults, **stored.parameters},
+        deployment=deployment_name,
+        name=stored.slug or str(stored.id),
+        active=stored.active,
+        when=when_text(stored.schedule),
+        parameters={**defaults, **stored.parameters},
         next_runs=next_start_times(stored.schedule),
     )
 
 
 def when_text(schedule: Any) -> str:
     if isinstance(schedule, IntervalSchedule):
-        return f"every {schedule.interval.total_seconds():g} s from {schedule.anchor_date.isoformat(timespec='seconds')}"
+        return (
+            f"every {schedule.interval.total_seconds():g} s from {schedule.anchor_date.isoformat(timespec='seconds')}"
+        )
     if isinstance(schedule, CronSchedule):
         return f"cron {schedule.cron!r} ({schedule.timezone or 'UTC'})"
     return type(schedule).__name__
@@ -154,4 +172,3 @@ def next_start_times(schedule: Any, count: int = NEXT_RUNS) -> list[datetime]:
         return []
     dates = asyncio.run(kind.model_validate(schedule.model_dump(mode="json")).get_dates(n=count))
     return [datetime.fromisoformat(d.isoformat()) for d in dates]
-

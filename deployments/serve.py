@@ -29,18 +29,44 @@ class DeploymentSpec:
 # schedules with their own parameters share a deployment, and flows/guard.py skips an export while another one
 # writes to the same data path (a deployment-wide limit would queue or cancel runs of unrelated data paths).
 DEPLOYMENTS: list[DeploymentSpec] = [
-    DeploymentSpec("neptune3", "flows.export:export", {"source": "neptune3"},
-                   "Export Neptune 3.x runs (neptune-query) to Parquet + files; token from NEPTUNE_API_TOKEN.", None),
-    DeploymentSpec("neptune2", "flows.export:export", {"source": "neptune2"},
-                   "Export Neptune 2.x runs (neptune client) to Parquet + files; token from NEPTUNE_API_TOKEN.", None),
-    DeploymentSpec("mlflow", "flows.load:load", {"options": {"target": "mlflow"}},
-                   "Load exports into MLflow (idempotent), then validate; tracking URI from MLFLOW_TRACKING_URI."),
-    DeploymentSpec("mlflow", "flows.validate:validate", {"options": {"target": "mlflow"}},
-                   "Validate loaded runs in MLflow against the export; tracking URI from MLFLOW_TRACKING_URI."),
-    DeploymentSpec("wandb", "flows.load:load", {"options": {"target": "wandb"}},
-                   "Load exports into W&B (idempotent), then validate; online with WANDB_API_KEY, else offline runs to sync."),
-    DeploymentSpec("wandb", "flows.validate:validate", {"options": {"target": "wandb"}},
-                   "Validate loaded W&B runs (offline .wandb logs, or online via the API) against the export."),
+    DeploymentSpec(
+        "neptune3",
+        "flows.export:export",
+        {"source": "neptune3"},
+        "Export Neptune 3.x runs (neptune-query) to Parquet + files; token from NEPTUNE_API_TOKEN.",
+        None,
+    ),
+    DeploymentSpec(
+        "neptune2",
+        "flows.export:export",
+        {"source": "neptune2"},
+        "Export Neptune 2.x runs (neptune client) to Parquet + files; token from NEPTUNE_API_TOKEN.",
+        None,
+    ),
+    DeploymentSpec(
+        "mlflow",
+        "flows.load:load",
+        {"options": {"target": "mlflow"}},
+        "Load exports into MLflow (idempotent), then validate; tracking URI from MLFLOW_TRACKING_URI.",
+    ),
+    DeploymentSpec(
+        "mlflow",
+        "flows.validate:validate",
+        {"options": {"target": "mlflow"}},
+        "Validate loaded runs in MLflow against the export; tracking URI from MLFLOW_TRACKING_URI.",
+    ),
+    DeploymentSpec(
+        "wandb",
+        "flows.load:load",
+        {"options": {"target": "wandb"}},
+        "Load exports into W&B (idempotent), then validate; online with WANDB_API_KEY, else offline runs to sync.",
+    ),
+    DeploymentSpec(
+        "wandb",
+        "flows.validate:validate",
+        {"options": {"target": "wandb"}},
+        "Validate loaded W&B runs (offline .wandb logs, or online via the API) against the export.",
+    ),
 ]
 
 
@@ -50,8 +76,11 @@ def runner_deployments(specs: list[DeploymentSpec] | None = None) -> list:
 
     return [
         spec.load_flow().to_deployment(
-            name=spec.name, parameters=spec.parameters, description=spec.description,
-            concurrency_limit=spec.concurrency_limit, tags=["neptune-exporter"],
+            name=spec.name,
+            parameters=spec.parameters,
+            description=spec.description,
+            concurrency_limit=spec.concurrency_limit,
+            tags=["neptune-exporter"],
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
         for spec in specs or DEPLOYMENTS

@@ -51,21 +51,36 @@ class PrefectServer:
 
     def process_env(self) -> dict[str, str]:
         """The server process's environment: its API and UI on this port (the UI asks this API), no SECRETS."""
-        env = server_env(self.home, {
-            "PREFECT_SERVER_API_HOST": "127.0.0.1",
-            "PREFECT_SERVER_API_PORT": str(self.port),
-            "PREFECT_SERVER_UI_API_URL": self.api_url,
-            "PREFECT_UI_API_URL": self.api_url,
-        })
+        env = server_env(
+            self.home,
+            {
+                "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                "PREFECT_SERVER_API_PORT": str(self.port),
+                "PREFECT_SERVER_UI_API_URL": self.api_url,
+                "PREFECT_UI_API_URL": self.api_url,
+            },
+        )
         return {name: value for name, value in env.items() if name not in SECRETS}
 
-    def start(self) -> "PrefectServer":
+    def start(self) -> PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--analytics-off", "--no-background"]
+        command = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--analytics-off",
+            "--no-background",
+        ]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, env=self.process_env(), stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=self.process_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.wait_healthy()
         return self
 
@@ -88,7 +103,7 @@ class PrefectServer:
         stop_process(self.process)
         self.process = None
 
-    def __enter__(self) -> "PrefectServer":
+    def __enter__(self) -> PrefectServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -120,8 +135,13 @@ def serve_deployments(env: dict[str, str], log_path: Path | None = None) -> subp
     env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))}
     output = open(log_path, "ab") if log_path else None
     try:
-        return subprocess.Popen([sys.executable, "-m", "deployments.serve"], env=env,
-                                stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
     finally:
         if output:
             output.close()

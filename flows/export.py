@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -17,8 +18,7 @@ from flows import guard
 from flows.live import LiveRuns
 from flows.runtime import run_in_process, run_subflow
 from neptune_exporter import export as library
-from neptune_exporter import locations
-from neptune_exporter import progress
+from neptune_exporter import locations, progress
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.manifest import STATUS_FAILED
 from tasks import export as export_tasks
@@ -72,7 +72,16 @@ def run_key(project_id: str, run_id: str) -> str:
 
 def skipped_pointer(pointer: dict) -> dict:
     """A cached pointer stands for a run left as it was: skipped, nothing new."""
-    return {**pointer, "status": "skipped", "action": "skip", "rows": 0, "points": 0, "files": 0, "bytes": 0, "errors": []}
+    return {
+        **pointer,
+        "status": "skipped",
+        "action": "skip",
+        "rows": 0,
+        "points": 0,
+        "files": 0,
+        "bytes": 0,
+        "errors": [],
+    }
 
 
 def pointer_of(future: PrefectFuture, plan: dict, options: dict) -> dict:
@@ -98,8 +107,15 @@ def show_run_done(live: LiveRuns | None, pointer: dict) -> None:
     if live is not None:
         is_failed = pointer["status"] == STATUS_FAILED
         error = failure_message(pointer["errors"][0]) if is_failed and pointer["errors"] else ""
-        live.run_done(run_key(pointer["project_id"], pointer["run_id"]), pointer["status"], is_failed,
-                      pointer["points"], pointer["files"], pointer["bytes"], error)
+        live.run_done(
+            run_key(pointer["project_id"], pointer["run_id"]),
+            pointer["status"],
+            is_failed,
+            pointer["points"],
+            pointer["files"],
+            pointer["bytes"],
+            error,
+        )
 
 
 @flow(name="export-chunk", log_prints=False)
@@ -139,16 +155,29 @@ def log_plan(plans: list[dict]) -> None:
     projects = len({plan["run"]["project_id"] for plan in plans})
     get_run_logger().info(
         "%d run(s) planned in %d project(s): %d new, %d changed, %d unchanged, %d to redo (failed or incomplete before)",
-        len(plans), projects, actions["full"], actions["incremental"], actions["skip"], actions["redo"])
+        len(plans),
+        projects,
+        actions["full"],
+        actions["incremental"],
+        actions["skip"],
+        actions["redo"],
+    )
 
 
 def log_totals(summary: dict, seconds: float) -> None:
     """At the end: counts, figures, duration and where the data is."""
     get_run_logger().info(
         "export finished in %s: %d exported, %d unchanged, %d failed · %s points, %s files, %s · data: %s · files: %s",
-        progress.human_duration(seconds), summary["runs_complete"], summary["runs_skipped"], summary["runs_failed"],
-        f"{summary['points']:,}", f"{summary['files']:,}", progress.human_bytes(summary["bytes"]),
-        summary["data_path"], summary["files_path"])
+        progress.human_duration(seconds),
+        summary["runs_complete"],
+        summary["runs_skipped"],
+        summary["runs_failed"],
+        f"{summary['points']:,}",
+        f"{summary['files']:,}",
+        progress.human_bytes(summary["bytes"]),
+        summary["data_path"],
+        summary["files_path"],
+    )
 
 
 def project_rows(pointers: list[dict]) -> list[dict]:
@@ -159,8 +188,12 @@ def project_rows(pointers: list[dict]) -> list[dict]:
     rows = []
     for project_id, results in sorted(grouped.items()):
         figures = library.totals(results)
-        rows.append({"project": project_id, **{k: figures[k] for k in
-                     ("runs_complete", "runs_skipped", "runs_failed", "points", "files", "bytes")}})
+        rows.append(
+            {
+                "project": project_id,
+                **{k: figures[k] for k in ("runs_complete", "runs_skipped", "runs_failed", "points", "files", "bytes")},
+            }
+        )
     return rows
 
 
@@ -190,15 +223,17 @@ def summary_markdown(summary: dict, pointers: list[dict]) -> str:
 def publish_summary(summary: dict, pointers: list[dict]) -> None:
     """Table and markdown summary artifacts of the run."""
     create_table_artifact(table=project_rows(pointers), key="export-summary", description="Runs per project")
-    create_markdown_artifact(markdown=summary_markdown(summary, pointers), key="export-report", description="Export report")
+    create_markdown_artifact(
+        markdown=summary_markdown(summary, pointers), key="export-report", description="Export report"
+    )
 
 
 @flow(name="export", log_prints=False)
 def export(
     source: str = "neptune3",
-    projects: Optional[list[str]] = None,
-    selection: Optional[dict] = None,
-    paths: Optional[dict] = None,
+    projects: list[str] | None = None,
+    selection: dict | None = None,
+    paths: dict | None = None,
     workers: int = 4,
 ) -> dict | State:
     """Export Neptune runs to Parquet + files: resumable, incremental; Failed when any run failed."""

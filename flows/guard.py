@@ -16,12 +16,11 @@ the data path until it is cancelled or marked crashed (the skip message names it
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
-
-import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -49,7 +48,7 @@ def data_path_of(run: FlowRun) -> str | None:
 
 def started_before(run: FlowRun, other: FlowRun) -> bool:
     """`run` entered Running before `other` (ties broken by id, so exactly one of two goes first)."""
-    never = datetime.max.replace(tzinfo=timezone.utc)
+    never = datetime.max.replace(tzinfo=UTC)
     return (run.start_time or never, str(run.id)) < (other.start_time or never, str(other.id))
 
 
@@ -86,8 +85,10 @@ def related_runs(client, flow_name: str, me: FlowRun) -> list[FlowRun]:
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=RAN)),
         expected_start_time=FlowRunFilterExpectedStartTime(after_=me.expected_start_time),
     )
-    found = [*client.read_flow_runs(flow_filter=by_flow, flow_run_filter=running, limit=RUNS_READ),
-             *client.read_flow_runs(flow_filter=by_flow, flow_run_filter=newer, limit=RUNS_READ)]
+    found = [
+        *client.read_flow_runs(flow_filter=by_flow, flow_run_filter=running, limit=RUNS_READ),
+        *client.read_flow_runs(flow_filter=by_flow, flow_run_filter=newer, limit=RUNS_READ),
+    ]
     return [run for run in found if run.id != me.id and not is_skipped(run)]
 
 
@@ -99,16 +100,19 @@ def skip_reason(me: FlowRun, same_path: list[FlowRun], data_path: str) -> str | 
     """Why this run must not write to `data_path` now (None when it may)."""
     for run in same_path:
         if run.state_type == StateType.RUNNING and started_before(run, me):
-            return (f"skipped: export flow run {run.name!r} ({run.id}) is writing to {data_path} since "
-                    f"{run.start_time:%Y-%m-%d %H:%M:%S %Z}; the next scheduled run picks up what changed")
+            return (
+                f"skipped: export flow run {run.name!r} ({run.id}) is writing to {data_path} since "
+                f"{run.start_time:%Y-%m-%d %H:%M:%S %Z}; the next scheduled run picks up what changed"
+            )
     for run in same_path:
         if run.state_type in RAN and later(run.expected_start_time, me.expected_start_time):
-            return (f"skipped: a newer export of {data_path}, flow run {run.name!r} ({run.id}, expected "
-                    f"{run.expected_start_time:%Y-%m-%d %H:%M:%S %Z}), already ran; this overdue run (expected "
-                    f"{me.expected_start_time:%Y-%m-%d %H:%M:%S %Z}) would run out of order")
+            return (
+                f"skipped: a newer export of {data_path}, flow run {run.name!r} ({run.id}, expected "
+                f"{run.expected_start_time:%Y-%m-%d %H:%M:%S %Z}), already ran; this overdue run (expected "
+                f"{me.expected_start_time:%Y-%m-%d %H:%M:%S %Z}) would run out of order"
+            )
     return None
 
 
 def later(time: datetime | None, than: datetime | None) -> bool:
     return time is not None and than is not None and time > than
-

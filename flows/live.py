@@ -14,7 +14,7 @@ PROGRESS_EVERY_SECONDS = 2.0
 TABLE_EVERY_SECONDS = 10.0
 TABLE_ROWS_SHOWN = 1000
 
-_live: dict[str, "LiveRuns"] = {}
+_live: dict[str, LiveRuns] = {}
 
 
 class LiveRuns:
@@ -33,13 +33,15 @@ class LiveRuns:
         self.total, self.done, self.failed, self.points, self.bytes = len(run_keys), 0, 0, 0, 0
         self.rows = {run: self._row(run, "pending") for run in run_keys}
         self.started, self._shown = time.monotonic(), {"progress": time.monotonic(), "table": 0.0}
-        artifact = create_progress_artifact(progress=self.percent(), key=f"{key}-progress", description=self.description())
+        artifact = create_progress_artifact(
+            progress=self.percent(), key=f"{key}-progress", description=self.description()
+        )
         self.artifact_id, self.shown_all = artifact or None, False
         self.publish()
         _live[self.token] = self
 
     @staticmethod
-    def find(token: str) -> "LiveRuns | None":
+    def find(token: str) -> LiveRuns | None:
         """The view a parent flow run opened in this process (None when the chunk runs elsewhere)."""
         return _live.get(token)
 
@@ -47,8 +49,9 @@ class LiveRuns:
         row = {"run": run, "status": status, "points": points, "files": files}
         return {**row, "bytes": bytes_, "error": error} if self.with_bytes else {**row, "error": error}
 
-    def run_done(self, run: str, status: str, failed: bool, points: int = 0, files: int = 0, bytes_: int = 0,
-                 error: str = "") -> None:
+    def run_done(
+        self, run: str, status: str, failed: bool, points: int = 0, files: int = 0, bytes_: int = 0, error: str = ""
+    ) -> None:
         """One run ended: counts, its table row, then the artifacts (throttled)."""
         self.done += 1
         self.failed += int(failed)
@@ -84,8 +87,12 @@ class LiveRuns:
         if self.table and (force or now - self._shown["table"] >= TABLE_EVERY_SECONDS):
             rows = list(self.rows.values())
             shown = f" (first {TABLE_ROWS_SHOWN} of {len(rows)})" if len(rows) > TABLE_ROWS_SHOWN else ""
-            TableArtifact(key=f"{self.key}-runs", table=rows[:TABLE_ROWS_SHOWN], flow_run_id=self.flow_run_id,
-                          description=f"Runs: {self.description()}{shown}").create()
+            TableArtifact(
+                key=f"{self.key}-runs",
+                table=rows[:TABLE_ROWS_SHOWN],
+                flow_run_id=self.flow_run_id,
+                description=f"Runs: {self.description()}{shown}",
+            ).create()
             self._shown["table"] = now
         self.shown_all = force
 

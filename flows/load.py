@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from typing import Optional
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -29,16 +28,32 @@ def show_run_done(live: LiveRuns | None, result: dict) -> None:
         sink.on_run_done(result)
     if live is not None:
         is_failed = result["status"] == "failed"
-        live.run_done(run_key(result), result["status"], is_failed, result["points"], result["files"],
-                      error=failure_message(result["error"]) if is_failed else "")
+        live.run_done(
+            run_key(result),
+            result["status"],
+            is_failed,
+            result["points"],
+            result["files"],
+            error=failure_message(result["error"]) if is_failed else "",
+        )
 
 
 def failed_load(run: dict, error: BaseException) -> dict:
     """The result of a load task that ended without one (an unexpected error)."""
-    record = {"error_type": type(error).__name__, "message": str(error) or repr(error),
-              "remedy": "run the load again; if it keeps failing, report the error with the log"}
-    return {"project_id": run["project_id"], "run_id": run["run_id"], "status": "failed", "target_run_id": None,
-            "points": 0, "files": 0, "error": record}
+    record = {
+        "error_type": type(error).__name__,
+        "message": str(error) or repr(error),
+        "remedy": "run the load again; if it keeps failing, report the error with the log",
+    }
+    return {
+        "project_id": run["project_id"],
+        "run_id": run["run_id"],
+        "status": "failed",
+        "target_run_id": None,
+        "points": 0,
+        "files": 0,
+        "error": record,
+    }
 
 
 @flow(name="load-chunk", log_prints=False)
@@ -60,7 +75,10 @@ def project_rows(results: list[dict]) -> list[dict]:
     for result in results:
         grouped[result["project_id"]][result["status"]] += 1
         grouped[result["project_id"]]["points"] += result["points"]
-    return [{"project": p, **{k: c[k] for k in ("loaded", "skipped", "failed", "points")}} for p, c in sorted(grouped.items())]
+    return [
+        {"project": p, **{k: c[k] for k in ("loaded", "skipped", "failed", "points")}}
+        for p, c in sorted(grouped.items())
+    ]
 
 
 def start_progress(waves: list[list[dict]]) -> LiveRuns:
@@ -77,12 +95,16 @@ def load_summary(target: str, results: list[dict]) -> dict:
     """Counts by status and each failure with its error and fix."""
     counts = Counter(r["status"] for r in results)
     summary = {"target": target, "runs": len(results), **{k: counts[k] for k in ("loaded", "skipped", "failed")}}
-    summary["failures"] = [{"project_id": r["project_id"], "run_id": r["run_id"], **(r["error"] or {})} for r in results if r["status"] == "failed"]
+    summary["failures"] = [
+        {"project_id": r["project_id"], "run_id": r["run_id"], **(r["error"] or {})}
+        for r in results
+        if r["status"] == "failed"
+    ]
     return summary
 
 
 @flow(name="load", log_prints=False)
-def load(options: Optional[dict] = None, run_validation: bool = True) -> dict | State:
+def load(options: dict | None = None, run_validation: bool = True) -> dict | State:
     """Load exported runs into the target (idempotent, resumable), then validate them; Failed on failures or differences."""
     parsed = library.LoadOptions.from_json(options or {})
     options, started = parsed.to_json(), time.monotonic()
@@ -97,11 +119,19 @@ def load(options: Optional[dict] = None, run_validation: bool = True) -> dict | 
     live.close()
     create_table_artifact(table=project_rows(results), key=f"load-{parsed.target}", description="Runs per project")
     summary = load_summary(parsed.target, results)
-    get_run_logger().info("load into %s finished in %s: %d loaded, %d already complete, %d failed · %s points",
-                          parsed.target, progress.human_duration(time.monotonic() - started), summary["loaded"],
-                          summary["skipped"], summary["failed"], f"{sum(r['points'] for r in results):,}")
+    get_run_logger().info(
+        "load into %s finished in %s: %d loaded, %d already complete, %d failed · %s points",
+        parsed.target,
+        progress.human_duration(time.monotonic() - started),
+        summary["loaded"],
+        summary["skipped"],
+        summary["failed"],
+        f"{sum(r['points'] for r in results):,}",
+    )
     if run_validation:
-        summary["validation"] = publish_report(validate_runs(options, detached([run for wave in waves for run in wave])), options)
+        summary["validation"] = publish_report(
+            validate_runs(options, detached([run for wave in waves for run in wave])), options
+        )
     problems = summary["failed"] + summary.get("validation", {}).get("runs_with_differences", 0)
     if problems:
         return failed(f"{summary['failed']} run(s) failed, {problems - summary['failed']} run(s) differ", summary)

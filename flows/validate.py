@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -31,7 +31,9 @@ def run_key(run: dict) -> str:
     return f"{run['project_id']}/{run['run_id']}"
 
 
-def finished_results(futures: dict[PrefectFuture, dict], on_error: Callable[[dict, BaseException], dict]) -> Iterator[dict]:
+def finished_results(
+    futures: dict[PrefectFuture, dict], on_error: Callable[[dict, BaseException], dict]
+) -> Iterator[dict]:
     """Per-run task results as they finish; a Failed task's result travels in its state (`RunsFailed`), an
     unexpected error becomes `on_error(run, error)`."""
     for future in as_completed(list(futures)):
@@ -40,7 +42,11 @@ def finished_results(futures: dict[PrefectFuture, dict], on_error: Callable[[dic
         if isinstance(outcome, RunsFailed) and outcome.result:
             yield outcome.result
         elif isinstance(outcome, BaseException) or not future.state.is_completed():
-            error = outcome if isinstance(outcome, BaseException) else RuntimeError(future.state.message or future.state.name)
+            error = (
+                outcome
+                if isinstance(outcome, BaseException)
+                else RuntimeError(future.state.message or future.state.name)
+            )
             yield on_error(futures[future], error)
         else:
             yield outcome
@@ -48,8 +54,11 @@ def finished_results(futures: dict[PrefectFuture, dict], on_error: Callable[[dic
 
 def unvalidated(run: dict, error: BaseException) -> dict:
     """The entry of a run whose validation task ended without one (an unexpected error)."""
-    record = {"error_type": type(error).__name__, "message": str(error) or repr(error),
-              "remedy": "run the validation again; if it keeps failing, report the error with the log"}
+    record = {
+        "error_type": type(error).__name__,
+        "message": str(error) or repr(error),
+        "remedy": "run the validation again; if it keeps failing, report the error with the log",
+    }
     return RunValidation(run["project_id"], run["run_id"], None, error=record).to_json()
 
 
@@ -62,8 +71,13 @@ def validate_chunk(options: dict, runs: list[dict], live: str = "") -> list[dict
     for result in finished_results(futures, unvalidated):
         results.append(result)
         if view is not None:
-            view.run_done(run_key(result), "ok" if result["ok"] else "differs", not result["ok"],
-                          int(result["checked"].get("points") or 0), int(result["checked"].get("artifacts") or 0))
+            view.run_done(
+                run_key(result),
+                "ok" if result["ok"] else "differs",
+                not result["ok"],
+                int(result["checked"].get("points") or 0),
+                int(result["checked"].get("artifacts") or 0),
+            )
     differing = sum(not result["ok"] for result in results)
     return failed(f"{differing} of {len(results)} runs differ", results) if differing else results
 
@@ -75,7 +89,9 @@ def validate_runs(options: dict, runs: list[dict]) -> ValidationReport:
     report = ValidationReport(target=parsed.target)
     live = LiveRuns("validate", [run_key(run) for run in runs], with_bytes=False, table=False)
     for chunk in chunks(runs, Settings.from_env().runs_per_task_batch):
-        report.runs.extend(RunValidation.from_json(data) for data in run_subflow(chunk_flow, detached(options), chunk, live.token))
+        report.runs.extend(
+            RunValidation.from_json(data) for data in run_subflow(chunk_flow, detached(options), chunk, live.token)
+        )
     live.close()
     report.runs.sort(key=lambda run: (run.project_id, run.run_id))
     return report
@@ -84,8 +100,14 @@ def validate_runs(options: dict, runs: list[dict]) -> ValidationReport:
 def publish_report(report: ValidationReport, options: dict) -> dict:
     """Write JSON + markdown next to the data, publish table + markdown artifacts; a small summary (logged)."""
     json_path, md_path = report.write(library.report_dir(library.LoadOptions.from_json(options)))
-    create_table_artifact(table=report.table_rows()[:TABLE_ROWS_SHOWN], key=f"validation-{report.target}", description="Runs compared with the export")
-    create_markdown_artifact(markdown=report.to_markdown(), key=f"validation-{report.target}-report", description="Validation report")
+    create_table_artifact(
+        table=report.table_rows()[:TABLE_ROWS_SHOWN],
+        key=f"validation-{report.target}",
+        description="Runs compared with the export",
+    )
+    create_markdown_artifact(
+        markdown=report.to_markdown(), key=f"validation-{report.target}-report", description="Validation report"
+    )
     summary = {
         "target": report.target,
         "runs_checked": len(report.runs),
@@ -94,13 +116,19 @@ def publish_report(report: ValidationReport, options: dict) -> dict:
         "report_json": str(json_path),
         "report_markdown": str(md_path),
     }
-    get_run_logger().info("validation against %s: %d run(s) checked, %d with differences (%d difference(s)) · report: %s",
-                          report.target, summary["runs_checked"], summary["runs_with_differences"], summary["differences"], md_path)
+    get_run_logger().info(
+        "validation against %s: %d run(s) checked, %d with differences (%d difference(s)) · report: %s",
+        report.target,
+        summary["runs_checked"],
+        summary["runs_with_differences"],
+        summary["differences"],
+        md_path,
+    )
     return summary
 
 
 @flow(name="validate", log_prints=False)
-def validate(options: Optional[dict] = None) -> dict | State:
+def validate(options: dict | None = None) -> dict | State:
     """Compare params, tags, every metric point and every file in the target with the export; Failed on any difference."""
     parsed = library.LoadOptions.from_json(options or {})
     options = parsed.to_json()

@@ -7,7 +7,7 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
 
 @app.callback()
 def cli() -> None:
@@ -75,25 +76,29 @@ def check_regexes(**options: str | None) -> None:
 # ============================================================================ export
 
 SourceOpt = Annotated[str, typer.Option("--source", help="neptune3 (neptune-query) or neptune2 (neptune client).")]
-ProjectOpt = Annotated[Optional[list[str]], typer.Option("-p", "--project", help="WORKSPACE/PROJECT, repeatable; default NEPTUNE_PROJECT.")]
+ProjectOpt = Annotated[
+    list[str] | None, typer.Option("-p", "--project", help="WORKSPACE/PROJECT, repeatable; default NEPTUNE_PROJECT.")
+]
 DataPathOpt = Annotated[Path, typer.Option("-d", "--data-path", help="Parquet output folder.")]
 FilesPathOpt = Annotated[Path, typer.Option("-f", "--files-path", help="Downloaded files folder.")]
 
 
-WorkspaceOpt = Annotated[Optional[str], typer.Option(help="Export every project of this workspace.")]
-IncludeProjectsOpt = Annotated[Optional[str], typer.Option(help="With --workspace: projects matching REGEX.")]
-ExcludeProjectsOpt = Annotated[Optional[str], typer.Option(help="With --workspace: skip projects matching REGEX.")]
-RunsRegexOpt = Annotated[Optional[str], typer.Option(help="Runs whose id / custom run id matches REGEX.")]
-ExperimentsOpt = Annotated[Optional[str], typer.Option(help="Runs of experiments whose name matches REGEX (3.x).")]
-WhereOpt = Annotated[Optional[str], typer.Option(help='Filter, e.g. \'params/lr > 0.01 and sys/tags contains "best"\'.')]
-QueryOpt = Annotated[Optional[str], typer.Option(help="Raw NQL query (neptune2 only).")]
-ModifiedAfterOpt = Annotated[Optional[str], typer.Option(help="Runs modified after this ISO DATETIME.")]
+WorkspaceOpt = Annotated[str | None, typer.Option(help="Export every project of this workspace.")]
+IncludeProjectsOpt = Annotated[str | None, typer.Option(help="With --workspace: projects matching REGEX.")]
+ExcludeProjectsOpt = Annotated[str | None, typer.Option(help="With --workspace: skip projects matching REGEX.")]
+RunsRegexOpt = Annotated[str | None, typer.Option(help="Runs whose id / custom run id matches REGEX.")]
+ExperimentsOpt = Annotated[str | None, typer.Option(help="Runs of experiments whose name matches REGEX (3.x).")]
+WhereOpt = Annotated[str | None, typer.Option(help="Filter, e.g. 'params/lr > 0.01 and sys/tags contains \"best\"'.")]
+QueryOpt = Annotated[str | None, typer.Option(help="Raw NQL query (neptune2 only).")]
+ModifiedAfterOpt = Annotated[str | None, typer.Option(help="Runs modified after this ISO DATETIME.")]
 ArchivedOpt = Annotated[bool, typer.Option(help="Also export archived runs.")]
-ModelsOpt = Annotated[bool, typer.Option(help="Also export the model registry: models and model versions (neptune2 only).")]
-AttributesOpt = Annotated[Optional[str], typer.Option(help="Attributes whose path matches REGEX.")]
-AttributeOpt = Annotated[Optional[list[str]], typer.Option(help="Exact attribute path, repeatable.")]
-IncludeKindsOpt = Annotated[Optional[list[str]], typer.Option(help="Kinds to export: parameters,metrics,series,files.")]
-ExcludeKindsOpt = Annotated[Optional[list[str]], typer.Option(help="Kinds to leave out: parameters,metrics,series,files.")]
+ModelsOpt = Annotated[
+    bool, typer.Option(help="Also export the model registry: models and model versions (neptune2 only).")
+]
+AttributesOpt = Annotated[str | None, typer.Option(help="Attributes whose path matches REGEX.")]
+AttributeOpt = Annotated[list[str] | None, typer.Option(help="Exact attribute path, repeatable.")]
+IncludeKindsOpt = Annotated[list[str] | None, typer.Option(help="Kinds to export: parameters,metrics,series,files.")]
+ExcludeKindsOpt = Annotated[list[str] | None, typer.Option(help="Kinds to leave out: parameters,metrics,series,files.")]
 PreviewsOpt = Annotated[bool, typer.Option(help="Also export metric preview points.")]
 ExportWorkersOpt = Annotated[int, typer.Option(min=1, help="Runs exported at the same time.")]
 
@@ -107,7 +112,9 @@ def export(
     exclude_projects: ExcludeProjectsOpt = None,
     data_path: DataPathOpt = Path("./exports/data"),
     files_path: FilesPathOpt = Path("./exports/files"),
-    api_token: Annotated[Optional[str], typer.Option(help="Neptune API token; default NEPTUNE_API_TOKEN.", show_default=False)] = None,
+    api_token: Annotated[
+        str | None, typer.Option(help="Neptune API token; default NEPTUNE_API_TOKEN.", show_default=False)
+    ] = None,
     runs: RunsRegexOpt = None,
     experiments: ExperimentsOpt = None,
     where: WhereOpt = None,
@@ -131,21 +138,30 @@ def export(
     raise typer.Exit(run_export_command(options, no_progress=no_progress))
 
 
-def export_options_from(values: dict[str, Any], api_token: str | None) -> "ExportOptions":
+def export_options_from(values: dict[str, Any], api_token: str | None) -> ExportOptions:
     """The selection options of `export` / `schedule` (their parameter names) → validated ExportOptions."""
     return build_export_options(
-        source=values["source"], projects=list(select_projects(values["project"], values["workspace"], CLI_PROJECT_FIX)),
-        workspace=values["workspace"], include_projects=values["include_projects"],
-        exclude_projects=values["exclude_projects"], data_path=values["data_path"], files_path=values["files_path"],
+        source=values["source"],
+        projects=list(select_projects(values["project"], values["workspace"], CLI_PROJECT_FIX)),
+        workspace=values["workspace"],
+        include_projects=values["include_projects"],
+        exclude_projects=values["exclude_projects"],
+        data_path=values["data_path"],
+        files_path=values["files_path"],
         api_token=api_token,
         runs=RunSelection(
-            runs_regex=values["runs"], experiments_regex=values["experiments"], where=values["where"],
-            query=values["query"], modified_after=parse_datetime(values["modified_after"], "--modified-after"),
+            runs_regex=values["runs"],
+            experiments_regex=values["experiments"],
+            where=values["where"],
+            query=values["query"],
+            modified_after=parse_datetime(values["modified_after"], "--modified-after"),
             include_archived=values["include_archived"],
         ),
-        attributes=attribute_selection(values["attributes"], values["attribute"], values["include"], values["exclude"],
-                                       values["include_previews"]),
-        workers=values["workers"], include_models=values["include_models"],
+        attributes=attribute_selection(
+            values["attributes"], values["attribute"], values["include"], values["exclude"], values["include_previews"]
+        ),
+        workers=values["workers"],
+        include_models=values["include_models"],
     )
 
 
@@ -165,7 +181,7 @@ def attribute_selection(
 
 def build_export_options(
     *, source: str, projects: list[str], workspace: str | None, api_token: str | None, **rest: Any
-) -> "ExportOptions":
+) -> ExportOptions:
     """Validated ExportOptions; TerminalError (one line with a fix) on bad input."""
     from neptune_exporter.export import ExportOptions
 
@@ -177,22 +193,34 @@ def build_export_options(
     if selection.query and source != "neptune2":
         raise InvalidOptionError("--query (NQL) works with --source neptune2 only", "use --where with neptune3")
     if rest.get("include_models") and source != "neptune2":
-        raise InvalidOptionError("--include-models works with --source neptune2 only (the 2.x model registry)",
-                                 "add --source neptune2, or drop --include-models")
+        raise InvalidOptionError(
+            "--include-models works with --source neptune2 only (the 2.x model registry)",
+            "add --source neptune2, or drop --include-models",
+        )
     check_regexes(
-        runs=selection.runs_regex, experiments=selection.experiments_regex, attributes=rest["attributes"].regex,
-        include_projects=rest["include_projects"], exclude_projects=rest["exclude_projects"],
+        runs=selection.runs_regex,
+        experiments=selection.experiments_regex,
+        attributes=rest["attributes"].regex,
+        include_projects=rest["include_projects"],
+        exclude_projects=rest["exclude_projects"],
     )
     return ExportOptions(
-        source=source, projects=tuple(projects), workspace=workspace, api_token=api_token,
-        data_path=str(rest["data_path"]), files_path=str(rest["files_path"]), runs=selection,
-        attributes=rest["attributes"], workers=rest["workers"],
-        include_projects=rest["include_projects"], exclude_projects=rest["exclude_projects"],
+        source=source,
+        projects=tuple(projects),
+        workspace=workspace,
+        api_token=api_token,
+        data_path=str(rest["data_path"]),
+        files_path=str(rest["files_path"]),
+        runs=selection,
+        attributes=rest["attributes"],
+        workers=rest["workers"],
+        include_projects=rest["include_projects"],
+        exclude_projects=rest["exclude_projects"],
         include_models=bool(rest.get("include_models", False)),
     )
 
 
-def run_export_command(options: "ExportOptions", *, no_progress: bool = False) -> int:
+def run_export_command(options: ExportOptions, *, no_progress: bool = False) -> int:
     """Preflight (bad input → one line, exit 2), then the export flow in-process; the exit status."""
     from neptune_exporter.export import make_source, preflight
     from neptune_exporter.prefect_env import warm_up
@@ -215,7 +243,7 @@ def run_export_command(options: "ExportOptions", *, no_progress: bool = False) -
     return EXIT_RUNS_FAILED if summary["runs_failed"] else 0
 
 
-def run_export_flow(options: "ExportOptions", *, no_progress: bool = False) -> dict:
+def run_export_flow(options: ExportOptions, *, no_progress: bool = False) -> dict:
     """Run flows/export.py:export in this process (PREFECT_API_URL or ephemeral mode) with a terminal bar."""
     from neptune_exporter import progress
     from neptune_exporter.prefect_env import configure_prefect
@@ -246,11 +274,17 @@ def print_export_summary(summary: dict) -> None:
 
 @app.command()
 def schedule(
-    name: Annotated[Optional[str], typer.Argument(help="Schedule name (its slug on the deployment), e.g. nightly.")] = None,
-    cron: Annotated[Optional[str], typer.Option(help="When to run, as a cron expression, e.g. '0 2 * * *'.")] = None,
-    interval: Annotated[Optional[float], typer.Option(help="Or: seconds between runs.")] = None,
-    timezone_name: Annotated[Optional[str], typer.Option("--timezone", help="IANA time zone of the schedule (default UTC).")] = None,
-    list_schedules: Annotated[bool, typer.Option("--list", help="Show every export schedule, its parameters and next runs.")] = False,
+    name: Annotated[
+        str | None, typer.Argument(help="Schedule name (its slug on the deployment), e.g. nightly.")
+    ] = None,
+    cron: Annotated[str | None, typer.Option(help="When to run, as a cron expression, e.g. '0 2 * * *'.")] = None,
+    interval: Annotated[float | None, typer.Option(help="Or: seconds between runs.")] = None,
+    timezone_name: Annotated[
+        str | None, typer.Option("--timezone", help="IANA time zone of the schedule (default UTC).")
+    ] = None,
+    list_schedules: Annotated[
+        bool, typer.Option("--list", help="Show every export schedule, its parameters and next runs.")
+    ] = False,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the schedule NAME.")] = False,
     source: SourceOpt = "neptune3",
     project: ProjectOpt = None,
@@ -290,7 +324,9 @@ def schedule(
             typer.echo("\n".join(line for item in found for line in item.lines()) or "no export schedules")
             return
         if not name:
-            raise InvalidOptionError("no schedule name given", "pass a name, e.g. `neptune-exporter schedule nightly ...`, or --list")
+            raise InvalidOptionError(
+                "no schedule name given", "pass a name, e.g. `neptune-exporter schedule nightly ...`, or --list"
+            )
         schedules.check_name(name)
         if delete:
             removed = schedules.remove(name, source)
@@ -335,19 +371,53 @@ def summary(
 # ============================================================================ load / validate (engineer M)
 
 TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow or wandb.")]
-LoadProjectOpt = Annotated[Optional[list[str]], typer.Option("-p", "--project", help="WORKSPACE/PROJECT, repeatable; default every exported project.")]
-RunsOpt = Annotated[Optional[str], typer.Option("--runs", help="Only runs whose id / custom run id / sys id matches REGEX.")]
+LoadProjectOpt = Annotated[
+    list[str] | None,
+    typer.Option("-p", "--project", help="WORKSPACE/PROJECT, repeatable; default every exported project."),
+]
+RunsOpt = Annotated[
+    str | None, typer.Option("--runs", help="Only runs whose id / custom run id / sys id matches REGEX.")
+]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Runs loaded / validated concurrently.")]
 TrackingUriOpt = Annotated[
-    Optional[str],
-    typer.Option("--mlflow-tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow server URL or sqlite:///path.db (env MLFLOW_TRACKING_URI)."),
+    str | None,
+    typer.Option(
+        "--mlflow-tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow server URL or sqlite:///path.db (env MLFLOW_TRACKING_URI).",
+    ),
 ]
-TemplateOpt = Annotated[str, typer.Option("--experiment-name-template", help="MLflow experiment per project + experiment; runs without one go to {project}.")]
-MultiplierOpt = Annotated[Optional[int], typer.Option("--step-multiplier", min=1, help="Scale steps by N (error if a step would not be whole); default: smallest exact power of ten per run.")]
-WandbDirOpt = Annotated[Optional[str], typer.Option("--wandb-dir", help="W&B: folder of offline runs (WANDB_DIR).")]
-WandbEntityOpt = Annotated[Optional[str], typer.Option("--wandb-entity", "--entity", help="W&B: entity (team or user); needed online (WANDB_API_KEY set).")]
-WandbProjectOpt = Annotated[Optional[str], typer.Option("--wandb-project-template", "--project-template", help="W&B: project name template ({project}, {workspace}, {project_id}); default {project}.")]
-ReportPathOpt = Annotated[Optional[Path], typer.Option("--report-path", help="Folder of validation reports; default <data-path>/../reports.")]
+TemplateOpt = Annotated[
+    str,
+    typer.Option(
+        "--experiment-name-template",
+        help="MLflow experiment per project + experiment; runs without one go to {project}.",
+    ),
+]
+MultiplierOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--step-multiplier",
+        min=1,
+        help="Scale steps by N (error if a step would not be whole); default: smallest exact power of ten per run.",
+    ),
+]
+WandbDirOpt = Annotated[str | None, typer.Option("--wandb-dir", help="W&B: folder of offline runs (WANDB_DIR).")]
+WandbEntityOpt = Annotated[
+    str | None,
+    typer.Option("--wandb-entity", "--entity", help="W&B: entity (team or user); needed online (WANDB_API_KEY set)."),
+]
+WandbProjectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--wandb-project-template",
+        "--project-template",
+        help="W&B: project name template ({project}, {workspace}, {project_id}); default {project}.",
+    ),
+]
+ReportPathOpt = Annotated[
+    Path | None, typer.Option("--report-path", help="Folder of validation reports; default <data-path>/../reports.")
+]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
 
 
@@ -408,7 +478,11 @@ def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any)
 
 
 def print_validation(summary: dict) -> None:
-    verdict = "no differences" if not summary["differences"] else f"{summary['differences']} difference(s) in {summary['runs_with_differences']} run(s)"
+    verdict = (
+        "no differences"
+        if not summary["differences"]
+        else f"{summary['differences']} difference(s) in {summary['runs_with_differences']} run(s)"
+    )
     typer.echo(f"validation against {summary['target']}: {summary['runs_checked']} run(s) checked, {verdict}")
     typer.echo(f"report: {summary['report_markdown']}  (JSON: {summary['report_json']})")
 
@@ -419,9 +493,14 @@ def run_load_summary(options, *, validate: bool = True, no_progress: bool = Fals
 
     preflight_load(options)
     summary = run_load_flow("load", options, no_progress, run_validation=validate)
-    typer.echo(f"runs: {summary['loaded']} loaded, {summary['skipped']} already complete, {summary['failed']} failed → {options.target}")
+    typer.echo(
+        f"runs: {summary['loaded']} loaded, {summary['skipped']} already complete, {summary['failed']} failed → {options.target}"
+    )
     for failure in summary["failures"][:10]:
-        typer.echo(f"failed: {failure['project_id']} {failure['run_id']}: {failure.get('message')} — fix: {failure.get('remedy')}", err=True)
+        typer.echo(
+            f"failed: {failure['project_id']} {failure['run_id']}: {failure.get('message')} — fix: {failure.get('remedy')}",
+            err=True,
+        )
     if "validation" in summary:
         print_validation(summary["validation"])
     if hint := offline_sync_hint(options):
@@ -487,7 +566,9 @@ def validate(
 
 @app.command()
 def serve(
-    home: Annotated[Path, typer.Option(help="PREFECT_HOME of the local server (SQLite database there).")] = Path(".prefect-serve"),
+    home: Annotated[Path, typer.Option(help="PREFECT_HOME of the local server (SQLite database there).")] = Path(
+        ".prefect-serve"
+    ),
     port: Annotated[int, typer.Option(help="Port of the Prefect server and UI on 127.0.0.1.")] = 4200,
 ) -> None:
     """Start `prefect server start` (SQLite) and serve the deployments (export/neptune3, export/neptune2, ...)."""
@@ -541,14 +622,26 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder of the demo's exports.")] = Path("./demo"),
     runs: Annotated[int, typer.Option(min=1, help="Runs in the generated sample project.")] = 8,
     points: Annotated[int, typer.Option(min=1, help="Points per metric.")] = 500,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Empty the demo's sub-folders first (default: reuse them; unchanged runs are skipped).")] = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh", help="Empty the demo's sub-folders first (default: reuse them; unchanged runs are skipped)."
+        ),
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """No credentials needed: fake Neptune with a sample project → export → MLflow (SQLite) + W&B (offline) → validation report."""
     from neptune_exporter.demo import DemoContext, run_demo
 
-    ctx = DemoContext(out=out, runs=runs, points=points, fresh=fresh, no_progress=no_progress,
-                      export_command=run_export_command, load_command=run_load_summary)
+    ctx = DemoContext(
+        out=out,
+        runs=runs,
+        points=points,
+        fresh=fresh,
+        no_progress=no_progress,
+        export_command=run_export_command,
+        load_command=run_load_summary,
+    )
     raise typer.Exit(run_demo(ctx))
 
 

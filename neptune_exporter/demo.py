@@ -11,10 +11,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import typer
 
@@ -93,7 +93,10 @@ def prepare_folder(ctx: DemoContext) -> None:
     reused = ctx.data_path.is_dir()
     ctx.out.mkdir(parents=True, exist_ok=True)
     recorded.write_text(json.dumps(sample), encoding="utf-8")
-    typer.echo(f"demo folder: {ctx.out.resolve()}" + (" (reused: unchanged runs are skipped; --fresh starts over)" if reused else ""))
+    typer.echo(
+        f"demo folder: {ctx.out.resolve()}"
+        + (" (reused: unchanged runs are skipped; --fresh starts over)" if reused else "")
+    )
 
 
 def start_fake_neptune(ctx: DemoContext) -> None:
@@ -101,8 +104,15 @@ def start_fake_neptune(ctx: DemoContext) -> None:
     from neptune_exporter.fake_neptune import FakeNeptune
     from neptune_exporter.fake_neptune.datasets import generate_workspace
 
-    workspace = generate_workspace(runs=ctx.runs, experiments=2, params=10, metrics=5, points=ctx.points,
-                                   workspace=DEMO_WORKSPACE, project=DEMO_PROJECT)
+    workspace = generate_workspace(
+        runs=ctx.runs,
+        experiments=2,
+        params=10,
+        metrics=5,
+        points=ctx.points,
+        workspace=DEMO_WORKSPACE,
+        project=DEMO_PROJECT,
+    )
     fake = ctx.stack.enter_context(FakeNeptune(workspace))
     set_env(ctx, fake.env(ctx.project))
     ctx.api_token = fake.api_token
@@ -113,8 +123,13 @@ def export_sample(ctx: DemoContext) -> None:
     """Export the sample project with the `export` flow, exactly as `neptune-exporter export` does."""
     from neptune_exporter.selection import ExportOptions
 
-    options = ExportOptions(source="neptune3", projects=(ctx.project,), data_path=str(ctx.data_path),
-                            files_path=str(ctx.files_path), api_token=ctx.api_token)
+    options = ExportOptions(
+        source="neptune3",
+        projects=(ctx.project,),
+        data_path=str(ctx.data_path),
+        files_path=str(ctx.files_path),
+        api_token=ctx.api_token,
+    )
     ctx.exit_code = max(ctx.exit_code, ctx.export_command(options, no_progress=ctx.no_progress))
 
 
@@ -137,10 +152,19 @@ def load_into_mlflow(ctx: DemoContext) -> None:
     store = (ctx.out / "mlflow").resolve()
     store.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    load_target(ctx, LoadOptions(target="mlflow", data_path=str(ctx.data_path), files_path=str(ctx.files_path),
-                                 mlflow_tracking_uri=uri, report_path=str(ctx.reports_path)))
-    ctx.next_steps.append(f"open the MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-                          "  → http://127.0.0.1:5000")
+    load_target(
+        ctx,
+        LoadOptions(
+            target="mlflow",
+            data_path=str(ctx.data_path),
+            files_path=str(ctx.files_path),
+            mlflow_tracking_uri=uri,
+            report_path=str(ctx.reports_path),
+        ),
+    )
+    ctx.next_steps.append(
+        f"open the MLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000  → http://127.0.0.1:5000"
+    )
 
 
 def load_into_wandb_offline(ctx: DemoContext) -> None:
@@ -149,9 +173,19 @@ def load_into_wandb_offline(ctx: DemoContext) -> None:
     from neptune_exporter.loaders.wandb import WandbTarget
 
     # offline whatever the user's environment says: no API key, no user-level W&B settings
-    set_env(ctx, {"WANDB_MODE": "offline", "WANDB_API_KEY": None, "WANDB_CONFIG_DIR": str(ctx.wandb_dir / "wandb-config")})
-    load_target(ctx, LoadOptions(target="wandb", data_path=str(ctx.data_path), files_path=str(ctx.files_path),
-                                 wandb_dir=str(ctx.wandb_dir), report_path=str(ctx.reports_path)))
+    set_env(
+        ctx, {"WANDB_MODE": "offline", "WANDB_API_KEY": None, "WANDB_CONFIG_DIR": str(ctx.wandb_dir / "wandb-config")}
+    )
+    load_target(
+        ctx,
+        LoadOptions(
+            target="wandb",
+            data_path=str(ctx.data_path),
+            files_path=str(ctx.files_path),
+            wandb_dir=str(ctx.wandb_dir),
+            report_path=str(ctx.reports_path),
+        ),
+    )
     sync = WandbTarget.from_env(ctx.wandb_dir, None, None).sync_command()
     ctx.next_steps.append(f"upload the W&B runs (with WANDB_API_KEY, and WANDB_BASE_URL for W&B Server): {sync}")
 
@@ -173,8 +207,10 @@ def report_validation(ctx: DemoContext) -> None:
             ctx.exit_code = max(ctx.exit_code, 1)
             continue
         verdict = "no differences" if not figures["differences"] else f"{figures['differences']} difference(s)"
-        typer.secho(f"{target}: {figures['runs_checked']} run(s) checked, {verdict}",
-                    fg="green" if not figures["differences"] else "red")
+        typer.secho(
+            f"{target}: {figures['runs_checked']} run(s) checked, {verdict}",
+            fg="green" if not figures["differences"] else "red",
+        )
         typer.echo(f"  markdown: {figures['report_markdown']}\n  JSON:     {figures['report_json']}")
         if figures["runs_with_differences"]:
             ctx.exit_code = max(ctx.exit_code, 1)

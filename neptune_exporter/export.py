@@ -9,10 +9,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from neptune_exporter.errors import (
     InvalidOptionError,
@@ -23,8 +24,8 @@ from neptune_exporter.errors import (
 )
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.model import RunRef, iso_utc_ms, run_ref_to_json
-from neptune_exporter.rows import empty_batch
 from neptune_exporter.retry import call_with_retries
+from neptune_exporter.rows import empty_batch
 from neptune_exporter.selection import ExportOptions, compile_regex
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage import incremental
@@ -82,7 +83,7 @@ class RunExportResult:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "RunExportResult":
+    def from_json(cls, data: dict) -> RunExportResult:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
@@ -225,7 +226,6 @@ def plan_runs(runs: Iterable[RunRef], options: ExportOptions) -> list[RunPlan]:
     return incremental.plan_runs(runs, Path(options.data_path), options.fingerprint())
 
 
-
 def _source_record(source: Source, run: RunRef, facts: dict) -> dict:
     record = {
         "kind": getattr(source, "kind", run.source_kind),
@@ -264,7 +264,9 @@ def _begin(plan: RunPlan, options: ExportOptions, settings: Settings, data_root:
     run = plan.run
     previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
     complete = previous if previous is not None and previous.is_complete() else None
-    incremental.remove_strays(data_root, run.project_id, run.run_id, previous, run.scope)  # listed parts go only once replaced
+    incremental.remove_strays(
+        data_root, run.project_id, run.run_id, previous, run.scope
+    )  # listed parts go only once replaced
     resumes = (
         plan.action == "incremental"
         and complete is not None
@@ -368,7 +370,9 @@ def _done(progress: ProgressSink | None, result: RunExportResult) -> RunExportRe
     return result
 
 
-def record_failure(plan: RunPlan, options: ExportOptions, errors: list[dict], source: Source | None = None) -> RunExportResult:
+def record_failure(
+    plan: RunPlan, options: ExportOptions, errors: list[dict], source: Source | None = None
+) -> RunExportResult:
     """Write a failed manifest (keeping whatever an earlier export listed, untouched) and return a failed result."""
     run, data_root = plan.run, Path(options.data_path)
     previous = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
@@ -419,7 +423,9 @@ def plan_export(source: Source, options: ExportOptions, settings: Settings) -> l
     return plan_runs(runs, options)
 
 
-def run_export(options: ExportOptions, settings: Settings, progress: ProgressSink | None = None) -> list[RunExportResult]:
+def run_export(
+    options: ExportOptions, settings: Settings, progress: ProgressSink | None = None
+) -> list[RunExportResult]:
     """`plan_export`, then `export_one` per run on a bounded thread pool, then the project summaries; the results."""
     source = make_source(options, settings)
     plans = plan_export(source, options, settings)
@@ -472,7 +478,9 @@ def write_error_report(data_root: Path | str, results: Iterable[RunExportResult]
     return written
 
 
-def write_export_summary(data_root: Path | str, results: Iterable[RunExportResult], options: ExportOptions) -> list[Path]:
+def write_export_summary(
+    data_root: Path | str, results: Iterable[RunExportResult], options: ExportOptions
+) -> list[Path]:
     """Per project `export_summary.json`: runs ok/failed/skipped, totals, per-run errors; plus `errors.jsonl`."""
     results = list(results)
     written = []
@@ -483,14 +491,18 @@ def write_export_summary(data_root: Path | str, results: Iterable[RunExportResul
             "options": options.to_json(),
             **totals(project_results),
             "runs": {r.run_id: {"status": r.status, "action": r.action} for r in project_results},
-            "failures": [{"run_id": r.run_id, "errors": r.errors} for r in project_results if r.status == STATUS_FAILED],
+            "failures": [
+                {"run_id": r.run_id, "errors": r.errors} for r in project_results if r.status == STATUS_FAILED
+            ],
         }
         written.append(write_json_atomic(project_dir(data_root, project_id) / SUMMARY_FILE, summary))
     write_error_report(data_root, results)
     return written
 
 
-def export_summary(results: Iterable[RunExportResult], options: ExportOptions, error_reports: list[Path] | None = None) -> dict:
+def export_summary(
+    results: Iterable[RunExportResult], options: ExportOptions, error_reports: list[Path] | None = None
+) -> dict:
     """The dict the CLI prints: totals, where the data is, failures (first error of each failed run)."""
     results = list(results)
     failures = [
@@ -505,4 +517,3 @@ def export_summary(results: Iterable[RunExportResult], options: ExportOptions, e
         "failures": failures,
         "error_reports": [str(p) for p in error_reports or []],
     }
-

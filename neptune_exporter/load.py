@@ -6,13 +6,14 @@ import importlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError, TargetUnavailableError
-from neptune_exporter.loaders.base import ExportedRun, LoadResult, Loader
+from neptune_exporter.loaders.base import ExportedRun, Loader, LoadResult
 from neptune_exporter.loaders.client_env import apply_client_defaults
 from neptune_exporter.retry import RetryPolicy, call_with_retries
 from neptune_exporter.settings import Settings
@@ -78,11 +79,13 @@ class LoadOptions:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "LoadOptions":
+    def from_json(cls, data: dict) -> LoadOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InvalidOptionError(f"unknown load option(s): {', '.join(unknown)}", f"use only: {', '.join(sorted(known))}")
+            raise InvalidOptionError(
+                f"unknown load option(s): {', '.join(unknown)}", f"use only: {', '.join(sorted(known))}"
+            )
         return cls(**data)
 
 
@@ -131,7 +134,9 @@ def select_runs(options: LoadOptions) -> list[RunToLoad]:
 
     data_root = Path(options.data_path)
     if not data_root.is_dir():
-        raise OutputPathError(f"export folder {data_root} does not exist", "pass the --data-path (-d) an export wrote to")
+        raise OutputPathError(
+            f"export folder {data_root} does not exist", "pass the --data-path (-d) an export wrote to"
+        )
     files_root = Path(options.files_path)
     runs = []
     for stored in list_stored_runs(data_root, projects=options.projects or None, runs_regex=options.runs_regex):
@@ -169,7 +174,11 @@ class LoadProgress(Protocol):
 
 
 def load_one(
-    loader: Loader, options: LoadOptions, run: RunToLoad, policy: RetryPolicy, sleep: Callable[[float], object] = time.sleep
+    loader: Loader,
+    options: LoadOptions,
+    run: RunToLoad,
+    policy: RetryPolicy,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> LoadResult:
     """The per-run verb the Prefect task and `run_load` both call: load one run under the one retry policy;
     a terminal error, or a transient one left when the policy is spent, becomes a failed result."""
@@ -207,14 +216,22 @@ def run_load(options: LoadOptions, settings: Settings, progress: LoadProgress | 
 
 
 def validate_one(
-    validator: Validator, options: LoadOptions, run: RunToLoad, policy: RetryPolicy, sleep: Callable[[float], object] = time.sleep
+    validator: Validator,
+    options: LoadOptions,
+    run: RunToLoad,
+    policy: RetryPolicy,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> RunValidation:
     """The per-run verb of the validate task and `run_validate`: compare one run in the target with its export,
     reading the target under the one retry policy; errors become a run entry, never an exception."""
     data_root, files_root = Path(options.data_path), Path(options.files_path)
     try:
-        return call_with_retries(lambda: validator.validate(data_root, files_root, run.project_id, run.run_id), policy,
-                                 what=f"validating {run.project_id}/{run.run_id}", sleep=sleep)
+        return call_with_retries(
+            lambda: validator.validate(data_root, files_root, run.project_id, run.run_id),
+            policy,
+            what=f"validating {run.project_id}/{run.run_id}",
+            sleep=sleep,
+        )
     except NeptuneExporterError as error:
         return RunValidation(run.project_id, run.run_id, None, error=error.to_record())
 

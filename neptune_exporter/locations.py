@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from neptune_exporter.errors import InvalidOptionError
 from neptune_exporter.settings import default_projects

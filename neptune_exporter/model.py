@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -132,7 +132,9 @@ def part_file_name(run_id: RunId, part_index: int) -> str:
     return f"{sanitize_name(run_id)}_part_{part_index}.parquet"
 
 
-PROJECT_RELATIVE_FILES_FORMAT = 2  # manifest format_version from which file_value.path is relative to <files>/<project-dir>/
+PROJECT_RELATIVE_FILES_FORMAT = (
+    2  # manifest format_version from which file_value.path is relative to <files>/<project-dir>/
+)
 
 
 def project_files_dir(files_root: Path | str, project_id: ProjectId) -> Path:
@@ -249,7 +251,7 @@ class FileRef:
 
 def as_utc(value: datetime) -> datetime:
     """The one UTC rule: naive datetimes are UTC, aware ones are converted to UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def iso_utc_ms(value: datetime | None) -> str | None:
@@ -264,7 +266,7 @@ def parse_iso(text: str | None) -> datetime | None:
 
 def utc_now_iso() -> str:
     """Now, as UTC ISO text with milliseconds."""
-    return iso_utc_ms(datetime.now(timezone.utc))
+    return iso_utc_ms(datetime.now(UTC))
 
 
 # --------------------------------------------------------------------------- steps

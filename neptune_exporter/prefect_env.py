@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 EPHEMERAL_STARTUP_TIMEOUT_SECONDS = 120
 
@@ -127,8 +127,12 @@ class LocalServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.process = subprocess.Popen(server_command(self.port), env=local_server_env(os.environ),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            server_command(self.port),
+            env=local_server_env(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         atexit.register(self.stop)
 
     def wait_ready(self, timeout_s: float = EPHEMERAL_STARTUP_TIMEOUT_SECONDS) -> None:
@@ -137,7 +141,9 @@ class LocalServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise RuntimeError(f"the local Prefect server exited with code {self.process.returncode}: {stderr[-2000:]}")
+                raise RuntimeError(
+                    f"the local Prefect server exited with code {self.process.returncode}: {stderr[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -146,8 +152,10 @@ class LocalServer:
                 pass
             time.sleep(HEALTH_POLL_SECONDS)
         self.stop()
-        raise RuntimeError(f"the local Prefect server did not answer within {timeout_s:g} s; "
-                           "set PREFECT_API_URL to a running server (`prefect server start`)")
+        raise RuntimeError(
+            f"the local Prefect server did not answer within {timeout_s:g} s; "
+            "set PREFECT_API_URL to a running server (`prefect server start`)"
+        )
 
     def stop(self) -> None:
         """Terminate the server (kill after a grace period); safe to call twice."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -116,7 +117,7 @@ class TerminalProgress(ProgressCounter):
         )
         self._task = self._progress.add_task(description, total=None, points=0, bytes="0 B", failed=0)
 
-    def __enter__(self) -> "TerminalProgress":
+    def __enter__(self) -> TerminalProgress:
         self._progress.start()
         return self
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from neptune_exporter.errors import TerminalError, is_transient
 from neptune_exporter.settings import RetryPolicy

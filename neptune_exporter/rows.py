@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from neptune_exporter.model import (
-    as_utc,
     FILE_TYPE,
     HISTOGRAM_TYPE,
     PARQUET_SCHEMA,
     TIMESTAMP_TYPE,
     AttributeType,
+    as_utc,
     steps_to_decimal_array,
 )
 

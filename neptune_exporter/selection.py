@@ -158,7 +158,7 @@ class ExportOptions:
         }
 
     @classmethod
-    def from_json(cls, data: dict, api_token: str | None = None) -> "ExportOptions":
+    def from_json(cls, data: dict, api_token: str | None = None) -> ExportOptions:
         """Options from `to_json()` output; the token comes from the argument (or the environment later)."""
         return cls(
             source=data.get("source", "neptune3"),

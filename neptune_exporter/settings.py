@@ -42,7 +42,7 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         """Defaults overridden by NEPTUNE_EXPORTER_<FIELD> environment variables."""
         values = {}
         for f in fields(cls):
@@ -55,7 +55,9 @@ class Settings:
         retry = RetryPolicy(
             attempts=int(_env(ENV_PREFIX + "RETRY_ATTEMPTS", str(RetryPolicy.attempts))),
             backoff_seconds=float(_env(ENV_PREFIX + "RETRY_BACKOFF_SECONDS", str(RetryPolicy.backoff_seconds))),
-            backoff_max_seconds=float(_env(ENV_PREFIX + "RETRY_BACKOFF_MAX_SECONDS", str(RetryPolicy.backoff_max_seconds))),
+            backoff_max_seconds=float(
+                _env(ENV_PREFIX + "RETRY_BACKOFF_MAX_SECONDS", str(RetryPolicy.backoff_max_seconds))
+            ),
         )
         return cls(retry=retry, **values)
 

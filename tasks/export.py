@@ -70,14 +70,16 @@ def export_run_call(plan: dict, options: library.ExportOptions) -> dict:
     """
     run = plan["run"]
     path = manifest_path(Path(options.data_path), run["project_id"], run["run_id"], run.get("scope"))
-    return detached({
-        "run_key": f"{run['project_id']}/{run['run_id']}",
-        "manifest_path": str(path.resolve()),
-        "modification_time": run.get("modification_time"),
-        "fingerprint": options.fingerprint(),
-        "plan": plan,
-        "options": options.to_json(),
-    })
+    return detached(
+        {
+            "run_key": f"{run['project_id']}/{run['run_id']}",
+            "manifest_path": str(path.resolve()),
+            "modification_time": run.get("modification_time"),
+            "fingerprint": options.fingerprint(),
+            "plan": plan,
+            "options": options.to_json(),
+        }
+    )
 
 
 @task(name="write-export-summary", cache_policy=NO_CACHE)
@@ -86,5 +88,7 @@ def write_export_summary(pointers: list[dict], options: dict) -> dict:
     parsed = library.ExportOptions.from_json(options)
     results = [library.RunExportResult.from_json(p) for p in pointers]
     written = library.write_export_summary(Path(parsed.data_path), results, parsed)
-    reports = [path for path in (p.with_name(library.ERRORS_FILE) for p in written) if path.is_file() and path.stat().st_size]
+    reports = [
+        path for path in (p.with_name(library.ERRORS_FILE) for p in written) if path.is_file() and path.stat().st_size
+    ]
     return library.export_summary(results, parsed, reports)

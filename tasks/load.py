@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -68,7 +69,9 @@ def load_run(options: dict, run: dict) -> dict | State:
 def validate_run(options: dict, run: dict) -> dict | State:
     """Compare one run in the target with its export; the RunValidation as JSON (Failed when the run differs)."""
     parsed = library.LoadOptions.from_json(options)
-    validation = library.validate_one(validator_for(options), parsed, library.RunToLoad(**run), Settings.from_env().retry)
+    validation = library.validate_one(
+        validator_for(options), parsed, library.RunToLoad(**run), Settings.from_env().retry
+    )
     return validation.to_json() if validation.ok else failed(validation_message(validation), validation.to_json())
 
 
@@ -76,7 +79,13 @@ def validation_message(validation: RunValidation) -> str:
     """Why a run failed validation: its error, or how many differences and the first few."""
     if validation.error:
         return failure_message(validation.error)
-    shown = "; ".join(f"{d.kind} {d.key}: {d.problem} (expected {d.expected!r}, got {d.actual!r})"
-                      for d in validation.differences[:DIFFERENCES_IN_MESSAGE])
-    more = f"; … {len(validation.differences) - DIFFERENCES_IN_MESSAGE} more in the report" if len(validation.differences) > DIFFERENCES_IN_MESSAGE else ""
+    shown = "; ".join(
+        f"{d.kind} {d.key}: {d.problem} (expected {d.expected!r}, got {d.actual!r})"
+        for d in validation.differences[:DIFFERENCES_IN_MESSAGE]
+    )
+    more = (
+        f"; … {len(validation.differences) - DIFFERENCES_IN_MESSAGE} more in the report"
+        if len(validation.differences) > DIFFERENCES_IN_MESSAGE
+        else ""
+    )
     return f"{len(validation.differences)} difference(s): {shown}{more}"

@@ -46,7 +46,9 @@ class ConsoleError:
 def console_error(method: str, params: dict, page_url: str) -> ConsoleError | None:
     """The error a CDP event stands for, or None when the event is not an error."""
     if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-        text = " ".join(str(arg.get("value", arg.get("description", arg.get("type")))) for arg in params.get("args", []))
+        text = " ".join(
+            str(arg.get("value", arg.get("description", arg.get("type")))) for arg in params.get("args", [])
+        )
         return ConsoleError("console", text, page_url)
     if method == "Runtime.exceptionThrown":
         details = params.get("exceptionDetails", {})
@@ -124,8 +126,10 @@ class Page:
                 return text
             if time.monotonic() > deadline:
                 errors = "\n".join(map(str, self.errors)) or "none"
-                raise AssertionError(f"{self.url}: {missing} not shown within {timeout:.0f} s.\n"
-                                     f"console errors: {errors}\npage text:\n{text[:3000]}")
+                raise AssertionError(
+                    f"{self.url}: {missing} not shown within {timeout:.0f} s.\n"
+                    f"console errors: {errors}\npage text:\n{text[:3000]}"
+                )
             time.sleep(POLL_SECONDS)
 
     def wait_until_idle(self, quiet: float = 1.5, timeout: float = 60.0, stale: float = STALE_REQUEST_SECONDS) -> bool:
@@ -160,7 +164,9 @@ class Page:
                 raise AssertionError(f"{self.url}: could not select the {selector} tab {text!r}")
             if point:  # a click before the page's scripts are ready is lost: the loop clicks again
                 for event in ("mousePressed", "mouseReleased"):
-                    self.send("Input.dispatchMouseEvent", type=event, x=point[0], y=point[1], button="left", clickCount=1)
+                    self.send(
+                        "Input.dispatchMouseEvent", type=event, x=point[0], y=point[1], button="left", clickCount=1
+                    )
             time.sleep(1.0)
 
     def set_viewport(self, width: int, height: int) -> None:
@@ -185,10 +191,19 @@ class Chromium:
         self.process: subprocess.Popen | None = None
         self.connection: ClientConnection | None = None
 
-    def start(self) -> "Chromium":
-        command = [self.executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                   "--disable-dev-shm-usage", "--remote-debugging-port=0", f"--user-data-dir={self.profile}",
-                   f"--window-size={self.size[0]},{self.size[1]}", "about:blank"]
+    def start(self) -> Chromium:
+        command = [
+            self.executable,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={self.profile}",
+            f"--window-size={self.size[0]},{self.size[1]}",
+            "about:blank",
+        ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.port = self._devtools_port()
@@ -226,7 +241,7 @@ class Chromium:
                 self.process.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

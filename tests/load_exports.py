@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +15,8 @@ from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.storage.manifest import Manifest, write_manifest
 from neptune_exporter.storage.parquet import RunWriter
 
-CREATED = datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
-MODIFIED = datetime(2024, 3, 2, 8, 30, 0, 456000, tzinfo=timezone.utc)
+CREATED = datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+MODIFIED = datetime(2024, 3, 2, 8, 30, 0, 456000, tzinfo=UTC)
 T0_MS = int(CREATED.timestamp() * 1000)
 LONG_TEXT = "long-value " * 700  # 7,700 characters: over MLflow's 6,000
 LONG_KEY = "params/" + "k" * 300
@@ -33,10 +33,18 @@ def write_file(files_root: Path, project_id: str, run_id: str, name: str, data: 
 
 def _file_record(files_root: Path, project_id: str, attribute: str, relative: str, step=None) -> dict:
     data = resolve_file_value(files_root, project_id, relative).read_bytes()
-    return {"attribute_path": attribute, "path": relative, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "step": step}
+    return {
+        "attribute_path": attribute,
+        "path": relative,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "step": step,
+    }
 
 
-def rich_batches(project_id: str, run_id: str, files_root: Path, points: int = 2500, extra_params: tuple = ()) -> tuple[list[pa.RecordBatch], list[dict]]:
+def rich_batches(
+    project_id: str, run_id: str, files_root: Path, points: int = 2500, extra_params: tuple = ()
+) -> tuple[list[pa.RecordBatch], list[dict]]:
     """Every attribute type, awkward keys, fractional steps, long values, NaN/inf; plus the file records."""
     first = write_file(files_root, project_id, run_id, "model.bin", b"\x00weights" * 100)
     step1 = write_file(files_root, project_id, run_id, "pred_1.png", b"png-one")
@@ -47,7 +55,7 @@ def rich_batches(project_id: str, run_id: str, files_root: Path, points: int = 2
     params = [
         ("params/lr", "float", 0.001), ("params/nan", "float", math.nan), ("params/inf", "float", math.inf),
         ("params/epochs", "int", 12), ("params/name", "string", "résumé ✓"), ("params/flag", "bool", True),
-        ("params/when", "datetime", datetime(2024, 2, 3, 4, 5, 6, 789000, tzinfo=timezone.utc)),
+        ("params/when", "datetime", datetime(2024, 2, 3, 4, 5, 6, 789000, tzinfo=UTC)),
         ("params/set", "string_set", {"b", "a", "c"}), ("params/long", "string", LONG_TEXT),
         (LONG_KEY, "int", 7), (COLLIDING[0], "int", 1), (COLLIDING[1], "int", 2), ("weird//key..x:y", "string", "w"),
         ("sys/tags", "string_set", {"baseline", "mlflow.note", "with space"}),

@@ -25,8 +25,10 @@ PAGE = 200
 def artifacts_by_key(flow_run_id: UUID) -> dict[str, list]:
     """Every artifact (all versions, newest first) the flow run created, by key."""
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
-                                      sort=ArtifactSort.CREATED_DESC)
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+            sort=ArtifactSort.CREATED_DESC,
+        )
     grouped: dict[str, list] = {}
     for artifact in found:
         grouped.setdefault(artifact.key, []).append(artifact)
@@ -45,7 +47,9 @@ def export_task_states(flow_run_id: UUID) -> Counter:
     """State names of the per-run export task runs of the flow run's chunks, e.g. {'Completed': 3, 'Cached': 1}."""
     chunk_ids = [run.id for run in subflow_runs(flow_run_id)]
     with get_client(sync_client=True) as client:
-        task_runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=chunk_ids)))
+        task_runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=chunk_ids))
+        )
     return Counter(run.state.name for run in task_runs if run.task_key.startswith("export_run"))
 
 
@@ -54,8 +58,11 @@ def task_runs(flow_run_ids: list[UUID]) -> list:
     found: list = []
     with get_client(sync_client=True) as client:
         while True:
-            page = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=flow_run_ids)),
-                                         limit=PAGE, offset=len(found))
+            page = client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=flow_run_ids)),
+                limit=PAGE,
+                offset=len(found),
+            )
             found += page
             if len(page) < PAGE:
                 return found
@@ -67,8 +74,12 @@ def flow_run_logs(flow_run_ids: list[UUID]) -> list:
     found: list = []
     with get_client(sync_client=True) as client:
         while True:
-            page = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)), limit=PAGE,
-                                    offset=len(found), sort=LogSort.TIMESTAMP_ASC)
+            page = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)),
+                limit=PAGE,
+                offset=len(found),
+                sort=LogSort.TIMESTAMP_ASC,
+            )
             found += page
             if len(page) < PAGE:
                 return found

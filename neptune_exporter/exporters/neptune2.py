@@ -12,13 +12,14 @@ import shutil
 import threading
 import warnings
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from itertools import chain
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -41,16 +42,18 @@ from neptune_exporter.model import (
     AttributeType,
     ProjectId,
     RunRef,
-    as_utc as model_as_utc,
     project_files_dir,
     sanitize_name,
+)
+from neptune_exporter.model import (
+    as_utc as model_as_utc,
 )
 from neptune_exporter.retry import call_with_retries
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex, matches_kind, matches_path
 from neptune_exporter.settings import Settings, neptune_api_token
-from neptune_exporter.storage.manifest import Watermark
 from neptune_exporter.storage.files import publish, safe_relative, staging_dir, unpack_zip
+from neptune_exporter.storage.manifest import Watermark
 
 # Choices and bounds:
 #
@@ -129,10 +132,21 @@ def neptune_type_of(attribute: Any) -> str | None:
     from neptune import attributes as na
 
     classes = {
-        na.Float: "float", na.Integer: "int", na.Boolean: "bool", na.String: "string", na.Datetime: "datetime",
-        na.StringSet: "stringSet", na.RunState: "experimentState", na.GitRef: "gitRef",
-        na.NotebookRef: "notebookRef", na.FloatSeries: "floatSeries", na.StringSeries: "stringSeries",
-        na.FileSeries: "imageSeries", na.File: "file", na.FileSet: "fileSet", na.Artifact: "artifact",
+        na.Float: "float",
+        na.Integer: "int",
+        na.Boolean: "bool",
+        na.String: "string",
+        na.Datetime: "datetime",
+        na.StringSet: "stringSet",
+        na.RunState: "experimentState",
+        na.GitRef: "gitRef",
+        na.NotebookRef: "notebookRef",
+        na.FloatSeries: "floatSeries",
+        na.StringSeries: "stringSeries",
+        na.FileSeries: "imageSeries",
+        na.File: "file",
+        na.FileSet: "fileSet",
+        na.Artifact: "artifact",
     }
     return classes.get(type(attribute))
 
@@ -154,7 +168,9 @@ def source_attributes(structure: dict) -> list[SourceAttribute]:
         neptune_type = neptune_type_of(handle)
         exported = ATOM_TYPES.get(neptune_type) or OTHER_TYPES.get(neptune_type)
         if exported is None:
-            log.warning("attribute %s has a type this exporter does not know (%s); left out", path, type(handle).__name__)
+            log.warning(
+                "attribute %s has a type this exporter does not know (%s); left out", path, type(handle).__name__
+            )
             continue
         found.append(SourceAttribute(path, neptune_type, exported, handle))
     return found
@@ -163,10 +179,7 @@ def source_attributes(structure: dict) -> list[SourceAttribute]:
 def select_attributes(found: Iterable[SourceAttribute], selection: AttributeSelection) -> list[SourceAttribute]:
     """Attributes chosen by kind and by path (exact names and/or regex)."""
     pattern = compile_regex(selection.regex, "--attributes")
-    return [
-        a for a in found
-        if matches_kind(a.attribute_type, selection) and matches_path(a.path, selection, pattern)
-    ]
+    return [a for a in found if matches_kind(a.attribute_type, selection) and matches_path(a.path, selection, pattern)]
 
 
 def combine_nql(*clauses: str | None) -> str | None:
@@ -260,7 +273,9 @@ def exact_page(fetch: Callable[[int, int], Any], offset: int, count: int) -> lis
 def points_to_arrays(points: list[Any], first_index: int) -> tuple[np.ndarray, list, np.ndarray]:
     """Client series points (step, value, timestampMillis) → steps, values, ms timestamps (a missing step → its index)."""
     steps = np.fromiter(
-        (p.step if p.step is not None else first_index + i for i, p in enumerate(points)), dtype=np.float64, count=len(points)
+        (p.step if p.step is not None else first_index + i for i, p in enumerate(points)),
+        dtype=np.float64,
+        count=len(points),
     )
     timestamps = np.fromiter((p.timestampMillis for p in points), dtype=np.int64, count=len(points))
     return steps, [p.value for p in points], timestamps
@@ -288,8 +303,9 @@ def configure_client(settings: Settings) -> None:
     warnings.filterwarnings("ignore", "Neptune's model registry has been deprecated", NeptuneDeprecationWarning)
 
 
-def typed_error(error: BaseException, run: str | None = None, attribute: str | None = None,
-                project: str | None = None) -> NeptuneExporterError:
+def typed_error(
+    error: BaseException, run: str | None = None, attribute: str | None = None, project: str | None = None
+) -> NeptuneExporterError:
     """A client exception as our typed error (terminal or transient), with the run/attribute attached."""
     if isinstance(error, NeptuneExporterError):
         error.run = error.run or run
@@ -315,8 +331,10 @@ def _map_client_error(error: BaseException, project: str) -> NeptuneExporterErro
             "check the project name (workspace/project) and that the token's user can read it",
         )
     if isinstance(error, ne.NeptuneLegacyProjectException):
-        return UnsupportedError(f"project {project!r} is a legacy (pre-2.x) Neptune project",
-                                "export it with the tool of its generation; this source reads Neptune 2.x projects")
+        return UnsupportedError(
+            f"project {project!r} is a legacy (pre-2.x) Neptune project",
+            "export it with the tool of its generation; this source reads Neptune 2.x projects",
+        )
     if name == "InsecureTransportError":
         return InvalidOptionError(
             "the token points to a plain http:// server and the client's OAuth refuses plain http",
@@ -327,40 +345,67 @@ def _map_client_error(error: BaseException, project: str) -> NeptuneExporterErro
     if isinstance(error, ce.NeptuneConnectionLostException):
         cause = error.__cause__
         if cause is not None and "TooManyRequests" in type(cause).__name__:
-            return RateLimitedError(f"the Neptune server kept rate-limiting requests: {cause}", "retry later or lower --workers")
-        return SourceUnavailableError(f"the Neptune server could not be reached: {cause or text}",
-                                      "check the server address and network; the export retries and resumes")
-    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                          requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError)):
-        return SourceUnavailableError(f"connection to the Neptune server failed: {text}",
-                                      "check the network; the export retries and resumes")
+            return RateLimitedError(
+                f"the Neptune server kept rate-limiting requests: {cause}", "retry later or lower --workers"
+            )
+        return SourceUnavailableError(
+            f"the Neptune server could not be reached: {cause or text}",
+            "check the server address and network; the export retries and resumes",
+        )
+    if isinstance(
+        error,
+        (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    ):
+        return SourceUnavailableError(
+            f"connection to the Neptune server failed: {text}", "check the network; the export retries and resumes"
+        )
     status = _http_status(error)
     if status == 429:
         limited = RateLimitedError("the Neptune server rate-limited requests", "retry later or lower --workers")
         limited.retry_after = _retry_after(error)
         return limited
     if status is not None and (status >= 500 or status == 408):
-        return SourceUnavailableError(f"the Neptune server answered {status}: {_body(error)}", "retry later; the export resumes")
+        return SourceUnavailableError(
+            f"the Neptune server answered {status}: {_body(error)}", "retry later; the export resumes"
+        )
     if status == 404 or isinstance(error, (ne.MetadataContainerNotFound, ne.NeedExistingExperimentForReadOnlyMode)):
-        return TerminalError(f"not found on the server (HTTP 404): {_body(error)}",
-                             "re-run the export: discovery drops runs and attributes deleted meanwhile")
+        return TerminalError(
+            f"not found on the server (HTTP 404): {_body(error)}",
+            "re-run the export: discovery drops runs and attributes deleted meanwhile",
+        )
     if status is not None and 400 <= status < 500:
-        return TerminalError(f"the server refused a request (HTTP {status}): {_body(error)}",
-                             "check the token's permissions and the options; report it if it persists")
+        return TerminalError(
+            f"the server refused a request (HTTP {status}): {_body(error)}",
+            "check the token's permissions and the options; report it if it persists",
+        )
     if isinstance(error, (ne.FetchAttributeNotFoundException, ne.MetadataInconsistency)):
-        return TerminalError(f"the attribute could not be read: {text}", "re-run the export; if it persists, exclude the attribute")
+        return TerminalError(
+            f"the attribute could not be read: {text}", "re-run the export; if it persists, exclude the attribute"
+        )
     if isinstance(error, ne.NeptuneFeatureNotAvailableException):
-        return UnsupportedError(f"the server does not offer this feature: {text}", "exclude the attribute (e.g. --exclude files)")
+        return UnsupportedError(
+            f"the server does not offer this feature: {text}", "exclude the attribute (e.g. --exclude files)"
+        )
     if isinstance(error, OSError):
-        return TerminalError(f"writing exported files failed: {error}", "check free space and permissions of the files folder")
-    return TerminalError(f"the neptune client failed: {name}: {text}", "re-run with the same options; report it if it persists")
+        return TerminalError(
+            f"writing exported files failed: {error}", "check free space and permissions of the files folder"
+        )
+    return TerminalError(
+        f"the neptune client failed: {name}: {text}", "re-run with the same options; report it if it persists"
+    )
 
 
 def _http_status(error: BaseException) -> int | None:
     """HTTP status of a bravado/requests/client HTTP error (the client does not retry table pages itself)."""
+    import requests
     from bravado.exception import HTTPError as BravadoHTTPError
     from neptune.common import exceptions as ce
-    import requests
 
     if isinstance(error, BravadoHTTPError):
         return error.status_code
@@ -450,7 +495,9 @@ class Neptune2Source:
         if not self._token:
             raise InvalidTokenError("no Neptune API token given", TOKEN_REMEDY)
         if not self.server:
-            raise InvalidTokenError("the Neptune API token is malformed (not base64 JSON with api_address)", TOKEN_REMEDY)
+            raise InvalidTokenError(
+                "the Neptune API token is malformed (not base64 JSON with api_address)", TOKEN_REMEDY
+            )
         self._project(project_id)
 
     def list_projects(self, workspace: str) -> list[ProjectId]:
@@ -473,14 +520,24 @@ class Neptune2Source:
         query = combine_nql(where_nql(selection.where), selection.query, modified_after_nql(selection.modified_after))
         refs = []
         for ref in self._list_all(project_id, query, selection.include_archived):
-            if selection.modified_after and ref.modification_time and ref.modification_time <= as_utc(selection.modified_after):
+            if (
+                selection.modified_after
+                and ref.modification_time
+                and ref.modification_time <= as_utc(selection.modified_after)
+            ):
                 continue
             if run_matches(ref, pattern, selection.run_ids):
                 refs.append(ref)
         return refs
 
-    def _list_all(self, project_id: ProjectId, query: str | None, include_archived: bool,
-                  table: Callable[..., Any] | None = None, scope: str | None = None) -> Iterator[RunRef]:
+    def _list_all(
+        self,
+        project_id: ProjectId,
+        query: str | None,
+        include_archived: bool,
+        table: Callable[..., Any] | None = None,
+        scope: str | None = None,
+    ) -> Iterator[RunRef]:
         """Every matching container (runs unless `table` says otherwise), ascending by creation time, in windows
         of ≤ WINDOW_RUNS (ties across windows kept)."""
         seen: set[str] = set()
@@ -500,16 +557,27 @@ class Neptune2Source:
                 )
             since = nql_datetime(window[-1].creation_time)
 
-    def _table_window(self, project_id: ProjectId, query: str | None, include_archived: bool,
-                      table: Callable[..., Any] | None = None, scope: str | None = None) -> list[RunRef]:
+    def _table_window(
+        self,
+        project_id: ProjectId,
+        query: str | None,
+        include_archived: bool,
+        table: Callable[..., Any] | None = None,
+        scope: str | None = None,
+    ) -> list[RunRef]:
         """One window of the runs table, or of `table` (the client does not retry table pages: retried here)."""
         fetch_table = table or self._project(project_id).fetch_runs_table
 
         def read() -> list[RunRef]:
             try:
                 rows = fetch_table(
-                    query=query, columns=list(LIST_COLUMNS), trashed=None if include_archived else False,
-                    limit=WINDOW_RUNS, sort_by="sys/creation_time", ascending=True, progress_bar=False,
+                    query=query,
+                    columns=list(LIST_COLUMNS),
+                    trashed=None if include_archived else False,
+                    limit=WINDOW_RUNS,
+                    sort_by="sys/creation_time",
+                    ascending=True,
+                    progress_bar=False,
                 )
                 return [self._run_ref(project_id, entry, scope) for entry in rows]
             except ValueError as exc:
@@ -518,8 +586,9 @@ class Neptune2Source:
                 raise
             except Exception as exc:  # noqa: BLE001 - a refused query names the query
                 if query and _http_status(exc) == 400:
-                    raise InvalidQueryError(f"the server refused the run query {query!r}: {exc}",
-                                            "fix --query (NQL) or --where") from exc
+                    raise InvalidQueryError(
+                        f"the server refused the run query {query!r}: {exc}", "fix --query (NQL) or --where"
+                    ) from exc
                 raise
 
         return retrying(read, self._settings, project=project_id)
@@ -548,14 +617,24 @@ class Neptune2Source:
 
         Run filters (--runs, --where, --query) select runs only; trashed models and their versions come with
         include_archived; modified_after keeps the models and versions modified after it."""
-        models = list(self._list_all(project_id, None, selection.include_archived,
-                                     self._project(project_id).fetch_models_table, MODELS_SCOPE))
-        versions = [version for model in models
-                    for version in self._list_all(project_id, None, False, self._versions_table(project_id, model.sys_id),
-                                                  MODEL_VERSIONS_SCOPE)]
+        models = list(
+            self._list_all(
+                project_id, None, selection.include_archived, self._project(project_id).fetch_models_table, MODELS_SCOPE
+            )
+        )
+        versions = [
+            version
+            for model in models
+            for version in self._list_all(
+                project_id, None, False, self._versions_table(project_id, model.sys_id), MODEL_VERSIONS_SCOPE
+            )
+        ]
         since = as_utc(selection.modified_after)
-        return [ref for ref in models + versions
-                if since is None or ref.modification_time is None or ref.modification_time > since]
+        return [
+            ref
+            for ref in models + versions
+            if since is None or ref.modification_time is None or ref.modification_time > since
+        ]
 
     def _model(self, project_id: ProjectId, model_id: str) -> Any:
         """The read-only model container (opened once, cached): its versions table is only reachable from it."""
@@ -611,7 +690,8 @@ class Neptune2Source:
         """The run (or model, or model version) opened read-only (one init per export)."""
         neptune = self._client()
         opener = {MODELS_SCOPE: neptune.init_model, MODEL_VERSIONS_SCOPE: neptune.init_model_version}.get(
-            run.scope, neptune.init_run)
+            run.scope, neptune.init_run
+        )
         try:
             return opener(project=run.project_id, with_id=run.sys_id, api_token=self._token, mode="read-only")
         except Exception as exc:  # noqa: BLE001 - mapped to a typed error
@@ -628,8 +708,10 @@ class Neptune2Source:
         table = self._container_table(run, paths)
         entries = [e for e in table if _entry_value(e, "sys/id") == run.sys_id]
         if not entries:
-            raise TerminalError(f"run {run.sys_id} is no longer listed in {run.project_id}",
-                                "re-run discovery; the run may have been deleted")
+            raise TerminalError(
+                f"run {run.sys_id} is no longer listed in {run.project_id}",
+                "re-run discovery; the run may have been deleted",
+            )
         return {path: _entry_value(entries[0], path) for path in paths}
 
     def close(self) -> None:
@@ -662,8 +744,16 @@ _DONE = object()
 class _RunExport:
     """Streams one run: atoms first, then series and files from bounded workers through a bounded queue."""
 
-    def __init__(self, source: Neptune2Source, run: RunRef, selection: AttributeSelection, files_root: Path,
-                 watermarks: dict[str, Watermark], progress: ProgressCallback | None, content: RunContent):
+    def __init__(
+        self,
+        source: Neptune2Source,
+        run: RunRef,
+        selection: AttributeSelection,
+        files_root: Path,
+        watermarks: dict[str, Watermark],
+        progress: ProgressCallback | None,
+        content: RunContent,
+    ):
         self.source, self.run, self.selection = source, run, selection
         self.files_root, self.watermarks, self.content = files_root, watermarks, content
         self.progress = progress or (lambda points, size: None)
@@ -683,8 +773,10 @@ class _RunExport:
                 raise typed_error(exc, run=self.run.run_id) from exc
             chosen = select_attributes(source_attributes(structure), self.selection)
             atoms = [a for a in chosen if a.neptune_type in ATOM_TYPES]
-            jobs = [(None, partial(self._atom_batches, chunk))
-                    for chunk in chunked(atoms, self.settings.attributes_per_request)]
+            jobs = [
+                (None, partial(self._atom_batches, chunk))
+                for chunk in chunked(atoms, self.settings.attributes_per_request)
+            ]
             jobs += [(a.path, partial(self._attribute_batches, a)) for a in chosen if a.neptune_type not in ATOM_TYPES]
             yield from self._concurrent(jobs)
         finally:
@@ -694,11 +786,16 @@ class _RunExport:
     def _atom_batches(self, atoms: list[SourceAttribute]) -> Iterator[pa.RecordBatch]:
         """One batch of atom values (one table read of ≤ attributes_per_request attributes)."""
         values = self.source.atom_values(self.run, [a.path for a in atoms])
-        items = [(a.path, a.attribute_type, atom_value(a.attribute_type, values[a.path]))
-                 for a in atoms if values.get(a.path) is not None]
+        items = [
+            (a.path, a.attribute_type, atom_value(a.attribute_type, values[a.path]))
+            for a in atoms
+            if values.get(a.path) is not None
+        ]
         yield parameter_rows(self.run.project_id, self.run.run_id, items)
 
-    def _concurrent(self, jobs: list[tuple[str | None, Callable[[], Iterator[pa.RecordBatch]]]]) -> Iterator[pa.RecordBatch]:
+    def _concurrent(
+        self, jobs: list[tuple[str | None, Callable[[], Iterator[pa.RecordBatch]]]]
+    ) -> Iterator[pa.RecordBatch]:
         """Run the jobs (atom chunks, one per other attribute) on ≤ settings.workers threads; yield batches as they come."""
         if not jobs:
             return
@@ -724,7 +821,9 @@ class _RunExport:
             pool.shutdown(wait=True, cancel_futures=True)
             self.page_pool.shutdown(wait=True, cancel_futures=True)
 
-    def _work(self, attribute_path: str | None, job: Callable[[], Iterator[pa.RecordBatch]], results: queue.Queue) -> None:
+    def _work(
+        self, attribute_path: str | None, job: Callable[[], Iterator[pa.RecordBatch]], results: queue.Queue
+    ) -> None:
         if self.stop.is_set():
             return
         try:
@@ -785,8 +884,9 @@ class _RunExport:
         fetch = attribute.handle._fetch_values_from_backend
         offset = self._resume_offset(attribute, last_step)
         first = fetch(offset, SERIES_PAGE_POINTS)
-        pages = chain([(offset, list(first.values))],
-                      self._prefetched(fetch, offset + len(first.values), first.totalItemCount))
+        pages = chain(
+            [(offset, list(first.values))], self._prefetched(fetch, offset + len(first.values), first.totalItemCount)
+        )
         for start, points in pages:
             if self.stop.is_set():
                 return
@@ -825,8 +925,9 @@ class _RunExport:
         values: list = [v for b in buffered for v in b[1]]
         if attribute.attribute_type is AttributeType.FLOAT_SERIES:
             values = pa.array(np.asarray(values, dtype=np.float64), pa.float64())
-        return series_rows(self.run.project_id, self.run.run_id, attribute.path, attribute.attribute_type,
-                           steps, values, timestamps)
+        return series_rows(
+            self.run.project_id, self.run.run_id, attribute.path, attribute.attribute_type, steps, values, timestamps
+        )
 
     # ---- files
 
@@ -838,7 +939,9 @@ class _RunExport:
 
     def _publish(self, attribute: SourceAttribute, staged: Path, relative: Path, step: float | None = None) -> str:
         """Move a downloaded file into place (atomic rename), record it, return its relative path."""
-        exported = publish(staged, self.project_files / relative, self.files_root, self.run.project_id, attribute.path, step)
+        exported = publish(
+            staged, self.project_files / relative, self.files_root, self.run.project_id, attribute.path, step
+        )
         with self.files_lock:
             self.content.files.append(exported)
         self.progress(0, exported.size)
@@ -864,8 +967,9 @@ class _RunExport:
                 paths.append(self._publish(attribute, image, self._attribute_dir(attribute) / image.name, step))
                 steps.append(step)
         if steps:
-            yield series_rows(self.run.project_id, self.run.run_id, attribute.path, AttributeType.FILE_SERIES,
-                              steps, paths, None)
+            yield series_rows(
+                self.run.project_id, self.run.run_id, attribute.path, AttributeType.FILE_SERIES, steps, paths, None
+            )
 
     def _file_set(self, attribute: SourceAttribute) -> pa.RecordBatch:
         with self._staging() as staging:
@@ -901,8 +1005,12 @@ class _RunExport:
         try:
             ArtifactDriversMap.match_type(entry.type).download_file(staged, entry)
         except Exception as exc:  # noqa: BLE001 - content is best effort; the file list is the record
-            log.warning("artifact %s file %s not reachable (%s); its hash and size are in files_list.json",
-                        attribute.path, entry.file_path, exc)
+            log.warning(
+                "artifact %s file %s not reachable (%s); its hash and size are in files_list.json",
+                attribute.path,
+                entry.file_path,
+                exc,
+            )
             return
         if staged.is_symlink():  # the Local driver links to the original: export a copy of its bytes
             original = staged.resolve()
@@ -915,12 +1023,13 @@ class _RunExport:
 def _only_file(folder: Path, attribute_path: str) -> Path:
     files = [p for p in folder.iterdir() if p.is_file()]
     if len(files) != 1:
-        raise TerminalError(f"downloading file attribute {attribute_path} produced {len(files)} files",
-                            "re-run the export; report it if it persists")
+        raise TerminalError(
+            f"downloading file attribute {attribute_path} produced {len(files)} files",
+            "re-run the export; report it if it persists",
+        )
     return files[0]
 
 
 def run_source_facts(run: RunRef) -> dict:
     """Provenance that tells loaders how to group 2.x runs (sys/name is a run name, not an experiment)."""
     return {"kind": "neptune2", "name": run.name, "custom_run_id": run.custom_run_id, "experiment_name": None}
-

@@ -7,11 +7,12 @@ import binascii
 import json
 import os
 import re
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,13 +118,15 @@ def translate_error(exc: BaseException, project: str | None = None, query: bool 
     name = type(exc).__name__
     if isinstance(exc, (nqe.NeptuneInvalidCredentialsError, nqe.NeptuneApiTokenNotProvided)):
         return InvalidTokenError(
-            "the Neptune server rejected the API token", "check NEPTUNE_API_TOKEN / --api-token (copy it again from your profile)"
+            "the Neptune server rejected the API token",
+            "check NEPTUNE_API_TOKEN / --api-token (copy it again from your profile)",
         )
     if isinstance(exc, nqe.NeptuneProjectInaccessible):
         return _project_error(project)
     if isinstance(exc, nqe.AttributeTypeInferenceError):
         return InvalidQueryError(
-            f"--where: {_first_line(exc)}", "an attribute in --where has different types in different runs; use another attribute"
+            f"--where: {_first_line(exc)}",
+            "an attribute in --where has different types in different runs; use another attribute",
         )
     if isinstance(exc, nqe.NeptuneRetryError):
         if _status_of(exc) == 429:
@@ -142,9 +145,13 @@ def translate_error(exc: BaseException, project: str | None = None, query: bool 
             "exclude files for this run (--exclude files) or export it with --source neptune2 if it is a 2.x run",
         )
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or name.endswith(("ConnectError", "TimeoutException")):
-        return SourceUnavailableError(f"cannot reach the Neptune server ({name}: {exc})", "check the server URL and network")
+        return SourceUnavailableError(
+            f"cannot reach the Neptune server ({name}: {exc})", "check the server URL and network"
+        )
     if isinstance(exc, nqe.NeptuneError):
-        return TerminalError(f"neptune-query failed: {_first_line(exc)}", "check the options; report the message if it persists")
+        return TerminalError(
+            f"neptune-query failed: {_first_line(exc)}", "check the options; report the message if it persists"
+        )
     return TerminalError(f"neptune-query failed: {name}: {exc}", "report this message with the run it names")
 
 
@@ -166,11 +173,15 @@ def _unexpected_response(exc: BaseException, project: str | None, query: bool) -
             f"the Neptune server refused the run filter ({_ANSI.sub('', str(exc)).strip().splitlines()[-1]})",
             "simplify --where / --runs and check attribute names and types",
         )
-    return TerminalError(f"unexpected answer from the Neptune server (HTTP {status})", "check the server version and the options")
+    return TerminalError(
+        f"unexpected answer from the Neptune server (HTTP {status})", "check the server version and the options"
+    )
 
 
 @contextmanager
-def neptune_errors(project: str | None = None, run: str | None = None, attribute: str | None = None, query: bool = False):
+def neptune_errors(
+    project: str | None = None, run: str | None = None, attribute: str | None = None, query: bool = False
+):
     """Re-raise anything neptune-query throws as a typed error carrying the run and attribute."""
     try:
         yield
@@ -259,8 +270,9 @@ def split_series_frame(frame: pd.DataFrame) -> dict[str, SeriesChunk]:
         present = ~np.isnat(times[:, position])
         if not present.any():
             continue
-        chunks[path] = SeriesChunk(path, steps[present], value_columns[present, position],
-                                   times[present, position].astype(np.int64))
+        chunks[path] = SeriesChunk(
+            path, steps[present], value_columns[present, position], times[present, position].astype(np.int64)
+        )
     return chunks
 
 
@@ -354,7 +366,11 @@ class Neptune3Source:
         server_filter = build_run_filter(selection)
         self._ready()
         frame = self._listing_frame(project_id, server_filter)
-        refs = [ref for ref in runs_from_table(project_id, frame) if _selected(ref, selection, runs_pattern, experiments_pattern)]
+        refs = [
+            ref
+            for ref in runs_from_table(project_id, frame)
+            if _selected(ref, selection, runs_pattern, experiments_pattern)
+        ]
         return refs
 
     def _listing_frame(self, project_id: ProjectId, server_filter) -> pd.DataFrame:
@@ -478,7 +494,9 @@ def _selected(ref: RunRef, selection: RunSelection, runs_pattern, experiments_pa
         value is not None and runs_pattern.search(value) for value in (ref.run_id, ref.custom_run_id, ref.sys_id)
     ):
         return False
-    if experiments_pattern is not None and not (ref.experiment_name and experiments_pattern.search(ref.experiment_name)):
+    if experiments_pattern is not None and not (
+        ref.experiment_name and experiments_pattern.search(ref.experiment_name)
+    ):
         return False
     if selection.modified_after is not None and ref.modification_time is not None:
         return ref.modification_time > _python_datetime(selection.modified_after)

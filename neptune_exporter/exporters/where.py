@@ -39,9 +39,10 @@ attribute definitions when the exporter knows them, otherwise inferred from the 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Mapping, Union, cast
+from typing import TYPE_CHECKING, Union, cast
 
 from neptune_exporter.errors import InvalidQueryError
 from neptune_exporter.model import as_utc
@@ -55,7 +56,7 @@ COMPARISON_OPERATORS = ("==", "!=", ">", ">=", "<", "<=")
 TEXT_OPERATORS = ("contains", "not contains", "matches", "not matches")
 _REMEDY = (
     "write conditions as `path operator value` joined by and/or/not, e.g. "
-    "params/lr > 0.01 and sys/tags contains \"best\"; quote strings, backquote unusual paths; "
+    'params/lr > 0.01 and sys/tags contains "best"; quote strings, backquote unusual paths; '
     "see `--where` in the README"
 )
 
@@ -122,17 +123,17 @@ class Exists:
 
 @dataclass(frozen=True)
 class Not:
-    operand: "Expr"
+    operand: Expr
 
 
 @dataclass(frozen=True)
 class And:
-    operands: tuple["Expr", ...]
+    operands: tuple[Expr, ...]
 
 
 @dataclass(frozen=True)
 class Or:
-    operands: tuple["Expr", ...]
+    operands: tuple[Expr, ...]
 
 
 Expr = Union[Comparison, Exists, Not, And, Or]
@@ -342,11 +343,9 @@ class _Parser:
             if value is not None:
                 self.advance()
                 return value
-            raise _fail(
-                self.text, token.position, f"{token.text!r} is not a value (quote strings: \"{token.text}\")"
-            )
+            raise _fail(self.text, token.position, f'{token.text!r} is not a value (quote strings: "{token.text}")')
         raise _fail(
-            self.text, token.position, f"expected a value (number, \"string\", true/false or ISO date) after {operator!r}"
+            self.text, token.position, f'expected a value (number, "string", true/false or ISO date) after {operator!r}'
         )
 
     def parse_comparison(self) -> Comparison:

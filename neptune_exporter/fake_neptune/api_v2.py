@@ -12,10 +12,11 @@ import threading
 import uuid as uuidlib
 import zipfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -29,10 +30,20 @@ PY_LIB_VERSIONS = {"minRecommendedVersion": "1.0.0", "minCompatibleVersion": "1.
 
 # store type → 2.x wire type; histogram series did not exist in 2.x and stay invisible
 V2_TYPES = {
-    store.FLOAT: "float", store.INT: "int", store.STRING: "string", store.BOOL: "bool",
-    store.DATETIME: "datetime", store.STRING_SET: "stringSet", store.FLOAT_SERIES: "floatSeries",
-    store.STRING_SERIES: "stringSeries", store.FILE: "file", store.FILE_SET: "fileSet",
-    store.FILE_SERIES: "imageSeries", "git_ref": "gitRef", "notebook_ref": "notebookRef", "artifact": "artifact",
+    store.FLOAT: "float",
+    store.INT: "int",
+    store.STRING: "string",
+    store.BOOL: "bool",
+    store.DATETIME: "datetime",
+    store.STRING_SET: "stringSet",
+    store.FLOAT_SERIES: "floatSeries",
+    store.STRING_SERIES: "stringSeries",
+    store.FILE: "file",
+    store.FILE_SET: "fileSet",
+    store.FILE_SERIES: "imageSeries",
+    "git_ref": "gitRef",
+    "notebook_ref": "notebookRef",
+    "artifact": "artifact",
 }
 STATE_PATH = "sys/state"  # a store string ("running"/"idle"), an experimentState in 2.x
 HIDDEN_PREFIXES = ("sys/forking/", "sys/experiment/")  # 3.x-only system attributes
@@ -43,8 +54,7 @@ CONTAINER_TYPES = ("run", "model", "modelVersion")  # the `type` values of table
 # ---------------------------------------------------------------------------- wire helpers
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Strict JSON (the client's simplejson rejects NaN tokens): non-finite floats go through `wire_float`."""
-    return Response(status, json.dumps(payload, allow_nan=False, separators=(",", ":")).encode(), JSON,
-                    headers or {})
+    return Response(status, json.dumps(payload, allow_nan=False, separators=(",", ":")).encode(), JSON, headers or {})
 
 
 def wire_float(value: float) -> float | str:
@@ -57,7 +67,7 @@ def wire_float(value: float) -> float | str:
 
 def iso_datetime(value: datetime) -> str:
     """`2024-01-01T00:00:00.000Z`; microseconds kept when present so values and `>` continuations stay exact."""
-    utc = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     fraction = f"{utc.microsecond // 1000:03d}" if utc.microsecond % 1000 == 0 else f"{utc.microsecond:06d}"
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + fraction + "Z"
 
@@ -104,8 +114,10 @@ class Holder:
     def attributes(self) -> dict[str, store.Attribute]:
         if self.run is not None:
             return self.run.attributes
-        return {"sys/id": store.Attribute("sys/id", store.STRING, self.project.key),
-                "sys/name": store.Attribute("sys/name", store.STRING, self.project.name)}
+        return {
+            "sys/id": store.Attribute("sys/id", store.STRING, self.project.key),
+            "sys/name": store.Attribute("sys/name", store.STRING, self.project.name),
+        }
 
 
 def organization_id(project: store.Project) -> str:
@@ -113,8 +125,12 @@ def organization_id(project: store.Project) -> str:
 
 
 def _container_fields(project: store.Project) -> dict[str, Any]:
-    return {"projectId": project.uuid, "projectName": project.name,
-            "organizationId": organization_id(project), "organizationName": project.workspace}
+    return {
+        "projectId": project.uuid,
+        "projectName": project.name,
+        "organizationId": organization_id(project),
+        "organizationName": project.workspace,
+    }
 
 
 def container_type(container: store.Run) -> str:
@@ -140,15 +156,19 @@ def find_holder(ctx: ServerContext, experiment_id: str, request: Request | None 
             return Holder(project, None)
         prefix = project.identifier + "/"
         if experiment_id.startswith(prefix):
-            run = _named(project, experiment_id[len(prefix):])
+            run = _named(project, experiment_id[len(prefix) :])
             if run is not None:
                 return _noted(Holder(project, run), request)
     for project in projects:
         run = _named(project, experiment_id)
         if run is not None and run.uuid == experiment_id:
             return _noted(Holder(project, run), request)
-    raise HttpError(404, f"experiment {experiment_id!r} not found: pass ws/project/SYS-ID, a custom run id "
-                         f"as ws/project/<id>, or a run uuid", errorType="NOT_FOUND")
+    raise HttpError(
+        404,
+        f"experiment {experiment_id!r} not found: pass ws/project/SYS-ID, a custom run id "
+        f"as ws/project/<id>, or a run uuid",
+        errorType="NOT_FOUND",
+    )
 
 
 def _noted(holder: Holder, request: Request | None) -> Holder:
@@ -180,8 +200,9 @@ def _attribute(holder: Holder, request: Request, *v2_types: str) -> tuple[store.
     v2_type = visible_type(attr) if attr is not None else None
     if attr is None or v2_type is None or (v2_types and v2_type not in v2_types):
         found = f"it is a {v2_type}" if v2_type else "it does not exist"
-        raise HttpError(404, f"attribute {path!r} of type {'/'.join(v2_types)} not found ({found})",
-                        errorType="NOT_FOUND")
+        raise HttpError(
+            404, f"attribute {path!r} of type {'/'.join(v2_types)} not found ({found})", errorType="NOT_FOUND"
+        )
     return attr, v2_type
 
 
@@ -201,8 +222,9 @@ def _file_parts(project: store.Project, attr: store.Attribute) -> tuple[str, str
 def _stored_file(project: store.Project, key: Any, path: str) -> store.StoredFile:
     stored = project.files.get(key) if isinstance(key, str) else None
     if stored is None:
-        raise HttpError(404, f"file {key!r} of attribute {path!r} is missing from the project's blobs",
-                        errorType="NOT_FOUND")
+        raise HttpError(
+            404, f"file {key!r} of attribute {path!r} is missing from the project's blobs", errorType="NOT_FOUND"
+        )
     return stored
 
 
@@ -276,8 +298,10 @@ def _series_values(holder: Holder, request: Request, v2_type: str, convert) -> R
     offset = _int_param(request, "offset", 0, high=2**62)
     limit = _int_param(request, "limit", 100)
     steps, values, stamps = points_by_index(attr.points(), offset, limit)
-    points = [{"step": step, "value": convert(value), "timestampMillis": stamp}
-              for step, value, stamp in zip(steps.tolist(), _as_list(values), stamps.tolist())]
+    points = [
+        {"step": step, "value": convert(value), "timestampMillis": stamp}
+        for step, value, stamp in zip(steps.tolist(), _as_list(values), stamps.tolist())
+    ]
     return json_response({"totalItemCount": len(attr.points()), "values": points})
 
 
@@ -356,12 +380,16 @@ def list_file_set(members: dict[str, Any], project: store.Project, path: str, wh
     for name, key in members.items():
         if not name.startswith(prefix):
             continue
-        head, _, rest = name[len(prefix):].partition("/")
+        head, _, rest = name[len(prefix) :].partition("/")
         if rest:
             entries.setdefault(head, {"name": head, "fileType": "directory", "mtime": when})
         else:
-            entries[head] = {"name": head, "fileType": "file", "size": _stored_file(project, key, name).size,
-                             "mtime": when}
+            entries[head] = {
+                "name": head,
+                "fileType": "file",
+                "size": _stored_file(project, key, name).size,
+                "mtime": when,
+            }
     if prefix and not entries:
         raise HttpError(404, f"no folder {path!r} in the file set", errorType="NOT_FOUND")
     return [entries[name] for name in sorted(entries)]
@@ -380,7 +408,7 @@ class TableQuery:
     limit: int
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "TableQuery":
+    def from_body(cls, body: dict[str, Any]) -> TableQuery:
         """Parse a request body; like Neptune, offset + limit may not pass 10,000 (page on with a `>` query)."""
         sorting = body.get("sorting") or {}
         pagination = body.get("pagination") or {}
@@ -391,13 +419,20 @@ class TableQuery:
         except (TypeError, ValueError) as exc:
             raise HttpError(400, f"pagination must hold integers, got {pagination!r}") from exc
         if offset < 0 or limit < 0 or offset + limit > MAX_PAGE:
-            raise HttpError(400, f"pagination offset {offset} + limit {limit} must stay within 0..{MAX_PAGE}; "
-                                 f"continue past it with a `sort_by > last value` query", errorType="BAD_REQUEST")
-        return cls(query=((body.get("query") or {}).get("query") or "").strip(),
-                   sort_by=(sorting.get("sortBy") or {}).get("name"),
-                   descending=sorting.get("dir", "descending") != "ascending",
-                   columns=tuple(f["path"] for f in filters) if filters else None,
-                   offset=offset, limit=limit)
+            raise HttpError(
+                400,
+                f"pagination offset {offset} + limit {limit} must stay within 0..{MAX_PAGE}; "
+                f"continue past it with a `sort_by > last value` query",
+                errorType="BAD_REQUEST",
+            )
+        return cls(
+            query=((body.get("query") or {}).get("query") or "").strip(),
+            sort_by=(sorting.get("sortBy") or {}).get("name"),
+            descending=sorting.get("dir", "descending") != "ascending",
+            columns=tuple(f["path"] for f in filters) if filters else None,
+            offset=offset,
+            limit=limit,
+        )
 
 
 def parse_query(text: str) -> nql.Expr:
@@ -443,8 +478,11 @@ class SelectionCache:
     def fingerprint(runs: list[store.Run]) -> tuple[int, int]:
         """(run count, sum of modification times in µs): any touch strictly increases the exact integer sum."""
         micro = timedelta(microseconds=1)
-        total = sum((a.value - store.EPOCH) // micro for r in runs
-                    if (a := r.attributes.get("sys/modification_time")) is not None)
+        total = sum(
+            (a.value - store.EPOCH) // micro
+            for r in runs
+            if (a := r.attributes.get("sys/modification_time")) is not None
+        )
         return len(runs), total
 
     def get(self, project: store.Project, table: TableQuery, types: tuple[str, ...] = ("run",)) -> list[store.Run]:
@@ -504,7 +542,9 @@ def requested_types(request: Request) -> tuple[str, ...]:
     wanted = tuple(t for value in request.query_all.get("type", []) for t in value.split(",") if t)
     unknown = [t for t in wanted if t not in CONTAINER_TYPES]
     if unknown:
-        raise HttpError(400, f"unknown container type(s) {unknown}; use {list(CONTAINER_TYPES)}", errorType="BAD_REQUEST")
+        raise HttpError(
+            400, f"unknown container type(s) {unknown}; use {list(CONTAINER_TYPES)}", errorType="BAD_REQUEST"
+        )
     return wanted or ("run",)
 
 
@@ -542,9 +582,15 @@ def _register_bootstrap(router: Router) -> None:
 
     @router.route("GET", r"/api/backend/v1/clients/config", auth=False, endpoint="v2.client_config")
     def client_config(ctx: ServerContext, request: Request, match: re.Match) -> Response:
-        return json_response({"apiUrl": ctx.base_url, "applicationUrl": ctx.base_url,
-                              "pyLibVersions": PY_LIB_VERSIONS, "multiPartUpload": {"enabled": False},
-                              "artifacts": {"enabled": True, "apiVersion": 2}})
+        return json_response(
+            {
+                "apiUrl": ctx.base_url,
+                "applicationUrl": ctx.base_url,
+                "pyLibVersions": PY_LIB_VERSIONS,
+                "multiPartUpload": {"enabled": False},
+                "artifacts": {"enabled": True, "apiVersion": 2},
+            }
+        )
 
     @router.route("GET", r"/api/backend/v1/projects/get", endpoint="v2.get_project")
     def get_project(ctx: ServerContext, request: Request, match: re.Match) -> Response:
@@ -555,11 +601,19 @@ def _register_bootstrap(router: Router) -> None:
         workspace = request.query.get("organizationIdentifier")
         term = (request.query.get("searchTerm") or "").lower()
         with ctx.workspace.lock:
-            projects = [p for p in ctx.workspace.projects.values()
-                        if (not workspace or p.workspace == workspace) and term in p.name.lower()]
-        page = projects[_int_param(request, "offset", 0):][: _int_param(request, "limit", 100)]
-        return json_response({"entries": [project_dto(p) for p in page], "matchingItemCount": len(projects),
-                              "totalItemCount": len(ctx.workspace.projects)})
+            projects = [
+                p
+                for p in ctx.workspace.projects.values()
+                if (not workspace or p.workspace == workspace) and term in p.name.lower()
+            ]
+        page = projects[_int_param(request, "offset", 0) :][: _int_param(request, "limit", 100)]
+        return json_response(
+            {
+                "entries": [project_dto(p) for p in page],
+                "matchingItemCount": len(projects),
+                "totalItemCount": len(ctx.workspace.projects),
+            }
+        )
 
     @router.route("GET", r"/api/backend/v1/myOrganizations", endpoint="v2.list_organizations")
     def list_organizations(ctx: ServerContext, request: Request, match: re.Match) -> Response:
@@ -576,9 +630,15 @@ def _spec_handler(api: str):
 
 
 def project_dto(project: store.Project) -> dict[str, Any]:
-    return {"id": project.uuid, "name": project.name, "organizationId": organization_id(project),
-            "organizationName": project.workspace, "projectKey": project.key, "version": 2,
-            "visibility": "priv"}
+    return {
+        "id": project.uuid,
+        "name": project.name,
+        "organizationId": organization_id(project),
+        "organizationName": project.workspace,
+        "projectKey": project.key,
+        "version": 2,
+        "visibility": "priv",
+    }
 
 
 def _register_containers(router: Router) -> None:
@@ -586,26 +646,56 @@ def _register_containers(router: Router) -> None:
     def get_experiment(ctx: ServerContext, request: Request, match: re.Match) -> Response:
         holder = find_holder(ctx, _required(request, "experimentId"), request)
         if holder.run is None:
-            return json_response({"id": holder.uuid, "shortId": holder.project.key, "type": "project",
-                                  "trashed": False, "parentId": holder.uuid, **_container_fields(holder.project)})
-        return json_response({"id": holder.run.uuid, "shortId": holder.run.sys_id, "type": container_type(holder.run),
-                              "trashed": holder.run.trashed, "parentId": holder.project.uuid,
-                              **_container_fields(holder.project)})
+            return json_response(
+                {
+                    "id": holder.uuid,
+                    "shortId": holder.project.key,
+                    "type": "project",
+                    "trashed": False,
+                    "parentId": holder.uuid,
+                    **_container_fields(holder.project),
+                }
+            )
+        return json_response(
+            {
+                "id": holder.run.uuid,
+                "shortId": holder.run.sys_id,
+                "type": container_type(holder.run),
+                "trashed": holder.run.trashed,
+                "parentId": holder.project.uuid,
+                **_container_fields(holder.project),
+            }
+        )
 
     @router.route("GET", LB + r"/attributes", endpoint="v2.get_attributes")
     def get_attributes(ctx: ServerContext, request: Request, match: re.Match) -> Response:
         holder = find_holder(ctx, _required(request, "experimentId"), request)
-        dtos = [attribute_dto(holder.project, attr, v2_type)
-                for attr, v2_type in visible_attributes(holder.attributes())]
+        dtos = [
+            attribute_dto(holder.project, attr, v2_type) for attr, v2_type in visible_attributes(holder.attributes())
+        ]
         trashed = holder.run.trashed if holder.run is not None else False
-        return json_response({"id": holder.uuid, **_container_fields(holder.project), "trashed": trashed,
-                              "systemAttributes": {}, "attributes": dtos})
+        return json_response(
+            {
+                "id": holder.uuid,
+                **_container_fields(holder.project),
+                "trashed": trashed,
+                "systemAttributes": {},
+                "attributes": dtos,
+            }
+        )
 
 
 ATOM_ENDPOINTS = {  # path segment → 2.x types it serves
-    "floats": ("float",), "integers": ("int",), "booleans": ("bool",), "strings": ("string",),
-    "datetimes": ("datetime",), "files": ("file",), "stringSets": ("stringSet",),
-    "floatSeries": ("floatSeries",), "stringSeries": ("stringSeries",), "artifacts": ("artifact",),
+    "floats": ("float",),
+    "integers": ("int",),
+    "booleans": ("bool",),
+    "strings": ("string",),
+    "datetimes": ("datetime",),
+    "files": ("file",),
+    "stringSets": ("stringSet",),
+    "floatSeries": ("floatSeries",),
+    "stringSeries": ("stringSeries",),
+    "artifacts": ("artifact",),
 }
 
 
@@ -620,13 +710,15 @@ def _register_atoms(router: Router) -> None:
 def _register_series(router: Router) -> None:
     @router.route("GET", LB + r"/attributes/series/float", endpoint="v2.float_series_values")
     def float_values(ctx: ServerContext, request: Request, match: re.Match) -> Response:
-        return _series_values(find_holder(ctx, _required(request, "experimentId"), request), request,
-                              "floatSeries", wire_float)
+        return _series_values(
+            find_holder(ctx, _required(request, "experimentId"), request), request, "floatSeries", wire_float
+        )
 
     @router.route("GET", LB + r"/attributes/series/string", endpoint="v2.string_series_values")
     def string_values(ctx: ServerContext, request: Request, match: re.Match) -> Response:
-        return _series_values(find_holder(ctx, _required(request, "experimentId"), request), request,
-                              "stringSeries", str)
+        return _series_values(
+            find_holder(ctx, _required(request, "experimentId"), request), request, "stringSeries", str
+        )
 
     @router.route("GET", LB + r"/attributes/series/image", endpoint="v2.image_series_values")
     def image_values(ctx: ServerContext, request: Request, match: re.Match) -> Response:
@@ -674,8 +766,12 @@ def _register_files(router: Router) -> None:
         if attr is None or attr.type != store.FILE_SET:
             raise HttpError(404, f"file set {attribute!r} not found", errorType="NOT_FOUND")
         leaf = attribute.rsplit("/", 1)[-1]
-        return Response(200, zip_stream(holder.project, dict(attr.value or {}), attribute), "application/zip",
-                        {"Content-Disposition": f'attachment; filename="{leaf}.zip"'})
+        return Response(
+            200,
+            zip_stream(holder.project, dict(attr.value or {}), attribute),
+            "application/zip",
+            {"Content-Disposition": f'attachment; filename="{leaf}.zip"'},
+        )
 
     @router.route("GET", LB + r"/attributes/ls", endpoint="v2.list_file_set")
     def list_files(ctx: ServerContext, request: Request, match: re.Match) -> Response:
@@ -683,8 +779,9 @@ def _register_files(router: Router) -> None:
         attr, _ = _attribute(holder, request, "fileSet")
         when = holder.run.get("sys/modification_time") if holder.run is not None else None
         stamp = iso_datetime(when or store.EPOCH)
-        return json_response(list_file_set(dict(attr.value or {}), holder.project, request.query.get("path", ""),
-                                           stamp))
+        return json_response(
+            list_file_set(dict(attr.value or {}), holder.project, request.query.get("path", ""), stamp)
+        )
 
 
 def artifact_files(project: store.Project, artifact_hash: str) -> list[dict[str, Any]]:
@@ -698,8 +795,13 @@ def artifact_files(project: store.Project, artifact_hash: str) -> list[dict[str,
 
 def _artifact_file_dto(entry: dict[str, Any]) -> dict[str, Any]:
     metadata = sorted((entry.get("metadata") or {}).items())
-    return {"filePath": entry["filePath"], "fileHash": entry["fileHash"], "type": entry.get("type", "S3"),
-            "size": entry.get("size"), "metadata": [{"key": k, "value": str(v)} for k, v in metadata]}
+    return {
+        "filePath": entry["filePath"],
+        "fileHash": entry["fileHash"],
+        "type": entry.get("type", "S3"),
+        "size": entry.get("size"),
+        "metadata": [{"key": k, "value": str(v)} for k, v in metadata],
+    }
 
 
 def _register_artifacts(router: Router) -> None:
@@ -726,9 +828,10 @@ def _register_table(router: Router) -> None:
         project = ctx.project(_required(request, "projectIdentifier"))
         table = TableQuery.from_body(request.json())
         runs = SELECTIONS.get(project, table, requested_types(request))
-        page = runs[table.offset: table.offset + table.limit]
+        page = runs[table.offset : table.offset + table.limit]
         if reads_run_data(table.columns):
             for run in page:
                 request.note_run(run.sys_id)
-        return json_response({"matchingItemCount": len(runs),
-                              "entries": [table_entry(project, run, table.columns) for run in page]})
+        return json_response(
+            {"matchingItemCount": len(runs), "entries": [table_entry(project, run, table.columns) for run in page]}
+        )

@@ -9,15 +9,12 @@ import json
 import math
 import time
 import uuid as uuidlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from collections.abc import Mapping
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
-
-from neptune_exporter.fake_neptune import nql, store, wire
-from neptune_exporter.fake_neptune.server import HttpError, Request, Response, Router, ServerContext
 from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model import (
     attributes_pb2,
     leaderboard_entries_pb2,
@@ -25,12 +22,23 @@ from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model import (
     series_values_pb2,
 )
 
+from neptune_exporter.fake_neptune import nql, store, wire
+from neptune_exporter.fake_neptune.server import HttpError, Request, Response, Router, ServerContext
+
 # fake type → neptune-query (backend) type; types missing here (file_set, store.LEGACY_ONLY_TYPES) are invisible
 # to 3.x
 V3_TYPES: dict[str, str] = {
-    store.FLOAT: "float", store.INT: "int", store.STRING: "string", store.BOOL: "bool", store.DATETIME: "datetime",
-    store.STRING_SET: "stringSet", store.FLOAT_SERIES: "floatSeries", store.STRING_SERIES: "stringSeries",
-    store.HISTOGRAM_SERIES: "histogramSeries", store.FILE: "fileRef", store.FILE_SERIES: "fileRefSeries",
+    store.FLOAT: "float",
+    store.INT: "int",
+    store.STRING: "string",
+    store.BOOL: "bool",
+    store.DATETIME: "datetime",
+    store.STRING_SET: "stringSet",
+    store.FLOAT_SERIES: "floatSeries",
+    store.STRING_SERIES: "stringSeries",
+    store.HISTOGRAM_SERIES: "histogramSeries",
+    store.FILE: "fileRef",
+    store.FILE_SERIES: "fileRefSeries",
 }
 V3_WIRE_TO_FAKE = {wire_name: fake for fake, wire_name in V3_TYPES.items()}
 HIDDEN_PATHS = frozenset({"sys/state"})  # 2.x-only (experimentState)
@@ -153,8 +161,9 @@ def float_stats(series: store.Series) -> FloatStats | None:
     last_step, last_value, _ = last
     mean = total / finite if finite else math.nan
     variance = max(0.0, total_sq / finite - mean * mean) if finite else math.nan
-    stats = FloatStats(float(last_value), last_step, low if finite else math.nan, high if finite else math.nan,
-                       mean, variance)
+    stats = FloatStats(
+        float(last_value), last_step, low if finite else math.nan, high if finite else math.nan, mean, variance
+    )
     setattr(series, _STATS_ATTRIBUTE, (count, stats))
     return stats
 
@@ -221,16 +230,29 @@ def fill_file_ref(target: Any, key: str, project: store.Project) -> None:
 
 
 _FILLERS = {
-    store.FLOAT: _fill_scalar, store.INT: _fill_scalar, store.STRING: _fill_scalar, store.BOOL: _fill_scalar,
-    store.DATETIME: _fill_datetime, store.STRING_SET: _fill_string_set, store.FLOAT_SERIES: _fill_float_series,
-    store.STRING_SERIES: _fill_last_of_series, store.HISTOGRAM_SERIES: _fill_last_of_series,
-    store.FILE_SERIES: _fill_last_of_series, store.FILE: _fill_file,
+    store.FLOAT: _fill_scalar,
+    store.INT: _fill_scalar,
+    store.STRING: _fill_scalar,
+    store.BOOL: _fill_scalar,
+    store.DATETIME: _fill_datetime,
+    store.STRING_SET: _fill_string_set,
+    store.FLOAT_SERIES: _fill_float_series,
+    store.STRING_SERIES: _fill_last_of_series,
+    store.HISTOGRAM_SERIES: _fill_last_of_series,
+    store.FILE_SERIES: _fill_last_of_series,
+    store.FILE: _fill_file,
 }
 _PROPERTY_FIELDS = {
-    store.FLOAT: "float_properties", store.INT: "int_properties", store.STRING: "string_properties",
-    store.BOOL: "bool_properties", store.DATETIME: "datetime_properties", store.STRING_SET: "string_set_properties",
-    store.FLOAT_SERIES: "float_series_properties", store.STRING_SERIES: "string_series_properties",
-    store.HISTOGRAM_SERIES: "histogram_series_properties", store.FILE: "file_ref_properties",
+    store.FLOAT: "float_properties",
+    store.INT: "int_properties",
+    store.STRING: "string_properties",
+    store.BOOL: "bool_properties",
+    store.DATETIME: "datetime_properties",
+    store.STRING_SET: "string_set_properties",
+    store.FLOAT_SERIES: "float_series_properties",
+    store.STRING_SERIES: "string_series_properties",
+    store.HISTOGRAM_SERIES: "histogram_series_properties",
+    store.FILE: "file_ref_properties",
     store.FILE_SERIES: "file_ref_series_properties",
 }
 
@@ -256,8 +278,11 @@ def search_runs(runs: list[store.Run], body: dict) -> list[store.Run]:
     try:
         expr = nql.parse(query)
         leader = bool(body.get("experimentLeader"))
-        matched = [r for r in runs if (r.experiment_head or not leader) and search_visible(r, query)
-                   and nql.evaluate(expr, RunView(r))]
+        matched = [
+            r
+            for r in runs
+            if (r.experiment_head or not leader) and search_visible(r, query) and nql.evaluate(expr, RunView(r))
+        ]
     except nql.NQLError as exc:
         raise HttpError(400, str(exc)) from exc
     sorting = body.get("sorting") or {}
@@ -274,13 +299,18 @@ def search_runs(runs: list[store.Run], body: dict) -> list[store.Run]:
 def _page(items: list, pagination: dict) -> list:
     offset = int(pagination.get("offset") or 0)
     limit = pagination.get("limit")
-    return items[offset:] if limit is None else items[offset:offset + int(limit)]
+    return items[offset:] if limit is None else items[offset : offset + int(limit)]
 
 
 def _entry(result: Any, project: store.Project, run: store.Run, paths: list[str]) -> Any:
-    entry = result.entries.add(experiment_id=run.uuid, type="run", project_id=project.uuid,
-                               organization_id=organization_id(project.workspace), project_name=project.name,
-                               organization_name=project.workspace)
+    entry = result.entries.add(
+        experiment_id=run.uuid,
+        type="run",
+        project_id=project.uuid,
+        organization_id=organization_id(project.workspace),
+        project_name=project.name,
+        organization_name=project.workspace,
+    )
     for path in paths:
         attr = visible_attribute(run, path)
         if attr is not None:
@@ -347,8 +377,9 @@ def attribute_definitions(ctx: ServerContext, request: Request, match) -> Respon
     with ctx.workspace.lock:
         seen: set[tuple[str, str]] = set()
         for _, run in _runs_for(ctx, projects, body.get("experimentIdsFilter")):
-            seen.update((a.path, V3_TYPES[a.type]) for a in visible_attributes(run)
-                        if name_filter.accepts(a.path, a.type))
+            seen.update(
+                (a.path, V3_TYPES[a.type]) for a in visible_attributes(run) if name_filter.accepts(a.path, a.type)
+            )
     page, token = _token_page(sorted(seen), body.get("nextPage") or {})
     next_page = {"nextPageToken": token} if token else {}
     return Response.json({"entries": [{"name": n, "type": t} for n, t in page], "nextPage": next_page})
@@ -372,7 +403,7 @@ def attribute_values(ctx: ServerContext, request: Request, match) -> Response:
                 break
             accepted = [a for a in visible_attributes(runs[index]) if name_filter.accepts(a.path, a.type)]
             start = attr_at if index == run_at else 0
-            chosen = accepted[start:start + room]
+            chosen = accepted[start : start + room]
             _add_values_entry(result, project, runs[index], chosen, request)
             room -= len(chosen)
             if start + len(chosen) < len(accepted):
@@ -383,8 +414,9 @@ def attribute_values(ctx: ServerContext, request: Request, match) -> Response:
     return Response.proto(result.SerializeToString())
 
 
-def _add_values_entry(result: Any, project: store.Project, run: store.Run, attrs: list[store.Attribute],
-                      request: Request) -> None:
+def _add_values_entry(
+    result: Any, project: store.Project, run: store.Run, attrs: list[store.Attribute], request: Request
+) -> None:
     if not attrs:
         return
     entry = result.entries.add(experimentId=run.uuid, experimentShortId=run.sys_id)
@@ -422,8 +454,7 @@ def lineage_segments(project: store.Project, run: store.Run, path: str, full: bo
     if parent is None:
         return own
     cap = run.fork_step
-    inherited = [Segment(s.series, s.lower, _min(s.upper, cap))
-                 for s in lineage_segments(project, parent, path, True)]
+    inherited = [Segment(s.series, s.lower, _min(s.upper, cap)) for s in lineage_segments(project, parent, path, True)]
     return inherited + [Segment(s.series, _max(s.lower, cap), s.upper) for s in own]
 
 
@@ -442,8 +473,14 @@ class Window:
     timestamps: np.ndarray
 
 
-def read_window(segments: list[Segment], step_from: float | None, step_to: float | None, after: float | None,
-                limit: int, descending: bool) -> Window:
+def read_window(
+    segments: list[Segment],
+    step_from: float | None,
+    step_to: float | None,
+    after: float | None,
+    limit: int,
+    descending: bool,
+) -> Window:
     """Up to `limit` points in [step_from, step_to], strictly after `after` in the given order."""
     parts: list[tuple] = []
     remaining = limit
@@ -456,8 +493,9 @@ def read_window(segments: list[Segment], step_from: float | None, step_to: float
             steps, values, stamps = seg.series.window(seg.lower, step_from, upper, remaining, tail=True)
             steps, values, stamps = steps[::-1], values[::-1], stamps[::-1]
         else:
-            steps, values, stamps = seg.series.window(_max(after, seg.lower), step_from, _min(step_to, seg.upper),
-                                                      remaining)
+            steps, values, stamps = seg.series.window(
+                _max(after, seg.lower), step_from, _min(step_to, seg.upper), remaining
+            )
         remaining -= len(steps)
         parts.append((steps, values, stamps))
     return _concat(parts)
@@ -507,8 +545,12 @@ def float_series(ctx: ServerContext, request: Request, match) -> Response:
             if resolved is not None:
                 window = read_window(resolved[1], step_from, step_to, item.get("afterStep"), limit, descending)
                 windows.append((str(item.get("requestId", "")), window))
-    chunks = [wire.encode_float_series_entry(request_id, wire.encode_float_points(
-        w.timestamps, w.steps, np.asarray(w.values, np.float64))) for request_id, w in windows]
+    chunks = [
+        wire.encode_float_series_entry(
+            request_id, wire.encode_float_points(w.timestamps, w.steps, np.asarray(w.values, np.float64))
+        )
+        for request_id, w in windows
+    ]
     return Response.proto(b"".join(chunks))
 
 
@@ -559,13 +601,13 @@ def series_values(ctx: ServerContext, request: Request, match) -> Response:
     return Response.proto(result.SerializeToString())
 
 
-def _add_series_page(result: Any, item: dict, window: Window, want: int, left: int | None, kind: str,
-                     project: store.Project) -> None:
+def _add_series_page(
+    result: Any, item: dict, window: Window, want: int, left: int | None, kind: str, project: store.Project
+) -> None:
     count = min(want, len(window.steps))
     entry = result.series.add(requestId=str(item.get("requestId", "")))
     for i in range(count):
-        point = entry.seriesValues.values.add(timestamp_millis=int(window.timestamps[i]),
-                                              step=float(window.steps[i]))
+        point = entry.seriesValues.values.add(timestamp_millis=int(window.timestamps[i]), step=float(window.steps[i]))
         _fill_point_object(point.object, kind, window.values[i], project)
     remaining = None if left is None else left - count
     finished = len(window.steps) <= want or remaining == 0
@@ -697,8 +739,10 @@ def signed_urls(ctx: ServerContext, request: Request, match) -> Response:
     for item in files:
         project_id, path = item.get("project_identifier") or "", item.get("path") or ""
         ctx.project(project_id)
-        url = (f"{ctx.base_url}{STORAGE_PREFIX}{quote(project_id, safe='')}/{quote(path, safe='/')}"
-               f"?expires={expires}&sig={_signature(ctx, project_id, path, expires)}")
+        url = (
+            f"{ctx.base_url}{STORAGE_PREFIX}{quote(project_id, safe='')}/{quote(path, safe='/')}"
+            f"?expires={expires}&sig={_signature(ctx, project_id, path, expires)}"
+        )
         out.append({"path": path, "project_identifier": project_id, "provider": "aws", "url": url})
     return Response.json({"files": out})
 
@@ -722,16 +766,23 @@ def storage_download(ctx: ServerContext, request: Request, match) -> Response:
 def register(router: Router) -> None:
     """Routes of the neptune-query (3.x) protocol."""
     lb = "/api/leaderboard/v1"
-    router.route("POST", lb + r"/leaderboard/attributes/definitions/query", attribute_definitions,
-                 endpoint="v3.attribute_definitions")
+    router.route(
+        "POST",
+        lb + r"/leaderboard/attributes/definitions/query",
+        attribute_definitions,
+        endpoint="v3.attribute_definitions",
+    )
     router.route("POST", lb + r"/proto/leaderboard/entries/search/?", search_entries, endpoint="v3.search")
-    router.route("POST", lb + r"/proto/leaderboard/entries/global/search/?", global_search,
-                 endpoint="v3.global_search")
-    router.route("POST", lb + r"/proto/leaderboard/attributes/query", attribute_values,
-                 endpoint="v3.attribute_values")
+    router.route("POST", lb + r"/proto/leaderboard/entries/global/search/?", global_search, endpoint="v3.global_search")
+    router.route("POST", lb + r"/proto/leaderboard/attributes/query", attribute_values, endpoint="v3.attribute_values")
     router.route("POST", lb + r"/proto/attributes/series/float", float_series, endpoint="v3.float_series")
     router.route("POST", lb + r"/proto/attributes/series", series_values, endpoint="v3.series")
     router.route("POST", lb + r"/proto/attributes/timeseries/buckets", buckets, endpoint="v3.buckets")
     router.route("POST", r"/api/storagebridge/v1/signedUrl", signed_urls, endpoint="v3.signed_url")
-    router.route("GET", STORAGE_PREFIX + r"(?P<project>[^/]+)/(?P<path>.+)", storage_download, auth=False,
-                 endpoint="storage.download")
+    router.route(
+        "GET",
+        STORAGE_PREFIX + r"(?P<project>[^/]+)/(?P<path>.+)",
+        storage_download,
+        auth=False,
+        endpoint="storage.download",
+    )

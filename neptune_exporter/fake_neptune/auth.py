@@ -52,8 +52,15 @@ class AuthService:
     def issue(self) -> dict:
         """A fresh (access JWT, refresh token) pair."""
         now = time.time()
-        claims = {"exp": int(now + self.faults.token_ttl_s), "iat": int(now), "azp": CLIENT_ID, "iss": self.issuer,
-                  "sub": USERNAME, "preferred_username": USERNAME, "jti": secrets.token_hex(8)}
+        claims = {
+            "exp": int(now + self.faults.token_ttl_s),
+            "iat": int(now),
+            "azp": CLIENT_ID,
+            "iss": self.issuer,
+            "sub": USERNAME,
+            "preferred_username": USERNAME,
+            "jti": secrets.token_hex(8),
+        }
         access = jwt.encode(claims, self._secret, algorithm="HS256")
         refresh = "refresh-" + secrets.token_hex(16)
         with self._lock:
@@ -98,8 +105,7 @@ def register(router) -> None:
         tokens = ctx.auth.exchange(request.header("X-Neptune-Api-Token"))
         if tokens is None:
             return Response.error(401, "API token rejected: it was not issued by this server")
-        return Response.json({"accessToken": tokens["access"], "refreshToken": tokens["refresh"],
-                              "username": USERNAME})
+        return Response.json({"accessToken": tokens["access"], "refreshToken": tokens["refresh"], "username": USERNAME})
 
     @router.route("POST", REALM_PATH + r"/protocol/openid-connect/token", auth=False, endpoint="auth.refresh")
     def refresh_token(ctx, request, match):
@@ -109,6 +115,13 @@ def register(router) -> None:
         tokens = ctx.auth.refresh(form.get("refresh_token"))
         if tokens is None:
             return Response.json({"error": "invalid_grant", "error_description": "unknown refresh token"}, status=400)
-        return Response.json({"access_token": tokens["access"], "refresh_token": tokens["refresh"],
-                              "token_type": "Bearer", "expires_in": tokens["expires_in"],
-                              "refresh_expires_in": 86400, "scope": "openid"})
+        return Response.json(
+            {
+                "access_token": tokens["access"],
+                "refresh_token": tokens["refresh"],
+                "token_type": "Bearer",
+                "expires_in": tokens["expires_in"],
+                "refresh_expires_in": 86400,
+                "scope": "openid",
+            }
+        )

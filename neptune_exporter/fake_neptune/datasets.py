@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,15 @@ def make_attribute(path: str, type_: str, value: Any) -> Attribute:
 # value shapes of the 2.x-only types (the properties the 2.x API serves; see README.md)
 _LEGACY_KEYS = {
     store.GIT_REF: {"commit", "currentBranch", "remotes", "repositoryDirty"},
-    store.NOTEBOOK_REF: {"notebookId", "notebookName", "notebookDeleted", "checkpointId", "checkpointName",
-                         "checkpointCreated", "checkpointDeleted"},
+    store.NOTEBOOK_REF: {
+        "notebookId",
+        "notebookName",
+        "notebookDeleted",
+        "checkpointId",
+        "checkpointName",
+        "checkpointCreated",
+        "checkpointDeleted",
+    },
     store.ARTIFACT: {"hash", "files"},
 }
 _ARTIFACT_FILE_KEYS = {"filePath", "fileHash", "type", "size", "metadata"}
@@ -51,20 +59,21 @@ def _check_legacy_value(path: str, type_: str, value: Any) -> None:
         raise ValueError(f"attribute {path!r}: a {type_} value is an object, got {type(value).__name__}")
     unknown = sorted(set(value) - _LEGACY_KEYS[type_])
     if unknown:
-        raise ValueError(f"attribute {path!r}: unknown {type_} field(s) {unknown}; "
-                         f"use {sorted(_LEGACY_KEYS[type_])}")
+        raise ValueError(f"attribute {path!r}: unknown {type_} field(s) {unknown}; use {sorted(_LEGACY_KEYS[type_])}")
     if type_ == store.ARTIFACT:
         _check_artifact(path, value)
 
 
 def _check_artifact(path: str, value: dict) -> None:
     if not isinstance(value.get("hash"), str) or not isinstance(value.get("files", []), list):
-        raise ValueError(f"attribute {path!r}: an artifact needs \"hash\" (text) and \"files\" (a list)")
+        raise ValueError(f'attribute {path!r}: an artifact needs "hash" (text) and "files" (a list)')
     for entry in value.get("files", []):
         keys = set(entry) if isinstance(entry, dict) else set()
         if not {"filePath", "fileHash"} <= keys or keys - _ARTIFACT_FILE_KEYS:
-            raise ValueError(f"attribute {path!r}: artifact file {entry!r} needs filePath and fileHash "
-                             f"and may add {sorted(_ARTIFACT_FILE_KEYS - {'filePath', 'fileHash'})}")
+            raise ValueError(
+                f"attribute {path!r}: artifact file {entry!r} needs filePath and fileHash "
+                f"and may add {sorted(_ARTIFACT_FILE_KEYS - {'filePath', 'fileHash'})}"
+            )
 
 
 def _series_from_points(type_: str, points: Iterable) -> ExplicitSeries:
@@ -78,10 +87,19 @@ def _series_from_points(type_: str, points: Iterable) -> ExplicitSeries:
     return ExplicitSeries(type_, np.array(steps, dtype=np.float64), values, np.array(timestamps, dtype=np.int64))
 
 
-def sys_attributes(sys_id: str, custom_run_id: str | None, experiment: str | None, created: datetime,
-                   tags: Iterable[str] = (), trashed: bool = False, owner: str = OWNER, head: bool = False,
-                   fork_depth: int = 0, fork_parent_run_id: str | None = None,
-                   fork_step: float | None = None) -> dict[str, Attribute]:
+def sys_attributes(
+    sys_id: str,
+    custom_run_id: str | None,
+    experiment: str | None,
+    created: datetime,
+    tags: Iterable[str] = (),
+    trashed: bool = False,
+    owner: str = OWNER,
+    head: bool = False,
+    fork_depth: int = 0,
+    fork_parent_run_id: str | None = None,
+    fork_step: float | None = None,
+) -> dict[str, Attribute]:
     """The sys/* attributes every run carries (sys/state is a 2.x-only string, hidden from 3.x).
 
     Forked runs also carry `sys/forking/parent` (the parent's run id: its custom run id, else its sys id)
@@ -132,10 +150,20 @@ def add_project(ws: Workspace, name: str, key: str | None = None) -> Project:
     return project
 
 
-def add_run(ws: Workspace, project_id: str, sys_id: str | None = None, custom_run_id: str | None = None,
-            experiment: str | None = None, attributes: dict | None = None, created: datetime | None = None,
-            tags: Iterable[str] = (), trashed: bool = False, fork_parent: str | None = None,
-            fork_step: float | None = None, owner: str = OWNER) -> Run:
+def add_run(
+    ws: Workspace,
+    project_id: str,
+    sys_id: str | None = None,
+    custom_run_id: str | None = None,
+    experiment: str | None = None,
+    attributes: dict | None = None,
+    created: datetime | None = None,
+    tags: Iterable[str] = (),
+    trashed: bool = False,
+    fork_parent: str | None = None,
+    fork_step: float | None = None,
+    owner: str = OWNER,
+) -> Run:
     """Add a run; it becomes the head of `experiment` (the previous head stays a plain run). O(1) amortised.
 
     `attributes`: {path: Attribute | (type, value)}; series values as Series or [(step, value, ts_ms)].
@@ -148,12 +176,25 @@ def add_run(ws: Workspace, project_id: str, sys_id: str | None = None, custom_ru
             raise ValueError(f"run {sys_id!r} already exists in {project_id!r}")
         parent = _fork_parent(project, fork_parent)
         depth = (parent.get("sys/forking/depth") or 0) + 1 if parent else 0
-        run = Run(sys_id, fork_parent=parent.sys_id if parent else None, fork_step=fork_step,
-                  experiment_head=experiment is not None)
-        run.attributes = sys_attributes(sys_id, custom_run_id, experiment, created or store.utcnow(), tags, trashed,
-                                        owner, head=experiment is not None, fork_depth=depth,
-                                        fork_parent_run_id=(parent.custom_run_id or parent.sys_id) if parent else None,
-                                        fork_step=fork_step)
+        run = Run(
+            sys_id,
+            fork_parent=parent.sys_id if parent else None,
+            fork_step=fork_step,
+            experiment_head=experiment is not None,
+        )
+        run.attributes = sys_attributes(
+            sys_id,
+            custom_run_id,
+            experiment,
+            created or store.utcnow(),
+            tags,
+            trashed,
+            owner,
+            head=experiment is not None,
+            fork_depth=depth,
+            fork_parent_run_id=(parent.custom_run_id or parent.sys_id) if parent else None,
+            fork_step=fork_step,
+        )
         for path, spec in (attributes or {}).items():
             run.attributes[path] = spec if isinstance(spec, Attribute) else make_attribute(path, *spec)
         if experiment is not None:
@@ -179,7 +220,7 @@ def _index(project: Project) -> _ProjectIndex:
     if index is None or index.count != len(project.runs):
         heads = {r.get("sys/experiment/name"): r for r in project.runs if r.experiment_head}
         index = _ProjectIndex(len(project.runs), {r.sys_id for r in project.runs}, heads)
-        setattr(project, "_datasets_index", index)
+        project._datasets_index = index
     return index
 
 
@@ -198,8 +239,7 @@ def _demote(previous: Run | None, experiment: str) -> None:
         previous.attributes["sys/experiment/is_head"] = Attribute("sys/experiment/is_head", store.BOOL, False)
 
 
-def append_points(ws: Workspace, project_id: str, run_id: str, path: str, steps, values,
-                  timestamps_ms=None) -> None:
+def append_points(ws: Workspace, project_id: str, run_id: str, path: str, steps, values, timestamps_ms=None) -> None:
     """Append points to a series (created when missing, as a float series unless it exists); bumps the run."""
     with ws.lock:
         run = _run(ws, project_id, run_id)
@@ -281,7 +321,7 @@ def _read_json(path: Path) -> dict:
 
 def _project_from_json(ws: Workspace, spec: dict, where: str) -> None:
     if not spec.get("name"):
-        raise DatasetError(f"dataset {where} has no \"name\"", DATASET_REMEDY)
+        raise DatasetError(f'dataset {where} has no "name"', DATASET_REMEDY)
     project = add_project(ws, spec["name"], spec.get("key"))
     for key, file_spec in (spec.get("files") or {}).items():
         project.files[key] = _file_from_json(key, file_spec)
@@ -303,14 +343,24 @@ def _file_from_json(key: str, spec: dict) -> store.StoredFile:
 
 def _run_from_json(ws: Workspace, project: Project, spec: dict) -> Run:
     attributes = {path: _attribute_from_json(path, value) for path, value in (spec.get("attributes") or {}).items()}
-    run = add_run(ws, project.identifier, sys_id=spec.get("sys_id"), custom_run_id=spec.get("custom_run_id"),
-                  experiment=spec.get("experiment"), attributes=attributes,
-                  created=_datetime(spec["created"]) if spec.get("created") else store.EPOCH,
-                  tags=spec.get("tags") or (), trashed=bool(spec.get("trashed")), fork_parent=spec.get("fork_parent"),
-                  fork_step=spec.get("fork_step"), owner=spec.get("owner", OWNER))
+    run = add_run(
+        ws,
+        project.identifier,
+        sys_id=spec.get("sys_id"),
+        custom_run_id=spec.get("custom_run_id"),
+        experiment=spec.get("experiment"),
+        attributes=attributes,
+        created=_datetime(spec["created"]) if spec.get("created") else store.EPOCH,
+        tags=spec.get("tags") or (),
+        trashed=bool(spec.get("trashed")),
+        fork_parent=spec.get("fork_parent"),
+        fork_step=spec.get("fork_step"),
+        owner=spec.get("owner", OWNER),
+    )
     if spec.get("modified"):
-        run.attributes["sys/modification_time"] = Attribute("sys/modification_time", store.DATETIME,
-                                                            _datetime(spec["modified"]))
+        run.attributes["sys/modification_time"] = Attribute(
+            "sys/modification_time", store.DATETIME, _datetime(spec["modified"])
+        )
     return run
 
 
@@ -358,13 +408,16 @@ def _json_value(type_: str, value: Any) -> Any:
 
 def _datetime(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def save_dataset(ws: Workspace, path: str | Path | None = None) -> dict:
     """The workspace in the JSON dataset format (written to `path` when given). Lazy parts stay lazy."""
-    data = {"format_version": FORMAT_VERSION, "workspace": ws.name,
-            "projects": [_project_to_json(p) for p in ws.projects.values()]}
+    data = {
+        "format_version": FORMAT_VERSION,
+        "workspace": ws.name,
+        "projects": [_project_to_json(p) for p in ws.projects.values()],
+    }
     if path is not None:
         Path(path).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
     return data
@@ -372,8 +425,12 @@ def save_dataset(ws: Workspace, path: str | Path | None = None) -> dict:
 
 def _project_to_json(project: Project) -> dict:
     files = {key: _file_to_json(blob) for key, blob in project.files.items()}
-    return {"name": project.name, "key": project.key, "files": files,
-            "runs": [_run_to_json(run) for run in project.runs]}
+    return {
+        "name": project.name,
+        "key": project.key,
+        "files": files,
+        "runs": [_run_to_json(run) for run in project.runs],
+    }
 
 
 def _file_to_json(blob: store.StoredFile) -> dict:
@@ -385,19 +442,39 @@ def _file_to_json(blob: store.StoredFile) -> dict:
     return out
 
 
-_RUN_LEVEL = {"sys/id", "sys/custom_run_id", "sys/name", "sys/creation_time", "sys/modification_time",
-              "sys/tags", "sys/trashed", "sys/owner", "sys/state", "sys/forking/depth", "sys/experiment/name",
-              "sys/experiment/is_head", FORK_PARENT_PATH, FORK_STEP_PATH}
+_RUN_LEVEL = {
+    "sys/id",
+    "sys/custom_run_id",
+    "sys/name",
+    "sys/creation_time",
+    "sys/modification_time",
+    "sys/tags",
+    "sys/trashed",
+    "sys/owner",
+    "sys/state",
+    "sys/forking/depth",
+    "sys/experiment/name",
+    "sys/experiment/is_head",
+    FORK_PARENT_PATH,
+    FORK_STEP_PATH,
+}
 
 
 def _run_to_json(run: Run) -> dict:
     experiment = run.get("sys/experiment/name")
-    return {"sys_id": run.sys_id, "custom_run_id": run.custom_run_id, "experiment": experiment,
-            "created": run.get("sys/creation_time").isoformat(),
-            "modified": run.get("sys/modification_time").isoformat(),
-            "tags": sorted(run.get("sys/tags") or ()), "trashed": run.trashed, "owner": run.get("sys/owner"),
-            "fork_parent": run.fork_parent, "fork_step": run.fork_step,
-            "attributes": {a.path: _attribute_to_json(a) for a in run.attributes.values() if a.path not in _RUN_LEVEL}}
+    return {
+        "sys_id": run.sys_id,
+        "custom_run_id": run.custom_run_id,
+        "experiment": experiment,
+        "created": run.get("sys/creation_time").isoformat(),
+        "modified": run.get("sys/modification_time").isoformat(),
+        "tags": sorted(run.get("sys/tags") or ()),
+        "trashed": run.trashed,
+        "owner": run.get("sys/owner"),
+        "fork_parent": run.fork_parent,
+        "fork_step": run.fork_step,
+        "attributes": {a.path: _attribute_to_json(a) for a in run.attributes.values() if a.path not in _RUN_LEVEL},
+    }
 
 
 def _attribute_to_json(attr: Attribute) -> dict:
@@ -405,19 +482,32 @@ def _attribute_to_json(attr: Attribute) -> dict:
         return {"type": attr.type, "value": _value_to_json(attr.type, attr.value)}
     if isinstance(attr.series, store.GeneratedFloatSeries):
         s = attr.series
-        return {"type": attr.type, "generate": {"count": s.count, "seed": s.seed, "start_step": s.start_step,
-                                                "step_size": s.step_size, "start_ms": s.start_ms,
-                                                "ms_per_step": s.ms_per_step}}
+        return {
+            "type": attr.type,
+            "generate": {
+                "count": s.count,
+                "seed": s.seed,
+                "start_step": s.start_step,
+                "step_size": s.step_size,
+                "start_ms": s.start_ms,
+                "ms_per_step": s.ms_per_step,
+            },
+        }
     steps, values, stamps = attr.series.window(None, None, None, len(attr.series))
-    return {"type": attr.type, "points": [[float(st), _value_to_json(attr.type, v), int(ts)]
-                                          for st, v, ts in zip(steps, values, stamps)]}
+    return {
+        "type": attr.type,
+        "points": [[float(st), _value_to_json(attr.type, v), int(ts)] for st, v, ts in zip(steps, values, stamps)],
+    }
 
 
 def _value_to_json(type_: str, value: Any) -> Any:
     if type_ in (store.FLOAT, store.FLOAT_SERIES):
         value = float(value)
-        return value if math.isfinite(value) else ("NaN" if math.isnan(value) else
-                                                  "Infinity" if value > 0 else "-Infinity")
+        return (
+            value
+            if math.isfinite(value)
+            else ("NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity")
+        )
     if type_ == store.DATETIME:
         return value.isoformat()
     if type_ == store.STRING_SET:
@@ -426,10 +516,22 @@ def _value_to_json(type_: str, value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- generated workspaces
-def generate_workspace(runs: int = 10, experiments: int = 2, params: int = 10, metrics: int = 5, points: int = 1000,
-                       string_series: int = 1, histograms: int = 1, files: int = 1, file_size: int = 1024,
-                       seed: int = 0, workspace: str = "workspace", project: str = "sandbox",
-                       string_points: int = 100, histogram_points: int = 10) -> Workspace:
+def generate_workspace(
+    runs: int = 10,
+    experiments: int = 2,
+    params: int = 10,
+    metrics: int = 5,
+    points: int = 1000,
+    string_series: int = 1,
+    histograms: int = 1,
+    files: int = 1,
+    file_size: int = 1024,
+    seed: int = 0,
+    workspace: str = "workspace",
+    project: str = "sandbox",
+    string_points: int = 100,
+    histogram_points: int = 10,
+) -> Workspace:
     """A deterministic workspace; float series and files are lazy (a 100M-point dataset costs no memory).
 
     Run i (0-based): sys id KEY-(i+1), custom id run-00000i, experiment exp-000(i % experiments) (the last run
@@ -439,14 +541,41 @@ def generate_workspace(runs: int = 10, experiments: int = 2, params: int = 10, m
     ws = Workspace(name=workspace)
     target = add_project(ws, project, project.upper().replace("-", "")[:8] or "SANDBOX")
     for i in range(runs):
-        _generated_run(ws, target, i, experiments, params, metrics, points, string_series, histograms, files,
-                       file_size, seed, string_points, histogram_points)
+        _generated_run(
+            ws,
+            target,
+            i,
+            experiments,
+            params,
+            metrics,
+            points,
+            string_series,
+            histograms,
+            files,
+            file_size,
+            seed,
+            string_points,
+            histogram_points,
+        )
     return ws
 
 
-def _generated_run(ws: Workspace, project: Project, i: int, experiments: int, params: int, metrics: int,
-                   points: int, string_series: int, histograms: int, files: int, file_size: int, seed: int,
-                   string_points: int, histogram_points: int) -> Run:
+def _generated_run(
+    ws: Workspace,
+    project: Project,
+    i: int,
+    experiments: int,
+    params: int,
+    metrics: int,
+    points: int,
+    string_series: int,
+    histograms: int,
+    files: int,
+    file_size: int,
+    seed: int,
+    string_points: int,
+    histogram_points: int,
+) -> Run:
     created = store.EPOCH + timedelta(minutes=i)
     start_ms = int(created.timestamp() * 1000)
     attrs: dict[str, Attribute] = {}
@@ -460,17 +589,29 @@ def _generated_run(ws: Workspace, project: Project, i: int, experiments: int, pa
         lines = [(float(s), f"run {i} series {j} line {s}", start_ms + s * 1000) for s in range(string_points)]
         attrs[f"logs/s{j:03d}"] = make_attribute(f"logs/s{j:03d}", store.STRING_SERIES, lines)
     for j in range(histograms):
-        hist = [(float(s), {"type": "COUNTING", "edges": [0.0, 1.0, 2.0, 3.0],
-                            "values": [float(i), float(j), float(s)]}, start_ms + s * 1000)
-                for s in range(histogram_points)]
+        hist = [
+            (
+                float(s),
+                {"type": "COUNTING", "edges": [0.0, 1.0, 2.0, 3.0], "values": [float(i), float(j), float(s)]},
+                start_ms + s * 1000,
+            )
+            for s in range(histogram_points)
+        ]
         attrs[f"histograms/h{j:03d}"] = make_attribute(f"histograms/h{j:03d}", store.HISTOGRAM_SERIES, hist)
     for j in range(files):
         key = f"{project.identifier}/run-{i:05d}/files/f{j:03d}/blob.bin"
         project.files[key] = store.StoredFile(file_size, seed=seed * 1_000_003 + i * 1000 + j, name="blob.bin")
         attrs[f"files/f{j:03d}"] = Attribute(f"files/f{j:03d}", store.FILE, key)
     experiment = f"exp-{i % experiments:04d}" if experiments else None
-    return add_run(ws, project.identifier, custom_run_id=f"run-{i:05d}", experiment=experiment, attributes=attrs,
-                   created=created, tags=("generated", f"group-{i % 3}"))
+    return add_run(
+        ws,
+        project.identifier,
+        custom_run_id=f"run-{i:05d}",
+        experiment=experiment,
+        attributes=attrs,
+        created=created,
+        tags=("generated", f"group-{i % 3}"),
+    )
 
 
 def _generated_param(i: int, j: int) -> tuple[str, Any]:
@@ -512,18 +653,47 @@ def awkward_workspace() -> Workspace:
     _awkward_basic(ws, project)
     add_run(ws, project.identifier, custom_run_id="run-empty", created=_hour(2))
     wide = {f"wide/p{i:05d}": (store.FLOAT, i * 0.5) for i in range(AWKWARD_WIDE_ATTRIBUTES)}
-    add_run(ws, project.identifier, custom_run_id="run-wide", experiment="exp-wide", attributes=wide,
-            created=_hour(3), tags=("wide",))
+    add_run(
+        ws,
+        project.identifier,
+        custom_run_id="run-wide",
+        experiment="exp-wide",
+        attributes=wide,
+        created=_hour(3),
+        tags=("wide",),
+    )
     _awkward_fork(ws, project)
-    add_run(ws, project.identifier, custom_run_id="run-trashed", attributes={"params/lr": (store.FLOAT, 0.5)},
-            created=_hour(6), trashed=True, tags=("trashed",))
-    add_run(ws, project.identifier, experiment="exp-beta", created=_hour(7),
-            attributes={"params/lr": (store.FLOAT, 0.01),
-                        "metrics/acc": (store.FLOAT_SERIES, _points([0.5, 0.75, 0.875], _hour(7)))})
-    add_run(ws, project.identifier, custom_run_id="run-gamma", experiment="exp-gamma", created=_hour(8),
-            tags=("t1", "t2", "ünï"),
-            attributes={"when/start": (store.DATETIME, datetime(1999, 12, 31, 23, 59, 59, 999000, timezone.utc)),
-                        "when/end": (store.DATETIME, datetime(2030, 1, 1, tzinfo=timezone.utc))})
+    add_run(
+        ws,
+        project.identifier,
+        custom_run_id="run-trashed",
+        attributes={"params/lr": (store.FLOAT, 0.5)},
+        created=_hour(6),
+        trashed=True,
+        tags=("trashed",),
+    )
+    add_run(
+        ws,
+        project.identifier,
+        experiment="exp-beta",
+        created=_hour(7),
+        attributes={
+            "params/lr": (store.FLOAT, 0.01),
+            "metrics/acc": (store.FLOAT_SERIES, _points([0.5, 0.75, 0.875], _hour(7))),
+        },
+    )
+    add_run(
+        ws,
+        project.identifier,
+        custom_run_id="run-gamma",
+        experiment="exp-gamma",
+        created=_hour(8),
+        tags=("t1", "t2", "ünï"),
+        attributes={
+            "when/start": (store.DATETIME, datetime(1999, 12, 31, 23, 59, 59, 999000, UTC)),
+            "when/end": (store.DATETIME, datetime(2030, 1, 1, tzinfo=UTC)),
+        },
+    )
     return ws
 
 
@@ -542,34 +712,50 @@ def _points(values: list, start: datetime, steps: list[float] | None = None) -> 
 
 def _add_awkward_files(project: Project) -> None:
     prefix = f"{project.identifier}/AWK-1"
-    project.files.update({
-        f"{prefix}/files/model/model.bin": store.StoredFile(1024, content=bytes(range(256)) * 4, name="model.bin"),
-        f"{prefix}/files/empty/empty.txt": store.StoredFile(0, "text/plain", content=b"", name="empty.txt"),
-        f"{prefix}/files/big/big.bin": store.StoredFile(AWKWARD_BIG_FILE_SIZE, seed=7, name="big.bin"),
-        f"{prefix}/images/0/sample.png": store.StoredFile(8, "image/png", content=b"\x89PNG-000", name="sample.png"),
-        f"{prefix}/images/1/sample.png": store.StoredFile(8, "image/png", content=b"\x89PNG-111", name="sample.png"),
-        f"{prefix}/images/2/sample.png": store.StoredFile(8, "image/png", content=b"\x89PNG-222", name="sample.png"),
-        f"{prefix}/artifacts/a.txt": store.StoredFile(3, "text/plain", content=b"AAA", name="a.txt"),
-        f"{prefix}/artifacts/sub/b.txt": store.StoredFile(5, "text/plain", content=b"BBBBB", name="b.txt"),
-        f"{prefix}/artifacts/sub/deeper/c.json": store.StoredFile(9, "application/json", content=b'{"c": 3}\n',
-                                                                  name="c.json"),
-    })
+    project.files.update(
+        {
+            f"{prefix}/files/model/model.bin": store.StoredFile(1024, content=bytes(range(256)) * 4, name="model.bin"),
+            f"{prefix}/files/empty/empty.txt": store.StoredFile(0, "text/plain", content=b"", name="empty.txt"),
+            f"{prefix}/files/big/big.bin": store.StoredFile(AWKWARD_BIG_FILE_SIZE, seed=7, name="big.bin"),
+            f"{prefix}/images/0/sample.png": store.StoredFile(
+                8, "image/png", content=b"\x89PNG-000", name="sample.png"
+            ),
+            f"{prefix}/images/1/sample.png": store.StoredFile(
+                8, "image/png", content=b"\x89PNG-111", name="sample.png"
+            ),
+            f"{prefix}/images/2/sample.png": store.StoredFile(
+                8, "image/png", content=b"\x89PNG-222", name="sample.png"
+            ),
+            f"{prefix}/artifacts/a.txt": store.StoredFile(3, "text/plain", content=b"AAA", name="a.txt"),
+            f"{prefix}/artifacts/sub/b.txt": store.StoredFile(5, "text/plain", content=b"BBBBB", name="b.txt"),
+            f"{prefix}/artifacts/sub/deeper/c.json": store.StoredFile(
+                9, "application/json", content=b'{"c": 3}\n', name="c.json"
+            ),
+        }
+    )
 
 
 def _awkward_basic(ws: Workspace, project: Project) -> Run:
     start, prefix = _hour(1), f"{project.identifier}/AWK-1"
-    hist = [{"type": "COUNTING", "edges": [0.0, 1.0, 2.0], "values": [3.0, 4.0]},
-            {"type": "COUNTING", "edges": [-1.5, 0.0, 1.5, 3.0], "values": [0.0, 10.0, 2.0]},
-            {"type": "COUNTING", "edges": [0.0, 1.0], "values": [7.0]}]
+    hist = [
+        {"type": "COUNTING", "edges": [0.0, 1.0, 2.0], "values": [3.0, 4.0]},
+        {"type": "COUNTING", "edges": [-1.5, 0.0, 1.5, 3.0], "values": [0.0, 10.0, 2.0]},
+        {"type": "COUNTING", "edges": [0.0, 1.0], "values": [7.0]},
+    ]
     attributes = {
-        "params/float": (store.FLOAT, 0.1), "params/int": (store.INT, -7), "params/big_int": (store.INT, 2**31 - 1),
-        "params/string": (store.STRING, "héllo wörld ✓ \"quoted\" \\ back"),
+        "params/float": (store.FLOAT, 0.1),
+        "params/int": (store.INT, -7),
+        "params/big_int": (store.INT, 2**31 - 1),
+        "params/string": (store.STRING, 'héllo wörld ✓ "quoted" \\ back'),
         "params/empty_string": (store.STRING, ""),
-        "params/bool": (store.BOOL, True), "params/false": (store.BOOL, False),
-        "params/nan": (store.FLOAT, math.nan), "params/inf": (store.FLOAT, math.inf),
-        "params/datetime": (store.DATETIME, datetime(2024, 2, 3, 4, 5, 6, 789000, timezone.utc)),
+        "params/bool": (store.BOOL, True),
+        "params/false": (store.BOOL, False),
+        "params/nan": (store.FLOAT, math.nan),
+        "params/inf": (store.FLOAT, math.inf),
+        "params/datetime": (store.DATETIME, datetime(2024, 2, 3, 4, 5, 6, 789000, UTC)),
         "params/string_set": (store.STRING_SET, {"a", "b/c", "ü"}),
-        "unicode/ścieżka/λ": (store.FLOAT, 1.5), "a/b/c/d/e/f/g/h": (store.STRING, "deep"),
+        "unicode/ścieżka/λ": (store.FLOAT, 1.5),
+        "a/b/c/d/e/f/g/h": (store.STRING, "deep"),
         "with space/x y": (store.INT, 1),
         "metrics/loss": (store.FLOAT_SERIES, _points([1.0 / (1 + i) for i in range(100)], start)),
         "metrics/float_steps": (store.FLOAT_SERIES, _points([1.0, 2.0, 3.0, 4.0], start, [0.1, 0.29, 1.0, 1.5])),
@@ -581,13 +767,25 @@ def _awkward_basic(ws: Workspace, project: Project) -> Run:
         "files/empty": (store.FILE, f"{prefix}/files/empty/empty.txt"),
         "files/big": (store.FILE, f"{prefix}/files/big/big.bin"),
         "images/samples": (store.FILE_SERIES, _points([f"{prefix}/images/{i}/sample.png" for i in range(3)], start)),
-        "artifacts/set": (store.FILE_SET, {"a.txt": f"{prefix}/artifacts/a.txt",
-                                           "sub/b.txt": f"{prefix}/artifacts/sub/b.txt",
-                                           "sub/deeper/c.json": f"{prefix}/artifacts/sub/deeper/c.json"}),
+        "artifacts/set": (
+            store.FILE_SET,
+            {
+                "a.txt": f"{prefix}/artifacts/a.txt",
+                "sub/b.txt": f"{prefix}/artifacts/sub/b.txt",
+                "sub/deeper/c.json": f"{prefix}/artifacts/sub/deeper/c.json",
+            },
+        ),
         **_awkward_legacy(),
     }
-    return add_run(ws, project.identifier, custom_run_id="run-basic", experiment="exp-alpha", attributes=attributes,
-                   created=start, tags=("awk", "basic"))
+    return add_run(
+        ws,
+        project.identifier,
+        custom_run_id="run-basic",
+        experiment="exp-alpha",
+        attributes=attributes,
+        created=start,
+        tags=("awk", "basic"),
+    )
 
 
 AWKWARD_GIT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -597,30 +795,82 @@ AWKWARD_ARTIFACT_HASH = "a" * 64
 
 def _awkward_legacy() -> dict[str, tuple[str, dict]]:
     """One attribute of each 2.x-only type; the artifact's file lives on a machine the export cannot reach."""
-    git = {"commit": {"commitId": AWKWARD_GIT_COMMIT, "message": "fix: ünïcode \"quotes\"\nsecond line",
-                      "authorName": "Ada", "authorEmail": "ada@example.com", "commitDate": "2024-01-01T00:30:00.000Z"},
-           "currentBranch": "feature/awk", "remotes": ["git@example.com:awk/repo.git"], "repositoryDirty": True}
-    notebook = {"notebookId": "6f1c1c4e-59c5-4a4c-9a55-2b1e0d6a7b01", "notebookName": AWKWARD_NOTEBOOK,
-                "notebookDeleted": False, "checkpointId": "0b6a0b1e-1f0e-4d5c-8a4b-3c2d1e0f9a87",
-                "checkpointName": "checkpoint 3", "checkpointCreated": "2024-01-01T00:45:00.000Z",
-                "checkpointDeleted": False}
-    artifact = {"hash": AWKWARD_ARTIFACT_HASH, "files": [
-        {"filePath": "data/train.csv", "fileHash": "b" * 64, "type": "Local", "size": 1234,
-         "metadata": {"file_path": "file:///unreachable/awkward/data/train.csv",
-                      "last_modified": "2024-01-01 00:00:00"}},
-        {"filePath": "data/ünï/labels.txt", "fileHash": "c" * 64, "type": "Local", "size": 0,
-         "metadata": {"file_path": "file:///unreachable/awkward/labels.txt", "last_modified": "2024-01-01 00:00:00"}},
-    ]}
-    return {"source_code/git": (store.GIT_REF, git), "source_code/notebook": (store.NOTEBOOK_REF, notebook),
-            "datasets/train": (store.ARTIFACT, artifact)}
+    git = {
+        "commit": {
+            "commitId": AWKWARD_GIT_COMMIT,
+            "message": 'fix: ünïcode "quotes"\nsecond line',
+            "authorName": "Ada",
+            "authorEmail": "ada@example.com",
+            "commitDate": "2024-01-01T00:30:00.000Z",
+        },
+        "currentBranch": "feature/awk",
+        "remotes": ["git@example.com:awk/repo.git"],
+        "repositoryDirty": True,
+    }
+    notebook = {
+        "notebookId": "6f1c1c4e-59c5-4a4c-9a55-2b1e0d6a7b01",
+        "notebookName": AWKWARD_NOTEBOOK,
+        "notebookDeleted": False,
+        "checkpointId": "0b6a0b1e-1f0e-4d5c-8a4b-3c2d1e0f9a87",
+        "checkpointName": "checkpoint 3",
+        "checkpointCreated": "2024-01-01T00:45:00.000Z",
+        "checkpointDeleted": False,
+    }
+    artifact = {
+        "hash": AWKWARD_ARTIFACT_HASH,
+        "files": [
+            {
+                "filePath": "data/train.csv",
+                "fileHash": "b" * 64,
+                "type": "Local",
+                "size": 1234,
+                "metadata": {
+                    "file_path": "file:///unreachable/awkward/data/train.csv",
+                    "last_modified": "2024-01-01 00:00:00",
+                },
+            },
+            {
+                "filePath": "data/ünï/labels.txt",
+                "fileHash": "c" * 64,
+                "type": "Local",
+                "size": 0,
+                "metadata": {
+                    "file_path": "file:///unreachable/awkward/labels.txt",
+                    "last_modified": "2024-01-01 00:00:00",
+                },
+            },
+        ],
+    }
+    return {
+        "source_code/git": (store.GIT_REF, git),
+        "source_code/notebook": (store.NOTEBOOK_REF, notebook),
+        "datasets/train": (store.ARTIFACT, artifact),
+    }
 
 
 def _awkward_fork(ws: Workspace, project: Project) -> None:
-    add_run(ws, project.identifier, custom_run_id="run-parent", experiment="exp-fork", created=_hour(4),
-            attributes={"metrics/loss": (store.FLOAT_SERIES, _points([10.0 - i for i in range(10)], _hour(4))),
-                        "params/lr": (store.FLOAT, 0.1)})
+    add_run(
+        ws,
+        project.identifier,
+        custom_run_id="run-parent",
+        experiment="exp-fork",
+        created=_hour(4),
+        attributes={
+            "metrics/loss": (store.FLOAT_SERIES, _points([10.0 - i for i in range(10)], _hour(4))),
+            "params/lr": (store.FLOAT, 0.1),
+        },
+    )
     steps = [5.0, 6.0, 7.0, 8.0, 9.0]
-    add_run(ws, project.identifier, custom_run_id="run-child", experiment="exp-fork", created=_hour(5),
-            fork_parent="AWK-4", fork_step=AWKWARD_FORK_STEP,
-            attributes={"metrics/loss": (store.FLOAT_SERIES, _points([100.0 + s for s in steps], _hour(5), steps)),
-                        "params/lr": (store.FLOAT, 0.05)})
+    add_run(
+        ws,
+        project.identifier,
+        custom_run_id="run-child",
+        experiment="exp-fork",
+        created=_hour(5),
+        fork_parent="AWK-4",
+        fork_step=AWKWARD_FORK_STEP,
+        attributes={
+            "metrics/loss": (store.FLOAT_SERIES, _points([100.0 + s for s in steps], _hour(5), steps)),
+            "params/lr": (store.FLOAT, 0.05),
+        },
+    )

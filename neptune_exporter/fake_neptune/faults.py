@@ -61,8 +61,15 @@ class FaultConfig:
 
     def clear(self) -> None:
         """Switch every fault off (keeps token_ttl_s and seed)."""
-        self.update(latency_ms=0.0, latency_jitter_ms=0.0, bandwidth_bytes_per_s=0, rate_limit_share=0.0,
-                    error_share=0.0, reset_share=0.0, endpoints=None)
+        self.update(
+            latency_ms=0.0,
+            latency_jitter_ms=0.0,
+            bandwidth_bytes_per_s=0,
+            rate_limit_share=0.0,
+            error_share=0.0,
+            reset_share=0.0,
+            endpoints=None,
+        )
 
 
 @dataclass
@@ -125,6 +132,6 @@ def throttled_write(write, data: bytes, bytes_per_s: int, chunk: int = 64 * 1024
         return
     view = memoryview(data)
     for start in range(0, len(view), chunk):
-        piece = view[start:start + chunk]
+        piece = view[start : start + chunk]
         write(piece)
         time.sleep(len(piece) / bytes_per_s)

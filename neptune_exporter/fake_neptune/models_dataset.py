@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable
 
 from neptune_exporter.fake_neptune import store
 from neptune_exporter.fake_neptune.datasets import OWNER, make_attribute
@@ -12,8 +12,9 @@ from neptune_exporter.fake_neptune.store import Attribute, Model, ModelVersion, 
 STAGES = ("none", "staging", "production", "archived")
 
 
-def registry_sys_attributes(sys_id: str, name: str, created: datetime, trashed: bool, tags: Iterable[str] = (),
-                            owner: str = OWNER) -> dict[str, Attribute]:
+def registry_sys_attributes(
+    sys_id: str, name: str, created: datetime, trashed: bool, tags: Iterable[str] = (), owner: str = OWNER
+) -> dict[str, Attribute]:
     """The sys/* attributes a 2.x model or model version carries (no run state, no experiment)."""
     attrs = [
         Attribute("sys/id", store.STRING, sys_id),
@@ -39,8 +40,16 @@ def _project(ws: Workspace, project_id: str) -> Project:
     return project
 
 
-def add_model(ws: Workspace, project_id: str, key: str, name: str = "", attributes: dict | None = None,
-              created: datetime | None = None, trashed: bool = False, tags: Iterable[str] = ()) -> Model:
+def add_model(
+    ws: Workspace,
+    project_id: str,
+    key: str,
+    name: str = "",
+    attributes: dict | None = None,
+    created: datetime | None = None,
+    trashed: bool = False,
+    tags: Iterable[str] = (),
+) -> Model:
     """A model `PROJ-KEY`; `attributes` as for datasets.add_run ({path: Attribute | (type, value)})."""
     with ws.lock:
         project = _project(ws, project_id)
@@ -54,9 +63,16 @@ def add_model(ws: Workspace, project_id: str, key: str, name: str = "", attribut
         return model
 
 
-def add_model_version(ws: Workspace, project_id: str, model_id: str, stage: str = "none", name: str = "",
-                      attributes: dict | None = None, created: datetime | None = None,
-                      trashed: bool = False) -> ModelVersion:
+def add_model_version(
+    ws: Workspace,
+    project_id: str,
+    model_id: str,
+    stage: str = "none",
+    name: str = "",
+    attributes: dict | None = None,
+    created: datetime | None = None,
+    trashed: bool = False,
+) -> ModelVersion:
     """Version n+1 of a model (`PROJ-KEY-<n+1>`) with `sys/model_id` and `sys/stage`."""
     if stage not in STAGES:
         raise ValueError(f"stage {stage!r} is not one of {STAGES}")
@@ -78,4 +94,3 @@ def _model(project: Project, model_id: str) -> Model:
         if model.sys_id == model_id:
             return model
     raise KeyError(f"no model {model_id!r} in {project.identifier!r}")
-

@@ -18,19 +18,32 @@ for string sets and substring search for strings. MATCHES is a regex search.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Protocol, Union
+from datetime import UTC, datetime
+from typing import Any, Protocol, Union
 
 from neptune_exporter.fake_neptune import store
 
 # type names both clients use on the wire → the fake's own type
 WIRE_TYPES: dict[str, str] = {
-    "float": store.FLOAT, "int": store.INT, "integer": store.INT, "string": store.STRING,
-    "experimentState": store.STRING, "bool": store.BOOL, "boolean": store.BOOL, "datetime": store.DATETIME,
-    "stringSet": store.STRING_SET, "floatSeries": store.FLOAT_SERIES, "stringSeries": store.STRING_SERIES,
-    "histogramSeries": store.HISTOGRAM_SERIES, "fileRef": store.FILE, "file": store.FILE,
-    "fileRefSeries": store.FILE_SERIES, "imageSeries": store.FILE_SERIES, "fileSet": store.FILE_SET,
+    "float": store.FLOAT,
+    "int": store.INT,
+    "integer": store.INT,
+    "string": store.STRING,
+    "experimentState": store.STRING,
+    "bool": store.BOOL,
+    "boolean": store.BOOL,
+    "datetime": store.DATETIME,
+    "stringSet": store.STRING_SET,
+    "floatSeries": store.FLOAT_SERIES,
+    "stringSeries": store.STRING_SERIES,
+    "histogramSeries": store.HISTOGRAM_SERIES,
+    "fileRef": store.FILE,
+    "file": store.FILE,
+    "fileRefSeries": store.FILE_SERIES,
+    "imageSeries": store.FILE_SERIES,
+    "fileSet": store.FILE_SET,
     **{t: t for t in store.ALL_TYPES},
 }
 OPERATORS = ("==", "=", "!=", ">", ">=", "<", "<=", "MATCHES", "NOT MATCHES", "CONTAINS", "NOT CONTAINS")
@@ -42,7 +55,7 @@ class NQLError(ValueError):
 
     def __init__(self, message: str, query: str, position: int):
         self.position = position
-        snippet = query[max(0, position - 20): position + 20]
+        snippet = query[max(0, position - 20) : position + 20]
         super().__init__(f"invalid query at position {position}: {message} (near {snippet!r})")
 
 
@@ -69,13 +82,13 @@ class Exists:
 
 @dataclass(frozen=True)
 class Not:
-    item: "Expr"
+    item: Expr
 
 
 @dataclass(frozen=True)
 class BoolOp:
     op: str  # "AND" | "OR"
-    items: tuple["Expr", ...]
+    items: tuple[Expr, ...]
 
 
 @dataclass(frozen=True)
@@ -87,14 +100,17 @@ Expr = Union[Compare, Exists, Not, BoolOp, Always]
 
 
 # ---------------------------------------------------------------------------- tokenizer
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<ws>\s+)
   | (?P<attr>`(?:[^`\\]|\\.)*`)
   | (?P<str>"(?:[^"\\]|\\.)*")
   | (?P<op>==|!=|>=|<=|=|>|<)
   | (?P<lp>\() | (?P<rp>\)) | (?P<colon>:)
   | (?P<word>[^\s()`":=!<>]+)
-""", re.X)
+""",
+    re.X,
+)
 
 
 @dataclass(frozen=True)
@@ -225,16 +241,18 @@ class _Parser:
             return "NOT " + self.take().text.upper()
         if word in ("MATCHES", "CONTAINS"):
             return word
-        raise NQLError(f"expected an operator ({', '.join(OPERATORS)} or EXISTS), got {tok.text!r}",
-                       self.query, tok.pos)
+        raise NQLError(
+            f"expected an operator ({', '.join(OPERATORS)} or EXISTS), got {tok.text!r}", self.query, tok.pos
+        )
 
     def _value(self, tok: Token) -> str:
         if tok.kind == "str":
             return _unescape(tok.text)
         if tok.kind == "word" and tok.text.upper() not in KEYWORDS:
             return tok.text
-        raise NQLError(f"expected a value (a double-quoted string, true/false or a number), got {tok.text!r}",
-                       self.query, tok.pos)
+        raise NQLError(
+            f"expected a value (a double-quoted string, true/false or a number), got {tok.text!r}", self.query, tok.pos
+        )
 
 
 def parse(query: str | None) -> Expr:
@@ -296,8 +314,9 @@ def _order(op: str, actual: Any, expected: Any) -> bool:
             return bool(actual == expected)
         if op == "!=":
             return bool(actual != expected)
-        return bool({">": actual > expected, ">=": actual >= expected, "<": actual < expected,
-                     "<=": actual <= expected}[op])
+        return bool(
+            {">": actual > expected, ">=": actual >= expected, "<": actual < expected, "<=": actual <= expected}[op]
+        )
     except TypeError:
         return False
 
@@ -334,8 +353,9 @@ def _coerce(type_: str, actual: Any, cmp: Compare) -> Any:
         if type_ == store.DATETIME:
             return parse_datetime(raw)
     except ValueError as exc:
-        raise NQLError(f"value {raw!r} does not fit attribute {cmp.attr.name!r} of type {type_}: {exc}",
-                       raw, cmp.position) from exc
+        raise NQLError(
+            f"value {raw!r} does not fit attribute {cmp.attr.name!r} of type {type_}: {exc}", raw, cmp.position
+        ) from exc
     return raw
 
 
@@ -350,9 +370,9 @@ def parse_datetime(raw: str) -> datetime:
     """ISO-8601 (with Z or offset; naive means UTC) or epoch milliseconds."""
     text = raw.strip()
     if re.fullmatch(r"-?\d+", text):
-        return datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def matching_runs(runs: Iterable[store.Run], query: str | None) -> list[store.Run]:
@@ -376,15 +396,17 @@ class NameFilter:
             return False
         if not self.alternatives:
             return True
-        return any(all(p.search(name) for p in must) and not any(p.search(name) for p in must_not)
-                   for must, must_not in self.alternatives)
+        return any(
+            all(p.search(name) for p in must) and not any(p.search(name) for p in must_not)
+            for must, must_not in self.alternatives
+        )
 
 
 def name_filter_from_body(body: dict, wire_to_fake: dict[str, str] | None = None) -> NameFilter:
     """NameFilter from a definitions/attributes query body (attributeNameFilter, attributeNamesFilter, types)."""
     mapping = wire_to_fake or WIRE_TYPES
     alternatives = []
-    for alt in ((body.get("attributeNameFilter") or {}).get("mustMatchAny") or []):
+    for alt in (body.get("attributeNameFilter") or {}).get("mustMatchAny") or []:
         must = tuple(_compile_name_regex(rx) for rx in alt.get("mustMatchRegexes") or [])
         must_not = tuple(_compile_name_regex(rx) for rx in alt.get("mustNotMatchRegexes") or [])
         alternatives.append((must, must_not))
@@ -393,8 +415,11 @@ def name_filter_from_body(body: dict, wire_to_fake: dict[str, str] | None = None
     unknown = [t for t in type_specs if t not in mapping]
     if unknown:
         raise ValueError(f"unknown attribute type(s) {unknown}; known: {sorted(mapping)}")
-    return NameFilter(tuple(alternatives), frozenset(names) if names is not None else None,
-                      frozenset(mapping[t] for t in type_specs) if type_specs else None)
+    return NameFilter(
+        tuple(alternatives),
+        frozenset(names) if names is not None else None,
+        frozenset(mapping[t] for t in type_specs) if type_specs else None,
+    )
 
 
 def _compile_name_regex(rx: str) -> re.Pattern[str]:

@@ -32,18 +32,22 @@ import time
 import traceback
 import urllib.request
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from neptune_exporter.fake_neptune import store
 from neptune_exporter.fake_neptune.auth import AuthService
 from neptune_exporter.fake_neptune.faults import FaultConfig, FaultInjector, throttled_write
 
-API_MODULES = ("neptune_exporter.fake_neptune.auth", "neptune_exporter.fake_neptune.api_v3",
-               "neptune_exporter.fake_neptune.api_v2")
+API_MODULES = (
+    "neptune_exporter.fake_neptune.auth",
+    "neptune_exporter.fake_neptune.api_v3",
+    "neptune_exporter.fake_neptune.api_v2",
+)
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
 
@@ -98,15 +102,15 @@ class Response:
     length: int | None = None
 
     @classmethod
-    def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> "Response":
+    def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         return cls(status, json.dumps(payload, allow_nan=False).encode(), JSON, headers or {})
 
     @classmethod
-    def proto(cls, data: bytes) -> "Response":
+    def proto(cls, data: bytes) -> Response:
         return cls(200, data, PROTOBUF)
 
     @classmethod
-    def error(cls, status: int, message: str, **extra: Any) -> "Response":
+    def error(cls, status: int, message: str, **extra: Any) -> Response:
         payload = {"code": status, "message": message, "title": message, **extra}
         return cls(status, json.dumps(payload).encode(), JSON)
 
@@ -173,8 +177,13 @@ class RequestLog:
         for r in records:
             busy[r.endpoint] += r.duration_s
             sent[r.endpoint] += r.bytes_sent
-        return {"by_endpoint": self.by_endpoint(), "by_run": self.by_run(), "busy_s": dict(busy),
-                "bytes": dict(sent), "statuses": dict(Counter(str(r.status) for r in records))}
+        return {
+            "by_endpoint": self.by_endpoint(),
+            "by_run": self.by_run(),
+            "busy_s": dict(busy),
+            "bytes": dict(sent),
+            "statuses": dict(Counter(str(r.status) for r in records)),
+        }
 
     def clear(self) -> None:
         with self._lock:
@@ -210,8 +219,15 @@ class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def route(self, method: str, path_regex: str, handler: Handler | None = None, *, auth: bool = True,
-              endpoint: str | None = None):
+    def route(
+        self,
+        method: str,
+        path_regex: str,
+        handler: Handler | None = None,
+        *,
+        auth: bool = True,
+        endpoint: str | None = None,
+    ):
         """Register `handler` (or decorate one) for `method` and a full-match path regex."""
 
         def add(func: Handler) -> Handler:
@@ -234,7 +250,7 @@ def _register_introspection(router: Router) -> None:
     """`GET /_fake/requests`: the request log summary (for subprocess servers and benchmarks); no auth."""
 
     @router.route("GET", r"/_fake/requests", auth=False, endpoint="fake.requests")
-    def request_summary(ctx: "ServerContext", request: Request, match: "re.Match[str]") -> Response:
+    def request_summary(ctx: ServerContext, request: Request, match: re.Match[str]) -> Response:
         return Response.json(ctx.requests.summary())
 
 
@@ -281,12 +297,13 @@ class _App:
         self.router, self.ctx = router, ctx
         self.injector = FaultInjector(ctx.faults)
 
-    def handle(self, h: "_Handler") -> None:
+    def handle(self, h: _Handler) -> None:
         started = time.monotonic()
         split = urlsplit(h.path)
         query_all = parse_qs(split.query, keep_blank_values=True)
-        request = Request(h.command, split.path, {k: v[-1] for k, v in query_all.items()}, query_all, h.headers,
-                          _read_body(h))
+        request = Request(
+            h.command, split.path, {k: v[-1] for k, v in query_all.items()}, query_all, h.headers, _read_body(h)
+        )
         resolved = self.router.resolve(request.method, request.path)
         endpoint, reset = "unknown", False
         if resolved is None:
@@ -296,10 +313,20 @@ class _App:
             endpoint = route.endpoint
             response, reset = self._run(route, match, request)
         # logged before the body goes out, so a client holding the response always finds it in the log
-        self.ctx.requests.add(RequestRecord(endpoint, request.method, request.path, response.status,
-                                            frozenset(request.runs), _planned_bytes(response, reset), reset,
-                                            response.headers.get("Retry-After"), time.monotonic(),
-                                            time.monotonic() - started))
+        self.ctx.requests.add(
+            RequestRecord(
+                endpoint,
+                request.method,
+                request.path,
+                response.status,
+                frozenset(request.runs),
+                _planned_bytes(response, reset),
+                reset,
+                response.headers.get("Retry-After"),
+                time.monotonic(),
+                time.monotonic() - started,
+            )
+        )
         writing = time.monotonic()
         _write_response(h, response, reset, self.ctx.faults.bandwidth_bytes_per_s)
         self.ctx.requests.add_write_time(endpoint, time.monotonic() - writing)
@@ -321,7 +348,9 @@ class _App:
         response = self._call(route, match, request)
         status = self.ctx.faults.run_fault(route.endpoint, request.runs)
         if status is not None:
-            return Response.error(status, f"injected fault {status} for run(s) {', '.join(sorted(request.runs))}"), False
+            return Response.error(
+                status, f"injected fault {status} for run(s) {', '.join(sorted(request.runs))}"
+            ), False
         return response, decision.reset
 
     def _call(self, route: Route, match: re.Match[str], request: Request) -> Response:
@@ -373,8 +402,10 @@ def _write_response(h: BaseHTTPRequestHandler, response: Response, reset: bool, 
     h.send_header("Content-Type", response.content_type)
     for name, value in response.headers.items():
         h.send_header(name, value)
-    h.send_header("Content-Length" if length is not None else "Transfer-Encoding",
-                  str(length) if length is not None else "chunked")
+    h.send_header(
+        "Content-Length" if length is not None else "Transfer-Encoding",
+        str(length) if length is not None else "chunked",
+    )
     h.end_headers()
     if h.command == "HEAD":
         return 0
@@ -412,7 +443,7 @@ def _reset_midway(h: BaseHTTPRequestHandler, body: bytes) -> int:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr access log
         return
@@ -453,14 +484,21 @@ class _Server(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):  # the peer closed it already
                 connection.shutdown(socket.SHUT_RDWR)
+
     app: _App
 
 
 class FakeNeptune:
     """The fake server in a background thread: `with FakeNeptune(ws) as fake: fake.base_url ...`."""
 
-    def __init__(self, workspace: store.Workspace, port: int = 0, faults: FaultConfig | None = None,
-                 host: str = "127.0.0.1", api_key: str | None = None):
+    def __init__(
+        self,
+        workspace: store.Workspace,
+        port: int = 0,
+        faults: FaultConfig | None = None,
+        host: str = "127.0.0.1",
+        api_key: str | None = None,
+    ):
         self.workspace = workspace
         self.faults = faults or FaultConfig()
         self.requests = RequestLog()
@@ -475,9 +513,10 @@ class FakeNeptune:
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle
-    def start(self) -> "FakeNeptune":
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"fake-neptune-{self.port}",
-                                        daemon=True)
+    def start(self) -> FakeNeptune:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"fake-neptune-{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -496,7 +535,7 @@ class FakeNeptune:
         finally:
             self._server.server_close()
 
-    def __enter__(self) -> "FakeNeptune":
+    def __enter__(self) -> FakeNeptune:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -517,26 +556,47 @@ class FakeNeptune:
 
     def env(self, project: str | None = None) -> dict[str, str]:
         """Environment for the clients: token, project, http allowed for oauthlib."""
-        return {"NEPTUNE_API_TOKEN": self.api_token, "NEPTUNE_PROJECT": project or self.default_project(),
-                "OAUTHLIB_INSECURE_TRANSPORT": "1"}
+        return {
+            "NEPTUNE_API_TOKEN": self.api_token,
+            "NEPTUNE_PROJECT": project or self.default_project(),
+            "OAUTHLIB_INSECURE_TRANSPORT": "1",
+        }
 
     # ---- mutation while serving (incremental-export tests)
     def append_points(self, project_id: str, run_id: str, path: str, steps, values, timestamps_ms=None) -> None:
         from neptune_exporter.fake_neptune import datasets
+
         datasets.append_points(self.workspace, project_id, run_id, path, steps, values, timestamps_ms)
 
-    def add_run(self, project_id: str, sys_id: str | None = None, custom_run_id: str | None = None,
-                experiment: str | None = None, attributes: dict | None = None, **kwargs: Any) -> store.Run:
+    def add_run(
+        self,
+        project_id: str,
+        sys_id: str | None = None,
+        custom_run_id: str | None = None,
+        experiment: str | None = None,
+        attributes: dict | None = None,
+        **kwargs: Any,
+    ) -> store.Run:
         from neptune_exporter.fake_neptune import datasets
-        return datasets.add_run(self.workspace, project_id, sys_id=sys_id, custom_run_id=custom_run_id,
-                                experiment=experiment, attributes=attributes, **kwargs)
+
+        return datasets.add_run(
+            self.workspace,
+            project_id,
+            sys_id=sys_id,
+            custom_run_id=custom_run_id,
+            experiment=experiment,
+            attributes=attributes,
+            **kwargs,
+        )
 
     def set_attribute(self, project_id: str, run_id: str, path: str, type: str, value: Any) -> None:
         from neptune_exporter.fake_neptune import datasets
+
         datasets.set_attribute(self.workspace, project_id, run_id, path, type, value)
 
     def touch(self, project_id: str, run_id: str) -> None:
         from neptune_exporter.fake_neptune import datasets
+
         datasets.touch_run(self.workspace, project_id, run_id)
 
 
@@ -551,12 +611,19 @@ class FakeNeptuneProcess:
         self.process: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
 
-    def start(self) -> "FakeNeptuneProcess":
+    def start(self) -> FakeNeptuneProcess:
         folder = Path(tempfile.mkdtemp(prefix="fake-neptune-"))
         self._folder: Path | None = folder
         ready = folder / "ready.json"
-        cmd = [sys.executable, "-m", "neptune_exporter.fake_neptune.cli", "serve", *self.serve_args,
-               "--ready-file", str(ready)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "neptune_exporter.fake_neptune.cli",
+            "serve",
+            *self.serve_args,
+            "--ready-file",
+            str(ready),
+        ]
         self._log = open(folder / "stdout.log", "w")
         self.process = subprocess.Popen(cmd, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout_s
@@ -578,8 +645,11 @@ class FakeNeptuneProcess:
         return self.info["api_token"]
 
     def env(self, project: str | None = None) -> dict[str, str]:
-        return {"NEPTUNE_API_TOKEN": self.api_token, "NEPTUNE_PROJECT": project or self.info["project"],
-                "OAUTHLIB_INSECURE_TRANSPORT": "1"}
+        return {
+            "NEPTUNE_API_TOKEN": self.api_token,
+            "NEPTUNE_PROJECT": project or self.info["project"],
+            "OAUTHLIB_INSECURE_TRANSPORT": "1",
+        }
 
     def request_summary(self) -> dict[str, Any]:
         """The server's request log summary (see RequestLog.summary)."""
@@ -612,7 +682,7 @@ class FakeNeptuneProcess:
                 shutil.rmtree(folder)
             self._folder = None
 
-    def __enter__(self) -> "FakeNeptuneProcess":
+    def __enter__(self) -> FakeNeptuneProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

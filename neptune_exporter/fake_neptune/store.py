@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import uuid as uuidlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -24,11 +25,11 @@ LEGACY_ONLY_TYPES = (GIT_REF, NOTEBOOK_REF, ARTIFACT)
 SERIES_TYPES = (FLOAT_SERIES, STRING_SERIES, HISTOGRAM_SERIES, FILE_SERIES)
 ALL_TYPES = ATOM_TYPES + SERIES_TYPES + LEGACY_ONLY_TYPES  # legacy ones: dict values, see fake_neptune/README.md
 
-EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -72,8 +73,9 @@ class Series:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def window(self, after_step: float | None, step_from: float | None, step_to: float | None, limit: int,
-               tail: bool = False) -> tuple[np.ndarray, list | np.ndarray, np.ndarray]:
+    def window(
+        self, after_step: float | None, step_from: float | None, step_to: float | None, limit: int, tail: bool = False
+    ) -> tuple[np.ndarray, list | np.ndarray, np.ndarray]:
         """Up to `limit` points with step > after_step and within [step_from, step_to] (tail: the last ones)."""
         raise NotImplementedError
 
@@ -173,9 +175,15 @@ class GeneratedFloatSeries(Series):
         raw = (step - self.start_step) / self.step_size
         i = int(np.floor(raw)) + 1 if side == "right" else int(np.ceil(raw))
         # correct float rounding at the boundary
-        while i > 0 and ((self.steps_of(np.array([i - 1]))[0] > step) if side == "right" else (self.steps_of(np.array([i - 1]))[0] >= step)):
+        while i > 0 and (
+            (self.steps_of(np.array([i - 1]))[0] > step)
+            if side == "right"
+            else (self.steps_of(np.array([i - 1]))[0] >= step)
+        ):
             i -= 1
-        while i < self.count and ((self.steps_of(np.array([i]))[0] <= step) if side == "right" else (self.steps_of(np.array([i]))[0] < step)):
+        while i < self.count and (
+            (self.steps_of(np.array([i]))[0] <= step) if side == "right" else (self.steps_of(np.array([i]))[0] < step)
+        ):
             i += 1
         return min(max(i, 0), self.count)
 

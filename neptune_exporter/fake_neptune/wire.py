@@ -46,10 +46,10 @@ def _points_matrix(unsigned: np.ndarray, steps: np.ndarray, values: np.ndarray, 
         rows[:, 3 + group] = byte | np.uint64(0x80) if group < width - 1 else byte
     at = 3 + width
     rows[:, at] = 0x11
-    rows[:, at + 1:at + 9] = steps.astype("<f8").view(np.uint8).reshape(n, 8)
+    rows[:, at + 1 : at + 9] = steps.astype("<f8").view(np.uint8).reshape(n, 8)
     rows[:, at + 9] = 0x19
-    rows[:, at + 10:at + 18] = values.astype("<f8").view(np.uint8).reshape(n, 8)
-    rows[:, at + 18:at + 23] = _COMPLETION_RATIO_ONE
+    rows[:, at + 10 : at + 18] = values.astype("<f8").view(np.uint8).reshape(n, 8)
+    rows[:, at + 18 : at + 23] = _COMPLETION_RATIO_ONE
     return rows
 
 

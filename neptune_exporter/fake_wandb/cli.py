@@ -6,13 +6,14 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from neptune_exporter.fake_wandb.server import FakeWandb
 
-app = typer.Typer(help="A local stand-in for the W&B endpoints `wandb sync` and online `wandb.init` use.", no_args_is_help=True)
+app = typer.Typer(
+    help="A local stand-in for the W&B endpoints `wandb sync` and online `wandb.init` use.", no_args_is_help=True
+)
 
 
 @app.callback()
@@ -23,7 +24,9 @@ def main() -> None:
 @app.command()
 def serve(
     port: int = typer.Option(0, help="Port on 127.0.0.1 (0: a free one)."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Write what arrived (runs, rows, artifacts) here as JSON on exit."),
+    record: Path | None = typer.Option(
+        None, "--record", help="Write what arrived (runs, rows, artifacts) here as JSON on exit."
+    ),
 ) -> None:
     """Serve until Ctrl-C / SIGTERM; prints the environment that points wandb at it."""
     stop = threading.Event()
@@ -38,4 +41,6 @@ def serve(
         summary = fake.summary()
     if record:
         record.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    typer.echo(f"{len(summary['runs'])} run(s), {sum(r['rows'] for r in summary['runs'])} history row(s), {len(summary['artifacts'])} artifact(s) received")
+    typer.echo(
+        f"{len(summary['runs'])} run(s), {sum(r['rows'] for r in summary['runs'])} history row(s), {len(summary['artifacts'])} artifact(s) received"
+    )

@@ -90,9 +90,13 @@ def upsert_bucket(state, v: dict, query: str) -> dict:
     if v.get("summaryMetrics") is not None:
         run.summary.update(_json(v["summaryMetrics"], {}))
     bucket = {
-        "id": f"run:{entity}/{project}/{run.name}", "name": run.name, "displayName": run.display_name,
-        "description": None, "config": json.dumps({k: {"value": x} for k, x in run.config.items()}),
-        "sweepName": None, "historyLineCount": len(run.history),
+        "id": f"run:{entity}/{project}/{run.name}",
+        "name": run.name,
+        "displayName": run.display_name,
+        "description": None,
+        "config": json.dumps({k: {"value": x} for k, x in run.config.items()}),
+        "sweepName": None,
+        "historyLineCount": len(run.history),
         "project": {"id": f"project:{project}", "name": project, "entity": {"id": f"entity:{entity}", "name": entity}},
     }
     return {"upsertBucket": {"inserted": True, "bucket": bucket}}
@@ -103,7 +107,9 @@ def server_features(state, v: dict, query: str) -> dict:
 
 
 def viewer(state, v: dict, query: str) -> dict:
-    return {"viewer": {"id": "user:1", "entity": "fake-entity", "username": "fake", "flags": "{}", "teams": {"edges": []}}}
+    return {
+        "viewer": {"id": "user:1", "entity": "fake-entity", "username": "fake", "flags": "{}", "teams": {"edges": []}}
+    }
 
 
 def create_run_files(state, v: dict, query: str) -> dict:
@@ -119,16 +125,34 @@ def create_artifact(state, v: dict, query: str) -> dict:
     artifact_id = f"a{len(state.artifacts) + 1}"
     name = fields.get("artifactCollectionName") or (fields.get("artifactCollectionNames") or ["?"])[0]
     state.artifacts[artifact_id] = FakeArtifact(
-        artifact_id, name, fields.get("artifactTypeName", ""), fields.get("runName") or "", fields.get("digest", ""),
+        artifact_id,
+        name,
+        fields.get("artifactTypeName", ""),
+        fields.get("runName") or "",
+        fields.get("digest", ""),
         metadata=_json(fields.get("metadata"), {}),
-        entity=fields.get("entityName") or "", project=fields.get("projectName") or "",
+        entity=fields.get("entityName") or "",
+        project=fields.get("projectName") or "",
     )
-    return {"createArtifact": {"artifact": {"id": artifact_id, "state": "PENDING", "artifactSequence": {"id": "s1", "latestArtifact": None}}}}
+    return {
+        "createArtifact": {
+            "artifact": {
+                "id": artifact_id,
+                "state": "PENDING",
+                "artifactSequence": {"id": "s1", "latestArtifact": None},
+            }
+        }
+    }
 
 
 def _manifest_reply(state, artifact_id: str) -> dict:
     upload = f"{state.base_url}/upload/manifest/{artifact_id}/wandb_manifest.json"
-    return {"artifactManifest": {"id": f"m-{artifact_id}", "file": {"id": f"f-{artifact_id}", "uploadUrl": upload, "uploadHeaders": []}}}
+    return {
+        "artifactManifest": {
+            "id": f"m-{artifact_id}",
+            "file": {"id": f"f-{artifact_id}", "uploadUrl": upload, "uploadHeaders": []},
+        }
+    }
 
 
 def create_manifest(state, v: dict, query: str) -> dict:
@@ -143,8 +167,16 @@ def create_artifact_files(state, v: dict, query: str) -> dict:
     edges = []
     for i, item in enumerate(v["input"]["artifactFiles"]):
         url = f"{state.base_url}/upload/artifact/{item.get('artifactID')}/{item.get('name')}"
-        node = {"id": f"file{i}", "name": item.get("name"), "displayName": item.get("name"), "uploadUrl": url, "uploadHeaders": [],
-                "uploadMultipartUrls": None, "storagePath": f"s/{i}", "artifact": {"id": item.get("artifactID")}}
+        node = {
+            "id": f"file{i}",
+            "name": item.get("name"),
+            "displayName": item.get("name"),
+            "uploadUrl": url,
+            "uploadHeaders": [],
+            "uploadMultipartUrls": None,
+            "storagePath": f"s/{i}",
+            "artifact": {"id": item.get("artifactID")},
+        }
         edges.append({"node": node})
     return {"createArtifactFiles": {"files": {"edges": edges}}}
 
@@ -165,18 +197,37 @@ def run_node(state, run) -> dict:
     """The public API's Run fields."""
     config = {k: {"value": v, "desc": None} for k, v in run.config.items()}
     return {
-        "id": f"run:{run.entity}/{run.project}/{run.name}", "name": run.name, "displayName": run.display_name,
-        "tags": run.tags, "group": run.group or None, "sweepName": None, "state": "finished" if run.exit_code is not None else "running",
-        "config": json.dumps(config), "summaryMetrics": json.dumps(run.summary), "systemMetrics": "{}",
-        "historyLineCount": len(run.history), "historyKeys": {"lastStep": _last_step(run), "keys": {}},
-        "jobType": None, "commit": None, "readOnly": False, "createdAt": "2024-01-01T00:00:00", "heartbeatAt": "2024-01-01T00:00:00",
-        "description": None, "notes": None, "user": {"name": "fake", "username": "fake"}, "projectId": "1",
+        "id": f"run:{run.entity}/{run.project}/{run.name}",
+        "name": run.name,
+        "displayName": run.display_name,
+        "tags": run.tags,
+        "group": run.group or None,
+        "sweepName": None,
+        "state": "finished" if run.exit_code is not None else "running",
+        "config": json.dumps(config),
+        "summaryMetrics": json.dumps(run.summary),
+        "systemMetrics": "{}",
+        "historyLineCount": len(run.history),
+        "historyKeys": {"lastStep": _last_step(run), "keys": {}},
+        "jobType": None,
+        "commit": None,
+        "readOnly": False,
+        "createdAt": "2024-01-01T00:00:00",
+        "heartbeatAt": "2024-01-01T00:00:00",
+        "description": None,
+        "notes": None,
+        "user": {"name": "fake", "username": "fake"},
+        "projectId": "1",
     }
 
 
 def project_run(state, v: dict, query: str) -> dict:
     run = state.runs.get((v.get("entity"), v.get("project"), v.get("name")))
-    project = {"id": f"project:{v.get('project')}", "name": v.get("project"), "run": run_node(state, run) if run else None}
+    project = {
+        "id": f"project:{v.get('project')}",
+        "name": v.get("project"),
+        "run": run_node(state, run) if run else None,
+    }
     return {"project": project}
 
 
@@ -186,12 +237,29 @@ def resume_status(state, v: dict, query: str) -> dict:
         return {"model": {"bucket": None}}
     tail = [json.dumps(run.history[i]) for i in sorted(run.history)[-1:]]
     bucket = {
-        "name": run.name, "displayName": run.display_name, "historyLineCount": len(run.history), "eventsLineCount": 0,
-        "logLineCount": 0, "historyTail": json.dumps(tail), "eventsTail": "[]", "summaryMetrics": json.dumps(run.summary),
-        "config": json.dumps({k: {"value": x} for k, x in run.config.items()}), "tags": run.tags, "wandbConfig": "{}",
-        "id": f"run:{run.entity}/{run.project}/{run.name}", "createdAt": "2024-01-01T00:00:00", "groupName": run.group or None,
+        "name": run.name,
+        "displayName": run.display_name,
+        "historyLineCount": len(run.history),
+        "eventsLineCount": 0,
+        "logLineCount": 0,
+        "historyTail": json.dumps(tail),
+        "eventsTail": "[]",
+        "summaryMetrics": json.dumps(run.summary),
+        "config": json.dumps({k: {"value": x} for k, x in run.config.items()}),
+        "tags": run.tags,
+        "wandbConfig": "{}",
+        "id": f"run:{run.entity}/{run.project}/{run.name}",
+        "createdAt": "2024-01-01T00:00:00",
+        "groupName": run.group or None,
     }
-    return {"model": {"id": f"project:{run.project}", "name": run.project, "entity": {"id": "e", "name": run.entity}, "bucket": bucket}}
+    return {
+        "model": {
+            "id": f"project:{run.project}",
+            "name": run.project,
+            "entity": {"id": "e", "name": run.entity},
+            "bucket": bucket,
+        }
+    }
 
 
 def artifact_type(state, v: dict, query: str) -> dict:
@@ -213,7 +281,11 @@ def fetch_manifest(state, v: dict, query: str) -> dict:
     artifact = state.artifacts.get(v.get("id"))
     if artifact is None:
         return {"artifact": None}
-    return {"artifact": {"currentManifest": {"id": f"m-{artifact.id}", "file": {"directUrl": state.base_url + artifact.manifest_url}}}}
+    return {
+        "artifact": {
+            "currentManifest": {"id": f"m-{artifact.id}", "file": {"directUrl": state.base_url + artifact.manifest_url}}
+        }
+    }
 
 
 def parquet_history(state, v: dict, query: str) -> dict:
@@ -227,13 +299,32 @@ def _artifact_node(state, artifact, index: int) -> dict:
     project = {"id": "p1", "internalId": "1", "name": artifact.project, "entity": {"name": artifact.entity}}
     collection = {"__typename": "ArtifactSequence", "name": artifact.name, "project": project}
     return {
-        "__typename": "Artifact", "id": artifact.id, "artifactSequence": collection, "versionIndex": 0,
-        "artifactType": {"name": artifact.type}, "description": None, "metadata": json.dumps(artifact.metadata),
-        "ttlDurationSeconds": -1, "ttlIsInherited": True, "tags": [], "historyStep": None, "state": artifact.state,
-        "size": 0, "digest": artifact.digest, "commitHash": f"c{index}", "fileCount": len(artifact.manifest.get("contents", {})),
-        "createdAt": "2024-01-01T00:00:00", "updatedAt": None,
-        "aliases": [{"__typename": "ArtifactAlias", "id": f"al{index}", "alias": "latest",
-                     "artifactCollection": {"__typename": "ArtifactSequence", "name": artifact.name, "project": project}}],
+        "__typename": "Artifact",
+        "id": artifact.id,
+        "artifactSequence": collection,
+        "versionIndex": 0,
+        "artifactType": {"name": artifact.type},
+        "description": None,
+        "metadata": json.dumps(artifact.metadata),
+        "ttlDurationSeconds": -1,
+        "ttlIsInherited": True,
+        "tags": [],
+        "historyStep": None,
+        "state": artifact.state,
+        "size": 0,
+        "digest": artifact.digest,
+        "commitHash": f"c{index}",
+        "fileCount": len(artifact.manifest.get("contents", {})),
+        "createdAt": "2024-01-01T00:00:00",
+        "updatedAt": None,
+        "aliases": [
+            {
+                "__typename": "ArtifactAlias",
+                "id": f"al{index}",
+                "alias": "latest",
+                "artifactCollection": {"__typename": "ArtifactSequence", "name": artifact.name, "project": project},
+            }
+        ],
     }
 
 

@@ -167,7 +167,7 @@ class FakeWandb:
         self.api_key = API_KEY
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-wandb", daemon=True)
 
-    def __enter__(self) -> "FakeWandb":
+    def __enter__(self) -> FakeWandb:
         self._thread.start()
         return self
 
@@ -198,9 +198,21 @@ class FakeWandb:
         """What arrived, JSON-friendly: per run rows/config/summary keys/files, per artifact files."""
         with self.state.lock:
             runs = [
-                {"path": "/".join(key), "name": run.display_name, "group": run.group, "tags": run.tags, "rows": len(run.history),
-                 "config_keys": len(run.config), "summary_keys": len(run.summary), "files": sorted(run.files), "exit_code": run.exit_code}
+                {
+                    "path": "/".join(key),
+                    "name": run.display_name,
+                    "group": run.group,
+                    "tags": run.tags,
+                    "rows": len(run.history),
+                    "config_keys": len(run.config),
+                    "summary_keys": len(run.summary),
+                    "files": sorted(run.files),
+                    "exit_code": run.exit_code,
+                }
                 for key, run in sorted(self.state.runs.items())
             ]
-            artifacts = [{"name": a.name, "type": a.type, "run": a.run, "state": a.state, "files": sorted(a.uploaded)} for a in self.state.artifacts.values()]
+            artifacts = [
+                {"name": a.name, "type": a.type, "run": a.run, "state": a.state, "files": sorted(a.uploaded)}
+                for a in self.state.artifacts.values()
+            ]
         return {"base_url": self.base_url, "runs": runs, "artifacts": artifacts}

@@ -135,7 +135,7 @@ class Loader(Protocol):
 
 def run_key(project_id: str, run_id: str) -> str:
     """Quote-free lookup key of a run in a target (a tag value safe in any filter language)."""
-    return hashlib.blake2b(f"{project_id}\x00{run_id}".encode("utf-8"), digest_size=16).hexdigest()
+    return hashlib.blake2b(f"{project_id}\x00{run_id}".encode(), digest_size=16).hexdigest()
 
 
 def format_step(unscaled: int) -> str:

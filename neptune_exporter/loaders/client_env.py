@@ -9,7 +9,7 @@ its first client call. A value the user set wins.
 from __future__ import annotations
 
 import os
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 CLIENT_DEFAULTS: dict[str, dict[str, str]] = {
     "mlflow": {

@@ -6,18 +6,18 @@ import json
 import logging
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import requests
-
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -62,13 +62,31 @@ KEY_MAP_FILE = "key_map.json"
 RESERVED_TAG_PREFIXES = ("mlflow.", "neptune.")
 
 TAG_PROJECT, TAG_RUN_ID, TAG_RUN_KEY = PROVENANCE_PROJECT, PROVENANCE_RUN_ID, "neptune.run_key"
-TAG_CHECKSUM, TAG_LOAD_STATE, TAG_STEP_MULTIPLIER = PROVENANCE_CHECKSUM, PROVENANCE_LOAD_STATE, PROVENANCE_STEP_MULTIPLIER
-TAG_FORK_PARENT, TAG_FORK_STEP, TAG_FORK_PARENT_TARGET = PROVENANCE_FORK_PARENT, PROVENANCE_FORK_STEP, "neptune.fork_parent_mlflow_run_id"
+TAG_CHECKSUM, TAG_LOAD_STATE, TAG_STEP_MULTIPLIER = (
+    PROVENANCE_CHECKSUM,
+    PROVENANCE_LOAD_STATE,
+    PROVENANCE_STEP_MULTIPLIER,
+)
+TAG_FORK_PARENT, TAG_FORK_STEP, TAG_FORK_PARENT_TARGET = (
+    PROVENANCE_FORK_PARENT,
+    PROVENANCE_FORK_STEP,
+    "neptune.fork_parent_mlflow_run_id",
+)
 TAG_PARENT_RUN = "mlflow.parentRunId"
 LINK_TAGS = (TAG_FORK_PARENT_TARGET, TAG_PARENT_RUN)
 
 PARAM_TYPES = pa.array(
-    [t.value for t in (AttributeType.FLOAT, AttributeType.INT, AttributeType.STRING, AttributeType.BOOL, AttributeType.DATETIME, AttributeType.STRING_SET)]
+    [
+        t.value
+        for t in (
+            AttributeType.FLOAT,
+            AttributeType.INT,
+            AttributeType.STRING,
+            AttributeType.BOOL,
+            AttributeType.DATETIME,
+            AttributeType.STRING_SET,
+        )
+    ]
 )
 WHOLE_FILE_TYPES = pa.array([t.value for t in (AttributeType.FILE, AttributeType.FILE_SET, AttributeType.ARTIFACT)])
 
@@ -131,7 +149,7 @@ def provenance_tags(export: ExportedRun, multiplier: int, load_state: str) -> di
 
 
 def _iso_ms(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 class RunMapping:
@@ -273,13 +291,18 @@ class RunMapping:
         if not rows.num_rows:
             return
         steps = self._steps(rows).tolist()
-        for path, step, value in zip(rows.column("attribute_path").to_pylist(), steps, rows.column("file_value").to_pylist()):
+        for path, step, value in zip(
+            rows.column("attribute_path").to_pylist(), steps, rows.column("file_value").to_pylist()
+        ):
             yield ArtifactItem(self._local_file(path, value), f"{self.keys(path)}/step_{step}")
 
     def _key_map_artifact(self) -> ArtifactItem:
         local = self.workdir / KEY_MAP_ARTIFACT_DIR / KEY_MAP_FILE
         local.parent.mkdir(parents=True, exist_ok=True)
-        record = {"attributes": dict(sorted(self.keys.renamed.items())), "tags": dict(sorted(self.tag_keys.renamed.items()))}
+        record = {
+            "attributes": dict(sorted(self.keys.renamed.items())),
+            "tags": dict(sorted(self.tag_keys.renamed.items())),
+        }
         local.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
         return ArtifactItem(local, KEY_MAP_ARTIFACT_DIR)
 
@@ -293,8 +316,12 @@ def _translate(action: str, error: Exception) -> NeptuneExporterError:
     """MLflow/HTTP failure → typed error: server trouble is transient, refusals are terminal."""
     code = getattr(error, "error_code", "")
     if isinstance(error, requests.RequestException) or code in TRANSIENT_CODES:
-        return TargetUnavailableError(f"MLflow failed to {action}: {error}", "check the tracking server is up; the load resumes where it stopped")
-    return TargetError(f"MLflow refused to {action}: {error}", "check the tracking URI and permissions; rerun after fixing")
+        return TargetUnavailableError(
+            f"MLflow failed to {action}: {error}", "check the tracking server is up; the load resumes where it stopped"
+        )
+    return TargetError(
+        f"MLflow refused to {action}: {error}", "check the tracking URI and permissions; rerun after fixing"
+    )
 
 
 @contextmanager
@@ -407,7 +434,9 @@ class MlflowLoader:
 
     def __post_init__(self) -> None:
         if not self.tracking_uri:
-            raise InvalidOptionError("no MLflow tracking URI given", "pass --mlflow-tracking-uri or set MLFLOW_TRACKING_URI")
+            raise InvalidOptionError(
+                "no MLflow tracking URI given", "pass --mlflow-tracking-uri or set MLFLOW_TRACKING_URI"
+            )
         check_experiment_template(self.experiment_name_template)
         self._client: MlflowClient | None = None
 
@@ -420,7 +449,7 @@ class MlflowLoader:
         return self._client
 
     @classmethod
-    def from_options(cls, options, settings) -> "MlflowLoader":
+    def from_options(cls, options, settings) -> MlflowLoader:
         """Build from `load.LoadOptions` (+ settings)."""
         return cls(
             tracking_uri=options.mlflow_tracking_uri,
@@ -444,7 +473,10 @@ class MlflowLoader:
         elif uri.startswith("sqlite:///"):
             folder = Path(uri[len("sqlite:///") :]).expanduser().resolve().parent
             if not folder.is_dir():
-                raise OutputPathError(f"folder {folder} of the MLflow SQLite store does not exist", "create it or point the sqlite:/// URI elsewhere")
+                raise OutputPathError(
+                    f"folder {folder} of the MLflow SQLite store does not exist",
+                    "create it or point the sqlite:/// URI elsewhere",
+                )
         elif "://" not in uri or uri.startswith("file:"):
             raise InvalidOptionError(
                 f"tracking URI {uri!r} is a file store, which MLflow deprecated",
@@ -497,7 +529,9 @@ class MlflowLoader:
         """Active MLflow runs carrying this Neptune run's key tag (a failed lookup raises, never returns [])."""
         query = f"tags.`{TAG_RUN_KEY}` = '{run_key(project_id, run_id)}'"
         with _mlflow(f"search runs of {project_id}/{run_id}"):
-            return list(self.client.search_runs([experiment_id], query, run_view_type=ViewType.ACTIVE_ONLY, max_results=100))
+            return list(
+                self.client.search_runs([experiment_id], query, run_view_type=ViewType.ACTIVE_ONLY, max_results=100)
+            )
 
     def active_copies(self, export: ExportedRun) -> list:
         """Every active MLflow run of this export, complete or not (a clean load leaves exactly one)."""
@@ -513,7 +547,9 @@ class MlflowLoader:
         """Load one exported run: skip when complete with this checksum, else delete partial/stale copies and load."""
         export = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
         if not export.complete:
-            raise TerminalError(f"the export of run {run_id!r} ({project_id}) is marked failed", "re-export the run, then load again")
+            raise TerminalError(
+                f"the export of run {run_id!r} ({project_id}) is marked failed", "re-export the run, then load again"
+            )
         multiplier = export.step_multiplier(self.step_multiplier)
         experiment_id = self.experiment_id(self.experiment_name(export))
         existing = self.find_runs(experiment_id, project_id, run_id)
@@ -542,7 +578,9 @@ class MlflowLoader:
         except NeptuneExporterError:
             self._mark_failed(target_id)
             raise
-        return LoadResult(export.project_id, export.run_id, "loaded", target_run_id=target_id, points=points, files=files)
+        return LoadResult(
+            export.project_id, export.run_id, "loaded", target_run_id=target_id, points=points, files=files
+        )
 
     def _upload(self, target_id: str, export: ExportedRun, multiplier: int) -> tuple[int, int]:
         metrics = MetricBatcher(self.client, target_id, MLFLOW.metrics_per_batch)

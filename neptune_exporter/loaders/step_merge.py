@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -67,8 +67,16 @@ class StepSpill:
     one chunk while reading and near `merge_rows` (plus one file batch per spill file) while merging.
     """
 
-    def __init__(self, schema: pa.Schema, directory: Path | str | None = None, *, chunk_rows: int = 1_000_000,
-                 chunk_bytes: int = 128 * 1024 * 1024, block_rows: int = 4_096, merge_rows: int = 500_000):
+    def __init__(
+        self,
+        schema: pa.Schema,
+        directory: Path | str | None = None,
+        *,
+        chunk_rows: int = 1_000_000,
+        chunk_bytes: int = 128 * 1024 * 1024,
+        block_rows: int = 4_096,
+        merge_rows: int = 500_000,
+    ):
         self.schema = schema
         self._tmp = tempfile.TemporaryDirectory(prefix="step-spill-", dir=directory)
         self._chunk_rows, self._chunk_bytes, self._block_rows = chunk_rows, chunk_bytes, block_rows
@@ -78,7 +86,7 @@ class StepSpill:
         self._files: list[Path] = []
         self.rows = 0
 
-    def __enter__(self) -> "StepSpill":
+    def __enter__(self) -> StepSpill:
         return self
 
     def __exit__(self, *exc) -> None:

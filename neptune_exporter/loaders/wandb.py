@@ -10,11 +10,12 @@ import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +67,10 @@ SPILL_SCHEMA = pa.schema(
         pa.field("timestamp", pa.int64()),
         pa.field("float_value", pa.float64()),
         pa.field("string_value", pa.string()),
-        pa.field("histogram_value", pa.struct([pa.field("edges", pa.list_(pa.float64())), pa.field("values", pa.list_(pa.float64()))])),
+        pa.field(
+            "histogram_value",
+            pa.struct([pa.field("edges", pa.list_(pa.float64())), pa.field("values", pa.list_(pa.float64()))]),
+        ),
     ]
 )
 # quiet, local-only W&B: no console capture, no system stats, no code/git/metadata collection
@@ -100,10 +104,13 @@ def wandb_project_name(project_id: str, template: str | None) -> str:
     """W&B project from the Neptune project via a template ({project}, {workspace}, {project_id})."""
     workspace, _, project = project_id.rpartition("/")
     try:
-        name = (template or DEFAULT_PROJECT_TEMPLATE).format(project=project, workspace=workspace, project_id=project_id)
+        name = (template or DEFAULT_PROJECT_TEMPLATE).format(
+            project=project, workspace=workspace, project_id=project_id
+        )
     except (KeyError, IndexError, ValueError) as error:
         raise InvalidOptionError(
-            f"--project-template {template!r} is not valid ({error})", "use the fields {project}, {workspace}, {project_id}"
+            f"--project-template {template!r} is not valid ({error})",
+            "use the fields {project}, {workspace}, {project_id}",
         ) from None
     return _clean(name, r"A-Za-z0-9_.\-")[:128] or "neptune"
 
@@ -142,7 +149,7 @@ class WandbTarget:
         return bool(self.api_key)
 
     @classmethod
-    def from_env(cls, wandb_dir: Path | str | None, entity: str | None, project_template: str | None) -> "WandbTarget":
+    def from_env(cls, wandb_dir: Path | str | None, entity: str | None, project_template: str | None) -> WandbTarget:
         """Online when WANDB_API_KEY is set (WANDB_BASE_URL for W&B Server), offline otherwise."""
         return cls(
             wandb_dir=Path(wandb_dir or "./wandb-runs").absolute(),
@@ -185,7 +192,9 @@ class RunContent:
     keys: list[str] = field(default_factory=list)  # spill key index → W&B key
     key_types: list[AttributeType] = field(default_factory=list)
     originals: list[str] = field(default_factory=list)
-    files: dict[str, list[tuple[Path, str]]] = field(default_factory=dict)  # attribute → [(local file/dir, name in artifact)]
+    files: dict[str, list[tuple[Path, str]]] = field(
+        default_factory=dict
+    )  # attribute → [(local file/dir, name in artifact)]
     file_types: dict[str, AttributeType] = field(default_factory=dict)
     file_count: int = 0
     min_unscaled_step: int | None = None  # lowest series step (W&B drops negative steps: they get shifted)
@@ -328,7 +337,7 @@ class _StringSeriesSink:
 
     def add(self, step: str, value: str | None, timestamp_ms: int | None) -> None:
         self.text.write(f"{value if value is not None else ''}\n")
-        moment = None if timestamp_ms is None else datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc).isoformat()
+        moment = None if timestamp_ms is None else datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat()
         self.rows.append([step, value, moment])
         self.count += 1
         if len(self.rows) >= TABLE_CHUNK_ROWS:
@@ -383,7 +392,9 @@ class _HistoryWriter:
         is_string = self.string_keys[keys] if len(keys) else np.zeros(0, bool)
         timestamps = _row_timestamps(table)
         if is_string.any():
-            self._strings(table.filter(pa.array(is_string)), unscaled[is_string], keys[is_string], timestamps[is_string])
+            self._strings(
+                table.filter(pa.array(is_string)), unscaled[is_string], keys[is_string], timestamps[is_string]
+            )
         history = ~is_string
         if from_step is not None:
             history &= steps >= from_step
@@ -391,7 +402,9 @@ class _HistoryWriter:
             self._rows(table.filter(pa.array(history)), steps[history], keys[history], timestamps[history])
 
     def _strings(self, table: pa.Table, unscaled: np.ndarray, keys: np.ndarray, timestamps: np.ndarray) -> None:
-        for value, step, key, ts in zip(table.column("string_value").to_pylist(), unscaled.tolist(), keys.tolist(), timestamps.tolist()):
+        for value, step, key, ts in zip(
+            table.column("string_value").to_pylist(), unscaled.tolist(), keys.tolist(), timestamps.tolist()
+        ):
             self._string_sink(key).add(format_step(step), value, ts if ts >= 0 else None)
 
     def _rows(self, table: pa.Table, steps: np.ndarray, keys: np.ndarray, timestamps: np.ndarray) -> None:
@@ -449,7 +462,7 @@ class WandbLoader:
         self.spill_chunk_rows = spill_chunk_rows
 
     @classmethod
-    def from_options(cls, options, settings=None) -> "WandbLoader":
+    def from_options(cls, options, settings=None) -> WandbLoader:
         """Build from `load.LoadOptions`. Runs may load concurrently from threads: wandb 0.31 keeps one
         run per `wandb.init(reinit="create_new")` and does the I/O in its own wandb-core process."""
         target = WandbTarget.from_env(options.wandb_dir, options.wandb_entity, options.wandb_project_template)
@@ -489,7 +502,10 @@ class WandbLoader:
         except TerminalError as error:
             result.status, result.error = "failed", error.to_record()
         except _wandb_errors() as error:
-            raise TargetUnavailableError(f"W&B failed while loading run {run_id!r}: {error}", "retry; check WANDB_BASE_URL and the server's health") from error
+            raise TargetUnavailableError(
+                f"W&B failed while loading run {run_id!r}: {error}",
+                "retry; check WANDB_BASE_URL and the server's health",
+            ) from error
         return result
 
     # -- state
@@ -529,7 +545,15 @@ class WandbLoader:
             await_offline_log(self.target.wandb_dir, target_run_id, exported.checksum)
         return history.points, content.file_count
 
-    def _init_run(self, exported: ExportedRun, target_run_id: str, content: RunContent, keymap: KeyMap, multiplier: int, prior: _PriorState):
+    def _init_run(
+        self,
+        exported: ExportedRun,
+        target_run_id: str,
+        content: RunContent,
+        keymap: KeyMap,
+        multiplier: int,
+        prior: _PriorState,
+    ):
         import wandb
 
         config = dict(content.config)
@@ -538,15 +562,27 @@ class WandbLoader:
         settings = wandb.Settings(
             mode="online" if self.target.online else "offline",
             root_dir=str(self.target.wandb_dir),
-            console="off", save_code=False, disable_git=True, silent=True,
-            x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True,
+            console="off",
+            save_code=False,
+            disable_git=True,
+            silent=True,
+            x_disable_stats=True,
+            x_disable_meta=True,
+            x_disable_machine_info=True,
             **({"base_url": self.target.base_url} if self.target.base_url else {}),
             **({"api_key": self.target.api_key} if self.target.api_key else {}),
         )
         arguments = dict(
-            entity=self.target.entity, project=self.project_name(exported.project_id), id=target_run_id,
-            name=exported.run_id, group=exported.experiment_name or None, tags=content.tags,
-            config=config, allow_val_change=True, reinit="create_new", settings=settings,
+            entity=self.target.entity,
+            project=self.project_name(exported.project_id),
+            id=target_run_id,
+            name=exported.run_id,
+            group=exported.experiment_name or None,
+            tags=content.tags,
+            config=config,
+            allow_val_change=True,
+            reinit="create_new",
+            settings=settings,
             resume="allow" if self.target.online and prior.state == "partial" else None,
         )
         fork_from = self._fork_from(exported) if prior.state == "absent" else None
@@ -560,7 +596,9 @@ class WandbLoader:
                     log.info("W&B server does not fork runs (%s); the parent stays in config only", error)
             return wandb.init(**arguments)
         except (wandb.errors.CommError, wandb.errors.UsageError) as error:
-            raise TargetError(f"W&B refused run {target_run_id}: {error}", "check --entity, WANDB_API_KEY and WANDB_BASE_URL") from None
+            raise TargetError(
+                f"W&B refused run {target_run_id}: {error}", "check --entity, WANDB_API_KEY and WANDB_BASE_URL"
+            ) from None
 
     def _fork_from(self, exported: ExportedRun) -> str | None:
         """`<parent id>?_step=<fork step>` when online and the parent is already in W&B (else None)."""
@@ -612,7 +650,9 @@ def artifact_specs(target_run_id: str, content: RunContent, history: _HistoryWri
     for path, entries in content.files.items():
         kind = content.file_types[path].value
         metadata = {"neptune_attribute": path, "neptune_type": kind}
-        specs.append(ArtifactSpec(artifact_name(target_run_id, path), f"neptune-{kind.replace('_', '-')}", metadata, entries))
+        specs.append(
+            ArtifactSpec(artifact_name(target_run_id, path), f"neptune-{kind.replace('_', '-')}", metadata, entries)
+        )
     for key_index, sink in sorted(history.strings.items()):
         original = content.originals[key_index]
         metadata = {"neptune_attribute": original, "neptune_type": "string_series", "count": sink.count}
@@ -644,12 +684,17 @@ def mapped_run(exported: ExportedRun, staging_root: Path, spill_chunk_rows: int 
     """Read a run once: (content, step spill, key map, staging folder), all cleaned up on exit."""
     staging_root.mkdir(parents=True, exist_ok=True)
     keymap = WandbKeyMap(WANDB)
-    with tempfile.TemporaryDirectory(dir=staging_root) as staging, StepSpill(SPILL_SCHEMA, staging, chunk_rows=spill_chunk_rows) as spill:
+    with (
+        tempfile.TemporaryDirectory(dir=staging_root) as staging,
+        StepSpill(SPILL_SCHEMA, staging, chunk_rows=spill_chunk_rows) as spill,
+    ):
         content = _ExportReader(exported, keymap, spill).read()
         yield content, spill, keymap, Path(staging)
 
 
-def write_history(run, content: RunContent, spill: StepSpill, multiplier: int, staging: Path, from_step: int | None = None) -> "_HistoryWriter":
+def write_history(
+    run, content: RunContent, spill: StepSpill, multiplier: int, staging: Path, from_step: int | None = None
+) -> _HistoryWriter:
     """Log every series row in increasing step order to `run` (anything with `.log(row, step=)`)."""
     history = _HistoryWriter(run, content, multiplier, staging)
     for table in spill.merged():
@@ -657,8 +702,9 @@ def write_history(run, content: RunContent, spill: StepSpill, multiplier: int, s
     return history
 
 
-def await_offline_log(wandb_dir: Path, target_run_id: str, checksum: str,
-                      timeout_s: float = OFFLINE_LOG_TIMEOUT_SECONDS) -> None:
+def await_offline_log(
+    wandb_dir: Path, target_run_id: str, checksum: str, timeout_s: float = OFFLINE_LOG_TIMEOUT_SECONDS
+) -> None:
     """Wait until the offline log reads back complete: `run.finish()` can return before wandb-core has written
     the last records, and a run is only loaded once a rerun would find it complete (and skip it)."""
     deadline = time.monotonic() + timeout_s

@@ -8,10 +8,13 @@ from pathlib import Path
 from neptune_exporter.errors import TargetError, TargetUnavailableError
 from neptune_exporter.storage.exported_run import (
     PROVENANCE_CHECKSUM as CHECKSUM,
+)
+from neptune_exporter.storage.exported_run import (
     PROVENANCE_LOAD_STATE as LOAD_STATE,
+)
+from neptune_exporter.storage.exported_run import (
     ExportedRun,
 )
-
 
 
 @dataclass
@@ -48,7 +51,9 @@ def fetch_run(loader, exported: ExportedRun, target_run_id: str):
             return None
         if "401" in text or "403" in text or "permission" in text or "api key" in text:
             raise TargetError(f"W&B refused access to {path}: {error}", "check WANDB_API_KEY and --entity") from None
-        raise TargetUnavailableError(f"W&B at {loader.target.base_url or 'api.wandb.ai'} failed: {error}", "retry later or check WANDB_BASE_URL") from None
+        raise TargetUnavailableError(
+            f"W&B at {loader.target.base_url or 'api.wandb.ai'} failed: {error}", "retry later or check WANDB_BASE_URL"
+        ) from None
 
 
 def online_prior_state(loader, exported: ExportedRun, target_run_id: str):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -39,14 +39,13 @@ from neptune_exporter.storage.manifest import (
 from neptune_exporter.storage.parquet import (
     SERIES_TYPE_NAMES,
     AttributeStats,
+    iter_part_batches,
     listed_paths,
     parse_part_name,
-    iter_part_batches,
     project_dir,
     read_run_batches,
     run_part_paths,
 )
-
 
 _SYS_FACTS = {
     "sys/id": ("sys_id", "string_value"),
@@ -72,7 +71,16 @@ class StoredRun:
 
 
 _SYS_PATHS = pa.array(list(_SYS_FACTS), pa.string())
-_DERIVE_COLUMNS = ["project_id", "run_id", "attribute_path", "attribute_type", "step", "string_value", "float_value", "datetime_value"]
+_DERIVE_COLUMNS = [
+    "project_id",
+    "run_id",
+    "attribute_path",
+    "attribute_type",
+    "step",
+    "string_value",
+    "float_value",
+    "datetime_value",
+]
 
 
 def _collect_sys_facts(batch: pa.RecordBatch, facts: dict) -> None:
@@ -103,7 +111,11 @@ def derive_manifest(parts: list[Path], data_root: Path | str) -> Manifest:
     if "experiment_name" not in facts and "name" in facts:
         facts["experiment_name"] = facts["name"]  # 3.x experiments keep their name in sys/name (peer reader's rule)
     complete = bool(parts) and parse_part_name(parts[0].name)[1] == 0  # the peer's marker: part 0 exists
-    errors = [] if complete else [{"error_type": "IncompleteExport", "message": "parts without part 0", "remedy": "export the run again"}]
+    errors = (
+        []
+        if complete
+        else [{"error_type": "IncompleteExport", "message": "parts without part 0", "remedy": "export the run again"}]
+    )
     return Manifest(
         status=STATUS_COMPLETE if complete else STATUS_FAILED,
         source={"kind": "peer", **ids, **facts},
@@ -211,7 +223,7 @@ class ExportedRun:
     format_version: int = PROJECT_RELATIVE_FILES_FORMAT  # older manifests stored file paths relative to <files>/
 
     @classmethod
-    def from_stored(cls, stored, data_root: Path, files_root: Path) -> "ExportedRun":
+    def from_stored(cls, stored, data_root: Path, files_root: Path) -> ExportedRun:
         """View of a `StoredRun` (manifest written by us, or derived from peer parts)."""
         manifest = stored.manifest
         source = _field(manifest, "source")
@@ -276,7 +288,9 @@ class ExportedRun:
         if requested is None:
             return step_multiplier_for(self.series_steps())
         if requested < 1:
-            raise InvalidOptionError(f"--step-multiplier {requested} must be a positive integer", "pass 1, 10, 1000, ...")
+            raise InvalidOptionError(
+                f"--step-multiplier {requested} must be a positive integer", "pass 1, 10, 1000, ..."
+            )
         for chunk in self.series_steps():
             integer_steps(chunk, requested)
         return requested
@@ -286,7 +300,11 @@ def open_exported_run(data_root: Path, files_root: Path, project_id: str, run_id
     """The exported run with exactly this project and run id (manifest, or derived from peer parts); OutputPathError when absent."""
     data_root = Path(data_root)
     manifest = read_manifest(manifest_path(data_root, project_id, run_id))
-    parts = [data_root / part.path for part in manifest.parts] if manifest else run_part_paths(data_root, project_id, run_id)
+    parts = (
+        [data_root / part.path for part in manifest.parts]
+        if manifest
+        else run_part_paths(data_root, project_id, run_id)
+    )
     if manifest is None and parts:
         manifest = derive_manifest(parts, data_root)
     if manifest is None:

@@ -8,10 +8,10 @@ import re
 import shutil
 import uuid
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from neptune_exporter.errors import TerminalError
 from neptune_exporter.model import file_value_path, sanitize_name

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,14 @@ from neptune_exporter.model import (
     sanitize_name,
 )
 from neptune_exporter.storage.files import ExportedFile
-from neptune_exporter.storage.manifest import Manifest, PartInfo, Watermark, manifest_path, read_manifest, write_manifest
+from neptune_exporter.storage.manifest import (
+    Manifest,
+    PartInfo,
+    Watermark,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
 from neptune_exporter.storage.parquet import (
     SERIES_TYPE_NAMES,
     AttributeStats,
@@ -51,7 +58,7 @@ class RunPlan:
         return {"run": run_ref_to_json(self.run), "action": self.action, "reason": self.reason}
 
     @classmethod
-    def from_json(cls, data: dict) -> "RunPlan":
+    def from_json(cls, data: dict) -> RunPlan:
         return cls(run_ref_from_json(data["run"]), data["action"], data.get("reason", ""))
 
 
@@ -64,7 +71,11 @@ def listed_parts(manifest: Manifest | None) -> set[str]:
 
 
 def remove_strays(
-    data_root: Path, project_id: str, run_id: str, keep: Manifest | None, scope: str | None = None,
+    data_root: Path,
+    project_id: str,
+    run_id: str,
+    keep: Manifest | None,
+    scope: str | None = None,
     on_disk: list[Path] | None = None,
 ) -> list[Path]:
     """Delete the run's parts and tmp files that `keep` (a complete manifest, or None) does not list.
@@ -100,7 +111,9 @@ def plan_one(run: RunRef, fingerprint: str, data_root: Path, on_disk: list[Path]
         return RunPlan(run, "redo", "exported with file paths relative to the files root (older format)")
     remove_strays(data_root, run.project_id, run.run_id, manifest, run.scope, on_disk=on_disk)
     ensure_part_zero(data_root, manifest)
-    if run.modification_time is not None and manifest.source.get("modification_time") == iso_utc_ms(run.modification_time):
+    if run.modification_time is not None and manifest.source.get("modification_time") == iso_utc_ms(
+        run.modification_time
+    ):
         return RunPlan(run, "skip", "unchanged since the last export")
     return RunPlan(run, "incremental", "modified since the last export")
 

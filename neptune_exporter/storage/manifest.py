@@ -57,7 +57,7 @@ class PartInfo:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "PartInfo":
+    def from_json(cls, data: dict) -> PartInfo:
         return cls(path=data["path"], rows=int(data["rows"]), bytes=int(data["bytes"]), sha256=data["sha256"])
 
 
@@ -124,7 +124,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Manifest":
+    def from_json(cls, data: dict) -> Manifest:
         return cls(
             status=data["status"],
             source=dict(data.get("source") or {}),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -152,7 +152,7 @@ class RunWriter:
         self._closed = False
         self.rows = 0
 
-    def __enter__(self) -> "RunWriter":
+    def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -204,8 +204,9 @@ class RunWriter:
         self._next_index += 1
         tmp = self.folder / (part_file_name(self.run_id, index) + TMP_SUFFIX)
         self._sink = pa.OSFile(str(tmp), "wb")
-        self._writer = pq.ParquetWriter(self._sink, PARQUET_SCHEMA, compression=COMPRESSION,
-                                       use_dictionary=DICTIONARY_COLUMNS)
+        self._writer = pq.ParquetWriter(
+            self._sink, PARQUET_SCHEMA, compression=COMPRESSION, use_dictionary=DICTIONARY_COLUMNS
+        )
         self._current = (index, tmp)
         self._current_rows = 0
         self._current_single = False
@@ -277,7 +278,9 @@ def _open_part(path: Path) -> pq.ParquetFile:
         ) from None
 
 
-def iter_part_batches(path: Path, columns: list[str] | None = None, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+def iter_part_batches(
+    path: Path, columns: list[str] | None = None, batch_size: int = 65_536
+) -> Iterator[pa.RecordBatch]:
     """Batches of one part in PARQUET_SCHEMA (or the requested columns), row group by row group."""
     part = _open_part(path)
     names = set(part.schema_arrow.names)
@@ -308,7 +311,9 @@ def read_run_batches(
     """A run's rows part by part; only the manifest's parts when a manifest exists (peer exports: every part)."""
     data_root = Path(data_root)
     manifest = read_manifest(manifest_path(data_root, project_id, run_id, scope))
-    paths = listed_paths(data_root, manifest) if manifest else run_part_paths(data_root, project_id, run_id, scope=scope)
+    paths = (
+        listed_paths(data_root, manifest) if manifest else run_part_paths(data_root, project_id, run_id, scope=scope)
+    )
     for path in paths:
         yield from iter_part_batches(path, columns)
 
@@ -339,8 +344,12 @@ class AttributeStats:
         if _single_attribute(batch):  # series chunks: one attribute per batch, no group_by needed
             top = pc.max(batch.column("step"))
             step = float(top.as_py()) if top.is_valid else None
-            self._add_counted(batch.column("attribute_path")[0].as_py(), batch.column("attribute_type")[0].as_py(),
-                              batch.num_rows, step)
+            self._add_counted(
+                batch.column("attribute_path")[0].as_py(),
+                batch.column("attribute_type")[0].as_py(),
+                batch.num_rows,
+                step,
+            )
             return
         table = pa.Table.from_batches([batch.select(["attribute_path", "attribute_type", "step"])])
         grouped = table.group_by(["attribute_path", "attribute_type"]).aggregate(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from rich.console import Group
 from rich.table import Table
@@ -116,8 +116,12 @@ def render_summary(summary: dict) -> Group:
     parts: list = [table, types]
     if "files_path" in summary:
         total = summary["total"]
-        parts.append(Text(f"Files on disk in {summary['files_path']}: {total['files_on_disk']:,} of "
-                          f"{total['files']:,} exported ({_human_bytes(total['file_bytes_on_disk'])})"))
+        parts.append(
+            Text(
+                f"Files on disk in {summary['files_path']}: {total['files_on_disk']:,} of "
+                f"{total['files']:,} exported ({_human_bytes(total['file_bytes_on_disk'])})"
+            )
+        )
     failures = [(p["project_id"], f) for p in summary["projects"] for f in p["failures"]]
     if failures:
         lines = [f"{project} {f['run_id']}: {f['error_type']}: {f['message']}" for project, f in failures]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,9 @@ class PointDigest:
     min_step: int | None = None
     max_step: int | None = None
 
-    def update(self, steps: np.ndarray, timestamps_ms: np.ndarray, values: np.ndarray, infinity_stored_as: float | None = None) -> None:
+    def update(
+        self, steps: np.ndarray, timestamps_ms: np.ndarray, values: np.ndarray, infinity_stored_as: float | None = None
+    ) -> None:
         """Add points (integer steps, epoch-ms timestamps, float values)."""
         steps = np.asarray(steps, dtype=np.int64)
         if not steps.size:
@@ -59,7 +62,12 @@ class PointDigest:
         self.max_step = high if self.max_step is None else max(self.max_step, high)
 
     def to_json(self) -> dict:
-        return {"count": self.count, "min_step": self.min_step, "max_step": self.max_step, "digest": f"{self.digest:016x}"}
+        return {
+            "count": self.count,
+            "min_step": self.min_step,
+            "max_step": self.max_step,
+            "digest": f"{self.digest:016x}",
+        }
 
 
 def file_digest(path: Path, chunk_size: int = 1 << 20) -> tuple[int, str]:
@@ -104,7 +112,9 @@ def short(value: Any, limit: int = 200) -> Any:
     return value
 
 
-def compare_mappings(project_id: str, run_id: str, kind: str, expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[Difference]:
+def compare_mappings(
+    project_id: str, run_id: str, kind: str, expected: Mapping[str, Any], actual: Mapping[str, Any]
+) -> list[Difference]:
     """Missing, unexpected and differing keys of two key → value mappings."""
     differences = []
     for key in sorted(expected.keys() | actual.keys()):
@@ -113,18 +123,24 @@ def compare_mappings(project_id: str, run_id: str, kind: str, expected: Mapping[
         elif key not in expected:
             differences.append(Difference(project_id, run_id, kind, key, "unexpected", None, short(actual[key])))
         elif expected[key] != actual[key]:
-            differences.append(Difference(project_id, run_id, kind, key, "value", short(expected[key]), short(actual[key])))
+            differences.append(
+                Difference(project_id, run_id, kind, key, "value", short(expected[key]), short(actual[key]))
+            )
     return differences
 
 
-def compare_digests(project_id: str, run_id: str, kind: str, expected: Mapping[str, PointDigest], actual: Mapping[str, PointDigest]) -> list[Difference]:
+def compare_digests(
+    project_id: str, run_id: str, kind: str, expected: Mapping[str, PointDigest], actual: Mapping[str, PointDigest]
+) -> list[Difference]:
     """Series present on one side only, or whose counts / steps / values / timestamps differ."""
     differences = []
     for key in sorted(expected.keys() | actual.keys()):
         want, got = expected.get(key), actual.get(key)
         if got is None or want is None:
             problem = "missing" if got is None else "unexpected"
-            differences.append(Difference(project_id, run_id, kind, key, problem, want and want.to_json(), got and got.to_json()))
+            differences.append(
+                Difference(project_id, run_id, kind, key, problem, want and want.to_json(), got and got.to_json())
+            )
         elif want.count != got.count:
             differences.append(Difference(project_id, run_id, kind, key, "count", want.count, got.count))
         elif (want.min_step, want.max_step, want.digest) != (got.min_step, got.max_step, got.digest):
@@ -146,7 +162,9 @@ class FileExpectation:
             self.add_file(path, f"{target_dir}/{path.relative_to(local_dir).as_posix()}".lstrip("/"))
 
 
-def compare_files(project_id: str, run_id: str, expected: Mapping[str, tuple[int, str]], actual: Mapping[str, tuple[int, str]]) -> list[Difference]:
+def compare_files(
+    project_id: str, run_id: str, expected: Mapping[str, tuple[int, str]], actual: Mapping[str, tuple[int, str]]
+) -> list[Difference]:
     """Artifacts missing, unexpected, or with another size or sha256."""
     differences = []
     for key in sorted(expected.keys() | actual.keys()):
@@ -170,7 +188,9 @@ class RecordDigest:
 
     def add(self, record: list) -> None:
         text = json.dumps(record, ensure_ascii=False, sort_keys=True)
-        self.digest = (self.digest + int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")) & 0xFFFFFFFFFFFFFFFF
+        self.digest = (
+            self.digest + int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        ) & 0xFFFFFFFFFFFFFFFF
         self.count += 1
 
     def to_json(self) -> dict:
@@ -182,7 +202,9 @@ def point_set(chunks, infinity_stored_as: float | None = None) -> set[tuple[int,
     points: set[tuple[int, int, int]] = set()
     for steps, stamps, values in chunks:
         bits = value_bits(np.asarray(values, dtype=np.float64), infinity_stored_as)
-        points.update(zip(np.asarray(steps, dtype=np.int64).tolist(), np.asarray(stamps, dtype=np.int64).tolist(), bits.tolist()))
+        points.update(
+            zip(np.asarray(steps, dtype=np.int64).tolist(), np.asarray(stamps, dtype=np.int64).tolist(), bits.tolist())
+        )
     return points
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +26,11 @@ FILE_TYPES = ("file", "file_set", "artifact")
 
 def value_column(attribute_type: str) -> str:
     """The Parquet column of a type's values: `<type>_value`, series in their point type's, files in `file_value`."""
-    return "file_value" if attribute_type in (*FILE_TYPES, "file_series") else attribute_type.removesuffix("_series") + "_value"
+    return (
+        "file_value"
+        if attribute_type in (*FILE_TYPES, "file_series")
+        else attribute_type.removesuffix("_series") + "_value"
+    )
 
 
 def single_values(export: ExportedRun) -> Iterator[tuple[str, str, Any, int | None]]:
@@ -37,7 +42,12 @@ def single_values(export: ExportedRun) -> Iterator[tuple[str, str, Any, int | No
             value = row[value_column(row["attribute_type"])]
             if value is not None:
                 step = row["step"]
-                yield row["attribute_path"], row["attribute_type"], value, None if step is None else int(step.scaleb(STEP_SCALE))
+                yield (
+                    row["attribute_path"],
+                    row["attribute_type"],
+                    value,
+                    None if step is None else int(step.scaleb(STEP_SCALE)),
+                )
 
 
 def series_rows(export: ExportedRun, attribute_type: str, columns: list[str]) -> Iterator[pa.RecordBatch]:

@@ -7,13 +7,14 @@ import hashlib
 import json
 import re
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -75,8 +76,8 @@ def param_text(attribute_type: str, value: Any) -> str:
     if attribute_type == "string_set":
         return ",".join(sorted(value))
     if attribute_type == "datetime":
-        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds")
     return str(value)
 
 
@@ -89,7 +90,13 @@ def series_record(attribute_type: str, unscaled: int, stamp: int | None, value: 
     if attribute_type == "string_series":
         return [step_text(unscaled), stamp, value]
     value = value or {}
-    return [step_text(unscaled), stamp, value.get("type"), [float(e) for e in value.get("edges") or []], [float(v) for v in value.get("values") or []]]
+    return [
+        step_text(unscaled),
+        stamp,
+        value.get("type"),
+        [float(e) for e in value.get("edges") or []],
+        [float(v) for v in value.get("values") or []],
+    ]
 
 
 def parsed_series_file(attribute_type: str, path: Path) -> RecordDigest:
@@ -115,7 +122,9 @@ class MlflowView:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, PointDigest] = field(default_factory=dict)
     files: FileExpectation = field(default_factory=FileExpectation)  # artifact path → (size, sha256)
-    records: dict[str, tuple[str, RecordDigest]] = field(default_factory=dict)  # generated series artifact → (type, records)
+    records: dict[str, tuple[str, RecordDigest]] = field(
+        default_factory=dict
+    )  # generated series artifact → (type, records)
     present: set[str] = field(default_factory=set)  # artifacts only checked to exist
 
     def artifact_count(self) -> int:
@@ -171,7 +180,9 @@ class ExpectedRun:
         for rows in series_rows(self.export, "float_series", ["float_value"]):
             steps = scaled(decimal_array_to_unscaled(rows.column("step")), self.multiplier)
             stamps = timestamps_ms(rows, self.export.start_ms or 0)
-            values = np.asarray(pc.fill_null(rows.column("float_value"), float("nan")).to_numpy(zero_copy_only=False), dtype=np.float64)
+            values = np.asarray(
+                pc.fill_null(rows.column("float_value"), float("nan")).to_numpy(zero_copy_only=False), dtype=np.float64
+            )
             paths = np.asarray(rows.column("attribute_path").to_pylist(), dtype=object)
             for path in sorted(set(paths.tolist()) & originals if originals is not None else set(paths.tolist())):
                 mask = paths == path
@@ -187,8 +198,12 @@ class ExpectedRun:
             for rows in series_rows(self.export, attribute_type, [column]):
                 unscaled = decimal_array_to_unscaled(rows.column("step")).tolist()
                 stamps = timestamps_ms(rows, None).tolist()
-                for path, step, stamp, value in zip(rows.column("attribute_path").to_pylist(), unscaled, stamps, rows.column(column).to_pylist()):
-                    _, digest = self.view.records.setdefault(f"{self.keys(path)}/{file_name}", (attribute_type, RecordDigest()))
+                for path, step, stamp, value in zip(
+                    rows.column("attribute_path").to_pylist(), unscaled, stamps, rows.column(column).to_pylist()
+                ):
+                    _, digest = self.view.records.setdefault(
+                        f"{self.keys(path)}/{file_name}", (attribute_type, RecordDigest())
+                    )
                     digest.add(series_record(attribute_type, step, stamp if stamp >= 0 else None, value))
 
     def provenance(self) -> dict[str, str]:
@@ -209,7 +224,10 @@ class ExpectedRun:
         return tags
 
     def key_differences(self) -> list[Difference]:
-        return self.keys.differences(self.export.project_id, self.export.run_id) + self.tag_keys.differences(self.export.project_id, self.export.run_id)
+        return self.keys.differences(self.export.project_id, self.export.run_id) + self.tag_keys.differences(
+            self.export.project_id, self.export.run_id
+        )
+
 
 _TRANSIENT = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
 
@@ -224,7 +242,9 @@ def _reading(action: str):
         yield
     except (MlflowException, requests.RequestException) as error:
         if isinstance(error, requests.RequestException) or getattr(error, "error_code", "") in _TRANSIENT:
-            raise TargetUnavailableError(f"MLflow failed to {action}: {error}", "check the tracking server is up, then validate again") from error
+            raise TargetUnavailableError(
+                f"MLflow failed to {action}: {error}", "check the tracking server is up, then validate again"
+            ) from error
         raise TargetError(f"MLflow refused to {action}: {error}", "check the tracking URI and permissions") from error
 
 
@@ -242,7 +262,7 @@ class MlflowValidator:
         self._client = None
 
     @classmethod
-    def from_options(cls, options, settings) -> "MlflowValidator":
+    def from_options(cls, options, settings) -> MlflowValidator:
         """Build from `load.LoadOptions` (+ settings)."""
         return cls(
             tracking_uri=options.mlflow_tracking_uri,
@@ -272,7 +292,11 @@ class MlflowValidator:
             return []
         query = f"tags.`neptune.run_key` = '{run_key(export.project_id, export.run_id)}'"
         with _reading(f"search runs of {export.project_id}/{export.run_id}"):
-            return list(self.client.search_runs([experiment.experiment_id], query, run_view_type=ViewType.ACTIVE_ONLY, max_results=100))
+            return list(
+                self.client.search_runs(
+                    [experiment.experiment_id], query, run_view_type=ViewType.ACTIVE_ONLY, max_results=100
+                )
+            )
 
     def complete_run(self, export: ExportedRun):
         return next((r for r in self.copies(export) if r.data.tags.get("neptune.load_state") == "complete"), None)
@@ -294,10 +318,17 @@ class MlflowValidator:
         copies = self.copies(export)
         run = next((r for r in copies if r.data.tags.get("neptune.load_state") == "complete"), None)
         if run is None:
-            return RunValidation(project_id, run_id, None, [Difference(project_id, run_id, "run", run_id, "missing", "a complete MLflow run", None)])
+            return RunValidation(
+                project_id,
+                run_id,
+                None,
+                [Difference(project_id, run_id, "run", run_id, "missing", "a complete MLflow run", None)],
+            )
         target_id = run.info.run_id
         paths = list(self._artifact_paths(target_id, None))
-        expected_run = ExpectedRun(export, expected_multiplier(series_steps(export), self.step_multiplier), self._key_map(target_id, paths))
+        expected_run = ExpectedRun(
+            export, expected_multiplier(series_steps(export), self.step_multiplier), self._key_map(target_id, paths)
+        )
         expected = expected_run.build()
         expected.tags.update(expected_run.provenance())
         parent = self._parent_target(export)
@@ -311,7 +342,10 @@ class MlflowValidator:
             + self._explain_points(metrics, expected_run, target_id)
             + compare_files(project_id, run_id, expected.files.files, actual.files.files)
             + self._compare_records(export, expected, actual)
-            + [Difference(project_id, run_id, "artifact", p, "missing", "present", None) for p in sorted(expected.present - set(paths))]
+            + [
+                Difference(project_id, run_id, "artifact", p, "missing", "present", None)
+                for p in sorted(expected.present - set(paths))
+            ]
             + self._compare_times(export, run)
             + ([Difference(project_id, run_id, "run", run_id, "copies", 1, len(copies))] if len(copies) > 1 else [])
         )
@@ -334,14 +368,21 @@ class MlflowValidator:
     def _actual(self, run, paths: list[str], expected: MlflowView) -> MlflowView:
         target_id = run.info.run_id
         actual = MlflowView(params=dict(run.data.params))
-        actual.tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") or k == "mlflow.parentRunId"}
+        actual.tags = {
+            k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") or k == "mlflow.parentRunId"
+        }
         for key in sorted(run.data.metrics):
             digest = actual.metrics.setdefault(key, PointDigest())
             for steps, stamps, values in self.metric_history(target_id, key):
                 digest.update(steps, stamps, values)
         read = [p for p in paths if p not in expected.present]
-        with tempfile.TemporaryDirectory(prefix="mlflow-validate-") as folder, ThreadPoolExecutor(self.download_workers) as pool:
-            for path, digest in zip(read, pool.map(lambda p: self._read_artifact(target_id, p, expected, Path(folder)), read)):
+        with (
+            tempfile.TemporaryDirectory(prefix="mlflow-validate-") as folder,
+            ThreadPoolExecutor(self.download_workers) as pool,
+        ):
+            for path, digest in zip(
+                read, pool.map(lambda p: self._read_artifact(target_id, p, expected, Path(folder)), read)
+            ):
                 if isinstance(digest, RecordDigest):
                     actual.records[path] = (expected.records[path][0], digest)
                 else:
@@ -351,7 +392,9 @@ class MlflowValidator:
     def _read_artifact(self, target_id: str, path: str, expected: MlflowView, workdir: Path):
         local = self._download(target_id, path, Path(tempfile.mkdtemp(dir=workdir)))
         try:
-            return parsed_series_file(expected.records[path][0], local) if path in expected.records else file_digest(local)
+            return (
+                parsed_series_file(expected.records[path][0], local) if path in expected.records else file_digest(local)
+            )
         finally:
             local.unlink()
 
@@ -382,7 +425,9 @@ class MlflowValidator:
             if not token:
                 return
 
-    def _explain_points(self, differences: list[Difference], expected_run: ExpectedRun, target_id: str) -> list[Difference]:
+    def _explain_points(
+        self, differences: list[Difference], expected_run: ExpectedRun, target_id: str
+    ) -> list[Difference]:
         """For metrics on both sides but different: example points missing from / unexpected in MLflow."""
         for difference in differences:
             if difference.problem not in ("count", "points"):
@@ -399,11 +444,24 @@ class MlflowValidator:
         for path in sorted(expected.records.keys() & actual.records.keys()):
             want, got = expected.records[path][1], actual.records[path][1]
             if want.to_json() != got.to_json():
-                differences.append(Difference(export.project_id, export.run_id, "artifact", path, "records", want.to_json(), got.to_json()))
-        missing = [Difference(export.project_id, export.run_id, "artifact", p, "missing", expected.records[p][1].to_json(), None) for p in sorted(expected.records.keys() - actual.records.keys())]
+                differences.append(
+                    Difference(
+                        export.project_id, export.run_id, "artifact", path, "records", want.to_json(), got.to_json()
+                    )
+                )
+        missing = [
+            Difference(
+                export.project_id, export.run_id, "artifact", p, "missing", expected.records[p][1].to_json(), None
+            )
+            for p in sorted(expected.records.keys() - actual.records.keys())
+        ]
         return differences + missing
 
     def _compare_times(self, export: ExportedRun, run) -> list[Difference]:
-        expected = {k: v for k, v in {"start_time": export.start_ms, "end_time": export.end_ms}.items() if v is not None}
-        actual = {k: v for k, v in {"start_time": run.info.start_time, "end_time": run.info.end_time}.items() if k in expected}
+        expected = {
+            k: v for k, v in {"start_time": export.start_ms, "end_time": export.end_ms}.items() if v is not None
+        }
+        actual = {
+            k: v for k, v in {"start_time": run.info.start_time, "end_time": run.info.end_time}.items() if k in expected
+        }
         return compare_mappings(export.project_id, export.run_id, "run", expected, actual)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from neptune_exporter.validation.compare import Difference
@@ -26,9 +26,16 @@ class RunValidation:
         return not self.differences and self.error is None
 
     @classmethod
-    def from_json(cls, data: dict) -> "RunValidation":
+    def from_json(cls, data: dict) -> RunValidation:
         differences = [Difference(**d) for d in data.get("differences") or []]
-        return cls(data["project_id"], data["run_id"], data.get("target_run_id"), differences, dict(data.get("checked") or {}), data.get("error"))
+        return cls(
+            data["project_id"],
+            data["run_id"],
+            data.get("target_run_id"),
+            differences,
+            dict(data.get("checked") or {}),
+            data.get("error"),
+        )
 
     def to_json(self) -> dict:
         return {
@@ -48,7 +55,7 @@ class ValidationReport:
 
     target: str
     runs: list[RunValidation] = field(default_factory=list)
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def differences(self) -> list[Difference]:
@@ -85,7 +92,9 @@ class ValidationReport:
 
     def to_markdown(self, max_differences: int = 200) -> str:
         """Human summary: totals, per-run table, then the differences (first `max_differences`)."""
-        verdict = "no differences" if self.ok else f"{len(self.differences)} difference(s) in {len(self.failed_runs)} run(s)"
+        verdict = (
+            "no differences" if self.ok else f"{len(self.differences)} difference(s) in {len(self.failed_runs)} run(s)"
+        )
         lines = [f"# Validation against {self.target}", "", f"{len(self.runs)} run(s) checked: **{verdict}**.", ""]
         rows = self.table_rows()
         if rows:
@@ -93,7 +102,13 @@ class ValidationReport:
             lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
             lines += ["| " + " | ".join(_cell(row.get(h, "")) for h in headers) + " |" for row in rows]
         if self.differences:
-            lines += ["", "## Differences", "", "| project | run | kind | key | problem | expected | actual |", "|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "## Differences",
+                "",
+                "| project | run | kind | key | problem | expected | actual |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for d in self.differences[:max_differences]:
                 cells = [d.project_id, d.run_id, d.kind, d.key, d.problem, d.expected, d.actual]
                 lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")

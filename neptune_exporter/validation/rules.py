@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterable
 
 import numpy as np
 
@@ -22,7 +22,7 @@ MILLIONTHS = 10**STEP_SCALE
 
 def run_key(project_id: str, run_id: str) -> str:
     """The run's lookup key every target records: blake2b-128 hex of `project NUL run`."""
-    return hashlib.blake2b(f"{project_id}\x00{run_id}".encode("utf-8"), digest_size=16).hexdigest()
+    return hashlib.blake2b(f"{project_id}\x00{run_id}".encode(), digest_size=16).hexdigest()
 
 
 def decimals_needed(unscaled: np.ndarray) -> int:
@@ -42,7 +42,9 @@ def scaled(unscaled: np.ndarray, multiplier: int) -> np.ndarray:
     """Integer target steps: step × multiplier, exactly (InvalidOptionError when a step does not become whole)."""
     product = np.asarray(unscaled, dtype=np.int64) * multiplier
     if np.any(product % MILLIONTHS):
-        raise InvalidOptionError(f"a step times the step multiplier {multiplier} is not whole", "validate with the multiplier the load used")
+        raise InvalidOptionError(
+            f"a step times the step multiplier {multiplier} is not whole", "validate with the multiplier the load used"
+        )
     return product // MILLIONTHS
 
 
@@ -80,7 +82,9 @@ class RecordedKeys:
     rule: KeyRule
     recorded: dict[str, str]
     kind: str = "key"
-    problems: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)  # original → (problem, expected, actual)
+    problems: dict[str, tuple[str, str, str | None]] = field(
+        default_factory=dict
+    )  # original → (problem, expected, actual)
     targets: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, original: str) -> str:
@@ -104,9 +108,13 @@ class RecordedKeys:
 
     def differences(self, project_id: str, run_id: str) -> list[Difference]:
         """Rename problems, plus two originals stored under one key."""
-        found = [Difference(project_id, run_id, self.kind, k, p, e, a) for k, (p, e, a) in sorted(self.problems.items())]
+        found = [
+            Difference(project_id, run_id, self.kind, k, p, e, a) for k, (p, e, a) in sorted(self.problems.items())
+        ]
         holders: dict[str, list[str]] = {}
         for original, target in self.targets.items():
             holders.setdefault(target, []).append(original)
         shared = {t: sorted(o) for t, o in holders.items() if len(o) > 1}
-        return found + [Difference(project_id, run_id, self.kind, t, "shared", "one original", o) for t, o in sorted(shared.items())]
+        return found + [
+            Difference(project_id, run_id, self.kind, t, "shared", "one original", o) for t, o in sorted(shared.items())
+        ]

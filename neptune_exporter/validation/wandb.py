@@ -9,7 +9,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ def wandb_run_id(project_id: str, run_id: str) -> str:
 def config_value(attribute_type: str, value: Any) -> Any:
     """A single value as W&B config: native JSON, datetimes ISO 8601 UTC, sets sorted lists, NaN/±inf as text."""
     if attribute_type == "datetime":
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
     if attribute_type == "string_set":
         return sorted(value)
     if isinstance(value, float) and not math.isfinite(value):
@@ -101,7 +101,16 @@ class ExpectedWandbRun:
         accepted = {o: t for o, t in self.keys.recorded.items() if self.keys(o) == t}  # the renames validation accepts
         config = {**self.config, **self.provenance(offset), "neptune.key_map": accepted}
         summary = {**COMPLETE, "neptune.export_checksum": self.export.checksum}
-        return WandbFacts(self.target_run_id, self.export.run_id, self.export.experiment_name or "", self.tags, config, summary, history, self.files)
+        return WandbFacts(
+            self.target_run_id,
+            self.export.run_id,
+            self.export.experiment_name or "",
+            self.tags,
+            config,
+            summary,
+            history,
+            self.files,
+        )
 
     def _single(self, path: str, attribute_type: str, value: Any, step: int | None) -> None:
         if attribute_type in FILE_TYPES or attribute_type == "file_series":
@@ -118,8 +127,12 @@ class ExpectedWandbRun:
         for rows in series_rows(self.export, "string_series", ["string_value"]):
             unscaled = decimal_array_to_unscaled(rows.column("step")).tolist()
             stamps = timestamps_ms(rows, None).tolist()
-            for path, step, stamp, value in zip(rows.column("attribute_path").to_pylist(), unscaled, stamps, rows.column("string_value").to_pylist()):
-                self.strings.setdefault(path, RecordDigest()).add([step_text(step), value, stamp if stamp >= 0 else None])
+            for path, step, stamp, value in zip(
+                rows.column("attribute_path").to_pylist(), unscaled, stamps, rows.column("string_value").to_pylist()
+            ):
+                self.strings.setdefault(path, RecordDigest()).add(
+                    [step_text(step), value, stamp if stamp >= 0 else None]
+                )
 
     def step_offset(self) -> int:
         """Added to every step so the lowest series step is 0 when some are negative (W&B drops them)."""
@@ -133,10 +146,24 @@ class ExpectedWandbRun:
             for rows in series_rows(self.export, attribute_type, [column]):
                 steps = scaled(decimal_array_to_unscaled(rows.column("step")), self.multiplier) + offset
                 if attribute_type == "float_series":
-                    numbers = np.asarray(pc.fill_null(rows.column(column), float("nan")).to_numpy(zero_copy_only=False), dtype=np.float64)
+                    numbers = np.asarray(
+                        pc.fill_null(rows.column(column), float("nan")).to_numpy(zero_copy_only=False), dtype=np.float64
+                    )
                 else:
-                    numbers = np.array([histogram_number({"values": (h or {}).get("values") or [], "bins": (h or {}).get("edges") or []}) for h in rows.column(column).to_pylist()])
-                yield np.asarray(rows.column("attribute_path").to_pylist(), dtype=object), steps, timestamps_ms(rows, None), numbers
+                    numbers = np.array(
+                        [
+                            histogram_number(
+                                {"values": (h or {}).get("values") or [], "bins": (h or {}).get("edges") or []}
+                            )
+                            for h in rows.column(column).to_pylist()
+                        ]
+                    )
+                yield (
+                    np.asarray(rows.column("attribute_path").to_pylist(), dtype=object),
+                    steps,
+                    timestamps_ms(rows, None),
+                    numbers,
+                )
 
     def _history(self, offset: int) -> HistoryDigest:
         """Rows are steps; a row's time is its earliest point time; every key's points carry their row's time."""
@@ -175,7 +202,11 @@ def _entries(local: Path, prefix: str) -> dict[str, str]:
     """Artifact entries of an exported file (its name) or folder (its name / relative path), with md5 digests."""
     if not local.is_dir():
         return {f"{prefix}{local.name}": md5_base64(local)}
-    return {f"{prefix}{local.name}/{f.relative_to(local).as_posix()}": md5_base64(f) for f in sorted(local.rglob("*")) if f.is_file()}
+    return {
+        f"{prefix}{local.name}/{f.relative_to(local).as_posix()}": md5_base64(f)
+        for f in sorted(local.rglob("*"))
+        if f.is_file()
+    }
 
 
 def _rows_of(chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -189,7 +220,10 @@ def _rows_of(chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         order = np.argsort(steps, kind="stable")
         steps, times, counts = steps[order], times[order], counts[order]
         steps, starts = np.unique(steps, return_index=True)
-        times, counts = np.minimum.reduceat(times, starts) if len(starts) else times, np.add.reduceat(counts, starts) if len(starts) else counts
+        times, counts = (
+            np.minimum.reduceat(times, starts) if len(starts) else times,
+            np.add.reduceat(counts, starts) if len(starts) else counts,
+        )
     return steps, np.where(times == never, -1, times), counts
 
 
@@ -216,7 +250,7 @@ class WandbValidator:
     base_url: str | None = None
 
     @classmethod
-    def from_options(cls, options, settings=None) -> "WandbValidator":
+    def from_options(cls, options, settings=None) -> WandbValidator:
         """Build from `load.LoadOptions`; online exactly when WANDB_API_KEY is set (like the load)."""
         return cls(
             wandb_dir=Path(options.wandb_dir or "./wandb-runs").absolute(),
@@ -236,7 +270,9 @@ class WandbValidator:
             missing = Difference(project_id, run_id, "run", target_run_id, "missing", "a complete W&B run", None)
             return RunValidation(project_id, run_id, None, [missing])
         recorded = dict(actual.config.get("neptune.key_map") or {})
-        expected_run = ExpectedWandbRun(export, expected_multiplier(series_steps(export), self.step_multiplier), recorded, target_run_id)
+        expected_run = ExpectedWandbRun(
+            export, expected_multiplier(series_steps(export), self.step_multiplier), recorded, target_run_id
+        )
         expected = expected_run.facts()
         differences = (
             expected_run.keys.differences(project_id, run_id)
@@ -248,11 +284,14 @@ class WandbValidator:
             "metrics": len(expected.history.series),
             "points": sum(d.count for d in expected.history.series.values()),
             "rows": expected.history.rows.count,
-            "artifacts": sum(len(e) for e in expected.artifacts.values()) + sum(len(entries) for entries, _ in strings.values()),
+            "artifacts": sum(len(e) for e in expected.artifacts.values())
+            + sum(len(entries) for entries, _ in strings.values()),
         }
         return RunValidation(project_id, run_id, target_run_id, differences, checked)
 
-    def _compare_strings(self, export: ExportedRun, expected: dict[str, RecordDigest], actual: dict[str, tuple[list, int | None]]) -> list[Difference]:
+    def _compare_strings(
+        self, export: ExportedRun, expected: dict[str, RecordDigest], actual: dict[str, tuple[list, int | None]]
+    ) -> list[Difference]:
         """Offline: every (step, value, time) record of the staged tables; online: the artifact's recorded count."""
         if self.api_key:
             want: dict[str, Any] = {k: d.count for k, d in expected.items()}
@@ -263,7 +302,9 @@ class WandbValidator:
         return compare_mappings(export.project_id, export.run_id, "string-series", want, got)
 
     # ---------------------------------------------------------------- offline
-    def _offline(self, export: ExportedRun, target_run_id: str) -> tuple[WandbFacts | None, dict[str, tuple[list, int | None]]]:
+    def _offline(
+        self, export: ExportedRun, target_run_id: str
+    ) -> tuple[WandbFacts | None, dict[str, tuple[list, int | None]]]:
         """The newest offline run of this id that finished with the completion marker and this export's checksum."""
         for folder in reversed(find_offline_runs(self.wandb_dir, target_run_id)):
             path = run_log_path(folder)
@@ -280,19 +321,28 @@ class WandbValidator:
                 if artifact.metadata.get("neptune_type") == "string_series":
                     strings[attribute] = (artifact.entries, None)
                 else:
-                    files[attribute] = {e.path: e.digest if Path(e.local_path).is_file() else "staged copy missing" for e in artifact.entries}
+                    files[attribute] = {
+                        e.path: e.digest if Path(e.local_path).is_file() else "staged copy missing"
+                        for e in artifact.entries
+                    }
             history = HistoryDigest().add_rows(iter_history(path))
-            return WandbFacts(log.run_id, log.name, log.group, log.tags, log.config, log.summary, history, files), strings
+            return WandbFacts(
+                log.run_id, log.name, log.group, log.tags, log.config, log.summary, history, files
+            ), strings
         return None, {}
 
     # ---------------------------------------------------------------- online
     def project_name(self, project_id: str) -> str:
         """The W&B project: the template ({project}, {workspace}, {project_id}) cleaned to [A-Za-z0-9_.-], 128 chars."""
         workspace, _, project = project_id.rpartition("/")
-        name = (self.project_template or "{project}").format(project=project, workspace=workspace, project_id=project_id)
+        name = (self.project_template or "{project}").format(
+            project=project, workspace=workspace, project_id=project_id
+        )
         return re.sub(r"[^A-Za-z0-9_.\-]", "-", name)[:128] or "neptune"
 
-    def _online(self, export: ExportedRun, target_run_id: str) -> tuple[WandbFacts | None, dict[str, tuple[list, int | None]]]:
+    def _online(
+        self, export: ExportedRun, target_run_id: str
+    ) -> tuple[WandbFacts | None, dict[str, tuple[list, int | None]]]:
         import wandb
 
         overrides = {"entity": self.entity, **({"base_url": self.base_url} if self.base_url else {})}
@@ -302,7 +352,9 @@ class WandbValidator:
         except (wandb.errors.CommError, ValueError) as error:
             if any(text in str(error).lower() for text in ("not found", "could not find", "404")):
                 return None, {}
-            raise TargetUnavailableError(f"W&B failed to return run {path}: {error}", "retry later or check WANDB_BASE_URL") from None
+            raise TargetUnavailableError(
+                f"W&B failed to return run {path}: {error}", "retry later or check WANDB_BASE_URL"
+            ) from None
         summary = dict(run.summary)
         if summary.get("neptune.load_state") != "complete" or summary.get("neptune.export_checksum") != export.checksum:
             return None, {}
@@ -315,7 +367,9 @@ class WandbValidator:
                 strings[attribute] = (list(artifact.manifest.entries), artifact.metadata.get("count"))
             else:
                 files[attribute] = {name: entry.digest for name, entry in artifact.manifest.entries.items()}
-        return WandbFacts(target_run_id, run.name or "", run.group or "", list(run.tags), dict(run.config), summary, history, files), strings
+        return WandbFacts(
+            target_run_id, run.name or "", run.group or "", list(run.tags), dict(run.config), summary, history, files
+        ), strings
 
 
 _NON_FINITE_TEXT = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}

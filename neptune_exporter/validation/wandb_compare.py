@@ -6,9 +6,10 @@ import base64
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -84,14 +85,14 @@ class HistoryDigest:
         numbers.append(number)
         self._buffered += 1
 
-    def flush(self) -> "HistoryDigest":
+    def flush(self) -> HistoryDigest:
         for key, (steps, timestamps, numbers) in self._pending.items():
             digest = self.rows if key == "\x00rows" else self.series.setdefault(key, PointDigest())
             digest.update(np.array(steps, np.int64), np.array(timestamps, np.int64), np.array(numbers, np.float64))
         self._pending, self._buffered = {}, 0
         return self
 
-    def add_rows(self, rows: Iterable[dict[str, Any]]) -> "HistoryDigest":
+    def add_rows(self, rows: Iterable[dict[str, Any]]) -> HistoryDigest:
         for row in rows:
             self.add_row(row)
         return self.flush()
@@ -133,6 +134,8 @@ def fact_differences(project_id: str, run_id: str, expected: WandbFacts, actual:
         + compare_mappings(project_id, run_id, "summary", comparable(expected.summary), comparable(summary_actual))
         + compare_digests(project_id, run_id, "metric", expected.history.series, actual.history.series)
         + compare_digests(project_id, run_id, "history", {"rows": expected.history.rows}, {"rows": actual.history.rows})
-        + compare_mappings(project_id, run_id, "metric-last", comparable(expected.history.last), comparable(actual.history.last))
+        + compare_mappings(
+            project_id, run_id, "metric-last", comparable(expected.history.last), comparable(actual.history.last)
+        )
         + compare_mappings(project_id, run_id, "artifact", artifacts_expected, artifacts_actual)
     )

@@ -62,10 +62,23 @@ def wait_for_deployments(names: list[str], process: subprocess.Popen, log: Path,
 def test_deployment_run_exports_and_shows_progress_and_summary(served, prefect_server, tmp_path):
     data, files = tmp_path / "data", tmp_path / "files"
     command = [
-        sys.executable, "-m", "prefect", "deployment", "run", "export/neptune3",
-        "--param", f"projects={json.dumps([PROJECT])}",
-        "--param", f"paths={json.dumps({'data_path': str(data), 'files_path': str(files)})}",
-        "--param", "workers=2", "--watch", "--watch-interval", "2", "--watch-timeout", "300",
+        sys.executable,
+        "-m",
+        "prefect",
+        "deployment",
+        "run",
+        "export/neptune3",
+        "--param",
+        f"projects={json.dumps([PROJECT])}",
+        "--param",
+        f"paths={json.dumps({'data_path': str(data), 'files_path': str(files)})}",
+        "--param",
+        "workers=2",
+        "--watch",
+        "--watch-interval",
+        "2",
+        "--watch-timeout",
+        "300",
     ]
     result = subprocess.run(command, env=served, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -81,7 +94,9 @@ def test_deployment_run_exports_and_shows_progress_and_summary(served, prefect_s
         # no deployment-wide limit: flows/guard.py keeps exports of one data path apart (tests/e2e/test_schedule.py)
         assert deployment.global_concurrency_limit is None and deployment.parameters == {"source": "neptune3"}
         assert deployment.entrypoint == "flows.export.export"  # a module of the package: no checkout path
-        flow_run = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))[0]
+        flow_run = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        )[0]
         assert flow_run.state.is_completed()
         assert flow_run.parameters["projects"] == [PROJECT]
         artifacts = artifacts_by_key(flow_run.id)
@@ -106,9 +121,15 @@ def run_deployment(name: str, env: dict, params: dict) -> subprocess.CompletedPr
 
 def test_neptune2_deployment_exports_with_the_legacy_client(served, tmp_path):
     data, files = tmp_path / "data", tmp_path / "files"
-    run_deployment("export/neptune2", served, {
-        "projects": [PROJECT], "paths": {"data_path": str(data), "files_path": str(files)}, "workers": 2,
-    })
+    run_deployment(
+        "export/neptune2",
+        served,
+        {
+            "projects": [PROJECT],
+            "paths": {"data_path": str(data), "files_path": str(files)},
+            "workers": 2,
+        },
+    )
     manifests = [read_manifest(p) for p in project_dir(data, PROJECT).glob("*.manifest.json")]
     assert len(manifests) == 3 and all(m.is_complete() for m in manifests)
     assert {m.source["kind"] for m in manifests} == {"neptune2"}
@@ -130,7 +151,9 @@ def test_load_deployments_fill_mlflow_and_wandb_and_validate(served, fake, tmp_p
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     paths = {"data_path": str(data), "files_path": str(files), "report_path": str(tmp_path / "reports")}
-    run_deployment("load/mlflow", served, {"options": {"target": "mlflow", "mlflow_tracking_uri": tracking_uri, **paths}})
+    run_deployment(
+        "load/mlflow", served, {"options": {"target": "mlflow", "mlflow_tracking_uri": tracking_uri, **paths}}
+    )
     runs = MlflowClient(tracking_uri).search_runs(
         [e.experiment_id for e in MlflowClient(tracking_uri).search_experiments()],
         filter_string="tags.`neptune.load_state` = 'complete'",
@@ -139,11 +162,16 @@ def test_load_deployments_fill_mlflow_and_wandb_and_validate(served, fake, tmp_p
     from neptune_exporter.storage.parquet import read_run_batches
 
     for run in runs:  # every exported float series became a metric (values are checked by validate/mlflow below)
-        series = {path for batch in read_run_batches(data, PROJECT, run.data.tags["neptune.run_id"])
-                  for path, kind in zip(batch["attribute_path"].to_pylist(), batch["attribute_type"].to_pylist())
-                  if kind == "float_series"}
+        series = {
+            path
+            for batch in read_run_batches(data, PROJECT, run.data.tags["neptune.run_id"])
+            for path, kind in zip(batch["attribute_path"].to_pylist(), batch["attribute_type"].to_pylist())
+            if kind == "float_series"
+        }
         assert series and set(run.data.metrics) == series
-    run_deployment("validate/mlflow", served, {"options": {"target": "mlflow", "mlflow_tracking_uri": tracking_uri, **paths}})
+    run_deployment(
+        "validate/mlflow", served, {"options": {"target": "mlflow", "mlflow_tracking_uri": tracking_uri, **paths}}
+    )
 
     wandb_dir = tmp_path / "wandb"
     run_deployment("load/wandb", served, {"options": {"target": "wandb", "wandb_dir": str(wandb_dir), **paths}})

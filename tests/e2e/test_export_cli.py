@@ -26,8 +26,14 @@ from tests.e2e.conftest import cli_command, cli_env, run_cli
 pytestmark = pytest.mark.e2e
 
 PROJECT = "workspace/sandbox"
-DATA_ENDPOINTS = ("v3.attribute_definitions", "v3.attribute_values", "v3.float_series", "v3.series",
-                  "v3.signed_url", "storage.download")
+DATA_ENDPOINTS = (
+    "v3.attribute_definitions",
+    "v3.attribute_values",
+    "v3.float_series",
+    "v3.series",
+    "v3.signed_url",
+    "storage.download",
+)
 
 
 def run_id(index: int) -> str:
@@ -177,8 +183,11 @@ def mid_export(data: Path, gate: RunGate, run_ids=lambda held: held) -> bool:
     """3 runs complete, both workers held inside another run, and each of those has written some rows already
     (a held run's other attributes may still be on their way to disk: killing before that proves less)."""
     held = run_ids(gate.runs_held())
-    return (len(complete_runs(data)) >= 3 and len(held) == 2
-            and all(run_part_paths(data, PROJECT, run, include_tmp=True) for run in held))
+    return (
+        len(complete_runs(data)) >= 3
+        and len(held) == 2
+        and all(run_part_paths(data, PROJECT, run, include_tmp=True) for run in held)
+    )
 
 
 def tail(log: Path) -> str:
@@ -193,8 +202,14 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
     args = ["export", "-d", "out/data", "-f", "out/files", "--workers", "2", "--no-progress"]
     with killed_log.open("wb") as log:
         small_parts = {**env, "NEPTUNE_EXPORTER_PART_TARGET_BYTES": "4096"}  # rows hit the disk before a run ends
-        process = subprocess.Popen(cli_command(*args), env=small_parts, cwd=tmp_path, start_new_session=True,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            cli_command(*args),
+            env=small_parts,
+            cwd=tmp_path,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:  # killed once the 3 admitted runs are complete and both workers wait inside another run
             kill_when(process, lambda: mid_export(data, gate, run_ids_of), killed_log)
         finally:
@@ -218,8 +233,12 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
         assert on_disk == listed, (run_id(index), on_disk, listed)
 
     reference = tmp_path / "reference"
-    options = ExportOptions(projects=(PROJECT,), data_path=str(reference / "data"), files_path=str(reference / "files"),
-                            api_token=fake.api_token)
+    options = ExportOptions(
+        projects=(PROJECT,),
+        data_path=str(reference / "data"),
+        files_path=str(reference / "files"),
+        api_token=fake.api_token,
+    )
     assert all(r.status == "complete" for r in run_export(options, Settings.from_env()))
     for index in range(10):
         resumed, fresh = sorted_rows(data, run_id(index)), sorted_rows(reference / "data", run_id(index))

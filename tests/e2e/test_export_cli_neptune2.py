@@ -51,8 +51,14 @@ def kill_after_three_runs(args: list[str], env: dict[str, str], tmp_path: Path, 
     data, killed_log = tmp_path / "out/data", tmp_path / "killed-export.log"
     with killed_log.open("wb") as log:
         small_parts = {**env, "NEPTUNE_EXPORTER_PART_TARGET_BYTES": "4096"}  # rows hit the disk before a run ends
-        process = subprocess.Popen(cli_command(*args), env=small_parts, cwd=tmp_path, start_new_session=True,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            cli_command(*args),
+            env=small_parts,
+            cwd=tmp_path,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             kill_when(process, lambda: mid_export(data, gate), killed_log)
         finally:
@@ -69,8 +75,13 @@ def assert_only_listed_parts(data: Path) -> None:
 
 
 def assert_same_rows_as_a_fresh_export(fake: FakeNeptune, data: Path, reference: Path) -> None:
-    options = ExportOptions(source="neptune2", projects=(PROJECT,), data_path=str(reference / "data"),
-                            files_path=str(reference / "files"), api_token=fake.api_token)
+    options = ExportOptions(
+        source="neptune2",
+        projects=(PROJECT,),
+        data_path=str(reference / "data"),
+        files_path=str(reference / "files"),
+        api_token=fake.api_token,
+    )
     assert all(r.status == "complete" for r in run_export(options, Settings.from_env()))
     for run in sorted(SYS_IDS):
         resumed, fresh = sorted_rows(data, run), sorted_rows(reference / "data", run)

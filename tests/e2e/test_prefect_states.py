@@ -48,8 +48,14 @@ def fake():
 def served(prefect_server, fake, tmp_path_factory):
     """The deployments served against the real server; chunks of 2 runs (3 chunk subflows for 5 runs); flow logs at
     INFO as a user's `serve` has them (this session's quiet default would keep only warnings)."""
-    env = prefect_server.client_env({**fake.env(PROJECT), "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-                                     "NEPTUNE_EXPORTER_RUNS_PER_TASK_BATCH": "2", "PREFECT_LOGGING_LEVEL": "INFO"})
+    env = prefect_server.client_env(
+        {
+            **fake.env(PROJECT),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            "NEPTUNE_EXPORTER_RUNS_PER_TASK_BATCH": "2",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+        }
+    )
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     process = serve_deployments(env, log)
     try:
@@ -147,19 +153,28 @@ def assert_export_told_truthfully(flow_run, failing: list[str]) -> None:
     assert_ui_renders_inputs(every_task)
 
     messages = assert_logs_clean([flow_run.id, *[chunk.id for chunk in chunks]])
-    assert "5 run(s) planned in 1 project(s): 5 new, 0 changed, 0 unchanged, 0 to redo (failed or incomplete before)" in messages
+    assert (
+        "5 run(s) planned in 1 project(s): 5 new, 0 changed, 0 unchanged, 0 to redo (failed or incomplete before)"
+        in messages
+    )
     finished = [m for m in messages if m.startswith("export finished in")]
     assert len(finished) == 1 and f"{len(ok)} exported, 0 unchanged, {len(failing)} failed" in finished[0]
 
     artifacts = artifacts_by_key(flow_run.id)
     progress = artifacts["export-progress"][0]
     assert progress.data == 100.0
-    assert progress.description.startswith(f"5/5 runs done, {len(failing)} failed · ") and "done in" in progress.description
+    assert (
+        progress.description.startswith(f"5/5 runs done, {len(failing)} failed · ")
+        and "done in" in progress.description
+    )
     rows = table_rows(artifacts["export-runs"][0])  # the newest version: every run ended
     assert [row["run"] for row in rows] == [f"{PROJECT}/{run_id}" for run_id in RUN_IDS]
     assert {row["run"].split("/")[-1]: row["status"] for row in rows} == {
-        run_id: "failed" if run_id in failing else "complete" for run_id in RUN_IDS}
-    assert all(row["points"] > 0 and row["files"] == 1 and row["error"] == "" for row in rows if row["status"] == "complete")
+        run_id: "failed" if run_id in failing else "complete" for run_id in RUN_IDS
+    }
+    assert all(
+        row["points"] > 0 and row["files"] == 1 and row["error"] == "" for row in rows if row["status"] == "complete"
+    )
     for row in rows:
         if row["status"] == "failed":
             assert all(text in row["error"] for text in FAILURE_TEXT) and row["points"] == 0
@@ -188,7 +203,9 @@ def exported(fake, tmp_path: Path) -> dict:
     return {"data_path": str(data), "files_path": str(files), "report_path": str(tmp_path / "reports")}
 
 
-def test_load_with_a_corrupt_run_and_validate_with_a_difference_end_failed_without_traceback(served, fake, mlflow_url, tmp_path):
+def test_load_with_a_corrupt_run_and_validate_with_a_difference_end_failed_without_traceback(
+    served, fake, mlflow_url, tmp_path
+):
     paths = exported(fake, tmp_path)
     manifest = read_manifest(manifest_path(Path(paths["data_path"]), PROJECT, "run-00002"))
     part = Path(paths["data_path"]) / manifest.parts[0].path
@@ -209,20 +226,26 @@ def test_load_with_a_corrupt_run_and_validate_with_a_difference_end_failed_witho
     assert_ui_renders_inputs(every_task)
     messages = assert_logs_clean([flow_run.id, *[chunk.id for chunk in chunks]])
     assert "5 run(s) to load in 1 fork wave(s)" in messages
-    assert any(m.startswith("load into mlflow finished in") and "4 loaded, 0 already complete, 1 failed" in m for m in messages)
+    assert any(
+        m.startswith("load into mlflow finished in") and "4 loaded, 0 already complete, 1 failed" in m for m in messages
+    )
     artifacts = artifacts_by_key(flow_run.id)
     assert artifacts["load-progress"][0].description.startswith("5/5 runs done, 1 failed · ")
     assert artifacts["validate-progress"][0].description.startswith("5/5 runs done, 1 failed · ")
     rows = {row["run"]: row for row in table_rows(artifacts["load-runs"][0])}
-    assert rows[f"{PROJECT}/run-00002"]["status"] == "failed" and "CorruptPartError" in rows[f"{PROJECT}/run-00002"]["error"]
+    assert (
+        rows[f"{PROJECT}/run-00002"]["status"] == "failed"
+        and "CorruptPartError" in rows[f"{PROJECT}/run-00002"]["error"]
+    )
     assert sorted(row["status"] for row in rows.values()) == ["failed", "loaded", "loaded", "loaded", "loaded"]
 
     client = MlflowClient(mlflow_url)
-    target = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                filter_string="tags.`neptune.run_id` = 'run-00004'")[0]
+    target = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], filter_string="tags.`neptune.run_id` = 'run-00004'"
+    )[0]
     client.log_param(target.info.run_id, "extra", "not in the export")
     for path in run_part_paths(Path(paths["data_path"]), PROJECT, "run-00002"):  # the corrupt run leaves the export:
-        path.unlink()                                                          # only run-00004 differs now
+        path.unlink()  # only run-00004 differs now
     manifest_path(Path(paths["data_path"]), PROJECT, "run-00002").unlink()
     flow_run = run_and_wait("validate/mlflow", {"options": options})
     assert flow_run.state.is_failed() and flow_run.state.message == "1 difference(s) in 1 run(s)"
@@ -231,6 +254,9 @@ def test_load_with_a_corrupt_run_and_validate_with_a_difference_end_failed_witho
     validations = per_run(every_task)
     assert sorted(validations) == ["run-00000", "run-00001", "run-00003", "run-00004"]
     assert [r for r, run in validations.items() if run.state.is_failed()] == ["run-00004"]
-    assert "1 difference(s): param" in validations["run-00004"].state.message and "extra" in validations["run-00004"].state.message
+    assert (
+        "1 difference(s): param" in validations["run-00004"].state.message
+        and "extra" in validations["run-00004"].state.message
+    )
     assert_ui_renders_inputs(every_task)
     assert_logs_clean([flow_run.id, *[chunk.id for chunk in chunks]])

@@ -71,8 +71,11 @@ def export_run(served, tmp_path_factory):
     """An export flow run of the export/neptune3 deployment in which the first run fails (HTTP 400 on a series)."""
     served.faults.update(endpoints="float_series", scripted=[400])
     out = tmp_path_factory.mktemp("ui-export")
-    parameters = {"projects": [PROJECT], "workers": 1,
-                  "paths": {"data_path": str(out / "data"), "files_path": str(out / "files")}}
+    parameters = {
+        "projects": [PROJECT],
+        "workers": 1,
+        "paths": {"data_path": str(out / "data"), "files_path": str(out / "files")},
+    }
     flow_run = run_deployment("export/neptune3", parameters=parameters, timeout=300)
     served.faults.update(endpoints=None, scripted=[])
     assert flow_run.state.is_final(), flow_run.state
@@ -86,7 +89,7 @@ def browser_page(chromium_path) -> Page:
 
 
 @pytest.fixture(scope="module", params=["v1", "v2"])
-def ui(request, browser_page, prefect_server) -> "UI":
+def ui(request, browser_page, prefect_server) -> UI:
     """The Prefect UI in one browser tab: V1 (where /runs/... links lead) and V2 (where the UI's home page leads)."""
     return UI(browser_page, prefect_server.api_url.removesuffix("/api"), request.param)
 
@@ -112,8 +115,16 @@ class UI:
 
     def errors(self) -> list[ConsoleError]:
         """The open page's console errors and exceptions, without the UI's missing icons and offline third parties."""
-        return [error for error in self.page.errors if not (error.source == "log" and (
-            PREFECT_ICON.match(error.url.removeprefix(self.base_url)) or not error.url.startswith(self.base_url)))]
+        return [
+            error
+            for error in self.page.errors
+            if not (
+                error.source == "log"
+                and (
+                    PREFECT_ICON.match(error.url.removeprefix(self.base_url)) or not error.url.startswith(self.base_url)
+                )
+            )
+        ]
 
     def screenshot(self, name: str) -> Path:
         """A PNG of the page once it has loaded what it shows (or waited 30 s for it)."""
@@ -124,19 +135,25 @@ class UI:
 def task_run_names(flow_run_id) -> list[str]:
     """Names of the flow run's own task runs (not the placeholders of its subflows)."""
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]))
+        )
     return sorted(run.name for run in runs if run.state.state_details.child_flow_run_id is None)
 
 
 def artifact_keys(flow_run_id) -> list[str]:
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return sorted({artifact.key for artifact in artifacts})
 
 
 def assert_no_console_errors(ui: UI) -> None:
     """The open page, once it has fetched what it shows, reported no errors."""
-    assert ui.page.wait_until_idle(), f"{ui.page.url}: requests still running: {list(ui.page.requests_in_flight.values())}"
+    assert ui.page.wait_until_idle(), (
+        f"{ui.page.url}: requests still running: {list(ui.page.requests_in_flight.values())}"
+    )
     errors = ui.errors()
     assert not errors, f"{ui.page.url}: console errors:\n" + "\n".join(map(str, errors))
 

@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
@@ -60,13 +60,25 @@ def serving(fake, tmp_path_factory) -> Iterator[Serving]:
     root, port = tmp_path_factory.mktemp("serve"), free_port()
     cwd = root / "cwd"
     cwd.mkdir()
-    env = cli_env({**fake.env(PROJECT), "WANDB_API_KEY": "wandb-key-for-the-runner-only",
-                   "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"},
-                  root / "client-home")
+    env = cli_env(
+        {
+            **fake.env(PROJECT),
+            "WANDB_API_KEY": "wandb-key-for-the-runner-only",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        },
+        root / "client-home",
+    )
     log = root / "serve.log"
     with open(log, "ab") as output:
-        process = subprocess.Popen(cli_command("serve", "--home", str(root / "prefect"), "--port", str(port)), env=env,
-                                   cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            cli_command("serve", "--home", str(root / "prefect"), "--port", str(port)),
+            env=env,
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     api_url = f"http://127.0.0.1:{port}/api"
     try:
         wait_until(lambda: healthy(api_url) or process.poll() is not None, log)
@@ -134,8 +146,9 @@ def test_serve_port_sets_the_ui_api_and_keeps_secrets_out_of_the_server(serving,
 
 def test_a_schedule_runs_with_its_parameters_and_the_next_run_exports_only_the_changed_run(serving, fake, tmp_path):
     data, files = tmp_path / "data", tmp_path / "files"
-    shown = schedule(serving, "every-20s", "-p", PROJECT, "-d", str(data), "-f", str(files), "--interval", "20",
-                     "--workers", "2")
+    shown = schedule(
+        serving, "every-20s", "-p", PROJECT, "-d", str(data), "-f", str(files), "--interval", "20", "--workers", "2"
+    )
     assert "export/neptune3 · schedule 'every-20s' · every 20 s" in shown and "next runs: " in shown
     listed = schedule(serving, "--list")
     assert "schedule 'every-20s'" in listed and f'"data_path": "{data}"' in listed
@@ -143,15 +156,21 @@ def test_a_schedule_runs_with_its_parameters_and_the_next_run_exports_only_the_c
     with temporary_settings({PREFECT_API_URL: serving.env["PREFECT_API_URL"]}):
         first = wait_until(lambda: ran(export_runs(data))[:1], serving.log)[0]
         fake.requests.clear()
-        changed_at = datetime.now(timezone.utc)
+        changed_at = datetime.now(UTC)
         fake.append_points(PROJECT, CHANGED_RUN, CHANGED_SERIES, list(range(100, 105)), [0.5] * 5)
-        second = wait_until(lambda: [r for r in ran(export_runs(data)) if r.start_time > changed_at][:1], serving.log)[0]
+        second = wait_until(lambda: [r for r in ran(export_runs(data)) if r.start_time > changed_at][:1], serving.log)[
+            0
+        ]
         fetched = fake.requests.runs_fetched()
         schedule(serving, "every-20s", "--delete")
         summary_rows = artifacts_by_key(second.id)["export-summary"][0].data
 
-    expected = {"source": "neptune3", "projects": [PROJECT], "paths": {"data_path": str(data), "files_path": str(files)},
-                "workers": 2}
+    expected = {
+        "source": "neptune3",
+        "projects": [PROJECT],
+        "paths": {"data_path": str(data), "files_path": str(files)},
+        "workers": 2,
+    }
     for run in (first, second):
         assert {key: run.parameters[key] for key in expected} == expected
         assert run.auto_scheduled and run.state.name == "Completed"
@@ -189,7 +208,9 @@ def test_a_slow_run_and_due_runs_never_overlap_nor_run_out_of_order(serving, fak
         overdue = create_run(runs[0].parameters, completed[-1].expected_start_time - timedelta(seconds=30))
         late = wait_until(lambda: settled([read_flow_run(overdue)]), serving.log)[0]
     assert late.state.name == "Skipped" and "would run out of order" in late.state.message
-    assert any(run.name in late.state.message for run in completed if run.expected_start_time > late.expected_start_time)
+    assert any(
+        run.name in late.state.message for run in completed if run.expected_start_time > late.expected_start_time
+    )
 
 
 def settled(runs: list[FlowRun]) -> list[FlowRun] | None:
@@ -201,7 +222,7 @@ def create_run(parameters: dict, expected: datetime | None = None):
     """A run of export/neptune3 due now, or overdue since `expected`; its id."""
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("export/neptune3")
-        state = Scheduled(scheduled_time=expected or datetime.now(timezone.utc))
+        state = Scheduled(scheduled_time=expected or datetime.now(UTC))
         return client.create_flow_run_from_deployment(deployment.id, parameters=parameters, state=state).id
 
 
@@ -215,14 +236,20 @@ def test_flow_runs_read_neptune_project_of_the_serving_process_and_refuse_relati
     with temporary_settings({PREFECT_API_URL: serving.env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("export/neptune3")
         relative = client.create_flow_run_from_deployment(
-            deployment.id, parameters={"projects": [PROJECT], "paths": {"data_path": "rel/data", "files_path": str(files)}})
+            deployment.id,
+            parameters={"projects": [PROJECT], "paths": {"data_path": "rel/data", "files_path": str(files)}},
+        )
         no_project = client.create_flow_run_from_deployment(
-            deployment.id, parameters={"paths": {"data_path": str(data), "files_path": str(files)}, "workers": 2})
-        relative, no_project = wait_until(lambda: settled([read_flow_run(relative.id), read_flow_run(no_project.id)]),
-                                          serving.log)
+            deployment.id, parameters={"paths": {"data_path": str(data), "files_path": str(files)}, "workers": 2}
+        )
+        relative, no_project = wait_until(
+            lambda: settled([read_flow_run(relative.id), read_flow_run(no_project.id)]), serving.log
+        )
     assert relative.state.is_failed()
-    assert f"paths.data_path 'rel/data' is relative: this flow run would write to {serving.cwd / 'rel' / 'data'}" \
+    assert (
+        f"paths.data_path 'rel/data' is relative: this flow run would write to {serving.cwd / 'rel' / 'data'}"
         in relative.state.message
+    )
     assert not (serving.cwd / "rel").exists() and not (REPO_ROOT / "rel").exists()
     assert no_project.state.is_completed() and "projects" not in no_project.parameters
     manifests = [read_manifest(manifest_path(data, PROJECT, run_id)) for run_id in RUN_IDS]
@@ -233,14 +260,22 @@ def test_prefect_deploy_stores_module_entrypoints_and_no_deploy_time_path(servin
     """Last: it turns the served deployments into work-pool deployments."""
     env = {**serving.env, "NEPTUNE_EXPORTER_HOME": "/the/deploying/machine/checkout"}
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
-    for command in (["work-pool", "create", "neptune-exporter", "--type", "process"],
-                    ["deploy", "--all", "--prefect-file", str(REPO_ROOT / "deployments" / "prefect.yaml")]):
+    for command in (
+        ["work-pool", "create", "neptune-exporter", "--type", "process"],
+        ["deploy", "--all", "--prefect-file", str(REPO_ROOT / "deployments" / "prefect.yaml")],
+    ):
         result = subprocess.run(prefect + command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
         assert result.returncode == 0, result.stdout + result.stderr
     with temporary_settings({PREFECT_API_URL: serving.env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
-    assert set(deployments) == {"export/neptune3", "export/neptune2", "load/mlflow", "load/wandb", "validate/mlflow",
-                                "validate/wandb"}
+    assert set(deployments) == {
+        "export/neptune3",
+        "export/neptune2",
+        "load/mlflow",
+        "load/wandb",
+        "validate/mlflow",
+        "validate/wandb",
+    }
     for name, deployment in deployments.items():
         assert deployment.work_pool_name == "neptune-exporter" and deployment.pull_steps == [], name
         assert deployment.entrypoint == f"flows.{name.split('/')[0]}:{name.split('/')[0]}"

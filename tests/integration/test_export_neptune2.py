@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,63 +21,111 @@ from neptune_exporter.errors import (
 )
 from neptune_exporter.exporters.base import AttributeSelection, RunSelection, Watermark
 from neptune_exporter.exporters.neptune2 import Neptune2Source
-from neptune_exporter.fake_neptune import FakeNeptune
+from neptune_exporter.fake_neptune import FakeNeptune, store
 from neptune_exporter.fake_neptune import datasets as ds
-from neptune_exporter.fake_neptune import store
 from neptune_exporter.model import AttributeKind, AttributeType, decimal_array_to_float, sanitize_name
 from neptune_exporter.settings import RetryPolicy, Settings
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 LOSS = [(float(i), 1.0 / (i + 1), 1_700_000_000_000 + i) for i in range(2_345)]
 LOGS = [(0.0, "start", 10), (1.0, "ünïcode ✓", 11), (2.5, "", 12), (4.0, "x" * 5000, 13)]
 MODEL_BYTES = bytes(range(256)) * 17
-GIT = {"commit": {"commitId": "abc123", "message": "m", "authorName": "a", "authorEmail": "a@x",
-                  "commitDate": "2024-01-01T00:00:00.000Z"}, "repositoryDirty": False, "currentBranch": "main"}
-NOTEBOOK = {"notebookId": "6a2c0b8e-0d4a-4d37-9d3e-5cfbdc3b2f2d", "notebookName": "explore.ipynb",
-            "notebookDeleted": False}
+GIT = {
+    "commit": {
+        "commitId": "abc123",
+        "message": "m",
+        "authorName": "a",
+        "authorEmail": "a@x",
+        "commitDate": "2024-01-01T00:00:00.000Z",
+    },
+    "repositoryDirty": False,
+    "currentBranch": "main",
+}
+NOTEBOOK = {
+    "notebookId": "6a2c0b8e-0d4a-4d37-9d3e-5cfbdc3b2f2d",
+    "notebookName": "explore.ipynb",
+    "notebookDeleted": False,
+}
 
 
 ARTIFACT_SOURCE = Path(__file__).resolve()  # a Local artifact file the export can reach
-ARTIFACT = {"hash": "f" * 64, "files": [
-    {"filePath": "code/test.py", "fileHash": "1" * 64, "type": "Local", "size": ARTIFACT_SOURCE.stat().st_size,
-     "metadata": {"file_path": f"file://{ARTIFACT_SOURCE.as_posix()}", "last_modified": "2024-01-01 00:00:00"}},
-    {"filePath": "data/train.csv", "fileHash": "2" * 64, "type": "S3", "size": 123,
-     "metadata": {"location": "s3://bucket/train.csv", "last_modified": "2024-01-01 00:00:00"}},
-]}
+ARTIFACT = {
+    "hash": "f" * 64,
+    "files": [
+        {
+            "filePath": "code/test.py",
+            "fileHash": "1" * 64,
+            "type": "Local",
+            "size": ARTIFACT_SOURCE.stat().st_size,
+            "metadata": {"file_path": f"file://{ARTIFACT_SOURCE.as_posix()}", "last_modified": "2024-01-01 00:00:00"},
+        },
+        {
+            "filePath": "data/train.csv",
+            "fileHash": "2" * 64,
+            "type": "S3",
+            "size": 123,
+            "metadata": {"location": "s3://bucket/train.csv", "last_modified": "2024-01-01 00:00:00"},
+        },
+    ],
+}
 
 
 def workspace() -> store.Workspace:
     """Every 2.x type on one run, plus plain, trashed and custom-id runs for selection."""
     ws = ds.new_workspace("ws")
     project = ds.add_project(ws, "proj", "PROJ")
-    project.files.update({
-        "model": store.StoredFile(size=len(MODEL_BYTES), content=MODEL_BYTES, name="weights.bin"),
-        "img0": store.StoredFile(size=6, content=b"\x89PNG-0", mime_type="image/png", name="i0.png"),
-        "img1": store.StoredFile(size=6, content=b"\x89PNG-1", mime_type="image/png", name="i1.png"),
-        "big": store.StoredFile(size=300_000, seed=7, name="big.bin"),
-        "fa": store.StoredFile(size=3, content=b"AAA", name="a.txt"),
-    })
-    ds.add_run(ws, "ws/proj", custom_run_id="custom-one", experiment="first name", created=T0, tags=["best", "t2"],
-               attributes={
-                   "params/lr": ("float", 0.1), "params/huge": ("float", 1.7976931348623157e308),
-                   "params/bs": ("int", -(2**53)), "params/opt/name": ("string", "adam \"quoted\""),
-                   "params/flag": ("bool", False), "params/when": ("datetime", T0 + timedelta(milliseconds=1234)),
-                   "params/set": ("string_set", ["x", "y z"]), "params/empty": ("string", ""),
-                   "metrics/loss": ("float_series", LOSS), "monitoring/stdout": ("string_series", LOGS),
-                   "files/model": ("file", "model"),
-                   "images": ("file_series", [(0.0, "img0", 5), (1.0, "img1", 6)]),
-                   "data/set": ("file_set", {"a.txt": "fa", "deep/er/big.bin": "big"}),
-                   "source_code/git": store.Attribute("source_code/git", "git_ref", GIT),
-                   "notebook": store.Attribute("notebook", "notebook_ref", NOTEBOOK),
-                   "datasets/train": store.Attribute("datasets/train", "artifact", ARTIFACT),
-               })
-    ds.add_run(ws, "ws/proj", created=T0 + timedelta(minutes=1), tags=["t2"],
-               attributes={"params/lr": ("float", 0.01), "params/opt/name": ("string", "sgd")})
+    project.files.update(
+        {
+            "model": store.StoredFile(size=len(MODEL_BYTES), content=MODEL_BYTES, name="weights.bin"),
+            "img0": store.StoredFile(size=6, content=b"\x89PNG-0", mime_type="image/png", name="i0.png"),
+            "img1": store.StoredFile(size=6, content=b"\x89PNG-1", mime_type="image/png", name="i1.png"),
+            "big": store.StoredFile(size=300_000, seed=7, name="big.bin"),
+            "fa": store.StoredFile(size=3, content=b"AAA", name="a.txt"),
+        }
+    )
+    ds.add_run(
+        ws,
+        "ws/proj",
+        custom_run_id="custom-one",
+        experiment="first name",
+        created=T0,
+        tags=["best", "t2"],
+        attributes={
+            "params/lr": ("float", 0.1),
+            "params/huge": ("float", 1.7976931348623157e308),
+            "params/bs": ("int", -(2**53)),
+            "params/opt/name": ("string", 'adam "quoted"'),
+            "params/flag": ("bool", False),
+            "params/when": ("datetime", T0 + timedelta(milliseconds=1234)),
+            "params/set": ("string_set", ["x", "y z"]),
+            "params/empty": ("string", ""),
+            "metrics/loss": ("float_series", LOSS),
+            "monitoring/stdout": ("string_series", LOGS),
+            "files/model": ("file", "model"),
+            "images": ("file_series", [(0.0, "img0", 5), (1.0, "img1", 6)]),
+            "data/set": ("file_set", {"a.txt": "fa", "deep/er/big.bin": "big"}),
+            "source_code/git": store.Attribute("source_code/git", "git_ref", GIT),
+            "notebook": store.Attribute("notebook", "notebook_ref", NOTEBOOK),
+            "datasets/train": store.Attribute("datasets/train", "artifact", ARTIFACT),
+        },
+    )
+    ds.add_run(
+        ws,
+        "ws/proj",
+        created=T0 + timedelta(minutes=1),
+        tags=["t2"],
+        attributes={"params/lr": ("float", 0.01), "params/opt/name": ("string", "sgd")},
+    )
     ds.add_run(ws, "ws/proj", created=T0 + timedelta(minutes=2), trashed=True, attributes={"params/lr": ("float", 0.5)})
-    ds.add_run(ws, "ws/proj", custom_run_id="alpha-7", created=T0 + timedelta(minutes=3),
-               attributes={"params/lr": ("float", 0.2)})
+    ds.add_run(
+        ws,
+        "ws/proj",
+        custom_run_id="alpha-7",
+        created=T0 + timedelta(minutes=3),
+        attributes={"params/lr": ("float", 0.2)},
+    )
     ds.add_project(ws, "other", "OTH")
     return ws
 
@@ -118,8 +166,9 @@ def ids(refs) -> list[str]:
 
 
 def test_access_errors_are_typed_before_any_download(fake):
-    bad = base64.b64encode(json.dumps({"api_address": fake.base_url, "api_url": fake.base_url,
-                                       "api_key": "wrong"}).encode()).decode()
+    bad = base64.b64encode(
+        json.dumps({"api_address": fake.base_url, "api_url": fake.base_url, "api_key": "wrong"}).encode()
+    ).decode()
     with pytest.raises(InvalidTokenError):
         Neptune2Source("not a token", Settings()).check_access("ws/proj")
     with pytest.raises(ProjectNotFoundError) as missing:
@@ -139,7 +188,12 @@ def test_lists_runs_ascending_with_2x_names(source):
     refs = source.list_runs("ws/proj", RunSelection())
     assert ids(refs) == ["PROJ-1", "PROJ-2", "PROJ-4"]
     first = refs[0]
-    assert (first.run_id, first.custom_run_id, first.name, first.experiment_name) == ("PROJ-1", "custom-one", "first name", None)
+    assert (first.run_id, first.custom_run_id, first.name, first.experiment_name) == (
+        "PROJ-1",
+        "custom-one",
+        "first name",
+        None,
+    )
     assert first.creation_time == T0 and first.source_kind == "neptune2" and not first.archived
 
 
@@ -156,7 +210,7 @@ def test_where_query_and_regex_select_exactly(source):
     assert chosen(where="params/lr > 0.05") == ["PROJ-1", "PROJ-4"]
     assert chosen(where='sys/tags contains "best"') == ["PROJ-1"]
     assert chosen(where='params/opt/name == "sgd" or params/lr >= 0.2') == ["PROJ-2", "PROJ-4"]
-    assert chosen(query='`params/lr`:float < 0.05') == ["PROJ-2"]
+    assert chosen(query="`params/lr`:float < 0.05") == ["PROJ-2"]
     assert chosen(where="params/lr > 0.05", query='(`sys/tags`:stringSet CONTAINS "t2")') == ["PROJ-1"]
     assert chosen(runs_regex="^alpha") == ["PROJ-4"]
     assert chosen(runs_regex="PROJ-[12]$") == ["PROJ-1", "PROJ-2"]
@@ -175,7 +229,7 @@ def test_bad_selections_fail_with_typed_errors(source):
 
 def test_modified_after_keeps_only_newer_runs(fake, source):
     fake.touch("ws/proj", "PROJ-4")
-    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    since = datetime.now(UTC) - timedelta(minutes=5)
     assert ids(source.list_runs("ws/proj", RunSelection(modified_after=since))) == ["PROJ-4"]
 
 
@@ -185,7 +239,9 @@ def test_more_than_ten_thousand_runs_are_all_listed():
     total = 10_050
     for i in range(total):  # seven runs share each creation time, also across the 10,000 boundary
         sys_id = f"BIG-{i + 1}"
-        project.runs.append(store.Run(sys_id, attributes=ds.sys_attributes(sys_id, None, None, T0 + timedelta(seconds=i // 7))))
+        project.runs.append(
+            store.Run(sys_id, attributes=ds.sys_attributes(sys_id, None, None, T0 + timedelta(seconds=i // 7)))
+        )
     with FakeNeptune(ws, port=0) as server:
         refs = Neptune2Source(server.api_token, Settings()).list_runs("ws/big", RunSelection())
     assert len(refs) == total
@@ -230,7 +286,8 @@ def test_every_2x_type_comes_back_value_by_value(fake, source, tmp_path):
     assert [int(r["timestamp"].timestamp() * 1000) for r in loss] == [t for _, _, t in LOSS]
     logs = rows_of(table, "monitoring/stdout")
     assert [(float(r["step"]), r["string_value"], r["attribute_type"]) for r in logs] == [
-        (s, v, "string_series") for s, v, _ in LOGS]
+        (s, v, "string_series") for s, v, _ in LOGS
+    ]
     assert sum(p for p, _ in progress) == table.num_rows
 
     root = tmp_path / sanitize_name("ws/proj")  # file_value.path is relative to the project folder (peer rule)
@@ -241,11 +298,15 @@ def test_every_2x_type_comes_back_value_by_value(fake, source, tmp_path):
 
     images = rows_of(table, "images")
     assert [(float(r["step"]), (root / r["file_value"]["path"]).read_bytes()) for r in images] == [
-        (0.0, b"\x89PNG-0"), (1.0, b"\x89PNG-1")]
+        (0.0, b"\x89PNG-0"),
+        (1.0, b"\x89PNG-1"),
+    ]
 
     members = {r["file_value"]["path"]: r["attribute_type"] for r in rows_of(table, "data/set")}
-    assert members == {(run_dir / "data/set/a.txt").as_posix(): "file_set",
-                       (run_dir / "data/set/deep/er/big.bin").as_posix(): "file_set"}
+    assert members == {
+        (run_dir / "data/set/a.txt").as_posix(): "file_set",
+        (run_dir / "data/set/deep/er/big.bin").as_posix(): "file_set",
+    }
     big = root / run_dir / "data/set/deep/er/big.bin"
     assert big.read_bytes() == store.StoredFile(size=300_000, seed=7).read()
 
@@ -256,14 +317,20 @@ def test_every_2x_type_comes_back_value_by_value(fake, source, tmp_path):
     listing = json.loads((root / listing_path).read_text())
     assert listing["hash"] == "f" * 64
     assert [(f["filePath"], f["fileHash"], f["size"], f["type"]) for f in listing["files"]] == [
-        (e["filePath"], e["fileHash"], e["size"], e["type"]) for e in ARTIFACT["files"]]
+        (e["filePath"], e["fileHash"], e["size"], e["type"]) for e in ARTIFACT["files"]
+    ]
     copied = root / run_dir / "datasets/train/content/code/test.py"
     assert not copied.is_symlink() and copied.read_bytes() == ARTIFACT_SOURCE.read_bytes()
     assert not (root / run_dir / "datasets/train/content/data/train.csv").exists()
 
     recorded = {f.relative_path: f for f in content.files}
-    assert set(recorded) == {model, *members, *(r["file_value"]["path"] for r in images), listing_path,
-                             copied.relative_to(root).as_posix()}
+    assert set(recorded) == {
+        model,
+        *members,
+        *(r["file_value"]["path"] for r in images),
+        listing_path,
+        copied.relative_to(root).as_posix(),
+    }
     for path, exported in recorded.items():
         data = (root / path).read_bytes()
         assert exported.size == len(data) and exported.sha256 == hashlib.sha256(data).hexdigest()
@@ -288,8 +355,10 @@ def test_incremental_export_reads_only_points_after_the_watermark(fake, source, 
         "images": Watermark(AttributeType.FILE_SERIES, last_step=0.0, count=1),
     }
     fake.append_points("ws/proj", "PROJ-1", "metrics/loss", [5000.0, 5001.5], [0.25, 0.125], [1, 2])
-    series = AttributeSelection(include_kinds=frozenset({AttributeKind.METRICS, AttributeKind.SERIES, AttributeKind.FILES}),
-                                regex="^(metrics|monitoring|images)")
+    series = AttributeSelection(
+        include_kinds=frozenset({AttributeKind.METRICS, AttributeKind.SERIES, AttributeKind.FILES}),
+        regex="^(metrics|monitoring|images)",
+    )
     _, table, _ = export_first(source, tmp_path, series, marks)
     loss = rows_of(table, "metrics/loss")
     assert [(float(r["step"]), r["float_value"]) for r in loss] == [(5000.0, 0.25), (5001.5, 0.125)]
@@ -300,8 +369,14 @@ def test_incremental_export_reads_only_points_after_the_watermark(fake, source, 
 def test_long_series_stream_in_bounded_batches(fake, tmp_path):
     ws = ds.new_workspace("ws")
     ds.add_project(ws, "long", "LONG")
-    ds.add_run(ws, "ws/long", created=T0,
-               attributes={"m": store.Attribute("m", store.FLOAT_SERIES, series=store.GeneratedFloatSeries(count=25_000, seed=3))})
+    ds.add_run(
+        ws,
+        "ws/long",
+        created=T0,
+        attributes={
+            "m": store.Attribute("m", store.FLOAT_SERIES, series=store.GeneratedFloatSeries(count=25_000, seed=3))
+        },
+    )
     with FakeNeptune(ws, port=0) as server:
         src = Neptune2Source(server.api_token, Settings(series_batch_rows=4_000))
         ref = src.list_runs("ws/long", RunSelection())[0]
@@ -319,8 +394,14 @@ def test_long_series_stream_in_bounded_batches(fake, tmp_path):
 
 
 def test_transient_faults_are_survived(fake, tmp_path):
-    fake.faults.update(error_share=0.2, error_statuses=(500, 503), rate_limit_share=0.1, retry_after_s=0,
-                       endpoints=r"v2\.(float_series_values|string_series_values|search_entries|download_file)", seed=11)
+    fake.faults.update(
+        error_share=0.2,
+        error_statuses=(500, 503),
+        rate_limit_share=0.1,
+        retry_after_s=0,
+        endpoints=r"v2\.(float_series_values|string_series_values|search_entries|download_file)",
+        seed=11,
+    )
     try:
         src = Neptune2Source(fake.api_token, Settings(workers=3, retry=RetryPolicy(attempts=6, backoff_seconds=1)))
         ref = src.list_runs("ws/proj", RunSelection(runs_regex="custom-one"))[0]
@@ -331,13 +412,17 @@ def test_transient_faults_are_survived(fake, tmp_path):
     assert fake.requests.count(status=500) + fake.requests.count(status=503) + fake.requests.count(status=429) > 0
     assert [r["float_value"] for r in rows_of(table, "metrics/loss")] == [v for _, v, _ in LOSS] + [0.25, 0.125]
     assert len(rows_of(table, "monitoring/stdout")) == len(LOGS)
-    assert (tmp_path / sanitize_name("ws/proj") / rows_of(table, "files/model")[0]["file_value"]["path"]).read_bytes() == MODEL_BYTES
+    assert (
+        tmp_path / sanitize_name("ws/proj") / rows_of(table, "files/model")[0]["file_value"]["path"]
+    ).read_bytes() == MODEL_BYTES
 
 
 def test_persistent_server_errors_surface_as_transient_errors(fake, tmp_path):
     fake.faults.update(error_share=1.0, error_statuses=(503,), endpoints=r"v2\.float_series_values")
     try:
-        src = Neptune2Source(fake.api_token, Settings(source_retry_timeout_s=1, retry=RetryPolicy(attempts=2, backoff_seconds=1)))
+        src = Neptune2Source(
+            fake.api_token, Settings(source_retry_timeout_s=1, retry=RetryPolicy(attempts=2, backoff_seconds=1))
+        )
         ref = src.list_runs("ws/proj", RunSelection(runs_regex="custom-one"))[0]
         with pytest.raises(SourceUnavailableError) as failure:
             table_of(src.export_run(ref, AttributeSelection(regex="^metrics/"), tmp_path))
@@ -363,8 +448,14 @@ def fail_table_reads(fake, monkeypatch) -> Settings:
 def test_a_failing_table_read_in_discovery_is_attempted_exactly_the_budget(fake, tmp_path, monkeypatch):
     from neptune_exporter.export import ExportOptions, run_export
 
-    options = ExportOptions(source="neptune2", projects=("ws/proj",), data_path=str(tmp_path / "data"),
-                            files_path=str(tmp_path / "files"), api_token=fake.api_token, workers=2)
+    options = ExportOptions(
+        source="neptune2",
+        projects=("ws/proj",),
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        api_token=fake.api_token,
+        workers=2,
+    )
     settings = fail_table_reads(fake, monkeypatch)
     try:
         with pytest.raises(SourceUnavailableError) as failure:
@@ -380,9 +471,14 @@ def test_a_failing_table_read_in_a_run_is_attempted_exactly_the_budget(fake, tmp
     from neptune_exporter.export import ExportOptions, export_one, plan_export
     from neptune_exporter.storage.manifest import read_manifest
 
-    options = ExportOptions(source="neptune2", projects=("ws/proj",), data_path=str(tmp_path / "data"),
-                            files_path=str(tmp_path / "files"), api_token=fake.api_token,
-                            runs=RunSelection(runs_regex="^alpha-7$"))
+    options = ExportOptions(
+        source="neptune2",
+        projects=("ws/proj",),
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        api_token=fake.api_token,
+        runs=RunSelection(runs_regex="^alpha-7$"),
+    )
     src = Neptune2Source(fake.api_token, Settings())
     try:
         (plan,) = plan_export(src, options, Settings())  # discovery before the fault
@@ -407,8 +503,14 @@ def expected_atom(attr: store.Attribute):
     """What the 2.x export must hold for a store atom (column, value)."""
     if attr.path == "sys/state":
         return "string_value", "Active" if str(attr.value).lower() in ("running", "active") else "Inactive"
-    column = {store.FLOAT: "float_value", store.INT: "int_value", store.STRING: "string_value",
-              store.BOOL: "bool_value", store.DATETIME: "datetime_value", store.STRING_SET: "string_set_value"}
+    column = {
+        store.FLOAT: "float_value",
+        store.INT: "int_value",
+        store.STRING: "string_value",
+        store.BOOL: "bool_value",
+        store.DATETIME: "datetime_value",
+        store.STRING_SET: "string_set_value",
+    }
     value = sorted(attr.value) if attr.type == store.STRING_SET else attr.value
     return column[attr.type], value
 
@@ -446,7 +548,8 @@ def check_run(run: store.Run, project: store.Project, table: pa.Table, files_roo
             _, keys, _ = attr.series.window(None, None, None, len(attr.series))
             assert [float(r["step"]) for r in rows] == [float(i) for i in range(len(keys))]
             assert [(base / r["file_value"]["path"]).read_bytes() for r in rows] == [
-                project.files[k].read() for k in keys]
+                project.files[k].read() for k in keys
+            ]
         elif attr.type == store.FILE_SET:
             folder = (Path(sanitize_name(run.sys_id)) / attr.path).as_posix()
             got = {r["file_value"]["path"]: (base / r["file_value"]["path"]).read_bytes() for r in rows}
@@ -503,10 +606,17 @@ def test_pipeline_full_then_incremental_equals_a_fresh_export(tmp_path):
 
     ws = ds.awkward_workspace()
     with FakeNeptune(ws, port=0) as server:
+
         def export(root: Path):
-            options = ExportOptions(source="neptune2", projects=(ds.AWKWARD_PROJECT,), data_path=str(root / "data"),
-                                    files_path=str(root / "files"), api_token=server.api_token, workers=2,
-                                    runs=RunSelection(runs_regex="^run-(basic|gamma)$"))
+            options = ExportOptions(
+                source="neptune2",
+                projects=(ds.AWKWARD_PROJECT,),
+                data_path=str(root / "data"),
+                files_path=str(root / "files"),
+                api_token=server.api_token,
+                workers=2,
+                runs=RunSelection(runs_regex="^run-(basic|gamma)$"),
+            )
             return {r.run_id: r for r in run_export(options, Settings(workers=2))}
 
         first = export(tmp_path / "a")
@@ -524,8 +634,9 @@ def test_pipeline_full_then_incremental_equals_a_fresh_export(tmp_path):
         assert second["AWK-1"].points < first["AWK-1"].points
         fresh = export(tmp_path / "b")
         assert fresh["AWK-1"].status == "complete"
-    assert stored_rows(tmp_path / "a" / "data", ds.AWKWARD_PROJECT, "AWK-1") == \
-        stored_rows(tmp_path / "b" / "data", ds.AWKWARD_PROJECT, "AWK-1")
+    assert stored_rows(tmp_path / "a" / "data", ds.AWKWARD_PROJECT, "AWK-1") == stored_rows(
+        tmp_path / "b" / "data", ds.AWKWARD_PROJECT, "AWK-1"
+    )
     loss = [r for r in stored_rows(tmp_path / "a" / "data", ds.AWKWARD_PROJECT, "AWK-1") if "'metrics/loss'" in r]
     assert len(loss) == 102
 

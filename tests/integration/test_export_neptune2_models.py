@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import neptune
@@ -22,18 +22,23 @@ from neptune_exporter.fake_neptune import datasets as ds
 from neptune_exporter.fake_neptune import models_dataset as md
 from neptune_exporter.model import PARQUET_SCHEMA, RunRef, decimal_array_to_float, part_file_name, sanitize_name
 from neptune_exporter.settings import RetryPolicy, Settings
-from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.exported_run import list_stored_runs
+from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import read_run_batches
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 MS = 1_704_067_200_000
 PROJECT = "ws/proj"
-BLOBS = {"card": (b'{"card": 1}', "card.json"), "w": (bytes(range(256)) * 9, "weights.bin"),
-         "fa": (b"AAA", "a.txt"), "fb": (b"BBBB", "b.txt"), "img0": (b"\x89PNG-0", "i0.png"),
-         "img1": (b"\x89PNG-1", "i1.png")}
+BLOBS = {
+    "card": (b'{"card": 1}', "card.json"),
+    "w": (bytes(range(256)) * 9, "weights.bin"),
+    "fa": (b"AAA", "a.txt"),
+    "fb": (b"BBBB", "b.txt"),
+    "img0": (b"\x89PNG-0", "i0.png"),
+    "img1": (b"\x89PNG-1", "i1.png"),
+}
 ATOMS = {
     "params/lr": ("float", 0.25),
     "params/huge": ("float", -1.7976931348623157e308),
@@ -63,8 +68,12 @@ def registry_workspace() -> store.Workspace:
     project = ds.add_project(ws, "proj", "PROJ")
     for key, (content, name) in BLOBS.items():
         project.files[key] = store.StoredFile(size=len(content), content=content, name=name)
-    ds.add_run(ws, PROJECT, created=T0, attributes={"params/lr": ("float", 0.1),
-                                                     "metrics/loss": ("float_series", [(0.0, 1.0, MS), (1.0, 0.5, MS)])})
+    ds.add_run(
+        ws,
+        PROJECT,
+        created=T0,
+        attributes={"params/lr": ("float", 0.1), "metrics/loss": ("float_series", [(0.0, 1.0, MS), (1.0, 0.5, MS)])},
+    )
     ds.add_run(ws, PROJECT, created=T0 + timedelta(minutes=1), attributes={"files/card": ("file", "card")})
     model = md.add_model(ws, PROJECT, "CLS", "classifier", MODEL_ATTRS, T0 + timedelta(minutes=10), tags=["prod"])
     for i, (version_id, stage) in enumerate(STAGES.items(), start=1):
@@ -98,9 +107,16 @@ def source(fake):
 
 def export_to(root: Path, token: str, include_models: bool, **options) -> dict[str, object]:
     """run_export of the project into root/data + root/files; results by run id."""
-    opts = ExportOptions(source="neptune2", projects=(PROJECT,), data_path=str(root / "data"),
-                         files_path=str(root / "files"), api_token=token, include_models=include_models,
-                         workers=2, **options)
+    opts = ExportOptions(
+        source="neptune2",
+        projects=(PROJECT,),
+        data_path=str(root / "data"),
+        files_path=str(root / "files"),
+        api_token=token,
+        include_models=include_models,
+        workers=2,
+        **options,
+    )
     return {r.run_id: r for r in run_export(opts, Settings(workers=3))}
 
 
@@ -114,16 +130,23 @@ def exported(fake, tmp_path_factory):
 
 
 def rows(root: Path, run_id: str, scope: str | None) -> pa.Table:
-    return pa.Table.from_batches(list(read_run_batches(root / "data", PROJECT, run_id, scope=scope)),
-                                 schema=PARQUET_SCHEMA)
+    return pa.Table.from_batches(
+        list(read_run_batches(root / "data", PROJECT, run_id, scope=scope)), schema=PARQUET_SCHEMA
+    )
 
 
 def of_path(table: pa.Table, path: str) -> pa.Table:
     return table.filter(pc.equal(table["attribute_path"], path))
 
 
-VALUE_COLUMNS = {"float": "float_value", "int": "int_value", "string": "string_value", "bool": "bool_value",
-                 "datetime": "datetime_value", "string_set": "string_set_value"}
+VALUE_COLUMNS = {
+    "float": "float_value",
+    "int": "int_value",
+    "string": "string_value",
+    "bool": "bool_value",
+    "datetime": "datetime_value",
+    "string_set": "string_set_value",
+}
 
 
 def single_value(table: pa.Table, path: str) -> tuple[str, object]:
@@ -146,8 +169,9 @@ def file_bytes(root: Path, relative: str) -> bytes:
 def test_fake_serves_the_registry_to_the_real_client(fake):
     project = neptune.init_project(project=PROJECT, api_token=fake.api_token, mode="read-only")
     model = neptune.init_model(with_id="PROJ-CLS", project=PROJECT, api_token=fake.api_token, mode="read-only")
-    version = neptune.init_model_version(with_id="PROJ-CLS-2", project=PROJECT, api_token=fake.api_token,
-                                         mode="read-only")
+    version = neptune.init_model_version(
+        with_id="PROJ-CLS-2", project=PROJECT, api_token=fake.api_token, mode="read-only"
+    )
     try:
         listed = project.fetch_models_table(columns=["sys/name"], ascending=True, progress_bar=False).to_pandas()
         assert list(listed["sys/id"]) == ["PROJ-CLS", "PROJ-EMPTY"]
@@ -172,8 +196,10 @@ def test_fake_serves_the_registry_to_the_real_client(fake):
 def test_list_models_lists_models_then_versions_in_their_scopes(source):
     found = [(r.sys_id, r.run_id, r.scope, r.name) for r in source.list_models(PROJECT, RunSelection())]
     assert found == [
-        ("PROJ-CLS", "PROJ-CLS", "models", "classifier"), ("PROJ-EMPTY", "PROJ-EMPTY", "models", "no versions"),
-        ("PROJ-CLS-1", "PROJ-CLS-1", "model_versions", "v1"), ("PROJ-CLS-2", "PROJ-CLS-2", "model_versions", "v2"),
+        ("PROJ-CLS", "PROJ-CLS", "models", "classifier"),
+        ("PROJ-EMPTY", "PROJ-EMPTY", "models", "no versions"),
+        ("PROJ-CLS-1", "PROJ-CLS-1", "model_versions", "v1"),
+        ("PROJ-CLS-2", "PROJ-CLS-2", "model_versions", "v2"),
         ("PROJ-CLS-3", "PROJ-CLS-3", "model_versions", "v3"),
     ]
     refs = source.list_models(PROJECT, RunSelection())
@@ -191,8 +217,13 @@ def test_list_models_archived_and_modified_after(source):
 
 
 def test_include_models_needs_a_model_registry(fake, tmp_path):
-    options = ExportOptions(source="neptune3", projects=(PROJECT,), data_path=str(tmp_path / "d"),
-                            files_path=str(tmp_path / "f"), include_models=True)
+    options = ExportOptions(
+        source="neptune3",
+        projects=(PROJECT,),
+        data_path=str(tmp_path / "d"),
+        files_path=str(tmp_path / "f"),
+        include_models=True,
+    )
     with pytest.raises(UnsupportedError) as raised:
         discover(Neptune3Source(fake.api_token, Settings()), options, [PROJECT])
     assert "--source neptune2" in raised.value.remedy and "model registry" in str(raised.value)
@@ -226,10 +257,19 @@ def test_model_atoms_come_back_value_by_value(exported):
 def test_model_series_and_files_come_back_with_their_steps(exported):
     root, _ = exported
     table = rows(root, "PROJ-CLS", "models")
-    for path, kind, column in (("metrics/acc", "float_series", "float_value"), ("logs", "string_series", "string_value")):
+    for path, kind, column in (
+        ("metrics/acc", "float_series", "float_value"),
+        ("logs", "string_series", "string_value"),
+    ):
         series = of_path(table, path).sort_by("step")
-        points = [(s, v, t) for s, v, t in zip(decimal_array_to_float(series["step"]).tolist(),
-                                                 series[column].to_pylist(), series["timestamp"].to_pylist())]
+        points = [
+            (s, v, t)
+            for s, v, t in zip(
+                decimal_array_to_float(series["step"]).tolist(),
+                series[column].to_pylist(),
+                series["timestamp"].to_pylist(),
+            )
+        ]
         expected = MODEL_ATTRS[path][1]
         assert [(s, v) for s, v, _ in points] == [(s, v) for s, v, _ in expected]
         assert [int(t.timestamp() * 1000) for _, _, t in points] == [t for _, _, t in expected]
@@ -239,8 +279,10 @@ def test_model_series_and_files_come_back_with_their_steps(exported):
     assert len(card) == 1 and card[0]["attribute_type"] == "file"
     assert card[0]["file_value"]["path"].startswith(model_files)
     assert file_bytes(root, card[0]["file_value"]["path"]) == BLOBS["card"][0]
-    members = {row["file_value"]["path"].split("data/set/", 1)[1]: file_bytes(root, row["file_value"]["path"])
-               for row in of_path(table, "data/set").to_pylist()}
+    members = {
+        row["file_value"]["path"].split("data/set/", 1)[1]: file_bytes(root, row["file_value"]["path"])
+        for row in of_path(table, "data/set").to_pylist()
+    }
     assert members == {"a.txt": b"AAA", "sub/b.txt": b"BBBB"}
     images = of_path(table, "samples").sort_by("step")
     assert decimal_array_to_float(images["step"]).tolist() == [0.0, 1.0]
@@ -273,8 +315,9 @@ def test_manifests_record_the_scope(exported):
         assert results[run_id].manifest_path == str(path)
         manifest = read_manifest(path)
         assert manifest.is_complete() and manifest.scope == scope and manifest.source["kind"] == "neptune2"
-        assert manifest.source["sys_id"] == run_id and all(p.path.startswith(f"{sanitize_name(PROJECT)}/{scope}/")
-                                                           for p in manifest.parts)
+        assert manifest.source["sys_id"] == run_id and all(
+            p.path.startswith(f"{sanitize_name(PROJECT)}/{scope}/") for p in manifest.parts
+        )
     assert read_manifest(manifest_path(root / "data", PROJECT, "PROJ-1")).scope is None
     assert read_manifest(manifest_path(root / "data", PROJECT, "PROJ-CLS-2", "model_versions")).source["name"] == "v2"
 
@@ -309,8 +352,14 @@ def test_layout_is_the_peer_tools(exported):
 
 
 def test_transient_faults_are_survived_for_models(fake, exported, tmp_path):
-    fake.faults.update(error_share=0.15, error_statuses=(500, 503), rate_limit_share=0.05, retry_after_s=0, seed=5,
-                       endpoints=r"v2\.(search_entries|get_experiment|get_attributes|float_series_values|download_file)")
+    fake.faults.update(
+        error_share=0.15,
+        error_statuses=(500, 503),
+        rate_limit_share=0.05,
+        retry_after_s=0,
+        seed=5,
+        endpoints=r"v2\.(search_entries|get_experiment|get_attributes|float_series_values|download_file)",
+    )
     fake.requests.clear()
     try:
         retry = RetryPolicy(attempts=10, backoff_seconds=0.05, backoff_max_seconds=0.2)
@@ -329,8 +378,13 @@ def test_transient_faults_are_survived_for_models(fake, exported, tmp_path):
 
 def test_a_deleted_model_fails_alone_with_a_scoped_failed_manifest(source, tmp_path):
     gone = RunRef(PROJECT, "PROJ-GONE", "PROJ-GONE", source_kind="neptune2", scope="models")
-    options = ExportOptions(source="neptune2", projects=(PROJECT,), data_path=str(tmp_path / "data"),
-                            files_path=str(tmp_path / "files"), include_models=True)
+    options = ExportOptions(
+        source="neptune2",
+        projects=(PROJECT,),
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        include_models=True,
+    )
     result = export_run(source, RunPlan(gone, "full", "listed"), options, Settings())
     assert result.status == "failed" and "404" in result.errors[0]["message"]
     manifest = read_manifest(manifest_path(tmp_path / "data", PROJECT, "PROJ-GONE", "models"))

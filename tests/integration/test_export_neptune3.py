@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,7 @@ def same_float(a: float, b: float) -> bool:
 
 def ms(value: datetime) -> datetime:
     """The datetime as the wire carries it: whole milliseconds since the epoch."""
-    return datetime.fromtimestamp(round(value.timestamp() * 1000) / 1000, timezone.utc)
+    return datetime.fromtimestamp(round(value.timestamp() * 1000) / 1000, UTC)
 
 
 def check_file(files_root: Path, relative: str, blob: store.StoredFile) -> None:
@@ -143,11 +143,20 @@ def check_run(fake, ref, table, files_root: Path) -> None:
 
 
 def test_listing_finds_runs_with_and_without_custom_ids(source, all_runs):
-    assert set(all_runs) == {"run-basic", "run-empty", "run-wide", "run-parent", "run-child", "run-trashed", "AWK-7", "run-gamma"}
+    assert set(all_runs) == {
+        "run-basic",
+        "run-empty",
+        "run-wide",
+        "run-parent",
+        "run-child",
+        "run-trashed",
+        "AWK-7",
+        "run-gamma",
+    }
     assert all_runs["AWK-7"].custom_run_id is None and all_runs["AWK-7"].experiment_name == "exp-beta"
     assert all_runs["run-basic"].experiment_name == "exp-alpha" and all_runs["run-empty"].experiment_name is None
     assert all_runs["run-trashed"].archived and not all_runs["run-basic"].archived
-    assert all_runs["run-basic"].creation_time == datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
+    assert all_runs["run-basic"].creation_time == datetime(2024, 1, 1, 1, tzinfo=UTC)
     assert all(ref.modification_time is not None for ref in all_runs.values())
     default = {ref.run_id for ref in source.list_runs(PROJECT, RunSelection())}
     assert default == set(all_runs) - {"run-trashed"}
@@ -162,7 +171,10 @@ def test_listing_finds_runs_with_and_without_custom_ids(source, all_runs):
         (RunSelection(where="params/lr > 0.02"), {"run-parent", "run-child"}),
         (RunSelection(where="params/lr > 0.02", include_archived=True), {"run-parent", "run-child", "run-trashed"}),
         (RunSelection(where='sys/tags contains "wide" or sys/tags contains "ünï"'), {"run-wide", "run-gamma"}),
-        (RunSelection(where="not exists(params/lr) and not exists(params/float)"), {"run-empty", "run-wide", "run-gamma"}),
+        (
+            RunSelection(where="not exists(params/lr) and not exists(params/float)"),
+            {"run-empty", "run-wide", "run-gamma"},
+        ),
         (RunSelection(where='sys/name matches "^exp-(al|ga)"'), {"run-basic", "run-gamma"}),
         (RunSelection(where="params/bool == true and params/int < 0"), {"run-basic"}),
         (RunSelection(run_ids=("run-empty", "AWK-7")), {"run-empty", "AWK-7"}),
@@ -175,18 +187,22 @@ def test_run_filters_select_exactly(source, selection, expected):
 
 
 def test_modified_after_is_pushed_to_the_server(fake, source):
-    cutoff = datetime(2024, 1, 1, 5, 30, tzinfo=timezone.utc)
+    cutoff = datetime(2024, 1, 1, 5, 30, tzinfo=UTC)
     assert {r.run_id for r in source.list_runs(PROJECT, RunSelection(modified_after=cutoff))} == {"AWK-7", "run-gamma"}
 
 
 # ---------------------------------------------------------------------------- values
 
 
-@pytest.mark.parametrize("run_id", ["run-basic", "run-empty", "run-parent", "run-child", "run-trashed", "AWK-7", "run-gamma"])
+@pytest.mark.parametrize(
+    "run_id", ["run-basic", "run-empty", "run-parent", "run-child", "run-trashed", "AWK-7", "run-gamma"]
+)
 def test_every_value_comes_back(fake, source, all_runs, tmp_path, run_id):
     table, content, batches = export(source, all_runs[run_id], tmp_path)
     check_run(fake, all_runs[run_id], table, tmp_path)
-    assert max(b.num_rows for b in batches) <= max(SMALL_WINDOWS.series_batch_rows, SMALL_WINDOWS.attributes_per_request)
+    assert max(b.num_rows for b in batches) <= max(
+        SMALL_WINDOWS.series_batch_rows, SMALL_WINDOWS.attributes_per_request
+    )
 
 
 def test_ten_thousand_attributes(fake, source, all_runs, tmp_path):
@@ -231,12 +247,15 @@ def test_fork_relation_is_parameter_rows_and_source_facts(source, all_runs, tmp_
     assert parent.source_facts == {}
 
 
-@pytest.mark.parametrize("selection", [
-    AttributeSelection(regex="^metrics/"),
-    AttributeSelection(names=("params/lr",)),
-    AttributeSelection(exclude_kinds=frozenset({AttributeKind.PARAMETERS})),
-    AttributeSelection(include_kinds=frozenset()),
-])
+@pytest.mark.parametrize(
+    "selection",
+    [
+        AttributeSelection(regex="^metrics/"),
+        AttributeSelection(names=("params/lr",)),
+        AttributeSelection(exclude_kinds=frozenset({AttributeKind.PARAMETERS})),
+        AttributeSelection(include_kinds=frozenset()),
+    ],
+)
 def test_fork_facts_whatever_the_attribute_selection(source, all_runs, tmp_path, selection):
     table, content, _ = export(source, all_runs["run-child"], tmp_path, selection)
     assert not {p for p in rows_by_path(table) if p.startswith("sys/forking/")}  # not selected: no rows
@@ -251,7 +270,10 @@ def test_attribute_selection_by_regex_names_and_kinds(source, all_runs, tmp_path
     table, _, _ = export(source, ref, tmp_path, AttributeSelection(regex="^metrics/", names=("params/int",)))
     assert set(rows_by_path(table)) == {"metrics/loss", "metrics/float_steps", "metrics/nonfinite", "params/int"}
     table, content, _ = export(
-        source, ref, tmp_path, AttributeSelection(exclude_kinds=frozenset({AttributeKind.FILES, AttributeKind.PARAMETERS}))
+        source,
+        ref,
+        tmp_path,
+        AttributeSelection(exclude_kinds=frozenset({AttributeKind.FILES, AttributeKind.PARAMETERS})),
     )
     types = set(table.column("attribute_type").to_pylist())
     assert types == {"float_series", "string_series", "histogram_series"} and content.files == []
@@ -264,7 +286,9 @@ def test_incremental_export_fetches_only_new_points(fake, source, all_runs, tmp_
         "metrics/float_steps": Watermark(AttributeType.FLOAT_SERIES, 0.29, 2),
         "logs/stdout": Watermark(AttributeType.STRING_SERIES, 4.0, 5),
     }
-    table, _, _ = export(source, ref, tmp_path, AttributeSelection(exclude_kinds=frozenset({AttributeKind.FILES})), marks)
+    table, _, _ = export(
+        source, ref, tmp_path, AttributeSelection(exclude_kinds=frozenset({AttributeKind.FILES})), marks
+    )
     got = rows_by_path(table)
     run = store_run(fake, ref.sys_id)
     check_series(run.attributes["metrics/loss"], got["metrics/loss"], None, tmp_path, after=49.0)
@@ -275,7 +299,11 @@ def test_incremental_export_fetches_only_new_points(fake, source, all_runs, tmp_
 
 def test_long_series_stream_in_bounded_batches(fake, tmp_path):
     long = store.GeneratedFloatSeries(count=25_000, seed=3, start_step=0.5, step_size=0.25)
-    run = fake.add_run(PROJECT, custom_run_id="run-long", attributes={"m/long": store.Attribute("m/long", store.FLOAT_SERIES, series=long)})
+    run = fake.add_run(
+        PROJECT,
+        custom_run_id="run-long",
+        attributes={"m/long": store.Attribute("m/long", store.FLOAT_SERIES, series=long)},
+    )
     source = Neptune3Source(fake.api_token, Settings(series_batch_rows=4_000, source_retry_timeout_s=5))
     ref = next(r for r in source.list_runs(PROJECT, RunSelection(runs_regex="^run-long$")))
     table, _, batches = export(source, ref, tmp_path, AttributeSelection(regex="^m/"))
@@ -356,9 +384,14 @@ def test_a_run_failing_after_the_clients_window_is_attempted_exactly_the_budget(
 
     monkeypatch.setenv("NEPTUNE_EXPORTER_RETRY_BACKOFF_SECONDS", "0.01")  # real, small backoff of our layer
     settings = Settings(source_retry_timeout_s=1, retry=Settings.from_env().retry)
-    options = ExportOptions(source="neptune3", projects=(PROJECT,), data_path=str(tmp_path / "data"),
-                            files_path=str(tmp_path / "files"), api_token=faulty.api_token,
-                            runs=RunSelection(runs_regex="^run-basic$"))
+    options = ExportOptions(
+        source="neptune3",
+        projects=(PROJECT,),
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        api_token=faulty.api_token,
+        runs=RunSelection(runs_regex="^run-basic$"),
+    )
     source = Neptune3Source(faulty.api_token, settings)
     (plan,) = plan_export(source, options, settings)
     faulty.requests.clear()
@@ -368,7 +401,10 @@ def test_a_run_failing_after_the_clients_window_is_attempted_exactly_the_budget(
     assert faulty.requests.count("v3.search") == 5  # one per attempt of the run: 5, not 5 x 5
     assert faulty.requests.count("v3.float_series") == faulty.requests.count("v3.float_series", status=503) >= 5
     assert result.status == "failed" and result.errors[0]["error_type"] == "SourceUnavailableError"
-    assert result.errors[0]["remedy"] == "check the server and the network; the export resumes where it stopped when run again"
+    assert (
+        result.errors[0]["remedy"]
+        == "check the server and the network; the export resumes where it stopped when run again"
+    )
 
 
 # ---------------------------------------------------------------------------- through the export pipeline
@@ -383,8 +419,12 @@ def check_files_where_the_peer_looks(data_root: Path, files_root: Path) -> int:
     checked = 0
     for stored in list_stored_runs(data_root, projects=[PROJECT]):
         recorded = {f["path"]: f for f in stored.manifest.files}
-        rows = [row for batch in read_run_batches(data_root, PROJECT, stored.run_id, columns=["attribute_path", "file_value"])
-                for row in batch.to_pylist() if row["file_value"] is not None]
+        rows = [
+            row
+            for batch in read_run_batches(data_root, PROJECT, stored.run_id, columns=["attribute_path", "file_value"])
+            for row in batch.to_pylist()
+            if row["file_value"] is not None
+        ]
         assert {row["file_value"]["path"] for row in rows} == set(recorded)
         for row in rows:
             entry = recorded[row["file_value"]["path"]]
@@ -402,8 +442,13 @@ def test_full_then_incremental_export_to_parquet(tmp_path):
     with FakeNeptune(awkward_workspace(), port=0) as server:
         settings = Settings(series_batch_rows=7, attributes_per_request=300, source_retry_timeout_s=5)
         options = ExportOptions(
-            source="neptune3", projects=(PROJECT,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
-            runs=RunSelection(include_archived=True), api_token=server.api_token, workers=2,
+            source="neptune3",
+            projects=(PROJECT,),
+            data_path=str(tmp_path / "data"),
+            files_path=str(tmp_path / "files"),
+            runs=RunSelection(include_archived=True),
+            api_token=server.api_token,
+            workers=2,
         )
 
         def check_everything(expected_statuses: dict[str, str]) -> None:
@@ -414,8 +459,19 @@ def test_full_then_incremental_export_to_parquet(tmp_path):
                 table = pa.Table.from_batches(list(read_run_batches(tmp_path / "data", PROJECT, ref.run_id)))
                 check_run(server, ref, table, tmp_path / "files")
 
-        full = {run: ("complete", "full") for run in
-                ("run-basic", "run-empty", "run-wide", "run-parent", "run-child", "run-trashed", "AWK-7", "run-gamma")}
+        full = {
+            run: ("complete", "full")
+            for run in (
+                "run-basic",
+                "run-empty",
+                "run-wide",
+                "run-parent",
+                "run-child",
+                "run-trashed",
+                "AWK-7",
+                "run-gamma",
+            )
+        }
         check_everything(full)
         assert check_files_where_the_peer_looks(tmp_path / "data", tmp_path / "files") >= 4  # files + file series
 
@@ -451,10 +507,22 @@ def fork_export(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("forks")
     with FakeNeptune(awkward_workspace(), port=0) as server:
-        server.add_run(PROJECT, custom_run_id="run-of-plain", fork_parent="AWK-7", fork_step=1.0,
-                       attributes={"metrics/acc": (store.FLOAT_SERIES, [(2.0, 0.9, 1_704_067_200_000)])})
-        options = ExportOptions(source="neptune3", projects=(PROJECT,), data_path=str(root / "data"),
-                                files_path=str(root / "files"), runs=FORK_RUNS, api_token=server.api_token, workers=2)
+        server.add_run(
+            PROJECT,
+            custom_run_id="run-of-plain",
+            fork_parent="AWK-7",
+            fork_step=1.0,
+            attributes={"metrics/acc": (store.FLOAT_SERIES, [(2.0, 0.9, 1_704_067_200_000)])},
+        )
+        options = ExportOptions(
+            source="neptune3",
+            projects=(PROJECT,),
+            data_path=str(root / "data"),
+            files_path=str(root / "files"),
+            runs=FORK_RUNS,
+            api_token=server.api_token,
+            workers=2,
+        )
         results = run_export(options, Settings(source_retry_timeout_s=5))
     assert {r.run_id: r.status for r in results} == dict.fromkeys(FORK_RUN_IDS, "complete")
     return root
@@ -471,13 +539,23 @@ def test_fork_relation_in_manifests_and_rows_of_a_real_export(fork_export):
         return read_manifest(manifest_path(data, PROJECT, run_id)).source
 
     facts = {run: (source_of(run)["fork_parent"], source_of(run)["fork_step"]) for run in FORK_RUN_IDS}
-    assert facts == {"run-parent": (None, None), "run-child": ("run-parent", 4.0), "AWK-7": (None, None),
-                     "run-of-plain": ("AWK-7", 1.0)}
+    assert facts == {
+        "run-parent": (None, None),
+        "run-child": ("run-parent", 4.0),
+        "AWK-7": (None, None),
+        "run-of-plain": ("AWK-7", 1.0),
+    }
     rows = pa.Table.from_batches(list(read_run_batches(data, PROJECT, "run-child"))).to_pylist()
-    fork_rows = {r["attribute_path"]: (r["string_value"], r["float_value"], r["int_value"]) for r in rows
-                 if r["attribute_path"].startswith("sys/forking/")}
-    assert fork_rows == {"sys/forking/parent": ("run-parent", None, None), "sys/forking/step": (None, 4.0, None),
-                         "sys/forking/depth": (None, None, 1)}
+    fork_rows = {
+        r["attribute_path"]: (r["string_value"], r["float_value"], r["int_value"])
+        for r in rows
+        if r["attribute_path"].startswith("sys/forking/")
+    }
+    assert fork_rows == {
+        "sys/forking/parent": ("run-parent", None, None),
+        "sys/forking/step": (None, 4.0, None),
+        "sys/forking/depth": (None, None, 1),
+    }
     for child, parent in (("run-child", "run-parent"), ("run-of-plain", "AWK-7")):  # loaders find the parent's export
         exported = open_exported_run(data, files, PROJECT, child)
         assert open_exported_run(data, files, PROJECT, exported.fork_parent).run_id == parent
@@ -488,8 +566,14 @@ def test_mlflow_links_the_exported_fork_to_its_parent(fork_export, mlflow_server
 
     from neptune_exporter.load import LoadOptions, run_load, run_validate
 
-    options = LoadOptions(target="mlflow", data_path=str(fork_export / "data"), files_path=str(fork_export / "files"),
-                          projects=(PROJECT,), mlflow_tracking_uri=mlflow_server, workers=2)
+    options = LoadOptions(
+        target="mlflow",
+        data_path=str(fork_export / "data"),
+        files_path=str(fork_export / "files"),
+        projects=(PROJECT,),
+        mlflow_tracking_uri=mlflow_server,
+        workers=2,
+    )
     results = {r.run_id: r for r in run_load(options, Settings())}
     assert {k: r.status for k, r in results.items()} == dict.fromkeys(FORK_RUN_IDS, "loaded")
     client = MlflowClient(mlflow_server)
@@ -512,8 +596,14 @@ def test_wandb_config_names_the_fork_parent(fork_export, tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # offline: never reachable
     monkeypatch.setenv("WANDB_SILENT", "true")
-    options = LoadOptions(target="wandb", data_path=str(fork_export / "data"), files_path=str(fork_export / "files"),
-                          projects=(PROJECT,), workers=2, wandb_dir=str(tmp_path / "wb"))
+    options = LoadOptions(
+        target="wandb",
+        data_path=str(fork_export / "data"),
+        files_path=str(fork_export / "files"),
+        projects=(PROJECT,),
+        workers=2,
+        wandb_dir=str(tmp_path / "wb"),
+    )
     results = {r.run_id: r for r in run_load(options, Settings())}
     assert {k: r.status for k, r in results.items()} == dict.fromkeys(FORK_RUN_IDS, "loaded")
 

@@ -8,9 +8,9 @@ import json
 import math
 import os
 import zipfile
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -24,23 +24,34 @@ from neptune.common.exceptions import NeptuneInvalidApiTokenException  # noqa: E
 from neptune.exceptions import NeptuneInvalidQueryException, ProjectNotFound  # noqa: E402
 
 PROJECT = "ws/proj"
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 LOSS = [(float(i) * 0.5, (math.nan if i == 7 else 1.0 / (i + 1)), 1_000 + i) for i in range(2_500)]
-ARTIFACT = {"hash": "f" * 64, "files": [
-    {"filePath": "train.csv", "fileHash": "ab12", "type": "S3", "size": 123,
-     "metadata": {"location": "s3://bucket/train.csv", "last_modified": "2024-01-01 00:00:00"}},
-    {"filePath": "dir/labels.txt", "fileHash": "cd34", "type": "Local", "size": 7, "metadata": {"file_path": "/x"}}]}
-LOGS = [(float(i), f"line {i} \"q\" ü", 5_000 + i) for i in range(1_203)]
+ARTIFACT = {
+    "hash": "f" * 64,
+    "files": [
+        {
+            "filePath": "train.csv",
+            "fileHash": "ab12",
+            "type": "S3",
+            "size": 123,
+            "metadata": {"location": "s3://bucket/train.csv", "last_modified": "2024-01-01 00:00:00"},
+        },
+        {"filePath": "dir/labels.txt", "fileHash": "cd34", "type": "Local", "size": 7, "metadata": {"file_path": "/x"}},
+    ],
+}
+LOGS = [(float(i), f'line {i} "q" ü', 5_000 + i) for i in range(1_203)]
 
 
 def _files(project: store.Project) -> None:
-    project.files.update({
-        "blob/model": store.StoredFile(size=2_500_000, seed=11, name="weights.pt"),
-        "blob/img0": store.StoredFile(size=4, content=b"PNG0", mime_type="image/png", name="0.png"),
-        "blob/img1": store.StoredFile(size=5, content=b"JPEG1", mime_type="image/jpeg", name="1.jpg"),
-        "blob/a": store.StoredFile(size=3, content=b"AAA", name="a.txt"),
-        "blob/b": store.StoredFile(size=70_000, seed=3, name="b.bin"),
-    })
+    project.files.update(
+        {
+            "blob/model": store.StoredFile(size=2_500_000, seed=11, name="weights.pt"),
+            "blob/img0": store.StoredFile(size=4, content=b"PNG0", mime_type="image/png", name="0.png"),
+            "blob/img1": store.StoredFile(size=5, content=b"JPEG1", mime_type="image/jpeg", name="1.jpg"),
+            "blob/a": store.StoredFile(size=3, content=b"AAA", name="a.txt"),
+            "blob/b": store.StoredFile(size=70_000, seed=3, name="b.bin"),
+        }
+    )
 
 
 def build_workspace() -> store.Workspace:
@@ -48,25 +59,57 @@ def build_workspace() -> store.Workspace:
     ws = datasets.new_workspace("ws")
     project = datasets.add_project(ws, "proj", "PROJ")
     _files(project)
-    first = datasets.add_run(ws, PROJECT, custom_run_id="crid-1", experiment="exp-a", created=T0, tags=["a", "b"], attributes={
-        "params/lr": ("float", 0.125), "params/bs": ("int", 64), "params/opt": ("string", "adam \"x\""),
-        "params/flag": ("bool", True), "params/when": ("datetime", T0 + timedelta(milliseconds=1500)),
-        "params/set": ("string_set", {"x", "y"}), "params/big": ("int", 2**40),
-        "metrics/loss": ("float_series", LOSS), "logs/out": ("string_series", LOGS),
-        "hist": ("histogram_series", [(0.0, {"type": "COUNTING", "edges": [0.0, 1.0], "values": [3.0]}, 1000)]),
-        "files/model": ("file", "blob/model"),
-        "images": ("file_series", [(0.0, "blob/img0", 1000), (1.0, "blob/img1", 2000)]),
-        "artifacts_dir": ("file_set", {"a.txt": "blob/a", "sub/b.bin": "blob/b"}),
-    })
+    first = datasets.add_run(
+        ws,
+        PROJECT,
+        custom_run_id="crid-1",
+        experiment="exp-a",
+        created=T0,
+        tags=["a", "b"],
+        attributes={
+            "params/lr": ("float", 0.125),
+            "params/bs": ("int", 64),
+            "params/opt": ("string", 'adam "x"'),
+            "params/flag": ("bool", True),
+            "params/when": ("datetime", T0 + timedelta(milliseconds=1500)),
+            "params/set": ("string_set", {"x", "y"}),
+            "params/big": ("int", 2**40),
+            "metrics/loss": ("float_series", LOSS),
+            "logs/out": ("string_series", LOGS),
+            "hist": ("histogram_series", [(0.0, {"type": "COUNTING", "edges": [0.0, 1.0], "values": [3.0]}, 1000)]),
+            "files/model": ("file", "blob/model"),
+            "images": ("file_series", [(0.0, "blob/img0", 1000), (1.0, "blob/img1", 2000)]),
+            "artifacts_dir": ("file_set", {"a.txt": "blob/a", "sub/b.bin": "blob/b"}),
+        },
+    )
     first.attributes["data/train"] = store.Attribute("data/train", "artifact", ARTIFACT)
-    datasets.add_run(ws, PROJECT, custom_run_id="crid-2", created=T0 + timedelta(hours=1), tags=["b"], trashed=True,
-                     attributes={"params/lr": ("float", 0.5)})
-    third = datasets.add_run(ws, PROJECT, created=T0 + timedelta(hours=2), owner="alice",
-                             attributes={"params/lr": ("float", 0.01)})
+    datasets.add_run(
+        ws,
+        PROJECT,
+        custom_run_id="crid-2",
+        created=T0 + timedelta(hours=1),
+        tags=["b"],
+        trashed=True,
+        attributes={"params/lr": ("float", 0.5)},
+    )
+    third = datasets.add_run(
+        ws, PROJECT, created=T0 + timedelta(hours=2), owner="alice", attributes={"params/lr": ("float", 0.01)}
+    )
     third.attributes["sys/state"] = store.Attribute("sys/state", store.STRING, "running")
-    third.attributes["source_code/git"] = store.Attribute("source_code/git", "git_ref", {
-        "commit": {"commitId": "abc123", "message": "m", "authorName": "n", "authorEmail": "e",
-                   "commitDate": "2024-01-01T00:00:00.000Z"}, "currentBranch": "main"})
+    third.attributes["source_code/git"] = store.Attribute(
+        "source_code/git",
+        "git_ref",
+        {
+            "commit": {
+                "commitId": "abc123",
+                "message": "m",
+                "authorName": "n",
+                "authorEmail": "e",
+                "commitDate": "2024-01-01T00:00:00.000Z",
+            },
+            "currentBranch": "main",
+        },
+    )
     return ws
 
 
@@ -134,7 +177,7 @@ def test_runs_table_filters(project):
     assert ids(state="active") == ["PROJ-3"] and ids(state="inactive") == ["PROJ-1"]
     assert ids(owner="alice") == ["PROJ-3"]
     assert ids(id=["PROJ-1", "PROJ-2"], trashed=None) == ["PROJ-1", "PROJ-2"]
-    assert ids(query='`params/lr`:float > 0.05', trashed=None) == ["PROJ-1", "PROJ-2"]
+    assert ids(query="`params/lr`:float > 0.05", trashed=None) == ["PROJ-1", "PROJ-2"]
     assert ids(query='(`params/opt`:string = "adam \\"x\\"") OR (`sys/owner`:string = "alice")') == ["PROJ-1", "PROJ-3"]
 
 
@@ -149,14 +192,15 @@ def test_runs_table_sorting_and_columns(project):
 
 def test_bad_query_raises_the_clients_invalid_query_error(project):
     with pytest.raises(NeptuneInvalidQueryException):
-        project.fetch_runs_table(query='`params/lr`:float >', columns=["sys/id"]).to_pandas()
+        project.fetch_runs_table(query="`params/lr`:float >", columns=["sys/id"]).to_pandas()
 
 
 # ---------------------------------------------------------------------------- errors
 def test_bad_token_and_unknown_project(fake):
     """A token of the right shape whose key this server never issued; a project that does not exist."""
-    bad = base64.b64encode(json.dumps({"api_address": fake.base_url, "api_url": fake.base_url,
-                                       "api_key": "not-ours"}).encode()).decode()
+    bad = base64.b64encode(
+        json.dumps({"api_address": fake.base_url, "api_url": fake.base_url, "api_key": "not-ours"}).encode()
+    ).decode()
     with pytest.raises(NeptuneInvalidApiTokenException):
         neptune.init_project(project=PROJECT, mode="read-only", api_token=bad)
     with pytest.raises(ProjectNotFound):
@@ -178,15 +222,22 @@ def test_structure_and_atoms(fake, run):
     assert run["sys/custom_run_id"].fetch() == "crid-1"
     assert run["files/model"].fetch_extension() == "pt"
     assert run["sys"].fetch()["state"] == "idle"
-    assert run["params"].fetch() == {"lr": 0.125, "bs": 64, "opt": 'adam "x"', "flag": True, "big": 2**40,
-                                     "when": T0 + timedelta(milliseconds=1500)}
+    assert run["params"].fetch() == {
+        "lr": 0.125,
+        "bs": 64,
+        "opt": 'adam "x"',
+        "flag": True,
+        "big": 2**40,
+        "when": T0 + timedelta(milliseconds=1500),
+    }
 
 
 def test_artifact_metadata(run):
     assert run["data/train"].fetch_hash() == ARTIFACT["hash"]
     files = run["data/train"].fetch_files_list()
     assert [(f.file_path, f.file_hash, f.type, f.size, f.metadata) for f in files] == [
-        (f["filePath"], f["fileHash"], f["type"], f["size"], f["metadata"]) for f in ARTIFACT["files"]]
+        (f["filePath"], f["fileHash"], f["type"], f["size"], f["metadata"]) for f in ARTIFACT["files"]
+    ]
 
 
 def test_run_by_custom_run_id(fake):
@@ -203,7 +254,8 @@ def test_series_values_page_through_every_point(fake, run):
     assert len(df) == len(LOSS) and list(df["step"]) == [p[0] for p in LOSS]
     values = [float(v) for v in df["value"]]
     assert math.isnan(values[7]) and [v for i, v in enumerate(values) if i != 7] == [
-        p[1] for i, p in enumerate(LOSS) if i != 7]
+        p[1] for i, p in enumerate(LOSS) if i != 7
+    ]
     assert [round(t.timestamp() * 1000) for t in df["timestamp"]] == [p[2] for p in LOSS]
     logs = run["logs/out"].fetch_values(include_timestamp=False)
     assert list(logs["value"]) == [p[1] for p in LOGS] and run["logs/out"].fetch_last() == LOGS[-1][1]
@@ -256,8 +308,9 @@ def test_runs_table_past_ten_thousand_runs_continues_with_a_greater_than_query(m
     project = neptune.init_project(project="ws/many", mode="read-only", api_token=many.api_token)
     try:
         many.requests.clear()
-        df = project.fetch_runs_table(columns=["sys/id"], sort_by="sys/creation_time", ascending=True,
-                                      progress_bar=False).to_pandas()
+        df = project.fetch_runs_table(
+            columns=["sys/id"], sort_by="sys/creation_time", ascending=True, progress_bar=False
+        ).to_pandas()
     finally:
         project.stop()
     assert list(df["sys/id"]) == [f"MANY-{i}" for i in range(1, 10_002)]
@@ -272,8 +325,7 @@ def test_descending_tables_past_ten_thousand_repeat_runs_in_the_real_client(many
     from the top and never reaches the oldest run. Exporters must page ascending (shown here with a limit)."""
     project = neptune.init_project(project="ws/many", mode="read-only", api_token=many.api_token)
     try:
-        ids = list(project.fetch_runs_table(columns=["sys/id"], limit=10_050, progress_bar=False)
-                   .to_pandas()["sys/id"])
+        ids = list(project.fetch_runs_table(columns=["sys/id"], limit=10_050, progress_bar=False).to_pandas()["sys/id"])
     finally:
         project.stop()
     assert ids[:10_000] == [f"MANY-{i}" for i in range(10_001, 1, -1)]
@@ -284,14 +336,17 @@ def test_descending_tables_past_ten_thousand_repeat_runs_in_the_real_client(many
 def test_client_retries_429_5xx_and_resets_on_2x_endpoints(fake, run):
     """One scripted fault per call: the client sleeps Retry-After (1 s) or 2^0 s and asks again."""
     fake.requests.clear()
-    calls = [("params/lr", 429, lambda: run["params/lr"].fetch()),
-             ("params/bs", 503, lambda: run["params/bs"].fetch()),
-             ("metrics/loss", "reset", lambda: run["metrics/loss"].fetch_values()["value"].iloc[0])]
+    calls = [
+        ("params/lr", 429, lambda: run["params/lr"].fetch()),
+        ("params/bs", 503, lambda: run["params/bs"].fetch()),
+        ("metrics/loss", "reset", lambda: run["metrics/loss"].fetch_values()["value"].iloc[0]),
+    ]
     values = []
     try:
         for _, fault, call in calls:
-            fake.faults.update(endpoints=r"^v2\.(get_attribute|float_series_values)$", retry_after_s=1,
-                               scripted=[fault])
+            fake.faults.update(
+                endpoints=r"^v2\.(get_attribute|float_series_values)$", retry_after_s=1, scripted=[fault]
+            )
             values.append(call())
     finally:
         fake.faults.update(endpoints=None, scripted=[])
@@ -333,8 +388,11 @@ def _visible(run: store.Run) -> dict[str, tuple[store.Attribute, str]]:
 def _check_atoms(handle, visible) -> None:
     from neptune_exporter.fake_neptune.api_v2 import run_state
 
-    expected = {path: (run_state(a.value) if t == "experimentState" else a.value)
-                for path, (a, t) in visible.items() if t in ATOM_TYPES_2X}
+    expected = {
+        path: (run_state(a.value) if t == "experimentState" else a.value)
+        for path, (a, t) in visible.items()
+        if t in ATOM_TYPES_2X
+    }
     if any(t == "notebookRef" for _, t in visible.values()):  # neptune 1.14's fetch() fails on a notebookRef
         fetched = _flatten({"sys": handle["sys"].fetch()})
         fetched.update({path: handle[path].fetch() for path in expected if not path.startswith("sys/")})
@@ -369,13 +427,15 @@ def _check_files(handle, project: store.Project, visible, folder: Path) -> None:
             handle[path].download(str(target))
             keys = attr.series.window(None, None, None, len(attr.series))[1]
             assert [(target / f"{i}.png").read_bytes() for i in range(len(keys))] == [
-                project.files[k].read() for k in keys]
+                project.files[k].read() for k in keys
+            ]
         elif t == "fileSet":
             target.mkdir()
             handle[path].download(str(target))
             with zipfile.ZipFile(next(target.iterdir())) as archive:
                 assert {n: archive.read(n) for n in archive.namelist()} == {
-                    n: project.files[k].read() for n, k in attr.value.items()}
+                    n: project.files[k].read() for n, k in attr.value.items()
+                }
         elif t == "stringSet":
             assert handle[path].fetch() == attr.value
 
@@ -384,8 +444,9 @@ def test_awkward_workspace_value_by_value(awkward_fake, tmp_path: Path):
     project = awkward_fake.workspace.project(AWKWARD)
     for run in project.runs:
         visible = _visible(run)
-        handle = neptune.init_run(project=AWKWARD, with_id=run.sys_id, mode="read-only",
-                                  api_token=awkward_fake.api_token)
+        handle = neptune.init_run(
+            project=AWKWARD, with_id=run.sys_id, mode="read-only", api_token=awkward_fake.api_token
+        )
         try:
             structure = _flatten({k: v for k, v in handle.get_structure().items()})
             assert set(structure) == set(visible), run.sys_id

@@ -9,17 +9,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import neptune_query as nq
+import neptune_query.runs as nqr
 import numpy as np
 import pandas as pd
 import pytest
+from neptune_query.exceptions import NeptuneProjectInaccessible
+from neptune_query.filters import Attribute, AttributeFilter, Filter
 
-import neptune_query as nq
-import neptune_query.runs as nqr
 from neptune_exporter.fake_neptune import FakeNeptuneProcess, FaultConfig, store
 from neptune_exporter.fake_neptune.api_v3 import visible_attributes
 from neptune_exporter.fake_neptune.datasets import AWKWARD_PROJECT, generate_workspace
-from neptune_query.exceptions import NeptuneProjectInaccessible
-from neptune_query.filters import Attribute, AttributeFilter, Filter
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 P = AWKWARD_PROJECT
@@ -47,8 +47,9 @@ def same_floats(actual, expected) -> bool:
 # ---------------------------------------------------------------------------- listing
 def test_list_experiments_and_runs(fake):
     assert nq.list_experiments(project=P) == ["exp-alpha", "exp-beta", "exp-fork", "exp-gamma", "exp-wide"]
-    assert nqr.list_runs(project=P) == sorted(["run-basic", "run-empty", "run-wide", "run-parent", "run-child",
-                                               "AWK-7", "run-gamma"])
+    assert nqr.list_runs(project=P) == sorted(
+        ["run-basic", "run-empty", "run-wide", "run-parent", "run-child", "AWK-7", "run-gamma"]
+    )
     assert nq.list_experiments(experiments="alpha|beta", project=P) == ["exp-alpha", "exp-beta"]
 
 
@@ -57,14 +58,16 @@ def test_list_attributes_matches_the_3x_view(fake):
     assert nq.list_attributes(experiments="exp-alpha", project=P) == expected
     assert "artifacts/set" not in expected and "sys/state" not in expected  # 2.x-only
     assert nq.list_attributes(experiments="exp-alpha", attributes="^params/", project=P) == sorted(
-        p for p in expected if p.startswith("params/"))
+        p for p in expected if p.startswith("params/")
+    )
 
 
 # ---------------------------------------------------------------------------- tables
 def test_experiments_table_values_exact(fake):
     run = run_of(fake, "run-basic")
-    table = nq.fetch_experiments_table(experiments="exp-alpha", attributes=r"^params/|^unicode/|^a/b|^with space",
-                                       project=P)
+    table = nq.fetch_experiments_table(
+        experiments="exp-alpha", attributes=r"^params/|^unicode/|^a/b|^with space", project=P
+    )
     row = table.loc["exp-alpha"]
     for path, attr in run.attributes.items():
         if path in row.index:
@@ -88,21 +91,24 @@ def test_table_with_series_last_values_and_10000_attributes(fake):
 
 
 def test_runs_table_sorted_and_filtered(fake):
-    table = nqr.fetch_runs_table(runs=Filter.exists("params/lr"), attributes=["params/lr"], sort_by="params/lr",
-                                 sort_direction="asc", project=P)
+    table = nqr.fetch_runs_table(
+        runs=Filter.exists("params/lr"), attributes=["params/lr"], sort_by="params/lr", sort_direction="asc", project=P
+    )
     assert list(table.index) == ["AWK-7", "run-child", "run-parent"]
     assert list(table["params/lr"]) == [0.01, 0.05, 0.1]
     assert nqr.list_runs(runs=Filter.gt("params/lr", 0.04), project=P) == ["run-child", "run-parent"]
     assert nqr.list_runs(runs=Filter.contains_all("sys/tags", ["t1", "ünï"]), project=P) == ["run-gamma"]
     assert nqr.list_runs(runs=Filter.eq("params/bool", True) & Filter.exists("params/string"), project=P) == [
-        "run-basic"]
+        "run-basic"
+    ]
 
 
 def test_search_pages_by_offset_with_short_last_page(fake, monkeypatch):
     monkeypatch.setenv("NEPTUNE_QUERY_EXPERIMENT_SYS_ATTRS_BATCH_SIZE", "2")
     fake.requests.clear()
-    table = nq.fetch_experiments_table(attributes=["params/lr"], sort_by="sys/creation_time", sort_direction="asc",
-                                       project=P)
+    table = nq.fetch_experiments_table(
+        attributes=["params/lr"], sort_by="sys/creation_time", sort_direction="asc", project=P
+    )
     assert list(table.index) == ["exp-alpha", "exp-wide", "exp-fork", "exp-beta", "exp-gamma"]
     assert fake.requests.count("v3.search") == 3  # 2 + 2 + 1
 
@@ -121,8 +127,7 @@ def test_fetch_metrics_every_point_exact(fake):
 
 
 def test_fetch_metrics_step_range_and_tail(fake):
-    df = nq.fetch_metrics(experiments="exp-alpha", attributes="metrics/float_steps", step_range=(0.29, 1.0),
-                          project=P)
+    df = nq.fetch_metrics(experiments="exp-alpha", attributes="metrics/float_steps", step_range=(0.29, 1.0), project=P)
     assert list(df.index.get_level_values("step")) == [0.29, 1.0]
     tail = nq.fetch_metrics(experiments="exp-alpha", attributes="metrics/loss", tail_limit=3, project=P)
     assert list(tail["metrics/loss"]) == [1 / 98, 1 / 99, 1 / 100]
@@ -136,13 +141,19 @@ def test_fork_lineage_full_and_none(fake):
 
 
 def test_fork_relation_is_attributes(fake):
-    table = nqr.fetch_runs_table(runs=["run-child", "run-parent", "AWK-7"], project=P,
-                                 attributes=["sys/forking/parent", "sys/forking/step", "sys/forking/depth"])
+    table = nqr.fetch_runs_table(
+        runs=["run-child", "run-parent", "AWK-7"],
+        project=P,
+        attributes=["sys/forking/parent", "sys/forking/step", "sys/forking/depth"],
+    )
     assert table.loc["run-child", "sys/forking/parent"] == "run-parent"  # the parent's run id, not its sys id
     assert table.loc["run-child", "sys/forking/step"] == 4.0 and table.loc["run-child", "sys/forking/depth"] == 1
     assert pd.isna(table.loc["run-parent", "sys/forking/parent"]) and table.loc["run-parent", "sys/forking/depth"] == 0
     assert nqr.list_attributes(runs=["run-child"], attributes="^sys/forking/", project=P) == [
-        "sys/forking/depth", "sys/forking/parent", "sys/forking/step"]
+        "sys/forking/depth",
+        "sys/forking/parent",
+        "sys/forking/step",
+    ]
     assert nqr.list_attributes(runs=["run-parent"], attributes="^sys/forking/", project=P) == ["sys/forking/depth"]
     assert nqr.list_runs(runs=Filter.eq("sys/forking/parent", "run-parent"), project=P) == ["run-child"]
     assert nqr.list_runs(runs=Filter.ge("sys/forking/step", 4.0), project=P) == ["run-child"]
@@ -153,20 +164,23 @@ def test_legacy_only_types_are_invisible(fake):
     legacy = {p for p, a in run_of(fake, "run-basic").attributes.items() if a.type in store.LEGACY_ONLY_TYPES}
     assert legacy == {"source_code/git", "source_code/notebook", "datasets/train"}
     assert not legacy & set(nqr.list_attributes(runs=["run-basic"], project=P))
-    assert not legacy & set(nqr.fetch_runs_table(runs=["run-basic"], attributes="^(source_code|datasets)/",
-                                                 project=P).columns)
+    assert not legacy & set(
+        nqr.fetch_runs_table(runs=["run-basic"], attributes="^(source_code|datasets)/", project=P).columns
+    )
     for path in legacy:  # a 3.x search cannot see them either: EXISTS is false, the NOT of it true
         assert nqr.list_runs(runs=Filter.exists(path), project=P) == []
         assert "run-basic" in nqr.list_runs(runs=~Filter.exists(path), project=P)
     assert nqr.list_runs(runs=Filter.eq(Attribute("sys/state", type="string"), "idle"), project=P) == []  # 2.x-only
     # searches see the 3.x view: a run without a custom run id is found by its sys id as sys/custom_run_id
-    assert nqr.list_runs(runs=Filter.eq(Attribute("sys/custom_run_id", type="string"), "AWK-7"), project=P) == [
-        "AWK-7"]
+    assert nqr.list_runs(runs=Filter.eq(Attribute("sys/custom_run_id", type="string"), "AWK-7"), project=P) == ["AWK-7"]
 
 
 def test_long_series_paged_with_after_step(fake_factory, use_neptune_query):
-    fake = fake_factory(generate_workspace(runs=1, experiments=1, params=0, metrics=2, points=600_000,
-                                           string_series=0, histograms=0, files=0))
+    fake = fake_factory(
+        generate_workspace(
+            runs=1, experiments=1, params=0, metrics=2, points=600_000, string_series=0, histograms=0, files=0
+        )
+    )
     use_neptune_query(fake)
     df = nq.fetch_metrics(experiments="exp-0000", attributes="metrics/", project="workspace/sandbox")
     series = fake.workspace.project("workspace/sandbox").runs[0].attributes["metrics/m001"].series
@@ -193,8 +207,11 @@ def test_fetch_series_string_histogram_file(fake):
 
 
 def test_string_series_paged_with_search_after(fake_factory, use_neptune_query):
-    fake = fake_factory(generate_workspace(runs=1, experiments=1, params=0, metrics=0, string_series=1,
-                                           string_points=2_500, histograms=0, files=0))
+    fake = fake_factory(
+        generate_workspace(
+            runs=1, experiments=1, params=0, metrics=0, string_series=1, string_points=2_500, histograms=0, files=0
+        )
+    )
     use_neptune_query(fake)
     df = nq.fetch_series(experiments="exp-0000", attributes="logs/", project="workspace/sandbox")
     assert list(df["logs/s000"]) == [f"run 0 series 0 line {s}" for s in range(2_500)]
@@ -222,14 +239,20 @@ def test_download_files_bytes_exact(fake, tmp_path: Path):
     series = nq.fetch_series(experiments="exp-alpha", attributes="images/samples", project=P)
     downloaded = nq.download_files(files=series, destination=tmp_path / "s")
     assert sorted(Path(p).read_bytes() for p in downloaded["images/samples"]) == [
-        b"\x89PNG-000", b"\x89PNG-111", b"\x89PNG-222"]
+        b"\x89PNG-000",
+        b"\x89PNG-111",
+        b"\x89PNG-222",
+    ]
 
 
 def test_runs_variants(fake, tmp_path: Path):
     assert list(nqr.fetch_series(runs=["run-basic"], attributes="logs/stdout", project=P)["logs/stdout"])[:2] == [
-        "start", "ünïcödé line"]
+        "start",
+        "ünïcödé line",
+    ]
     assert nqr.list_attributes(runs=["run-parent"], attributes=AttributeFilter(type="float_series"), project=P) == [
-        "metrics/loss"]
+        "metrics/loss"
+    ]
     buckets = nq.fetch_metric_buckets(experiments="exp-fork", y="metrics/loss", limit=3, project=P)
     column = buckets[("exp-fork", "metrics/loss")]["y"]
     assert (column.iloc[0], column.iloc[-1]) == (10.0, 109.0)  # lineage to the root by default
@@ -339,8 +362,11 @@ def test_missing_blob_downloads_as_none_and_expired_url_is_400(fake_factory, use
     assert result.isna().all().all()
     assert fake.requests.count("storage.download", status=404) == 1
     fake.faults.update(signed_url_ttl_s=-1)
-    signed = _post_json(fake, "/api/storagebridge/v1/signedUrl",
-                        {"files": [{"path": "x", "project_identifier": P, "permission": "read"}]})
+    signed = _post_json(
+        fake,
+        "/api/storagebridge/v1/signedUrl",
+        {"files": [{"path": "x", "project_identifier": P, "permission": "read"}]},
+    )
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(signed["files"][0]["url"])
     assert info.value.code == 400
@@ -354,11 +380,15 @@ def test_expired_access_token_is_401(fake_factory):
 
 
 def _post_json(fake, path: str, body: dict) -> dict:
-    exchange = urllib.request.Request(fake.base_url + "/api/backend/v1/authorization/oauth-token",
-                                      headers={"X-Neptune-Api-Token": fake.api_token})
+    exchange = urllib.request.Request(
+        fake.base_url + "/api/backend/v1/authorization/oauth-token", headers={"X-Neptune-Api-Token": fake.api_token}
+    )
     token = json.load(urllib.request.urlopen(exchange))["accessToken"]
-    request = urllib.request.Request(fake.base_url + path, data=json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        fake.base_url + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     return json.load(urllib.request.urlopen(request))
 
 

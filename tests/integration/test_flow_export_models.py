@@ -23,8 +23,14 @@ def test_export_flow_with_include_models(prefect_harness, fake, tmp_path, monkey
     """The CLI's path: flow parameters carry include_models; tasks export models and versions in their scopes."""
     for name, value in fake.env().items():
         monkeypatch.setenv(name, value)
-    options = ExportOptions(source="neptune2", projects=(PROJECT,), data_path=str(tmp_path / "data"),
-                            files_path=str(tmp_path / "files"), include_models=True, workers=2)
+    options = ExportOptions(
+        source="neptune2",
+        projects=(PROJECT,),
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        include_models=True,
+        workers=2,
+    )
     assert flow_parameters(options)["selection"]["include_models"] is True
     summary = export(**flow_parameters(options))
     assert (summary["runs_complete"], summary["runs_failed"]) == (7, 0)

@@ -26,7 +26,10 @@ def test_load_flow_loads_validates_and_publishes_reports(prefect_harness, mlflow
     parameters = options(tmp_path, mlflow_server).to_json()
     summary = run_in_process(load, options=parameters)
     assert (summary["loaded"], summary["skipped"], summary["failed"]) == (1, 0, 0)
-    assert summary["validation"]["differences"] == 0 and Path(summary["validation"]["report_json"]).parent == tmp_path / "reports"
+    assert (
+        summary["validation"]["differences"] == 0
+        and Path(summary["validation"]["report_json"]).parent == tmp_path / "reports"
+    )
     table = json.loads(Artifact.get("validation-mlflow").data)
     assert [(row["run"], row["ok"], row["points"]) for row in table] == [("r", True, 43)]
     again = run_in_process(load, options=parameters, run_validation=False)
@@ -37,4 +40,6 @@ def test_load_flow_loads_validates_and_publishes_reports(prefect_harness, mlflow
     assert state.is_failed() and result_of(state)["differences"] == 1
     assert state.message == "1 difference(s) in 1 run(s)"
     report = json.loads((tmp_path / "reports" / "validation_mlflow.json").read_text())
-    assert [(d["kind"], d["key"], d["problem"]) for d in report["runs"][0]["differences"]] == [("metric", "metrics/extra", "unexpected")]
+    assert [(d["kind"], d["key"], d["problem"]) for d in report["runs"][0]["differences"]] == [
+        ("metric", "metrics/extra", "unexpected")
+    ]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,14 @@ MAX_FLOAT = 1.7976931348623157e308
 
 
 def options(root: Path, url: str, **kwargs) -> LoadOptions:
-    return LoadOptions(target="mlflow", data_path=str(root / "data"), files_path=str(root / "files"), mlflow_tracking_uri=url, workers=2, **kwargs)
+    return LoadOptions(
+        target="mlflow",
+        data_path=str(root / "data"),
+        files_path=str(root / "files"),
+        mlflow_tracking_uri=url,
+        workers=2,
+        **kwargs,
+    )
 
 
 def active_runs(client: MlflowClient, project: str, run_id: str) -> list:
@@ -66,7 +73,10 @@ def loaded(mlflow_server, tmp_path_factory):  # noqa: F811
 
 def test_every_run_is_loaded_once_into_its_experiment(loaded):
     root, project, results, client = loaded
-    assert sorted((r.run_id, r.status, r.points, r.files) for r in results) == [("run-1", "loaded", 2503, 8), ("run-2", "loaded", 2503, 8)]
+    assert sorted((r.run_id, r.status, r.points, r.files) for r in results) == [
+        ("run-1", "loaded", 2503, 8),
+        ("run-2", "loaded", 2503, 8),
+    ]
     (parent,) = active_runs(client, project, "run-1")
     (child,) = active_runs(client, project, "run-2")
     assert client.get_experiment(parent.info.experiment_id).name == "ws/rich/exp-a"
@@ -112,7 +122,11 @@ def test_metrics_read_back_point_by_point(loaded):
     assert math.isnan(history[3].value) and history[4].value == MAX_FLOAT and history[5].value == -MAX_FLOAT
     assert all(history[i].value == expected[i] for i in range(2500) if i not in (3, 4, 5))
     frac = sorted(client.get_metric_history(run_id, "metrics/frac"), key=lambda m: m.step)
-    assert [(m.step, m.value, m.timestamp) for m in frac] == [(50, 1.0, T0_MS), (125, 2.0, T0_MS + 1), (200, 3.0, T0_MS + 2)]
+    assert [(m.step, m.value, m.timestamp) for m in frac] == [
+        (50, 1.0, T0_MS),
+        (125, 2.0, T0_MS + 1),
+        (200, 3.0, T0_MS + 2),
+    ]
 
 
 def test_series_and_files_read_back_as_artifacts(loaded):
@@ -124,7 +138,10 @@ def test_series_and_files_read_back_as_artifacts(loaded):
         {"step": "2", "timestamp": "2024-03-01T12:00:00.128+00:00", "value": "wörld\nnext"},
     ]
     histograms = [json.loads(line) for line in artifact_text(client, run_id, "hist/w/histograms.jsonl").splitlines()]
-    assert [(h["step"], h["edges"], h["values"]) for h in histograms] == [("0", [0.0, 1.0, 2.0], [3.0, 4.0]), ("1", [0.0, 1.0], [5.0])]
+    assert [(h["step"], h["edges"], h["values"]) for h in histograms] == [
+        ("0", [0.0, 1.0, 2.0], [3.0, 4.0]),
+        ("1", [0.0, 1.0], [5.0]),
+    ]
     assert artifact_bytes(client, run_id, "images/pred/step_100/pred_1.png") == b"png-one"
     assert artifact_bytes(client, run_id, "images/pred/step_200/pred_2.png") == b"png-two-bytes"
     assert artifact_bytes(client, run_id, "files/model/model.bin") == b"\x00weights" * 100
@@ -145,12 +162,22 @@ def test_loading_twice_changes_nothing_and_validation_is_clean(loaded, mlflow_se
     root, project, _, client = loaded
     before = {r: active_runs(client, project, r)[0].info.run_id for r in ("run-1", "run-2")}
     again = run_load(options(root, mlflow_server), SETTINGS)
-    assert sorted((r.run_id, r.status, r.target_run_id) for r in again) == sorted(("run-" + k[-1], "skipped", v) for k, v in before.items())
-    assert {r: [x.info.run_id for x in active_runs(client, project, r)] for r in before} == {r: [v] for r, v in before.items()}
+    assert sorted((r.run_id, r.status, r.target_run_id) for r in again) == sorted(
+        ("run-" + k[-1], "skipped", v) for k, v in before.items()
+    )
+    assert {r: [x.info.run_id for x in active_runs(client, project, r)] for r in before} == {
+        r: [v] for r, v in before.items()
+    }
     assert len(client.get_metric_history(before["run-1"], "metrics/loss")) == 2500
     report = run_validate(options(root, mlflow_server), SETTINGS)
     assert report.ok, report.to_markdown()
-    assert [run.checked for run in report.runs][0] == {"params": 14, "tags": 9, "metrics": 2, "points": 2503, "artifacts": 9}
+    assert [run.checked for run in report.runs][0] == {
+        "params": 14,
+        "tags": 9,
+        "metrics": 2,
+        "points": 2503,
+        "artifacts": 9,
+    }
 
 
 def test_validation_reads_metric_history_page_by_page(loaded, mlflow_server):  # noqa: F811
@@ -163,7 +190,9 @@ def test_validation_reads_metric_history_page_by_page(loaded, mlflow_server):  #
     report = validator.validate(root / "data", root / "files", project, "run-1")
     assert report.ok, report.to_json()
     assert report.checked["points"] == 2503
-    paged = run_validate(options(root, mlflow_server), Settings(series_batch_rows=700))  # the validator takes it from settings
+    paged = run_validate(
+        options(root, mlflow_server), Settings(series_batch_rows=700)
+    )  # the validator takes it from settings
     assert paged.ok and sum(run.checked["points"] for run in paged.runs) == 2 * 2503
 
 
@@ -182,7 +211,11 @@ def test_validation_lists_every_difference(mlflow_server, tmp_path):  # noqa: F8
     client.create_run(experiment, tags={"neptune.run_key": run_key(project, "r"), "neptune.load_state": "loading"})
     report = run_validate(options(tmp_path, mlflow_server), SETTINGS)
     problems = {(d.kind, d.key, d.problem) for d in report.differences}
-    assert problems == {("metric", "metrics/loss", "count"), ("artifact", "files/model/extra.txt", "unexpected"), ("run", "r", "copies")}
+    assert problems == {
+        ("metric", "metrics/loss", "count"),
+        ("artifact", "files/model/extra.txt", "unexpected"),
+        ("run", "r", "copies"),
+    }
     (points,) = [d for d in report.differences if d.kind == "metric"]
     assert points.expected == {"count": 50, "missing_in_target": []}
     assert points.actual == {"count": 51, "unexpected_in_target": [{"step": 999_900, "timestamp": T0_MS, "value": 9.0}]}
@@ -214,7 +247,9 @@ def test_peer_format_export_without_manifest_loads(mlflow_server, tmp_path):  # 
     client = MlflowClient(mlflow_server)
     loaded = client.get_run(result.target_run_id)
     assert result.status == "loaded" and client.get_experiment(loaded.info.experiment_id).name == f"{PROJECT}/baseline"
-    assert loaded.info.run_name == RUN and loaded.info.start_time == int(datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp() * 1000)
+    assert loaded.info.run_name == RUN and loaded.info.start_time == int(
+        datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp() * 1000
+    )
     assert loaded.data.params["params/lr"] == "0.01" and loaded.data.tags["neptune.step_multiplier"] == "10"
     assert loaded.data.tags["x"] == "" and loaded.data.tags["neptune.fork_parent"] == "exp-6"
     assert "mlflow.parentRunId" not in loaded.data.tags  # the parent was not exported, so there is nothing to link
@@ -229,7 +264,13 @@ def test_peer_format_export_without_manifest_loads(mlflow_server, tmp_path):  # 
 
 def test_user_step_multiplier_that_is_not_exact_fails_before_writing(mlflow_server, tmp_path):  # noqa: F811
     project = "ws/multiplier"
-    write_export(tmp_path / "data", tmp_path / "files", project, "r", [series_rows(project, "r", "m", "float_series", [0.25], [1.0], [T0_MS])])
+    write_export(
+        tmp_path / "data",
+        tmp_path / "files",
+        project,
+        "r",
+        [series_rows(project, "r", "m", "float_series", [0.25], [1.0], [T0_MS])],
+    )
     result = run_load(options(tmp_path, mlflow_server, step_multiplier=10), SETTINGS)[0]
     assert result.status == "failed" and result.error["error_type"] == "InvalidOptionError"
     assert "0.25" in result.error["message"]
@@ -237,7 +278,9 @@ def test_user_step_multiplier_that_is_not_exact_fails_before_writing(mlflow_serv
 
 
 def test_unreachable_server_and_missing_folder_are_one_clear_error(tmp_path):
-    write_export(tmp_path / "data", tmp_path / "files", "ws/bad", "r", [parameter_rows("ws/bad", "r", [("p", "int", 1)])])
+    write_export(
+        tmp_path / "data", tmp_path / "files", "ws/bad", "r", [parameter_rows("ws/bad", "r", [("p", "int", 1)])]
+    )
     with pytest.raises(TargetUnavailableError, match="not reachable.*fix: start the server"):
         run_load(options(tmp_path, f"http://127.0.0.1:{free_port()}"), SETTINGS)
     with pytest.raises(OutputPathError, match="does not exist"):
@@ -310,8 +353,13 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
 
     project = "workspace/awkward"
     export_options = ExportOptions(
-        source="neptune3", projects=(project,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
-        runs=RunSelection(include_archived=True), api_token=awkward_fake.api_token, workers=2,
+        source="neptune3",
+        projects=(project,),
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        runs=RunSelection(include_archived=True),
+        api_token=awkward_fake.api_token,
+        workers=2,
     )
     exported = run_export(export_options, Settings(source_retry_timeout_s=5))
     assert {r.status for r in exported} == {"complete"} and len(exported) == 8

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,9 @@ from neptune_exporter.loaders.wandb import WandbLoader, WandbTarget, artifact_na
 from neptune_exporter.model import project_files_dir
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.storage.parquet import RunWriter, run_part_paths
+from neptune_exporter.storage.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
 from neptune_exporter.validation.wandb import WandbValidator
 from neptune_exporter.validation.wandb_compare import md5_base64
-from neptune_exporter.storage.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,9 @@ def local_files(files: Path) -> Path:
     return project_files_dir(files, PROJECT) / "f"
 
 
-def write_export(root: Path, run_id: str = RUN, steps: int = 0, fork: tuple[str, float] | None = None) -> tuple[Path, Path]:
+def write_export(
+    root: Path, run_id: str = RUN, steps: int = 0, fork: tuple[str, float] | None = None
+) -> tuple[Path, Path]:
     """An export with every attribute type, awkward keys, fractional/out-of-order steps, NaN/inf and files."""
     data, files = root / "data", root / "files"
     stored = local_files(files)  # file_value.path "f/..." is relative to <files>/<project-dir>/
@@ -55,33 +57,96 @@ def write_export(root: Path, run_id: str = RUN, steps: int = 0, fork: tuple[str,
     (stored / "set").mkdir(exist_ok=True)
     (stored / "set" / "a.txt").write_text("inside a set")
     with RunWriter(data, PROJECT, run_id, 10**9) as writer:
-        writer.write(parameter_rows(PROJECT, run_id, [
-            ("sys/name", "string", "baseline"),
-            ("sys/tags", "string_set", {"gpu", "x" * 80}),
-            ("params/lr", "float", 0.001),
-            ("params/nan", "float", float("nan")),
-            ("params/epochs", "int", 12),
-            ("params/ok", "bool", False),
-            ("params/started", "datetime", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
-            ("params/what is #1?", "string", "awkward"),
-            ("_step", "int", 99),
-            ("model", "file", "f/model.bin"),
-            ("dataset", "file_set", "f/set"),
-        ]))
+        writer.write(
+            parameter_rows(
+                PROJECT,
+                run_id,
+                [
+                    ("sys/name", "string", "baseline"),
+                    ("sys/tags", "string_set", {"gpu", "x" * 80}),
+                    ("params/lr", "float", 0.001),
+                    ("params/nan", "float", float("nan")),
+                    ("params/epochs", "int", 12),
+                    ("params/ok", "bool", False),
+                    ("params/started", "datetime", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+                    ("params/what is #1?", "string", "awkward"),
+                    ("_step", "int", 99),
+                    ("model", "file", "f/model.bin"),
+                    ("dataset", "file_set", "f/set"),
+                ],
+            )
+        )
         # attributes one after another in the part; steps interleave across attributes
-        writer.write(series_rows(PROJECT, run_id, "train/loss", "float_series", [0, 1, 2, 3], [1.0, float("nan"), float("inf"), -float("inf")], [T0, T0 + 10, T0 + 20, T0 + 30]))
-        writer.write(series_rows(PROJECT, run_id, "train/acc", "float_series", [2.5, 0.5, 1], [0.25, 0.05, 0.1], [T0 + 25, T0 + 5, T0 + 9]))
-        writer.write(series_rows(PROJECT, run_id, "eval/hist", "histogram_series", [1, 3], [
-            {"type": "linear", "edges": [0.0, 0.5, 1.0], "values": [2.0, 5.0]},
-            {"type": "linear", "edges": [-1.0, 0.0, 1.0, 2.0], "values": [1.0, 0.0, 7.0]}], [T0 + 11, T0 + 31]))
-        writer.write(series_rows(PROJECT, run_id, "logs/stdout", "string_series", [0, 2.5, 1], ["start", "tab\there", "middle"], [T0, T0 + 26, T0 + 12]))
-        writer.write(series_rows(PROJECT, run_id, "frames", "file_series", [1, 2.5], ["f/frame.png", "f/frame.png"], [T0 + 12, T0 + 27]))
+        writer.write(
+            series_rows(
+                PROJECT,
+                run_id,
+                "train/loss",
+                "float_series",
+                [0, 1, 2, 3],
+                [1.0, float("nan"), float("inf"), -float("inf")],
+                [T0, T0 + 10, T0 + 20, T0 + 30],
+            )
+        )
+        writer.write(
+            series_rows(
+                PROJECT,
+                run_id,
+                "train/acc",
+                "float_series",
+                [2.5, 0.5, 1],
+                [0.25, 0.05, 0.1],
+                [T0 + 25, T0 + 5, T0 + 9],
+            )
+        )
+        writer.write(
+            series_rows(
+                PROJECT,
+                run_id,
+                "eval/hist",
+                "histogram_series",
+                [1, 3],
+                [
+                    {"type": "linear", "edges": [0.0, 0.5, 1.0], "values": [2.0, 5.0]},
+                    {"type": "linear", "edges": [-1.0, 0.0, 1.0, 2.0], "values": [1.0, 0.0, 7.0]},
+                ],
+                [T0 + 11, T0 + 31],
+            )
+        )
+        writer.write(
+            series_rows(
+                PROJECT,
+                run_id,
+                "logs/stdout",
+                "string_series",
+                [0, 2.5, 1],
+                ["start", "tab\there", "middle"],
+                [T0, T0 + 26, T0 + 12],
+            )
+        )
+        writer.write(
+            series_rows(
+                PROJECT, run_id, "frames", "file_series", [1, 2.5], ["f/frame.png", "f/frame.png"], [T0 + 12, T0 + 27]
+            )
+        )
         if fork:
-            writer.write(parameter_rows(PROJECT, run_id, [("sys/forking/parent", "string", fork[0]), ("sys/forking/step", "float", fork[1])]))
+            writer.write(
+                parameter_rows(
+                    PROJECT, run_id, [("sys/forking/parent", "string", fork[0]), ("sys/forking/step", "float", fork[1])]
+                )
+            )
         if steps:
             values = np.arange(steps, dtype=np.float64)
-            writer.write(series_rows(PROJECT, run_id, "big/a", "float_series", np.arange(steps) + 10, values, T0 + np.arange(steps)))
-            writer.write(series_rows(PROJECT, run_id, "big/b", "float_series", np.arange(steps) + 10, -values, T0 + np.arange(steps)))
+            writer.write(
+                series_rows(
+                    PROJECT, run_id, "big/a", "float_series", np.arange(steps) + 10, values, T0 + np.arange(steps)
+                )
+            )
+            writer.write(
+                series_rows(
+                    PROJECT, run_id, "big/b", "float_series", np.arange(steps) + 10, -values, T0 + np.arange(steps)
+                )
+            )
     return data, files
 
 
@@ -94,7 +159,14 @@ def make_loader(wandb_dir: Path, **kwargs) -> WandbLoader:
 def validator(loader: WandbLoader) -> WandbValidator:
     """The independent validator of the loader's target (same folder, entity and project template)."""
     target = loader.target
-    return WandbValidator(target.wandb_dir, loader.step_multiplier, target.entity, target.project_template, target.api_key, target.base_url)
+    return WandbValidator(
+        target.wandb_dir,
+        loader.step_multiplier,
+        target.entity,
+        target.project_template,
+        target.api_key,
+        target.base_url,
+    )
 
 
 def the_log(wandb_dir: Path, run_id: str = RUN) -> Path:
@@ -135,17 +207,21 @@ def test_every_type_is_read_back_value_by_value(tmp_path):
 
     artifacts = {a.metadata["neptune_attribute"]: a for a in log.artifacts}
     target = wandb_run_id(PROJECT, RUN)
-    assert {a.name for a in log.artifacts} == {artifact_name(target, k) for k in ["model", "dataset", "frames", "logs/stdout"]}
+    assert {a.name for a in log.artifacts} == {
+        artifact_name(target, k) for k in ["model", "dataset", "frames", "logs/stdout"]
+    }
     entries = {k: {e.path: e.digest for e in a.entries} for k, a in artifacts.items()}
     assert entries["model"] == {"model.bin": md5_base64(local_files(files) / "model.bin")}
     assert entries["dataset"] == {"set/a.txt": md5_base64(local_files(files) / "set" / "a.txt")}
-    assert entries["frames"] == {f"step_{s}/frame.png": md5_base64(local_files(files) / "frame.png") for s in ("1", "2.5")}
+    assert entries["frames"] == {
+        f"step_{s}/frame.png": md5_base64(local_files(files) / "frame.png") for s in ("1", "2.5")
+    }
     strings = {e.path: Path(e.local_path) for e in artifacts["logs/stdout"].entries}
     assert strings["values.txt"].read_text() == "start\nmiddle\ntab\there\n"
     table = json.loads(strings["values-0000.table.json"].read_text())
     assert table["columns"] == ["step", "value", "timestamp"]
     assert [row[:2] for row in table["data"]] == [["0", "start"], ["1", "middle"], ["2.5", "tab\there"]]
-    assert table["data"][1][2] == datetime.fromtimestamp((T0 + 12) / 1000, timezone.utc).isoformat()
+    assert table["data"][1][2] == datetime.fromtimestamp((T0 + 12) / 1000, UTC).isoformat()
 
     report = validator(loader).validate(data, files, PROJECT, RUN)
     assert report.ok, report.to_json()
@@ -241,7 +317,12 @@ def test_wandb_sync_of_the_offline_output_delivers_every_point(tmp_path):
     local = read_run_log(log_path)
     with FakeWandb() as fake:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-        env.update(fake.env(), WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp_path / "cfg"), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        env.update(
+            fake.env(),
+            WANDB_SILENT="true",
+            WANDB_CONFIG_DIR=str(tmp_path / "cfg"),
+            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        )
         command = loader.target.sync_command()
         done = subprocess.run(command, shell=True, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
@@ -250,13 +331,22 @@ def test_wandb_sync_of_the_offline_output_delivers_every_point(tmp_path):
         assert len(arrived) == len(local_rows) == 6 + 300
         for sent, got in zip(local_rows, arrived):
             assert json.dumps(_user_keys(sent), sort_keys=True) == json.dumps(_user_keys(got), sort_keys=True)
-        assert (run.display_name, run.group, sorted(run.tags), run.exit_code) == (RUN, "baseline", sorted(local.tags), 0)
-        assert {k: v for k, v in run.config.items() if k != "_wandb"} == {k: v for k, v in local.config.items() if k != "_wandb"}
+        assert (run.display_name, run.group, sorted(run.tags), run.exit_code) == (
+            RUN,
+            "baseline",
+            sorted(local.tags),
+            0,
+        )
+        assert {k: v for k, v in run.config.items() if k != "_wandb"} == {
+            k: v for k, v in local.config.items() if k != "_wandb"
+        }
         assert run.summary["neptune.load_state"] == "complete"
         uploaded = {a.name: a.uploaded for a in fake.artifacts.values() if a.state == "COMMITTED"}
         assert uploaded == {a.name: {e.path: e.digest for e in a.entries} for a in local.artifacts}
         summary = fake.summary()
-        assert [(r["path"], r["rows"], r["exit_code"]) for r in summary["runs"]] == [(f"team/vision/{wandb_run_id(PROJECT, RUN)}", 306, 0)]
+        assert [(r["path"], r["rows"], r["exit_code"]) for r in summary["runs"]] == [
+            (f"team/vision/{wandb_run_id(PROJECT, RUN)}", 306, 0)
+        ]
 
 
 def _user_keys(row: dict) -> dict:
@@ -304,7 +394,9 @@ def test_load_and_validate_through_the_target_registry(tmp_path):
 
     for i in range(3):
         data, files = write_export(tmp_path, run_id=f"RUN-{i}", steps=50)
-    options = LoadOptions(target="wandb", data_path=str(data), files_path=str(files), workers=3, wandb_dir=str(tmp_path / "wb"))
+    options = LoadOptions(
+        target="wandb", data_path=str(data), files_path=str(files), workers=3, wandb_dir=str(tmp_path / "wb")
+    )
     assert sorted(r.status for r in run_load(options, Settings())) == ["loaded"] * 3
     report = run_validate(options, Settings())
     assert report.ok and len(report.runs) == 3 and all(r.checked["points"] == 109 for r in report.runs)
@@ -319,13 +411,20 @@ def test_peer_format_export_loads_with_its_files(tmp_path):
 
     peer.write_peer_run(tmp_path / "data")
     peer.write_peer_files(tmp_path / "files")
-    options = LoadOptions(target="wandb", data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
-                          wandb_dir=str(tmp_path / "wb"))
+    options = LoadOptions(
+        target="wandb",
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        wandb_dir=str(tmp_path / "wb"),
+    )
     (result,) = run_load(options, Settings())
     assert (result.status, result.files) == ("loaded", 3)
     folder = find_offline_runs(tmp_path / "wb", wandb_run_id(peer.PROJECT, peer.RUN))[0]
     artifacts = {a.metadata["neptune_attribute"]: a for a in read_run_log(run_log_path(folder)).artifacts}
-    staged = {name: {e.path: Path(e.local_path).read_bytes() for e in artifacts[name].entries} for name in ("model/ckpt", "images/pred")}
+    staged = {
+        name: {e.path: Path(e.local_path).read_bytes() for e in artifacts[name].entries}
+        for name in ("model/ckpt", "images/pred")
+    }
     assert staged["model/ckpt"] == {"ckpt.bin": peer.CHECKPOINT[1]}
     assert staged["images/pred"] == {f"step_{step}/{Path(path).name}": data for step, path, data in peer.PREDICTIONS}
     assert run_validate(options, Settings()).ok
@@ -363,7 +462,9 @@ def test_online_fork_points_at_the_loaded_parent_step(tmp_path, online):
 def test_negative_steps_are_shifted_not_dropped_and_oversized_histograms_fail_clearly(tmp_path):
     data, files = tmp_path / "data", tmp_path / "files"
     with RunWriter(data, PROJECT, "NEG", 10**9) as writer:
-        writer.write(series_rows(PROJECT, "NEG", "m", "float_series", [-2, -1.5, 3], [1.0, 2.0, 3.0], [T0, T0 + 1, T0 + 2]))
+        writer.write(
+            series_rows(PROJECT, "NEG", "m", "float_series", [-2, -1.5, 3], [1.0, 2.0, 3.0], [T0, T0 + 1, T0 + 2])
+        )
     loader = make_loader(tmp_path / "wb")
     assert loader.load_run(data, files, PROJECT, "NEG").status == "loaded"
     log_path = the_log(tmp_path / "wb", "NEG")
@@ -386,13 +487,24 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
 
     project = "workspace/awkward"
     export_options = ExportOptions(
-        source="neptune3", projects=(project,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
-        runs=RunSelection(include_archived=True), api_token=awkward_fake.api_token, workers=2,
+        source="neptune3",
+        projects=(project,),
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        runs=RunSelection(include_archived=True),
+        api_token=awkward_fake.api_token,
+        workers=2,
     )
     exported = run_export(export_options, Settings(source_retry_timeout_s=5))
     assert {r.status for r in exported} == {"complete"}
-    options = LoadOptions(target="wandb", data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
-                          projects=(project,), workers=2, wandb_dir=str(tmp_path / "wb"))
+    options = LoadOptions(
+        target="wandb",
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        projects=(project,),
+        workers=2,
+        wandb_dir=str(tmp_path / "wb"),
+    )
     results = {r.run_id: r for r in run_load(options, Settings())}
     assert {k: r.status for k, r in results.items()} == {r.run_id: "loaded" for r in exported}
     basic = read_run_log(run_log_path(find_offline_runs(tmp_path / "wb", results["run-basic"].target_run_id)[0]))

@@ -65,5 +65,10 @@ def test_flow_task_runs_and_artifacts_are_recorded_on_the_local_server(tmp_path)
     completed = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     seen = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert seen == {"squares": [1, 4, 9], "tasks": ["Completed"] * 3, "chunks": 1, "parent": "Completed",
-                    "artifacts": ["local-server-check"]}
+    assert seen == {
+        "squares": [1, 4, 9],
+        "tasks": ["Completed"] * 3,
+        "chunks": 1,
+        "parent": "Completed",
+        "artifacts": ["local-server-check"],
+    }

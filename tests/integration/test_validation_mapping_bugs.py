@@ -30,7 +30,9 @@ AFFECTED, UNAFFECTED = ("a", "b"), "c"
 def rename_one(monkeypatch, original: str, renamed: str) -> None:
     """Bug: the loaders' key mapping sends one valid key elsewhere (and records that in the run's key map)."""
     correct = loader_base.map_key
-    monkeypatch.setattr(loader_base, "map_key", lambda key, capabilities: renamed if key == original else correct(key, capabilities))
+    monkeypatch.setattr(
+        loader_base, "map_key", lambda key, capabilities: renamed if key == original else correct(key, capabilities)
+    )
 
 
 def problems(report) -> set[tuple[str, str, str, str]]:
@@ -47,8 +49,20 @@ def for_runs(runs, *differences: tuple[str, str, str]) -> set[tuple[str, str, st
 def load_and_validate_mlflow(root: Path, url: str, project: str):
     for run in AFFECTED:
         write_rich_export(root / "data", root / "files", project, run, points=20)
-    write_export(root / "data", root / "files", project, UNAFFECTED, [parameter_rows(project, UNAFFECTED, [("params/epochs", "int", 3)])])
-    options = LoadOptions(target="mlflow", data_path=str(root / "data"), files_path=str(root / "files"), mlflow_tracking_uri=url, workers=2)
+    write_export(
+        root / "data",
+        root / "files",
+        project,
+        UNAFFECTED,
+        [parameter_rows(project, UNAFFECTED, [("params/epochs", "int", 3)])],
+    )
+    options = LoadOptions(
+        target="mlflow",
+        data_path=str(root / "data"),
+        files_path=str(root / "files"),
+        mlflow_tracking_uri=url,
+        workers=2,
+    )
     assert sorted(r.status for r in run_load(options, Settings())) == ["loaded"] * 3
     return run_validate(options, Settings())
 
@@ -86,7 +100,11 @@ def test_mlflow_one_key_renamed_differently(mlflow_server, tmp_path, monkeypatch
 
 def test_mlflow_string_param_truncated(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
     correct = mlflow_loader.param_text
-    monkeypatch.setattr(mlflow_loader, "param_text", lambda kind, value: correct(kind, value)[:6] if kind == "string" else correct(kind, value))
+    monkeypatch.setattr(
+        mlflow_loader,
+        "param_text",
+        lambda kind, value: correct(kind, value)[:6] if kind == "string" else correct(kind, value),
+    )
     report = load_and_validate_mlflow(tmp_path, mlflow_server, "ws/bug-truncate")
     assert problems(report) == for_runs(
         AFFECTED,
@@ -110,7 +128,9 @@ def load_and_validate_wandb(root: Path):
         data, files = write_wandb_export(root, run_id=run)
     with RunWriter(data, W_PROJECT, W_UNAFFECTED, 10**9) as writer:
         writer.write(parameter_rows(W_PROJECT, W_UNAFFECTED, [("params/epochs", "int", 3)]))
-    options = LoadOptions(target="wandb", data_path=str(data), files_path=str(files), workers=2, wandb_dir=str(root / "wb"))
+    options = LoadOptions(
+        target="wandb", data_path=str(data), files_path=str(files), workers=2, wandb_dir=str(root / "wb")
+    )
     assert sorted(r.status for r in run_load(options, Settings())) == ["loaded"] * 3
     return run_validate(options, Settings())
 
@@ -153,7 +173,9 @@ def test_wandb_string_param_truncated(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb_loader, "_native", truncating)
     report = load_and_validate_wandb(tmp_path)
-    key_map = read_run_log(run_log_path(find_offline_runs(tmp_path / "wb", wandb_run_id(W_PROJECT, "RUN-A"))[0])).config["neptune.key_map"]
+    key_map = read_run_log(
+        run_log_path(find_offline_runs(tmp_path / "wb", wandb_run_id(W_PROJECT, "RUN-A"))[0])
+    ).config["neptune.key_map"]
     assert problems(report) == for_runs(
         W_AFFECTED,
         ("param", "sys/name", "value"),

@@ -12,8 +12,8 @@ from bench.common import (
     alternate,
     format_value,
     median,
-    rusage_peak_bytes,
     run_child,
+    rusage_peak_bytes,
     safe_ratio,
     summary_line,
 )
@@ -21,12 +21,16 @@ from bench.run_all import figure_lines
 
 
 def test_summary_line_has_name_value_unit_and_target():
-    assert summary_line("export_vs_floor.ratio", 1.2345, "x", "<= 1.3") == "export_vs_floor.ratio: 1.23 x (target <= 1.3)"
+    assert (
+        summary_line("export_vs_floor.ratio", 1.2345, "x", "<= 1.3") == "export_vs_floor.ratio: 1.23 x (target <= 1.3)"
+    )
     assert summary_line("load.rate", 151234.6, "points/s") == "load.rate: 151,235 points/s"
 
 
-@pytest.mark.parametrize("value, text", [(0, "0"), (0.01234, "0.0123"), (12.345, "12.3"), (1234.5, "1,234"),
-                                         (-2.5, "-2.5"), (float("nan"), "n/a")])
+@pytest.mark.parametrize(
+    "value, text",
+    [(0, "0"), (0.01234, "0.0123"), (12.345, "12.3"), (1234.5, "1,234"), (-2.5, "-2.5"), (float("nan"), "n/a")],
+)
 def test_format_value(value, text):
     assert format_value(value) == text
 
@@ -73,7 +77,7 @@ def test_failed_child_json_raises_with_its_stderr():
     assert result.returncode == 1
     with pytest.raises(RuntimeError, match="broken on purpose"):
         result.json()
-    assert ChildResult(0, 1.0, 0, "noise\n{\"a\": 2}\n", "").json() == {"a": 2}
+    assert ChildResult(0, 1.0, 0, 'noise\n{"a": 2}\n', "").json() == {"a": 2}
 
 
 def test_shape_sizes_and_serve_arguments():
@@ -83,13 +87,25 @@ def test_shape_sizes_and_serve_arguments():
     args = shape.serve_args()
     assert args[0] == "--generate"
     pairs = dict(zip(args[1::2], args[2::2]))
-    assert pairs == {"--runs": "3", "--experiments": "2", "--params": "7", "--metrics": "4", "--points": "500",
-                     "--string-series": "0", "--histograms": "0", "--files": "2", "--file-size": "10", "--project": "p"}
+    assert pairs == {
+        "--runs": "3",
+        "--experiments": "2",
+        "--params": "7",
+        "--metrics": "4",
+        "--points": "500",
+        "--string-series": "0",
+        "--histograms": "0",
+        "--files": "2",
+        "--file-size": "10",
+        "--project": "p",
+    }
 
 
 def test_run_all_keeps_only_summary_lines():
-    output = ("  detail: not a figure\nscaling.seconds_per_run_at_10: 0.3 s/run\n\n== x\nplain text\n"
-              "\U0001f3c3 View run run-1 at: http://127.0.0.1:5000/#/runs/1\nmachine: 2 cores\n")
+    output = (
+        "  detail: not a figure\nscaling.seconds_per_run_at_10: 0.3 s/run\n\n== x\nplain text\n"
+        "\U0001f3c3 View run run-1 at: http://127.0.0.1:5000/#/runs/1\nmachine: 2 cores\n"
+    )
     assert figure_lines(output) == ["scaling.seconds_per_run_at_10: 0.3 s/run", "machine: 2 cores"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner
@@ -33,22 +33,61 @@ def captured(monkeypatch):
 
 
 def test_every_export_option_reaches_the_export_options(captured, tmp_path):
-    result = runner.invoke(app, [
-        "export", "--source", "neptune2", "-p", "ws/a", "--project", "ws/b", "-d", str(tmp_path / "d"),
-        "-f", str(tmp_path / "f"), "--api-token", "secret-token", "--runs", "^run-1", "--experiments", "exp",
-        "--where", "params/lr > 0.1", "--query", "`sys/id`:string = \"A-1\"", "--modified-after", "2024-05-01",
-        "--include-archived", "--attributes", "^metrics/", "--attribute", "params/lr", "--attribute", "params/bs",
-        "--include", "parameters,metrics", "--exclude", "metrics", "--include-previews", "--workers", "7",
-        "--no-progress",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "--source",
+            "neptune2",
+            "-p",
+            "ws/a",
+            "--project",
+            "ws/b",
+            "-d",
+            str(tmp_path / "d"),
+            "-f",
+            str(tmp_path / "f"),
+            "--api-token",
+            "secret-token",
+            "--runs",
+            "^run-1",
+            "--experiments",
+            "exp",
+            "--where",
+            "params/lr > 0.1",
+            "--query",
+            '`sys/id`:string = "A-1"',
+            "--modified-after",
+            "2024-05-01",
+            "--include-archived",
+            "--attributes",
+            "^metrics/",
+            "--attribute",
+            "params/lr",
+            "--attribute",
+            "params/bs",
+            "--include",
+            "parameters,metrics",
+            "--exclude",
+            "metrics",
+            "--include-previews",
+            "--workers",
+            "7",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     options = captured["options"]
     assert options.source == "neptune2" and options.projects == ("ws/a", "ws/b")
     assert options.data_path == str(tmp_path / "d") and options.files_path == str(tmp_path / "f")
-    assert options.api_token == "secret-token" and "secret-token" not in repr(options) and "secret-token" not in str(options.to_json())
+    assert (
+        options.api_token == "secret-token"
+        and "secret-token" not in repr(options)
+        and "secret-token" not in str(options.to_json())
+    )
     assert options.runs.runs_regex == "^run-1" and options.runs.experiments_regex == "exp"
     assert options.runs.where == "params/lr > 0.1" and options.runs.query == '`sys/id`:string = "A-1"'
-    assert options.runs.modified_after == datetime(2024, 5, 1, tzinfo=timezone.utc)
+    assert options.runs.modified_after == datetime(2024, 5, 1, tzinfo=UTC)
     assert options.runs.include_archived
     assert options.attributes.regex == "^metrics/" and options.attributes.names == ("params/lr", "params/bs")
     assert options.attributes.kinds() == {AttributeKind.PARAMETERS}
@@ -119,7 +158,9 @@ def test_preflight_rejects_bad_input_before_any_download(fake_env, tmp_path, arg
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and "fix:" in lines[0]
-    assert not any(endpoint.endswith(("series", "download", "signed_url")) for endpoint in fake_env.requests.by_endpoint())
+    assert not any(
+        endpoint.endswith(("series", "download", "signed_url")) for endpoint in fake_env.requests.by_endpoint()
+    )
 
 
 def test_bad_token_is_one_line_and_never_printed(fake_env, tmp_path):
@@ -160,6 +201,9 @@ def test_a_cli_start_imports_neither_fake_server():
     assert quiet.stdout.strip() == "[]"
     loaded = subprocess.run(
         [sys.executable, "-c", script.replace("['--help']", "['fake-neptune', '--help']")],
-        capture_output=True, text=True, check=True, timeout=300,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     assert "neptune_exporter.fake_neptune.cli" in loaded.stdout

@@ -8,12 +8,20 @@ from neptune_exporter.demo import DemoContext, report_validation, run_demo, set_
 
 
 def figures(target: str, differences: int) -> dict:
-    return {"target": target, "runs_checked": 2, "differences": differences, "runs_with_differences": min(differences, 1),
-            "report_json": f"/r/validation_{target}.json", "report_markdown": f"/r/validation_{target}.md"}
+    return {
+        "target": target,
+        "runs_checked": 2,
+        "differences": differences,
+        "runs_with_differences": min(differences, 1),
+        "report_json": f"/r/validation_{target}.json",
+        "report_markdown": f"/r/validation_{target}.md",
+    }
 
 
 def test_clean_validation_of_both_targets_keeps_exit_0_and_prints_report_paths(capsys):
-    ctx = DemoContext(validations={"mlflow": figures("mlflow", 0), "wandb": figures("wandb", 0)}, next_steps=["mlflow ui ..."])
+    ctx = DemoContext(
+        validations={"mlflow": figures("mlflow", 0), "wandb": figures("wandb", 0)}, next_steps=["mlflow ui ..."]
+    )
     report_validation(ctx)
     out = capsys.readouterr().out
     assert ctx.exit_code == 0

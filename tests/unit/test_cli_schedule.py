@@ -31,15 +31,40 @@ def upserted(monkeypatch):
 
 def test_schedule_options_become_flow_parameters_with_absolute_paths(upserted, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, [
-        "schedule", "nightly", "--source", "neptune2", "-p", "ws/a", "-d", "rel/data", "-f", "rel/files",
-        "--runs", "^run-", "--where", "params/lr > 0.1", "--include", "parameters,metrics", "--workers", "3",
-        "--cron", "0 2 * * *", "--timezone", "Europe/Berlin",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "schedule",
+            "nightly",
+            "--source",
+            "neptune2",
+            "-p",
+            "ws/a",
+            "-d",
+            "rel/data",
+            "-f",
+            "rel/files",
+            "--runs",
+            "^run-",
+            "--where",
+            "params/lr > 0.1",
+            "--include",
+            "parameters,metrics",
+            "--workers",
+            "3",
+            "--cron",
+            "0 2 * * *",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (upserted["name"], upserted["source"]) == ("nightly", "neptune2")
     parameters = upserted["parameters"]
-    assert parameters["paths"] == {"data_path": str(tmp_path / "rel" / "data"), "files_path": str(tmp_path / "rel" / "files")}
+    assert parameters["paths"] == {
+        "data_path": str(tmp_path / "rel" / "data"),
+        "files_path": str(tmp_path / "rel" / "files"),
+    }
     assert parameters["projects"] == ["ws/a"] and parameters["source"] == "neptune2" and parameters["workers"] == 3
     assert parameters["selection"]["runs"]["runs_regex"] == "^run-"
     assert parameters["selection"]["runs"]["where"] == "params/lr > 0.1"
@@ -52,24 +77,34 @@ def test_schedule_options_become_flow_parameters_with_absolute_paths(upserted, t
 
 def test_interval_schedule_and_project_from_the_environment(upserted, tmp_path, monkeypatch):
     monkeypatch.setenv("NEPTUNE_PROJECT", "ws/env")
-    result = runner.invoke(app, ["schedule", "hourly", "-d", str(tmp_path / "d"), "-f", str(tmp_path / "f"),
-                                 "--interval", "90"])
+    result = runner.invoke(
+        app, ["schedule", "hourly", "-d", str(tmp_path / "d"), "-f", str(tmp_path / "f"), "--interval", "90"]
+    )
     assert result.exit_code == 0, result.output
     assert upserted["schedule"].interval == timedelta(seconds=90) and upserted["schedule"].timezone == "UTC"
     assert upserted["parameters"]["projects"] == ["ws/env"] and upserted["source"] == "neptune3"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["nightly", "-p", "ws/a"], "give exactly one of --cron and --interval"),
-    (["nightly", "-p", "ws/a", "--cron", "0 2 * * *", "--interval", "60"], "give exactly one of --cron and --interval"),
-    (["nightly", "-p", "ws/a", "--interval", "60", "--timezone", "Mars/Olympus"], "--timezone 'Mars/Olympus' is not a time zone"),
-    (["nightly", "-p", "ws/a", "--cron", "every day"], "--cron 'every day' is not a cron expression"),
-    (["nightly", "-p", "ws/a", "--interval", "0"], "--interval 0 is not positive"),
-    (["night ly", "-p", "ws/a", "--interval", "60"], "schedule name 'night ly' is not usable"),
-    (["nightly", "--interval", "60"], "no project given — fix: pass -p WORKSPACE/PROJECT"),
-    (["nightly", "-p", "ws/a", "--interval", "60", "--runs", "(unclosed"], "--runs"),
-    ([], "no schedule name given"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nightly", "-p", "ws/a"], "give exactly one of --cron and --interval"),
+        (
+            ["nightly", "-p", "ws/a", "--cron", "0 2 * * *", "--interval", "60"],
+            "give exactly one of --cron and --interval",
+        ),
+        (
+            ["nightly", "-p", "ws/a", "--interval", "60", "--timezone", "Mars/Olympus"],
+            "--timezone 'Mars/Olympus' is not a time zone",
+        ),
+        (["nightly", "-p", "ws/a", "--cron", "every day"], "--cron 'every day' is not a cron expression"),
+        (["nightly", "-p", "ws/a", "--interval", "0"], "--interval 0 is not positive"),
+        (["night ly", "-p", "ws/a", "--interval", "60"], "schedule name 'night ly' is not usable"),
+        (["nightly", "--interval", "60"], "no project given — fix: pass -p WORKSPACE/PROJECT"),
+        (["nightly", "-p", "ws/a", "--interval", "60", "--runs", "(unclosed"], "--runs"),
+        ([], "no schedule name given"),
+    ],
+)
 def test_bad_schedule_input_is_one_line_and_exit_2(upserted, args, message):
     result = runner.invoke(app, ["schedule", *args])
     assert result.exit_code == 2, result.output
@@ -99,4 +134,6 @@ def test_summary_accepts_files_path_and_reports_files_on_disk(tmp_path):
     project = figures["projects"][0]
     assert (project["files"], project["files_on_disk"], project["file_bytes_on_disk"]) == (2, 1, 1000)
     shown = runner.invoke(app, ["summary", "--data-path", str(data), "--files-path", str(files)])
-    assert shown.exit_code == 0 and f"Files on disk in {files}: 1 of 2 exported (1,000 B)" in " ".join(shown.output.split())
+    assert shown.exit_code == 0 and f"Files on disk in {files}: 1 of 2 exported (1,000 B)" in " ".join(
+        shown.output.split()
+    )

@@ -6,14 +6,13 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from neptune_exporter import export as ex
-from neptune_exporter.storage import incremental
 from neptune_exporter.errors import (
     InvalidRegexError,
     OutputPathError,
@@ -22,7 +21,6 @@ from neptune_exporter.errors import (
     TerminalError,
 )
 from neptune_exporter.exporters.base import AttributeSelection, ExportedFile, RunContent, RunSelection
-from neptune_exporter.selection import matches_kind
 from neptune_exporter.model import (
     AttributeKind,
     AttributeType,
@@ -33,12 +31,14 @@ from neptune_exporter.model import (
     sanitize_name,
 )
 from neptune_exporter.rows import parameter_rows, series_rows
+from neptune_exporter.selection import matches_kind
 from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.storage import incremental
 from neptune_exporter.storage.manifest import FORMAT_VERSION, manifest_path, read_manifest, write_manifest
 from neptune_exporter.storage.parquet import read_run_batches, run_part_paths
 
 PROJECT = "ws/proj"
-T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -72,7 +72,10 @@ class FakeSource:
         return self.projects[workspace]
 
     def list_runs(self, project_id, selection):
-        return [RunRef(project_id, rid, f"P-{i}", modification_time=r.modified) for i, (rid, r) in enumerate(sorted(self.runs.items()))]
+        return [
+            RunRef(project_id, rid, f"P-{i}", modification_time=r.modified)
+            for i, (rid, r) in enumerate(sorted(self.runs.items()))
+        ]
 
     def export_run(self, run, attributes, files_root, watermarks=None, progress=None):
         fake = self.runs[run.run_id]
@@ -102,7 +105,17 @@ class FakeSource:
             mark = watermarks.get(path)
             keep = [i for i, s in enumerate(steps) if mark is None or mark.last_step is None or s > mark.last_step]
             for chunk in (keep[i : i + 50] for i in range(0, len(keep), 50)):  # bounded batches, like real sources
-                batches.append(series_rows(run.project_id, run.run_id, path, kind, [steps[i] for i in chunk], [values[i] for i in chunk], [1000 + i for i in chunk]))
+                batches.append(
+                    series_rows(
+                        run.project_id,
+                        run.run_id,
+                        path,
+                        kind,
+                        [steps[i] for i in chunk],
+                        [values[i] for i in chunk],
+                        [1000 + i for i in chunk],
+                    )
+                )
         for batch in batches:
             if fake.fail is not None and produced >= fake.fail_after_batches and fake.failures_left > 0:
                 fake.failures_left -= 1
@@ -126,10 +139,14 @@ def make_run(n: int = 300, lr: float = 0.1) -> FakeRun:
 
 
 def options_for(tmp_path: Path, **kw) -> ex.ExportOptions:
-    return ex.ExportOptions(projects=(PROJECT,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"), **kw)
+    return ex.ExportOptions(
+        projects=(PROJECT,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"), **kw
+    )
 
 
-SETTINGS = Settings(part_target_bytes=3_000, retry=RetryPolicy(attempts=3, backoff_seconds=0.0, backoff_max_seconds=0.0))
+SETTINGS = Settings(
+    part_target_bytes=3_000, retry=RetryPolicy(attempts=3, backoff_seconds=0.0, backoff_max_seconds=0.0)
+)
 
 
 def pipeline(source, options, settings=SETTINGS):
@@ -199,7 +216,9 @@ def test_preflight_rejects_bad_regex_unwritable_paths_and_unknown_projects(tmp_p
 
 def test_preflight_resolves_workspace_projects_with_include_exclude(tmp_path):
     source = FakeSource({}, projects={"ws": ["ws/proj", "ws/proj-old", "ws/other"]})
-    options = replace(options_for(tmp_path), projects=(), workspace="ws", include_projects="proj", exclude_projects="old$")
+    options = replace(
+        options_for(tmp_path), projects=(), workspace="ws", include_projects="proj", exclude_projects="old$"
+    )
     assert ex.preflight(options, source) == [PROJECT]
 
 
@@ -218,7 +237,10 @@ def test_full_export_then_skip_when_unchanged(tmp_path):
     assert manifest.attributes["metrics/loss"] == {"type": "float_series", "count": 300, "last_step": 29.9}
     assert manifest.attributes["params/lr"]["count"] == 1
     assert manifest.files[0]["sha256"] == hashlib.sha256(b"\x00weights").hexdigest()
-    assert (manifest.source["fork_parent"], manifest.source["modification_time"]) == ("parent-run", T0.isoformat(timespec="milliseconds"))
+    assert (manifest.source["fork_parent"], manifest.source["modification_time"]) == (
+        "parent-run",
+        T0.isoformat(timespec="milliseconds"),
+    )
     assert results[0].rows == 3 + 1 + 300 + 30 and results[0].points == 330 and results[0].files == 1
     plans, results = pipeline(source, options)
     assert [p.action for p in plans] == ["skip", "skip"] and [r.status for r in results] == ["skipped"] * 2
@@ -246,7 +268,12 @@ def test_incremental_export_equals_a_fresh_full_export(tmp_path):
     assert sorted_rows(data_inc, "run-a") == sorted_rows(data_fresh, "run-a")
     inc, full = (read_manifest(manifest_path(d, PROJECT, "run-a")) for d in (data_inc, data_fresh))
     assert inc.attributes == full.attributes
-    lr_rows = [r for b in read_run_batches(data_inc, PROJECT, "run-a") for r in b.to_pylist() if r["attribute_path"] == "params/lr"]
+    lr_rows = [
+        r
+        for b in read_run_batches(data_inc, PROJECT, "run-a")
+        for r in b.to_pylist()
+        if r["attribute_path"] == "params/lr"
+    ]
     assert [r["float_value"] for r in lr_rows] == [0.05]
     listed = {p.path for p in inc.parts}
     on_disk = {p.relative_to(data_inc).as_posix() for p in run_part_paths(data_inc, PROJECT, "run-a", include_tmp=True)}
@@ -297,7 +324,14 @@ def test_terminal_error_fails_one_run_keeps_its_old_data_and_others_complete(tmp
     by_run = {r.run_id: r for r in results}
     assert by_run["run-b"].status == "complete" and by_run["run-a"].status == "failed"
     assert by_run["run-a"].errors == [
-        {"project": PROJECT, "run": "run-a", "attribute": "metrics/loss", "error_type": "TerminalError", "message": "attribute is corrupt", "remedy": "re-log it"}
+        {
+            "project": PROJECT,
+            "run": "run-a",
+            "attribute": "metrics/loss",
+            "error_type": "TerminalError",
+            "message": "attribute is corrupt",
+            "remedy": "re-log it",
+        }
     ]
     assert {p: p.read_bytes() for p in run_part_paths(data, PROJECT, "run-a", include_tmp=True)} == before
     failed = read_manifest(manifest_path(data, PROJECT, "run-a"))
@@ -367,7 +401,9 @@ def test_file_paths_are_relative_to_the_project_files_folder(tmp_path):
     assert entry["path"] == "run-a/model/ckpt"  # the peer's rule: no project folder in the stored path
     local = Path(options.files_path) / sanitize_name(PROJECT) / entry["path"]
     assert local.read_bytes() == b"\x00weights" and manifest.format_version == FORMAT_VERSION == 2
-    (row,) = [r for b in read_run_batches(Path(options.data_path), PROJECT, "run-a") for r in b.to_pylist() if r["file_value"]]
+    (row,) = [
+        r for b in read_run_batches(Path(options.data_path), PROJECT, "run-a") for r in b.to_pylist() if r["file_value"]
+    ]
     assert row["file_value"] == {"path": entry["path"]}
 
 
@@ -380,7 +416,10 @@ def test_run_exported_in_the_older_file_path_format_is_redone(tmp_path):
     old.format_version = 1  # file paths were relative to <files>/ then
     write_manifest(data, old)
     plans, results = pipeline(source, options)
-    assert (plans[0].action, plans[0].reason) == ("redo", "exported with file paths relative to the files root (older format)")
+    assert (plans[0].action, plans[0].reason) == (
+        "redo",
+        "exported with file paths relative to the files root (older format)",
+    )
     assert results[0].status == "complete" and source.calls == {"run-a": 2}
     assert read_manifest(manifest_path(data, PROJECT, "run-a")).format_version == FORMAT_VERSION
 

@@ -5,35 +5,46 @@ from __future__ import annotations
 import json
 import math
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model import series_values_pb2
 
 from neptune_exporter.fake_neptune import datasets, store, wire
 from neptune_exporter.fake_neptune.datasets import AWKWARD_PROJECT
-from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model import series_values_pb2
 
 HAND_WRITTEN = {
     "workspace": "acme",
-    "projects": [{
-        "name": "vision", "key": "VIS",
-        "files": {"blobs/model.bin": {"content": "weights"}, "blobs/big": {"size": 100_000, "seed": 4}},
-        "runs": [
-            {"custom_run_id": "r1", "experiment": "baseline", "created": "2024-03-01T10:00:00Z", "tags": ["a"],
-             "attributes": {
-                 "params/lr": 0.001, "params/epochs": 10, "params/opt": "adam", "params/flag": True,
-                 "params/when": {"type": "datetime", "value": "2024-03-01T10:00:00.250Z"},
-                 "params/nan": {"type": "float", "value": "NaN"},
-                 "params/set": {"type": "string_set", "value": ["x", "y"]},
-                 "metrics/loss": {"type": "float_series", "points": [[0, 1.0, 1000], [0.5, "Infinity", 2000]]},
-                 "metrics/long": {"type": "float_series", "generate": {"count": 1_000_000, "seed": 9}},
-                 "logs": {"type": "string_series", "points": [[0, "hello", 1000]]},
-                 "model": {"type": "file", "value": "blobs/model.bin"},
-             }},
-            {"sys_id": "VIS-7", "trashed": True, "fork_parent": "VIS-1", "fork_step": 0.0},
-        ],
-    }],
+    "projects": [
+        {
+            "name": "vision",
+            "key": "VIS",
+            "files": {"blobs/model.bin": {"content": "weights"}, "blobs/big": {"size": 100_000, "seed": 4}},
+            "runs": [
+                {
+                    "custom_run_id": "r1",
+                    "experiment": "baseline",
+                    "created": "2024-03-01T10:00:00Z",
+                    "tags": ["a"],
+                    "attributes": {
+                        "params/lr": 0.001,
+                        "params/epochs": 10,
+                        "params/opt": "adam",
+                        "params/flag": True,
+                        "params/when": {"type": "datetime", "value": "2024-03-01T10:00:00.250Z"},
+                        "params/nan": {"type": "float", "value": "NaN"},
+                        "params/set": {"type": "string_set", "value": ["x", "y"]},
+                        "metrics/loss": {"type": "float_series", "points": [[0, 1.0, 1000], [0.5, "Infinity", 2000]]},
+                        "metrics/long": {"type": "float_series", "generate": {"count": 1_000_000, "seed": 9}},
+                        "logs": {"type": "string_series", "points": [[0, "hello", 1000]]},
+                        "model": {"type": "file", "value": "blobs/model.bin"},
+                    },
+                },
+                {"sys_id": "VIS-7", "trashed": True, "fork_parent": "VIS-1", "fork_step": 0.0},
+            ],
+        }
+    ],
 }
 
 
@@ -43,14 +54,18 @@ def test_load_hand_written_dataset() -> None:
     first, second = project.runs
     assert (first.sys_id, first.custom_run_id, first.experiment_head) == ("VIS-1", "r1", True)
     assert first.get("params/lr") == 0.001 and first.attributes["params/epochs"].type == store.INT
-    assert first.get("params/when") == datetime(2024, 3, 1, 10, 0, 0, 250_000, tzinfo=timezone.utc)
+    assert first.get("params/when") == datetime(2024, 3, 1, 10, 0, 0, 250_000, tzinfo=UTC)
     assert math.isnan(first.get("params/nan")) and first.get("params/set") == {"x", "y"}
     steps, values, stamps = first.attributes["metrics/loss"].series.window(None, None, None, 10)
     assert list(steps) == [0.0, 0.5] and list(values) == [1.0, math.inf] and list(stamps) == [1000, 2000]
     assert len(first.attributes["metrics/long"].series) == 1_000_000
     assert project.files["blobs/model.bin"].read() == b"weights" and project.files["blobs/big"].size == 100_000
     assert (second.sys_id, second.trashed, second.fork_parent, second.get("sys/forking/depth")) == (
-        "VIS-7", True, "VIS-1", 1)
+        "VIS-7",
+        True,
+        "VIS-1",
+        1,
+    )
 
 
 def test_save_then_load_round_trips(tmp_path) -> None:
@@ -95,22 +110,49 @@ def test_awkward_workspace_contents() -> None:
     assert [v for v in basic.attributes["metrics/float_steps"].series.steps] == [0.1, 0.29, 1.0, 1.5]
 
 
-LEGACY_RUN = {"sys_id": "L-1", "attributes": {
-    "git": {"type": "git_ref", "value": {"commit": {"commitId": "abc", "message": "m"}, "currentBranch": "main",
-                                         "repositoryDirty": False, "remotes": ["origin"]}},
-    "notebook": {"type": "notebook_ref", "value": {"notebookId": "n-1", "notebookName": "a.ipynb"}},
-    "data": {"type": "artifact", "value": {"hash": "f" * 64, "files": [
-        {"filePath": "x.csv", "fileHash": "1" * 64, "type": "S3", "size": 3, "metadata": {"location": "s3://b/x"}}]}},
-}}
+LEGACY_RUN = {
+    "sys_id": "L-1",
+    "attributes": {
+        "git": {
+            "type": "git_ref",
+            "value": {
+                "commit": {"commitId": "abc", "message": "m"},
+                "currentBranch": "main",
+                "repositoryDirty": False,
+                "remotes": ["origin"],
+            },
+        },
+        "notebook": {"type": "notebook_ref", "value": {"notebookId": "n-1", "notebookName": "a.ipynb"}},
+        "data": {
+            "type": "artifact",
+            "value": {
+                "hash": "f" * 64,
+                "files": [
+                    {
+                        "filePath": "x.csv",
+                        "fileHash": "1" * 64,
+                        "type": "S3",
+                        "size": 3,
+                        "metadata": {"location": "s3://b/x"},
+                    }
+                ],
+            },
+        },
+    },
+}
 
 
 def test_legacy_only_types_in_the_json_format() -> None:
     spec = {"workspace": "w", "projects": [{"name": "legacy", "key": "L", "runs": [LEGACY_RUN]}]}
     run = datasets.load_dataset(spec).project("w/legacy").run("L-1")
     assert {path: run.attributes[path].type for path in LEGACY_RUN["attributes"]} == {
-        "git": store.GIT_REF, "notebook": store.NOTEBOOK_REF, "data": store.ARTIFACT}
+        "git": store.GIT_REF,
+        "notebook": store.NOTEBOOK_REF,
+        "data": store.ARTIFACT,
+    }
     assert {path: run.get(path) for path in LEGACY_RUN["attributes"]} == {
-        path: a["value"] for path, a in LEGACY_RUN["attributes"].items()}
+        path: a["value"] for path, a in LEGACY_RUN["attributes"].items()
+    }
     saved = datasets.save_dataset(datasets.load_dataset(spec))
     assert saved["projects"][0]["runs"][0]["attributes"] == LEGACY_RUN["attributes"]
 
@@ -156,8 +198,9 @@ def test_live_mutation_helpers() -> None:
 def test_generated_series_can_be_appended_to() -> None:
     ws = datasets.generate_workspace(runs=1, metrics=1, points=5)
     datasets.append_points(ws, "workspace/sandbox", "run-00000", "metrics/m000", [5.0], [42.0], [1])
-    steps, values, _ = ws.project("workspace/sandbox").runs[0].attributes["metrics/m000"].series.window(
-        None, None, None, 10)
+    steps, values, _ = (
+        ws.project("workspace/sandbox").runs[0].attributes["metrics/m000"].series.window(None, None, None, 10)
+    )
     assert list(steps) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and values[-1] == 42.0
 
 
@@ -165,8 +208,9 @@ def test_wire_float_points_decode_exactly_with_protobuf() -> None:
     stamps = np.array([0, 5, 1_000, 1_704_067_200_000, -1, 2**40], dtype=np.int64)
     steps = np.array([0.0, 0.1, 0.29, 3.0, -1.0, 1e300])
     values = np.array([math.nan, math.inf, -math.inf, -0.0, 1.5, 2.0])
-    body = (wire.encode_float_series_entry("07", wire.encode_float_points(stamps, steps, values))
-            + wire.encode_float_series_entry("empty", b""))
+    body = wire.encode_float_series_entry(
+        "07", wire.encode_float_points(stamps, steps, values)
+    ) + wire.encode_float_series_entry("empty", b"")
     decoded = series_values_pb2.ProtoFloatSeriesValuesResponseDTO.FromString(body)
     first = decoded.series[0].series.values
     assert decoded.series[0].requestId == "07" and decoded.series[1].requestId == "empty"
@@ -215,27 +259,60 @@ def test_lineage_windows_page_across_the_fork(descending: bool) -> None:
         after = float(window.steps[-1])
     expected = [(float(s), 10.0 - s) for s in range(5)] + [(float(s), 100.0 + s) for s in range(5, 10)]
     assert pages == (expected[::-1] if descending else expected)
-    own = read_window(lineage_segments(project, project.run("run-child"), "metrics/loss", full=False),
-                      6.0, 8.0, None, 10, descending)
+    own = read_window(
+        lineage_segments(project, project.run("run-child"), "metrics/loss", full=False), 6.0, 8.0, None, 10, descending
+    )
     assert sorted(own.steps.tolist()) == [6.0, 7.0, 8.0]
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"projects": [{"runs": []}]}, 'project #1 (None) has no "name"'),
-    ({"projects": [{"name": "p", "runs": [{}, {"attributes": {"m": {"type": "float_series",
-                                                                     "points": [[1, 1.0, 1], [1, 2.0, 2]]}}}]}]},
-     "run #2: attribute 'm': series steps must be strictly increasing, but step 1.0 follows 1.0"),
-    ({"projects": [{"name": "p", "runs": [{"fork_parent": "P-9"}]}]}, "fork parent 'P-9' is not a run"),
-    ({"projects": [{"name": "p", "runs": [{"sys_id": "P-1"}, {"sys_id": "P-1"}]}]}, "run 'P-1' already exists"),
-    ({"projects": [{"name": "p", "runs": [{"created": "yesterday"}]}]}, "run #1: Invalid isoformat"),
-    ({"projects": [{"name": "p", "runs": [{"attributes": {"g": {"type": "git_ref", "value": "abc"}}}]}]},
-     "attribute 'g': a git_ref value is an object, got str"),
-    ({"projects": [{"name": "p", "runs": [{"attributes": {"n": {"type": "notebook_ref", "value": {"name": "x"}}}}]}]},
-     "attribute 'n': unknown notebook_ref field(s) ['name']"),
-    ({"projects": [{"name": "p", "runs": [{"attributes": {"a": {"type": "artifact",
-                                                                "value": {"hash": "h", "files": [{"size": 1}]}}}}]}]},
-     "attribute 'a': artifact file {'size': 1} needs filePath and fileHash"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"projects": [{"runs": []}]}, 'project #1 (None) has no "name"'),
+        (
+            {
+                "projects": [
+                    {
+                        "name": "p",
+                        "runs": [
+                            {},
+                            {"attributes": {"m": {"type": "float_series", "points": [[1, 1.0, 1], [1, 2.0, 2]]}}},
+                        ],
+                    }
+                ]
+            },
+            "run #2: attribute 'm': series steps must be strictly increasing, but step 1.0 follows 1.0",
+        ),
+        ({"projects": [{"name": "p", "runs": [{"fork_parent": "P-9"}]}]}, "fork parent 'P-9' is not a run"),
+        ({"projects": [{"name": "p", "runs": [{"sys_id": "P-1"}, {"sys_id": "P-1"}]}]}, "run 'P-1' already exists"),
+        ({"projects": [{"name": "p", "runs": [{"created": "yesterday"}]}]}, "run #1: Invalid isoformat"),
+        (
+            {"projects": [{"name": "p", "runs": [{"attributes": {"g": {"type": "git_ref", "value": "abc"}}}]}]},
+            "attribute 'g': a git_ref value is an object, got str",
+        ),
+        (
+            {
+                "projects": [
+                    {"name": "p", "runs": [{"attributes": {"n": {"type": "notebook_ref", "value": {"name": "x"}}}}]}
+                ]
+            },
+            "attribute 'n': unknown notebook_ref field(s) ['name']",
+        ),
+        (
+            {
+                "projects": [
+                    {
+                        "name": "p",
+                        "runs": [
+                            {"attributes": {"a": {"type": "artifact", "value": {"hash": "h", "files": [{"size": 1}]}}}}
+                        ],
+                    }
+                ]
+            },
+            "attribute 'a': artifact file {'size': 1} needs filePath and fileHash",
+        ),
+    ],
+)
 def test_dataset_errors_name_the_place_and_the_fix(spec: dict, message: str) -> None:
     with pytest.raises(datasets.DatasetError) as info:
         datasets.load_dataset(spec)

@@ -6,7 +6,7 @@ import io
 import json
 import math
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -15,15 +15,19 @@ from bravado_core.spec import Spec
 from neptune_exporter.fake_neptune import api_v2, datasets, store
 from neptune_exporter.fake_neptune.server import HttpError
 
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _project_with_runs(count: int) -> store.Project:
     ws = datasets.new_workspace("ws")
     project = datasets.add_project(ws, "proj", "PROJ")
     for i in range(count):
-        datasets.add_run(ws, "ws/proj", created=T0 + timedelta(seconds=count - i), attributes={
-            "params/x": ("float", float(i % 3) if i != 1 else float("nan")), "h": ("histogram_series", [])})
+        datasets.add_run(
+            ws,
+            "ws/proj",
+            created=T0 + timedelta(seconds=count - i),
+            attributes={"params/x": ("float", float(i % 3) if i != 1 else float("nan")), "h": ("histogram_series", [])},
+        )
     return project
 
 
@@ -77,7 +81,10 @@ def test_file_set_listing_shows_direct_children():
     project.files["k"] = store.StoredFile(size=5, content=b"12345", name="x")
     members = {"a.txt": "k", "sub/b.txt": "k", "sub/deeper/c.txt": "k"}
     top = api_v2.list_file_set(members, project, "", "T")
-    assert [(e["name"], e["fileType"], e.get("size")) for e in top] == [("a.txt", "file", 5), ("sub", "directory", None)]
+    assert [(e["name"], e["fileType"], e.get("size")) for e in top] == [
+        ("a.txt", "file", 5),
+        ("sub", "directory", None),
+    ]
     sub = api_v2.list_file_set(members, project, "sub", "T")
     assert [(e["name"], e["fileType"]) for e in sub] == [("b.txt", "file"), ("deeper", "directory")]
     with pytest.raises(HttpError):
@@ -98,7 +105,13 @@ def test_table_sorts_descending_with_nan_and_missing_values_last():
     project = _project_with_runs(5)
     del project.runs[4].attributes["params/x"]
     table = api_v2.TableQuery("", "params/x", True, None, 0, 100)
-    assert [r.sys_id for r in api_v2.select_runs(project.runs, table)] == ["PROJ-3", "PROJ-1", "PROJ-4", "PROJ-2", "PROJ-5"]
+    assert [r.sys_id for r in api_v2.select_runs(project.runs, table)] == [
+        "PROJ-3",
+        "PROJ-1",
+        "PROJ-4",
+        "PROJ-2",
+        "PROJ-5",
+    ]
 
 
 def test_bad_nql_is_a_syntax_error_the_client_recognises():
@@ -123,18 +136,38 @@ def test_table_entries_hide_histograms_and_keep_requested_columns():
 def test_specs_load_in_bravado_and_cover_the_client_operations(name):
     raw = json.loads(api_v2.spec_bytes(name))
     assert "host" not in raw
-    spec = Spec.from_dict(raw, origin_url=f"http://127.0.0.1:1/api/{name}/swagger.json",
-                          config={"validate_swagger_spec": True, "use_models": True})
+    spec = Spec.from_dict(
+        raw,
+        origin_url=f"http://127.0.0.1:1/api/{name}/swagger.json",
+        config={"validate_swagger_spec": True, "use_models": True},
+    )
     operations = {op.operation_id for resource in spec.resources.values() for op in resource.operations.values()}
     wanted = {
         "backend": {"getClientConfig", "exchangeApiToken", "getProject", "listProjects", "listOrganizations"},
-        "leaderboard": {"getExperiment", "getExperimentAttributes", "getFloatAttribute", "getIntAttribute",
-                        "getBoolAttribute", "getStringAttribute", "getDatetimeAttribute", "getFileAttribute",
-                        "getStringSetAttribute", "getFloatSeriesAttribute", "getStringSeriesAttribute",
-                        "getFloatSeriesValues", "getStringSeriesValues", "getImageSeriesValues", "getImageSeriesValue",
-                        "downloadAttribute", "prepareForDownloadFileSetAttributeZip", "getDownloadPrepareRequest",
-                        "lsFileSetAttribute", "searchLeaderboardAttributes", "searchLeaderboardEntries",
-                        "getArtifactAttribute"},
+        "leaderboard": {
+            "getExperiment",
+            "getExperimentAttributes",
+            "getFloatAttribute",
+            "getIntAttribute",
+            "getBoolAttribute",
+            "getStringAttribute",
+            "getDatetimeAttribute",
+            "getFileAttribute",
+            "getStringSetAttribute",
+            "getFloatSeriesAttribute",
+            "getStringSeriesAttribute",
+            "getFloatSeriesValues",
+            "getStringSeriesValues",
+            "getImageSeriesValues",
+            "getImageSeriesValue",
+            "downloadAttribute",
+            "prepareForDownloadFileSetAttributeZip",
+            "getDownloadPrepareRequest",
+            "lsFileSetAttribute",
+            "searchLeaderboardAttributes",
+            "searchLeaderboardEntries",
+            "getArtifactAttribute",
+        },
         "artifacts": {"listArtifactFiles"},
     }[name]
     assert wanted <= operations
@@ -151,8 +184,9 @@ def test_download_ids_round_trip_and_reject_garbage():
 
 
 def test_generated_series_sorting_key_uses_last_value():
-    run = store.Run("PROJ-1", attributes={"m": store.Attribute("m", store.FLOAT_SERIES,
-                                                               series=store.GeneratedFloatSeries(count=3))})
+    run = store.Run(
+        "PROJ-1", attributes={"m": store.Attribute("m", store.FLOAT_SERIES, series=store.GeneratedFloatSeries(count=3))}
+    )
     assert api_v2.sort_key(run, "m")[1] == pytest.approx(float(store.GeneratedFloatSeries(count=3).last()[1]))
     assert api_v2.sort_key(run, "absent") == (2,)
     assert np.isfinite(api_v2.sort_key(run, "m")[1])

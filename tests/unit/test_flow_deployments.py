@@ -24,11 +24,21 @@ def test_export_deployments_exist_and_every_entrypoint_is_a_flow():
     assert {"export/neptune3", "export/neptune2"} <= names
     limits = {f"{spec.load_flow().name}/{spec.name}": spec.concurrency_limit for spec in DEPLOYMENTS}
     # exports: one run per data path (flows/guard.py), so schedules of other data paths never wait or get cancelled
-    assert limits == {"export/neptune3": None, "export/neptune2": None, "load/mlflow": 1, "validate/mlflow": 1,
-                      "load/wandb": 1, "validate/wandb": 1}
+    assert limits == {
+        "export/neptune3": None,
+        "export/neptune2": None,
+        "load/mlflow": 1,
+        "validate/mlflow": 1,
+        "load/wandb": 1,
+        "validate/wandb": 1,
+    }
 
 
 def test_entrypoints_name_modules_of_the_package_and_the_work_pool_deployments_pull_nothing():
     document = yaml.safe_load(PREFECT_YAML.read_text())
     assert document["pull"] == []  # nothing resolved on the deploying machine: the worker imports its own install
-    assert {spec.entrypoint for spec in DEPLOYMENTS} == {"flows.export:export", "flows.load:load", "flows.validate:validate"}
+    assert {spec.entrypoint for spec in DEPLOYMENTS} == {
+        "flows.export:export",
+        "flows.load:load",
+        "flows.validate:validate",
+    }

@@ -13,8 +13,8 @@ from flows.runtime import result_of
 from neptune_exporter.export import ExportOptions
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
-from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from tests.prefect_reading import artifacts_by_key, export_task_states, flow_run_logs, subflow_runs, task_runs
 
 PROJECT = "workspace/sandbox"
@@ -34,8 +34,9 @@ def options(fake, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("NEPTUNE_EXPORTER_RUNS_PER_TASK_BATCH", "3")
     fake.requests.clear()
-    return ExportOptions(projects=(PROJECT,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"),
-                         workers=1)
+    return ExportOptions(
+        projects=(PROJECT,), data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"), workers=1
+    )
 
 
 def run_flow(options: ExportOptions):
@@ -72,7 +73,11 @@ def test_failed_run_is_reported_others_complete_then_rerun_redoes_only_it(prefec
     assert sorted((len(run.parameters["plans"]), run.state.name) for run in chunks) == [(1, "Completed"), (3, "Failed")]
     runs = export_task_runs(state.state_details.flow_run_id)
     assert {run_id: run.state.name for run_id, run in runs.items()} == {
-        RUN_IDS[0]: "Failed", RUN_IDS[1]: "Completed", RUN_IDS[2]: "Completed", RUN_IDS[3]: "Completed"}
+        RUN_IDS[0]: "Failed",
+        RUN_IDS[1]: "Completed",
+        RUN_IDS[2]: "Completed",
+        RUN_IDS[3]: "Completed",
+    }
     assert runs[RUN_IDS[0]].name == f"export {PROJECT}/{RUN_IDS[0]}" and "HTTP 400" in runs[RUN_IDS[0]].state.message
     assert "— fix: " in runs[RUN_IDS[0]].state.message
     artifacts = artifacts_by_key(state.state_details.flow_run_id)
@@ -110,8 +115,9 @@ def test_a_deleted_manifest_bypasses_the_cache_and_the_run_is_exported_again(pre
 
 
 def test_transient_faults_are_survived_with_complete_output(prefect_harness, fake, options):
-    fake.faults.update(endpoints="float_series|series|attribute_values|download", scripted=[503, "reset", 429, 500],
-                       retry_after_s=1)
+    fake.faults.update(
+        endpoints="float_series|series|attribute_values|download", scripted=[503, "reset", 429, 500], retry_after_s=1
+    )
     try:
         state, summary = run_flow(options)
     finally:
@@ -129,7 +135,9 @@ def export_task_runs(flow_run_id) -> dict[str, object]:
     return {run.name.split("/")[-1]: run for run in task_runs(chunk_ids) if run.name.startswith("export ")}
 
 
-def test_a_run_failing_transiently_is_retried_then_recorded_and_its_task_ends_failed(prefect_harness, fake, options, monkeypatch):
+def test_a_run_failing_transiently_is_retried_then_recorded_and_its_task_ends_failed(
+    prefect_harness, fake, options, monkeypatch
+):
     from tasks import export as export_tasks
 
     monkeypatch.setenv("NEPTUNE_EXPORTER_SOURCE_RETRY_TIMEOUT_S", "1")  # neptune-query gives up on a request after 1 s
@@ -140,15 +148,24 @@ def test_a_run_failing_transiently_is_retried_then_recorded_and_its_task_ends_fa
     finally:
         fake.faults.update(failing_runs={})
     assert state.is_failed() and state.message == "1 of 4 runs failed"
-    assert [(f["run_id"], f["message"].startswith("the Neptune server did not answer successfully")) for f in summary["failures"]] == [(RUN_IDS[1], True)]
+    assert [
+        (f["run_id"], f["message"].startswith("the Neptune server did not answer successfully"))
+        for f in summary["failures"]
+    ] == [(RUN_IDS[1], True)]
     manifest = read_manifest(manifest_path(Path(options.data_path), PROJECT, RUN_IDS[1]))
     assert manifest.status == "failed" and manifest.errors[0]["error_type"] == "SourceUnavailableError"
     runs = export_task_runs(state.state_details.flow_run_id)
     assert {run_id: run.state.name for run_id, run in runs.items()} == {
-        RUN_IDS[0]: "Completed", RUN_IDS[1]: "Failed", RUN_IDS[2]: "Completed", RUN_IDS[3]: "Completed"}
+        RUN_IDS[0]: "Completed",
+        RUN_IDS[1]: "Failed",
+        RUN_IDS[2]: "Completed",
+        RUN_IDS[3]: "Completed",
+    }
     assert runs[RUN_IDS[1]].run_count == 1  # export_one retried it under the one policy; Prefect never re-ran it
     assert fake.requests.count(status=503) >= Settings.from_env().retry.attempts  # every attempt reached the server
-    assert runs[RUN_IDS[1]].state.message.startswith("SourceUnavailableError: the Neptune server did not answer successfully")
+    assert runs[RUN_IDS[1]].state.message.startswith(
+        "SourceUnavailableError: the Neptune server did not answer successfully"
+    )
     assert "— fix: check the server and the network" in runs[RUN_IDS[1]].state.message
     flow_run_ids = [state.state_details.flow_run_id, *[run.id for run in subflow_runs(state.state_details.flow_run_id)]]
     errors = [log.message for log in flow_run_logs(flow_run_ids) if log.level >= 40]

@@ -3,7 +3,7 @@ or when a newer one already ran; other data paths and skipped runs do not count.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -23,8 +23,11 @@ def probe(paths: dict):
 def other_run(data_path: str, *states, scheduled: datetime | None = None):
     """A run of the probe flow for `data_path` taken through `states` (as another process would)."""
     with get_client(sync_client=True) as client:
-        run = client.create_flow_run(probe, parameters={"paths": {"data_path": data_path}},
-                                     state=Scheduled(scheduled_time=scheduled or datetime.now(timezone.utc)))
+        run = client.create_flow_run(
+            probe,
+            parameters={"paths": {"data_path": data_path}},
+            state=Scheduled(scheduled_time=scheduled or datetime.now(UTC)),
+        )
         for state in states:
             client.set_flow_run_state(run.id, state, force=True)
         return client.read_flow_run(run.id)
@@ -43,7 +46,7 @@ def test_a_run_is_skipped_while_another_writes_to_its_data_path_only(prefect_har
 
 def test_an_overdue_run_is_skipped_once_a_newer_one_ran_but_not_for_a_skipped_one(prefect_harness, tmp_path):
     data = str(tmp_path / "data")
-    in_a_minute = datetime.now(timezone.utc) + timedelta(minutes=1)
+    in_a_minute = datetime.now(UTC) + timedelta(minutes=1)
     other_run(data, Running(), Completed(name=SKIPPED), scheduled=in_a_minute)  # skipped: did not run
     assert probe({"data_path": data}) == {"exported": data}
     newer = other_run(data, Running(), Completed(), scheduled=in_a_minute + timedelta(minutes=1))

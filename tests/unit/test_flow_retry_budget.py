@@ -26,7 +26,9 @@ def fake():
 def task_runs_of(flow_run_id) -> dict[str, tuple[str, int]]:
     """Task name → (final state, run count) of the flow run's own task runs."""
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]))
+        )
     return {run.name.rsplit("-", 1)[0]: (run.state.name, run.run_count) for run in runs}
 
 
@@ -43,8 +45,13 @@ def test_a_2x_table_read_failing_in_discovery_is_attempted_exactly_the_budget_un
     for name, value in fake.env(PROJECT).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("NEPTUNE_EXPORTER_RETRY_BACKOFF_SECONDS", "0.01")  # real, small backoff of the library layer
-    options = ExportOptions(source="neptune2", projects=(PROJECT,), data_path=str(tmp_path / "data"),
-                            files_path=str(tmp_path / "files"), workers=1)
+    options = ExportOptions(
+        source="neptune2",
+        projects=(PROJECT,),
+        data_path=str(tmp_path / "data"),
+        files_path=str(tmp_path / "files"),
+        workers=1,
+    )
     fake.requests.clear()
     fake.faults.update(error_share=1.0, error_statuses=(503,), endpoints=r"^v2\.search_entries$")
     try:

@@ -16,8 +16,11 @@ def heartbeat_probe() -> int | None:
 
 @flow(name="heartbeat-parent")
 def heartbeat_parent() -> dict:
-    return {"parent": get_current_settings().flows.heartbeat_frequency, "chunk": run_subflow(heartbeat_probe),
-            "after": get_current_settings().flows.heartbeat_frequency}
+    return {
+        "parent": get_current_settings().flows.heartbeat_frequency,
+        "chunk": run_subflow(heartbeat_probe),
+        "after": get_current_settings().flows.heartbeat_frequency,
+    }
 
 
 @flow(name="failing-flow")

@@ -30,10 +30,19 @@ def test_bad_input_is_one_line_and_exit_2(command, export_root, monkeypatch):
     data = str(export_root / "data")
     cases = [
         (["-d", data, "--mlflow-tracking-uri", f"http://127.0.0.1:{closed_port()}"], "is not reachable"),
-        (["-d", str(export_root / "missing"), "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db"], "export folder"),
+        (
+            ["-d", str(export_root / "missing"), "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db"],
+            "export folder",
+        ),
         (["-d", data], "no MLflow tracking URI given"),
-        (["-d", data, "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db", "--runs", "("], "--runs '(' is not a valid"),
-        (["-d", data, "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db", "--experiment-name-template", "{x}"], "template"),
+        (
+            ["-d", data, "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db", "--runs", "("],
+            "--runs '(' is not a valid",
+        ),
+        (
+            ["-d", data, "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db", "--experiment-name-template", "{x}"],
+            "template",
+        ),
         (["-d", data, "--target", "comet"], "unknown target 'comet'"),
         (["-d", data, "--mlflow-tracking-uri", str(export_root / "mlruns")], "file store"),
     ]

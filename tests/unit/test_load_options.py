@@ -11,12 +11,12 @@ import pytest
 from neptune_exporter.errors import InvalidOptionError, OutputPathError, TargetError, TargetUnavailableError
 from neptune_exporter.load import LoadOptions, RunToLoad, fork_waves, load_one, make_loader, select_runs, validate_one
 from neptune_exporter.loaders.base import LoadResult
+from neptune_exporter.loaders.mlflow import MlflowLoader
 from neptune_exporter.retry import RetryPolicy
 from neptune_exporter.rows import parameter_rows
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation.compare import Difference, PointDigest, compare_digests, compare_mappings
 from neptune_exporter.validation.report import RunValidation, ValidationReport
-from neptune_exporter.loaders.mlflow import MlflowLoader
 from tests.load_exports import write_export
 
 
@@ -31,7 +31,9 @@ def test_options_round_trip_json_and_read_tracking_uri_from_env(monkeypatch):
 
 
 def test_registry_builds_mlflow_loader_and_rejects_unknown_targets():
-    loader = make_loader(LoadOptions(mlflow_tracking_uri="sqlite:////tmp/x.db", experiment_name_template="{project}"), Settings())
+    loader = make_loader(
+        LoadOptions(mlflow_tracking_uri="sqlite:////tmp/x.db", experiment_name_template="{project}"), Settings()
+    )
     assert type(loader).__name__ == "MlflowLoader" and loader.experiment_name_template == "{project}"
     with pytest.raises(InvalidOptionError, match="unknown target 'comet'"):
         make_loader(LoadOptions(target="comet"), Settings())
@@ -41,15 +43,24 @@ def test_registry_builds_mlflow_loader_and_rejects_unknown_targets():
 
 def test_select_runs_filters_and_fails_on_missing_folder(tmp_path):
     for project, run in (("ws/a", "r1"), ("ws/a", "r2"), ("ws/b", "r1")):
-        write_export(tmp_path / "data", tmp_path / "files", project, run, [parameter_rows(project, run, [("p", "int", 1)])])
-    options = LoadOptions(data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"), projects=("ws/a",), runs_regex="2$")
+        write_export(
+            tmp_path / "data", tmp_path / "files", project, run, [parameter_rows(project, run, [("p", "int", 1)])]
+        )
+    options = LoadOptions(
+        data_path=str(tmp_path / "data"), files_path=str(tmp_path / "files"), projects=("ws/a",), runs_regex="2$"
+    )
     assert select_runs(options) == [RunToLoad("ws/a", "r2", None)]
     with pytest.raises(OutputPathError, match="does not exist"):
         select_runs(LoadOptions(data_path=str(tmp_path / "missing")))
 
 
 def test_fork_waves_put_parents_first_and_survive_cycles():
-    runs = [RunToLoad("p", "c2", "c1"), RunToLoad("p", "c1", "root"), RunToLoad("p", "root"), RunToLoad("p", "x", "absent")]
+    runs = [
+        RunToLoad("p", "c2", "c1"),
+        RunToLoad("p", "c1", "root"),
+        RunToLoad("p", "root"),
+        RunToLoad("p", "x", "absent"),
+    ]
     assert [[r.run_id for r in wave] for wave in fork_waves(runs)] == [["root", "x"], ["c1"], ["c2"]]
     cyclic = [RunToLoad("p", "a", "b"), RunToLoad("p", "b", "a")]
     assert sorted(r.run_id for wave in fork_waves(cyclic) for r in wave) == ["a", "b"]
@@ -57,7 +68,9 @@ def test_fork_waves_put_parents_first_and_survive_cycles():
 
 def test_point_digest_is_order_free_nan_aware_and_maps_infinity():
     a, b = PointDigest(), PointDigest()
-    a.update(np.array([1, 2, 3]), np.array([10, 20, 30]), np.array([math.nan, math.inf, -0.0]), infinity_stored_as=1e308)
+    a.update(
+        np.array([1, 2, 3]), np.array([10, 20, 30]), np.array([math.nan, math.inf, -0.0]), infinity_stored_as=1e308
+    )
     b.update(np.array([3]), np.array([30]), np.array([0.0]))
     b.update(np.array([2, 1]), np.array([20, 10]), np.array([1e308, float("nan")]))
     assert a == b
@@ -70,10 +83,16 @@ def test_point_digest_is_order_free_nan_aware_and_maps_infinity():
 def test_report_lists_differences_as_json_and_markdown(tmp_path):
     differences = compare_mappings("ws/p", "r1", "param", {"a": "1", "b": "x" * 300}, {"a": "2", "c": "3"})
     assert [(d.key, d.problem) for d in differences] == [("a", "value"), ("b", "missing"), ("c", "unexpected")]
-    report = ValidationReport("mlflow", [RunValidation("ws/p", "r1", "abc", differences, {"params": 2}), RunValidation("ws/p", "r2", "def")])
+    report = ValidationReport(
+        "mlflow", [RunValidation("ws/p", "r1", "abc", differences, {"params": 2}), RunValidation("ws/p", "r2", "def")]
+    )
     assert not report.ok and len(report.failed_runs) == 1
     data = report.to_json()
-    assert data["differences"] == 3 and data["runs"][1]["ok"] is True and "(300 chars)" in data["runs"][0]["differences"][1]["expected"]
+    assert (
+        data["differences"] == 3
+        and data["runs"][1]["ok"] is True
+        and "(300 chars)" in data["runs"][0]["differences"][1]["expected"]
+    )
     json_path, md_path = report.write(tmp_path)
     markdown = md_path.read_text()
     assert "3 difference(s) in 1 run(s)" in markdown and "| ws/p | r1 | param | a | value | 1 | 2 |" in markdown
@@ -102,7 +121,11 @@ class FlakyLoader:
 
 
 def test_load_one_and_validate_one_retry_transient_errors_under_the_policy(tmp_path):
-    options, run, policy = LoadOptions(data_path=str(tmp_path)), RunToLoad("ws/p", "r"), RetryPolicy(attempts=3, backoff_seconds=0.5)
+    options, run, policy = (
+        LoadOptions(data_path=str(tmp_path)),
+        RunToLoad("ws/p", "r"),
+        RetryPolicy(attempts=3, backoff_seconds=0.5),
+    )
     waits = []
     loader = FlakyLoader(TargetUnavailableError("down", "wait"), 2)
     assert load_one(loader, options, run, policy, sleep=waits.append).status == "loaded" and loader.calls == 3
@@ -118,6 +141,13 @@ def test_load_one_reports_a_terminal_or_spent_error_as_a_failed_run(tmp_path):
     assert (result.status, result.error["error_type"], refused.calls) == ("failed", "TargetError", 1)
     down = FlakyLoader(TargetUnavailableError("down", "wait"), 9)
     result = load_one(down, options, run, policy, sleep=lambda seconds: None)
-    assert (result.status, result.error["error_type"], result.error["remedy"], down.calls) == ("failed", "TargetUnavailableError", "wait", 3)
-    report = validate_one(FlakyLoader(TargetUnavailableError("down", "wait"), 9), options, run, policy, sleep=lambda seconds: None)
+    assert (result.status, result.error["error_type"], result.error["remedy"], down.calls) == (
+        "failed",
+        "TargetUnavailableError",
+        "wait",
+        3,
+    )
+    report = validate_one(
+        FlakyLoader(TargetUnavailableError("down", "wait"), 9), options, run, policy, sleep=lambda seconds: None
+    )
     assert report.error["error_type"] == "TargetUnavailableError"

@@ -21,8 +21,13 @@ def test_relative_path_is_refused_naming_the_absolute_path_it_would_be(tmp_path,
     with pytest.raises(InvalidOptionError) as raised:
         require_absolute("exports/data", "paths.data_path")
     would_be = str(tmp_path / "exports" / "data")
-    assert raised.value.message.startswith(f"paths.data_path 'exports/data' is relative: this flow run would write to {would_be}")
-    assert raised.value.remedy == f"pass an absolute path, e.g. paths.data_path={would_be!r} if that is where the export belongs"
+    assert raised.value.message.startswith(
+        f"paths.data_path 'exports/data' is relative: this flow run would write to {would_be}"
+    )
+    assert (
+        raised.value.remedy
+        == f"pass an absolute path, e.g. paths.data_path={would_be!r} if that is where the export belongs"
+    )
     assert require_absolute(str(tmp_path / "a" / ".." / "b"), "x") == str(tmp_path / "b")
     assert require_absolute("~/data", "x") == os.path.expanduser("~/data")
     assert absolute_path("rel") == str(tmp_path / "rel")

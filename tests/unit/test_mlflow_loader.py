@@ -60,7 +60,9 @@ def test_failed_run_lookup_raises_and_creates_nothing(export_root):
 
 def test_refused_lookup_is_terminal_and_creates_nothing(export_root):
     active = SimpleNamespace(experiment_id="1", lifecycle_stage="active")
-    client = ClientSpy(search_error=MlflowException("bad filter", error_code=INVALID_PARAMETER_VALUE), experiment=active)
+    client = ClientSpy(
+        search_error=MlflowException("bad filter", error_code=INVALID_PARAMETER_VALUE), experiment=active
+    )
     with pytest.raises(TargetError, match="MLflow refused to search runs"):
         loader_with(client).load_run(export_root / "data", export_root / "files", "ws/p", "r")
     assert "create_run" not in [c[0] for c in client.calls]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -38,12 +38,16 @@ def test_param_text_of_every_single_value_type():
     assert param_text("float", 0.1) == "0.1" and param_text("float", float("nan")) == "nan"
     assert param_text("int", 3) == "3" and param_text("bool", False) == "False"
     assert param_text("string_set", ["b", "a"]) == "a,b"
-    assert param_text("datetime", datetime(2024, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc)) == "2024-01-02T03:04:05.006+00:00"
+    assert param_text("datetime", datetime(2024, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)) == "2024-01-02T03:04:05.006+00:00"
 
 
 def test_long_value_is_truncated_with_a_pointer_never_silently():
     text = truncated_param("x" * 7000, "neptune/long_values/k.txt", 6000)
-    assert len(text) == 6000 and text.startswith("x" * 5000) and text.endswith("full value in artifact neptune/long_values/k.txt]")
+    assert (
+        len(text) == 6000
+        and text.startswith("x" * 5000)
+        and text.endswith("full value in artifact neptune/long_values/k.txt]")
+    )
 
 
 def test_params_tags_and_long_values(mapped):
@@ -106,7 +110,9 @@ def test_experiment_names_and_templates():
 def test_provenance_tags_name_the_export(mapped):
     export, _, _ = mapped
     tags = provenance_tags(export, 100, "loading")
-    assert tags["neptune.project"] == "ws/p" and tags["neptune.run_id"] == "r1" and tags["neptune.load_state"] == "loading"
+    assert (
+        tags["neptune.project"] == "ws/p" and tags["neptune.run_id"] == "r1" and tags["neptune.load_state"] == "loading"
+    )
     assert tags["neptune.export_checksum"] == export.checksum and tags["neptune.step_multiplier"] == "100"
     assert len(tags["neptune.run_key"]) == 32
 

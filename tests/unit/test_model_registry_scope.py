@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +21,7 @@ from neptune_exporter.rows import parameter_rows
 from neptune_exporter.storage.manifest import STATUS_COMPLETE, Manifest, manifest_path, write_manifest
 from neptune_exporter.storage.parquet import RunWriter, project_dir, read_run_batches, run_part_paths
 
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 runner = CliRunner()
 
 
@@ -35,8 +35,9 @@ def test_include_models_round_trips_and_leaves_the_fingerprint_alone():
 
 
 def test_run_plans_keep_the_scope_through_json():
-    ref = RunRef("ws/p", "P-MOD-2", "P-MOD-2", name="v2", creation_time=T0, source_kind="neptune2",
-                 scope="model_versions")
+    ref = RunRef(
+        "ws/p", "P-MOD-2", "P-MOD-2", name="v2", creation_time=T0, source_kind="neptune2", scope="model_versions"
+    )
     plan = RunPlan(ref, "full", "not exported yet")
     assert RunPlan.from_json(plan.to_json()) == plan
     legacy = plan.to_json()
@@ -48,7 +49,9 @@ def test_scope_is_a_subfolder_of_the_project_folder(tmp_path):
     project = tmp_path / sanitize_name("ws/p")
     assert project_dir(tmp_path, "ws/p") == project
     assert project_dir(tmp_path, "ws/p", "models") == project / "models"
-    assert manifest_path(tmp_path, "ws/p", "P-MOD", "models") == project / "models" / (sanitize_name("P-MOD") + ".manifest.json")
+    assert manifest_path(tmp_path, "ws/p", "P-MOD", "models") == project / "models" / (
+        sanitize_name("P-MOD") + ".manifest.json"
+    )
     assert manifest_path(tmp_path, "ws/p", "P-1") == project / (sanitize_name("P-1") + ".manifest.json")
     for bad in ("..", "runs", "models/../x"):
         with pytest.raises(ValueError, match="unknown entity scope"):
@@ -119,7 +122,12 @@ def registry() -> store.Project:
 def test_fake_names_models_and_versions_like_runs():
     project = registry()
     model, version = project.models[0], project.models[0].versions[0]
-    assert (model.sys_id, version.sys_id, version.stage, version.model_id) == ("P-MOD", "P-MOD-1", "production", "P-MOD")
+    assert (model.sys_id, version.sys_id, version.stage, version.model_id) == (
+        "P-MOD",
+        "P-MOD-1",
+        "production",
+        "P-MOD",
+    )
     assert project.registry_container(version.uuid) is version and project.registry_container("P-1") is None
     assert [api_v2.container_type(c) for c in (project.runs[0], model, version)] == ["run", "model", "modelVersion"]
     assert api_v2.containers(project, ("model", "modelVersion")) == [model, version]

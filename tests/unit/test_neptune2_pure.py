@@ -6,7 +6,7 @@ import base64
 import json
 import os
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +14,6 @@ import pytest
 from neptune import attributes as na
 from neptune import exceptions as ne
 from neptune.common import exceptions as ce
-
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
 
 from neptune_exporter.errors import (
@@ -41,8 +40,12 @@ def bare(cls):
 def structure():
     return {
         "params": {"lr": bare(na.Float), "bs": bare(na.Integer), "opt": {"name": bare(na.String)}},
-        "sys": {"id": bare(na.String), "tags": bare(na.StringSet), "state": bare(na.RunState),
-                "creation_time": bare(na.Datetime)},
+        "sys": {
+            "id": bare(na.String),
+            "tags": bare(na.StringSet),
+            "state": bare(na.RunState),
+            "creation_time": bare(na.Datetime),
+        },
         "source_code": {"git": bare(na.GitRef), "files": bare(na.FileSet)},
         "metrics": {"loss": bare(na.FloatSeries)},
         "monitoring": {"stdout": bare(na.StringSeries)},
@@ -57,9 +60,22 @@ def structure():
 def test_flatten_structure_yields_every_leaf_with_its_path():
     paths = [p for p, _ in n2.flatten_structure(structure())]
     assert paths == [
-        "params/lr", "params/bs", "params/opt/name", "sys/id", "sys/tags", "sys/state", "sys/creation_time",
-        "source_code/git", "source_code/files", "metrics/loss", "monitoring/stdout", "images", "model", "data",
-        "nb", "flag",
+        "params/lr",
+        "params/bs",
+        "params/opt/name",
+        "sys/id",
+        "sys/tags",
+        "sys/state",
+        "sys/creation_time",
+        "source_code/git",
+        "source_code/files",
+        "metrics/loss",
+        "monitoring/stdout",
+        "images",
+        "model",
+        "data",
+        "nb",
+        "flag",
     ]
 
 
@@ -107,7 +123,7 @@ def test_combine_nql_ands_parenthesised_clauses():
 
 
 def test_nql_datetime_is_utc_milliseconds():
-    aware = datetime(2024, 3, 4, 5, 6, 7, 891234, tzinfo=timezone.utc)
+    aware = datetime(2024, 3, 4, 5, 6, 7, 891234, tzinfo=UTC)
     assert n2.nql_datetime(aware) == "2024-03-04T05:06:07.891Z"
     assert n2.nql_datetime(datetime(2024, 3, 4, 5, 6, 7)) == "2024-03-04T05:06:07.000Z"
     assert n2.modified_after_nql(aware) == '`sys/modification_time`:datetime > "2024-03-04T05:06:07.891Z"'
@@ -170,8 +186,10 @@ def test_unpack_zip_lists_every_file_and_refuses_escapes(tmp_path):
 
 
 def test_points_to_arrays_keeps_exact_values_and_fills_missing_steps():
-    points = [SimpleNamespace(step=0.5, value=1.25, timestampMillis=1000),
-              SimpleNamespace(step=None, value=2.5, timestampMillis=2000)]
+    points = [
+        SimpleNamespace(step=0.5, value=1.25, timestampMillis=1000),
+        SimpleNamespace(step=None, value=2.5, timestampMillis=2000),
+    ]
     steps, values, timestamps = n2.points_to_arrays(points, first_index=7)
     assert steps.tolist() == [0.5, 8.0]
     assert values == [1.25, 2.5]
@@ -239,7 +257,7 @@ def test_exact_page_fills_pages_the_server_caps():
 
     def capped_fetch(offset, limit):
         calls.append((offset, limit))
-        return SimpleNamespace(values=data[offset:offset + min(limit, 300)], totalItemCount=len(data))
+        return SimpleNamespace(values=data[offset : offset + min(limit, 300)], totalItemCount=len(data))
 
     page = n2.exact_page(capped_fetch, 1_000, 1_000)
     assert [p.step for p in page] == [float(i) for i in range(1_000, 2_000)]

@@ -1,9 +1,9 @@
 """Neptune3Source helpers: token checks, error mapping, frame → arrays, run listing rows, file naming."""
 
 import base64
-import os
 import json
-from datetime import datetime, timezone
+import os
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import numpy as np
@@ -117,12 +117,20 @@ def test_error_context_attaches_run_and_attribute():
 
 def test_float_series_frame_to_arrays_keeps_nan_inf_and_float_steps():
     data = {
-        definition("m/a", "float_series"): [(1000, 0.1, 1.0, False, 1.0), (2000, 0.29, np.nan, False, 1.0), (3000, 1.0, np.inf, False, 1.0)],
+        definition("m/a", "float_series"): [
+            (1000, 0.1, 1.0, False, 1.0),
+            (2000, 0.29, np.nan, False, 1.0),
+            (3000, 1.0, np.inf, False, 1.0),
+        ],
         definition("m/b", "float_series"): [(1500, 0.29, -np.inf, False, 1.0)],
     }
     frame = create_metrics_dataframe(
-        data, {RUN.sys_id: "r"}, type_suffix_in_column_names=False, include_point_previews=False,
-        index_column_name="run", timestamp_column_name="absolute_time",
+        data,
+        {RUN.sys_id: "r"},
+        type_suffix_in_column_names=False,
+        include_point_previews=False,
+        index_column_name="run",
+        timestamp_column_name="absolute_time",
     )
     chunks = split_series_frame(frame)
     a, b = chunks["m/a"], chunks["m/b"]
@@ -133,9 +141,15 @@ def test_float_series_frame_to_arrays_keeps_nan_inf_and_float_steps():
 
 def test_string_series_frame_to_arrays():
     data = {definition("log", "string_series"): [SeriesValue(1.0, "żółw", 10), SeriesValue(2.5, "", 20)]}
-    frame = create_series_dataframe(data, "ws/p", {RUN.sys_id: "r"}, index_column_name="run", timestamp_column_name="absolute_time")
+    frame = create_series_dataframe(
+        data, "ws/p", {RUN.sys_id: "r"}, index_column_name="run", timestamp_column_name="absolute_time"
+    )
     chunk = split_series_frame(frame)["log"]
-    assert chunk.steps.tolist() == [1.0, 2.5] and list(chunk.values) == ["żółw", ""] and chunk.timestamps_ms.tolist() == [10, 20]
+    assert (
+        chunk.steps.tolist() == [1.0, 2.5]
+        and list(chunk.values) == ["żółw", ""]
+        and chunk.timestamps_ms.tolist() == [10, 20]
+    )
 
 
 def test_empty_frames_give_nothing():
@@ -150,28 +164,58 @@ def listing_frame(rows: list[dict]) -> pd.DataFrame:
 
 def test_runs_from_table_uses_custom_id_or_sys_id():
     created = pd.Timestamp("2024-01-01T00:00:00Z")
-    frame = listing_frame([
-        {"sys/id:string": "P-1", "sys/custom_run_id:string": "run-a", "sys/name:string": "exp",
-         "sys/creation_time:datetime": created, "sys/modification_time:datetime": created, "sys/trashed:bool": False},
-        {"sys/id:string": "P-2", "sys/custom_run_id:string": "", "sys/name:string": "",
-         "sys/creation_time:datetime": created, "sys/modification_time:datetime": created, "sys/trashed:bool": True},
-    ])
+    frame = listing_frame(
+        [
+            {
+                "sys/id:string": "P-1",
+                "sys/custom_run_id:string": "run-a",
+                "sys/name:string": "exp",
+                "sys/creation_time:datetime": created,
+                "sys/modification_time:datetime": created,
+                "sys/trashed:bool": False,
+            },
+            {
+                "sys/id:string": "P-2",
+                "sys/custom_run_id:string": "",
+                "sys/name:string": "",
+                "sys/creation_time:datetime": created,
+                "sys/modification_time:datetime": created,
+                "sys/trashed:bool": True,
+            },
+        ]
+    )
     first, second = runs_from_table("ws/p", frame)
-    assert (first.run_id, first.custom_run_id, first.experiment_name, first.archived) == ("run-a", "run-a", "exp", False)
+    assert (first.run_id, first.custom_run_id, first.experiment_name, first.archived) == (
+        "run-a",
+        "run-a",
+        "exp",
+        False,
+    )
     assert (second.run_id, second.custom_run_id, second.experiment_name, second.archived) == ("P-2", None, None, True)
-    assert first.modification_time == datetime(2024, 1, 1, tzinfo=timezone.utc)
+    assert first.modification_time == datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def test_local_selection_checks():
-    frame = listing_frame([
-        {"sys/id:string": "P-1", "sys/custom_run_id:string": "alpha", "sys/name:string": "exp-a", "sys/trashed:bool": False},
-        {"sys/id:string": "P-2", "sys/custom_run_id:string": "", "sys/name:string": "b", "sys/trashed:bool": True},
-    ])
+    frame = listing_frame(
+        [
+            {
+                "sys/id:string": "P-1",
+                "sys/custom_run_id:string": "alpha",
+                "sys/name:string": "exp-a",
+                "sys/trashed:bool": False,
+            },
+            {"sys/id:string": "P-2", "sys/custom_run_id:string": "", "sys/name:string": "b", "sys/trashed:bool": True},
+        ]
+    )
     refs = list(runs_from_table("ws/p", frame))
     import re
 
     def kept(selection, runs=None, experiments=None):
-        return [r.run_id for r in refs if _selected(r, selection, runs and re.compile(runs), experiments and re.compile(experiments))]
+        return [
+            r.run_id
+            for r in refs
+            if _selected(r, selection, runs and re.compile(runs), experiments and re.compile(experiments))
+        ]
 
     assert kept(RunSelection()) == ["alpha"]
     assert kept(RunSelection(include_archived=True)) == ["alpha", "P-2"]
@@ -183,9 +227,11 @@ def test_local_selection_checks():
 
 
 def test_server_filter_pushes_where_time_and_ids():
-    query = str(build_run_filter(RunSelection(
-        where='params/lr > 0.5', modified_after=datetime(2024, 1, 1, tzinfo=timezone.utc), run_ids=("a",)
-    )))
+    query = str(
+        build_run_filter(
+            RunSelection(where="params/lr > 0.5", modified_after=datetime(2024, 1, 1, tzinfo=UTC), run_ids=("a",))
+        )
+    )
     assert '`params/lr` > "0.5"' in query
     assert "`sys/modification_time`:datetime >" in query
     assert '`sys/custom_run_id`:string == "a"' in query and '`sys/id`:string == "a"' in query
@@ -212,7 +258,9 @@ def test_disk_names_are_safe_and_collision_free():
 
 
 def test_download_groups_never_share_a_target():
-    files = [SimpleNamespace(attribute_path=p, step=s) for p, s in [("a.b", None), ("a_b", None), ("c", 1.0), ("c", 2.0)]]
+    files = [
+        SimpleNamespace(attribute_path=p, step=s) for p, s in [("a.b", None), ("a_b", None), ("c", 1.0), ("c", 2.0)]
+    ]
     groups = list(collision_free_groups(files, 10))
     assert [len(g) for g in groups] == [3, 1]
     assert all(len(g) <= 2 for g in collision_free_groups(files, 2))

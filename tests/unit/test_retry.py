@@ -35,10 +35,17 @@ def test_the_policy_is_the_settings_one():
 def test_retries_only_transient_errors():
     calls, waits = [], []
     flaky = failing(TargetUnavailableError("down", "wait"), 2, calls)
-    assert call_with_retries(flaky, RetryPolicy(attempts=3, backoff_seconds=0.001), sleep=waits.append) == "ok" and len(calls) == 3
+    assert (
+        call_with_retries(flaky, RetryPolicy(attempts=3, backoff_seconds=0.001), sleep=waits.append) == "ok"
+        and len(calls) == 3
+    )
     calls.clear()
     with pytest.raises(TargetError):
-        call_with_retries(failing(TargetError("no", "fix it"), 9, calls), RetryPolicy(attempts=5, backoff_seconds=0.001), sleep=waits.append)
+        call_with_retries(
+            failing(TargetError("no", "fix it"), 9, calls),
+            RetryPolicy(attempts=5, backoff_seconds=0.001),
+            sleep=waits.append,
+        )
     assert len(calls) == 1
 
 
@@ -46,7 +53,11 @@ def test_waits_follow_the_backoff_and_the_last_error_is_raised_after_the_budget(
     calls, waits = [], []
     error = SourceUnavailableError("503", "retry later")
     with pytest.raises(SourceUnavailableError) as raised:
-        call_with_retries(failing(error, 99, calls), RetryPolicy(attempts=4, backoff_seconds=2, backoff_max_seconds=5), sleep=waits.append)
+        call_with_retries(
+            failing(error, 99, calls),
+            RetryPolicy(attempts=4, backoff_seconds=2, backoff_max_seconds=5),
+            sleep=waits.append,
+        )
     assert raised.value is error and len(calls) == 4 and waits == [2, 4, 5]
 
 
@@ -70,7 +81,9 @@ def test_never_retries_a_terminal_error_even_one_flagged_transient():
 
 def test_one_layer_per_error_nested_retries_never_multiply():
     calls, waits = [], []
-    inner = lambda: call_with_retries(failing(SourceUnavailableError("503", "later"), 99, calls), RetryPolicy(attempts=5), sleep=waits.append)  # noqa: E731
+    inner = lambda: call_with_retries(
+        failing(SourceUnavailableError("503", "later"), 99, calls), RetryPolicy(attempts=5), sleep=waits.append
+    )  # noqa: E731
     with pytest.raises(SourceUnavailableError) as raised:
         call_with_retries(inner, RetryPolicy(attempts=5), sleep=waits.append)
     assert len(calls) == 5 and len(waits) == 4  # the outer layer saw a spent error: no 5 x 5

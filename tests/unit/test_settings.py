@@ -29,8 +29,11 @@ OVERRIDES = {  # env value → parsed value
     "runs_per_task_batch": ("20", 20),
     "source_retry_timeout_s": ("7", 7),
 }
-RETRY_OVERRIDES = {"RETRY_ATTEMPTS": ("attempts", "2", 2), "RETRY_BACKOFF_SECONDS": ("backoff_seconds", "0.25", 0.25),
-                   "RETRY_BACKOFF_MAX_SECONDS": ("backoff_max_seconds", "3.5", 3.5)}
+RETRY_OVERRIDES = {
+    "RETRY_ATTEMPTS": ("attempts", "2", 2),
+    "RETRY_BACKOFF_SECONDS": ("backoff_seconds", "0.25", 0.25),
+    "RETRY_BACKOFF_MAX_SECONDS": ("backoff_max_seconds", "3.5", 3.5),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +57,16 @@ def test_defaults_without_environment():
 
 def test_retry_delays_double_up_to_the_cap():
     assert RetryPolicy().delays() == [1.0, 2.0, 4.0, 8.0]
-    assert RetryPolicy(attempts=9, backoff_seconds=10, backoff_max_seconds=60).delays() == [10, 20, 40, 60, 60, 60, 60, 60]
+    assert RetryPolicy(attempts=9, backoff_seconds=10, backoff_max_seconds=60).delays() == [
+        10,
+        20,
+        40,
+        60,
+        60,
+        60,
+        60,
+        60,
+    ]
     assert RetryPolicy(attempts=1).delays() == []
 
 
@@ -98,7 +110,15 @@ def test_readme_documents_every_variable_with_its_default():
     rows = [cells[1:3] for cells in table if len(cells) == 5]  # | variable | default | meaning |
     documented = {name.strip(" `"): default.strip().split()[0].strip("`") for name, default in rows}
     expected = {ENV_PREFIX + name.upper(): str(value) for name, value in DEFAULTS.items()}
-    expected["NEPTUNE_EXPORTER_DATA_PATH"], expected["NEPTUNE_EXPORTER_FILES_PATH"] = "./exports/data", "./exports/files"
+    expected["NEPTUNE_EXPORTER_DATA_PATH"], expected["NEPTUNE_EXPORTER_FILES_PATH"] = (
+        "./exports/data",
+        "./exports/files",
+    )
     retry = RetryPolicy()
-    expected.update({ENV_PREFIX + variable: str(getattr(retry, field_name)) for variable, (field_name, _, _) in RETRY_OVERRIDES.items()})
+    expected.update(
+        {
+            ENV_PREFIX + variable: str(getattr(retry, field_name))
+            for variable, (field_name, _, _) in RETRY_OVERRIDES.items()
+        }
+    )
     assert documented == expected

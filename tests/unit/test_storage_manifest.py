@@ -14,7 +14,12 @@ from neptune_exporter.storage.manifest import (
     write_manifest,
 )
 
-SOURCE = {"kind": "neptune3", "project_id": "ws/p", "run_id": "r-1", "modification_time": "2024-01-01T00:00:00.000+00:00"}
+SOURCE = {
+    "kind": "neptune3",
+    "project_id": "ws/p",
+    "run_id": "r-1",
+    "modification_time": "2024-01-01T00:00:00.000+00:00",
+}
 PARTS = [PartInfo("ws_p-x/r_part_0.parquet", 10, 1000, "a" * 64), PartInfo("ws_p-x/r_part_1.parquet", 5, 500, "b" * 64)]
 FILES = [{"attribute_path": "model/ckpt", "path": "ws_p/r/ckpt.bin", "size": 3, "sha256": "c" * 64, "step": None}]
 

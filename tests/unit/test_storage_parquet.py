@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +21,7 @@ from neptune_exporter.storage.parquet import (
 )
 
 PROJECT, RUN = "ws/proj", "run/1 ünï"
-WHEN = datetime(2024, 5, 1, 12, 30, 45, 123000, tzinfo=timezone.utc)
+WHEN = datetime(2024, 5, 1, 12, 30, 45, 123000, tzinfo=UTC)
 
 
 def every_type_batches() -> list[pa.RecordBatch]:
@@ -53,7 +53,9 @@ def every_type_batches() -> list[pa.RecordBatch]:
         [{"type": "COUNTING", "edges": [0.0, 1.0, 2.0], "values": [3.0, 4.0]}],
         [50],
     )
-    images = series_rows(PROJECT, RUN, "img/x", "file_series", [0, 1], ["ws_proj/run/0.png", "ws_proj/run/1.png"], [7, 8])
+    images = series_rows(
+        PROJECT, RUN, "img/x", "file_series", [0, 1], ["ws_proj/run/0.png", "ws_proj/run/1.png"], [7, 8]
+    )
     return [params, metric, text, hist, images]
 
 
@@ -88,9 +90,7 @@ def test_every_attribute_type_round_trips(tmp_path):
     loss = rows["metrics/loss"]
     assert [str(r["step"]) for r in loss] == ["0.100000", "0.290000", "3.000000"]
     assert loss[0]["float_value"] == 1.5 and math.isnan(loss[1]["float_value"]) and loss[2]["float_value"] == math.inf
-    assert [r["timestamp"] for r in loss] == [
-        datetime(1970, 1, 1, 0, 0, s, tzinfo=timezone.utc) for s in (1, 2, 3)
-    ]
+    assert [r["timestamp"] for r in loss] == [datetime(1970, 1, 1, 0, 0, s, tzinfo=UTC) for s in (1, 2, 3)]
     assert [r["string_value"] for r in rows["logs/out"]] == ["hello", "wörld"]
     assert rows["hist/w"][0]["histogram_value"] == {"type": "COUNTING", "edges": [0.0, 1.0, 2.0], "values": [3.0, 4.0]}
     assert [r["file_value"]["path"] for r in rows["img/x"]] == ["ws_proj/run/0.png", "ws_proj/run/1.png"]
@@ -215,7 +215,9 @@ def test_dictionaries_only_on_repeating_columns_and_values_read_back(tmp_path):
             writer.write(series_rows(PROJECT, RUN, name, "float_series", steps, values, [1000 + s for s in steps]))
         (part,) = writer.close()
     row_group = pq.ParquetFile(tmp_path / part.path).metadata.row_group(0)
-    encodings = {row_group.column(i).path_in_schema: row_group.column(i).encodings for i in range(row_group.num_columns)}
+    encodings = {
+        row_group.column(i).path_in_schema: row_group.column(i).encodings for i in range(row_group.num_columns)
+    }
     dictionary = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
     for column in ("project_id", "run_id", "attribute_path", "step", "timestamp"):
         assert dictionary & set(encodings[column]), column

@@ -9,8 +9,8 @@ import pytest
 
 from neptune_exporter.model import PARQUET_SCHEMA, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
-from neptune_exporter.storage.manifest import Manifest, write_manifest
 from neptune_exporter.storage.exported_run import list_stored_runs
+from neptune_exporter.storage.manifest import Manifest, write_manifest
 from neptune_exporter.storage.parquet import RunWriter, read_run_batches
 from tests.unit.fixtures.peer_export import CREATED, PEER_SCHEMA, PROJECT, RUN, peer_name, write_peer_run
 
@@ -63,7 +63,9 @@ def peer_reader_rows(data_root: Path) -> dict[str, list[dict]]:
 
 def test_our_export_is_what_the_peer_reader_expects(tmp_path):
     with RunWriter(tmp_path, PROJECT, RUN, 3_000) as writer:
-        writer.write(parameter_rows(PROJECT, RUN, [("params/lr", "float", 0.01), ("sys/tags", "string_set", {"b", "a"})]))
+        writer.write(
+            parameter_rows(PROJECT, RUN, [("params/lr", "float", 0.01), ("sys/tags", "string_set", {"b", "a"})])
+        )
         for start in range(0, 3000, 500):
             steps = list(range(start, start + 500))
             writer.write(series_rows(PROJECT, RUN, "m/loss", "float_series", steps, [0.5] * 500, steps))
@@ -92,9 +94,14 @@ def test_file_paths_follow_the_peer_rule_and_never_escape(tmp_path):
     local = resolve_file_value(tmp_path, PROJECT, {"path": CHECKPOINT[0]})
     assert local == tmp_path / peer_name(PROJECT) / CHECKPOINT[0] and local.read_bytes() == CHECKPOINT[1]
     assert file_value_path(tmp_path, PROJECT, local) == CHECKPOINT[0]
-    assert resolve_file_value(tmp_path, PROJECT, None) is None and resolve_file_value(tmp_path, PROJECT, {"path": None}) is None
+    assert (
+        resolve_file_value(tmp_path, PROJECT, None) is None
+        and resolve_file_value(tmp_path, PROJECT, {"path": None}) is None
+    )
     for escaping in ("../other/x", "/etc/passwd", "a/../../x"):
-        with pytest.raises(CorruptPartError, match="points outside its files folder.*fix: file_value.path must be relative"):
+        with pytest.raises(
+            CorruptPartError, match="points outside its files folder.*fix: file_value.path must be relative"
+        ):
             resolve_file_value(tmp_path, PROJECT, escaping)
     with pytest.raises(ValueError, match="not under the project's files folder"):
         file_value_path(tmp_path, PROJECT, tmp_path / "elsewhere" / "x")

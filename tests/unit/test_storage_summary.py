@@ -26,14 +26,23 @@ def write_run(data_root, project, run_id, points, status="complete", errors=()):
     files = [{"attribute_path": "model/ckpt", "path": "p/ckpt", "size": 1000, "sha256": "0" * 64, "step": None}]
     write_manifest(
         data_root,
-        Manifest(status=status, source={"project_id": project, "run_id": run_id}, parts=parts, attributes=stats.by_path, files=files, errors=list(errors)),
+        Manifest(
+            status=status,
+            source={"project_id": project, "run_id": run_id},
+            parts=parts,
+            attributes=stats.by_path,
+            files=files,
+            errors=list(errors),
+        ),
     )
     return parts
 
 
 def test_summary_counts_runs_types_points_files_bytes_and_failures(tmp_path):
     parts_a = write_run(tmp_path, "ws/a", "r1", 100)
-    parts_b = write_run(tmp_path, "ws/a", "r2", 10, status="failed", errors=[{"error_type": "TerminalError", "message": "boom"}])
+    parts_b = write_run(
+        tmp_path, "ws/a", "r2", 10, status="failed", errors=[{"error_type": "TerminalError", "message": "boom"}]
+    )
     write_peer_run(tmp_path)  # acme/vision, derived manifest: 5 metric + 2 file-series points, 3 file rows
     summary = summarize(tmp_path)
     (peer, ours) = summary["projects"]

@@ -7,7 +7,14 @@ import pytest
 
 from neptune_exporter.errors import InvalidOptionError
 from neptune_exporter.validation.mlflow import ATTRIBUTE_KEYS, TAG_KEYS, expected_experiment, param_text
-from neptune_exporter.validation.rules import RecordedKeys, decimals_needed, expected_multiplier, run_key, scaled, step_text
+from neptune_exporter.validation.rules import (
+    RecordedKeys,
+    decimals_needed,
+    expected_multiplier,
+    run_key,
+    scaled,
+    step_text,
+)
 from neptune_exporter.validation.wandb import KEYS as WANDB_KEYS
 from neptune_exporter.validation.wandb import config_value, wandb_run_id
 
@@ -15,7 +22,11 @@ from neptune_exporter.validation.wandb import config_value, wandb_run_id
 def test_keys_a_target_stores_as_they_are():
     assert ATTRIBUTE_KEYS.valid("metrics/loss") and ATTRIBUTE_KEYS.valid("a b:c-d.e") and ATTRIBUTE_KEYS.valid("résumé")
     assert not any(ATTRIBUTE_KEYS.valid(k) for k in ("a?b", "a//b", "a..b", "/a", "a/", "", "k" * 251))
-    assert not TAG_KEYS.valid("mlflow.note") and TAG_KEYS.storable("neptune.tag.mlflow.note") and TAG_KEYS.valid("with space")
+    assert (
+        not TAG_KEYS.valid("mlflow.note")
+        and TAG_KEYS.storable("neptune.tag.mlflow.note")
+        and TAG_KEYS.valid("with space")
+    )
     assert not WANDB_KEYS.valid("_step") and not WANDB_KEYS.valid("a:b") and WANDB_KEYS.valid("params/lr")
 
 

@@ -38,12 +38,18 @@ def test_logged_rows_and_read_rows_digest_alike():
 
 
 def test_histograms_hash_by_value_not_by_json_spelling():
-    assert histogram_number({"values": [1, 2], "bins": [0, 1, 2]}) == histogram_number({"values": [1.0, 2.0], "bins": [0.0, 1.0, 2.0]})
-    assert histogram_number({"values": [1, 2], "bins": [0, 1, 2]}) != histogram_number({"values": [2, 1], "bins": [0, 1, 2]})
+    assert histogram_number({"values": [1, 2], "bins": [0, 1, 2]}) == histogram_number(
+        {"values": [1.0, 2.0], "bins": [0.0, 1.0, 2.0]}
+    )
+    assert histogram_number({"values": [1, 2], "bins": [0, 1, 2]}) != histogram_number(
+        {"values": [2, 1], "bins": [0, 1, 2]}
+    )
 
 
 def test_config_values_compare_with_nan_equal_to_itself():
-    assert comparable({"x": float("nan"), "y": [1, float("nan")]}) == comparable({"x": float("nan"), "y": [1, float("nan")]})
+    assert comparable({"x": float("nan"), "y": [1, float("nan")]}) == comparable(
+        {"x": float("nan"), "y": [1, float("nan")]}
+    )
 
 
 def test_md5_base64_matches_wandb_entry_digests(tmp_path):

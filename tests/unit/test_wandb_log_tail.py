@@ -94,12 +94,17 @@ def test_reading_from_any_block_gives_the_records_that_start_there_or_later(tmp_
 
 def test_a_finished_load_is_read_from_the_tail_alone(tmp_path, monkeypatch):
     path = tmp_path / "run.wandb"
-    write_log(path, [history(step) for step in range(3000)]
-              + [summary({KEYS[0]: "complete"}), summary({KEYS[1]: "abc"}), exit_record()])
+    write_log(
+        path,
+        [history(step) for step in range(3000)]
+        + [summary({KEYS[0]: "complete"}), summary({KEYS[1]: "abc"}), exit_record()],
+    )
     assert path.stat().st_size > 4 * wandb_log.SUMMARY_TAIL_BYTES
     blocks_read = []
     real_chunks = wandb_log._chunks
-    monkeypatch.setattr(wandb_log, "_chunks", lambda p, h, start=0: blocks_read.append(start) or real_chunks(p, h, start))
+    monkeypatch.setattr(
+        wandb_log, "_chunks", lambda p, h, start=0: blocks_read.append(start) or real_chunks(p, h, start)
+    )
     found = read_summary_keys(path, KEYS)
     assert blocks_read == [path.stat().st_size // BLOCK - wandb_log.SUMMARY_TAIL_BYTES // BLOCK]  # nothing before
     assert found == (True, {KEYS[0]: "complete", KEYS[1]: "abc"}) == full_read(path)
@@ -108,14 +113,23 @@ def test_a_finished_load_is_read_from_the_tail_alone(tmp_path, monkeypatch):
 @pytest.mark.parametrize("case", ["keys set early", "one key set early", "key removed late", "no exit", "empty"])
 def test_whatever_the_tail_holds_the_answer_is_the_full_reads(tmp_path, case):
     path = tmp_path / "run.wandb"
-    early = {"keys set early": {KEYS[0]: "complete", KEYS[1]: "abc"}, "one key set early": {KEYS[1]: "abc"}}.get(case, {})
-    late = {"one key set early": [summary({KEYS[0]: "complete"})],
-            "key removed late": [summary({KEYS[0]: "complete", KEYS[1]: "abc"}), summary(removes=(KEYS[1],))],
-            "no exit": [summary({KEYS[0]: "complete", KEYS[1]: "abc"})]}.get(case, [])
+    early = {"keys set early": {KEYS[0]: "complete", KEYS[1]: "abc"}, "one key set early": {KEYS[1]: "abc"}}.get(
+        case, {}
+    )
+    late = {
+        "one key set early": [summary({KEYS[0]: "complete"})],
+        "key removed late": [summary({KEYS[0]: "complete", KEYS[1]: "abc"}), summary(removes=(KEYS[1],))],
+        "no exit": [summary({KEYS[0]: "complete", KEYS[1]: "abc"})],
+    }.get(case, [])
     body = [] if case == "empty" else [summary(early)] + [history(step) for step in range(3000)] + late
     write_log(path, body + ([] if case == "no exit" else [exit_record()]))
     assert read_summary_keys(path, KEYS) == full_read(path)
     both = {KEYS[0]: "complete", KEYS[1]: "abc"}
-    expected = {"keys set early": (True, both), "one key set early": (True, both), "key removed late": (True, {KEYS[0]: "complete"}),
-                "no exit": (False, both), "empty": (True, {})}[case]
+    expected = {
+        "keys set early": (True, both),
+        "one key set early": (True, both),
+        "key removed late": (True, {KEYS[0]: "complete"}),
+        "no exit": (False, both),
+        "empty": (True, {}),
+    }[case]
     assert read_summary_keys(path, KEYS) == expected

@@ -17,7 +17,11 @@ SCHEMA = pa.schema([pa.field("step", pa.int64()), pa.field("key", pa.int32())])
 def _merge(chunks, chunk_rows, block_rows):
     with StepSpill(SCHEMA, chunk_rows=chunk_rows, block_rows=block_rows) as spill:
         for steps, key in chunks:
-            spill.add(pa.table({"step": np.asarray(steps, np.int64), "key": np.full(len(steps), key, np.int32)}, schema=SCHEMA))
+            spill.add(
+                pa.table(
+                    {"step": np.asarray(steps, np.int64), "key": np.full(len(steps), key, np.int32)}, schema=SCHEMA
+                )
+            )
         return [t.to_pydict() for t in spill.merged()]
 
 

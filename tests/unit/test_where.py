@@ -1,6 +1,6 @@
 """The --where language: parsing, errors with positions, neptune-query Filter and 2.x NQL output."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,9 +20,7 @@ from neptune_exporter.exporters.where import (
 
 def test_parses_the_documented_example():
     expr = parse_where('params/lr > 0.01 and sys/tags contains "best"')
-    assert expr == And(
-        (Comparison("params/lr", ">", 0.01, 0), Comparison("sys/tags", "contains", "best", 21))
-    )
+    assert expr == And((Comparison("params/lr", ">", 0.01, 0), Comparison("sys/tags", "contains", "best", 21)))
 
 
 def test_precedence_not_binds_tighter_than_and_than_or():
@@ -50,9 +48,9 @@ def test_parentheses_group():
         ('x == "a \\"q\\" \\\\ b"', 'a "q" \\ b'),
         ("x == 'it''s'", "it's"),
         ("x == 'żółw ✓'", "żółw ✓"),
-        ("x == 2024-01-31", datetime(2024, 1, 31, tzinfo=timezone.utc)),
-        ("x == 2024-01-31T12:00:00Z", datetime(2024, 1, 31, 12, tzinfo=timezone.utc)),
-        ("x == 2024-01-31T14:00:00+02:00", datetime(2024, 1, 31, 12, tzinfo=timezone.utc)),
+        ("x == 2024-01-31", datetime(2024, 1, 31, tzinfo=UTC)),
+        ("x == 2024-01-31T12:00:00Z", datetime(2024, 1, 31, 12, tzinfo=UTC)),
+        ("x == 2024-01-31T14:00:00+02:00", datetime(2024, 1, 31, 12, tzinfo=UTC)),
     ],
 )
 def test_literals(text, value):
@@ -120,11 +118,13 @@ def test_neptune_query_filter_leaves_ambiguous_types_to_neptune_query():
 
 
 def test_neptune_query_filter_matches_and_datetimes():
-    assert str(to_neptune_query_filter(parse_where('sys/name matches "^exp"'))) == '((`sys/name`:string MATCHES "^exp"))'
+    assert (
+        str(to_neptune_query_filter(parse_where('sys/name matches "^exp"'))) == '((`sys/name`:string MATCHES "^exp"))'
+    )
     nql = str(to_neptune_query_filter(parse_where('sys/creation_time >= "2024-01-02T03:04:05Z"')))
     assert nql.startswith("`sys/creation_time`:datetime >= ")
     text = nql.split(">= ")[1].strip('"')
-    assert datetime.fromisoformat(text) == datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert datetime.fromisoformat(text) == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_nql_for_neptune2():
