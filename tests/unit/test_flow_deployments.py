@@ -31,4 +31,4 @@ def test_export_deployments_exist_and_every_entrypoint_is_a_flow():
 def test_entrypoints_name_modules_of_the_package_and_the_work_pool_deployments_pull_nothing():
     document = yaml.safe_load(PREFECT_YAML.read_text())
     assert document["pull"] == []  # nothing resolved on the deploying machine: the worker imports its own install
-    assert {spec.entrypoint for spec in DEPLOYMENTS} == {"flows.export:export", "flows.load:load", "flows.validate:validate"}
+    assert {spec.entrypoint for spec in DEPLOYMENTS} == {"flows.export.export", "flows.load.load", "flows.validate.validate"}
