@@ -9,7 +9,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.states import Failed, State
 
-from neptune_exporter.errors import is_transient
+from neptune_exporter.errors import failure_message, is_transient  # failure_message: a failed state's message
 from neptune_exporter.settings import RetryPolicy, Settings
 
 
@@ -76,14 +76,6 @@ class RunsFailed(Exception):
 def failed(message: str, result: Any) -> State:
     """A Failed state with a message and an exception as data: Prefect logs no traceback for it."""
     return Failed(message=message, data=RunsFailed(message, result))
-
-
-def failure_message(record: dict | None) -> str:
-    """One line from an error record: `error_type: message — fix: remedy` (attribute named when known)."""
-    record = record or {}
-    where = f" (attribute {record['attribute']})" if record.get("attribute") else ""
-    text = f"{record.get('error_type') or 'Error'}: {record.get('message') or 'unknown error'}{where}"
-    return f"{text} — fix: {record['remedy']}" if record.get("remedy") else text
 
 
 def retries_left() -> bool:

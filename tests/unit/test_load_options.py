@@ -98,3 +98,11 @@ def test_report_lists_differences_as_json_and_markdown(tmp_path):
     assert "3 difference(s) in 1 run(s)" in markdown and "| ws/p | r1 | param | a | value | 1 | 2 |" in markdown
     assert json.loads(json_path.read_text()) == data
     assert Difference(**data["runs"][0]["differences"][0]).key == "a"
+
+
+def test_report_shows_a_run_that_could_not_be_validated_with_its_error_and_fix(tmp_path):
+    error = OutputPathError("the export of r3 is unreadable", "export the run again").to_record()
+    report = ValidationReport("mlflow", [RunValidation("ws/p", "r3", None, error=error)])
+    expected = "OutputPathError: the export of r3 is unreadable — fix: export the run again"
+    assert [row["error"] for row in report.table_rows()] == [expected]
+    assert f"| {expected} |" in report.write(tmp_path)[1].read_text()
