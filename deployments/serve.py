@@ -15,13 +15,13 @@ class DeploymentSpec:
     """One deployment: `<flow name>/<name>` runs `entrypoint` with these default parameters."""
 
     name: str
-    entrypoint: str  # "flows.export:export": a module of the installed package, as in prefect.yaml
+    entrypoint: str  # "flows.export.export": module path of the flow in the installed package, as in prefect.yaml
     parameters: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     concurrency_limit: int | None = 1  # runs of one deployment never overlap (exports: flows/guard.py instead)
 
     def load_flow(self):
-        module, _, attribute = self.entrypoint.partition(":")
+        module, _, attribute = self.entrypoint.rpartition(".")
         return getattr(importlib.import_module(module), attribute)
 
 
@@ -31,39 +31,39 @@ class DeploymentSpec:
 DEPLOYMENTS: list[DeploymentSpec] = [
     DeploymentSpec(
         "neptune3",
-        "flows.export:export",
+        "flows.export.export",
         {"source": "neptune3"},
         "Export Neptune 3.x runs (neptune-query) to Parquet + files; token from NEPTUNE_API_TOKEN.",
         None,
     ),
     DeploymentSpec(
         "neptune2",
-        "flows.export:export",
+        "flows.export.export",
         {"source": "neptune2"},
         "Export Neptune 2.x runs (neptune client) to Parquet + files; token from NEPTUNE_API_TOKEN.",
         None,
     ),
     DeploymentSpec(
         "mlflow",
-        "flows.load:load",
+        "flows.load.load",
         {"options": {"target": "mlflow"}},
         "Load exports into MLflow (idempotent), then validate; tracking URI from MLFLOW_TRACKING_URI.",
     ),
     DeploymentSpec(
         "mlflow",
-        "flows.validate:validate",
+        "flows.validate.validate",
         {"options": {"target": "mlflow"}},
         "Validate loaded runs in MLflow against the export; tracking URI from MLFLOW_TRACKING_URI.",
     ),
     DeploymentSpec(
         "wandb",
-        "flows.load:load",
+        "flows.load.load",
         {"options": {"target": "wandb"}},
         "Load exports into W&B (idempotent), then validate; online with WANDB_API_KEY, else offline runs to sync.",
     ),
     DeploymentSpec(
         "wandb",
-        "flows.validate:validate",
+        "flows.validate.validate",
         {"options": {"target": "wandb"}},
         "Validate loaded W&B runs (offline .wandb logs, or online via the API) against the export.",
     ),

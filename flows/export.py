@@ -19,10 +19,11 @@ from flows.live import LiveRuns
 from flows.runtime import run_in_process, run_subflow
 from neptune_exporter import export as library
 from neptune_exporter import locations, progress
+from neptune_exporter.errors import failure_message
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.manifest import STATUS_FAILED
 from tasks import export as export_tasks
-from tasks.policy import RunsFailed, detached, failed, failure_message
+from tasks.policy import RunsFailed, detached, failed
 
 SELECTION_KEYS = ("workspace", "include_projects", "exclude_projects", "runs", "attributes", "include_models")
 PATH_KEYS = ("data_path", "files_path")

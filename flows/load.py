@@ -15,9 +15,10 @@ from flows.runtime import run_subflow
 from flows.validate import chunks, finished_results, publish_report, run_key, validate_runs
 from neptune_exporter import load as library
 from neptune_exporter import progress
+from neptune_exporter.errors import failure_message
 from neptune_exporter.settings import Settings
 from tasks import load as load_tasks
-from tasks.policy import detached, failed, failure_message
+from tasks.policy import detached, failed
 
 
 def show_run_done(live: LiveRuns | None, result: dict) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, TerminalError
+from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, TerminalError, failure_message
 from neptune_exporter.locations import CLI_PROJECT_FIX, select_projects
 from neptune_exporter.model import AttributeKind, as_utc, parse_kinds
 from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex
@@ -255,6 +255,12 @@ def run_export_flow(options: ExportOptions, *, no_progress: bool = False) -> dic
         return run_export_in_process(options)
 
 
+def print_failures(failures: list[dict], shown: int = 10) -> None:
+    """`failed: PROJECT RUN: ErrorType: message — fix: remedy` on stderr for the first `shown` failed runs."""
+    for failure in failures[:shown]:
+        typer.echo(f"failed: {failure['project_id']} {failure['run_id']}: {failure_message(failure)}", err=True)
+
+
 def print_export_summary(summary: dict) -> None:
     """A few lines: runs by status, points, bytes, where the data and error report are."""
     typer.echo(
@@ -263,8 +269,7 @@ def print_export_summary(summary: dict) -> None:
         f"{summary['bytes']:,} bytes"
     )
     typer.echo(f"data: {summary['data_path']}  files: {summary['files_path']}")
-    for failure in summary.get("failures", [])[:10]:
-        typer.echo(f"failed: {failure['project_id']} {failure['run_id']}: {failure['message']}", err=True)
+    print_failures(summary.get("failures", []))
     if summary.get("error_reports"):
         typer.echo(f"error report: {', '.join(summary['error_reports'])}", err=True)
 
@@ -496,11 +501,7 @@ def run_load_summary(options, *, validate: bool = True, no_progress: bool = Fals
     typer.echo(
         f"runs: {summary['loaded']} loaded, {summary['skipped']} already complete, {summary['failed']} failed → {options.target}"
     )
-    for failure in summary["failures"][:10]:
-        typer.echo(
-            f"failed: {failure['project_id']} {failure['run_id']}: {failure.get('message')} — fix: {failure.get('remedy')}",
-            err=True,
-        )
+    print_failures(summary["failures"])
     if "validation" in summary:
         print_validation(summary["validation"])
     if hint := offline_sync_hint(options):

@@ -30,6 +30,15 @@ class NeptuneExporterError(Exception):
         }
 
 
+def failure_message(record: dict | None) -> str:
+    """One line from an error record (`to_record`, an export's error report): `ErrorType: message — fix: remedy`
+    (attribute named when known). The CLI's failure lines, reports and Prefect state messages all use it."""
+    record = record or {}
+    where = f" (attribute {record['attribute']})" if record.get("attribute") else ""
+    text = f"{record.get('error_type') or 'Error'}: {record.get('message') or 'unknown error'}{where}"
+    return f"{text} — fix: {record['remedy']}" if record.get("remedy") else text
+
+
 class TerminalError(NeptuneExporterError):
     """Retrying will not help: bad input, missing access, corrupt data."""
 

@@ -503,10 +503,11 @@ def write_export_summary(
 def export_summary(
     results: Iterable[RunExportResult], options: ExportOptions, error_reports: list[Path] | None = None
 ) -> dict:
-    """The dict the CLI prints: totals, where the data is, failures (first error of each failed run)."""
+    """The dict the CLI prints: totals, where the data is, failures (the first error record of each failed run:
+    error_type, message, attribute, remedy)."""
     results = list(results)
     failures = [
-        {"project_id": r.project_id, "run_id": r.run_id, "message": r.errors[0]["message"] if r.errors else ""}
+        {**(r.errors[0] if r.errors else {"message": ""}), "project_id": r.project_id, "run_id": r.run_id}
         for r in results
         if r.status == STATUS_FAILED
     ]

@@ -11,10 +11,11 @@ from prefect.states import State
 
 from neptune_exporter import export as library
 from neptune_exporter import progress
+from neptune_exporter.errors import failure_message
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.manifest import STATUS_FAILED, manifest_path
-from tasks.policy import cached_task_options, detached, failed, failure_message, retry_options
+from tasks.policy import cached_task_options, detached, failed, retry_options
 
 _sources: dict[tuple[str, str | None], Source] = {}
 _sources_lock = threading.Lock()

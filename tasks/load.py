@@ -13,10 +13,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from neptune_exporter import load as library
+from neptune_exporter.errors import failure_message
 from neptune_exporter.loaders.base import Loader
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation.report import RunValidation
-from tasks.policy import failed, failure_message
+from tasks.policy import failed
 
 DIFFERENCES_IN_MESSAGE = 3
 

@@ -82,14 +82,6 @@ def failed(message: str, result: Any) -> State:
     return Failed(message=message, data=RunsFailed(message, result))
 
 
-def failure_message(record: dict | None) -> str:
-    """One line from an error record: `error_type: message — fix: remedy` (attribute named when known)."""
-    record = record or {}
-    where = f" (attribute {record['attribute']})" if record.get("attribute") else ""
-    text = f"{record.get('error_type') or 'Error'}: {record.get('message') or 'unknown error'}{where}"
-    return f"{text} — fix: {record['remedy']}" if record.get("remedy") else text
-
-
 def detached(data: Any) -> Any:
     """A fresh copy of JSON data sharing no object with any task or subflow result.
 

@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from neptune_exporter.errors import failure_message
 from neptune_exporter.model import SERIES_TYPES
 from neptune_exporter.storage.exported_run import StoredRun, list_stored_runs
 from neptune_exporter.storage.parquet import project_dir
@@ -53,9 +54,8 @@ def _add_run(project: dict, stored: StoredRun, types: Counter) -> None:
     project["file_bytes"] += sum(int(f.get("size") or 0) for f in manifest.files)
     if not manifest.is_complete():
         first = manifest.errors[0] if manifest.errors else {}
-        project["failures"].append(
-            {"run_id": stored.run_id, "error_type": first.get("error_type"), "message": first.get("message", "")}
-        )
+        fields = ("error_type", "message", "attribute", "remedy")
+        project["failures"].append({"run_id": stored.run_id, **{name: first.get(name) for name in fields}})
 
 
 def summarize(data_root: Path | str, projects: Iterable[str] | None = None) -> dict:
@@ -124,7 +124,7 @@ def render_summary(summary: dict) -> Group:
         )
     failures = [(p["project_id"], f) for p in summary["projects"] for f in p["failures"]]
     if failures:
-        lines = [f"{project} {f['run_id']}: {f['error_type']}: {f['message']}" for project, f in failures]
+        lines = [f"{project} {f['run_id']}: {failure_message(f)}" for project, f in failures]
         parts.append(Text("Failed runs:\n" + "\n".join(lines), style="red"))
     if not summary["projects"]:
         parts = [Text(f"No exported runs in {summary['data_path']}")]

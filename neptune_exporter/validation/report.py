@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from neptune_exporter.errors import failure_message
 from neptune_exporter.validation.compare import Difference
 
 
@@ -86,7 +87,7 @@ class ValidationReport:
         for run in self.runs:
             row = {"project": run.project_id, "run": run.run_id, "ok": run.ok, "differences": len(run.differences)}
             row.update(run.checked)
-            row["error"] = run.error["message"] if run.error else ""
+            row["error"] = failure_message(run.error) if run.error else ""
             rows.append(row)
         return rows
 

@@ -81,7 +81,10 @@ def test_export_then_summary_in_ephemeral_mode_and_a_failed_run_exits_1(env, fak
     result = run_cli(args, env, tmp_path)
     assert result.returncode == 1, result.stderr
     assert "runs: 2 exported, 0 unchanged, 1 failed" in result.stdout
-    assert f"failed: {PROJECT} {run_id(0)}: unexpected answer from the Neptune server (HTTP 400)" in result.stderr
+    assert (
+        f"failed: {PROJECT} {run_id(0)}: TerminalError: unexpected answer from the Neptune server (HTTP 400) — fix: "
+        "check the server version and the options" in result.stderr.splitlines()
+    )
     assert "errors.jsonl" in result.stderr
     assert env["NEPTUNE_API_TOKEN"] not in result.stdout + result.stderr
     assert complete_runs(tmp_path / "out/data") == {run_id(1), run_id(2)}

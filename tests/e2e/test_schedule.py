@@ -1,6 +1,7 @@
 """`neptune-exporter serve --port P` + `neptune-exporter schedule`: schedules fire with their parameters, export only
 what changed, never overlap or run out of order (flows/guard.py); the UI asks its own API; no token in the server;
-flow runs read NEPTUNE_PROJECT and refuse relative paths; `prefect deploy` stores no checkout path."""
+flow runs read NEPTUNE_PROJECT and refuse relative paths; the served runner still runs what `prefect deploy` moved
+to a work pool."""
 
 from __future__ import annotations
 
@@ -226,6 +227,11 @@ def create_run(parameters: dict, expected: datetime | None = None):
         return client.create_flow_run_from_deployment(deployment.id, parameters=parameters, state=state).id
 
 
+def read_deployment(name: str):
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
 def read_flow_run(flow_run_id) -> FlowRun:
     with get_client(sync_client=True) as client:
         return client.read_flow_run(flow_run_id)
@@ -256,27 +262,25 @@ def test_flow_runs_read_neptune_project_of_the_serving_process_and_refuse_relati
     assert all(m is not None and m.is_complete() for m in manifests)
 
 
-def test_prefect_deploy_stores_module_entrypoints_and_no_deploy_time_path(serving, tmp_path):
-    """Last: it turns the served deployments into work-pool deployments."""
-    env = {**serving.env, "NEPTUNE_EXPORTER_HOME": "/the/deploying/machine/checkout"}
+def test_the_serving_process_still_runs_the_deployments_after_prefect_deploy_moved_them_to_a_work_pool(
+    serving, tmp_path
+):
+    """Last: it turns the served deployments into work-pool deployments (what they store: tests/e2e/test_work_pool.py).
+    The served runner keeps claiming their runs (it polls by deployment id) and runs them: entrypoints are module
+    paths, never `module:function`, which Prefect reads as a file to fetch from deploy-time storage."""
     prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
     for command in (
         ["work-pool", "create", "neptune-exporter", "--type", "process"],
         ["deploy", "--all", "--prefect-file", str(REPO_ROOT / "deployments" / "prefect.yaml")],
     ):
-        result = subprocess.run(prefect + command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+        result = subprocess.run(
+            prefect + command, env=serving.env, cwd=tmp_path, capture_output=True, text=True, timeout=400
+        )
         assert result.returncode == 0, result.stdout + result.stderr
-    with temporary_settings({PREFECT_API_URL: serving.env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
-        deployments = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
-    assert set(deployments) == {
-        "export/neptune3",
-        "export/neptune2",
-        "load/mlflow",
-        "load/wandb",
-        "validate/mlflow",
-        "validate/wandb",
-    }
-    for name, deployment in deployments.items():
-        assert deployment.work_pool_name == "neptune-exporter" and deployment.pull_steps == [], name
-        assert deployment.entrypoint == f"flows.{name.split('/')[0]}:{name.split('/')[0]}"
-        assert "/the/deploying/machine" not in json.dumps(deployment.model_dump(mode="json"))
+    data, files = tmp_path / "data", tmp_path / "files"
+    with temporary_settings({PREFECT_API_URL: serving.env["PREFECT_API_URL"]}):
+        assert read_deployment("export/neptune3").work_pool_name == "neptune-exporter"
+        flow_run = create_run({"projects": [PROJECT], "paths": {"data_path": str(data), "files_path": str(files)}})
+        (flow_run,) = wait_until(lambda: settled([read_flow_run(flow_run)]), serving.log)
+    assert flow_run.state.name == "Completed", (flow_run.state, serving.log.read_text()[-3000:])
+    assert all(read_manifest(manifest_path(data, PROJECT, run_id)).is_complete() for run_id in RUN_IDS)

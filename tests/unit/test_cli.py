@@ -207,3 +207,35 @@ def test_a_cli_start_imports_neither_fake_server():
         timeout=300,
     )
     assert "neptune_exporter.fake_neptune.cli" in loaded.stdout
+
+
+def test_failed_runs_are_printed_with_their_error_type_message_and_fix(capsys, tmp_path):
+    """Export and load print `failed: PROJECT RUN: ErrorType: message — fix: remedy`, the format of a failed Prefect
+    task's state message (one function: errors.failure_message)."""
+    from dataclasses import asdict
+
+    from flows.load import load_summary
+    from neptune_exporter.errors import CorruptPartError, TerminalError
+    from neptune_exporter.export import ExportOptions, RunExportResult, error_record, export_summary
+    from neptune_exporter.loaders.base import LoadResult
+
+    corrupt = TerminalError("attribute is corrupt", "re-log it", attribute="metrics/loss")
+    exported = [
+        RunExportResult("ws/p", "run-a", "failed", None, errors=[error_record("ws/p", "run-a", corrupt)]),
+        RunExportResult("ws/p", "run-b", "complete", str(tmp_path / "run-b.manifest.json")),
+    ]
+    cli.print_export_summary(export_summary(exported, ExportOptions(data_path=str(tmp_path), files_path=str(tmp_path))))
+    failed_export = [line for line in capsys.readouterr().err.splitlines() if line.startswith("failed:")]
+    assert failed_export == [
+        "failed: ws/p run-a: TerminalError: attribute is corrupt (attribute metrics/loss) — fix: re-log it"
+    ]
+
+    part = CorruptPartError("part 0 of run-c does not match its checksum", "export the run again")
+    loaded = [
+        asdict(LoadResult("ws/p", "run-c", "failed", error=part.to_record())),
+        asdict(LoadResult("ws/p", "run-d", "loaded")),
+    ]
+    cli.print_failures(load_summary("mlflow", loaded)["failures"])
+    assert capsys.readouterr().err.splitlines() == [
+        "failed: ws/p run-c: CorruptPartError: part 0 of run-c does not match its checksum — fix: export the run again"
+    ]

@@ -38,7 +38,7 @@ def test_entrypoints_name_modules_of_the_package_and_the_work_pool_deployments_p
     document = yaml.safe_load(PREFECT_YAML.read_text())
     assert document["pull"] == []  # nothing resolved on the deploying machine: the worker imports its own install
     assert {spec.entrypoint for spec in DEPLOYMENTS} == {
-        "flows.export:export",
-        "flows.load:load",
-        "flows.validate:validate",
+        "flows.export.export",
+        "flows.load.load",
+        "flows.validate.validate",
     }

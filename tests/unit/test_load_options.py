@@ -151,3 +151,11 @@ def test_load_one_reports_a_terminal_or_spent_error_as_a_failed_run(tmp_path):
         FlakyLoader(TargetUnavailableError("down", "wait"), 9), options, run, policy, sleep=lambda seconds: None
     )
     assert report.error["error_type"] == "TargetUnavailableError"
+
+
+def test_report_shows_a_run_that_could_not_be_validated_with_its_error_and_fix(tmp_path):
+    error = OutputPathError("the export of r3 is unreadable", "export the run again").to_record()
+    report = ValidationReport("mlflow", [RunValidation("ws/p", "r3", None, error=error)])
+    expected = "OutputPathError: the export of r3 is unreadable — fix: export the run again"
+    assert [row["error"] for row in report.table_rows()] == [expected]
+    assert f"| {expected} |" in report.write(tmp_path)[1].read_text()

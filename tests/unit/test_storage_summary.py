@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from neptune_exporter.errors import TerminalError
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.storage.manifest import Manifest, write_manifest
 from neptune_exporter.storage.parquet import AttributeStats, RunWriter
 from neptune_exporter.storage.summary import render_summary, summarize
 from tests.unit.fixtures.peer_export import PROJECT as PEER_PROJECT
 from tests.unit.fixtures.peer_export import write_peer_run
+
+BOOM = TerminalError("boom", "export it again", attribute="m/loss").to_record()  # a failed run's first error
 
 
 def write_run(data_root, project, run_id, points, status="complete", errors=()):
@@ -40,9 +43,7 @@ def write_run(data_root, project, run_id, points, status="complete", errors=()):
 
 def test_summary_counts_runs_types_points_files_bytes_and_failures(tmp_path):
     parts_a = write_run(tmp_path, "ws/a", "r1", 100)
-    parts_b = write_run(
-        tmp_path, "ws/a", "r2", 10, status="failed", errors=[{"error_type": "TerminalError", "message": "boom"}]
-    )
+    parts_b = write_run(tmp_path, "ws/a", "r2", 10, status="failed", errors=[BOOM])
     write_peer_run(tmp_path)  # acme/vision, derived manifest: 5 metric + 2 file-series points, 3 file rows
     summary = summarize(tmp_path)
     (peer, ours) = summary["projects"]
@@ -53,7 +54,15 @@ def test_summary_counts_runs_types_points_files_bytes_and_failures(tmp_path):
     assert ours["files"] == 2 and ours["file_bytes"] == 2000
     assert ours["parquet_bytes"] == sum(p.bytes for p in parts_a + parts_b)
     assert ours["bytes"] == ours["parquet_bytes"] + 2000
-    assert ours["failures"] == [{"run_id": "r2", "error_type": "TerminalError", "message": "boom"}]
+    assert ours["failures"] == [
+        {
+            "run_id": "r2",
+            "error_type": "TerminalError",
+            "message": "boom",
+            "attribute": "m/loss",
+            "remedy": "export it again",
+        }
+    ]
     assert (peer["runs_derived"], peer["points"], peer["files"], peer["rows"]) == (1, 7, 3, 15)
     assert summary["total"]["runs"] == 3 and summary["total"]["points"] == ours["points"] + 7
     assert summary["total"]["attributes_by_type"]["float_series"] == 3
@@ -61,12 +70,12 @@ def test_summary_counts_runs_types_points_files_bytes_and_failures(tmp_path):
 
 
 def test_render_summary_shows_projects_totals_and_failures(tmp_path):
-    write_run(tmp_path, "ws/a", "r2", 10, status="failed", errors=[{"error_type": "TerminalError", "message": "boom"}])
+    write_run(tmp_path, "ws/a", "r2", 10, status="failed", errors=[BOOM])
     console = Console(record=True, width=160)
     console.print(render_summary(summarize(tmp_path)))
     text = console.export_text()
     assert "ws/a" in text and "total" in text and "float_series" in text
-    assert "r2: TerminalError: boom" in text
+    assert "r2: TerminalError: boom (attribute m/loss) — fix: export it again" in text
     empty = Console(record=True, width=100)
     empty.print(render_summary(summarize(tmp_path / "none")))
     assert "No exported runs" in empty.export_text()
