@@ -69,6 +69,10 @@ class CorruptPartError(TerminalError):
     """A Parquet part on disk cannot be read or does not match the schema."""
 
 
+class DamagedExportError(CorruptPartError):
+    """A part of an exported run differs from what its manifest records (missing, truncated, overwritten)."""
+
+
 class UnsupportedError(TerminalError):
     """The source or target cannot do what was asked."""
 

@@ -28,7 +28,7 @@ from neptune_exporter.retry import call_with_retries
 from neptune_exporter.rows import empty_batch
 from neptune_exporter.selection import ExportOptions, compile_regex
 from neptune_exporter.settings import Settings, neptune_api_token
-from neptune_exporter.storage import incremental
+from neptune_exporter.storage import incremental, integrity
 from neptune_exporter.storage.files import ExportedFile
 from neptune_exporter.storage.incremental import RunPlan
 from neptune_exporter.storage.manifest import (
@@ -350,6 +350,7 @@ def export_run(
     kept_paths = incremental.listed_parts(attempt.kept)
     written_bytes = sum(p.bytes for p in manifest.parts if p.path not in kept_paths)
     incremental.ensure_part_zero(data_root, manifest)
+    integrity.remember_written(data_root, manifest, [p for p in manifest.parts if p.path not in kept_paths])
     result = RunExportResult(
         run.project_id,
         run.run_id,

@@ -3,6 +3,7 @@ into the parts an earlier one left (watermarks, superseded single values, attrib
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from neptune_exporter.model import (
     run_ref_to_json,
     sanitize_name,
 )
+from neptune_exporter.storage import integrity
 from neptune_exporter.storage.files import ExportedFile
 from neptune_exporter.storage.manifest import (
     Manifest,
@@ -41,6 +43,8 @@ from neptune_exporter.storage.parquet import (
     project_dir,
     run_part_paths,
 )
+
+log = logging.getLogger(__name__)
 
 ACTIONS = ("skip", "full", "incremental", "redo")
 SERIES_TYPES_ARRAY = pa.array(sorted(SERIES_TYPE_NAMES), pa.string())
@@ -102,9 +106,11 @@ def plan_one(run: RunRef, fingerprint: str, data_root: Path, on_disk: list[Path]
         return RunPlan(run, "full", "not exported yet")
     if not manifest.is_complete():
         return RunPlan(run, "redo", "previous export failed")
-    missing = [p.path for p in manifest.parts if not (data_root / p.path).is_file()]
-    if missing:
-        return RunPlan(run, "redo", f"{len(missing)} listed part(s) missing")
+    damage = integrity.damaged_parts(data_root, manifest)
+    if damage:
+        reason = integrity.describe_damage(damage)
+        log.warning("run %s: %s; exporting it again", run.key(), reason)
+        return RunPlan(run, "redo", reason)
     if manifest.options.get("fingerprint") != fingerprint:
         return RunPlan(run, "redo", "export options changed")
     if manifest.format_version < PROJECT_RELATIVE_FILES_FORMAT:
