@@ -73,6 +73,10 @@ class DamagedExportError(CorruptPartError):
     """A part of an exported run differs from what its manifest records (missing, truncated, overwritten)."""
 
 
+class NoRunsSelectedError(TerminalError):
+    """A load or validation found no exported run where it looked."""
+
+
 class UnsupportedError(TerminalError):
     """The source or target cannot do what was asked."""
 

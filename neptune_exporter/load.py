@@ -12,9 +12,16 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError, TargetUnavailableError
+from neptune_exporter.errors import (
+    InvalidOptionError,
+    NeptuneExporterError,
+    NoRunsSelectedError,
+    OutputPathError,
+    TargetUnavailableError,
+)
 from neptune_exporter.loaders.base import ExportedRun, Loader, LoadResult
 from neptune_exporter.loaders.client_env import apply_client_defaults
+from neptune_exporter.model import sanitize_name
 from neptune_exporter.retry import RetryPolicy, call_with_retries
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation.report import RunValidation, ValidationReport
@@ -142,7 +149,44 @@ def select_runs(options: LoadOptions) -> list[RunToLoad]:
     for stored in list_stored_runs(data_root, projects=options.projects or None, runs_regex=options.runs_regex):
         exported = ExportedRun.from_stored(stored, data_root, files_root)
         runs.append(RunToLoad(exported.project_id, exported.run_id, exported.fork_parent))
+    if not runs:
+        raise nothing_selected(options)
     return runs
+
+
+PARTS_GLOB = "*_part_*.parquet"
+
+
+def nothing_selected(options: LoadOptions) -> NoRunsSelectedError:
+    """Why no run was selected: the folder looked in, what was expected there, and the likely fix."""
+    from neptune_exporter.storage.exported_run import list_stored_runs
+
+    data_root = Path(options.data_path)
+    found = sorted({stored.project_id for stored in list_stored_runs(data_root)})
+    if found and options.projects and not set(options.projects) & set(found):
+        expected = ", ".join(str(data_root / sanitize_name(p) / PARTS_GLOB) for p in options.projects)
+        return NoRunsSelectedError(
+            f"no exported run of {', '.join(options.projects)} in {data_root}: expected {expected}",
+            f"pass -p with an exported project: {', '.join(found)}",
+        )
+    if found:
+        return NoRunsSelectedError(
+            f"no exported run in {data_root} matches --runs {options.runs_regex!r}"
+            + (f" in {', '.join(options.projects)}" if options.projects else ""),
+            f"loosen --runs; exported project(s) there: {', '.join(found)}",
+        )
+    return NoRunsSelectedError(
+        f"no exported run in {data_root}: expected {data_root / '<project-dir>' / PARTS_GLOB}",
+        data_root_hint(data_root),
+    )
+
+
+def data_root_hint(data_root: Path) -> str:
+    """The fix for a -d without exported runs: its subfolder that holds them (the export root was given), if any."""
+    for folder in sorted(p for p in data_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if any(project.is_dir() and any(project.glob(PARTS_GLOB)) for project in folder.iterdir()):
+            return f"pass -d {folder} (the export's data folder, inside the folder given)"
+    return "pass the --data-path (-d) an export wrote to: its data folder, e.g. ./exports/data"
 
 
 def fork_waves(runs: list[RunToLoad]) -> list[list[RunToLoad]]:
