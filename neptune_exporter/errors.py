@@ -77,6 +77,10 @@ class NoRunsSelectedError(TerminalError):
     """A load or validation found no exported run where it looked."""
 
 
+class PathLockedError(TerminalError):
+    """Another export (or load) holds the lock of the folder it would write to."""
+
+
 class UnsupportedError(TerminalError):
     """The source or target cannot do what was asked."""
 

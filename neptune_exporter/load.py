@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +26,7 @@ from neptune_exporter.loaders.client_env import apply_client_defaults
 from neptune_exporter.model import sanitize_name
 from neptune_exporter.retry import RetryPolicy, call_with_retries
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage import lock
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -189,6 +192,33 @@ def data_root_hint(data_root: Path) -> str:
     return "pass the --data-path (-d) an export wrote to: its data folder, e.g. ./exports/data"
 
 
+def target_identity(options: LoadOptions) -> str:
+    """Which target a load writes to (the same export loaded into two targets at once is fine, into one is not)."""
+    if options.target == "mlflow":
+        return f"mlflow {options.mlflow_tracking_uri}"
+    where = os.path.abspath(options.wandb_dir) if options.wandb_dir else "default dir"
+    return f"{options.target} entity={options.wandb_entity} project={options.wandb_project_template} {where}"
+
+
+@contextmanager
+def load_lock(
+    options: LoadOptions, if_locked: str = "stop", on_wait: Callable[[str], object] | None = None
+) -> Iterator[None]:
+    """Hold `<data>/.neptune-exporter.load-<target>.lock` (storage/lock.py) while loading this export into this
+    target; PathLockedError naming the holder when another load does ("stop"). A read-only export loads unlocked."""
+    identity = target_identity(options)
+    path = Path(options.data_path) / lock.LOAD_LOCK.format(
+        target=hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
+    )
+    with ExitStack() as stack:
+        try:
+            if path.parent.is_dir():  # a missing export folder is `select_runs`' error to report
+                stack.enter_context(lock.hold(path, f"load into {identity}", if_locked, on_wait, create_folder=False))
+        except OutputPathError as error:
+            log.warning("%s; loading without a lock: make sure no other load of it into this target runs", error)
+        yield
+
+
 def fork_waves(runs: list[RunToLoad]) -> list[list[RunToLoad]]:
     """Runs in waves so a fork's parent (when selected) is loaded in an earlier wave and can be linked."""
     selected = {(r.project_id, r.run_id): r for r in runs}
@@ -239,15 +269,17 @@ def check_target(loader: Loader) -> None:
     loader.check_target()
 
 
-def run_load(options: LoadOptions, settings: Settings, progress: LoadProgress | None = None) -> list[LoadResult]:
-    """Load every selected run (parents before forks), `options.workers` at a time."""
+def run_load(
+    options: LoadOptions, settings: Settings, progress: LoadProgress | None = None, if_locked: str = "stop"
+) -> list[LoadResult]:
+    """Under `load_lock`: load every selected run (parents before forks), `options.workers` at a time."""
     loader = make_loader(options, settings)
     runs = select_runs(options)
     check_target(loader)
     if progress:
         progress.on_plan(len(runs))
     results: list[LoadResult] = []
-    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="load") as pool:
+    with load_lock(options, if_locked), ThreadPoolExecutor(max(1, options.workers), "load") as pool:
         for wave in fork_waves(runs):
             for result in pool.map(lambda run: load_one(loader, options, run, settings.retry), wave):
                 results.append(result)
@@ -299,6 +331,7 @@ __all__ = [
     "TargetUnavailableError",
     "check_target",
     "fork_waves",
+    "load_lock",
     "load_one",
     "make_loader",
     "make_validator",
