@@ -30,7 +30,7 @@ from neptune_exporter.rows import empty_batch
 from neptune_exporter.selection import ExportOptions, compile_regex
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage import incremental, integrity, lock
-from neptune_exporter.storage.files import ExportedFile
+from neptune_exporter.storage.files import ExportedFile, remove_staging_leftovers, run_files_dir
 from neptune_exporter.storage.incremental import RunPlan
 from neptune_exporter.storage.manifest import (
     STATUS_COMPLETE,
@@ -268,6 +268,7 @@ def _begin(plan: RunPlan, options: ExportOptions, settings: Settings, data_root:
     incremental.remove_strays(
         data_root, run.project_id, run.run_id, previous, run.scope
     )  # listed parts go only once replaced
+    remove_staging_leftovers(run_files_dir(options.files_path, run.project_id, run.run_id, run.scope))
     resumes = (
         plan.action == "incremental"
         and complete is not None
@@ -429,10 +430,11 @@ def plan_export(source: Source, options: ExportOptions, settings: Settings) -> l
 def export_lock(
     options: ExportOptions, if_locked: str = "stop", on_wait: Callable[[str], object] | None = None
 ) -> Iterator[None]:
-    """Hold the data path's lock (`<data>/.neptune-exporter.lock`, storage/lock.py) for one export; PathLockedError
-    naming the holder when another export holds it ("stop")."""
+    """Hold the data path's lock (`<data>/.neptune-exporter.lock`, storage/lock.py) for one export, then remove the
+    tmp files dead writers left there; PathLockedError naming the holder when another export holds it ("stop")."""
     data_root = Path(options.data_path)
     with lock.hold(data_root / lock.EXPORT_LOCK, "export", if_locked, on_wait):
+        incremental.remove_leftovers(data_root)
         yield
 
 

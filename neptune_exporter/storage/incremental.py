@@ -97,6 +97,29 @@ def remove_strays(
     return removed
 
 
+def remove_leftovers(data_root: Path) -> list[Path]:
+    """Delete the `*.tmp` files dead writers left in the project folders (tmp parts, half-written manifests and
+    summaries). Only the export holding the data path's lock calls this: no other writer is at work there."""
+    removed = []
+    for folder in _project_folders(data_root):
+        for entry in os.scandir(folder):
+            if entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
+                removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d leftover tmp file(s) of an earlier, interrupted export under %s", len(removed), data_root)
+    return removed
+
+
+def _project_folders(data_root: Path) -> list[Path]:
+    """Project folders under the data root and their scope subfolders (models, model_versions)."""
+    if not data_root.is_dir():
+        return []
+    projects = [Path(e.path) for e in os.scandir(data_root) if e.is_dir() and not e.name.startswith(".")]
+    scopes = [Path(e.path) for folder in projects for e in os.scandir(folder) if e.is_dir()]
+    return projects + scopes
+
+
 def plan_one(run: RunRef, fingerprint: str, data_root: Path, on_disk: list[Path]) -> RunPlan:
     """The plan of one run; `on_disk` holds its parts and tmp files (listed once per project folder)."""
     manifest = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
