@@ -461,14 +461,16 @@ def load_options_or_exit(values: dict[str, Any]):
 
 
 def preflight_load(options) -> int:
-    """Target reachable, export folder present, runs selected; one clear line and exit 2 otherwise. Runs found."""
+    """Export folder present, runs selected, target reachable; one clear line and exit 2 otherwise. Runs found."""
     from neptune_exporter.load import check_target, make_loader, select_runs
     from neptune_exporter.prefect_env import warm_up
 
-    warm_up("flows.load")  # Prefect's server starts and the flows import while the target is checked
     try:
+        # Local checks first: nothing is created in the target on bad input, and nothing runs in the background yet
+        # (a command that exits while the warm-up thread imports can abort: "FATAL: exception not rethrown").
+        selected = len(select_runs(options))
+        warm_up("flows.load")  # Prefect's server starts and the flows import while the target is checked
         loader = make_loader(options, Settings.from_env())
-        selected = len(select_runs(options))  # local checks first: nothing is created in the target on bad input
         check_target(loader)
         return selected
     except NeptuneExporterError as error:
@@ -494,12 +496,15 @@ def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any)
 
 
 def print_validation(summary: dict) -> None:
-    verdict = (
-        "no differences"
-        if not summary["differences"]
-        else f"{summary['differences']} difference(s) in {summary['runs_with_differences']} run(s)"
+    """The verdict, each run that could not be validated (its error and fix, on stderr), where the report is."""
+    typer.echo(
+        f"validation against {summary['target']}: {summary['runs_checked']} run(s) checked, {summary['verdict']}"
     )
-    typer.echo(f"validation against {summary['target']}: {summary['runs_checked']} run(s) checked, {verdict}")
+    for run in summary["not_validated"][:10]:
+        typer.echo(
+            f"not validated: {run['project_id']} {run['run_id']}: {run.get('message')} — fix: {run.get('remedy')}",
+            err=True,
+        )
     typer.echo(f"report: {summary['report_markdown']}  (JSON: {summary['report_json']})")
 
 
