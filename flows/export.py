@@ -163,6 +163,13 @@ def log_plan(plans: list[dict]) -> None:
         actions["skip"],
         actions["redo"],
     )
+    redo = [plan for plan in plans if plan["action"] == "redo"]
+    for plan in redo[:FAILURES_SHOWN]:  # why: failed or interrupted before, options changed, damaged parts
+        get_run_logger().info(
+            "to redo: %s: %s", run_key(plan["run"]["project_id"], plan["run"]["run_id"]), plan["reason"]
+        )
+    if len(redo) > FAILURES_SHOWN:
+        get_run_logger().info("… and %d more run(s) to redo", len(redo) - FAILURES_SHOWN)
 
 
 def log_totals(summary: dict, seconds: float) -> None:

@@ -3,6 +3,7 @@ export another load into the same target holds, end Skipped naming the holder, w
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -15,6 +16,8 @@ from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.load import LoadOptions, load_lock
 from neptune_exporter.storage.lock import EXPORT_LOCK
+from neptune_exporter.storage.manifest import manifest_path, read_manifest
+from tests.prefect_reading import flow_run_logs
 
 PROJECT = "workspace/sandbox"
 
@@ -26,7 +29,7 @@ def fake():
     assert not server.server_errors
 
 
-def test_an_export_flow_on_a_locked_data_path_ends_skipped_and_reads_nothing(
+def test_an_export_flow_skips_a_locked_data_path_then_exports_and_says_why_it_redoes_a_run(
     prefect_harness, fake, tmp_path, monkeypatch
 ):
     for name, value in fake.env().items():
@@ -45,6 +48,23 @@ def test_an_export_flow_on_a_locked_data_path_ends_skipped_and_reads_nothing(
     state = export(**flow_parameters(options), return_state=True)  # released: the export runs
     assert state.is_completed() and state.name == "Completed" and result_of(state)["runs_complete"] == 2
     assert not (tmp_path / "data" / EXPORT_LOCK).exists()
+
+    listed = read_manifest(manifest_path(tmp_path / "data", PROJECT, "run-00001")).parts[0]
+    os.truncate(tmp_path / "data" / listed.path, 100)
+    flow_logger = logging.getLogger("prefect.flow_runs")  # the flow logs its plan at INFO (the CLI shows WARNING up)
+    level = flow_logger.level
+    flow_logger.setLevel(logging.INFO)
+    try:
+        state = export(**flow_parameters(options), return_state=True)  # the damaged run is redone, and says why
+    finally:
+        flow_logger.setLevel(level)
+    summary = result_of(state)
+    assert (summary["runs_complete"], summary["runs_skipped"]) == (1, 1)
+    logs = [log.message for log in flow_run_logs([state.state_details.flow_run_id])]
+    assert [m for m in logs if m.startswith("to redo: ")] == [
+        f"to redo: {PROJECT}/run-00001: 1 part(s) differ from the manifest: {listed.path}: 100 bytes, the manifest "
+        f"records {listed.bytes:,} (truncated or replaced)"
+    ]
 
 
 def test_a_load_flow_waits_for_no_other_target_but_skips_while_its_target_is_loaded(prefect_harness, tmp_path):

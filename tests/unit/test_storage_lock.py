@@ -127,3 +127,20 @@ def test_one_process_cannot_hold_one_lock_twice_and_bad_modes_are_refused(tmp_pa
     with pytest.raises(InvalidOptionError, match="--if-locked 'queue' is not one of stop, wait"):
         with lock.hold(path, "export", if_locked="queue"):
             pass
+
+
+def test_the_export_lock_removes_the_tmp_files_dead_writers_left(tmp_path):
+    from neptune_exporter.export import ExportOptions, export_lock
+
+    project = tmp_path / "data" / "ws_p-0123456789abcdef"
+    (project / "models").mkdir(parents=True)
+    leftovers = [
+        project / ".r.manifest.json.123.tmp",
+        project / "r_part_3.parquet.tmp",
+        project / "models/m_part_0.parquet.tmp",
+    ]
+    kept = [project / "r_part_0.parquet", project / "r.manifest.json", project / "models/m_part_0.parquet"]
+    for path in leftovers + kept:
+        path.write_bytes(b"x")
+    with export_lock(ExportOptions(data_path=str(tmp_path / "data"))):
+        assert [p for p in leftovers if p.exists()] == [] and all(p.exists() for p in kept)
