@@ -292,7 +292,7 @@ def test_corrupted_part_fails_the_run_with_one_clear_message(tmp_path):
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
     result = make_loader(tmp_path / "wb").load_run(data, files, PROJECT, RUN)
     assert result.status == "failed"
-    assert result.error["error_type"] == "DamagedExportError" and "export the run again" in result.error["remedy"]
+    assert result.error["error_type"] == "CorruptPartError" and "export the run again" in result.error["remedy"]
     assert not find_offline_runs(tmp_path / "wb", wandb_run_id(PROJECT, RUN))
 
 
