@@ -82,6 +82,13 @@ def mlflow_runs_of(url: str, run: str) -> list:
     return client.search_runs(experiments, f"tags.`neptune.run_id` = '{run}'", run_view_type=ViewType.ALL)
 
 
+def all_mlflow_runs(url: str) -> list[str]:
+    """Ids of every MLflow run on the server (deleted ones too)."""
+    client = MlflowClient(tracking_uri=url)
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    return sorted(run.info.run_id for run in client.search_runs(experiments, run_view_type=ViewType.ALL))
+
+
 def fresh_export(fake: FakeNeptune, folder: Path) -> Path:
     """A fault-free export of the whole project into `folder` (the reference); its data folder."""
     options = ExportOptions(
@@ -175,6 +182,7 @@ def test_load_and_validate_on_nothing_fail_naming_the_folder(env, tmp_path, mlfl
     (tmp_path / "empty").mkdir()
     exported = run_cli(EXPORT, env, tmp_path)  # a real export in out/: out/data holds it, out/ is its root
     assert exported.returncode == 0, exported.stderr
+    before = all_mlflow_runs(mlflow_url)
     for command in ("load", "validate"):
         for given, expected_fix in (
             (tmp_path / "empty", "pass the --data-path (-d) an export wrote to"),
@@ -189,7 +197,7 @@ def test_load_and_validate_on_nothing_fail_naming_the_folder(env, tmp_path, mlfl
                 f"error: no exported run in {given}: expected {given}/<project-dir>/*_part_*.parquet"
             )
             assert f"— fix: {expected_fix}" in lines[0]
-    assert mlflow_runs_of(mlflow_url, run_id(0)) == []  # nothing loaded by any of them
+    assert all_mlflow_runs(mlflow_url) == before  # nothing loaded by any of them
 
 
 def test_three_exports_on_one_data_path_leave_one_writer(env, fake, tmp_path, monkeypatch):
