@@ -115,22 +115,22 @@ def _open(path: Path, create_folder: bool) -> int:
         ) from None
 
 
-def _acquire_once(path: Path, me: Holder, create_folder: bool) -> tuple[int | None, Holder | None]:
-    """(fd holding the lock, None) or (None, the holder that keeps it)."""
+def _acquire_once(path: Path, me: Holder, create_folder: bool) -> int | Holder:
+    """The fd holding the lock, or the holder that keeps it."""
     fd = _open(path, create_folder)
     try:
         got = _try_flock(fd)
         previous = _read_holder(fd)
         if got is False or (got is None and previous is not None and not previous.dead_here()):
             os.close(fd)
-            return None, previous or Holder("another process", 0, "unknown host", "unknown time")
+            return previous or Holder("another process", 0, "unknown host", "unknown time")
         if got and not _still_linked(fd, path):
             os.close(fd)
             return _acquire_once(path, me, create_folder)
         if previous is not None and previous.pid != me.pid:
             log.warning("taking over %s: its holder %s is gone", path, previous.describe())
         _write_holder(fd, me)
-        return fd, None
+        return fd
     except BaseException:
         os.close(fd)
         raise
@@ -155,9 +155,11 @@ def hold(
     check_if_locked(if_locked)
     told = False
     while True:
-        fd, holder = _acquire_once(path, me, create_folder)
-        if fd is not None:
+        got = _acquire_once(path, me, create_folder)
+        if isinstance(got, int):
+            fd = got
             break
+        holder = got
         if if_locked == "stop":
             raise PathLockedError(
                 locked_message(path, holder),

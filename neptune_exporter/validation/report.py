@@ -120,8 +120,8 @@ class ValidationReport:
         if self.unvalidated:
             lines += ["", "## Not validated", ""]
             lines += [
-                f"- `{run.project_id}/{run.run_id}`: {run.error.get('message')} — fix: {run.error.get('remedy')}"
-                for run in self.unvalidated
+                f"- `{run.project_id}/{run.run_id}`: {error.get('message')} — fix: {error.get('remedy')}"
+                for run, error in ((run, run.error or {}) for run in self.unvalidated)
             ]
         if self.differences:
             lines += [
