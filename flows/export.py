@@ -19,7 +19,7 @@ from flows.live import LiveRuns
 from flows.runtime import run_in_process, run_subflow
 from neptune_exporter import export as library
 from neptune_exporter import locations, progress
-from neptune_exporter.errors import failure_message
+from neptune_exporter.errors import PathLockedError, failure_message
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.manifest import STATUS_FAILED
 from tasks import export as export_tasks
@@ -163,6 +163,13 @@ def log_plan(plans: list[dict]) -> None:
         actions["skip"],
         actions["redo"],
     )
+    redo = [plan for plan in plans if plan["action"] == "redo"]
+    for plan in redo[:FAILURES_SHOWN]:  # why: failed or interrupted before, options changed, damaged parts
+        get_run_logger().info(
+            "to redo: %s: %s", run_key(plan["run"]["project_id"], plan["run"]["run_id"]), plan["reason"]
+        )
+    if len(redo) > FAILURES_SHOWN:
+        get_run_logger().info("… and %d more run(s) to redo", len(redo) - FAILURES_SHOWN)
 
 
 def log_totals(summary: dict, seconds: float) -> None:
@@ -236,11 +243,22 @@ def export(
     selection: dict | None = None,
     paths: dict | None = None,
     workers: int = 4,
+    if_locked: str = "stop",
 ) -> dict | State:
-    """Export Neptune runs to Parquet + files: resumable, incremental; Failed when any run failed."""
+    """Export Neptune runs to Parquet + files: resumable, incremental; Failed when any run failed. Skipped when another
+    export writes to the data path (flows/guard.py; `if_locked="wait"` waits for its lock instead)."""
     options = options_from_parameters(source, projects, selection, paths, workers)
     if (skipped := guard.skip_if_data_path_busy(options.data_path)) is not None:
         return skipped
+    try:
+        with library.export_lock(options, if_locked, on_wait=get_run_logger().warning):
+            return export_locked(options)
+    except PathLockedError as error:
+        return guard.locked_state(str(error))
+
+
+def export_locked(options: library.ExportOptions) -> dict | State:
+    """The export flow's work, while it holds the data path's lock."""
     options_json = options.to_json()
     started = time.monotonic()
     plans = export_tasks.discover_and_plan(options_json, export_tasks.preflight(options_json))
@@ -259,6 +277,6 @@ def export(
     return summary
 
 
-def run_export_in_process(options: library.ExportOptions) -> dict:
+def run_export_in_process(options: library.ExportOptions, if_locked: str = "stop") -> dict:
     """Run the export flow here (PREFECT_API_URL or the local server); its summary. A flow-level error re-raises."""
-    return run_in_process(export, **flow_parameters(options))
+    return run_in_process(export, **flow_parameters(options), if_locked=if_locked)

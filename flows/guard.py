@@ -10,8 +10,15 @@ flow whose `paths.data_path` is this run's, and returns a state named "Skipped" 
 Otherwise it returns None and the export goes on. "Skipped" is of type COMPLETED (as Prefect's own "Cached"): the
 run did what it should, nothing; a Cancelled or Failed final state makes Prefect 3.9.1's deployment entry point log
 it as an ERROR with a traceback ("Engine execution exited with unexpected exception ... CancelledRun"). Its result
-is `{"skipped": message}`. The flow-run states are the lock: nothing to release, nothing left behind when a run ends. A run that died without ending (its process killed, still Running in the API) blocks
-the data path until it is cancelled or marked crashed (the skip message names it).
+is `{"skipped": message}`. A run that died without ending (its process killed, still Running in the API) blocks
+the data path for the guard until it is cancelled or marked crashed (the skip message names it).
+
+Under the guard, the data path's lock file is the process-level truth (`neptune_exporter/storage/lock.py`, held by
+the flow through `export.export_lock`): whatever the API says, only the process holding `<data>/.neptune-exporter.lock`
+writes there. The guard keeps scheduled runs in order and apart without touching the disk; the lock also stops what
+the guard cannot see (a CLI export, a run on another Prefect server, a run the guard let through on a stale view) and
+is released by the kernel when its process dies, however it dies. A flow run that finds the lock held ends
+"Skipped" as well (`locked_state`), its message naming the holder, its result `{"locked": message}`.
 """
 
 from __future__ import annotations
@@ -112,6 +119,11 @@ def skip_reason(me: FlowRun, same_path: list[FlowRun], data_path: str) -> str | 
                 f"{me.expected_start_time:%Y-%m-%d %H:%M:%S %Z}) would run out of order"
             )
     return None
+
+
+def locked_state(message: str) -> State:
+    """The final state of a flow run that found its folder locked by another export or load: Skipped, with why."""
+    return Completed(name=SKIPPED, message=message, data={"locked": message})
 
 
 def later(time: datetime | None, than: datetime | None) -> bool:

@@ -10,12 +10,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import guard
 from flows.live import LiveRuns
 from flows.runtime import run_subflow
 from flows.validate import chunks, finished_results, publish_report, run_key, validate_runs
 from neptune_exporter import load as library
 from neptune_exporter import progress
-from neptune_exporter.errors import failure_message
+from neptune_exporter.errors import PathLockedError, failure_message
 from neptune_exporter.settings import Settings
 from tasks import load as load_tasks
 from tasks.policy import detached, failed
@@ -105,9 +106,19 @@ def load_summary(target: str, results: list[dict]) -> dict:
 
 
 @flow(name="load", log_prints=False)
-def load(options: dict | None = None, run_validation: bool = True) -> dict | State:
-    """Load exported runs into the target (idempotent, resumable), then validate them; Failed on failures or differences."""
+def load(options: dict | None = None, run_validation: bool = True, if_locked: str = "stop") -> dict | State:
+    """Load exported runs into the target (idempotent, resumable), then validate them; Failed on failures or
+    differences. Skipped when another load of this export into this target runs (`if_locked="wait"` waits)."""
     parsed = library.LoadOptions.from_json(options or {})
+    try:
+        with library.load_lock(parsed, if_locked, on_wait=get_run_logger().warning):
+            return load_locked(parsed, run_validation)
+    except PathLockedError as error:
+        return guard.locked_state(str(error))
+
+
+def load_locked(parsed: library.LoadOptions, run_validation: bool) -> dict | State:
+    """The load flow's work, while it holds the lock of this export's loads into this target."""
     options, started = parsed.to_json(), time.monotonic()
     waves = load_tasks.select_runs(options)
     load_tasks.check_target(detached(options))

@@ -113,6 +113,10 @@ def publish_report(report: ValidationReport, options: dict) -> dict:
         "runs_checked": len(report.runs),
         "runs_with_differences": len(report.failed_runs),
         "differences": len(report.differences),
+        "verdict": report.verdict(),
+        "not_validated": [
+            {"project_id": run.project_id, "run_id": run.run_id, **run.error} for run in report.unvalidated
+        ][:TABLE_ROWS_SHOWN],
         "report_json": str(json_path),
         "report_markdown": str(md_path),
     }
@@ -136,5 +140,5 @@ def validate(options: dict | None = None) -> dict | State:
     load_tasks.check_target(detached(options))
     summary = publish_report(validate_runs(options, runs), options)
     if summary["runs_with_differences"]:
-        return failed(f"{summary['differences']} difference(s) in {summary['runs_with_differences']} run(s)", summary)
+        return failed(summary["verdict"], summary)
     return summary

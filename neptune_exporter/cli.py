@@ -16,6 +16,7 @@ from neptune_exporter.locations import CLI_PROJECT_FIX, select_projects
 from neptune_exporter.model import AttributeKind, as_utc, parse_kinds
 from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex
 from neptune_exporter.settings import Settings, neptune_api_token
+from neptune_exporter.storage.lock import check_if_locked
 
 if TYPE_CHECKING:
     from neptune_exporter.export import ExportOptions
@@ -36,6 +37,7 @@ def cli() -> None:
 
 EXIT_RUNS_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_LOCKED = 3  # another export of the data path (or load of the export into the target) holds its lock
 
 
 def fail(error: NeptuneExporterError | str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -101,6 +103,14 @@ IncludeKindsOpt = Annotated[list[str] | None, typer.Option(help="Kinds to export
 ExcludeKindsOpt = Annotated[list[str] | None, typer.Option(help="Kinds to leave out: parameters,metrics,series,files.")]
 PreviewsOpt = Annotated[bool, typer.Option(help="Also export metric preview points.")]
 ExportWorkersOpt = Annotated[int, typer.Option(min=1, help="Runs exported at the same time.")]
+IfLockedOpt = Annotated[
+    str,
+    typer.Option(
+        "--if-locked",
+        help="When another export writes to the data path (or another load of this export into this target runs): "
+        "stop (one line naming it, exit 3) or wait for it to end.",
+    ),
+]
 
 
 @app.command()
@@ -128,14 +138,17 @@ def export(
     exclude: ExcludeKindsOpt = None,
     include_previews: PreviewsOpt = False,
     workers: ExportWorkersOpt = 4,
+    if_locked: IfLockedOpt = "stop",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
-    """Export runs to Parquet + files (resumable, incremental); exit 1 when any run failed."""
+    """Export runs to Parquet + files (resumable, incremental); exit 1 when any run failed, 3 when the data path is
+    locked by another export."""
     try:
         options = export_options_from(locals(), neptune_api_token(api_token))
+        check_if_locked(if_locked)
     except TerminalError as error:
         raise fail(error) from None
-    raise typer.Exit(run_export_command(options, no_progress=no_progress))
+    raise typer.Exit(run_export_command(options, no_progress=no_progress, if_locked=if_locked))
 
 
 def export_options_from(values: dict[str, Any], api_token: str | None) -> ExportOptions:
@@ -220,7 +233,7 @@ def build_export_options(
     )
 
 
-def run_export_command(options: ExportOptions, *, no_progress: bool = False) -> int:
+def run_export_command(options: ExportOptions, *, no_progress: bool = False, if_locked: str = "stop") -> int:
     """Preflight (bad input → one line, exit 2), then the export flow in-process; the exit status."""
     from neptune_exporter.export import make_source, preflight
     from neptune_exporter.prefect_env import warm_up
@@ -234,16 +247,18 @@ def run_export_command(options: ExportOptions, *, no_progress: bool = False) -> 
     if options.api_token:
         os.environ["NEPTUNE_API_TOKEN"] = options.api_token  # the flow reads it from the process environment
     try:
-        summary = run_export_flow(options, no_progress=no_progress)
+        summary = run_export_flow(options, no_progress=no_progress, if_locked=if_locked)
     except TerminalError as error:
         raise fail(error) from None
+    if "locked" in summary:  # another export holds the data path's lock (storage/lock.py)
+        raise fail(summary["locked"], EXIT_LOCKED)
     if "skipped" in summary:  # another export writes to this data path now (flows/guard.py)
         raise fail(summary["skipped"], EXIT_RUNS_FAILED)
     print_export_summary(summary)
     return EXIT_RUNS_FAILED if summary["runs_failed"] else 0
 
 
-def run_export_flow(options: ExportOptions, *, no_progress: bool = False) -> dict:
+def run_export_flow(options: ExportOptions, *, no_progress: bool = False, if_locked: str = "stop") -> dict:
     """Run flows/export.py:export in this process (PREFECT_API_URL or ephemeral mode) with a terminal bar."""
     from neptune_exporter import progress
     from neptune_exporter.prefect_env import configure_prefect
@@ -252,7 +267,7 @@ def run_export_flow(options: ExportOptions, *, no_progress: bool = False) -> dic
     from flows.export import run_export_in_process
 
     with progress.terminal_bar("exporting", no_progress):
-        return run_export_in_process(options)
+        return run_export_in_process(options, if_locked)
 
 
 def print_failures(failures: list[dict], shown: int = 10) -> None:
@@ -438,26 +453,29 @@ def build_load_options(target: str, data_path: Path, files_path: Path, project, 
     )  # fmt: skip
 
 
-LOAD_COMMAND_ONLY = ("no_validate", "no_progress")
+LOAD_COMMAND_ONLY = ("no_validate", "no_progress", "if_locked")
 
 
 def load_options_or_exit(values: dict[str, Any]):
     """The command's parameters → LoadOptions, or one line and exit 2."""
     try:
+        check_if_locked(values.get("if_locked", "stop"))
         return build_load_options(**{k: v for k, v in values.items() if k not in LOAD_COMMAND_ONLY})
     except TerminalError as error:
         raise fail(error) from None
 
 
 def preflight_load(options) -> int:
-    """Target reachable, export folder present, runs selected; one clear line and exit 2 otherwise. Runs found."""
+    """Export folder present, runs selected, target reachable; one clear line and exit 2 otherwise. Runs found."""
     from neptune_exporter.load import check_target, make_loader, select_runs
     from neptune_exporter.prefect_env import warm_up
 
-    warm_up("flows.load")  # Prefect's server starts and the flows import while the target is checked
     try:
+        # Local checks first: nothing is created in the target on bad input, and nothing runs in the background yet
+        # (a command that exits while the warm-up thread imports can abort: "FATAL: exception not rethrown").
+        selected = len(select_runs(options))
+        warm_up("flows.load")  # Prefect's server starts and the flows import while the target is checked
         loader = make_loader(options, Settings.from_env())
-        selected = len(select_runs(options))  # local checks first: nothing is created in the target on bad input
         check_target(loader)
         return selected
     except NeptuneExporterError as error:
@@ -483,21 +501,28 @@ def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any)
 
 
 def print_validation(summary: dict) -> None:
-    verdict = (
-        "no differences"
-        if not summary["differences"]
-        else f"{summary['differences']} difference(s) in {summary['runs_with_differences']} run(s)"
+    """The verdict, each run that could not be validated (its error and fix, on stderr), where the report is."""
+    typer.echo(
+        f"validation against {summary['target']}: {summary['runs_checked']} run(s) checked, {summary['verdict']}"
     )
-    typer.echo(f"validation against {summary['target']}: {summary['runs_checked']} run(s) checked, {verdict}")
+    for run in summary["not_validated"][:10]:
+        typer.echo(
+            f"not validated: {run['project_id']} {run['run_id']}: {run.get('message')} — fix: {run.get('remedy')}",
+            err=True,
+        )
     typer.echo(f"report: {summary['report_markdown']}  (JSON: {summary['report_json']})")
 
 
-def run_load_summary(options, *, validate: bool = True, no_progress: bool = False) -> tuple[int, dict]:
+def run_load_summary(
+    options, *, validate: bool = True, no_progress: bool = False, if_locked: str = "stop"
+) -> tuple[int, dict]:
     """Preflight (bad input → one line, exit 2), the load flow in-process, a short summary; exit status + the flow's summary."""
     from neptune_exporter.loaders.wandb import offline_sync_hint
 
     preflight_load(options)
-    summary = run_load_flow("load", options, no_progress, run_validation=validate)
+    summary = run_load_flow("load", options, no_progress, run_validation=validate, if_locked=if_locked)
+    if "locked" in summary:  # another load of this export into this target holds its lock (storage/lock.py)
+        raise fail(summary["locked"], EXIT_LOCKED)
     typer.echo(
         f"runs: {summary['loaded']} loaded, {summary['skipped']} already complete, {summary['failed']} failed → {options.target}"
     )
@@ -510,9 +535,9 @@ def run_load_summary(options, *, validate: bool = True, no_progress: bool = Fals
     return (EXIT_RUNS_FAILED if summary["failed"] or differing else 0), summary
 
 
-def run_load_command(options, *, validate: bool = True, no_progress: bool = False) -> int:
+def run_load_command(options, *, validate: bool = True, no_progress: bool = False, if_locked: str = "stop") -> int:
     """`run_load_summary` for callers that only need the exit status."""
-    return run_load_summary(options, validate=validate, no_progress=no_progress)[0]
+    return run_load_summary(options, validate=validate, no_progress=no_progress, if_locked=if_locked)[0]
 
 
 @app.command()
@@ -531,11 +556,13 @@ def load(
     wandb_project_template: WandbProjectOpt = None,
     report_path: ReportPathOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation after loading.")] = False,
+    if_locked: IfLockedOpt = "stop",
     no_progress: NoProgressOpt = False,
 ) -> None:
-    """Load exports into MLflow / W&B (idempotent, resumable), then validate them. Exit 1 on failed runs or differences."""
+    """Load exports into MLflow / W&B (idempotent, resumable), then validate them. Exit 1 on failed runs or
+    differences, 2 when nothing is selected, 3 when another load of the export into the target runs."""
     options = load_options_or_exit(locals())
-    raise typer.Exit(run_load_command(options, validate=not no_validate, no_progress=no_progress))
+    raise typer.Exit(run_load_command(options, validate=not no_validate, no_progress=no_progress, if_locked=if_locked))
 
 
 @app.command()

@@ -78,6 +78,18 @@ class CorruptPartError(TerminalError):
     """A Parquet part on disk cannot be read or does not match the schema."""
 
 
+class DamagedExportError(CorruptPartError):
+    """A part of an exported run differs from what its manifest records (missing, truncated, overwritten)."""
+
+
+class NoRunsSelectedError(TerminalError):
+    """A load or validation found no exported run where it looked."""
+
+
+class PathLockedError(TerminalError):
+    """Another export (or load) holds the lock of the folder it would write to."""
+
+
 class UnsupportedError(TerminalError):
     """The source or target cannot do what was asked."""
 

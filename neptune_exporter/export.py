@@ -9,8 +9,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,8 +29,8 @@ from neptune_exporter.retry import call_with_retries
 from neptune_exporter.rows import empty_batch
 from neptune_exporter.selection import ExportOptions, compile_regex
 from neptune_exporter.settings import Settings, neptune_api_token
-from neptune_exporter.storage import incremental
-from neptune_exporter.storage.files import ExportedFile
+from neptune_exporter.storage import incremental, integrity, lock
+from neptune_exporter.storage.files import ExportedFile, remove_staging_leftovers, run_files_dir
 from neptune_exporter.storage.incremental import RunPlan
 from neptune_exporter.storage.manifest import (
     STATUS_COMPLETE,
@@ -267,6 +268,7 @@ def _begin(plan: RunPlan, options: ExportOptions, settings: Settings, data_root:
     incremental.remove_strays(
         data_root, run.project_id, run.run_id, previous, run.scope
     )  # listed parts go only once replaced
+    remove_staging_leftovers(run_files_dir(options.files_path, run.project_id, run.run_id, run.scope))
     resumes = (
         plan.action == "incremental"
         and complete is not None
@@ -350,6 +352,7 @@ def export_run(
     kept_paths = incremental.listed_parts(attempt.kept)
     written_bytes = sum(p.bytes for p in manifest.parts if p.path not in kept_paths)
     incremental.ensure_part_zero(data_root, manifest)
+    integrity.remember_written(data_root, manifest, [p for p in manifest.parts if p.path not in kept_paths])
     result = RunExportResult(
         run.project_id,
         run.run_id,
@@ -423,18 +426,32 @@ def plan_export(source: Source, options: ExportOptions, settings: Settings) -> l
     return plan_runs(runs, options)
 
 
+@contextmanager
+def export_lock(
+    options: ExportOptions, if_locked: str = "stop", on_wait: Callable[[str], object] | None = None
+) -> Iterator[None]:
+    """Hold the data path's lock (`<data>/.neptune-exporter.lock`, storage/lock.py) for one export, then remove the
+    tmp files dead writers left there; PathLockedError naming the holder when another export holds it ("stop")."""
+    data_root = Path(options.data_path)
+    with lock.hold(data_root / lock.EXPORT_LOCK, "export", if_locked, on_wait):
+        incremental.remove_leftovers(data_root)
+        yield
+
+
 def run_export(
-    options: ExportOptions, settings: Settings, progress: ProgressSink | None = None
+    options: ExportOptions, settings: Settings, progress: ProgressSink | None = None, if_locked: str = "stop"
 ) -> list[RunExportResult]:
-    """`plan_export`, then `export_one` per run on a bounded thread pool, then the project summaries; the results."""
+    """Under `export_lock`: `plan_export`, then `export_one` per run on a bounded thread pool, then the project
+    summaries; the results."""
     source = make_source(options, settings)
-    plans = plan_export(source, options, settings)
-    if progress is not None:
-        progress.on_plan(len(plans))
-    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="export") as pool:
-        futures = [pool.submit(export_one, source, plan, options, settings, progress) for plan in plans]
-        results = [future.result() for future in futures]
-    write_export_summary(Path(options.data_path), results, options)
+    with export_lock(options, if_locked):
+        plans = plan_export(source, options, settings)
+        if progress is not None:
+            progress.on_plan(len(plans))
+        with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="export") as pool:
+            futures = [pool.submit(export_one, source, plan, options, settings, progress) for plan in plans]
+            results = [future.result() for future in futures]
+        write_export_summary(Path(options.data_path), results, options)
     return results
 
 

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError, TargetUnavailableError
+from neptune_exporter.errors import (
+    InvalidOptionError,
+    NeptuneExporterError,
+    NoRunsSelectedError,
+    OutputPathError,
+    TargetUnavailableError,
+)
 from neptune_exporter.loaders.base import ExportedRun, Loader, LoadResult
 from neptune_exporter.loaders.client_env import apply_client_defaults
+from neptune_exporter.model import sanitize_name
 from neptune_exporter.retry import RetryPolicy, call_with_retries
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage import lock
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -142,7 +152,71 @@ def select_runs(options: LoadOptions) -> list[RunToLoad]:
     for stored in list_stored_runs(data_root, projects=options.projects or None, runs_regex=options.runs_regex):
         exported = ExportedRun.from_stored(stored, data_root, files_root)
         runs.append(RunToLoad(exported.project_id, exported.run_id, exported.fork_parent))
+    if not runs:
+        raise nothing_selected(options)
     return runs
+
+
+PARTS_GLOB = "*_part_*.parquet"
+
+
+def nothing_selected(options: LoadOptions) -> NoRunsSelectedError:
+    """Why no run was selected: the folder looked in, what was expected there, and the likely fix."""
+    from neptune_exporter.storage.exported_run import list_stored_runs
+
+    data_root = Path(options.data_path)
+    found = sorted({stored.project_id for stored in list_stored_runs(data_root)})
+    if found and options.projects and not set(options.projects) & set(found):
+        expected = ", ".join(str(data_root / sanitize_name(p) / PARTS_GLOB) for p in options.projects)
+        return NoRunsSelectedError(
+            f"no exported run of {', '.join(options.projects)} in {data_root}: expected {expected}",
+            f"pass -p with an exported project: {', '.join(found)}",
+        )
+    if found:
+        return NoRunsSelectedError(
+            f"no exported run in {data_root} matches --runs {options.runs_regex!r}"
+            + (f" in {', '.join(options.projects)}" if options.projects else ""),
+            f"loosen --runs; exported project(s) there: {', '.join(found)}",
+        )
+    return NoRunsSelectedError(
+        f"no exported run in {data_root}: expected {data_root / '<project-dir>' / PARTS_GLOB}",
+        data_root_hint(data_root),
+    )
+
+
+def data_root_hint(data_root: Path) -> str:
+    """The fix for a -d without exported runs: its subfolder that holds them (the export root was given), if any."""
+    for folder in sorted(p for p in data_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if any(project.is_dir() and any(project.glob(PARTS_GLOB)) for project in folder.iterdir()):
+            return f"pass -d {folder} (the export's data folder, inside the folder given)"
+    return "pass the --data-path (-d) an export wrote to: its data folder, e.g. ./exports/data"
+
+
+def target_identity(options: LoadOptions) -> str:
+    """Which target a load writes to (the same export loaded into two targets at once is fine, into one is not)."""
+    if options.target == "mlflow":
+        return f"mlflow {options.mlflow_tracking_uri}"
+    where = os.path.abspath(options.wandb_dir) if options.wandb_dir else "default dir"
+    return f"{options.target} entity={options.wandb_entity} project={options.wandb_project_template} {where}"
+
+
+@contextmanager
+def load_lock(
+    options: LoadOptions, if_locked: str = "stop", on_wait: Callable[[str], object] | None = None
+) -> Iterator[None]:
+    """Hold `<data>/.neptune-exporter.load-<target>.lock` (storage/lock.py) while loading this export into this
+    target; PathLockedError naming the holder when another load does ("stop"). A read-only export loads unlocked."""
+    identity = target_identity(options)
+    path = Path(options.data_path) / lock.LOAD_LOCK.format(
+        target=hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
+    )
+    with ExitStack() as stack:
+        try:
+            if path.parent.is_dir():  # a missing export folder is `select_runs`' error to report
+                stack.enter_context(lock.hold(path, f"load into {identity}", if_locked, on_wait, create_folder=False))
+        except OutputPathError as error:
+            log.warning("%s; loading without a lock: make sure no other load of it into this target runs", error)
+        yield
 
 
 def fork_waves(runs: list[RunToLoad]) -> list[list[RunToLoad]]:
@@ -195,15 +269,17 @@ def check_target(loader: Loader) -> None:
     loader.check_target()
 
 
-def run_load(options: LoadOptions, settings: Settings, progress: LoadProgress | None = None) -> list[LoadResult]:
-    """Load every selected run (parents before forks), `options.workers` at a time."""
+def run_load(
+    options: LoadOptions, settings: Settings, progress: LoadProgress | None = None, if_locked: str = "stop"
+) -> list[LoadResult]:
+    """Under `load_lock`: load every selected run (parents before forks), `options.workers` at a time."""
     loader = make_loader(options, settings)
     runs = select_runs(options)
     check_target(loader)
     if progress:
         progress.on_plan(len(runs))
     results: list[LoadResult] = []
-    with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="load") as pool:
+    with load_lock(options, if_locked), ThreadPoolExecutor(max(1, options.workers), "load") as pool:
         for wave in fork_waves(runs):
             for result in pool.map(lambda run: load_one(loader, options, run, settings.retry), wave):
                 results.append(result)
@@ -255,6 +331,7 @@ __all__ = [
     "TargetUnavailableError",
     "check_target",
     "fork_waves",
+    "load_lock",
     "load_one",
     "make_loader",
     "make_validator",

@@ -750,7 +750,7 @@ class RunExport:
         """Download neptune-query File objects, move them to their final place, record size and sha256."""
         stored: dict[tuple[str, float | None], ExportedFile] = {}
         for group in collision_free_groups(files, FILES_PER_DOWNLOAD):
-            with staging_dir(self.files_root / ".staging", prefix="") as staging:
+            with staging_dir(self.run_folder()) as staging:  # `.staging-*` in the run's folder, as 2.x
                 downloaded = self.download_group(group, staging)
                 for item in group:
                     key = (item.attribute_path, None if item.step is None else float(item.step))

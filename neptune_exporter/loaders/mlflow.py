@@ -632,7 +632,9 @@ class MlflowLoader:
         if not export.fork_parent:
             return None
         try:
-            parent = open_exported_run(export.data_root, export.files_root, export.project_id, export.fork_parent)
+            parent = open_exported_run(
+                export.data_root, export.files_root, export.project_id, export.fork_parent, verify=False
+            )
         except OutputPathError:
             return None
         loaded = self.loaded_run(parent)

@@ -2,7 +2,8 @@
 
 Modules: parquet.py (parts: writer, reader, listing), manifest.py (per-run manifest + watermarks), files.py
 (exported files: staging → publish, sha256, safe names), exported_run.py (reading an export, ours or the peer
-tool's; provenance names), incremental.py (plan / merge / stray rules), summary.py (what is on disk).
+tool's; provenance names), incremental.py (plan / merge / stray rules), summary.py (what is on disk), integrity.py
+(every part checked against its manifest before a reader trusts it), lock.py (one writer per data path).
 
 File paths: `file_value.path` (and a manifest's `files[].path`) is relative to `<files>/<project-dir>/`, exactly
 as the peer tool neptune-ai/neptune-exporter stores it (it downloads into `files/sanitize(project)` and its loaders

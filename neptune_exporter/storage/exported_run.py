@@ -25,6 +25,7 @@ from neptune_exporter.model import (
     step_multiplier_for,
 )
 from neptune_exporter.selection import compile_regex
+from neptune_exporter.storage import integrity
 from neptune_exporter.storage.files import file_sha256
 from neptune_exporter.storage.manifest import (
     MANIFEST_SUFFIX,
@@ -296,10 +297,16 @@ class ExportedRun:
         return requested
 
 
-def open_exported_run(data_root: Path, files_root: Path, project_id: str, run_id: str) -> ExportedRun:
-    """The exported run with exactly this project and run id (manifest, or derived from peer parts); OutputPathError when absent."""
+def open_exported_run(
+    data_root: Path, files_root: Path, project_id: str, run_id: str, verify: bool = True
+) -> ExportedRun:
+    """The exported run with exactly this project and run id (manifest, or derived from peer parts); OutputPathError
+    when absent. A complete manifest's parts are verified first (`verify`; storage/integrity.py): DamagedExportError
+    when one differs from the manifest. `verify=False` only for reading ids and provenance (a fork parent's)."""
     data_root = Path(data_root)
     manifest = read_manifest(manifest_path(data_root, project_id, run_id))
+    if verify and manifest is not None and manifest.is_complete():
+        integrity.require_intact(data_root, manifest, remedy_then="run this command again")
     parts = (
         [data_root / part.path for part in manifest.parts]
         if manifest

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neptune_exporter.errors import TerminalError
-from neptune_exporter.model import file_value_path, sanitize_name
+from neptune_exporter.model import file_value_path, project_files_dir, sanitize_name
 
 HASH_CHUNK = 1 << 20
 _CLEAN_PART = re.compile(r"[A-Za-z0-9_-]{1,100}")
@@ -78,8 +78,27 @@ def safe_relative(path: str) -> Path:
 # ----------------------------------------------------------------------------- staging → publish
 
 
+STAGING_PREFIX = ".staging-"
+
+
+def run_files_dir(files_root: Path | str, project_id: str, run_id: str, scope: str | None = None) -> Path:
+    """`<files>/<project-dir>[/<scope>]/<run-file>`: where an export puts a run's files and stages their downloads."""
+    return project_files_dir(files_root, project_id) / (scope or "") / sanitize_name(run_id)
+
+
+def remove_staging_leftovers(folder: Path) -> list[Path]:
+    """Delete the `.staging-*` folders a killed export left in a run's files folder (the run is being exported
+    again, by the one export that holds the data path's lock); the folders removed."""
+    if not folder.is_dir():
+        return []
+    leftovers = [Path(entry.path) for entry in os.scandir(folder) if entry.name.startswith(STAGING_PREFIX)]
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return leftovers
+
+
 @contextmanager
-def staging_dir(parent: Path, prefix: str = ".staging-") -> Iterator[Path]:
+def staging_dir(parent: Path, prefix: str = STAGING_PREFIX) -> Iterator[Path]:
     """A fresh folder `<parent>/<prefix><uuid>` for downloads, removed with whatever is left in it on exit."""
     staging = parent / f"{prefix}{uuid.uuid4().hex}"
     staging.mkdir(parents=True)

@@ -3,6 +3,7 @@ into the parts an earlier one left (watermarks, superseded single values, attrib
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from neptune_exporter.model import (
     run_ref_to_json,
     sanitize_name,
 )
+from neptune_exporter.storage import integrity
 from neptune_exporter.storage.files import ExportedFile
 from neptune_exporter.storage.manifest import (
     Manifest,
@@ -41,6 +43,8 @@ from neptune_exporter.storage.parquet import (
     project_dir,
     run_part_paths,
 )
+
+log = logging.getLogger(__name__)
 
 ACTIONS = ("skip", "full", "incremental", "redo")
 SERIES_TYPES_ARRAY = pa.array(sorted(SERIES_TYPE_NAMES), pa.string())
@@ -93,6 +97,29 @@ def remove_strays(
     return removed
 
 
+def remove_leftovers(data_root: Path) -> list[Path]:
+    """Delete the `*.tmp` files dead writers left in the project folders (tmp parts, half-written manifests and
+    summaries). Only the export holding the data path's lock calls this: no other writer is at work there."""
+    removed = []
+    for folder in _project_folders(data_root):
+        for entry in os.scandir(folder):
+            if entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
+                removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d leftover tmp file(s) of an earlier, interrupted export under %s", len(removed), data_root)
+    return removed
+
+
+def _project_folders(data_root: Path) -> list[Path]:
+    """Project folders under the data root and their scope subfolders (models, model_versions)."""
+    if not data_root.is_dir():
+        return []
+    projects = [Path(e.path) for e in os.scandir(data_root) if e.is_dir() and not e.name.startswith(".")]
+    scopes = [Path(e.path) for folder in projects for e in os.scandir(folder) if e.is_dir()]
+    return projects + scopes
+
+
 def plan_one(run: RunRef, fingerprint: str, data_root: Path, on_disk: list[Path]) -> RunPlan:
     """The plan of one run; `on_disk` holds its parts and tmp files (listed once per project folder)."""
     manifest = read_manifest(manifest_path(data_root, run.project_id, run.run_id, run.scope))
@@ -102,9 +129,11 @@ def plan_one(run: RunRef, fingerprint: str, data_root: Path, on_disk: list[Path]
         return RunPlan(run, "full", "not exported yet")
     if not manifest.is_complete():
         return RunPlan(run, "redo", "previous export failed")
-    missing = [p.path for p in manifest.parts if not (data_root / p.path).is_file()]
-    if missing:
-        return RunPlan(run, "redo", f"{len(missing)} listed part(s) missing")
+    damage = integrity.damaged_parts(data_root, manifest)
+    if damage:
+        reason = integrity.describe_damage(damage)
+        log.warning("run %s: %s; exporting it again", run.key(), reason)
+        return RunPlan(run, "redo", reason)
     if manifest.options.get("fingerprint") != fingerprint:
         return RunPlan(run, "redo", "export options changed")
     if manifest.format_version < PROJECT_RELATIVE_FILES_FORMAT:

@@ -203,13 +203,13 @@ class RunWriter:
         index = self._next_index
         self._next_index += 1
         tmp = self.folder / (part_file_name(self.run_id, index) + TMP_SUFFIX)
+        self._current = (index, tmp)  # known before the file exists: `abort` removes it whatever fails next
+        self._current_rows = 0
+        self._current_single = False
         self._sink = pa.OSFile(str(tmp), "wb")
         self._writer = pq.ParquetWriter(
             self._sink, PARQUET_SCHEMA, compression=COMPRESSION, use_dictionary=DICTIONARY_COLUMNS
         )
-        self._current = (index, tmp)
-        self._current_rows = 0
-        self._current_single = False
 
     def _finish_part(self) -> None:
         self._writer.close()
@@ -248,21 +248,33 @@ class RunWriter:
         return sorted(infos, key=lambda info: parse_part_name(Path(info.path).name)[1])
 
     def abort(self) -> None:
-        """Remove every file this writer created (tmp or renamed); parts that existed before are untouched."""
+        """Remove every file this writer created (tmp or renamed); parts that existed before are untouched.
+
+        Closing the open part may fail again (the disk that failed a write is still full): its file goes all the same.
+        """
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            finally:
-                self._sink.close()
-            self._finished.append((self._current[0], self._current[1], self._current_rows))
-            self._writer = self._sink = self._current = None
-        for _, tmp, _ in self._finished:
-            tmp.unlink(missing_ok=True)
-        for final in self._renamed:
-            final.unlink(missing_ok=True)
-        self._finished, self._renamed = [], []
-        self._closed = True
+        created = [tmp for _, tmp, _ in self._finished] + self._renamed
+        if self._current is not None:
+            created.append(self._current[1])
+        try:
+            self._close_open_part()
+        except (OSError, pa.ArrowException) as exc:
+            log.debug("closing an aborted part failed (%s); removing it anyway", exc)
+        finally:
+            for path in created:
+                path.unlink(missing_ok=True)
+            self._finished, self._renamed = [], []
+            self._closed = True
+
+    def _close_open_part(self) -> None:
+        writer, sink = self._writer, self._sink
+        self._writer = self._sink = self._current = None
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            if sink is not None:
+                sink.close()
 
 
 # ----------------------------------------------------------------------------- reading

@@ -1,4 +1,5 @@
-"""What is on disk: runs, attributes by type, points, files, bytes and failures per project, and a rich rendering."""
+"""What is on disk: runs, attributes by type, points, files, bytes, failures and damaged runs per project (every
+part verified against its manifest, storage/integrity.py), and a rich rendering."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.text import Text
 
 from neptune_exporter.errors import failure_message
 from neptune_exporter.model import SERIES_TYPES
+from neptune_exporter.storage import integrity
 from neptune_exporter.storage.exported_run import StoredRun, list_stored_runs
 from neptune_exporter.storage.parquet import project_dir
 
@@ -25,7 +27,9 @@ def _empty_project(project_id: str) -> dict:
         "runs": 0,
         "runs_complete": 0,
         "runs_failed": 0,
+        "runs_damaged": 0,  # complete manifest, but a part differs from it (export again to redo the run)
         "runs_derived": 0,
+        "runs_unverified": 0,  # peer-tool exports: no manifest, no checksums to verify the parts against
         "attributes_by_type": {},
         "rows": 0,
         "points": 0,
@@ -34,14 +38,33 @@ def _empty_project(project_id: str) -> dict:
         "parquet_bytes": 0,
         "bytes": 0,
         "failures": [],
+        "damaged": [],
     }
 
 
-def _add_run(project: dict, stored: StoredRun, types: Counter) -> None:
+def _add_state(project: dict, stored: StoredRun, data_root: Path) -> None:
+    """Count the run as complete, failed (with its first error) or damaged (with its damaged parts)."""
+    manifest = stored.manifest
+    project["runs_derived"] += int(manifest.derived)
+    project["runs_unverified"] += int(manifest.derived)
+    if not manifest.is_complete():
+        project["runs_failed"] += 1
+        first = manifest.errors[0] if manifest.errors else {}
+        fields = ("error_type", "message", "attribute", "remedy")
+        project["failures"].append({"run_id": stored.run_id, **{name: first.get(name) for name in fields}})
+        return
+    state, damage = integrity.run_state(data_root, manifest)
+    if state == integrity.DAMAGED:
+        project["runs_damaged"] += 1
+        project["damaged"].append({"run_id": stored.run_id, "parts": [d.describe() for d in damage]})
+    else:
+        project["runs_complete"] += 1
+
+
+def _add_run(project: dict, stored: StoredRun, types: Counter, data_root: Path) -> None:
     manifest = stored.manifest
     project["runs"] += 1
-    project["runs_complete" if manifest.is_complete() else "runs_failed"] += 1
-    project["runs_derived"] += int(manifest.derived)
+    _add_state(project, stored, data_root)
     for entry in manifest.attributes.values():
         types[entry["type"]] += 1
         if entry["type"] in SERIES_TYPE_NAMES:
@@ -52,10 +75,6 @@ def _add_run(project: dict, stored: StoredRun, types: Counter) -> None:
     project["parquet_bytes"] += sum(p.bytes for p in manifest.parts)
     project["files"] += len(manifest.files)
     project["file_bytes"] += sum(int(f.get("size") or 0) for f in manifest.files)
-    if not manifest.is_complete():
-        first = manifest.errors[0] if manifest.errors else {}
-        fields = ("error_type", "message", "attribute", "remedy")
-        project["failures"].append({"run_id": stored.run_id, **{name: first.get(name) for name in fields}})
 
 
 def summarize(data_root: Path | str, projects: Iterable[str] | None = None) -> dict:
@@ -65,12 +84,12 @@ def summarize(data_root: Path | str, projects: Iterable[str] | None = None) -> d
     for stored in list_stored_runs(data_root, projects=projects):
         key = stored.project_id or stored.project_dir.name
         project = by_project.setdefault(key, _empty_project(key))
-        _add_run(project, stored, type_counts.setdefault(key, Counter()))
+        _add_run(project, stored, type_counts.setdefault(key, Counter()), Path(data_root))
     for key, project in by_project.items():
         project["attributes_by_type"] = dict(sorted(type_counts[key].items()))
         project["bytes"] = project["parquet_bytes"] + project["file_bytes"]
     total = _empty_project("")
-    del total["project_id"], total["failures"]
+    del total["project_id"], total["failures"], total["damaged"]
     for project in by_project.values():
         for name in total:
             if name == "attributes_by_type":
@@ -95,7 +114,7 @@ def add_files_on_disk(summary: dict, files_root: Path | str) -> dict:
 def render_summary(summary: dict) -> Group:
     """Rich renderable: one row per project, a total row, attribute types, and failures."""
     table = Table(title=f"Exported data in {summary['data_path']}")
-    for column in ("project", "runs", "complete", "failed", "attributes", "points", "files", "bytes"):
+    for column in ("project", "runs", "complete", "failed", "damaged", "attributes", "points", "files", "bytes"):
         table.add_column(column, justify="left" if column == "project" else "right")
     for project in [*summary["projects"], {**summary["total"], "project_id": "total"}]:
         table.add_row(
@@ -103,6 +122,7 @@ def render_summary(summary: dict) -> Group:
             f"{project['runs']:,}",
             f"{project['runs_complete']:,}",
             f"{project['runs_failed']:,}",
+            f"{project['runs_damaged']:,}",
             f"{sum(project['attributes_by_type'].values()):,}",
             f"{project['points']:,}",
             f"{project['files']:,}",
@@ -126,6 +146,21 @@ def render_summary(summary: dict) -> Group:
     if failures:
         lines = [f"{project} {f['run_id']}: {failure_message(f)}" for project, f in failures]
         parts.append(Text("Failed runs:\n" + "\n".join(lines), style="red"))
+    damaged = [(p["project_id"], d) for p in summary["projects"] for d in p["damaged"]]
+    if damaged:
+        lines = [f"{project} {d['run_id']}: {'; '.join(d['parts'])}" for project, d in damaged]
+        fix = f"fix: {integrity.REEXPORT_REMEDY}"
+        parts.append(
+            Text("Damaged runs (parts differ from their manifests):\n" + "\n".join(lines) + "\n" + fix, style="red")
+        )
+    unverified = summary["total"]["runs_unverified"]
+    if unverified:
+        parts.append(
+            Text(
+                f"{unverified:,} run(s) unverified: exported without manifests (the peer tool's format), so there are "
+                "no checksums to verify their parts against"
+            )
+        )
     if not summary["projects"]:
         parts = [Text(f"No exported runs in {summary['data_path']}")]
     return Group(*parts)

@@ -14,10 +14,11 @@ from neptune_exporter.model import STEP_SCALE, decimal_array_to_unscaled
 from neptune_exporter.storage.exported_run import ExportedRun, open_exported_run
 
 
-def read_export(data_root: Path, files_root: Path, project_id: str, run_id: str) -> ExportedRun:
+def read_export(data_root: Path, files_root: Path, project_id: str, run_id: str, verify: bool = True) -> ExportedRun:
     """The exported run as storage reads it (manifest, or facts derived from peer-format parts); OutputPathError
-    when absent. Validation applies its own rules to these facts and rows, never the loader's."""
-    return open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
+    when absent, DamagedExportError when a part differs from its manifest (unless `verify` is False: ids only).
+    Validation applies its own rules to these facts and rows, never the loader's."""
+    return open_exported_run(Path(data_root), Path(files_root), project_id, run_id, verify=verify)
 
 
 SERIES = ("float_series", "string_series", "histogram_series", "file_series")

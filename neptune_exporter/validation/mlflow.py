@@ -305,7 +305,9 @@ class MlflowValidator:
         if not export.fork_parent:
             return None
         try:
-            parent = read_export(export.data_root, export.files_root, export.project_id, export.fork_parent)
+            parent = read_export(
+                export.data_root, export.files_root, export.project_id, export.fork_parent, verify=False
+            )
         except OutputPathError:
             return None
         run = self.complete_run(parent)

@@ -67,8 +67,21 @@ class ValidationReport:
         return [run for run in self.runs if not run.ok]
 
     @property
+    def unvalidated(self) -> list[RunValidation]:
+        """Runs that could not be compared (their export could not be read, e.g. a damaged part)."""
+        return [run for run in self.runs if run.error is not None]
+
+    @property
     def ok(self) -> bool:
         return not self.failed_runs
+
+    def verdict(self) -> str:
+        """`no differences`, or the differences and the runs that could not be validated."""
+        if self.ok:
+            return "no differences"
+        differing = [run for run in self.failed_runs if run.error is None]
+        text = f"{len(self.differences)} difference(s) in {len(differing)} run(s)"
+        return text + (f", {len(self.unvalidated)} run(s) not validated" if self.unvalidated else "")
 
     def to_json(self) -> dict:
         return {
@@ -78,6 +91,7 @@ class ValidationReport:
             "runs_checked": len(self.runs),
             "runs_with_differences": len(self.failed_runs),
             "differences": len(self.differences),
+            "runs_not_validated": len(self.unvalidated),
             "runs": [run.to_json() for run in self.runs],
         }
 
@@ -93,15 +107,23 @@ class ValidationReport:
 
     def to_markdown(self, max_differences: int = 200) -> str:
         """Human summary: totals, per-run table, then the differences (first `max_differences`)."""
-        verdict = (
-            "no differences" if self.ok else f"{len(self.differences)} difference(s) in {len(self.failed_runs)} run(s)"
-        )
-        lines = [f"# Validation against {self.target}", "", f"{len(self.runs)} run(s) checked: **{verdict}**.", ""]
+        lines = [
+            f"# Validation against {self.target}",
+            "",
+            f"{len(self.runs)} run(s) checked: **{self.verdict()}**.",
+            "",
+        ]
         rows = self.table_rows()
         if rows:
             headers = list(dict.fromkeys(k for row in rows for k in row))
             lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
             lines += ["| " + " | ".join(_cell(row.get(h, "")) for h in headers) + " |" for row in rows]
+        if self.unvalidated:
+            lines += ["", "## Not validated", ""]
+            lines += [
+                f"- `{run.project_id}/{run.run_id}`: {error.get('message')} — fix: {error.get('remedy')}"
+                for run, error in ((run, run.error or {}) for run in self.unvalidated)
+            ]
         if self.differences:
             lines += [
                 "",

@@ -19,6 +19,7 @@ from neptune_exporter.export import ExportOptions, run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage.files import file_sha256
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import project_dir, read_run_batches, run_part_paths
 from tests.e2e.conftest import cli_command, cli_env, run_cli
@@ -73,6 +74,13 @@ def sorted_rows(data: Path, run: str) -> pa.Table:
     table = pa.Table.from_batches(list(read_run_batches(data, PROJECT, run)))
     order = pc.sort_indices(table, [("attribute_path", "ascending"), ("step", "ascending")])
     return table.take(order)
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every file and folder under `folder`: relative path → sha256 (folders: "dir")."""
+    return {
+        p.relative_to(folder).as_posix(): "dir" if p.is_dir() else file_sha256(p) for p in sorted(folder.rglob("*"))
+    }
 
 
 def test_export_then_summary_in_ephemeral_mode_and_a_failed_run_exits_1(env, fake, tmp_path):
@@ -247,3 +255,5 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
         resumed, fresh = sorted_rows(data, run_id(index)), sorted_rows(reference / "data", run_id(index))
         assert resumed.num_rows == fresh.num_rows > 0
         assert resumed.equals(fresh), run_id(index)
+    assert not list(data.rglob("*.tmp")) and not list((tmp_path / "out/files").rglob(".staging*"))
+    assert tree(tmp_path / "out/files") == tree(reference / "files")  # the files folder of a fresh export

@@ -12,10 +12,20 @@ from neptune_exporter.export import ExportOptions, run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage.files import run_files_dir
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import run_part_paths
 from tests.e2e.conftest import cli_command, cli_env, run_cli
-from tests.e2e.test_export_cli import PROJECT, RunGate, complete_runs, kill_when, mid_export, sorted_rows, tail
+from tests.e2e.test_export_cli import (
+    PROJECT,
+    RunGate,
+    complete_runs,
+    kill_when,
+    mid_export,
+    sorted_rows,
+    tail,
+    tree,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -110,3 +120,46 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
     assert f"{len(done_before)} unchanged" in result.stdout, (done_before, result.stdout)
     assert_only_listed_parts(data)
     assert_same_rows_as_a_fresh_export(fake, data, tmp_path / "reference")
+
+
+class DownloadGate2(RunGate):
+    """RunGate on the 2.x file download: a held run waits with its `.staging-<uuid>` folder made."""
+
+    HELD_ENDPOINTS = ("v2.download_file",)
+
+
+def staged(files: Path, runs: set[str]) -> bool:
+    """Every run in `runs` has a `.staging-*` folder in its files folder now."""
+    return all(any(run_files_dir(files, PROJECT, run).glob(".staging-*")) for run in runs)
+
+
+def test_sigkill_mid_download_then_rerun_leaves_the_files_of_a_fresh_export(env, fake, tmp_path, monkeypatch):
+    data, files, killed_log = tmp_path / "out/data", tmp_path / "out/files", tmp_path / "killed-export.log"
+    gate = DownloadGate2(fake, admit=3)
+    monkeypatch.setattr(fake.requests, "add", gate.add)
+    args = ["export", "--source", "neptune2", "-d", "out/data", "-f", "out/files", "--workers", "2", "--no-progress"]
+    with killed_log.open("wb") as log:
+        process = subprocess.Popen(
+            cli_command(*args), env=env, cwd=tmp_path, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:  # killed once 3 runs are complete and both workers wait inside a download, its staging folder made
+            kill_when(
+                process,
+                lambda: (
+                    len(complete_runs(data)) >= 3 and len(gate.runs_held()) == 2 and staged(files, gate.runs_held())
+                ),
+                killed_log,
+            )
+        finally:
+            gate.release()
+    mid_run = set(gate.held)
+    assert len(mid_run) == 2 and staged(files, mid_run), tail(killed_log)  # the killed attempt's leftovers
+
+    fake.requests.clear()
+    result = run_cli(args, env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert complete_runs(data) == SYS_IDS, result.stdout
+    assert not [p for p in files.rglob(".staging-*")] and not [p for p in data.rglob("*.tmp")]
+    assert_only_listed_parts(data)
+    assert_same_rows_as_a_fresh_export(fake, data, tmp_path / "reference")
+    assert tree(files) == tree(tmp_path / "reference/files")

@@ -220,7 +220,7 @@ def test_load_with_a_corrupt_run_and_validate_with_a_difference_end_failed_witho
     validations = per_run([run for run in every_task if run.name.startswith("validate ")])
     assert sorted(loads) == sorted(validations) == RUN_IDS
     assert [r for r, run in loads.items() if run.state.is_failed()] == ["run-00002"]
-    assert "CorruptPartError" in loads["run-00002"].state.message and "— fix: " in loads["run-00002"].state.message
+    assert "DamagedExportError" in loads["run-00002"].state.message and "— fix: " in loads["run-00002"].state.message
     assert [r for r, run in validations.items() if run.state.is_failed()] == ["run-00002"]
     assert sum(chunk.state.is_failed() for chunk in chunks) == 2  # the chunk loading run-00002, the one validating it
     assert_ui_renders_inputs(every_task)
@@ -235,7 +235,7 @@ def test_load_with_a_corrupt_run_and_validate_with_a_difference_end_failed_witho
     rows = {row["run"]: row for row in table_rows(artifacts["load-runs"][0])}
     assert (
         rows[f"{PROJECT}/run-00002"]["status"] == "failed"
-        and "CorruptPartError" in rows[f"{PROJECT}/run-00002"]["error"]
+        and "DamagedExportError" in rows[f"{PROJECT}/run-00002"]["error"]
     )
     assert sorted(row["status"] for row in rows.values()) == ["failed", "loaded", "loaded", "loaded", "loaded"]
 

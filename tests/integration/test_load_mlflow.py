@@ -298,12 +298,12 @@ def test_corrupted_part_fails_the_run_and_leaves_nothing_marked_complete(mlflow_
     part = tmp_path / "data" / manifest.parts[0].path
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
     result = run_load(options(tmp_path, mlflow_server), SETTINGS)[0]
-    assert result.status == "failed" and result.error["error_type"] == "CorruptPartError"
+    assert result.status == "failed" and result.error["error_type"] == "DamagedExportError"  # a CorruptPartError
+    assert manifest.parts[0].path in result.error["message"] and "truncated" in result.error["message"]
     client = MlflowClient(mlflow_server)
-    states = [r.data.tags.get("neptune.load_state") for r in active_runs(client, project, "r")]
-    assert "complete" not in states
+    assert active_runs(client, project, "r") == []  # refused before anything was written
     report = run_validate(options(tmp_path, mlflow_server), SETTINGS)
-    assert not report.ok
+    assert not report.ok and report.runs[0].error["error_type"] == "DamagedExportError"
 
 
 LOADER_SCRIPT = """

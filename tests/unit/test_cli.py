@@ -24,8 +24,8 @@ def captured(monkeypatch):
     """The ExportOptions the command would run (the flow itself is tested in test_flow_export.py)."""
     seen = {}
 
-    def fake_run(options, *, no_progress=False):
-        seen["options"], seen["no_progress"] = options, no_progress
+    def fake_run(options, *, no_progress=False, if_locked="stop"):
+        seen["options"], seen["no_progress"], seen["if_locked"] = options, no_progress, if_locked
         return 0
 
     monkeypatch.setattr(cli, "run_export_command", fake_run)
@@ -73,6 +73,8 @@ def test_every_export_option_reaches_the_export_options(captured, tmp_path):
             "--include-previews",
             "--workers",
             "7",
+            "--if-locked",
+            "wait",
             "--no-progress",
         ],
     )
@@ -92,7 +94,7 @@ def test_every_export_option_reaches_the_export_options(captured, tmp_path):
     assert options.attributes.regex == "^metrics/" and options.attributes.names == ("params/lr", "params/bs")
     assert options.attributes.kinds() == {AttributeKind.PARAMETERS}
     assert options.attributes.include_previews
-    assert options.workers == 7 and captured["no_progress"]
+    assert options.workers == 7 and captured["no_progress"] and captured["if_locked"] == "wait"
 
 
 def test_defaults_come_from_the_environment_and_peer_tool_paths(captured, monkeypatch):
@@ -102,7 +104,7 @@ def test_defaults_come_from_the_environment_and_peer_tool_paths(captured, monkey
     options = captured["options"]
     assert options.projects == ("ws/env-project",) and options.api_token == "env-token"
     assert (options.data_path, options.files_path) == ("exports/data", "exports/files")
-    assert options.source == "neptune3" and options.workers == 4
+    assert options.source == "neptune3" and options.workers == 4 and captured["if_locked"] == "stop"
     assert options.attributes.kinds() == set(AttributeKind)
 
 
@@ -115,6 +117,7 @@ def test_defaults_come_from_the_environment_and_peer_tool_paths(captured, monkey
         (["--modified-after", "last tuesday"], "--modified-after 'last tuesday' is not a date/time"),
         (["--source", "neptune1"], "--source 'neptune1' is not supported"),
         (["--query", "x = 1"], "--query (NQL) works with --source neptune2 only"),
+        (["--if-locked", "queue"], "--if-locked 'queue' is not one of stop, wait"),
     ],
 )
 def test_bad_options_fail_with_one_line_naming_problem_and_fix(captured, args, expected):

@@ -8,10 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from neptune_exporter.errors import InvalidOptionError, OutputPathError, TargetError, TargetUnavailableError
+from neptune_exporter.errors import (
+    InvalidOptionError,
+    NoRunsSelectedError,
+    OutputPathError,
+    TargetError,
+    TargetUnavailableError,
+)
 from neptune_exporter.load import LoadOptions, RunToLoad, fork_waves, load_one, make_loader, select_runs, validate_one
 from neptune_exporter.loaders.base import LoadResult
 from neptune_exporter.loaders.mlflow import MlflowLoader
+from neptune_exporter.model import sanitize_name
 from neptune_exporter.retry import RetryPolicy
 from neptune_exporter.rows import parameter_rows
 from neptune_exporter.settings import Settings
@@ -52,6 +59,33 @@ def test_select_runs_filters_and_fails_on_missing_folder(tmp_path):
     assert select_runs(options) == [RunToLoad("ws/a", "r2", None)]
     with pytest.raises(OutputPathError, match="does not exist"):
         select_runs(LoadOptions(data_path=str(tmp_path / "missing")))
+
+
+def test_nothing_selected_is_an_error_naming_the_folder_and_what_was_expected(tmp_path):
+    (tmp_path / "exports" / "data").mkdir(parents=True)
+    empty = LoadOptions(data_path=str(tmp_path / "exports" / "data"))
+    with pytest.raises(NoRunsSelectedError) as nothing:
+        select_runs(empty)
+    data = tmp_path / "exports" / "data"
+    assert nothing.value.message == f"no exported run in {data}: expected {data}/<project-dir>/*_part_*.parquet"
+    assert nothing.value.remedy.startswith("pass the --data-path (-d) an export wrote to")
+
+    write_export(data, tmp_path / "exports" / "files", "ws/a", "r1", [parameter_rows("ws/a", "r1", [("p", "int", 1)])])
+    with pytest.raises(NoRunsSelectedError) as at_root:  # -d pointing at the export root instead of its data folder
+        select_runs(LoadOptions(data_path=str(tmp_path / "exports")))
+    root = tmp_path / "exports"
+    assert at_root.value.message == f"no exported run in {root}: expected {root}/<project-dir>/*_part_*.parquet"
+    assert at_root.value.remedy == f"pass -d {data} (the export's data folder, inside the folder given)"
+
+    with pytest.raises(NoRunsSelectedError) as other_project:
+        select_runs(LoadOptions(data_path=str(data), projects=("ws/b",)))
+    expected = data / sanitize_name("ws/b") / "*_part_*.parquet"
+    assert other_project.value.message == f"no exported run of ws/b in {data}: expected {expected}"
+    assert other_project.value.remedy == "pass -p with an exported project: ws/a"
+
+    with pytest.raises(NoRunsSelectedError) as no_match:
+        select_runs(LoadOptions(data_path=str(data), runs_regex="^r9"))
+    assert no_match.value.message == f"no exported run in {data} matches --runs '^r9'"
 
 
 def test_fork_waves_put_parents_first_and_survive_cycles():

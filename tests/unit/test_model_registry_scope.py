@@ -88,7 +88,7 @@ def test_registry_helpers():
 def captured(monkeypatch):
     seen = {}
 
-    def fake_run(options, *, no_progress=False):
+    def fake_run(options, *, no_progress=False, if_locked="stop"):
         seen["options"] = options
         return 0
 

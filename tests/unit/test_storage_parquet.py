@@ -154,6 +154,40 @@ def test_context_manager_aborts_on_exception(tmp_path):
     assert run_part_paths(tmp_path, PROJECT, RUN, include_tmp=True) == []
 
 
+class DiskFullWriter:
+    """A ParquetWriter on a full disk: the file exists (its header written), then every write and close fails."""
+
+    def __init__(self, sink, *args, **kwargs):
+        sink.write(b"PAR1")
+
+    def write_table(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    def close(self):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failing_disk_leaves_no_tmp_part_even_when_closing_fails_again(tmp_path, monkeypatch):
+    import neptune_exporter.storage.parquet as parquet
+
+    monkeypatch.setattr(parquet.pq, "ParquetWriter", DiskFullWriter)
+    with pytest.raises(OSError, match="No space left"):
+        with RunWriter(tmp_path, PROJECT, RUN, 10**9) as writer:
+            writer.write(metric_batch(0))
+            writer.close()  # the flush opens a part (its file created), then the write fails
+    assert list(project_dir(tmp_path, PROJECT).iterdir()) == []
+
+    def no_file_handle(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(parquet.pa, "OSFile", no_file_handle)
+    with pytest.raises(OSError, match="No space left"):
+        with RunWriter(tmp_path, PROJECT, RUN, 10**9) as writer:
+            writer.write(metric_batch(0))
+            writer.close()
+    assert list(project_dir(tmp_path, PROJECT).iterdir()) == []
+
+
 def test_empty_batch_still_creates_part_zero(tmp_path):
     writer = RunWriter(tmp_path, PROJECT, RUN, 10**9)
     writer.write(empty_batch())
