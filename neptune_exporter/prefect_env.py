@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -93,6 +94,7 @@ LOCAL_SERVER_DEFAULTS = {
 PREFECT_API_APP = "prefect.server.api.server:create_app"
 HEALTH_POLL_SECONDS = 0.1
 STOP_TIMEOUT_SECONDS = 5.0
+PARENT_POLL_SECONDS = 0.25
 
 
 def free_port() -> int:
@@ -108,21 +110,39 @@ def local_server_env(environ: MutableMapping[str, str]) -> dict[str, str]:
 
 
 def server_command(port: int) -> list[str]:
-    """A child Python serving Prefect's API app on 127.0.0.1:port (`serve_api` below)."""
-    return [sys.executable, "-m", __name__, str(port)]
+    """A child Python serving Prefect's API app on 127.0.0.1:port for as long as this process lives (`serve_api`)."""
+    return [sys.executable, "-m", __name__, str(port), str(os.getpid())]
 
 
-def serve_api(port: int) -> None:
+def serve_api(port: int, parent_pid: int) -> None:
     """Serve Prefect's API app with uvicorn on 127.0.0.1:port, as Prefect's ephemeral mode does, minus the slow
-    unused imports; returns when the server stops (SIGTERM / SIGINT)."""
+    unused imports; returns when the server stops (SIGTERM / SIGINT, or `parent_pid` ending)."""
+    die_with_parent(parent_pid)
     skip_slow_unused_imports()
     import uvicorn
 
     uvicorn.run(PREFECT_API_APP, factory=True, host="127.0.0.1", port=port, log_level="error", lifespan="on")
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """End this process soon after `parent_pid` ends, however it ends (SIGKILL included): a daemon thread sees the
+    parent change (the command's process is gone), sends SIGTERM (a clean server stop) and exits for good after
+    STOP_TIMEOUT_SECONDS. A process-level check on every platform (Linux's PR_SET_PDEATHSIG follows the *thread*
+    that started the child, which is not the command's lifetime in general)."""
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_TIMEOUT_SECONDS)
+    os._exit(1)
+
+
 class LocalServer:
-    """Prefect's ephemeral API server, started at once in a subprocess and stopped when this process exits."""
+    """Prefect's ephemeral API server, started at once in a subprocess; it stops when this process exits, and on its
+    own when this process is killed (`die_with_parent`)."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -221,4 +241,4 @@ def runs_on_local_server() -> bool:
 
 
 if __name__ == "__main__":  # `python -m neptune_exporter.prefect_env PORT`: the local server's process
-    serve_api(int(sys.argv[1]))
+    serve_api(int(sys.argv[1]), int(sys.argv[2]))
