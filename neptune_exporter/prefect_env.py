@@ -94,6 +94,7 @@ LOCAL_SERVER_DEFAULTS = {
 PREFECT_API_APP = "prefect.server.api.server:create_app"
 HEALTH_POLL_SECONDS = 0.1
 STOP_TIMEOUT_SECONDS = 5.0
+EXIT_WAIT_SECONDS = 1.0  # at exit: a command stopped by Ctrl-C says its line and ends within seconds
 PARENT_POLL_SECONDS = 0.25
 
 
@@ -152,8 +153,9 @@ class LocalServer:
             env=local_server_env(os.environ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            process_group=0,  # its own group: a terminal's Ctrl-C reaches the command, which stops it after reporting
         )
-        atexit.register(self.stop)
+        atexit.register(self.stop, EXIT_WAIT_SECONDS, False)
 
     def wait_ready(self, timeout_s: float = EPHEMERAL_STARTUP_TIMEOUT_SECONDS) -> None:
         """Block until `/health` answers 200; RuntimeError with the server's stderr when it exits or times out."""
@@ -177,13 +179,16 @@ class LocalServer:
             "set PREFECT_API_URL to a running server (`prefect server start`)"
         )
 
-    def stop(self) -> None:
-        """Terminate the server (kill after a grace period); safe to call twice."""
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS, kill: bool = True) -> None:
+        """Terminate the server and wait up to `timeout` for it, then kill it; with `kill=False` leave it to end by
+        itself (`die_with_parent`: this process is exiting). Safe to call twice."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                if not kill:
+                    return
                 self.process.kill()
                 self.process.wait()
         if self.process.stderr:

@@ -22,6 +22,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from neptune_exporter import interrupt
 from neptune_exporter.errors import (
     InvalidOptionError,
     NeptuneExporterError,
@@ -380,7 +381,8 @@ class ArtifactUploader:
 
 
 class MetricBatcher:
-    """Packs metric points of any attributes into MLflow's per-request limit; a few requests in flight."""
+    """Packs metric points of any attributes into MLflow's per-request limit; a few requests in flight. Ctrl-C stops
+    it between two requests (`interrupt`): the run stays "loading", and the rerun redoes it."""
 
     def __init__(self, client: MlflowClient, run_id: str, limit: int, in_flight: int = 2):
         self.client, self.run_id, self.limit = client, run_id, limit
@@ -398,6 +400,7 @@ class MetricBatcher:
 
     def flush(self) -> None:
         if self.pending:
+            interrupt.raise_if_requested()
             self.jobs.submit(self._post, self.pending)
             self.points += len(self.pending)
             self.pending = []
