@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -33,6 +34,14 @@ class Calls:
         self.overdue.set()
 
 
+@contextmanager
+def runs_started(calls: Calls) -> Iterator[None]:
+    """The CLI's handling, past start-up."""
+    with interrupt.handled(calls.startup, calls.late):
+        interrupt.runs_starting()
+        yield
+
+
 def test_a_signal_during_start_up_calls_on_startup_and_requests_nothing():
     calls, before = Calls(), signal.getsignal(signal.SIGINT)
     with interrupt.handled(calls.startup, calls.late):
@@ -44,8 +53,7 @@ def test_a_signal_during_start_up_calls_on_startup_and_requests_nothing():
 def test_once_runs_start_a_signal_is_a_stop_request_and_a_second_one_is_overdue_at_once(monkeypatch):
     monkeypatch.setattr(interrupt, "GRACE_SECONDS", 3600.0)
     calls = Calls()
-    with interrupt.handled(calls.startup, calls.late):
-        interrupt.runs_starting()
+    with runs_started(calls):
         os.kill(os.getpid(), signal.SIGTERM)
         assert interrupt.requested() and calls.names == []
         os.kill(os.getpid(), signal.SIGINT)
@@ -55,8 +63,7 @@ def test_once_runs_start_a_signal_is_a_stop_request_and_a_second_one_is_overdue_
 def test_a_stop_that_takes_longer_than_the_grace_period_is_overdue(monkeypatch):
     monkeypatch.setattr(interrupt, "GRACE_SECONDS", 0.05)
     calls = Calls()
-    with interrupt.handled(calls.startup, calls.late):
-        interrupt.runs_starting()
+    with runs_started(calls):
         os.kill(os.getpid(), signal.SIGINT)
         assert calls.overdue.wait(30)
     assert calls.names == ["overdue"]
