@@ -3,6 +3,7 @@ bad input, and resume after SIGKILL (same rows, no duplicates, completed runs no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from neptune_exporter.settings import Settings
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import project_dir, read_run_batches, run_part_paths
 from tests.e2e.conftest import cli_command, cli_env, run_cli
+from tests.processes import sigkill_alone, wait_all_gone
 
 pytestmark = pytest.mark.e2e
 
@@ -168,15 +170,30 @@ def run_ids_of(sys_ids: set[str]) -> set[str]:
     return {run_id(int(sid.rsplit("-", 1)[1]) - 1) for sid in sys_ids}
 
 
-def kill_when(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> None:
-    """SIGKILL the process group as soon as `condition()` holds."""
+def wait_for(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> None:
+    """Return once `condition()` holds, the command still running."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert process.poll() is None, f"the export ended before it could be killed:\n{tail(log)}"
-        assert time.monotonic() < deadline, f"the export made no progress:\n{tail(log)}"
+        assert process.poll() is None, f"the command ended before the point it was to be stopped at:\n{tail(log)}"
+        assert time.monotonic() < deadline, f"the command made no progress:\n{tail(log)}"
         time.sleep(0.05)
+
+
+def kill_when(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> None:
+    """SIGKILL the process group as soon as `condition()` holds."""
+    wait_for(process, condition, log, timeout)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def kill_alone_when(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> None:
+    """SIGKILL the command alone (`kill -9 PID`: not its group, not its children) as soon as `condition()` holds;
+    then every process it had started, and its whole process group, must end by themselves."""
+    wait_for(process, condition, log, timeout)
+    below = sigkill_alone(process.pid)
+    process.wait()
+    assert below, "the command had started no process (its local Prefect server?)"
+    assert wait_all_gone(below, process.pid) == {}, "processes of the killed command still run"
 
 
 def mid_export(data: Path, gate: RunGate, run_ids=lambda held: held) -> bool:
@@ -194,8 +211,9 @@ def tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:] if log.is_file() else ""
 
 
-def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, tmp_path, prefect_server, monkeypatch):
-    env = {**env, "PREFECT_API_URL": prefect_server.api_url}
+def test_sigkill_mid_export_leaves_no_process_then_rerun_completes_with_the_same_rows(env, fake, tmp_path, monkeypatch):
+    """On the command's own local Prefect server (no PREFECT_API_URL): the server ends with the killed command, and the
+    rerun (a new local server on the same PREFECT_HOME, the killed flow run still Running there) is not held back."""
     data, killed_log = tmp_path / "out/data", tmp_path / "killed-export.log"
     gate = RunGate(fake, admit=3)
     monkeypatch.setattr(fake.requests, "add", gate.add)
@@ -211,7 +229,7 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
             stderr=subprocess.STDOUT,
         )
         try:  # killed once the 3 admitted runs are complete and both workers wait inside another run
-            kill_when(process, lambda: mid_export(data, gate, run_ids_of), killed_log)
+            kill_alone_when(process, lambda: mid_export(data, gate, run_ids_of), killed_log)
         finally:
             gate.release()
     done_before, mid_run = complete_runs(data), run_ids_of(gate.held)
@@ -244,3 +262,13 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
         resumed, fresh = sorted_rows(data, run_id(index)), sorted_rows(reference / "data", run_id(index))
         assert resumed.num_rows == fresh.num_rows > 0
         assert resumed.equals(fresh), run_id(index)
+    assert folder_contents(tmp_path / "out/files") == folder_contents(reference / "files") != {}
+
+
+def folder_contents(folder: Path) -> dict[str, str]:
+    """Every file below `folder` (hidden ones included) by relative path, with its sha256."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
