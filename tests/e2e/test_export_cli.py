@@ -245,12 +245,16 @@ def test_sigkill_mid_export_leaves_no_process_then_rerun_completes_with_the_same
     refetched = fake.requests.runs_fetched() & {sys_id(i) for i in range(10) if run_id(i) in done_before}
     assert refetched == set(), (done_before, result.stdout)
     assert f"{len(done_before)} unchanged" in result.stdout, (done_before, result.stdout)
-    for index in range(10):  # no leftover of the killed attempt: every part on disk is one the manifest lists
-        on_disk = {p.name for p in run_part_paths(data, PROJECT, run_id(index), include_tmp=True)}
-        listed = {Path(part.path).name for part in read_manifest(manifest_path(data, PROJECT, run_id(index))).parts}
-        assert on_disk == listed, (run_id(index), on_disk, listed)
+    assert_same_as_a_fresh_export(fake, tmp_path / "out", tmp_path / "reference")
 
-    reference = tmp_path / "reference"
+
+def assert_same_as_a_fresh_export(fake: FakeNeptune, out: Path, reference: Path) -> None:
+    """Every part on disk is one a manifest lists (no leftover of a stopped attempt), each run's rows and the files
+    folder equal those of a fresh export of the 10 runs into `reference`."""
+    for index in range(10):
+        on_disk = {p.name for p in run_part_paths(out / "data", PROJECT, run_id(index), include_tmp=True)}
+        manifest = read_manifest(manifest_path(out / "data", PROJECT, run_id(index)))
+        assert on_disk == {Path(part.path).name for part in manifest.parts}, (run_id(index), on_disk)
     options = ExportOptions(
         projects=(PROJECT,),
         data_path=str(reference / "data"),
@@ -259,10 +263,10 @@ def test_sigkill_mid_export_leaves_no_process_then_rerun_completes_with_the_same
     )
     assert all(r.status == "complete" for r in run_export(options, Settings.from_env()))
     for index in range(10):
-        resumed, fresh = sorted_rows(data, run_id(index)), sorted_rows(reference / "data", run_id(index))
+        resumed, fresh = sorted_rows(out / "data", run_id(index)), sorted_rows(reference / "data", run_id(index))
         assert resumed.num_rows == fresh.num_rows > 0
         assert resumed.equals(fresh), run_id(index)
-    assert folder_contents(tmp_path / "out/files") == folder_contents(reference / "files") != {}
+    assert folder_contents(out / "files") == folder_contents(reference / "files") != {}
 
 
 def folder_contents(folder: Path) -> dict[str, str]:
