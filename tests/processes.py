@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -52,13 +53,13 @@ def command_line(pid: int) -> str:
         return "?"
 
 
-def left_over(pids: set[int], pgid: int | None = None) -> dict[int, str]:
+def left_over(pids: Iterable[int], pgid: int | None = None) -> dict[int, str]:
     """Which of `pids`, or of the process group `pgid` (if given), still live; with their command lines."""
     alive = {pid for pid in pids if stat_of(pid) is not None} | (group_members(pgid) if pgid else set())
     return {pid: command_line(pid) for pid in sorted(alive)}
 
 
-def wait_all_gone(pids: set[int], pgid: int | None = None, timeout: float = 30) -> dict[int, str]:
+def wait_all_gone(pids: Iterable[int], pgid: int | None = None, timeout: float = 30) -> dict[int, str]:
     """Wait until none of `pids` and no process of group `pgid` lives; what still lives at the deadline ({} if none)."""
     deadline = time.monotonic() + timeout
     while (alive := left_over(pids, pgid)) and time.monotonic() < deadline:
@@ -66,9 +67,9 @@ def wait_all_gone(pids: set[int], pgid: int | None = None, timeout: float = 30) 
     return alive
 
 
-def sigkill_alone(pid: int) -> set[int]:
+def sigkill_alone(pid: int) -> dict[int, str]:
     """SIGKILL this one process (not its group, not its children, as `kill -9 PID` does); its descendants just
-    before, whose fate is then up to them."""
-    below = descendants(pid)
+    before (with their command lines), whose fate is then up to them."""
+    below = {child: command_line(child) for child in descendants(pid)}
     os.kill(pid, signal.SIGKILL)
     return below

@@ -186,14 +186,15 @@ def kill_when(process: subprocess.Popen, condition, log: Path, timeout: float = 
     process.wait()
 
 
-def kill_alone_when(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> None:
+def kill_alone_when(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> list[str]:
     """SIGKILL the command alone (`kill -9 PID`: not its group, not its children) as soon as `condition()` holds;
-    then every process it had started, and its whole process group, must end by themselves."""
+    then every process it had started, and its whole process group, must end by themselves. Their command lines."""
     wait_for(process, condition, log, timeout)
     below = sigkill_alone(process.pid)
     process.wait()
-    assert below, "the command had started no process (its local Prefect server?)"
+    assert any("neptune_exporter.prefect_env" in command for command in below.values()), below  # its local server
     assert wait_all_gone(below, process.pid) == {}, "processes of the killed command still run"
+    return list(below.values())
 
 
 def mid_export(data: Path, gate: RunGate, run_ids=lambda held: held) -> bool:

@@ -9,7 +9,7 @@ import sys
 import urllib.request
 
 from neptune_exporter.prefect_env import LocalServer, server_command
-from tests.processes import command_line, sigkill_alone, wait_all_gone
+from tests.processes import sigkill_alone, wait_all_gone
 
 
 def test_server_command_runs_this_modules_server_entry_on_the_port():
@@ -71,5 +71,5 @@ def test_the_local_server_ends_when_its_command_is_killed(tmp_path):
     finally:
         command.kill()
         command.wait()
-    assert server_pid in below and "neptune_exporter.prefect_env" in command_line(server_pid)
+    assert "neptune_exporter.prefect_env" in below[server_pid]
     assert wait_all_gone(below) == {}
