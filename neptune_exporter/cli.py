@@ -310,7 +310,8 @@ def print_export_summary(summary: dict) -> None:
     )
     typer.echo(f"data: {summary['data_path']}  files: {summary['files_path']}")
     for failure in summary.get("failures", [])[:10]:
-        typer.echo(f"failed: {failure['project_id']} {failure['run_id']}: {failure['message']}", err=True)
+        fix = f" — fix: {failure['remedy']}" if failure.get("remedy") else ""
+        typer.echo(f"failed: {failure['project_id']} {failure['run_id']}: {failure['message']}{fix}", err=True)
     if summary.get("error_reports"):
         typer.echo(f"error report: {', '.join(summary['error_reports'])}", err=True)
 
