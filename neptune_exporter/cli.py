@@ -273,9 +273,8 @@ def run_export_command(options: ExportOptions, *, no_progress: bool = False) -> 
 def preflight_and_export(options: ExportOptions, no_progress: bool) -> dict:
     """Preflight (bad input → one line, exit 2), then the export flow's summary."""
     from neptune_exporter.export import make_source, preflight
-    from neptune_exporter.prefect_env import warm_up
 
-    warm_up("flows.export")  # Prefect's server starts and the flow imports while preflight runs
+    start_prefect("flows.export")  # Prefect's server starts and the flow imports while preflight runs
     settings = Settings.from_env()
     try:
         preflight(options, make_source(options, settings))
@@ -491,19 +490,34 @@ def load_options_or_exit(values: dict[str, Any]):
         raise fail(error) from None
 
 
-def preflight_load(options) -> int:
-    """Target reachable, export folder present, runs selected; one clear line and exit 2 otherwise. Runs found."""
-    from neptune_exporter.load import check_target, make_loader, select_runs
-    from neptune_exporter.prefect_env import warm_up
+def preflight_load(options, reports: bool = True) -> int:
+    """Target reachable, export folder present, runs selected, the report folder writable (when `reports`); one clear
+    line and exit 2 otherwise. Runs found."""
+    from neptune_exporter.export import check_writable
+    from neptune_exporter.load import check_target, make_loader, report_dir, select_runs
 
-    warm_up("flows.load")  # Prefect's server starts and the flows import while the target is checked
+    start_prefect("flows.load")  # Prefect's server starts and the flows import while the target is checked
     try:
         loader = make_loader(options, Settings.from_env())
         selected = len(select_runs(options))  # local checks first: nothing is created in the target on bad input
+        if reports:
+            check_writable(report_dir(options), "--report-path")
         check_target(loader)
         return selected
     except NeptuneExporterError as error:
         raise fail(error) from None
+
+
+def start_prefect(*modules: str) -> None:
+    """A usable PREFECT_HOME (else one line, exit 2), then Prefect's server starting and `modules` importing in the
+    background (`prefect_env.warm_up`)."""
+    from neptune_exporter.prefect_env import check_prefect_home, warm_up
+
+    try:
+        check_prefect_home()
+    except TerminalError as error:
+        raise fail(error) from None
+    warm_up(*modules)
 
 
 def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any) -> dict:
@@ -539,7 +553,7 @@ def run_load_summary(options, *, validate: bool = True, no_progress: bool = Fals
     from neptune_exporter.loaders.wandb import offline_sync_hint
 
     with stops_on_interrupt():
-        preflight_load(options)
+        preflight_load(options, reports=validate)
         summary = run_load_flow("load", options, no_progress, run_validation=validate)
         if "interrupted" in summary:
             say_interrupted(summary["interrupted"])

@@ -13,6 +13,9 @@ import threading
 import time
 import urllib.request
 from collections.abc import MutableMapping
+from pathlib import Path
+
+from neptune_exporter.errors import OutputPathError
 
 EPHEMERAL_STARTUP_TIMEOUT_SECONDS = 120
 
@@ -70,6 +73,30 @@ def skip_slow_unused_imports() -> list[str]:
     for name in skipped:
         sys.modules[name] = None  # type: ignore[assignment]  # `import name` now raises ImportError at once
     return skipped
+
+
+def prefect_home(environ: MutableMapping[str, str] | None = None) -> Path:
+    """Where Prefect keeps its database (local server), task results and profiles: PREFECT_HOME, else ~/.prefect."""
+    value = (os.environ if environ is None else environ).get("PREFECT_HOME") or "~/.prefect"
+    return Path(value).expanduser()
+
+
+def check_prefect_home(environ: MutableMapping[str, str] | None = None) -> Path:
+    """PREFECT_HOME, created if missing (its parent must exist) and proven writable; OutputPathError otherwise (before
+    any Prefect process starts, instead of the local server's database error)."""
+    home = prefect_home(environ)
+    probe = home / f".neptune-exporter-write-test-{os.getpid()}"
+    try:
+        home.mkdir(exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputPathError(
+            f"the Prefect home {home} cannot be used: {error.strerror or error}",
+            "set PREFECT_HOME to a folder you can write to (Prefect keeps its database and task results there), "
+            "or HOME to your home folder",
+        ) from None
+    return home
 
 
 def uses_ephemeral_server(environ: MutableMapping[str, str] | None = None) -> bool:
