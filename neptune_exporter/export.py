@@ -132,7 +132,7 @@ def make_source(options: ExportOptions, settings: Settings) -> Source:
     if options.source == "neptune2":
         from neptune_exporter.exporters.neptune2 import Neptune2Source
 
-        return Neptune2Source(token, settings)
+        return Neptune2Source(token, settings, runs_at_once=options.workers)
     raise InvalidOptionError(f"source {options.source!r} is not supported", "use source neptune3 or neptune2")
 
 
