@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,3 +38,12 @@ def cli_command(*args: str) -> list[str]:
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess:
     """Run `neptune-exporter ARGS` to completion, output captured as text."""
     return subprocess.run(cli_command(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def flow_runs(prefect_home: Path) -> list[tuple[str, str, str]]:
+    """(flow name, state name, state message) of every flow run the local servers recorded under `prefect_home`."""
+    with sqlite3.connect(prefect_home / "prefect.db") as db:
+        return db.execute(
+            "SELECT flow.name, flow_run.state_name, flow_run_state.message FROM flow_run"
+            " JOIN flow ON flow.id = flow_run.flow_id JOIN flow_run_state ON flow_run_state.id = flow_run.state_id"
+        ).fetchall()

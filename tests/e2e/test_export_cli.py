@@ -22,7 +22,7 @@ from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import project_dir, read_run_batches, run_part_paths
-from tests.e2e.conftest import cli_command, cli_env, run_cli
+from tests.e2e.conftest import cli_command, cli_env, flow_runs, run_cli
 from tests.processes import sigkill_alone, wait_all_gone
 
 pytestmark = pytest.mark.e2e
@@ -237,6 +237,8 @@ def test_sigkill_mid_export_leaves_no_process_then_rerun_completes_with_the_same
     assert done_before == run_ids_of(gate.admitted) and len(done_before) == 3, (done_before, tail(killed_log))
     assert len(mid_run) == 2 and not mid_run & done_before, mid_run
     assert all(run_part_paths(data, PROJECT, run, include_tmp=True) for run in mid_run)  # partial output on disk
+    killed = [state for flow, state, _ in flow_runs(Path(env["PREFECT_HOME"])) if flow == "export"]
+    assert killed == ["Running"]  # what the killed command left on its server: the rerun must not wait on it
 
     fake.faults.clear()
     fake.requests.clear()

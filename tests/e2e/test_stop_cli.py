@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -17,7 +16,7 @@ import pytest
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.storage.manifest import manifest_path
 from neptune_exporter.storage.parquet import run_part_paths
-from tests.e2e.conftest import cli_command, run_cli
+from tests.e2e.conftest import cli_command, flow_runs, run_cli
 from tests.e2e.test_export_cli import (  # noqa: F401  (the fake Neptune with 10 runs and the CLI's environment)
     PROJECT,
     RunGate,
@@ -81,15 +80,6 @@ def ctrl_c(process: subprocess.Popen, release=lambda: None) -> tuple[float, set[
     release()
     process.wait(timeout=120)
     return time.monotonic() - started, below
-
-
-def flow_runs(prefect_home: Path) -> list[tuple[str, str, str]]:
-    """(flow name, state name, state message) of every flow run the local servers recorded under `prefect_home`."""
-    with sqlite3.connect(prefect_home / "prefect.db") as db:
-        return db.execute(
-            "SELECT flow.name, flow_run.state_name, flow_run_state.message FROM flow_run"
-            " JOIN flow ON flow.id = flow_run.flow_id JOIN flow_run_state ON flow_run_state.id = flow_run.state_id"
-        ).fetchall()
 
 
 def test_ctrl_c_in_start_up_and_mid_export_ends_in_one_line_then_the_rerun_completes(
