@@ -75,6 +75,7 @@ def stops_on_interrupt() -> Iterator[None]:
     """Ctrl-C / SIGTERM in the block: during start-up one line and exit 130 at once; once the runs are dispatched the
     flow stops them (`interrupt`) and the command says how far it got; either way the process ends within
     interrupt.GRACE_SECONDS."""
+    _said.clear()
     with interrupt.handled(
         on_startup=lambda: exit_at_once(STARTUP_INTERRUPTED), on_overdue=lambda: exit_at_once(OVERDUE_INTERRUPTED)
     ):
