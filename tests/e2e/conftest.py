@@ -24,8 +24,9 @@ def prefect_server(tmp_path_factory) -> Iterator[PrefectServer]:
 
 
 def cli_env(extra: dict[str, str], prefect_home: Path) -> dict[str, str]:
-    """A clean environment for the CLI: no inherited Neptune/Prefect settings, the repo importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEPTUNE_", "PREFECT_"))}
+    """A clean environment for the CLI: no inherited Neptune/Prefect settings, no W&B service of this process (the CLI
+    starts its own), the repo importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEPTUNE_", "PREFECT_")) and k != "WANDB_SERVICE"}
     env.update({"PYTHONPATH": str(REPO_ROOT), "PREFECT_HOME": str(prefect_home), "PYTHONWARNINGS": "ignore"})
     env.update(extra)
     return env
