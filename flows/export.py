@@ -10,20 +10,20 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import guard
 from flows.live import LiveRuns
-from flows.runtime import run_in_process, run_subflow
+from flows.runtime import cut_short, dispatch, run_in_process, run_subflow, stopped
 from neptune_exporter import export as library
-from neptune_exporter import locations, progress
+from neptune_exporter import interrupt, locations, progress
 from neptune_exporter.errors import PathLockedError, failure_message
 from neptune_exporter.settings import Settings
-from neptune_exporter.storage.manifest import STATUS_FAILED
+from neptune_exporter.storage.manifest import STATUS_COMPLETE, STATUS_FAILED
 from tasks import export as export_tasks
-from tasks.policy import RunsFailed, detached, failed
+from tasks.policy import RunsFailed, detached, failed, interrupted
 
 SELECTION_KEYS = ("workspace", "include_projects", "exclude_projects", "runs", "attributes", "include_models")
 PATH_KEYS = ("data_path", "files_path")
@@ -125,19 +125,25 @@ def export_chunk(plans: list[dict], options: dict, live: str = "") -> list[dict]
 
     A run the plan skips (complete manifest, same modification time and options) may be answered from the task
     cache (shown as Cached in the UI); every other run refreshes the cache, so the manifest stays the truth.
-    The chunk ends Failed when any of its runs failed (its pointers travel in the state).
+    The chunk ends Failed when any of its runs failed (its pointers travel in the state), Cancelled when a stop
+    request (Ctrl-C / SIGTERM) left runs to do.
     """
     parsed = library.ExportOptions.from_json(options)
     reuse, refresh = export_tasks.export_run, export_tasks.export_run.with_options(refresh_cache=True)
-    futures = {}
-    for plan in plans:
+
+    def submit(plan: dict) -> PrefectFuture:
         task = reuse if plan["action"] == "skip" else refresh
-        futures[task.submit(**export_tasks.export_run_call(plan, parsed))] = plan
+        return task.submit(**export_tasks.export_run_call(plan, parsed))
+
     view = LiveRuns.find(live)
     pointers = []
-    for future in as_completed(list(futures)):
-        pointers.append(pointer_of(future, futures[future], options))
+    for future, plan in dispatch(submit, plans, parsed.workers):
+        pointers.append(pointer_of(future, plan, options))
         show_run_done(view, pointers[-1])
+    if cut_short(pointers, len(plans)):
+        return interrupted(
+            f"stopped on request: {len(plans) - len(pointers)} of {len(plans)} runs not started", pointers
+        )
     failures = sum(pointer["status"] == STATUS_FAILED for pointer in pointers)
     return failed(f"{failures} of {len(pointers)} runs failed", pointers) if failures else pointers
 
@@ -267,11 +273,15 @@ def export_locked(options: library.ExportOptions) -> dict | State:
     chunk_flow = export_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=options.workers))
     pointers: list[dict] = []
     for chunk in plan_chunks(plans, Settings.from_env().runs_per_task_batch):
+        if interrupt.requested():
+            break
         pointers += run_subflow(chunk_flow, chunk, detached(options_json), live.token)
     live.close()
     summary = export_tasks.write_export_summary(detached(pointers), detached(options_json))
     publish_summary(summary, pointers)
     log_totals(summary, time.monotonic() - started)
+    if cut_short(pointers, len(plans)):
+        return stopped(summary, sum(p["status"] in (STATUS_COMPLETE, "skipped") for p in pointers), len(plans))
     if summary["runs_failed"]:
         return failed(f"{summary['runs_failed']} of {len(pointers)} runs failed", summary)
     return summary

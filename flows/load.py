@@ -12,14 +12,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import guard
 from flows.live import LiveRuns
-from flows.runtime import run_subflow
-from flows.validate import chunks, finished_results, publish_report, run_key, validate_runs
+from flows.runtime import cut_short, dispatch, run_subflow, stopped
+from flows.validate import chunks, finished_results, publish_report, run_key, validate_runs, workers_of
+from neptune_exporter import interrupt, progress
 from neptune_exporter import load as library
-from neptune_exporter import progress
 from neptune_exporter.errors import PathLockedError, failure_message
 from neptune_exporter.settings import Settings
 from tasks import load as load_tasks
-from tasks.policy import detached, failed
+from tasks.policy import detached, failed, interrupted
 
 
 def show_run_done(live: LiveRuns | None, result: dict) -> None:
@@ -60,13 +60,16 @@ def failed_load(run: dict, error: BaseException) -> dict:
 
 @flow(name="load-chunk", log_prints=False)
 def load_chunk(options: dict, runs: list[dict], live: str = "") -> list[dict] | State:
-    """Load up to `runs_per_task_batch` runs of one fork wave: one task per run; Failed when any run failed."""
-    futures = {load_tasks.load_run.submit(detached(options), detached(run)): run for run in runs}
+    """Load up to `runs_per_task_batch` runs of one fork wave: one task per run; Failed when any run failed,
+    Cancelled when a stop request (Ctrl-C / SIGTERM) left runs to do (the runs being loaded finish first)."""
+    submit = lambda run: load_tasks.load_run.submit(detached(options), detached(run))
     view = LiveRuns.find(live)
     results = []
-    for result in finished_results(futures, failed_load):
+    for result in finished_results(dispatch(submit, runs, workers_of(options)), failed_load):
         results.append(result)
         show_run_done(view, result)
+    if cut_short(results, len(runs)):
+        return interrupted(f"stopped on request: {len(runs) - len(results)} of {len(runs)} runs not started", results)
     failures = sum(result["status"] == "failed" for result in results)
     return failed(f"{failures} of {len(results)} runs failed to load", results) if failures else results
 
@@ -127,7 +130,8 @@ def load_locked(parsed: library.LoadOptions, run_validation: bool) -> dict | Sta
     results: list[dict] = []
     for wave in waves:  # parents before their forks, so forks can link to them
         for chunk in chunks(wave, Settings.from_env().runs_per_task_batch):
-            results += run_subflow(chunk_flow, detached(options), chunk, live.token)
+            if not interrupt.requested():
+                results += run_subflow(chunk_flow, detached(options), chunk, live.token)
     live.close()
     create_table_artifact(table=project_rows(results), key=f"load-{parsed.target}", description="Runs per project")
     summary = load_summary(parsed.target, results)
@@ -140,6 +144,9 @@ def load_locked(parsed: library.LoadOptions, run_validation: bool) -> dict | Sta
         summary["failed"],
         f"{sum(r['points'] for r in results):,}",
     )
+    planned = sum(len(wave) for wave in waves)
+    if cut_short(results, planned):  # stopped on request: no validation of a partial load
+        return stopped(summary, summary["loaded"] + summary["skipped"], planned)
     if run_validation:
         summary["validation"] = publish_report(
             validate_runs(options, detached([run for wave in waves for run in wave])), options

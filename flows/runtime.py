@@ -1,18 +1,25 @@
-"""How the flows run: chunk subflows without heartbeats, one in-process entry for the CLI's flows, their results."""
+"""How the flows run: chunk subflows without heartbeats, per-run tasks dispatched until a stop is requested, one
+in-process entry for the CLI's flows (in a thread, so Ctrl-C / SIGTERM reach the CLI's handler), their results."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from collections.abc import Callable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
+from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import State
 
 from flows import guard
-from neptune_exporter import prefect_env
-from tasks.policy import RunsFailed
+from neptune_exporter import interrupt, prefect_env
+from tasks.policy import RunsFailed, interrupted
+
+Item = TypeVar("Item")
 
 
 class HandledFailureFilter(logging.Filter):
@@ -29,11 +36,24 @@ class HandledFailureFilter(logging.Filter):
         return not isinstance(error, RunsFailed)
 
 
+class StoppedRunFilter(logging.Filter):
+    """Drops Prefect's ERROR "Finished in state Cancelled(...)" of a run stopped on Ctrl-C / SIGTERM: the command says
+    one line for all of them, and each state keeps its message in the API."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (interrupt.requested() and record.getMessage().startswith("Finished in state Cancelled"))
+
+
 def quiet_handled_failures() -> None:
-    """Install `HandledFailureFilter` on Prefect's flow-run logger (once)."""
-    logger = logging.getLogger("prefect.flow_runs")
-    if not any(isinstance(f, HandledFailureFilter) for f in logger.filters):
-        logger.addFilter(HandledFailureFilter())
+    """Install `HandledFailureFilter` on Prefect's flow-run logger and `StoppedRunFilter` on both run loggers (once)."""
+    for name, kinds in (
+        ("prefect.flow_runs", (HandledFailureFilter, StoppedRunFilter)),
+        ("prefect.task_runs", (StoppedRunFilter,)),
+    ):
+        logger = logging.getLogger(name)
+        for kind in kinds:
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
 
 
 quiet_handled_failures()
@@ -71,9 +91,68 @@ def run_subflow(subflow: Callable[..., Any], *args: Any) -> Any:
         return result_of(subflow(*args, return_state=True))
 
 
+def dispatch(
+    submit: Callable[[Item], PrefectFuture], items: Iterable[Item], window: int
+) -> Iterator[tuple[PrefectFuture, Item]]:
+    """Submit `submit(item)` for the items, at most `window` unfinished at a time (the task runner's workers), and
+    yield each (future, item) as it finishes. Once a stop is requested (`interrupt`) no further item is submitted:
+    the ones running finish, the rest stay to do."""
+    finished: queue.SimpleQueue[tuple[PrefectFuture, Item]] = queue.SimpleQueue()
+    pending, running = iter(items), 0
+
+    def submit_next() -> bool:
+        item = None if interrupt.requested() else next(pending, None)
+        if item is None:
+            return False
+        submit(item).add_done_callback(lambda future, item=item: finished.put((future, item)))
+        return True
+
+    while running < max(1, window) and submit_next():
+        running += 1
+    while running:
+        done = finished.get()
+        running += submit_next() - 1  # the next one starts before this one's result is handled
+        yield done
+
+
+def cut_short(results: list[dict], planned: int) -> bool:
+    """True when a stop request left some of the `planned` runs without a result, or stopped one mid-way."""
+    return len(results) < planned or any(result.get("status") == interrupt.INTERRUPTED for result in results)
+
+
+def stopped(summary: dict, complete: int, planned: int) -> State:
+    """The Cancelled final state of a flow cut short: the one line the CLI prints as message and in the summary."""
+    line = interrupt.message(complete, planned - complete)
+    return interrupted(line, {**summary, "interrupted": line})
+
+
 def run_in_process(flow_fn: Callable[..., Any], **parameters: Any) -> dict:
-    """Run a flow here (PREFECT_API_URL or the local server); its result, also when Failed. Flow errors re-raise."""
+    """Run a flow here (PREFECT_API_URL or the local server); its result, also when Failed. Flow errors re-raise.
+
+    The flow runs in a worker thread while the main thread waits: run in the main thread, Prefect's engine installs
+    its own SIGTERM handler for the flow run (its runner's cancellation); from a worker thread it cannot, so Ctrl-C
+    and SIGTERM stay with the CLI's handler (`interrupt`: the flow stops dispatching runs and ends Cancelled)."""
     prefect_env.wait_until_ready()  # the local server `prefect_env.warm_up` started, if any
     with without_heartbeats() if prefect_env.runs_on_local_server() else nullcontext():
         with guard.not_enforced():  # the user's own command always runs
-            return result_of(flow_fn(**parameters, return_state=True))
+            return result_of(in_thread(lambda: flow_fn(**parameters, return_state=True)))
+
+
+def in_thread(call: Callable[[], Any]) -> Any:
+    """`call()` in a thread with this context (Prefect settings, the guard), a signal meanwhile a stop request; its
+    result or its exception."""
+    context, outcome = contextvars.copy_context(), {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = context.run(call)
+        except BaseException as error:  # re-raised below, in the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, name="flow-run")
+    interrupt.runs_starting()
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.live import LiveRuns
-from flows.runtime import run_subflow
+from flows.runtime import cut_short, dispatch, run_subflow, stopped
+from neptune_exporter import interrupt
 from neptune_exporter import load as library
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 from tasks import load as load_tasks
-from tasks.policy import RunsFailed, detached, failed
+from tasks.policy import RunsFailed, detached, failed, interrupted
 
 TABLE_ROWS_SHOWN = 1000
 
@@ -32,11 +33,11 @@ def run_key(run: dict) -> str:
 
 
 def finished_results(
-    futures: dict[PrefectFuture, dict], on_error: Callable[[dict, BaseException], dict]
+    finished: Iterable[tuple[PrefectFuture, dict]], on_error: Callable[[dict, BaseException], dict]
 ) -> Iterator[dict]:
-    """Per-run task results as they finish; a Failed task's result travels in its state (`RunsFailed`), an
-    unexpected error becomes `on_error(run, error)`."""
-    for future in as_completed(list(futures)):
+    """Per-run task results as they finish (`runtime.dispatch`); a Failed task's result travels in its state
+    (`RunsFailed`), an unexpected error becomes `on_error(run, error)`."""
+    for future, run in finished:
         future.wait()  # the final state locally (otherwise `state` asks the API, which may lag)
         outcome = future.result(raise_on_failure=False)
         if isinstance(outcome, RunsFailed) and outcome.result:
@@ -47,7 +48,7 @@ def finished_results(
                 if isinstance(outcome, BaseException)
                 else RuntimeError(future.state.message or future.state.name)
             )
-            yield on_error(futures[future], error)
+            yield on_error(run, error)
         else:
             yield outcome
 
@@ -64,11 +65,12 @@ def unvalidated(run: dict, error: BaseException) -> dict:
 
 @flow(name="validate-chunk", log_prints=False)
 def validate_chunk(options: dict, runs: list[dict], live: str = "") -> list[dict] | State:
-    """Validate up to `runs_per_task_batch` runs: one task per run; Failed when any run differs."""
-    futures = {load_tasks.validate_run.submit(detached(options), detached(run)): run for run in runs}
+    """Validate up to `runs_per_task_batch` runs: one task per run; Failed when any run differs, Cancelled when a stop
+    request left runs unchecked."""
+    submit = lambda run: load_tasks.validate_run.submit(detached(options), detached(run))
     view = LiveRuns.find(live)
     results = []
-    for result in finished_results(futures, unvalidated):
+    for result in finished_results(dispatch(submit, runs, workers_of(options)), unvalidated):
         results.append(result)
         if view is not None:
             view.run_done(
@@ -78,17 +80,26 @@ def validate_chunk(options: dict, runs: list[dict], live: str = "") -> list[dict
                 int(result["checked"].get("points") or 0),
                 int(result["checked"].get("artifacts") or 0),
             )
+    if cut_short(results, len(runs)):
+        return interrupted(f"stopped on request: {len(runs) - len(results)} of {len(runs)} runs not checked", results)
     differing = sum(not result["ok"] for result in results)
     return failed(f"{differing} of {len(results)} runs differ", results) if differing else results
+
+
+def workers_of(options: dict) -> int:
+    """Runs handled at the same time: the task runner's workers."""
+    return max(1, library.LoadOptions.from_json(options).workers)
 
 
 def validate_runs(options: dict, runs: list[dict]) -> ValidationReport:
     """Every run validated (chunked subflows, with a live `validate-progress` artifact); the assembled report."""
     parsed = library.LoadOptions.from_json(options)
-    chunk_flow = validate_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, parsed.workers)))
+    chunk_flow = validate_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers_of(options)))
     report = ValidationReport(target=parsed.target)
     live = LiveRuns("validate", [run_key(run) for run in runs], with_bytes=False, table=False)
     for chunk in chunks(runs, Settings.from_env().runs_per_task_batch):
+        if interrupt.requested():
+            break
         report.runs.extend(
             RunValidation.from_json(data) for data in run_subflow(chunk_flow, detached(options), chunk, live.token)
         )
@@ -138,7 +149,10 @@ def validate(options: dict | None = None) -> dict | State:
     options = parsed.to_json()
     runs = detached([run for wave in load_tasks.select_runs(options) for run in wave])
     load_tasks.check_target(detached(options))
-    summary = publish_report(validate_runs(options, runs), options)
+    report = validate_runs(options, runs)
+    if len(report.runs) < len(runs):  # stopped on request: a partial report would say too little
+        return stopped({"target": report.target, "runs_checked": len(report.runs)}, len(report.runs), len(runs))
+    summary = publish_report(report, options)
     if summary["runs_with_differences"]:
         return failed(summary["verdict"], summary)
     return summary

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from neptune_exporter import interrupt
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, TerminalError, failure_message
 from neptune_exporter.locations import CLI_PROJECT_FIX, select_projects
 from neptune_exporter.model import AttributeKind, as_utc, parse_kinds
@@ -44,6 +47,41 @@ def fail(error: NeptuneExporterError | str, code: int = EXIT_BAD_INPUT) -> typer
     """Print ONE line naming the problem and its fix on stderr; return the Exit to raise."""
     typer.echo(f"error: {error}", err=True)
     return typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------- Ctrl-C / SIGTERM
+
+STARTUP_INTERRUPTED = f"interrupted during start-up: no run started — {interrupt.RERUN}"
+OVERDUE_INTERRUPTED = f"interrupted: stopped without waiting for the runs in progress — {interrupt.RERUN}"
+_said: list[str] = []
+
+
+def say_interrupted(line: str) -> None:
+    """The one line of an interrupted command, on stderr (only the first one said)."""
+    if not _said:
+        _said.append(line)
+        typer.echo(line, err=True)
+
+
+def exit_at_once(line: str) -> NoReturn:
+    """Say `line` (unless a line was said) and end the process now, whatever threads still wait (the local Prefect
+    server stops by itself when this process is gone)."""
+    say_interrupted(line)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(interrupt.EXIT_INTERRUPTED)
+
+
+@contextmanager
+def stops_on_interrupt() -> Iterator[None]:
+    """Ctrl-C / SIGTERM in the block: during start-up one line and exit 130 at once; once the runs are dispatched the
+    flow stops them (`interrupt`) and the command says how far it got; either way the process ends within
+    interrupt.GRACE_SECONDS."""
+    _said.clear()
+    with interrupt.handled(
+        on_startup=lambda: exit_at_once(STARTUP_INTERRUPTED), on_overdue=lambda: exit_at_once(OVERDUE_INTERRUPTED)
+    ):
+        yield
 
 
 def parse_datetime(text: str | None, option: str) -> datetime | None:
@@ -235,10 +273,24 @@ def build_export_options(
 
 def run_export_command(options: ExportOptions, *, no_progress: bool = False, if_locked: str = "stop") -> int:
     """Preflight (bad input → one line, exit 2), then the export flow in-process; the exit status."""
-    from neptune_exporter.export import make_source, preflight
-    from neptune_exporter.prefect_env import warm_up
+    with stops_on_interrupt():
+        summary = preflight_and_export(options, no_progress, if_locked)
+        if "interrupted" in summary:
+            say_interrupted(summary["interrupted"])
+            return interrupt.EXIT_INTERRUPTED
+    if "locked" in summary:  # another export holds the data path's lock (storage/lock.py)
+        raise fail(summary["locked"], EXIT_LOCKED)
+    if "skipped" in summary:  # another export writes to this data path now (flows/guard.py)
+        raise fail(summary["skipped"], EXIT_RUNS_FAILED)
+    print_export_summary(summary)
+    return EXIT_RUNS_FAILED if summary["runs_failed"] else 0
 
-    warm_up("flows.export")  # Prefect's server starts and the flow imports while preflight runs
+
+def preflight_and_export(options: ExportOptions, no_progress: bool, if_locked: str = "stop") -> dict:
+    """Preflight (bad input → one line, exit 2), then the export flow's summary."""
+    from neptune_exporter.export import make_source, preflight
+
+    start_prefect("flows.export")  # Prefect's server starts and the flow imports while preflight runs
     settings = Settings.from_env()
     try:
         preflight(options, make_source(options, settings))
@@ -247,15 +299,9 @@ def run_export_command(options: ExportOptions, *, no_progress: bool = False, if_
     if options.api_token:
         os.environ["NEPTUNE_API_TOKEN"] = options.api_token  # the flow reads it from the process environment
     try:
-        summary = run_export_flow(options, no_progress=no_progress, if_locked=if_locked)
+        return run_export_flow(options, no_progress=no_progress, if_locked=if_locked)
     except TerminalError as error:
         raise fail(error) from None
-    if "locked" in summary:  # another export holds the data path's lock (storage/lock.py)
-        raise fail(summary["locked"], EXIT_LOCKED)
-    if "skipped" in summary:  # another export writes to this data path now (flows/guard.py)
-        raise fail(summary["skipped"], EXIT_RUNS_FAILED)
-    print_export_summary(summary)
-    return EXIT_RUNS_FAILED if summary["runs_failed"] else 0
 
 
 def run_export_flow(options: ExportOptions, *, no_progress: bool = False, if_locked: str = "stop") -> dict:
@@ -465,21 +511,36 @@ def load_options_or_exit(values: dict[str, Any]):
         raise fail(error) from None
 
 
-def preflight_load(options) -> int:
-    """Export folder present, runs selected, target reachable; one clear line and exit 2 otherwise. Runs found."""
-    from neptune_exporter.load import check_target, make_loader, select_runs
-    from neptune_exporter.prefect_env import warm_up
+def preflight_load(options, reports: bool = True) -> int:
+    """Export folder present, runs selected, the report folder writable (when `reports`), target reachable; one
+    clear line and exit 2 otherwise. Runs found."""
+    from neptune_exporter.export import check_writable
+    from neptune_exporter.load import check_target, make_loader, report_dir, select_runs
 
     try:
         # Local checks first: nothing is created in the target on bad input, and nothing runs in the background yet
         # (a command that exits while the warm-up thread imports can abort: "FATAL: exception not rethrown").
         selected = len(select_runs(options))
-        warm_up("flows.load")  # Prefect's server starts and the flows import while the target is checked
+        if reports:
+            check_writable(report_dir(options), "--report-path")
+        start_prefect("flows.load")  # Prefect's server starts and the flows import while the target is checked
         loader = make_loader(options, Settings.from_env())
         check_target(loader)
         return selected
     except NeptuneExporterError as error:
         raise fail(error) from None
+
+
+def start_prefect(*modules: str) -> None:
+    """A usable PREFECT_HOME (else one line, exit 2), then Prefect's server starting and `modules` importing in the
+    background (`prefect_env.warm_up`)."""
+    from neptune_exporter.prefect_env import check_prefect_home, warm_up
+
+    try:
+        check_prefect_home()
+    except TerminalError as error:
+        raise fail(error) from None
+    warm_up(*modules)
 
 
 def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any) -> dict:
@@ -519,8 +580,12 @@ def run_load_summary(
     """Preflight (bad input → one line, exit 2), the load flow in-process, a short summary; exit status + the flow's summary."""
     from neptune_exporter.loaders.wandb import offline_sync_hint
 
-    preflight_load(options)
-    summary = run_load_flow("load", options, no_progress, run_validation=validate, if_locked=if_locked)
+    with stops_on_interrupt():
+        preflight_load(options, reports=validate)
+        summary = run_load_flow("load", options, no_progress, run_validation=validate, if_locked=if_locked)
+        if "interrupted" in summary:
+            say_interrupted(summary["interrupted"])
+            return interrupt.EXIT_INTERRUPTED, summary
     if "locked" in summary:  # another load of this export into this target holds its lock (storage/lock.py)
         raise fail(summary["locked"], EXIT_LOCKED)
     typer.echo(
@@ -583,8 +648,12 @@ def validate(
 ) -> None:
     """Compare every exported run with the target (params, tags, every point, every file's sha256). Exit 1 on differences."""
     options = load_options_or_exit(locals())
-    preflight_load(options)
-    summary = run_load_flow("validate", options, True)
+    with stops_on_interrupt():
+        preflight_load(options)
+        summary = run_load_flow("validate", options, True)
+        if "interrupted" in summary:
+            say_interrupted(summary["interrupted"])
+            raise typer.Exit(interrupt.EXIT_INTERRUPTED)
     print_validation(summary)
     raise typer.Exit(EXIT_RUNS_FAILED if summary["runs_with_differences"] else 0)
 

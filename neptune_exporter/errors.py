@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class NeptuneExporterError(Exception):
     """Base error: a one-line problem statement plus the fix a user should apply."""
@@ -74,6 +76,10 @@ class OutputPathError(TerminalError):
     """An output or input folder cannot be created, written or read."""
 
 
+class DiskFullError(OutputPathError):
+    """A write failed because the disk of an output folder is full."""
+
+
 class CorruptPartError(TerminalError):
     """A Parquet part on disk cannot be read or does not match the schema."""
 
@@ -111,8 +117,28 @@ class TargetUnavailableError(TransientError):
     """The load target could not be reached or answered with a server error."""
 
 
+NO_SPACE_TEXT = "no space left on device"  # pyarrow's OSError may carry the errno only in its text
+CAUSES_FOLLOWED = 10
+
+
+def disk_full_cause(error: BaseException) -> OSError | None:
+    """The "no space left on device" (or quota exceeded) OSError behind `error`, itself or one of its causes (a
+    client may wrap it in its own download error); None when the disk is not what failed."""
+    for _ in range(CAUSES_FOLLOWED):
+        if error is None:
+            return None
+        if isinstance(error, OSError) and (
+            error.errno in (errno.ENOSPC, errno.EDQUOT) or NO_SPACE_TEXT in str(error).lower()
+        ):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def is_transient(error: BaseException) -> bool:
-    """True when retrying may help (used by the single retry policy)."""
+    """True when retrying may help (used by the single retry policy): never for a full disk."""
+    if disk_full_cause(error) is not None:
+        return False
     if isinstance(error, NeptuneExporterError):
         return error.transient
     return isinstance(error, (ConnectionError, TimeoutError))

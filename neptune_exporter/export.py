@@ -22,6 +22,7 @@ from neptune_exporter.errors import (
     OutputPathError,
     TerminalError,
     UnsupportedError,
+    disk_full_cause,
 )
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.model import RunRef, iso_utc_ms, run_ref_to_json
@@ -29,7 +30,7 @@ from neptune_exporter.retry import call_with_retries
 from neptune_exporter.rows import empty_batch
 from neptune_exporter.selection import ExportOptions, compile_regex
 from neptune_exporter.settings import Settings, neptune_api_token
-from neptune_exporter.storage import incremental, integrity, lock
+from neptune_exporter.storage import incremental, integrity, lock, space
 from neptune_exporter.storage.files import ExportedFile, remove_staging_leftovers, run_files_dir
 from neptune_exporter.storage.incremental import RunPlan
 from neptune_exporter.storage.manifest import (
@@ -132,7 +133,7 @@ def make_source(options: ExportOptions, settings: Settings) -> Source:
     if options.source == "neptune2":
         from neptune_exporter.exporters.neptune2 import Neptune2Source
 
-        return Neptune2Source(token, settings)
+        return Neptune2Source(token, settings, runs_at_once=options.workers)
     raise InvalidOptionError(f"source {options.source!r} is not supported", "use source neptune3 or neptune2")
 
 
@@ -343,6 +344,8 @@ def export_run(
         manifest = _complete_manifest(attempt, source, plan, options, files)
     except TerminalError as error:
         attempt.writer.abort()
+        if disk_full_cause(error) is not None:
+            raise  # `export_one` names the full folder and its free space
         return _done(progress, record_failure(plan, options, [error_record(run.project_id, run.run_id, error)], source))
     except BaseException:
         attempt.writer.abort()
@@ -408,15 +411,35 @@ def export_one(
     sleep: Callable[[float], object] = time.sleep,
 ) -> RunExportResult:
     """The per-run verb the Prefect task and `run_export` both call: `export_run` under the one retry policy;
-    an error left when the policy is spent (or a terminal one) becomes a failed run with its remedy."""
+    an error left when the policy is spent (or a terminal one) becomes a failed run with its remedy (a full disk:
+    which folder, its free space and the fix)."""
     try:
         attempt = lambda: export_run(source, plan, options, settings, progress)  # noqa: E731
         return call_with_retries(attempt, settings.retry, what=f"run {plan.run.key()}", sleep=sleep)
-    except Exception as error:  # noqa: BLE001 - one failed run must never stop the others; it is recorded below
+    except Exception as raised:  # noqa: BLE001 - one failed run must never stop the others; it is recorded below
+        error = space.disk_full_error(raised, output_folders(options), plan.run.run_id) or raised
         if not isinstance(error, NeptuneExporterError):
             log.exception("run %s failed unexpectedly", plan.run.key())
         record = error_record(plan.run.project_id, plan.run.run_id, error)
-        return _done(progress, record_failure(plan, options, [record], source))
+        return _done(progress, record_failure_if_room(plan, options, record, source))
+
+
+def output_folders(options: ExportOptions) -> dict[str, Path]:
+    """The folders an export writes to, by the option naming them."""
+    return {"--data-path": Path(options.data_path), "--files-path": Path(options.files_path)}
+
+
+def record_failure_if_room(plan: RunPlan, options: ExportOptions, record: dict, source: Source) -> RunExportResult:
+    """`record_failure`; on a disk too full for the failed manifest, the failed result alone (the manifest on disk
+    stays as it was, and the next export finds the run to do all the same)."""
+    try:
+        return record_failure(plan, options, [record], source)
+    except OSError as error:
+        if disk_full_cause(error) is None:
+            raise
+        return RunExportResult(
+            plan.run.project_id, plan.run.run_id, STATUS_FAILED, None, errors=[record], action=plan.action
+        )
 
 
 def plan_export(source: Source, options: ExportOptions, settings: Settings) -> list[RunPlan]:

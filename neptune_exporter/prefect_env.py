@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,9 @@ import threading
 import time
 import urllib.request
 from collections.abc import MutableMapping
+from pathlib import Path
+
+from neptune_exporter.errors import OutputPathError
 
 EPHEMERAL_STARTUP_TIMEOUT_SECONDS = 120
 
@@ -71,6 +75,30 @@ def skip_slow_unused_imports() -> list[str]:
     return skipped
 
 
+def prefect_home(environ: MutableMapping[str, str] | None = None) -> Path:
+    """Where Prefect keeps its database (local server), task results and profiles: PREFECT_HOME, else ~/.prefect."""
+    value = (os.environ if environ is None else environ).get("PREFECT_HOME") or "~/.prefect"
+    return Path(value).expanduser()
+
+
+def check_prefect_home(environ: MutableMapping[str, str] | None = None) -> Path:
+    """PREFECT_HOME, created if missing (its parent must exist) and proven writable; OutputPathError otherwise (before
+    any Prefect process starts, instead of the local server's database error)."""
+    home = prefect_home(environ)
+    probe = home / f".neptune-exporter-write-test-{os.getpid()}"
+    try:
+        home.mkdir(exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputPathError(
+            f"the Prefect home {home} cannot be used: {error.strerror or error}",
+            "set PREFECT_HOME to a folder you can write to (Prefect keeps its database and task results there), "
+            "or HOME to your home folder",
+        ) from None
+    return home
+
+
 def uses_ephemeral_server(environ: MutableMapping[str, str] | None = None) -> bool:
     """True when runs go to Prefect's local ephemeral server rather than PREFECT_API_URL."""
     return not (os.environ if environ is None else environ).get("PREFECT_API_URL")
@@ -93,6 +121,8 @@ LOCAL_SERVER_DEFAULTS = {
 PREFECT_API_APP = "prefect.server.api.server:create_app"
 HEALTH_POLL_SECONDS = 0.1
 STOP_TIMEOUT_SECONDS = 5.0
+EXIT_WAIT_SECONDS = 1.0  # at exit: a command stopped by Ctrl-C says its line and ends within seconds
+PARENT_POLL_SECONDS = 0.25
 
 
 def free_port() -> int:
@@ -108,21 +138,39 @@ def local_server_env(environ: MutableMapping[str, str]) -> dict[str, str]:
 
 
 def server_command(port: int) -> list[str]:
-    """A child Python serving Prefect's API app on 127.0.0.1:port (`serve_api` below)."""
-    return [sys.executable, "-m", __name__, str(port)]
+    """A child Python serving Prefect's API app on 127.0.0.1:port for as long as this process lives (`serve_api`)."""
+    return [sys.executable, "-m", __name__, str(port), str(os.getpid())]
 
 
-def serve_api(port: int) -> None:
+def serve_api(port: int, parent_pid: int) -> None:
     """Serve Prefect's API app with uvicorn on 127.0.0.1:port, as Prefect's ephemeral mode does, minus the slow
-    unused imports; returns when the server stops (SIGTERM / SIGINT)."""
+    unused imports; returns when the server stops (SIGTERM / SIGINT, or `parent_pid` ending)."""
+    die_with_parent(parent_pid)
     skip_slow_unused_imports()
     import uvicorn
 
     uvicorn.run(PREFECT_API_APP, factory=True, host="127.0.0.1", port=port, log_level="error", lifespan="on")
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """End this process soon after `parent_pid` ends, however it ends (SIGKILL included): a daemon thread sees the
+    parent change (the command's process is gone), sends SIGTERM (a clean server stop) and exits for good after
+    STOP_TIMEOUT_SECONDS. A process-level check on every platform (Linux's PR_SET_PDEATHSIG follows the *thread*
+    that started the child, which is not the command's lifetime in general)."""
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_TIMEOUT_SECONDS)
+    os._exit(1)
+
+
 class LocalServer:
-    """Prefect's ephemeral API server, started at once in a subprocess and stopped when this process exits."""
+    """Prefect's ephemeral API server, started at once in a subprocess; it stops when this process exits, and on its
+    own when this process is killed (`die_with_parent`)."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -132,8 +180,9 @@ class LocalServer:
             env=local_server_env(os.environ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            process_group=0,  # its own group: a terminal's Ctrl-C reaches the command, which stops it after reporting
         )
-        atexit.register(self.stop)
+        atexit.register(self.stop, EXIT_WAIT_SECONDS, False)
 
     def wait_ready(self, timeout_s: float = EPHEMERAL_STARTUP_TIMEOUT_SECONDS) -> None:
         """Block until `/health` answers 200; RuntimeError with the server's stderr when it exits or times out."""
@@ -157,13 +206,16 @@ class LocalServer:
             "set PREFECT_API_URL to a running server (`prefect server start`)"
         )
 
-    def stop(self) -> None:
-        """Terminate the server (kill after a grace period); safe to call twice."""
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS, kill: bool = True) -> None:
+        """Terminate the server and wait up to `timeout` for it, then kill it; with `kill=False` leave it to end by
+        itself (`die_with_parent`: this process is exiting). Safe to call twice."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                if not kill:
+                    return
                 self.process.kill()
                 self.process.wait()
         if self.process.stderr:
@@ -221,4 +273,4 @@ def runs_on_local_server() -> bool:
 
 
 if __name__ == "__main__":  # `python -m neptune_exporter.prefect_env PORT`: the local server's process
-    serve_api(int(sys.argv[1]))
+    serve_api(int(sys.argv[1]), int(sys.argv[2]))

@@ -48,6 +48,11 @@ def retry_delay(error: BaseException, policy: RetryPolicy, attempt: int) -> floa
     return max(base, retry_after)
 
 
+def one_line(error: BaseException) -> str:
+    """The error's text on one line (a retry is one log line, whatever the client put in its message)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def call_with_retries(
     fn: Callable[[], T], policy: RetryPolicy, *, what: str = "a call", sleep: Callable[[float], object] = time.sleep
 ) -> T:
@@ -62,6 +67,6 @@ def call_with_retries(
             if attempt + 1 == attempts:
                 raise mark_spent(error)
             delay = retry_delay(error, policy, attempt)
-            log.warning("%s: %s; attempt %d of %d in %.1fs", what, error, attempt + 2, attempts, delay)
+            log.warning("%s: %s; attempt %d of %d in %.1fs", what, one_line(error), attempt + 2, attempts, delay)
             sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises on its last attempt")

@@ -10,12 +10,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from neptune_exporter import export as library
-from neptune_exporter import progress
+from neptune_exporter import interrupt, progress
 from neptune_exporter.errors import failure_message
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.manifest import STATUS_FAILED, manifest_path
-from tasks.policy import cached_task_options, detached, failed, retry_options
+from tasks.policy import cached_task_options, detached, failed, interrupted, retry_options
 
 _sources: dict[tuple[str, str | None], Source] = {}
 _sources_lock = threading.Lock()
@@ -52,11 +52,19 @@ def export_run(
     """Export one run; a small JSON pointer (manifest path, status, figures). Cached on the key inputs.
 
     `export_one` retries transient errors under the one policy; a run that still fails gets its failed manifest,
-    and the task ends Failed with the error and its fix as message.
+    and the task ends Failed with the error and its fix as message. On Ctrl-C / SIGTERM the run stops between two
+    batches (its temporary part removed, its manifest untouched) and the task ends Cancelled: the rerun exports it.
     """
     parsed, run_plan = library.ExportOptions.from_json(options), library.RunPlan.from_json(plan)
-    sink = progress.PointsOnly(progress.active())
-    result = library.export_one(source_for(parsed), run_plan, parsed, Settings.from_env(), sink)
+    sink = interrupt.StopBetweenBatches(progress.PointsOnly(progress.active()))
+    try:
+        interrupt.raise_if_requested()
+        result = library.export_one(source_for(parsed), run_plan, parsed, Settings.from_env(), sink)
+    except interrupt.Interrupted:
+        stopped = library.RunExportResult(
+            run_plan.run.project_id, run_plan.run.run_id, interrupt.INTERRUPTED, manifest_path, action=run_plan.action
+        )
+        return interrupted(f"{run_key}: stopped on Ctrl-C / SIGTERM before it finished", stopped.to_json())
     pointer = result.to_json()
     if result.status == STATUS_FAILED:
         return failed(failure_message(result.errors[0] if result.errors else None), pointer)

@@ -12,12 +12,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
+from neptune_exporter import interrupt
 from neptune_exporter import load as library
 from neptune_exporter.errors import failure_message
 from neptune_exporter.loaders.base import Loader
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation.report import RunValidation
-from tasks.policy import failed
+from tasks.policy import failed, interrupted
 
 DIFFERENCES_IN_MESSAGE = 3
 
@@ -60,9 +61,15 @@ def select_runs(options: dict) -> list[list[dict]]:
 @task(name="load-run", task_run_name="load {run[project_id]}/{run[run_id]}", cache_policy=NO_CACHE)
 def load_run(options: dict, run: dict) -> dict | State:
     """Load one run idempotently (the target's tags decide skip / redo); `load_one` retries transient errors.
-    A run that failed ends the task Failed with its error and fix as message (its result in the state)."""
-    parsed = library.LoadOptions.from_json(options)
-    result = asdict(library.load_one(loader_for(options), parsed, library.RunToLoad(**run), Settings.from_env().retry))
+    A run that failed ends the task Failed with its error and fix as message (its result in the state); one stopped
+    on Ctrl-C / SIGTERM ends Cancelled, left incomplete in the target for the rerun to redo."""
+    parsed, to_load = library.LoadOptions.from_json(options), library.RunToLoad(**run)
+    try:
+        interrupt.raise_if_requested()
+        result = asdict(library.load_one(loader_for(options), parsed, to_load, Settings.from_env().retry))
+    except interrupt.Interrupted:
+        stopped = library.LoadResult(to_load.project_id, to_load.run_id, interrupt.INTERRUPTED)
+        return interrupted(f"{to_load.project_id}/{to_load.run_id}: stopped on Ctrl-C / SIGTERM", asdict(stopped))
     return failed(failure_message(result["error"]), result) if result["status"] == "failed" else result
 
 

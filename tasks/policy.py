@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
-from prefect.states import Failed, State
+from prefect.states import Cancelled, Failed, State
 
 from neptune_exporter.retry import RetryPolicy, should_retry
 from neptune_exporter.settings import Settings
@@ -80,6 +80,12 @@ class RunsFailed(Exception):
 def failed(message: str, result: Any) -> State:
     """A Failed state with a message and an exception as data: Prefect logs no traceback for it."""
     return Failed(message=message, data=RunsFailed(message, result))
+
+
+def interrupted(message: str, result: Any) -> State:
+    """A Cancelled state (the run or flow stopped on Ctrl-C / SIGTERM, its work left for the rerun) carrying its
+    caller's result as `failed` does."""
+    return Cancelled(message=message, data=RunsFailed(message, result))
 
 
 def detached(data: Any) -> Any:

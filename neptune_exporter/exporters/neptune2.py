@@ -289,8 +289,28 @@ def client_retry_timeout(settings: Settings) -> int:
     return max(1, int(settings.source_retry_timeout_s))
 
 
-def configure_client(settings: Settings) -> None:
-    """Point the client's retry window (NEPTUNE_RETRIES_TIMEOUT) at our retry policy and quiet its logging."""
+def connection_pool_size(settings: Settings, runs_at_once: int) -> int:
+    """Connections the client may use at once: per run exported at the same time, an attribute reader and a page
+    prefetcher per attribute worker (`settings.workers`); plus the listing and token requests."""
+    return max(1, runs_at_once) * 2 * max(1, settings.workers) + 2
+
+
+def size_connection_pool(session: Any, size: int) -> None:
+    """Room for `size` connections to each server in a requests session (requests keeps 10: more threads than that
+    make urllib3 discard connections, one "Connection pool is full" warning each)."""
+    from requests.adapters import HTTPAdapter
+
+    for prefix in ("https://", "http://"):
+        session.mount(prefix, HTTPAdapter(pool_maxsize=size))
+
+
+def configure_client(settings: Settings, runs_at_once: int = 1) -> None:
+    """Point the client's retry window (NEPTUNE_RETRIES_TIMEOUT) at our retry policy, size its connection pool to
+    the workers (the client shares one HTTP session per token in the process) and quiet its logging."""
+    import neptune.internal.backends.hosted_client as hosted_client
+
+    size = connection_pool_size(settings, runs_at_once)
+    hosted_client._set_pool_size = lambda http_client: size_connection_pool(http_client.session, size)  # its hook
     seconds = client_retry_timeout(settings)
     os.environ["NEPTUNE_RETRIES_TIMEOUT"] = str(seconds)
     import neptune.common.backends.utils as client_retries
@@ -458,9 +478,9 @@ class Neptune2Source:
 
     kind = "neptune2"
 
-    def __init__(self, api_token: str | None, settings: Settings):
+    def __init__(self, api_token: str | None, settings: Settings, runs_at_once: int = 1):
         self._token = neptune_api_token(api_token)
-        self._settings = settings
+        self._settings, self._runs_at_once = settings, runs_at_once
         self.server = token_server(self._token)
         self._projects: dict[str, Any] = {}
         self._models: dict[tuple[str, str], Any] = {}  # (project, model sys id) → read-only model container
@@ -472,7 +492,7 @@ class Neptune2Source:
         import neptune
 
         if not self._client_configured:
-            configure_client(self._settings)
+            configure_client(self._settings, self._runs_at_once)
             self._client_configured = True
         return neptune
 

@@ -7,6 +7,7 @@ import binascii
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +97,17 @@ def configure_neptune_query(settings: Settings) -> None:
     os.environ["NEPTUNE_QUERY_SERIES_BATCH_SIZE"] = str(min(settings.attributes_per_request, SERIES_PER_REQUEST))
     os.environ.setdefault("NEPTUNE_QUERY_MAX_WORKERS", "8")
     os.environ.setdefault("NEPTUNE_ENABLE_COLORS", "false")
+    quiet_client_retries()
+
+
+def quiet_client_retries() -> None:
+    """No warning (two lines on stderr) for each request neptune-query retries itself within its window: when it gives
+    up, our retry policy logs one line naming the run and the attempt (the filter is kept once, however often set)."""
+    from neptune_query import warnings as nq_warnings
+
+    retried = (nq_warnings.Http429Warning, nq_warnings.Http503Warning, nq_warnings.Http5xxWarning)
+    for category in (*retried, nq_warnings.HttpOtherWarning):
+        warnings.filterwarnings("ignore", category=category)
 
 
 # --------------------------------------------------------------------------- errors

@@ -8,6 +8,7 @@ its first client call. A value the user set wins.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import MutableMapping
 
@@ -20,9 +21,20 @@ CLIENT_DEFAULTS: dict[str, dict[str, str]] = {
 }
 
 
+# Loggers of target clients that log an error with its traceback and then raise it to us: the loader reports it once
+# (a retry line naming the run and the attempt, or the run's failure with its fix), so they stay quiet unless the user
+# set their level. mlflow.store.db.utils: ~90 lines per "database is locked" of a sqlite:/// store.
+QUIET_LOGGERS: dict[str, tuple[str, ...]] = {"mlflow": ("mlflow.store.db.utils",)}
+
+
 def apply_client_defaults(target: str, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Set the target client's defaults that are unset in `environ` (this process's environment by default)."""
+    """Set the target client's defaults that are unset in `environ` (this process's environment by default), and
+    quiet its QUIET_LOGGERS (those with no level set)."""
     environ = os.environ if environ is None else environ
     added = {name: value for name, value in CLIENT_DEFAULTS.get(target, {}).items() if name not in environ}
     environ.update(added)
+    for name in QUIET_LOGGERS.get(target, ()):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.CRITICAL)
     return added

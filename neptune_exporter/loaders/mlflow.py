@@ -22,6 +22,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from neptune_exporter import interrupt
 from neptune_exporter.errors import (
     InvalidOptionError,
     NeptuneExporterError,
@@ -312,15 +313,32 @@ class RunMapping:
 TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
 
 
+# SQLAlchemy's notes around the error in an MLflow error from a database store; its details (the statement, every
+# bound value: kilobytes for a batch of points, then a link) start with the first "[SQL:" line.
+SQLALCHEMY_NOTES = ("(Background on this error at:", "(raised as a result of Query-invoked")
+
+
+def _summary(error: Exception) -> str:
+    """The error's text on one line, without SQLAlchemy's notes, statement and values."""
+    kept = []
+    for line in (line.strip() for line in str(error).splitlines()):
+        if line.startswith("[SQL:"):
+            break
+        if line and not line.startswith(SQLALCHEMY_NOTES):
+            kept.append(line)
+    return " ".join(kept) or type(error).__name__
+
+
 def _translate(action: str, error: Exception) -> NeptuneExporterError:
     """MLflow/HTTP failure → typed error: server trouble is transient, refusals are terminal."""
     code = getattr(error, "error_code", "")
     if isinstance(error, requests.RequestException) or code in TRANSIENT_CODES:
         return TargetUnavailableError(
-            f"MLflow failed to {action}: {error}", "check the tracking server is up; the load resumes where it stopped"
+            f"MLflow failed to {action}: {_summary(error)}",
+            "check the tracking server is up; the load resumes where it stopped",
         )
     return TargetError(
-        f"MLflow refused to {action}: {error}", "check the tracking URI and permissions; rerun after fixing"
+        f"MLflow refused to {action}: {_summary(error)}", "check the tracking URI and permissions; rerun after fixing"
     )
 
 
@@ -380,7 +398,8 @@ class ArtifactUploader:
 
 
 class MetricBatcher:
-    """Packs metric points of any attributes into MLflow's per-request limit; a few requests in flight."""
+    """Packs metric points of any attributes into MLflow's per-request limit; a few requests in flight. Ctrl-C stops
+    it between two requests (`interrupt`): the run stays "loading", and the rerun redoes it."""
 
     def __init__(self, client: MlflowClient, run_id: str, limit: int, in_flight: int = 2):
         self.client, self.run_id, self.limit = client, run_id, limit
@@ -398,6 +417,7 @@ class MetricBatcher:
 
     def flush(self) -> None:
         if self.pending:
+            interrupt.raise_if_requested()
             self.jobs.submit(self._post, self.pending)
             self.points += len(self.pending)
             self.pending = []

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from neptune_exporter import interrupt
 from neptune_exporter.errors import (
     CorruptPartError,
     InvalidOptionError,
@@ -698,6 +699,7 @@ def write_history(
     """Log every series row in increasing step order to `run` (anything with `.log(row, step=)`)."""
     history = _HistoryWriter(run, content, multiplier, staging)
     for table in spill.merged():
+        interrupt.raise_if_requested()  # Ctrl-C: the run finishes incomplete, the rerun redoes it
         history.write(table, from_step)
     return history
 

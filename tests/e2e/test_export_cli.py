@@ -22,7 +22,8 @@ from neptune_exporter.settings import Settings
 from neptune_exporter.storage.files import file_sha256
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import project_dir, read_run_batches, run_part_paths
-from tests.e2e.conftest import cli_command, cli_env, run_cli
+from tests.e2e.conftest import cli_command, cli_env, flow_runs, run_cli
+from tests.processes import sigkill_alone, wait_all_gone
 
 pytestmark = pytest.mark.e2e
 
@@ -179,15 +180,31 @@ def run_ids_of(sys_ids: set[str]) -> set[str]:
     return {run_id(int(sid.rsplit("-", 1)[1]) - 1) for sid in sys_ids}
 
 
-def kill_when(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> None:
-    """SIGKILL the process group as soon as `condition()` holds."""
+def wait_for(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> None:
+    """Return once `condition()` holds, the command still running."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert process.poll() is None, f"the export ended before it could be killed:\n{tail(log)}"
-        assert time.monotonic() < deadline, f"the export made no progress:\n{tail(log)}"
+        assert process.poll() is None, f"the command ended before the point it was to be stopped at:\n{tail(log)}"
+        assert time.monotonic() < deadline, f"the command made no progress:\n{tail(log)}"
         time.sleep(0.05)
+
+
+def kill_when(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> None:
+    """SIGKILL the process group as soon as `condition()` holds."""
+    wait_for(process, condition, log, timeout)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def kill_alone_when(process: subprocess.Popen, condition, log: Path, timeout: float = 300) -> list[str]:
+    """SIGKILL the command alone (`kill -9 PID`: not its group, not its children) as soon as `condition()` holds;
+    then every process it had started, and its whole process group, must end by themselves. Their command lines."""
+    wait_for(process, condition, log, timeout)
+    below = sigkill_alone(process.pid)
+    process.wait()
+    assert any("neptune_exporter.prefect_env" in command for command in below.values()), below  # its local server
+    assert wait_all_gone(below, process.pid) == {}, "processes of the killed command still run"
+    return list(below.values())
 
 
 def mid_export(data: Path, gate: RunGate, run_ids=lambda held: held) -> bool:
@@ -205,8 +222,9 @@ def tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:] if log.is_file() else ""
 
 
-def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, tmp_path, prefect_server, monkeypatch):
-    env = {**env, "PREFECT_API_URL": prefect_server.api_url}
+def test_sigkill_mid_export_leaves_no_process_then_rerun_completes_with_the_same_rows(env, fake, tmp_path, monkeypatch):
+    """On the command's own local Prefect server (no PREFECT_API_URL): the server ends with the killed command, and the
+    rerun (a new local server on the same PREFECT_HOME, the killed flow run still Running there) is not held back."""
     data, killed_log = tmp_path / "out/data", tmp_path / "killed-export.log"
     gate = RunGate(fake, admit=3)
     monkeypatch.setattr(fake.requests, "add", gate.add)
@@ -222,13 +240,15 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
             stderr=subprocess.STDOUT,
         )
         try:  # killed once the 3 admitted runs are complete and both workers wait inside another run
-            kill_when(process, lambda: mid_export(data, gate, run_ids_of), killed_log)
+            kill_alone_when(process, lambda: mid_export(data, gate, run_ids_of), killed_log)
         finally:
             gate.release()
     done_before, mid_run = complete_runs(data), run_ids_of(gate.held)
     assert done_before == run_ids_of(gate.admitted) and len(done_before) == 3, (done_before, tail(killed_log))
     assert len(mid_run) == 2 and not mid_run & done_before, mid_run
     assert all(run_part_paths(data, PROJECT, run, include_tmp=True) for run in mid_run)  # partial output on disk
+    killed = [state for flow, state, _ in flow_runs(Path(env["PREFECT_HOME"])) if flow == "export"]
+    assert killed == ["Running"]  # what the killed command left on its server: the rerun must not wait on it
 
     fake.faults.clear()
     fake.requests.clear()
@@ -238,12 +258,16 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
     refetched = fake.requests.runs_fetched() & {sys_id(i) for i in range(10) if run_id(i) in done_before}
     assert refetched == set(), (done_before, result.stdout)
     assert f"{len(done_before)} unchanged" in result.stdout, (done_before, result.stdout)
-    for index in range(10):  # no leftover of the killed attempt: every part on disk is one the manifest lists
-        on_disk = {p.name for p in run_part_paths(data, PROJECT, run_id(index), include_tmp=True)}
-        listed = {Path(part.path).name for part in read_manifest(manifest_path(data, PROJECT, run_id(index))).parts}
-        assert on_disk == listed, (run_id(index), on_disk, listed)
+    assert_same_as_a_fresh_export(fake, tmp_path / "out", tmp_path / "reference")
 
-    reference = tmp_path / "reference"
+
+def assert_same_as_a_fresh_export(fake: FakeNeptune, out: Path, reference: Path) -> None:
+    """Every part on disk is one a manifest lists (no leftover of a stopped attempt), each run's rows and the files
+    folder equal those of a fresh export of the 10 runs into `reference`."""
+    for index in range(10):
+        on_disk = {p.name for p in run_part_paths(out / "data", PROJECT, run_id(index), include_tmp=True)}
+        manifest = read_manifest(manifest_path(out / "data", PROJECT, run_id(index)))
+        assert on_disk == {Path(part.path).name for part in manifest.parts}, (run_id(index), on_disk)
     options = ExportOptions(
         projects=(PROJECT,),
         data_path=str(reference / "data"),
@@ -252,8 +276,8 @@ def test_sigkill_mid_export_then_rerun_completes_with_the_same_rows(env, fake, t
     )
     assert all(r.status == "complete" for r in run_export(options, Settings.from_env()))
     for index in range(10):
-        resumed, fresh = sorted_rows(data, run_id(index)), sorted_rows(reference / "data", run_id(index))
+        resumed, fresh = sorted_rows(out / "data", run_id(index)), sorted_rows(reference / "data", run_id(index))
         assert resumed.num_rows == fresh.num_rows > 0
         assert resumed.equals(fresh), run_id(index)
-    assert not list(data.rglob("*.tmp")) and not list((tmp_path / "out/files").rglob(".staging*"))
-    assert tree(tmp_path / "out/files") == tree(reference / "files")  # the files folder of a fresh export
+    assert not list((out / "data").rglob("*.tmp")) and not list((out / "files").rglob(".staging*"))
+    assert tree(out / "files") == tree(reference / "files") != {}  # the files folder of a fresh export

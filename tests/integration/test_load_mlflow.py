@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,7 @@ from tests.load_exports import COLLIDING, CREATED, LONG_KEY, LONG_TEXT, MODIFIED
 
 pytestmark = pytest.mark.integration
 SETTINGS = Settings(retry=RetryPolicy(attempts=2, backoff_seconds=0.1))
+SETTINGS_RETRIES_TO_WAIT_ON = Settings(retry=RetryPolicy(attempts=3, backoff_seconds=0.5))
 MAX_FLOAT = 1.7976931348623157e308
 
 
@@ -379,3 +382,43 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
     report = run_validate(options(tmp_path, mlflow_server, projects=(project,)), SETTINGS)
     assert report.ok, report.to_markdown()
     assert sum(run.checked["points"] for run in report.runs) > 100
+
+
+def test_a_locked_sqlite_store_is_one_retry_line_per_attempt_and_no_traceback(tmp_path, caplog, capfd):
+    """A sqlite:/// store whose database another process holds (a write lock, released once the load has retried):
+    the failed write is retried with one line naming the run and the attempt; MLflow's own traceback stays quiet."""
+    project, store = "ws/locked", tmp_path / "mlflow.db"
+    steps = np.arange(100, dtype=np.float64)
+    rows = series_rows(project, "r", "m", "float_series", steps, steps, T0_MS + steps)
+    write_export(tmp_path / "data", tmp_path / "files", project, "r", [rows])
+    MlflowClient(f"sqlite:///{store}").search_experiments()  # the store's tables exist
+    holder = sqlite3.connect(store, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # readers go on, writers wait, then fail after SQLite's busy timeout (5 s)
+    release = ReleaseOnRetry(holder)
+    logging.getLogger("neptune_exporter.retry").addHandler(release)
+    try:
+        with caplog.at_level(logging.INFO):
+            (result,) = run_load(options(tmp_path, f"sqlite:///{store}"), SETTINGS_RETRIES_TO_WAIT_ON)
+    finally:
+        logging.getLogger("neptune_exporter.retry").removeHandler(release)
+        holder.close()
+    assert result.status == "loaded" and result.points == 100
+    retries = [record.getMessage() for record in caplog.records if record.name == "neptune_exporter.retry"]
+    assert len(retries) == 1 and "\n" not in retries[0], retries
+    assert retries[0].startswith(f"loading {project}/r: MLflow failed to "), retries
+    assert "(sqlite3.OperationalError) database is locked — fix: " in retries[0] and "[SQL:" not in retries[0]
+    assert "; attempt 2 of 3 in " in retries[0]
+    assert not [record for record in caplog.records if record.exc_info]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+class ReleaseOnRetry(logging.Handler):
+    """Commits the lock holder's transaction when the retry policy logs its first retry."""
+
+    def __init__(self, holder: sqlite3.Connection) -> None:
+        super().__init__()
+        self.holder = holder
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.holder.in_transaction:
+            self.holder.execute("COMMIT")

@@ -184,6 +184,18 @@ def test_unwritable_output_path_is_rejected(fake_env, tmp_path):
     assert not os.path.exists(tmp_path / "f" / "workspace")
 
 
+def test_an_unusable_prefect_home_is_one_line_before_anything_starts(fake_env, tmp_path, monkeypatch):
+    home = tmp_path / "not-a-folder"
+    home.write_text("x")
+    monkeypatch.setenv("PREFECT_HOME", str(home / "prefect"))
+    result = runner.invoke(app, ["export", "-d", str(tmp_path / "d"), "-f", str(tmp_path / "f")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"the Prefect home {home / 'prefect'} cannot be used" in lines[0], lines
+    assert "fix: set PREFECT_HOME to a folder you can write to" in lines[0]
+    assert fake_env.requests.by_endpoint() == {} and not (tmp_path / "d").exists()  # before anything started
+
+
 def test_fake_servers_are_mounted_as_subcommands():
     for command in ("fake-neptune", "fake-wandb"):
         result = runner.invoke(app, [command, "--help"])

@@ -45,13 +45,32 @@ def test_bad_input_is_one_line_and_exit_2(command, export_root, monkeypatch):
         ),
         (["-d", data, "--target", "comet"], "unknown target 'comet'"),
         (["-d", data, "--mlflow-tracking-uri", str(export_root / "mlruns")], "file store"),
+        (
+            ["-d", data, "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db", "--report-path", f"{data}/r/x"],
+            f"--report-path {data}/r/x is not writable",
+        ),
     ]
+    (export_root / "data" / "r").write_text("a file where the reports' parent folder should be")
     for arguments, expected in cases:
         result = CliRunner().invoke(app, [command, *arguments])
         lines = [line for line in result.output.splitlines() if line.startswith("error:")]
         assert result.exit_code == 2, (arguments, result.output)
         assert len(lines) == 1 and expected in lines[0] and "fix:" in lines[0], (arguments, result.output)
     assert not (export_root / "m.db").exists()  # nothing was created for a bad command
+
+
+@pytest.mark.parametrize("command", ["load", "validate"])
+def test_an_unusable_prefect_home_is_one_line_before_anything_starts(command, export_root, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(export_root / "missing" / "prefect"))
+    arguments = ["-d", str(export_root / "data"), "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db"]
+    result = CliRunner().invoke(app, [command, *arguments])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"error: the Prefect home {export_root / 'missing' / 'prefect'} cannot be used: No such file or directory "
+        "— fix: set PREFECT_HOME to a folder you can write to (Prefect keeps its database and task results there), "
+        "or HOME to your home folder"
+    ]
+    assert not (export_root / "m.db").exists() and not (export_root / "missing").exists()
 
 
 def test_tracking_uri_comes_from_the_environment(export_root, monkeypatch):

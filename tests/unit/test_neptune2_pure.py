@@ -263,3 +263,19 @@ def test_exact_page_fills_pages_the_server_caps():
     assert [p.step for p in page] == [float(i) for i in range(1_000, 2_000)]
     assert calls[:2] == [(1_000, 1_000), (1_300, 700)]
     assert [p.step for p in n2.exact_page(capped_fetch, 2_400, 1_000)] == [float(i) for i in range(2_400, 2_500)]
+
+
+def test_the_clients_connection_pool_is_sized_to_the_workers():
+    from neptune.internal.backends.hosted_client import create_http_client
+
+    from neptune_exporter.exporters.neptune2 import configure_client, connection_pool_size
+
+    settings = Settings(workers=3)
+    configure_client(settings, runs_at_once=4)
+    session = create_http_client(ssl_verify=True, proxies={}).session
+    sizes = {
+        prefix: session.get_adapter(prefix + "server").poolmanager.connection_pool_kw["maxsize"]
+        for prefix in ("http://", "https://")
+    }
+    assert connection_pool_size(settings, 4) == 4 * 2 * 3 + 2
+    assert sizes == {"http://": 26, "https://": 26}

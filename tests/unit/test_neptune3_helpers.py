@@ -264,3 +264,21 @@ def test_download_groups_never_share_a_target():
     groups = list(collision_free_groups(files, 10))
     assert [len(g) for g in groups] == [3, 1]
     assert all(len(g) <= 2 for g in collision_free_groups(files, 2))
+
+
+def test_the_clients_own_retry_warnings_are_quiet_and_other_warnings_are_not(monkeypatch):
+    import warnings
+
+    from neptune_query import warnings as nq_warnings
+
+    from neptune_exporter.exporters.neptune3 import configure_neptune_query
+
+    for name in ("RETRY_SOFT_TIMEOUT", "RETRY_HARD_TIMEOUT", "ATTRIBUTE_VALUES_BATCH_SIZE", "SERIES_BATCH_SIZE"):
+        monkeypatch.delenv(f"NEPTUNE_QUERY_{name}", raising=False)  # configure writes them: restored after the test
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        configure_neptune_query(Settings())
+        for category in (nq_warnings.Http429Warning, nq_warnings.Http503Warning, nq_warnings.HttpOtherWarning):
+            warnings.warn("Neptune API request failed. We will retry automatically", category, stacklevel=1)
+        warnings.warn("an attribute was skipped", nq_warnings.AttributeWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["an attribute was skipped"]

@@ -12,6 +12,7 @@ from neptune_exporter.errors import (
     TargetError,
     TargetUnavailableError,
     TerminalError,
+    disk_full_cause,
 )
 from neptune_exporter.retry import RetryPolicy, call_with_retries, retry_delay, should_retry
 
@@ -95,3 +96,18 @@ def test_one_attempt_policy_calls_once_and_marks_the_error_spent():
     with pytest.raises(ConnectionError) as raised:
         call_with_retries(failing(ConnectionError("down"), 9, calls), RetryPolicy(attempts=1), sleep=pytest.fail)
     assert len(calls) == 1 and not should_retry(raised.value)
+
+
+def test_a_transient_looking_error_caused_by_a_full_disk_is_not_retried():
+    full = OSError(28, "No space left on device")
+    download = RuntimeError("File download ended in an unexpected error.")  # a client's wrapper, its cause the disk
+    download.__cause__ = full
+    wrapped = SourceUnavailableError("a file download failed", "run the export again")
+    wrapped.__cause__ = download
+    pyarrow_style = OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")
+    assert disk_full_cause(wrapped) is full and disk_full_cause(pyarrow_style) is pyarrow_style
+    assert disk_full_cause(SourceUnavailableError("down", "wait")) is None
+    calls: list = []
+    with pytest.raises(SourceUnavailableError):
+        call_with_retries(failing(wrapped, 5, calls), RetryPolicy(attempts=5), sleep=lambda _: None)
+    assert len(calls) == 1 and not should_retry(wrapped)
