@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -51,7 +51,7 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 
-class AttributeType(str, Enum):
+class AttributeType(StrEnum):
     """Values of the `attribute_type` column (the peer tool's vocabulary)."""
 
     FLOAT = "float"
@@ -69,7 +69,7 @@ class AttributeType(str, Enum):
     ARTIFACT = "artifact"  # Neptune 2.x only
 
 
-class AttributeKind(str, Enum):
+class AttributeKind(StrEnum):
     """Coarse groups users select with `--include/--exclude`."""
 
     PARAMETERS = "parameters"

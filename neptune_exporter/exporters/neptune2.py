@@ -894,7 +894,7 @@ class _RunExport:
             if last_step is not None:
                 keep = steps > last_step
                 steps, timestamps = steps[keep], timestamps[keep]
-                values = [v for v, k in zip(values, keep) if k]
+                values = [v for v, k in zip(values, keep, strict=True) if k]
             if steps.size:
                 yield steps, values, timestamps
 

@@ -189,7 +189,7 @@ class RunMapping:
 
         paths, types = rows.column("attribute_path").to_pylist(), rows.column("attribute_type").to_pylist()
         columns = {name: rows.column(name) for name in {value_column(t) for t in set(types)}}
-        for i, (path, attribute_type) in enumerate(zip(paths, types)):
+        for i, (path, attribute_type) in enumerate(zip(paths, types, strict=True)):
             value = columns[value_column(attribute_type)][i].as_py()
             if value is None:
                 continue
@@ -252,7 +252,7 @@ class RunMapping:
         column = rows.column("string_value" if file_name == "series.jsonl" else "histogram_value").to_pylist()
         handles: dict[str, Any] = {}
         try:
-            for path, step, stamp, value in zip(paths, unscaled.tolist(), stamps, column):
+            for path, step, stamp, value in zip(paths, unscaled.tolist(), stamps, column, strict=True):
                 handle = handles.get(path) or handles.setdefault(path, self._series_handle(path, file_name))
                 record = {"step": format_step(step), "timestamp": _iso_ms(stamp), **render(value)}
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -284,7 +284,9 @@ class RunMapping:
         return local
 
     def _whole_files(self, rows: pa.RecordBatch) -> Iterator[ArtifactItem]:
-        for path, value in zip(rows.column("attribute_path").to_pylist(), rows.column("file_value").to_pylist()):
+        for path, value in zip(
+            rows.column("attribute_path").to_pylist(), rows.column("file_value").to_pylist(), strict=True
+        ):
             yield ArtifactItem(self._local_file(path, value), self.keys(path))
 
     def _file_series(self, rows: pa.RecordBatch) -> Iterator[ArtifactItem]:
@@ -292,7 +294,7 @@ class RunMapping:
             return
         steps = self._steps(rows).tolist()
         for path, step, value in zip(
-            rows.column("attribute_path").to_pylist(), steps, rows.column("file_value").to_pylist()
+            rows.column("attribute_path").to_pylist(), steps, rows.column("file_value").to_pylist(), strict=True
         ):
             yield ArtifactItem(self._local_file(path, value), f"{self.keys(path)}/step_{step}")
 
@@ -390,7 +392,9 @@ class MetricBatcher:
 
     def add(self, chunk: MetricChunk) -> None:
         names = chunk.names
-        rows = zip(chunk.codes.tolist(), chunk.values.tolist(), chunk.timestamps.tolist(), chunk.steps.tolist())
+        rows = zip(
+            chunk.codes.tolist(), chunk.values.tolist(), chunk.timestamps.tolist(), chunk.steps.tolist(), strict=True
+        )
         for code, value, stamp, step in rows:
             self.pending.append(Metric(names[code], value, stamp, step))
             if len(self.pending) >= self.limit:

@@ -160,7 +160,7 @@ class StepSpill:
             if pieces:
                 yield _sorted_by_step(pa.concat_tables(pieces))
             else:  # the lowest windows hold a single step only: read further into them
-                for cursor, cursor_bound in zip(live, bounds):
+                for cursor, cursor_bound in zip(live, bounds, strict=True):
                     if cursor_bound == bound:
                         cursor.load_next(per_cursor)
 

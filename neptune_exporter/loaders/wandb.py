@@ -268,7 +268,7 @@ class _ExportReader:
         distinct, first_rows = np.unique(codes, return_index=True)
         first_types = types.take(pa.array(first_rows)).to_pylist()
         lookup = np.zeros(len(encoded.dictionary), dtype=np.int32)
-        for code, path_type in zip(distinct.tolist(), first_types):
+        for code, path_type in zip(distinct.tolist(), first_types, strict=True):
             lookup[code] = self._index(encoded.dictionary[code].as_py(), AttributeType(path_type))
         return lookup[codes]
 
@@ -299,7 +299,9 @@ class _ExportReader:
 
     def _single_values(self, table: pa.Table) -> None:
         unscaled_steps = decimal_array_to_unscaled(table.column("step"))
-        for row, unscaled in zip(table.drop_columns(["step", "histogram_value"]).to_pylist(), unscaled_steps.tolist()):
+        for row, unscaled in zip(
+            table.drop_columns(["step", "histogram_value"]).to_pylist(), unscaled_steps.tolist(), strict=True
+        ):
             attribute_type, path = AttributeType(row["attribute_type"]), row["attribute_path"]
             if attribute_type in SINGLE_FILE_TYPES or attribute_type is AttributeType.FILE_SERIES:
                 self._file(path, attribute_type, row, unscaled)
@@ -403,7 +405,7 @@ class _HistoryWriter:
 
     def _strings(self, table: pa.Table, unscaled: np.ndarray, keys: np.ndarray, timestamps: np.ndarray) -> None:
         for value, step, key, ts in zip(
-            table.column("string_value").to_pylist(), unscaled.tolist(), keys.tolist(), timestamps.tolist()
+            table.column("string_value").to_pylist(), unscaled.tolist(), keys.tolist(), timestamps.tolist(), strict=True
         ):
             self._string_sink(key).add(format_step(step), value, ts if ts >= 0 else None)
 
@@ -412,14 +414,16 @@ class _HistoryWriter:
         histograms = np.flatnonzero(~self.float_keys[keys])
         if histograms.size:
             column = table.column("histogram_value").take(pa.array(histograms)).to_pylist()
-            for i, value in zip(histograms.tolist(), column):
+            for i, value in zip(histograms.tolist(), column, strict=True):
                 values[i] = _histogram(value, self.content.originals[keys[i]])
         names = self.names[keys].tolist()
         starts = np.r_[0, np.flatnonzero(np.diff(steps)) + 1]
         ends = np.r_[starts[1:], len(steps)].tolist()
         earliest = np.minimum.reduceat(np.where(timestamps >= 0, timestamps, _NO_TIME), starts)
-        for start, end, step, first_ms in zip(starts.tolist(), ends, steps[starts].tolist(), earliest.tolist()):
-            row: dict[str, Any] = dict(zip(names[start:end], values[start:end]))
+        for start, end, step, first_ms in zip(
+            starts.tolist(), ends, steps[starts].tolist(), earliest.tolist(), strict=True
+        ):
+            row: dict[str, Any] = dict(zip(names[start:end], values[start:end], strict=True))
             if first_ms != _NO_TIME:  # some point of the row has a time
                 row["_timestamp"] = first_ms / 1000
             self.run.log(row, step=step)

@@ -362,6 +362,7 @@ class AttributeStats:
                 grouped["attribute_path"].to_pylist(),
                 grouped["attribute_type"].to_pylist(),
                 grouped["attribute_path_count"].to_pylist(),
+                strict=True,
             )
         ):
             self._add_counted(path, kind, count, int(last_steps[i]) / 1_000_000 if valid[i] else None)
