@@ -85,6 +85,8 @@ class SourceUnavailableError(TransientError):
 class RateLimitedError(TransientError):
     """The server asked us to slow down."""
 
+    retry_after: float = 0.0  # seconds the server asked to wait (its Retry-After); retry.py waits at least this
+
 
 class TargetUnavailableError(TransientError):
     """The load target could not be reached or answered with a server error."""

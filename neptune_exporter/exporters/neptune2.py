@@ -166,8 +166,8 @@ def source_attributes(structure: dict) -> list[SourceAttribute]:
     found = []
     for path, handle in flatten_structure(structure):
         neptune_type = neptune_type_of(handle)
-        exported = ATOM_TYPES.get(neptune_type) or OTHER_TYPES.get(neptune_type)
-        if exported is None:
+        exported = (ATOM_TYPES.get(neptune_type) or OTHER_TYPES.get(neptune_type)) if neptune_type else None
+        if neptune_type is None or exported is None:
             log.warning(
                 "attribute %s has a type this exporter does not know (%s); left out", path, type(handle).__name__
             )
@@ -523,7 +523,7 @@ class Neptune2Source:
             if (
                 selection.modified_after
                 and ref.modification_time
-                and ref.modification_time <= as_utc(selection.modified_after)
+                and ref.modification_time <= model_as_utc(selection.modified_after)
             ):
                 continue
             if run_matches(ref, pattern, selection.run_ids):
@@ -555,7 +555,13 @@ class Neptune2Source:
                     f"more than {WINDOW_RUNS} runs of {project_id} share one creation time; they cannot be paged",
                     "narrow the selection with --where/--query so each part has fewer runs",
                 )
-            since = nql_datetime(window[-1].creation_time)
+            last_created = window[-1].creation_time
+            if last_created is None:
+                raise UnsupportedError(
+                    f"run {window[-1].run_id} of {project_id} has no sys/creation_time, so the run list cannot be paged",
+                    f"narrow the selection with --where/--query to fewer than {WINDOW_RUNS} runs",
+                )
+            since = nql_datetime(last_created)
 
     def _table_window(
         self,
@@ -689,9 +695,11 @@ class Neptune2Source:
     def open_run(self, run: RunRef) -> Any:
         """The run (or model, or model version) opened read-only (one init per export)."""
         neptune = self._client()
-        opener = {MODELS_SCOPE: neptune.init_model, MODEL_VERSIONS_SCOPE: neptune.init_model_version}.get(
-            run.scope, neptune.init_run
-        )
+        openers: dict[str | None, Callable[..., Any]] = {
+            MODELS_SCOPE: neptune.init_model,
+            MODEL_VERSIONS_SCOPE: neptune.init_model_version,
+        }
+        opener = openers.get(run.scope, neptune.init_run)
         try:
             return opener(project=run.project_id, with_id=run.sys_id, api_token=self._token, mode="read-only")
         except Exception as exc:  # noqa: BLE001 - mapped to a typed error
@@ -701,7 +709,7 @@ class Neptune2Source:
         """Values of atom attributes of one run, read from the project table (≤ attributes_per_request a call)."""
         values: dict[str, Any] = {}
         for chunk in chunked(paths, self._settings.attributes_per_request):
-            values.update(retrying(lambda c=chunk: self._atom_chunk(run, c), self._settings, run=run.run_id))
+            values.update(retrying(partial(self._atom_chunk, run, chunk), self._settings, run=run.run_id))
         return values
 
     def _atom_chunk(self, run: RunRef, paths: list[str]) -> dict[str, Any]:
@@ -761,7 +769,10 @@ class _RunExport:
         self.project_files = project_files_dir(files_root, run.project_id)  # file_value.path is relative to it
         self.run_dir = Path(run.scope or "", sanitize_name(run.run_id))  # under project_files (the peer's places)
         self.stop = threading.Event()
-        self.page_pool: ThreadPoolExecutor | None = None  # series pages fetched ahead (set while streaming)
+        # series pages fetched ahead (threads start on first use; shut down when the run's batches end)
+        self.page_pool = ThreadPoolExecutor(
+            max_workers=max(1, self.settings.workers), thread_name_prefix="neptune2-page"
+        )
         self.files_lock = threading.Lock()
 
     def batches(self) -> Iterator[pa.RecordBatch]:
@@ -773,7 +784,7 @@ class _RunExport:
                 raise typed_error(exc, run=self.run.run_id) from exc
             chosen = select_attributes(source_attributes(structure), self.selection)
             atoms = [a for a in chosen if a.neptune_type in ATOM_TYPES]
-            jobs = [
+            jobs: list[tuple[str | None, Callable[[], Iterator[pa.RecordBatch]]]] = [
                 (None, partial(self._atom_batches, chunk))
                 for chunk in chunked(atoms, self.settings.attributes_per_request)
             ]
@@ -781,6 +792,7 @@ class _RunExport:
             yield from self._concurrent(jobs)
         finally:
             self.stop.set()
+            self.page_pool.shutdown(wait=True, cancel_futures=True)
             handle.stop()
 
     def _atom_batches(self, atoms: list[SourceAttribute]) -> Iterator[pa.RecordBatch]:
@@ -802,7 +814,6 @@ class _RunExport:
         workers = max(1, self.settings.workers)
         results: queue.Queue = queue.Queue(maxsize=2 * workers)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neptune2-attr")
-        self.page_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neptune2-page")
         try:
             for attribute_path, job in jobs:
                 pool.submit(self._work, attribute_path, job, results)
@@ -819,7 +830,6 @@ class _RunExport:
         finally:
             self.stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            self.page_pool.shutdown(wait=True, cancel_futures=True)
 
     def _work(
         self, attribute_path: str | None, job: Callable[[], Iterator[pa.RecordBatch]], results: queue.Queue

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,9 +37,12 @@ from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.files import ExportedFile, disk_part, file_leaf, publish, staging_dir
 from neptune_exporter.storage.manifest import Watermark
 
-PARAMETER_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
-SERIES_TYPES = ("float_series", "string_series", "histogram_series")
-FILE_TYPES = ("file", "file_series")
+if TYPE_CHECKING:
+    from neptune_query.filters import KNOWN_TYPES_LITERAL, BaseAttributeFilter
+
+PARAMETER_TYPES: tuple[KNOWN_TYPES_LITERAL, ...] = ("float", "int", "string", "bool", "datetime", "string_set")
+SERIES_TYPES: tuple[KNOWN_TYPES_LITERAL, ...] = ("float_series", "string_series", "histogram_series")
+FILE_TYPES: tuple[KNOWN_TYPES_LITERAL, ...] = ("file", "file_series")
 ALL_TYPES = PARAMETER_TYPES + SERIES_TYPES + FILE_TYPES
 
 # sys/* attributes read while listing runs (absent ones are simply missing from the table).
@@ -68,14 +71,19 @@ _STATUS = re.compile(r"(?:Response status|Last response status): (\d{3})")
 # --------------------------------------------------------------------------- token and client setup
 
 
-def server_of_token(token: str | None) -> str:
-    """The API URL a Neptune token points to; InvalidTokenError when missing or malformed."""
+def required_token(token: str | None) -> str:
+    """The token; InvalidTokenError when none was given."""
     if not token:
         raise InvalidTokenError(
             "no Neptune API token was given", "pass --api-token or set the NEPTUNE_API_TOKEN environment variable"
         )
+    return token
+
+
+def server_of_token(token: str | None) -> str:
+    """The API URL a Neptune token points to; InvalidTokenError when missing or malformed."""
     try:
-        data = json.loads(base64.b64decode(token.strip().encode(), validate=True).decode("utf-8"))
+        data = json.loads(base64.b64decode(required_token(token).strip().encode(), validate=True).decode("utf-8"))
     except (binascii.Error, UnicodeDecodeError, ValueError):
         data = None
     if not isinstance(data, dict) or not (data.get("api_url") or data.get("api_address")):
@@ -293,7 +301,9 @@ def collision_free_groups(files: list, size: int) -> Iterator[list]:
     """Groups of at most `size` files whose download targets cannot collide."""
     pending = list(files)
     while pending:
-        group, keys, rest = [], set(), []
+        group: list = []
+        keys: set[tuple] = set()
+        rest: list = []
         for item in pending:
             key = _staging_key(item.attribute_path, item.step)
             if key in keys or len(group) >= size:
@@ -329,11 +339,12 @@ class Neptune3Source:
         """Validate the token once; make it and our knobs neptune-query's (process-wide) configuration before every call."""
         import neptune_query
 
+        token = required_token(self._token)
         if not self._client_ready:
-            self.server = server_of_token(self._token)
+            self.server = server_of_token(token)
             self._client_ready = True
         configure_neptune_query(self.settings)
-        neptune_query.set_api_token(self._token)
+        neptune_query.set_api_token(token)
 
     # ---------------------------------------------------------------- access and listing
 
@@ -428,7 +439,7 @@ def build_run_filter(selection: RunSelection):
     if selection.where:
         parts.append(to_neptune_query_filter(parse_where(selection.where)))
     if selection.modified_after is not None:
-        after = _python_datetime(selection.modified_after)
+        after = as_utc(selection.modified_after)
         parts.append(Filter.gt(Attribute("sys/modification_time", type="datetime"), after))
     if selection.run_ids and len(selection.run_ids) <= MAX_PUSHED_RUN_IDS:
         ids = Filter.eq(Attribute("sys/custom_run_id", type="string"), selection.run_ids[0])
@@ -499,8 +510,17 @@ def _selected(ref: RunRef, selection: RunSelection, runs_pattern, experiments_pa
     ):
         return False
     if selection.modified_after is not None and ref.modification_time is not None:
-        return ref.modification_time > _python_datetime(selection.modified_after)
+        return ref.modification_time > as_utc(selection.modified_after)
     return True
+
+
+def _series_values(type_name: str, values: np.ndarray) -> pa.Array | list[dict[str, Any]]:
+    """A series chunk's values as `series_rows` takes them: histograms as dicts, the others as Arrow arrays."""
+    if type_name == "histogram_series":
+        return [{"type": h.type, "edges": list(h.edges), "values": list(h.values)} for h in values]
+    if type_name == "string_series":
+        return pa.array(values, type=pa.string())
+    return pa.array(values.astype(np.float64, copy=False), type=pa.float64(), from_pandas=False)
 
 
 # --------------------------------------------------------------------------- one run's export
@@ -567,7 +587,7 @@ class RunExport:
         yield from self.file_batches(found.get("file", []))
         yield from self.file_series_batches(found.get("file_series", []))
 
-    def selected_types(self) -> list[str]:
+    def selected_types(self) -> list[KNOWN_TYPES_LITERAL]:
         return [t for t in ALL_TYPES if matches_kind(AttributeType(t), self.selection)]
 
     def selected_attributes(self) -> dict[str, list]:
@@ -603,14 +623,15 @@ class RunExport:
 
         types = self.selected_types()
         names = list(self.selection.names) if self.selection.names and not self.selection.regex else None
-        wanted = AttributeFilter(name=list(FORK_ATTRIBUTES))
+        wanted: BaseAttributeFilter = AttributeFilter(name=list(FORK_ATTRIBUTES))
         if types:
             wanted = AttributeFilter(name=names, type=types) | wanted
         with self.errors():
             return nq_runs.fetch_runs_table(
                 project=self.project,
                 runs=self.runs_argument(),
-                attributes=wanted,
+                # neptune-query takes any BaseAttributeFilter (an `a | b` alternative too) but annotates AttributeFilter
+                attributes=wanted,  # type: ignore[arg-type]
                 sort_by=Attribute("sys/creation_time", type="datetime"),
                 type_suffix_in_column_names=True,
             )
@@ -705,15 +726,14 @@ class RunExport:
         metrics = any(t == "float_series" for t in types.values())
         for chunk in self.series_windows(metrics, list(types)):
             type_name = types[chunk.path]
-            values = chunk.values
-            if type_name == "histogram_series":
-                values = [{"type": h.type, "edges": list(h.edges), "values": list(h.values)} for h in values]
-            elif type_name == "string_series":
-                values = pa.array(values, type=pa.string())
-            else:
-                values = pa.array(values.astype(np.float64, copy=False), type=pa.float64(), from_pandas=False)
             batch = series_rows(
-                self.project, self.run.run_id, chunk.path, type_name, chunk.steps, values, chunk.timestamps_ms
+                self.project,
+                self.run.run_id,
+                chunk.path,
+                type_name,
+                chunk.steps,
+                _series_values(type_name, chunk.values),
+                chunk.timestamps_ms,
             )
             yield self.report(batch)
 

@@ -217,11 +217,11 @@ class _ProjectIndex:
 
 
 def _index(project: Project) -> _ProjectIndex:
-    index = getattr(project, "_datasets_index", None)
-    if index is None or index.count != len(project.runs):
+    index = project.run_index
+    if not isinstance(index, _ProjectIndex) or index.count != len(project.runs):
         heads = {r.get("sys/experiment/name"): r for r in project.runs if r.experiment_head}
         index = _ProjectIndex(len(project.runs), {r.sys_id for r in project.runs}, heads)
-        project._datasets_index = index
+        project.run_index = index
     return index
 
 

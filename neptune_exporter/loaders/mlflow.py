@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import pyarrow as pa
@@ -60,6 +61,16 @@ LONG_VALUES_DIR = "neptune/long_values"
 KEY_MAP_ARTIFACT_DIR = "neptune"
 KEY_MAP_FILE = "key_map.json"
 RESERVED_TAG_PREFIXES = ("mlflow.", "neptune.")
+
+
+def _batch_limit(limit: int | None) -> int:
+    """One of MLflow's per-request limits (`loaders/base.MLFLOW`) as a count; None would mean no limit."""
+    return sys.maxsize if limit is None else limit
+
+
+METRICS_PER_BATCH = _batch_limit(MLFLOW.metrics_per_batch)
+PARAMS_PER_BATCH = _batch_limit(MLFLOW.params_per_batch)
+TAGS_PER_BATCH = _batch_limit(MLFLOW.tags_per_batch)
 
 TAG_PROJECT, TAG_RUN_ID, TAG_RUN_KEY = PROVENANCE_PROJECT, PROVENANCE_RUN_ID, "neptune.run_key"
 TAG_CHECKSUM, TAG_LOAD_STATE, TAG_STEP_MULTIPLIER = (
@@ -209,7 +220,7 @@ class RunMapping:
             yield ArtifactItem(local, artifact_dir)
             text = truncated_param(text, f"{LONG_VALUES_DIR}/{key}.txt", limit)
         self._pending_params[key] = text
-        if len(self._pending_params) >= MLFLOW.params_per_batch:
+        if len(self._pending_params) >= PARAMS_PER_BATCH:
             yield Params(self._pending_params)
             self._pending_params = {}
 
@@ -499,6 +510,10 @@ class MlflowLoader:
         root = Path(self.tracking_uri[len("sqlite:///") :]).expanduser().resolve().parent / "mlartifacts"
         return (root / run_key("experiment", name)).as_uri()
 
+    @overload
+    def experiment_id(self, name: str, create: Literal[True] = True) -> str: ...
+    @overload
+    def experiment_id(self, name: str, create: bool) -> str | None: ...
     def experiment_id(self, name: str, create: bool = True) -> str | None:
         """Id of the active experiment `name` (created when missing and `create`)."""
         with self._lock:
@@ -527,7 +542,12 @@ class MlflowLoader:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise _translate(f"create experiment {name!r}", error) from error
         with _mlflow(f"look up experiment {name!r}"):
-            return self.client.get_experiment_by_name(name).experiment_id
+            experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:  # another load created it and it was deleted since
+            raise TargetUnavailableError(
+                f"MLflow experiment {name!r} already existed but is gone now", "load again once it is stable"
+            )
+        return experiment.experiment_id
 
     def find_runs(self, experiment_id: str, project_id: str, run_id: str) -> list:
         """Active MLflow runs carrying this Neptune run's key tag (a failed lookup raises, never returns [])."""
@@ -587,7 +607,7 @@ class MlflowLoader:
         )
 
     def _upload(self, target_id: str, export: ExportedRun, multiplier: int) -> tuple[int, int]:
-        metrics = MetricBatcher(self.client, target_id, MLFLOW.metrics_per_batch)
+        metrics = MetricBatcher(self.client, target_id, METRICS_PER_BATCH)
         with tempfile.TemporaryDirectory(prefix="mlflow-load-") as workdir:
             uploader = ArtifactUploader(self.client, target_id, self.artifact_workers)
             try:
@@ -611,7 +631,7 @@ class MlflowLoader:
             with _mlflow(f"log {len(params)} params"):
                 self.client.log_batch(target_id, params=params, synchronous=True)
             return
-        for chunk in _chunks(item.values, MLFLOW.tags_per_batch):
+        for chunk in _chunks(item.values, TAGS_PER_BATCH):
             with _mlflow(f"log {len(chunk)} tags"):
                 self.client.log_batch(target_id, tags=[RunTag(k, v) for k, v in chunk.items()], synchronous=True)
 

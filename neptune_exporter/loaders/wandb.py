@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -443,7 +444,8 @@ def _histogram(value: dict | None, attribute: str):
     value = value or {}
     edges, counts = value.get("edges") or [], value.get("values") or []
     try:
-        return wandb.Histogram(np_histogram=(list(counts), list(edges)))
+        # wandb annotates np_histogram as numpy arrays but takes lists as they are (arrays it converts with .tolist())
+        return wandb.Histogram(np_histogram=(list(counts), list(edges)))  # type: ignore[arg-type]
     except ValueError as error:  # more than 512 bins, or edges not one longer than values
         raise TargetError(
             f"W&B cannot store a histogram of attribute {attribute!r} ({len(counts)} bins, {len(edges)} edges): {error}",
@@ -573,10 +575,14 @@ class WandbLoader:
             x_disable_stats=True,
             x_disable_meta=True,
             x_disable_machine_info=True,
-            **({"base_url": self.target.base_url} if self.target.base_url else {}),
-            **({"api_key": self.target.api_key} if self.target.api_key else {}),
         )
-        arguments = dict(
+        # set only when given: a setting passed explicitly (even its default) overrides WANDB_BASE_URL / WANDB_API_KEY
+        if self.target.base_url:
+            settings.base_url = self.target.base_url
+        if self.target.api_key:
+            settings.api_key = self.target.api_key
+        init = partial(
+            wandb.init,
             entity=self.target.entity,
             project=self.project_name(exported.project_id),
             id=target_run_id,
@@ -593,12 +599,12 @@ class WandbLoader:
         try:
             if fork_from:
                 try:
-                    return wandb.init(**arguments, fork_from=fork_from)
+                    return init(fork_from=fork_from)
                 except (wandb.errors.CommError, wandb.errors.UsageError) as error:
                     if "fork" not in str(error).lower():
                         raise
                     log.info("W&B server does not fork runs (%s); the parent stays in config only", error)
-            return wandb.init(**arguments)
+            return init()
         except (wandb.errors.CommError, wandb.errors.UsageError) as error:
             raise TargetError(
                 f"W&B refused run {target_run_id}: {error}", "check --entity, WANDB_API_KEY and WANDB_BASE_URL"
@@ -653,7 +659,7 @@ def artifact_specs(target_run_id: str, content: RunContent, history: _HistoryWri
     specs = []
     for path, entries in content.files.items():
         kind = content.file_types[path].value
-        metadata = {"neptune_attribute": path, "neptune_type": kind}
+        metadata: dict[str, Any] = {"neptune_attribute": path, "neptune_type": kind}
         specs.append(
             ArtifactSpec(artifact_name(target_run_id, path), f"neptune-{kind.replace('_', '-')}", metadata, entries)
         )

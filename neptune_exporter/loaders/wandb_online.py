@@ -73,9 +73,9 @@ def fork_point(loader, exported: ExportedRun, parent_id: str) -> str | None:
     import math
 
     parent = fetch_run(loader, exported, parent_id)
-    if parent is None:
+    if parent is None or exported.fork_step is None:
         return None
     multiplier = int(parent.config.get("neptune.step_multiplier") or 1)
     offset = int(parent.config.get("neptune.step_offset") or 0)
-    step = math.floor(float(exported.fork_step) * multiplier + 1e-9) + offset
+    step = math.floor(exported.fork_step * multiplier + 1e-9) + offset
     return f"{parent_id}?_step={max(step, 0)}"
