@@ -50,13 +50,7 @@ from neptune_exporter.exporters.neptune2.client import (
     token_server,
     typed_error,
 )
-from neptune_exporter.exporters.neptune2.nql import (
-    combine_nql,
-    modified_after_nql,
-    nql_datetime,
-    sys_id_nql,
-    where_nql,
-)
+from neptune_exporter.exporters.neptune2.nql import combine_nql, modified_after_nql, nql_datetime, sys_id_nql, where_nql
 from neptune_exporter.exporters.neptune2.run_export import (
     PREFETCH_PAGES,
     SERIES_PAGE_POINTS,

@@ -7,9 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from neptune_exporter.model import (
-    AttributeType,
-)
+from neptune_exporter.model import AttributeType
 from neptune_exporter.selection import AttributeSelection, compile_regex, matches_kind, matches_path
 
 # Neptune 2.x attribute type names (AttributeType values of the client) → the exported attribute type.

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from neptune_exporter.model import (
-    as_utc as model_as_utc,
-)
+from neptune_exporter.model import as_utc as model_as_utc
 
 
 def combine_nql(*clauses: str | None) -> str | None:

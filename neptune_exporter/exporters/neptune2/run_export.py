@@ -18,9 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from neptune_exporter.errors import (
-    TerminalError,
-)
+from neptune_exporter.errors import TerminalError
 from neptune_exporter.exporters.base import ProgressCallback, RunContent, chunked
 from neptune_exporter.exporters.neptune2.attributes import (
     ATOM_TYPES,
@@ -30,12 +28,7 @@ from neptune_exporter.exporters.neptune2.attributes import (
     source_attributes,
 )
 from neptune_exporter.exporters.neptune2.client import typed_error
-from neptune_exporter.model import (
-    AttributeType,
-    RunRef,
-    project_files_dir,
-    sanitize_name,
-)
+from neptune_exporter.model import AttributeType, RunRef, project_files_dir, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.selection import AttributeSelection
 from neptune_exporter.settings import Settings

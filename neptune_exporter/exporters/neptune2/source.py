@@ -28,15 +28,8 @@ from neptune_exporter.exporters.neptune2.client import (
 )
 from neptune_exporter.exporters.neptune2.nql import combine_nql, modified_after_nql, nql_datetime, sys_id_nql, where_nql
 from neptune_exporter.exporters.neptune2.run_export import RunExport
-from neptune_exporter.model import (
-    MODEL_VERSIONS_SCOPE,
-    MODELS_SCOPE,
-    ProjectId,
-    RunRef,
-)
-from neptune_exporter.model import (
-    as_utc as model_as_utc,
-)
+from neptune_exporter.model import MODEL_VERSIONS_SCOPE, MODELS_SCOPE, ProjectId, RunRef
+from neptune_exporter.model import as_utc as model_as_utc
 from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.manifest import Watermark
