@@ -19,7 +19,7 @@ from neptune_exporter.storage.exported_run import (
 
 @dataclass
 class PriorState:
-    """What the target already holds for a run (online here; offline: loaders/wandb.py reads the `.wandb` logs)."""
+    """What the target already holds for a run (online here; offline: loaders/wandb/offline.py reads the `.wandb` logs)."""
 
     state: str  # "absent" | "partial" | "complete"
     folders: list[Path] = field(default_factory=list)  # offline run folders found
