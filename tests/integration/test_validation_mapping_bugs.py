@@ -10,7 +10,7 @@ import pytest
 
 from neptune_exporter.load import LoadOptions, run_load, run_validate
 from neptune_exporter.loaders import base as loader_base
-from neptune_exporter.loaders import mlflow as mlflow_loader
+from neptune_exporter.loaders.mlflow import mapping as mlflow_mapping
 from neptune_exporter.loaders.wandb import export_reader as wandb_export_reader
 from neptune_exporter.loaders.wandb import history as wandb_history
 from neptune_exporter.model import AttributeType
@@ -69,8 +69,10 @@ def load_and_validate_mlflow(root: Path, url: str, project: str):
 
 
 def test_mlflow_steps_scaled_ten_times_too_much(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
-    correct = mlflow_loader.integer_steps
-    monkeypatch.setattr(mlflow_loader, "integer_steps", lambda unscaled, multiplier: correct(unscaled, multiplier) * 10)
+    correct = mlflow_mapping.integer_steps
+    monkeypatch.setattr(
+        mlflow_mapping, "integer_steps", lambda unscaled, multiplier: correct(unscaled, multiplier) * 10
+    )
     report = load_and_validate_mlflow(tmp_path, mlflow_server, "ws/bug-steps")
     assert problems(report) == for_runs(
         AFFECTED,
@@ -100,9 +102,9 @@ def test_mlflow_one_key_renamed_differently(mlflow_server, tmp_path, monkeypatch
 
 
 def test_mlflow_string_param_truncated(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
-    correct = mlflow_loader.param_text
+    correct = mlflow_mapping.param_text
     monkeypatch.setattr(
-        mlflow_loader,
+        mlflow_mapping,
         "param_text",
         lambda kind, value: correct(kind, value)[:6] if kind == "string" else correct(kind, value),
     )

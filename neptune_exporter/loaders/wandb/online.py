@@ -6,15 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neptune_exporter.errors import TargetError, TargetUnavailableError
-from neptune_exporter.storage.exported_run import (
-    PROVENANCE_CHECKSUM as CHECKSUM,
-)
-from neptune_exporter.storage.exported_run import (
-    PROVENANCE_LOAD_STATE as LOAD_STATE,
-)
-from neptune_exporter.storage.exported_run import (
-    ExportedRun,
-)
+from neptune_exporter.storage.exported_run import PROVENANCE_CHECKSUM as CHECKSUM
+from neptune_exporter.storage.exported_run import PROVENANCE_LOAD_STATE as LOAD_STATE
+from neptune_exporter.storage.exported_run import ExportedRun
 
 
 @dataclass
