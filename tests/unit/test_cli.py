@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
-from neptune_exporter import cli
-from neptune_exporter.cli import app
+from neptune_exporter.cli import app, export_command
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.model import AttributeKind
@@ -28,7 +27,7 @@ def captured(monkeypatch):
         seen["options"], seen["no_progress"] = options, no_progress
         return 0
 
-    monkeypatch.setattr(cli, "run_export_command", fake_run)
+    monkeypatch.setattr(export_command, "run_export_command", fake_run)
     return seen
 
 
