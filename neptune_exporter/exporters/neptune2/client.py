@@ -25,8 +25,6 @@ from neptune_exporter.retry import call_with_retries
 from neptune_exporter.settings import Settings
 
 TOKEN_REMEDY = "pass a valid Neptune 2.x API token with --api-token or NEPTUNE_API_TOKEN (copy it from the Neptune UI)"
-
-
 T = TypeVar("T")
 
 

@@ -36,6 +36,8 @@ from neptune_exporter.storage.files import publish, safe_relative, staging_dir, 
 from neptune_exporter.storage.manifest import Watermark
 
 log = logging.getLogger(__name__)
+SERIES_PAGE_POINTS = 1000  # points per series request: what the client itself asks for
+PREFETCH_PAGES = 4  # series pages requested ahead, per series being read
 
 
 class RunReader(Protocol):
@@ -47,10 +49,6 @@ class RunReader(Protocol):
     def open_run(self, run: RunRef) -> Any: ...
 
     def atom_values(self, run: RunRef, paths: list[str]) -> dict[str, Any]: ...
-
-
-SERIES_PAGE_POINTS = 1000  # points per series request: what the client itself asks for
-PREFETCH_PAGES = 4  # series pages requested ahead, per series being read
 
 
 def exact_page(fetch: Callable[[int, int], Any], offset: int, count: int) -> list:
