@@ -8,7 +8,7 @@ SERVE_HOME ?= .prefect-serve
 SERVE_PORT ?= 4200
 DEMO_ARGS ?=
 
-.PHONY: dev test unit demo serve bench clean
+.PHONY: dev lint test unit demo serve bench clean
 
 # The editable install creates the console script: its presence marks a ready environment.
 $(CLI): pyproject.toml
@@ -19,10 +19,17 @@ $(CLI): pyproject.toml
 
 dev: $(CLI)
 
-# The whole suite exactly as CI runs it: the import contracts (pyproject.toml [tool.importlinter]) first, then
-# pytest (it exits 5 when no test ran, which fails the target).
-test: $(CLI)
+# The static checks, configured in pyproject.toml: import contracts ([tool.importlinter]), ruff lint and format
+# ([tool.ruff]), mypy on the library ([tool.mypy]).
+lint: $(CLI)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
+
+# The whole suite exactly as CI runs it: the static checks first, then pytest (it exits 5 when no test ran, which
+# fails the target).
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(CLI)

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,7 +86,7 @@ def alternate(sides: dict[str, Callable[[int], object]], repeats: int) -> dict[s
     for repeat in range(repeats):
         order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
         for name in order:
-            elapsed, reported = timed(lambda: sides[name](repeat))
+            elapsed, reported = timed(partial(sides[name], repeat))
             seconds[name].append(reported if isinstance(reported, float) else elapsed)
     return seconds
 

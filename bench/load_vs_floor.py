@@ -95,8 +95,8 @@ def mlflow_floor(url: str, experiment: str, runs: list[RunPoints], workers: int)
     def write(run: RunPoints) -> None:
         target = client.create_run(experiment_id, run_name=run.run_id).info.run_id
         pending: list[Metric] = []
-        for key, values in zip(run.keys, run.values):
-            for value, stamp, step in zip(values.tolist(), run.timestamps_ms.tolist(), run.steps.tolist()):
+        for key, values in zip(run.keys, run.values, strict=True):
+            for value, stamp, step in zip(values.tolist(), run.timestamps_ms.tolist(), run.steps.tolist(), strict=True):
                 pending.append(Metric(key, value, stamp, step))
                 if len(pending) == MLFLOW_BATCH:
                     client.log_batch(target, metrics=pending, synchronous=True)
@@ -128,8 +128,8 @@ def wandb_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
     def write(run: RunPoints) -> None:
         target = wandb.init(project="bench-floor", name=run.run_id, reinit="create_new", settings=settings)
         columns = run.values.T.tolist()
-        for step, stamp, row_values in zip(run.steps.tolist(), run.timestamps_ms.tolist(), columns):
-            row = dict(zip(run.keys, row_values))
+        for step, stamp, row_values in zip(run.steps.tolist(), run.timestamps_ms.tolist(), columns, strict=True):
+            row = dict(zip(run.keys, row_values, strict=True))
             row["_timestamp"] = stamp / 1000
             target.log(row, step=step)
         target.finish()

@@ -15,11 +15,16 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import typer
 
 DEMO_WORKSPACE = "workspace"
 DEMO_PROJECT = "demo"
+
+
+def _command_not_given(*_args: object, **_kwargs: object) -> Any:
+    raise RuntimeError("the demo's export and load steps run the CLI's commands: run them via `neptune-exporter demo`")
 
 
 @dataclass
@@ -39,8 +44,8 @@ class DemoContext:
     next_steps: list[str] = field(default_factory=list)
     # The CLI's commands, given by `neptune-exporter demo`: export(options, no_progress=) → exit status;
     # load(options, no_progress=) → (exit status, summary with the validation figures).
-    export_command: Callable[..., int] | None = None
-    load_command: Callable[..., tuple[int, dict]] | None = None
+    export_command: Callable[..., int] = _command_not_given
+    load_command: Callable[..., tuple[int, dict]] = _command_not_given
 
     @property
     def data_path(self) -> Path:

@@ -112,6 +112,8 @@ class SourceUnavailableError(TransientError):
 class RateLimitedError(TransientError):
     """The server asked us to slow down."""
 
+    retry_after: float = 0.0  # seconds the server asked to wait (its Retry-After); retry.py waits at least this
+
 
 class TargetUnavailableError(TransientError):
     """The load target could not be reached or answered with a server error."""
@@ -124,14 +126,15 @@ CAUSES_FOLLOWED = 10
 def disk_full_cause(error: BaseException) -> OSError | None:
     """The "no space left on device" (or quota exceeded) OSError behind `error`, itself or one of its causes (a
     client may wrap it in its own download error); None when the disk is not what failed."""
+    cause: BaseException | None = error
     for _ in range(CAUSES_FOLLOWED):
-        if error is None:
+        if cause is None:
             return None
-        if isinstance(error, OSError) and (
-            error.errno in (errno.ENOSPC, errno.EDQUOT) or NO_SPACE_TEXT in str(error).lower()
+        if isinstance(cause, OSError) and (
+            cause.errno in (errno.ENOSPC, errno.EDQUOT) or NO_SPACE_TEXT in str(cause).lower()
         ):
-            return error
-        error = error.__cause__ or error.__context__
+            return cause
+        cause = cause.__cause__ or cause.__context__
     return None
 
 

@@ -224,12 +224,12 @@ def fork_waves(runs: list[RunToLoad]) -> list[list[RunToLoad]]:
     selected = {(r.project_id, r.run_id): r for r in runs}
     depth: dict[tuple[str, str], int] = {}
 
-    def depth_of(key: tuple[str, str], seen: frozenset = frozenset()) -> int:
+    def depth_of(key: tuple[str, str], seen: frozenset[tuple[str, str]] = frozenset()) -> int:
         if key not in depth:
             run = selected[key]
-            parent = (run.project_id, run.fork_parent)
-            chained = run.fork_parent and parent in selected and parent not in seen
-            depth[key] = 1 + depth_of(parent, seen | {key}) if chained else 0
+            parent = (run.project_id, run.fork_parent) if run.fork_parent else None
+            chained = parent is not None and parent in selected and parent not in seen
+            depth[key] = 1 + depth_of(parent, seen | {key}) if parent is not None and chained else 0
         return depth[key]
 
     waves: dict[int, list[RunToLoad]] = {}

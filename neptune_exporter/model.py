@@ -7,8 +7,9 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from typing import overload
 
 import numpy as np
 import pyarrow as pa
@@ -51,7 +52,7 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 
-class AttributeType(str, Enum):
+class AttributeType(StrEnum):
     """Values of the `attribute_type` column (the peer tool's vocabulary)."""
 
     FLOAT = "float"
@@ -69,7 +70,7 @@ class AttributeType(str, Enum):
     ARTIFACT = "artifact"  # Neptune 2.x only
 
 
-class AttributeKind(str, Enum):
+class AttributeKind(StrEnum):
     """Coarse groups users select with `--include/--exclude`."""
 
     PARAMETERS = "parameters"
@@ -254,6 +255,12 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+@overload
+def iso_utc_ms(value: datetime) -> str: ...
+@overload
+def iso_utc_ms(value: None) -> None: ...
+@overload
+def iso_utc_ms(value: datetime | None) -> str | None: ...
 def iso_utc_ms(value: datetime | None) -> str | None:
     """UTC ISO text with milliseconds (how manifests store times, so equal times compare equal); None stays None."""
     return None if value is None else as_utc(value).isoformat(timespec="milliseconds")

@@ -65,7 +65,8 @@ def call_with_retries(
             if not should_retry(error):
                 raise
             if attempt + 1 == attempts:
-                raise mark_spent(error)
+                mark_spent(error)
+                raise
             delay = retry_delay(error, policy, attempt)
             log.warning("%s: %s; attempt %d of %d in %.1fs", what, one_line(error), attempt + 2, attempts, delay)
             sleep(delay)

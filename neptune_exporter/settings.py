@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 ENV_PREFIX = "NEPTUNE_EXPORTER_"
 
@@ -44,7 +45,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Defaults overridden by NEPTUNE_EXPORTER_<FIELD> environment variables."""
-        values = {}
+        values: dict[str, Any] = {}  # Path or int, per field
         for f in fields(cls):
             if f.name == "retry":
                 continue
@@ -53,10 +54,10 @@ class Settings:
                 continue
             values[f.name] = Path(raw) if f.name.endswith("_path") else int(raw)
         retry = RetryPolicy(
-            attempts=int(_env(ENV_PREFIX + "RETRY_ATTEMPTS", str(RetryPolicy.attempts))),
-            backoff_seconds=float(_env(ENV_PREFIX + "RETRY_BACKOFF_SECONDS", str(RetryPolicy.backoff_seconds))),
+            attempts=int(_env(ENV_PREFIX + "RETRY_ATTEMPTS") or RetryPolicy.attempts),
+            backoff_seconds=float(_env(ENV_PREFIX + "RETRY_BACKOFF_SECONDS") or RetryPolicy.backoff_seconds),
             backoff_max_seconds=float(
-                _env(ENV_PREFIX + "RETRY_BACKOFF_MAX_SECONDS", str(RetryPolicy.backoff_max_seconds))
+                _env(ENV_PREFIX + "RETRY_BACKOFF_MAX_SECONDS") or RetryPolicy.backoff_max_seconds
             ),
         )
         return cls(retry=retry, **values)

@@ -42,7 +42,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Union, cast
+from typing import TYPE_CHECKING, cast
 
 from neptune_exporter.errors import InvalidQueryError
 from neptune_exporter.model import as_utc
@@ -50,7 +50,7 @@ from neptune_exporter.model import as_utc
 if TYPE_CHECKING:
     from neptune_query.filters import KNOWN_TYPES_LITERAL
 
-Literal = Union[str, int, float, bool, datetime]
+Literal = str | int | float | bool | datetime
 
 COMPARISON_OPERATORS = ("==", "!=", ">", ">=", "<", "<=")
 TEXT_OPERATORS = ("contains", "not contains", "matches", "not matches")
@@ -136,7 +136,7 @@ class Or:
     operands: tuple[Expr, ...]
 
 
-Expr = Union[Comparison, Exists, Not, And, Or]
+Expr = Comparison | Exists | Not | And | Or
 
 
 # --------------------------------------------------------------------------- tokenizer

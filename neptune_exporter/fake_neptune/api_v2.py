@@ -300,7 +300,7 @@ def _series_values(holder: Holder, request: Request, v2_type: str, convert) -> R
     steps, values, stamps = points_by_index(attr.points(), offset, limit)
     points = [
         {"step": step, "value": convert(value), "timestampMillis": stamp}
-        for step, value, stamp in zip(steps.tolist(), _as_list(values), stamps.tolist())
+        for step, value, stamp in zip(steps.tolist(), _as_list(values), stamps.tolist(), strict=True)
     ]
     return json_response({"totalItemCount": len(attr.points()), "values": points})
 

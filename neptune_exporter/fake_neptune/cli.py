@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -55,39 +56,45 @@ def _generated(
 
 @app.command()
 def serve(
-    dataset: Path | None = typer.Option(
-        None, "--dataset", exists=True, dir_okay=False, help="JSON dataset file to serve."
-    ),
-    generate: bool = typer.Option(False, "--generate", help="Serve a generated dataset (see the size options)."),
-    awkward: bool = typer.Option(False, "--awkward", help="Serve the awkward test workspace (every type)."),
-    runs: int = typer.Option(10, help="Generated: runs."),
-    experiments: int = typer.Option(2, help="Generated: experiments (runs share them round-robin)."),
-    params: int = typer.Option(10, help="Generated: parameters per run."),
-    metrics: int = typer.Option(5, help="Generated: float series per run."),
-    points: int = typer.Option(1000, help="Generated: points per float series (lazy: any size is free)."),
-    string_series: int = typer.Option(1, "--string-series", help="Generated: string series per run."),
-    histograms: int = typer.Option(1, help="Generated: histogram series per run."),
-    files: int = typer.Option(1, help="Generated: file attributes per run."),
-    file_size: int = typer.Option(1024, "--file-size", help="Generated: bytes per file (lazy)."),
-    seed: int = typer.Option(0, help="Generated: seed."),
-    project: str = typer.Option("sandbox", help="Generated: project name (in workspace 'workspace')."),
-    host: str = typer.Option("127.0.0.1", help="Address to bind."),
-    port: int = typer.Option(0, help="Port (0 = a free one)."),
-    latency_ms: float = typer.Option(0.0, "--latency-ms", help="Fixed latency per request."),
-    latency_jitter_ms: float = typer.Option(0.0, "--latency-jitter-ms", help="Extra random latency up to this."),
-    bandwidth: int = typer.Option(0, "--bandwidth-bytes-per-s", help="Cap response bandwidth (0 = none)."),
-    rate_limit_share: float = typer.Option(0.0, "--rate-limit-share", help="Share of requests answered 429."),
-    retry_after_s: int = typer.Option(1, "--retry-after-s", help="Retry-After of injected 429s."),
-    error_share: float = typer.Option(0.0, "--error-share", help="Share of requests answered 500/503."),
-    reset_share: float = typer.Option(0.0, "--reset-share", help="Share of responses cut mid-body."),
-    token_ttl_s: float = typer.Option(3600.0, "--token-ttl-s", help="Lifetime of access tokens."),
-    fault_seed: int | None = typer.Option(None, "--fault-seed", help="Seed of the fault dice."),
-    api_key: str | None = typer.Option(
-        None, "--api-key", help="Fixed key inside the API token (stable token across restarts)."
-    ),
-    ready_file: Path | None = typer.Option(
-        None, "--ready-file", help="Write {base_url, api_token, project} JSON here once serving."
-    ),
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", exists=True, dir_okay=False, help="JSON dataset file to serve.")
+    ] = None,
+    generate: Annotated[
+        bool, typer.Option("--generate", help="Serve a generated dataset (see the size options).")
+    ] = False,
+    awkward: Annotated[bool, typer.Option("--awkward", help="Serve the awkward test workspace (every type).")] = False,
+    runs: Annotated[int, typer.Option(help="Generated: runs.")] = 10,
+    experiments: Annotated[int, typer.Option(help="Generated: experiments (runs share them round-robin).")] = 2,
+    params: Annotated[int, typer.Option(help="Generated: parameters per run.")] = 10,
+    metrics: Annotated[int, typer.Option(help="Generated: float series per run.")] = 5,
+    points: Annotated[int, typer.Option(help="Generated: points per float series (lazy: any size is free).")] = 1000,
+    string_series: Annotated[int, typer.Option("--string-series", help="Generated: string series per run.")] = 1,
+    histograms: Annotated[int, typer.Option(help="Generated: histogram series per run.")] = 1,
+    files: Annotated[int, typer.Option(help="Generated: file attributes per run.")] = 1,
+    file_size: Annotated[int, typer.Option("--file-size", help="Generated: bytes per file (lazy).")] = 1024,
+    seed: Annotated[int, typer.Option(help="Generated: seed.")] = 0,
+    project: Annotated[str, typer.Option(help="Generated: project name (in workspace 'workspace').")] = "sandbox",
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = a free one).")] = 0,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Fixed latency per request.")] = 0.0,
+    latency_jitter_ms: Annotated[
+        float, typer.Option("--latency-jitter-ms", help="Extra random latency up to this.")
+    ] = 0.0,
+    bandwidth: Annotated[int, typer.Option("--bandwidth-bytes-per-s", help="Cap response bandwidth (0 = none).")] = 0,
+    rate_limit_share: Annotated[
+        float, typer.Option("--rate-limit-share", help="Share of requests answered 429.")
+    ] = 0.0,
+    retry_after_s: Annotated[int, typer.Option("--retry-after-s", help="Retry-After of injected 429s.")] = 1,
+    error_share: Annotated[float, typer.Option("--error-share", help="Share of requests answered 500/503.")] = 0.0,
+    reset_share: Annotated[float, typer.Option("--reset-share", help="Share of responses cut mid-body.")] = 0.0,
+    token_ttl_s: Annotated[float, typer.Option("--token-ttl-s", help="Lifetime of access tokens.")] = 3600.0,
+    fault_seed: Annotated[int | None, typer.Option("--fault-seed", help="Seed of the fault dice.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="Fixed key inside the API token (stable token across restarts).")
+    ] = None,
+    ready_file: Annotated[
+        Path | None, typer.Option("--ready-file", help="Write {base_url, api_token, project} JSON here once serving.")
+    ] = None,
 ) -> None:
     """Serve until interrupted; prints the base URL, an API token and the environment to export."""
     chosen = [
@@ -157,18 +164,18 @@ def _announce(fake: FakeNeptune, ready_file: Path | None) -> None:
 
 @app.command()
 def generate(
-    out: Path = typer.Option(..., "--out", help="JSON dataset file to write."),
-    runs: int = typer.Option(10),
-    experiments: int = typer.Option(2),
-    params: int = typer.Option(10),
-    metrics: int = typer.Option(5),
-    points: int = typer.Option(1000),
-    string_series: int = typer.Option(1, "--string-series"),
-    histograms: int = typer.Option(1),
-    files: int = typer.Option(1),
-    file_size: int = typer.Option(1024, "--file-size"),
-    seed: int = typer.Option(0),
-    project: str = typer.Option("sandbox"),
+    out: Annotated[Path, typer.Option("--out", help="JSON dataset file to write.")],
+    runs: Annotated[int, typer.Option()] = 10,
+    experiments: Annotated[int, typer.Option()] = 2,
+    params: Annotated[int, typer.Option()] = 10,
+    metrics: Annotated[int, typer.Option()] = 5,
+    points: Annotated[int, typer.Option()] = 1000,
+    string_series: Annotated[int, typer.Option("--string-series")] = 1,
+    histograms: Annotated[int, typer.Option()] = 1,
+    files: Annotated[int, typer.Option()] = 1,
+    file_size: Annotated[int, typer.Option("--file-size")] = 1024,
+    seed: Annotated[int, typer.Option()] = 0,
+    project: Annotated[str, typer.Option()] = "sandbox",
 ) -> None:
     """Write a generated dataset as JSON (float series and files stay lazy specs: the file stays small)."""
     workspace = _generated(

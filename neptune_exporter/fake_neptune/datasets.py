@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def _series_from_points(type_: str, points: Iterable) -> ExplicitSeries:
     steps = [float(p[0]) for p in points]
     values = [p[1] for p in points]
     timestamps = [int(p[2]) for p in points]
-    for before, after in zip(steps, steps[1:]):
+    for before, after in pairwise(steps):
         if after <= before:
             raise ValueError(f"series steps must be strictly increasing, but step {after} follows {before}")
     return ExplicitSeries(type_, np.array(steps, dtype=np.float64), values, np.array(timestamps, dtype=np.int64))
@@ -216,11 +217,11 @@ class _ProjectIndex:
 
 
 def _index(project: Project) -> _ProjectIndex:
-    index = getattr(project, "_datasets_index", None)
-    if index is None or index.count != len(project.runs):
+    index = project.run_index
+    if not isinstance(index, _ProjectIndex) or index.count != len(project.runs):
         heads = {r.get("sys/experiment/name"): r for r in project.runs if r.experiment_head}
         index = _ProjectIndex(len(project.runs), {r.sys_id for r in project.runs}, heads)
-        project._datasets_index = index
+        project.run_index = index
     return index
 
 
@@ -496,7 +497,9 @@ def _attribute_to_json(attr: Attribute) -> dict:
     steps, values, stamps = attr.series.window(None, None, None, len(attr.series))
     return {
         "type": attr.type,
-        "points": [[float(st), _value_to_json(attr.type, v), int(ts)] for st, v, ts in zip(steps, values, stamps)],
+        "points": [
+            [float(st), _value_to_json(attr.type, v), int(ts)] for st, v, ts in zip(steps, values, stamps, strict=True)
+        ],
     }
 
 
@@ -707,7 +710,7 @@ def _ms(when: datetime) -> int:
 
 def _points(values: list, start: datetime, steps: list[float] | None = None) -> list[tuple]:
     steps = steps if steps is not None else [float(i) for i in range(len(values))]
-    return [(step, value, _ms(start) + 1000 * i) for i, (step, value) in enumerate(zip(steps, values))]
+    return [(step, value, _ms(start) + 1000 * i) for i, (step, value) in enumerate(zip(steps, values, strict=True))]
 
 
 def _add_awkward_files(project: Project) -> None:

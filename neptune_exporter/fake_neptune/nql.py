@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from neptune_exporter.fake_neptune import store
 
@@ -96,7 +96,7 @@ class Always:
     pass
 
 
-Expr = Union[Compare, Exists, Not, BoolOp, Always]
+Expr = Compare | Exists | Not | BoolOp | Always
 
 
 # ---------------------------------------------------------------------------- tokenizer

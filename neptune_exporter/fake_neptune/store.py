@@ -288,6 +288,8 @@ class Project:
     runs: list[Run] = field(default_factory=list)
     files: dict[str, StoredFile] = field(default_factory=dict)
     models: list[Model] = field(default_factory=list)  # 2.x model registry (invisible to 3.x)
+    # datasets.py's index of the runs (sys ids, experiment heads): a cache it owns and rebuilds when stale
+    run_index: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def identifier(self) -> str:

@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -23,10 +24,10 @@ def main() -> None:
 
 @app.command()
 def serve(
-    port: int = typer.Option(0, help="Port on 127.0.0.1 (0: a free one)."),
-    record: Path | None = typer.Option(
-        None, "--record", help="Write what arrived (runs, rows, artifacts) here as JSON on exit."
-    ),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).")] = 0,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="Write what arrived (runs, rows, artifacts) here as JSON on exit.")
+    ] = None,
 ) -> None:
     """Serve until Ctrl-C / SIGTERM; prints the environment that points wandb at it."""
     stop = threading.Event()

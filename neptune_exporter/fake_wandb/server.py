@@ -77,7 +77,7 @@ class State:
         return self.runs[key]
 
     def find_run(self, name: str, project: str | None = None) -> FakeRun | None:
-        for (entity, run_project, run_name), run in self.runs.items():
+        for (_entity, run_project, run_name), run in self.runs.items():
             if run_name == name and project in (None, run_project):
                 return run
         return None

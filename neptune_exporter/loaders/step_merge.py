@@ -24,7 +24,7 @@ class _Cursor:
         self._source = pa.OSFile(str(path), "rb")  # plain reads: a memory map would keep every page read in RSS
         self._reader = ipc.open_file(self._source)
         self._next = 0
-        self.window: pa.Table | None = None
+        self.window: pa.Table = self._reader.schema.empty_table()
 
     @property
     def exhausted(self) -> bool:
@@ -32,14 +32,15 @@ class _Cursor:
 
     def load_next(self, min_rows: int = 1) -> None:
         """Append file batches to the window until at least `min_rows` more rows (or the file ends)."""
-        loaded = [] if self.window is None else [self.window]
+        loaded = [self.window] if len(self.window) else []
         added = 0
         while added < min_rows and not self.exhausted:
             batch = self._reader.get_batch(self._next)
             self._next += 1
             loaded.append(pa.Table.from_batches([batch]))
             added += batch.num_rows
-        self.window = pa.concat_tables(loaded).combine_chunks() if len(loaded) > 1 else loaded[0]
+        if loaded:
+            self.window = pa.concat_tables(loaded).combine_chunks() if len(loaded) > 1 else loaded[0]
 
     def steps(self) -> np.ndarray:
         return self.window.column(STEP_COLUMN).to_numpy()
@@ -147,7 +148,7 @@ class StepSpill:
         per_cursor = max(1, self._merge_rows // len(cursors))
         while live:
             for cursor in live:
-                if (cursor.window is None or not len(cursor.window)) and not cursor.exhausted:
+                if not len(cursor.window) and not cursor.exhausted:
                     cursor.load_next(per_cursor)
             live = [c for c in live if len(c.window) or not c.exhausted]
             if not live:
@@ -160,7 +161,7 @@ class StepSpill:
             if pieces:
                 yield _sorted_by_step(pa.concat_tables(pieces))
             else:  # the lowest windows hold a single step only: read further into them
-                for cursor, cursor_bound in zip(live, bounds):
+                for cursor, cursor_bound in zip(live, bounds, strict=True):
                     if cursor_bound == bound:
                         cursor.load_next(per_cursor)
 

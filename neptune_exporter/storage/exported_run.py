@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +44,7 @@ from neptune_exporter.storage.parquet import (
     iter_part_batches,
     listed_paths,
     parse_part_name,
+    part_index,
     project_dir,
     read_run_batches,
     run_part_paths,
@@ -84,7 +86,7 @@ _DERIVE_COLUMNS = [
 ]
 
 
-def _collect_sys_facts(batch: pa.RecordBatch, facts: dict) -> None:
+def _collect_sys_facts(batch: pa.RecordBatch, facts: dict[str, Any]) -> None:
     mask = pc.is_in(batch.column("attribute_path"), value_set=_SYS_PATHS)
     if not pc.any(mask).as_py():
         return
@@ -99,7 +101,9 @@ def _collect_sys_facts(batch: pa.RecordBatch, facts: dict) -> None:
 def derive_manifest(parts: list[Path], data_root: Path | str) -> Manifest:
     """A manifest for parts written without one (the peer tool): ids, counts, last steps, checksums, sys facts."""
     data_root = Path(data_root)
-    stats, ids, facts, infos = AttributeStats(), {}, {}, []
+    stats, infos = AttributeStats(), []
+    ids: dict[str, str] = {}
+    facts: dict[str, Any] = {}  # sys fact name -> ISO text, string or number
     for path in parts:
         rows = 0
         for batch in iter_part_batches(path, _DERIVE_COLUMNS):
@@ -111,7 +115,7 @@ def derive_manifest(parts: list[Path], data_root: Path | str) -> Manifest:
         infos.append(PartInfo(path.relative_to(data_root).as_posix(), rows, path.stat().st_size, file_sha256(path)))
     if "experiment_name" not in facts and "name" in facts:
         facts["experiment_name"] = facts["name"]  # 3.x experiments keep their name in sys/name (peer reader's rule)
-    complete = bool(parts) and parse_part_name(parts[0].name)[1] == 0  # the peer's marker: part 0 exists
+    complete = bool(parts) and part_index(parts[0].name) == 0  # the peer's marker: part 0 exists
     errors = (
         []
         if complete
@@ -142,7 +146,7 @@ def _run_prefixes(folder: Path) -> dict[str, list[Path]]:
 
 def _stored_run(data_root: Path, folder: Path, prefix: str, parts: list[Path]) -> StoredRun | None:
     manifest = read_manifest(folder / (prefix + MANIFEST_SUFFIX))
-    parts = sorted(parts, key=lambda p: parse_part_name(p.name)[1])
+    parts = sorted(parts, key=lambda p: part_index(p.name))
     if manifest is not None:
         listed = listed_paths(data_root, manifest)
         return StoredRun(manifest.project_id, manifest.run_id, folder, listed, manifest)

@@ -163,8 +163,8 @@ def compute_checksum(parts: list[PartInfo], files: list[dict]) -> str:
 def manifest_path(data_root: Path | str, project_id: str, run_id: str, scope: str | None = None) -> Path:
     """`<data>/<project-dir>[/<scope>]/<run-file>.manifest.json` (never matches the peer tool's `*_part_*.parquet`)."""
     folder = Path(data_root) / sanitize_name(project_id)
-    if check_scope(scope):
-        folder = folder / scope
+    if checked := check_scope(scope):
+        folder = folder / checked
     return folder / (sanitize_name(run_id) + MANIFEST_SUFFIX)
 
 

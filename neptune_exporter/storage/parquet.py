@@ -6,6 +6,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,8 @@ _PART_RE = re.compile(r"^(?P<prefix>.+)_part_(?P<index>\d+)\.parquet(?P<tmp>\.tm
 def project_dir(data_root: Path | str, project_id: str, scope: str | None = None) -> Path:
     """`<data>/<sanitized project id>`, or its `<scope>` subfolder (2.x models / model_versions, the peer's layout)."""
     folder = Path(data_root) / sanitize_name(project_id)
-    return folder / scope if check_scope(scope) else folder
+    checked = check_scope(scope)
+    return folder / checked if checked else folder
 
 
 def parse_part_name(name: str) -> tuple[str, int, bool] | None:
@@ -67,6 +69,14 @@ def parse_part_name(name: str) -> tuple[str, int, bool] | None:
     if match is None:
         return None
     return match["prefix"], int(match["index"]), bool(match["tmp"])
+
+
+def part_index(name: str) -> int:
+    """The part number in a part file's name (ValueError for any other name)."""
+    parsed = parse_part_name(name)
+    if parsed is None:
+        raise ValueError(f"{name!r} is not a part file name (<run-file>_part_<n>.parquet)")
+    return parsed[1]
 
 
 def run_part_paths(
@@ -123,6 +133,24 @@ def _has_single_values(batch: pa.RecordBatch) -> bool:
     return not pc.all(is_series).as_py()
 
 
+@dataclass
+class _OpenPart:
+    """The part a RunWriter is writing: its number, tmp path, file and Parquet writer, rows so far."""
+
+    index: int
+    tmp: Path
+    sink: pa.OSFile
+    writer: pq.ParquetWriter
+    rows: int = 0
+    single: bool = False  # holds single-value (non-series) rows
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.sink.close()
+
+
 class RunWriter:
     """Streams a run's RecordBatches into parts rolled near `part_target_bytes`; tmp files renamed on close."""
 
@@ -136,12 +164,8 @@ class RunWriter:
         self.folder = project_dir(self.data_root, project_id, scope)
         self.folder.mkdir(parents=True, exist_ok=True)
         existing = _run_files(self.folder, sanitize_name(run_id), include_tmp=True)
-        self._next_index = 1 + max((parse_part_name(p.name)[1] for p in existing), default=-1)
-        self._writer: pq.ParquetWriter | None = None
-        self._sink: pa.OSFile | None = None
-        self._current: tuple[int, Path] | None = None
-        self._current_rows = 0
-        self._current_single = False
+        self._next_index = 1 + max((part_index(p.name) for p in existing), default=-1)
+        self._part: _OpenPart | None = None
         self._single_indexes: set[int] = set()
         self._finished: list[tuple[int, Path, int]] = []  # (index, tmp path, rows)
         self._renamed: list[Path] = []
@@ -164,7 +188,7 @@ class RunWriter:
     @property
     def first_index(self) -> int:
         """Part number the first part of this writer gets (after every existing part of the run)."""
-        return self._finished[0][0] if self._finished else (self._current[0] if self._current else self._next_index)
+        return self._finished[0][0] if self._finished else (self._part.index if self._part else self._next_index)
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append rows (small batches are coalesced into row groups of bounded size before they hit the disk).
@@ -175,8 +199,8 @@ class RunWriter:
             raise RuntimeError("RunWriter is closed")
         batch = conform_batch(batch)
         if batch.num_rows == 0:
-            if self._writer is None and not self._pending and not self._finished:
-                self._open_part()
+            if self._part is None and not self._pending and not self._finished:
+                self._part = self._open_part()
             return
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
@@ -189,38 +213,40 @@ class RunWriter:
         """Write the coalesced batches as one row group, rolling to a new part first when this one is big enough."""
         if not self._pending:
             return
-        if self._writer is not None and self._sink.tell() >= self.part_target_bytes:
-            self._finish_part()
-        if self._writer is None:
-            self._open_part()
+        if self._part is not None and self._part.sink.tell() >= self.part_target_bytes:
+            self._finish_part(self._part)
+        part = self._part = self._part or self._open_part()
         table = pa.Table.from_batches(self._pending, schema=PARQUET_SCHEMA)
-        self._writer.write_table(table, row_group_size=max(ROW_GROUP_ROWS, table.num_rows))
-        self._current_single = self._current_single or any(_has_single_values(b) for b in self._pending)
-        self._current_rows += table.num_rows
+        part.writer.write_table(table, row_group_size=max(ROW_GROUP_ROWS, table.num_rows))
+        part.single = part.single or any(_has_single_values(b) for b in self._pending)
+        part.rows += table.num_rows
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
-    def _open_part(self) -> None:
+    def _open_part(self) -> _OpenPart:
         index = self._next_index
         self._next_index += 1
         tmp = self.folder / (part_file_name(self.run_id, index) + TMP_SUFFIX)
-        self._current = (index, tmp)  # known before the file exists: `abort` removes it whatever fails next
-        self._current_rows = 0
-        self._current_single = False
-        self._sink = pa.OSFile(str(tmp), "wb")
-        self._writer = pq.ParquetWriter(
-            self._sink, PARQUET_SCHEMA, compression=COMPRESSION, use_dictionary=DICTIONARY_COLUMNS
-        )
+        try:
+            sink = pa.OSFile(str(tmp), "wb")
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the part never opened: nothing of it stays
+            raise
+        try:
+            writer = pq.ParquetWriter(sink, PARQUET_SCHEMA, compression=COMPRESSION, use_dictionary=DICTIONARY_COLUMNS)
+        except BaseException:
+            sink.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        return _OpenPart(index, tmp, sink, writer)
 
-    def _finish_part(self) -> None:
-        self._writer.close()
-        self._sink.close()
-        index, tmp = self._current
-        with open(tmp, "rb+") as handle:
+    def _finish_part(self, part: _OpenPart) -> None:
+        part.close()
+        with open(part.tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        self._finished.append((index, tmp, self._current_rows))
-        if self._current_single:
-            self._single_indexes.add(index)
-        self._writer = self._sink = self._current = None
+        self._finished.append((part.index, part.tmp, part.rows))
+        if part.single:
+            self._single_indexes.add(part.index)
+        self._part = None
 
     @property
     def single_value_parts(self) -> list[str]:
@@ -233,8 +259,8 @@ class RunWriter:
         if self._closed:
             raise RuntimeError("RunWriter is already closed")
         self._flush()
-        if self._writer is not None:
-            self._finish_part()
+        if self._part is not None:
+            self._finish_part(self._part)
         infos = []
         for index, tmp, rows in sorted(self._finished, reverse=True):
             final = tmp.with_name(part_file_name(self.run_id, index))
@@ -245,7 +271,7 @@ class RunWriter:
         if infos:
             fsync_dir(self.folder)
         self._closed = True
-        return sorted(infos, key=lambda info: parse_part_name(Path(info.path).name)[1])
+        return sorted(infos, key=lambda info: part_index(Path(info.path).name))
 
     def abort(self) -> None:
         """Remove every file this writer created (tmp or renamed); parts that existed before are untouched.
@@ -253,11 +279,11 @@ class RunWriter:
         Closing the open part may fail again (the disk that failed a write is still full): its file goes all the same.
         """
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-        created = [tmp for _, tmp, _ in self._finished] + self._renamed
-        if self._current is not None:
-            created.append(self._current[1])
+        part, self._part = self._part, None
+        created = [tmp for _, tmp, _ in self._finished] + self._renamed + ([part.tmp] if part is not None else [])
         try:
-            self._close_open_part()
+            if part is not None:
+                part.close()
         except (OSError, pa.ArrowException) as exc:
             log.debug("closing an aborted part failed (%s); removing it anyway", exc)
         finally:
@@ -265,16 +291,6 @@ class RunWriter:
                 path.unlink(missing_ok=True)
             self._finished, self._renamed = [], []
             self._closed = True
-
-    def _close_open_part(self) -> None:
-        writer, sink = self._writer, self._sink
-        self._writer = self._sink = self._current = None
-        try:
-            if writer is not None:
-                writer.close()
-        finally:
-            if sink is not None:
-                sink.close()
 
 
 # ----------------------------------------------------------------------------- reading
@@ -374,6 +390,7 @@ class AttributeStats:
                 grouped["attribute_path"].to_pylist(),
                 grouped["attribute_type"].to_pylist(),
                 grouped["attribute_path_count"].to_pylist(),
+                strict=True,
             )
         ):
             self._add_counted(path, kind, count, int(last_steps[i]) / 1_000_000 if valid[i] else None)

@@ -203,7 +203,12 @@ def point_set(chunks, infinity_stored_as: float | None = None) -> set[tuple[int,
     for steps, stamps, values in chunks:
         bits = value_bits(np.asarray(values, dtype=np.float64), infinity_stored_as)
         points.update(
-            zip(np.asarray(steps, dtype=np.int64).tolist(), np.asarray(stamps, dtype=np.int64).tolist(), bits.tolist())
+            zip(
+                np.asarray(steps, dtype=np.int64).tolist(),
+                np.asarray(stamps, dtype=np.int64).tolist(),
+                bits.tolist(),
+                strict=True,
+            )
         )
     return points
 
@@ -212,4 +217,7 @@ def point_examples(points: set[tuple[int, int, int]], limit: int = 10) -> list[d
     """The first few points (by step) in readable form."""
     chosen = sorted(points)[:limit]
     values = np.array([bits for _, _, bits in chosen], dtype=np.uint64).view(np.float64).tolist()
-    return [{"step": step, "timestamp": stamp, "value": value} for (step, stamp, _), value in zip(chosen, values)]
+    return [
+        {"step": step, "timestamp": stamp, "value": value}
+        for (step, stamp, _), value in zip(chosen, values, strict=True)
+    ]

@@ -199,7 +199,11 @@ class ExpectedRun:
                 unscaled = decimal_array_to_unscaled(rows.column("step")).tolist()
                 stamps = timestamps_ms(rows, None).tolist()
                 for path, step, stamp, value in zip(
-                    rows.column("attribute_path").to_pylist(), unscaled, stamps, rows.column(column).to_pylist()
+                    rows.column("attribute_path").to_pylist(),
+                    unscaled,
+                    stamps,
+                    rows.column(column).to_pylist(),
+                    strict=True,
                 ):
                     _, digest = self.view.records.setdefault(
                         f"{self.keys(path)}/{file_name}", (attribute_type, RecordDigest())
@@ -383,7 +387,7 @@ class MlflowValidator:
             ThreadPoolExecutor(self.download_workers) as pool,
         ):
             for path, digest in zip(
-                read, pool.map(lambda p: self._read_artifact(target_id, p, expected, Path(folder)), read)
+                read, pool.map(lambda p: self._read_artifact(target_id, p, expected, Path(folder)), read), strict=True
             ):
                 if isinstance(digest, RecordDigest):
                     actual.records[path] = (expected.records[path][0], digest)

@@ -128,7 +128,11 @@ class ExpectedWandbRun:
             unscaled = decimal_array_to_unscaled(rows.column("step")).tolist()
             stamps = timestamps_ms(rows, None).tolist()
             for path, step, stamp, value in zip(
-                rows.column("attribute_path").to_pylist(), unscaled, stamps, rows.column("string_value").to_pylist()
+                rows.column("attribute_path").to_pylist(),
+                unscaled,
+                stamps,
+                rows.column("string_value").to_pylist(),
+                strict=True,
             ):
                 self.strings.setdefault(path, RecordDigest()).add(
                     [step_text(step), value, stamp if stamp >= 0 else None]

@@ -165,7 +165,7 @@ def test_load_deployments_fill_mlflow_and_wandb_and_validate(served, fake, tmp_p
         series = {
             path
             for batch in read_run_batches(data, PROJECT, run.data.tags["neptune.run_id"])
-            for path, kind in zip(batch["attribute_path"].to_pylist(), batch["attribute_type"].to_pylist())
+            for path, kind in zip(batch["attribute_path"].to_pylist(), batch["attribute_type"].to_pylist(), strict=True)
             if kind == "float_series"
         }
         assert series and set(run.data.metrics) == series

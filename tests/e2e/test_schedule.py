@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -199,7 +200,7 @@ def test_a_slow_run_and_due_runs_never_overlap_nor_run_out_of_order(serving, fak
 
         completed, skipped = ran(runs), [r for r in runs if r.state.name == "Skipped"]
         assert len(completed) >= 2 and skipped and len(completed) + len(skipped) == len(runs)
-        for earlier, later in zip(completed, completed[1:]):  # in schedule order, one after the other
+        for earlier, later in pairwise(completed):  # in schedule order, one after the other
             assert earlier.end_time <= later.start_time
         for run in skipped:  # each was due while another wrote, or after a newer one ran, and says so
             writing = f"is writing to {data} since" in run.state.message

@@ -19,11 +19,12 @@ from neptune_exporter.errors import (
     ProjectNotFoundError,
     SourceUnavailableError,
 )
-from neptune_exporter.exporters.base import AttributeSelection, RunSelection, Watermark
+from neptune_exporter.exporters.base import Watermark
 from neptune_exporter.exporters.neptune2 import Neptune2Source
 from neptune_exporter.fake_neptune import FakeNeptune, store
 from neptune_exporter.fake_neptune import datasets as ds
 from neptune_exporter.model import AttributeKind, AttributeType, decimal_array_to_float, sanitize_name
+from neptune_exporter.selection import AttributeSelection, RunSelection
 from neptune_exporter.settings import RetryPolicy, Settings
 
 pytestmark = pytest.mark.integration
@@ -540,7 +541,9 @@ def check_run(run: store.Run, project: store.Project, table: pa.Table, files_roo
             steps, values, stamps = attr.series.window(None, None, None, len(attr.series))
             column = "float_value" if attr.type == store.FLOAT_SERIES else "string_value"
             assert [float(r["step"]) for r in rows] == list(steps), attr.path
-            assert all(same(r[column], v) for r, v in zip(rows, values)) and len(rows) == len(values), attr.path
+            assert all(same(r[column], v) for r, v in zip(rows, values, strict=True)) and len(rows) == len(values), (
+                attr.path
+            )
             assert [int(r["timestamp"].timestamp() * 1000) for r in rows] == list(stamps), attr.path
         elif attr.type == store.FILE:
             assert (base / rows[0]["file_value"]["path"]).read_bytes() == project.files[attr.value].read()

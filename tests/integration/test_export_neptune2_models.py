@@ -268,6 +268,7 @@ def test_model_series_and_files_come_back_with_their_steps(exported):
                 decimal_array_to_float(series["step"]).tolist(),
                 series[column].to_pylist(),
                 series["timestamp"].to_pylist(),
+                strict=True,
             )
         ]
         expected = MODEL_ATTRS[path][1]

@@ -20,11 +20,12 @@ from neptune_exporter.errors import (
     ProjectNotFoundError,
     UnsupportedError,
 )
-from neptune_exporter.exporters.base import AttributeSelection, RunSelection, Watermark
+from neptune_exporter.exporters.base import Watermark
 from neptune_exporter.exporters.neptune3 import Neptune3Source
 from neptune_exporter.fake_neptune import FakeNeptune, api_v3, store
 from neptune_exporter.fake_neptune.datasets import awkward_workspace
 from neptune_exporter.model import AttributeKind, AttributeType, decimal_array_to_float, sanitize_name
+from neptune_exporter.selection import AttributeSelection, RunSelection
 from neptune_exporter.settings import Settings
 from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (session fixture)
 
@@ -67,7 +68,7 @@ def rows_by_path(table: pa.Table | None) -> dict[str, list[dict]]:
     if table is None:
         return grouped
     steps = decimal_array_to_float(table.column("step"))
-    for row, step in zip(table.to_pylist(), steps):
+    for row, step in zip(table.to_pylist(), steps, strict=True):
         row["step_float"] = None if np.isnan(step) else float(step)
         grouped.setdefault(row["attribute_path"], []).append(row)
     return grouped
@@ -112,7 +113,7 @@ def check_series(attr: store.Attribute, rows: list[dict], project: store.Project
     assert [r["step_float"] for r in rows] == [round(float(s), 6) for s in steps]
     assert [int(r["timestamp"].timestamp() * 1000) for r in rows] == [int(t) for t in stamps]
     assert {r["attribute_type"] for r in rows} == {attr.type}
-    for row, value in zip(rows, values):
+    for row, value in zip(rows, values, strict=True):
         if attr.type == store.FLOAT_SERIES:
             assert same_float(row["float_value"], float(value))
         elif attr.type == store.STRING_SERIES:

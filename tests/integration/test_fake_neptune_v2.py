@@ -413,7 +413,7 @@ def _check_series(handle, visible) -> None:
         if len(df):
             assert [round(t.timestamp() * 1000) for t in df["timestamp"]] == stamps.tolist()
             cast = float if t == "floatSeries" else str
-            assert all(_same(cast(a), cast(e)) for a, e in zip(list(df["value"]), list(values))), path
+            assert all(_same(cast(a), cast(e)) for a, e in zip(list(df["value"]), list(values), strict=True)), path
 
 
 def _check_files(handle, project: store.Project, visible, folder: Path) -> None:

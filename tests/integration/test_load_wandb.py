@@ -329,7 +329,7 @@ def test_wandb_sync_of_the_offline_output_delivers_every_point(tmp_path):
         run = fake.runs[("team", "vision", wandb_run_id(PROJECT, RUN))]
         arrived = run.rows()
         assert len(arrived) == len(local_rows) == 6 + 300
-        for sent, got in zip(local_rows, arrived):
+        for sent, got in zip(local_rows, arrived, strict=True):
             assert json.dumps(_user_keys(sent), sort_keys=True) == json.dumps(_user_keys(got), sort_keys=True)
         assert (run.display_name, run.group, sorted(run.tags), run.exit_code) == (
             RUN,

@@ -10,8 +10,9 @@ import pytest
 
 from neptune_exporter.load import LoadOptions, run_load, run_validate
 from neptune_exporter.loaders import base as loader_base
-from neptune_exporter.loaders import mlflow as mlflow_loader
-from neptune_exporter.loaders import wandb as wandb_loader
+from neptune_exporter.loaders.mlflow import mapping as mlflow_mapping
+from neptune_exporter.loaders.wandb import export_reader as wandb_export_reader
+from neptune_exporter.loaders.wandb import history as wandb_history
 from neptune_exporter.model import AttributeType
 from neptune_exporter.rows import parameter_rows
 from neptune_exporter.settings import Settings
@@ -68,8 +69,10 @@ def load_and_validate_mlflow(root: Path, url: str, project: str):
 
 
 def test_mlflow_steps_scaled_ten_times_too_much(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
-    correct = mlflow_loader.integer_steps
-    monkeypatch.setattr(mlflow_loader, "integer_steps", lambda unscaled, multiplier: correct(unscaled, multiplier) * 10)
+    correct = mlflow_mapping.integer_steps
+    monkeypatch.setattr(
+        mlflow_mapping, "integer_steps", lambda unscaled, multiplier: correct(unscaled, multiplier) * 10
+    )
     report = load_and_validate_mlflow(tmp_path, mlflow_server, "ws/bug-steps")
     assert problems(report) == for_runs(
         AFFECTED,
@@ -99,9 +102,9 @@ def test_mlflow_one_key_renamed_differently(mlflow_server, tmp_path, monkeypatch
 
 
 def test_mlflow_string_param_truncated(mlflow_server, tmp_path, monkeypatch):  # noqa: F811
-    correct = mlflow_loader.param_text
+    correct = mlflow_mapping.param_text
     monkeypatch.setattr(
-        mlflow_loader,
+        mlflow_mapping,
         "param_text",
         lambda kind, value: correct(kind, value)[:6] if kind == "string" else correct(kind, value),
     )
@@ -136,8 +139,9 @@ def load_and_validate_wandb(root: Path):
 
 
 def test_wandb_steps_scaled_ten_times_too_much(tmp_path, monkeypatch):
-    correct = wandb_loader.integer_steps
-    monkeypatch.setattr(wandb_loader, "integer_steps", lambda unscaled, multiplier: correct(unscaled, multiplier) * 10)
+    correct = wandb_history.integer_steps
+    for module in (wandb_export_reader, wandb_history):  # the step offset and the logged steps
+        monkeypatch.setattr(module, "integer_steps", lambda unscaled, multiplier: correct(unscaled, multiplier) * 10)
     report = load_and_validate_wandb(tmp_path)
     assert problems(report) == for_runs(
         W_AFFECTED,
@@ -165,13 +169,13 @@ def test_wandb_one_key_renamed_differently(tmp_path, monkeypatch):
 
 
 def test_wandb_string_param_truncated(tmp_path, monkeypatch):
-    correct = wandb_loader._native
+    correct = wandb_export_reader._native
 
     def truncating(attribute_type, row):
         value = correct(attribute_type, row)
         return value[:6] if attribute_type is AttributeType.STRING else value
 
-    monkeypatch.setattr(wandb_loader, "_native", truncating)
+    monkeypatch.setattr(wandb_export_reader, "_native", truncating)
     report = load_and_validate_wandb(tmp_path)
     key_map = read_run_log(
         run_log_path(find_offline_runs(tmp_path / "wb", wandb_run_id(W_PROJECT, "RUN-A"))[0])

@@ -86,7 +86,7 @@ def test_shape_sizes_and_serve_arguments():
     assert shape.project_id == "workspace/p"
     args = shape.serve_args()
     assert args[0] == "--generate"
-    pairs = dict(zip(args[1::2], args[2::2]))
+    pairs = dict(zip(args[1::2], args[2::2], strict=True))
     assert pairs == {
         "--runs": "3",
         "--experiments": "2",

@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
-from neptune_exporter import cli
-from neptune_exporter.cli import app
+from neptune_exporter.cli import app, export_command
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.model import AttributeKind
@@ -28,7 +27,7 @@ def captured(monkeypatch):
         seen["options"], seen["no_progress"], seen["if_locked"] = options, no_progress, if_locked
         return 0
 
-    monkeypatch.setattr(cli, "run_export_command", fake_run)
+    monkeypatch.setattr(export_command, "run_export_command", fake_run)
     return seen
 
 
@@ -230,6 +229,7 @@ def test_failed_runs_are_printed_with_their_error_type_message_and_fix(capsys, t
     from dataclasses import asdict
 
     from flows.load import load_summary
+    from neptune_exporter.cli.app import print_failures
     from neptune_exporter.errors import CorruptPartError, TerminalError
     from neptune_exporter.export import ExportOptions, RunExportResult, error_record, export_summary
     from neptune_exporter.loaders.base import LoadResult
@@ -239,7 +239,9 @@ def test_failed_runs_are_printed_with_their_error_type_message_and_fix(capsys, t
         RunExportResult("ws/p", "run-a", "failed", None, errors=[error_record("ws/p", "run-a", corrupt)]),
         RunExportResult("ws/p", "run-b", "complete", str(tmp_path / "run-b.manifest.json")),
     ]
-    cli.print_export_summary(export_summary(exported, ExportOptions(data_path=str(tmp_path), files_path=str(tmp_path))))
+    export_command.print_export_summary(
+        export_summary(exported, ExportOptions(data_path=str(tmp_path), files_path=str(tmp_path)))
+    )
     failed_export = [line for line in capsys.readouterr().err.splitlines() if line.startswith("failed:")]
     assert failed_export == [
         "failed: ws/p run-a: TerminalError: attribute is corrupt (attribute metrics/loss) — fix: re-log it"
@@ -250,7 +252,7 @@ def test_failed_runs_are_printed_with_their_error_type_message_and_fix(capsys, t
         asdict(LoadResult("ws/p", "run-c", "failed", error=part.to_record())),
         asdict(LoadResult("ws/p", "run-d", "loaded")),
     ]
-    cli.print_failures(load_summary("mlflow", loaded)["failures"])
+    print_failures(load_summary("mlflow", loaded)["failures"])
     assert capsys.readouterr().err.splitlines() == [
         "failed: ws/p run-c: CorruptPartError: part 0 of run-c does not match its checksum — fix: export the run again"
     ]

@@ -253,7 +253,7 @@ def test_lineage_windows_page_across_the_fork(descending: bool) -> None:
     pages, after = [], None
     while True:  # the client's afterStep protocol with pages of 3 points
         window = read_window(segments, None, None, after, 3, descending)
-        pages.extend(zip(window.steps.tolist(), window.values.tolist()))
+        pages.extend(zip(window.steps.tolist(), window.values.tolist(), strict=True))
         if len(window.steps) < 3:
             break
         after = float(window.steps[-1])

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from neptune_exporter import cli
+from neptune_exporter.cli import export_command
 from neptune_exporter.export import ExportOptions, RunPlan
 from neptune_exporter.exporters.neptune2 import sys_id_nql, version_model_id
 from neptune_exporter.fake_neptune import api_v2, store
@@ -92,7 +93,7 @@ def captured(monkeypatch):
         seen["options"] = options
         return 0
 
-    monkeypatch.setattr(cli, "run_export_command", fake_run)
+    monkeypatch.setattr(export_command, "run_export_command", fake_run)
     return seen
 
 

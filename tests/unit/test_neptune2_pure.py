@@ -30,6 +30,7 @@ from neptune_exporter.exporters import neptune2 as n2
 from neptune_exporter.exporters.base import AttributeSelection
 from neptune_exporter.model import AttributeKind, AttributeType, RunRef
 from neptune_exporter.settings import RetryPolicy, Settings
+from neptune_exporter.storage.files import safe_relative, unpack_zip
 
 
 def bare(cls):
@@ -163,9 +164,9 @@ def test_token_server_reads_api_address():
 
 
 def test_safe_relative_keeps_paths_inside():
-    assert n2.safe_relative("a/b/c.txt").as_posix() == "a/b/c.txt"
-    assert ".." not in n2.safe_relative("../../etc/passwd").parts
-    assert n2.safe_relative("a//b").as_posix() == "a/_/b"
+    assert safe_relative("a/b/c.txt").as_posix() == "a/b/c.txt"
+    assert ".." not in safe_relative("../../etc/passwd").parts
+    assert safe_relative("a//b").as_posix() == "a/_/b"
 
 
 def test_unpack_zip_lists_every_file_and_refuses_escapes(tmp_path):
@@ -174,14 +175,14 @@ def test_unpack_zip_lists_every_file_and_refuses_escapes(tmp_path):
         zipped.writestr("a.txt", b"A")
         zipped.writestr("sub/b.bin", b"\x00\x01")
         zipped.writestr("sub/", b"")
-    written = n2.unpack_zip(archive, tmp_path / "out")
+    written = unpack_zip(archive, tmp_path / "out")
     assert [p.relative_to((tmp_path / "out").resolve()).as_posix() for p in written] == ["a.txt", "sub/b.bin"]
     assert (tmp_path / "out" / "sub" / "b.bin").read_bytes() == b"\x00\x01"
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zipped:
         zipped.writestr("../escape.txt", b"x")
     with pytest.raises(TerminalError):
-        n2.unpack_zip(evil, tmp_path / "out2")
+        unpack_zip(evil, tmp_path / "out2")
     assert not (tmp_path / "escape.txt").exists()
 
 

@@ -26,18 +26,17 @@ from neptune_exporter.errors import (
 from neptune_exporter.exporters.base import RunSelection
 from neptune_exporter.exporters.neptune3 import (
     Neptune3Source,
-    _selected,
     build_run_filter,
     collision_free_groups,
-    disk_part,
-    file_leaf,
     neptune_errors,
+    run_selected,
     runs_from_table,
     server_of_token,
     split_series_frame,
     translate_error,
 )
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage.files import disk_part, file_leaf
 
 PROJECT = identifiers.ProjectIdentifier("ws/p")
 RUN = identifiers.RunIdentifier(project_identifier=PROJECT, sys_id=identifiers.SysId("P-1"))
@@ -214,7 +213,7 @@ def test_local_selection_checks():
         return [
             r.run_id
             for r in refs
-            if _selected(r, selection, runs and re.compile(runs), experiments and re.compile(experiments))
+            if run_selected(r, selection, runs and re.compile(runs), experiments and re.compile(experiments))
         ]
 
     assert kept(RunSelection()) == ["alpha"]

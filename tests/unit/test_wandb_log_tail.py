@@ -88,7 +88,7 @@ def test_reading_from_any_block_gives_the_records_that_start_there_or_later(tmp_
     starts = write_log(path, records)
     assert path.stat().st_size > 10 * BLOCK and max(len(r.SerializeToString()) for r in records) > BLOCK
     for block in range(path.stat().st_size // BLOCK + 1):
-        expected = [r.num for r, start in zip(records, starts) if start >= block * BLOCK]
+        expected = [r.num for r, start in zip(records, starts, strict=True) if start >= block * BLOCK]
         assert [r.num for r in iter_records(path, block)] == expected, block
 
 

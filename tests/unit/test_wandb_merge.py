@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -34,9 +36,9 @@ def test_merged_tables_are_step_ordered_complete_and_never_split_a_step(chunk_ro
     steps = [s for t in tables for s in t["step"]]
     assert steps == sorted(steps)
     expected = sorted((int(s), k) for c, k in chunks for s in c)
-    assert sorted(zip(steps, [k for t in tables for k in t["key"]])) == expected
+    assert sorted(zip(steps, [k for t in tables for k in t["key"]], strict=True)) == expected
     seen = [set(t["step"]) for t in tables]
-    for a, b in zip(seen, seen[1:]):
+    for a, b in pairwise(seen):
         assert max(a) < min(b)  # a step lives in one table only
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from neptune_exporter.errors import TargetUnavailableError
-from neptune_exporter.loaders import wandb as loader
+from neptune_exporter.loaders.wandb import offline as loader
 
 
 def test_waits_until_the_log_reads_back_complete(monkeypatch, tmp_path):

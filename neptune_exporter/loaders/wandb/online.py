@@ -6,20 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neptune_exporter.errors import TargetError, TargetUnavailableError
-from neptune_exporter.storage.exported_run import (
-    PROVENANCE_CHECKSUM as CHECKSUM,
-)
-from neptune_exporter.storage.exported_run import (
-    PROVENANCE_LOAD_STATE as LOAD_STATE,
-)
-from neptune_exporter.storage.exported_run import (
-    ExportedRun,
-)
+from neptune_exporter.storage.exported_run import PROVENANCE_CHECKSUM as CHECKSUM
+from neptune_exporter.storage.exported_run import PROVENANCE_LOAD_STATE as LOAD_STATE
+from neptune_exporter.storage.exported_run import ExportedRun
 
 
 @dataclass
 class PriorState:
-    """What the target already holds for a run (online here; offline: loaders/wandb.py reads the `.wandb` logs)."""
+    """What the target already holds for a run (online here; offline: loaders/wandb/offline.py reads the `.wandb` logs)."""
 
     state: str  # "absent" | "partial" | "complete"
     folders: list[Path] = field(default_factory=list)  # offline run folders found
@@ -73,9 +67,9 @@ def fork_point(loader, exported: ExportedRun, parent_id: str) -> str | None:
     import math
 
     parent = fetch_run(loader, exported, parent_id)
-    if parent is None:
+    if parent is None or exported.fork_step is None:
         return None
     multiplier = int(parent.config.get("neptune.step_multiplier") or 1)
     offset = int(parent.config.get("neptune.step_offset") or 0)
-    step = math.floor(float(exported.fork_step) * multiplier + 1e-9) + offset
+    step = math.floor(exported.fork_step * multiplier + 1e-9) + offset
     return f"{parent_id}?_step={max(step, 0)}"

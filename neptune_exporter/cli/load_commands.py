@@ -1,0 +1,167 @@
+"""`neptune-exporter load` and `validate`: preflight, the load / validate flow in this process, a short summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from neptune_exporter import interrupt
+from neptune_exporter.cli.app import EXIT_LOCKED, EXIT_RUNS_FAILED, app, fail, print_failures
+from neptune_exporter.cli.options import (
+    DataPathOpt,
+    FilesPathOpt,
+    IfLockedOpt,
+    LoadProjectOpt,
+    MultiplierOpt,
+    NoProgressOpt,
+    ReportPathOpt,
+    RunsOpt,
+    TargetOpt,
+    TemplateOpt,
+    TrackingUriOpt,
+    WandbDirOpt,
+    WandbEntityOpt,
+    WandbProjectOpt,
+    WorkersOpt,
+    load_options_or_exit,
+)
+from neptune_exporter.cli.running import say_interrupted, start_prefect, stops_on_interrupt
+from neptune_exporter.errors import NeptuneExporterError
+from neptune_exporter.settings import Settings
+
+
+def preflight_load(options, reports: bool = True) -> int:
+    """Export folder present, runs selected, the report folder writable (when `reports`), target reachable; one
+    clear line and exit 2 otherwise. Runs found."""
+    from neptune_exporter.export import check_writable
+    from neptune_exporter.load import check_target, make_loader, report_dir, select_runs
+
+    try:
+        # Local checks first: nothing is created in the target on bad input, and nothing runs in the background yet
+        # (a command that exits while the warm-up thread imports can abort: "FATAL: exception not rethrown").
+        selected = len(select_runs(options))
+        if reports:
+            check_writable(report_dir(options), "--report-path")
+        start_prefect("flows.load")  # Prefect's server starts and the flows import while the target is checked
+        loader = make_loader(options, Settings.from_env())
+        check_target(loader)
+        return selected
+    except NeptuneExporterError as error:
+        raise fail(error) from None
+
+
+def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any) -> dict:
+    """Run flows/load.py:load or flows/validate.py:validate in this process, with a terminal bar."""
+    from neptune_exporter import progress
+    from neptune_exporter.prefect_env import configure_prefect
+
+    configure_prefect()
+    from flows.load import load as load_flow
+    from flows.runtime import run_in_process
+    from flows.validate import validate as validate_flow
+
+    flow_fn = load_flow if flow_name == "load" else validate_flow
+    with progress.terminal_bar("loading", no_progress or flow_name != "load"):
+        try:
+            return run_in_process(flow_fn, options=options.to_json(), **parameters)
+        except NeptuneExporterError as error:
+            raise fail(error) from None
+
+
+def print_validation(summary: dict) -> None:
+    """The verdict, each run that could not be validated (its error and fix, on stderr), where the report is."""
+    typer.echo(
+        f"validation against {summary['target']}: {summary['runs_checked']} run(s) checked, {summary['verdict']}"
+    )
+    for run in summary["not_validated"][:10]:
+        typer.echo(
+            f"not validated: {run['project_id']} {run['run_id']}: {run.get('message')} — fix: {run.get('remedy')}",
+            err=True,
+        )
+    typer.echo(f"report: {summary['report_markdown']}  (JSON: {summary['report_json']})")
+
+
+def run_load_summary(
+    options, *, validate: bool = True, no_progress: bool = False, if_locked: str = "stop"
+) -> tuple[int, dict]:
+    """Preflight (bad input → one line, exit 2), the load flow in-process, a short summary; exit status + the flow's summary."""
+    from neptune_exporter.loaders.wandb import offline_sync_hint
+
+    with stops_on_interrupt():
+        preflight_load(options, reports=validate)
+        summary = run_load_flow("load", options, no_progress, run_validation=validate, if_locked=if_locked)
+        if "interrupted" in summary:
+            say_interrupted(summary["interrupted"])
+            return interrupt.EXIT_INTERRUPTED, summary
+    if "locked" in summary:  # another load of this export into this target holds its lock (storage/lock.py)
+        raise fail(summary["locked"], EXIT_LOCKED)
+    typer.echo(
+        f"runs: {summary['loaded']} loaded, {summary['skipped']} already complete, {summary['failed']} failed → {options.target}"
+    )
+    print_failures(summary["failures"])
+    if "validation" in summary:
+        print_validation(summary["validation"])
+    if hint := offline_sync_hint(options):
+        typer.echo(hint)
+    differing = summary.get("validation", {}).get("runs_with_differences", 0)
+    return (EXIT_RUNS_FAILED if summary["failed"] or differing else 0), summary
+
+
+def run_load_command(options, *, validate: bool = True, no_progress: bool = False, if_locked: str = "stop") -> int:
+    """`run_load_summary` for callers that only need the exit status."""
+    return run_load_summary(options, validate=validate, no_progress=no_progress, if_locked=if_locked)[0]
+
+
+@app.command()
+def load(
+    target: TargetOpt = "mlflow",
+    data_path: DataPathOpt = Path("./exports/data"),
+    files_path: FilesPathOpt = Path("./exports/files"),
+    project: LoadProjectOpt = None,
+    runs: RunsOpt = None,
+    workers: WorkersOpt = 4,
+    mlflow_tracking_uri: TrackingUriOpt = None,
+    experiment_name_template: TemplateOpt = "{project}/{experiment}",
+    step_multiplier: MultiplierOpt = None,
+    wandb_dir: WandbDirOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    wandb_project_template: WandbProjectOpt = None,
+    report_path: ReportPathOpt = None,
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation after loading.")] = False,
+    if_locked: IfLockedOpt = "stop",
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Load exports into MLflow / W&B (idempotent, resumable), then validate them. Exit 1 on failed runs or
+    differences, 2 when nothing is selected, 3 when another load of the export into the target runs."""
+    options = load_options_or_exit(locals())
+    raise typer.Exit(run_load_command(options, validate=not no_validate, no_progress=no_progress, if_locked=if_locked))
+
+
+@app.command()
+def validate(
+    target: TargetOpt = "mlflow",
+    data_path: DataPathOpt = Path("./exports/data"),
+    files_path: FilesPathOpt = Path("./exports/files"),
+    project: LoadProjectOpt = None,
+    runs: RunsOpt = None,
+    workers: WorkersOpt = 4,
+    mlflow_tracking_uri: TrackingUriOpt = None,
+    experiment_name_template: TemplateOpt = "{project}/{experiment}",
+    step_multiplier: MultiplierOpt = None,
+    wandb_dir: WandbDirOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    wandb_project_template: WandbProjectOpt = None,
+    report_path: ReportPathOpt = None,
+) -> None:
+    """Compare every exported run with the target (params, tags, every point, every file's sha256). Exit 1 on differences."""
+    options = load_options_or_exit(locals())
+    with stops_on_interrupt():
+        preflight_load(options)
+        summary = run_load_flow("validate", options, True)
+        if "interrupted" in summary:
+            say_interrupted(summary["interrupted"])
+            raise typer.Exit(interrupt.EXIT_INTERRUPTED)
+    print_validation(summary)
+    raise typer.Exit(EXIT_RUNS_FAILED if summary["runs_with_differences"] else 0)
