@@ -41,6 +41,7 @@ from neptune_exporter.storage.manifest import (
     compute_checksum,
     manifest_path,
     read_manifest,
+    replacing,
     utc_now_iso,
     write_json_atomic,
     write_manifest,
@@ -507,13 +508,10 @@ def write_error_report(data_root: Path | str, results: Iterable[RunExportResult]
     written = []
     for project_id, project_results in sorted(_by_project(results).items()):
         path = project_dir(data_root, project_id) / ERRORS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with replacing(path) as handle:
             for result in project_results:
                 for record in result.errors:
                     handle.write(json.dumps(record, default=str) + "\n")
-        os.replace(tmp, path)
         written.append(path)
     return written
 
