@@ -88,6 +88,10 @@ class DamagedExportError(CorruptPartError):
     """A part of an exported run differs from what its manifest records (missing, truncated, overwritten)."""
 
 
+class StepOutOfRangeError(TerminalError):
+    """A step the Parquet step column (decimal128(18,6)) cannot hold exactly, or a target's integer steps cannot."""
+
+
 class NoRunsSelectedError(TerminalError):
     """A load or validation found no exported run where it looked."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import overload
 import numpy as np
 import pyarrow as pa
 
-from neptune_exporter.errors import CorruptPartError, InvalidOptionError
+from neptune_exporter.errors import CorruptPartError, InvalidOptionError, StepOutOfRangeError
 
 ProjectId = str  # "workspace/project"
 RunId = str  # custom run id (3.x) or sys/id, the id a run is exported under
@@ -279,13 +280,38 @@ def utc_now_iso() -> str:
 # --------------------------------------------------------------------------- steps
 
 
-def steps_to_decimal_array(steps: np.ndarray | Iterable[float]) -> pa.Array:
-    """Float steps → decimal128(18,6), rounded to 6 decimals, built from unscaled int64 without Python Decimals."""
+STEP_LIMIT = 10**12  # |step| < 10**12: decimal128(18,6) holds 12 digits before the point and 6 after
+STEP_RANGE_TEXT = "-999999999999.999999 to 999999999999.999999 (the step column is decimal128(18,6))"
+
+
+def step_out_of_range(step: float, attribute: str | None) -> StepOutOfRangeError:
+    """The error of a step the step column cannot hold: its value, the range, and how to export the rest."""
+    name = attribute or "a series"
+    leave_out = (
+        f"--attributes '^(?!{re.escape(attribute)}$)'" if attribute else "--attributes with a regex leaving it out"
+    )
+    return StepOutOfRangeError(
+        f"step {step!r} of {name} is outside the steps an export can hold exactly, {STEP_RANGE_TEXT}; "
+        "the run fails rather than be exported with a wrong step",
+        f"leave this attribute out to export the run's others ({leave_out}); "
+        "its points can only be read from Neptune itself",
+        attribute=attribute,
+    )
+
+
+def steps_to_decimal_array(steps: np.ndarray | Iterable[float], attribute: str | None = None) -> pa.Array:
+    """Float steps → decimal128(18,6): each float's exact decimal expansion rounded half-even to 6 places (Arrow's
+    cast; never a float multiplication). StepOutOfRangeError for a step beyond ±10**12 (or not a number)."""
     arr = np.asarray(steps, dtype=np.float64)
-    if arr.size and not np.all(np.isfinite(arr)):
-        raise ValueError("steps must be finite numbers")
-    unscaled = np.rint(arr * 10**STEP_SCALE).astype(np.int64)
-    return unscaled_to_decimal_array(unscaled)
+    inside = np.abs(arr) < STEP_LIMIT  # NaN and ±inf are outside too
+    if not inside.all():
+        raise step_out_of_range(float(arr[~inside][0]), attribute)
+    return pa.array(arr, type=pa.float64()).cast(STEP_TYPE)
+
+
+def step_to_unscaled(step: float) -> int:
+    """One float step as exact int64 millionths (the rule of `steps_to_decimal_array`)."""
+    return int(decimal_array_to_unscaled(steps_to_decimal_array([step]))[0])
 
 
 def unscaled_to_decimal_array(unscaled: np.ndarray) -> pa.Array:

@@ -124,7 +124,7 @@ def series_rows(
         "run_id": _constant(run_id, n),
         "attribute_path": _constant(path, n),
         "attribute_type": _constant(attribute_type.value, n),
-        "step": steps_to_decimal_array(steps),
+        "step": steps_to_decimal_array(steps, path),
         "timestamp": _timestamps(timestamps_ms, n),
         column: values,
     }

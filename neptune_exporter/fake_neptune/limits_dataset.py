@@ -1,0 +1,53 @@
+"""The limits workspace: legitimate Neptune data at the edges of the export's and the targets' ranges (issue 14).
+
+Project `workspace/limits` (key LIM); every value is exact, so tests compare what a target holds with these.
+
+LIM-1 run-large-step  metrics/large steps 0 and 999,999,999,999 (the largest whole step the step column holds)
+LIM-2 run-step-over   metrics/fine steps 0, 1 (fits); metrics/over steps 1 and 1e12+1 (beyond the step column)
+LIM-3 run-step-1e15   metrics/over step 1e15 (used to wrap to a negative step)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from neptune_exporter.fake_neptune import store
+from neptune_exporter.fake_neptune.datasets import add_project, add_run
+from neptune_exporter.fake_neptune.store import Workspace
+
+LIMITS_PROJECT = "workspace/limits"
+LIMITS_KEY = "LIM"
+START = datetime(2024, 5, 1, tzinfo=UTC)
+START_MS = int(START.timestamp() * 1000)
+
+LARGE_STEPS = (0.0, 999_999_999_999.0)
+OVER_STEPS = (1.0, 1e12 + 1)
+WRAPPING_STEP = 1e15
+
+
+def points(steps, values, start_ms: int = START_MS) -> list[tuple]:
+    """(step, value, timestamp ms) points one second apart."""
+    return [(float(s), v, start_ms + 1000 * i) for i, (s, v) in enumerate(zip(steps, values, strict=True))]
+
+
+def limits_workspace() -> Workspace:
+    """`workspace/limits` with the runs listed in the module docstring."""
+    ws = Workspace(name="workspace")
+    project = add_project(ws, "limits", LIMITS_KEY)
+    runs = {
+        "run-large-step": {"metrics/large": (store.FLOAT_SERIES, points(LARGE_STEPS, [1.5, 2.5]))},
+        "run-step-over": {
+            "metrics/fine": (store.FLOAT_SERIES, points([0.0, 1.0], [0.25, 0.5])),
+            "metrics/over": (store.FLOAT_SERIES, points(OVER_STEPS, [3.0, 4.0])),
+        },
+        "run-step-1e15": {"metrics/over": (store.FLOAT_SERIES, points([WRAPPING_STEP], [5.0]))},
+    }
+    for i, (run_id, attributes) in enumerate(runs.items()):
+        add_run(
+            ws,
+            project.identifier,
+            custom_run_id=run_id,
+            created=START + timedelta(minutes=i),
+            attributes={"params/case": (store.STRING, run_id), **attributes},
+        )
+    return ws

@@ -1,0 +1,134 @@
+"""Issue 14, end to end: the limits workspace (fake Neptune over HTTP) exported with both real clients, loaded into a
+real `mlflow server` and an offline W&B log, and read back value by value against the source dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from mlflow.tracking import MlflowClient
+
+from neptune_exporter.export import ExportOptions, run_export
+from neptune_exporter.fake_neptune import FakeNeptune
+from neptune_exporter.fake_neptune import limits_dataset as lim
+from neptune_exporter.load import LoadOptions, run_load, run_validate
+from neptune_exporter.model import decimal_array_to_unscaled
+from neptune_exporter.selection import RunSelection
+from neptune_exporter.settings import Settings
+from neptune_exporter.storage.parquet import project_dir, read_run_batches
+from neptune_exporter.storage.wandb_log import find_offline_runs, iter_history, run_log_path
+from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (session fixture)
+from tests.integration.test_load_wandb import offline_wandb  # noqa: F401  (autouse: W&B never goes online here)
+
+pytestmark = pytest.mark.integration
+PROJECT = lim.LIMITS_PROJECT
+SETTINGS = Settings(source_retry_timeout_s=5)
+SOURCES = ("neptune3", "neptune2")
+# the export runs by the id each source names them with: 3.x custom run id, 2.x sys id
+RUN_IDS = {
+    "neptune3": {
+        "run-large-step": "run-large-step",
+        "run-step-over": "run-step-over",
+        "run-step-1e15": "run-step-1e15",
+    },
+    "neptune2": {"run-large-step": "LIM-1", "run-step-over": "LIM-2", "run-step-1e15": "LIM-3"},
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """The limits workspace exported once per source: {source: (root, {run id: result})}."""
+    out = {}
+    with FakeNeptune(lim.limits_workspace(), port=0) as server, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the 2.x client's OAuth on the fake's plain http
+        for source in SOURCES:
+            root = tmp_path_factory.mktemp(f"limits-{source}")
+            options = ExportOptions(
+                source=source,
+                projects=(PROJECT,),
+                data_path=str(root / "data"),
+                files_path=str(root / "files"),
+                api_token=server.api_token,
+                workers=2,
+                runs=RunSelection(),
+            )
+            out[source] = (root, {r.run_id: r for r in run_export(options, SETTINGS)})
+    return out
+
+
+def error_lines(root: Path) -> list[dict]:
+    path = project_dir(root / "data", PROJECT) / "errors.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def exported_steps(root: Path, run_id: str, attribute: str) -> list[int]:
+    """The step column of one attribute, as exact int64 millionths."""
+    table = pa.Table.from_batches(list(read_run_batches(root / "data", PROJECT, run_id)))
+    rows = table.filter(pa.compute.equal(table["attribute_path"], attribute))
+    return decimal_array_to_unscaled(rows["step"]).tolist()
+
+
+def load_options(root: Path, target: str, run_id: str, **kwargs) -> LoadOptions:
+    return LoadOptions(
+        target=target,
+        data_path=str(root / "data"),
+        files_path=str(root / "files"),
+        projects=(PROJECT,),
+        runs_regex=f"^{run_id}$",
+        workers=1,
+        **kwargs,
+    )
+
+
+# ----------------------------------------------------------------------------- 1. exact steps at export
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_large_steps_are_exported_exactly_and_steps_beyond_the_column_fail_the_run(exported, source):
+    root, results = exported[source]
+    ids = RUN_IDS[source]
+    assert {run: results[run_id].status for run, run_id in ids.items()} == {
+        "run-large-step": "complete",
+        "run-step-over": "failed",
+        "run-step-1e15": "failed",
+    }
+    assert exported_steps(root, ids["run-large-step"], "metrics/large") == [0, 999_999_999_999_000_000]
+    errors = {line["run"]: line for line in error_lines(root)}
+    assert set(errors) == {ids["run-step-over"], ids["run-step-1e15"]}
+    for run, step in (("run-step-over", "1000000000001.0"), ("run-step-1e15", "1000000000000000.0")):
+        record = errors[ids[run]]
+        assert (record["error_type"], record["attribute"]) == ("StepOutOfRangeError", "metrics/over")
+        assert f"step {step} of metrics/over is outside" in record["message"]
+        assert "-999999999999.999999 to 999999999999.999999" in record["message"]
+        assert record["remedy"].startswith("leave this attribute out to export the run's others (--attributes '^(?!")
+    for run in ("run-step-over", "run-step-1e15"):  # nothing of a failed run is left to be loaded
+        assert list(read_run_batches(root / "data", PROJECT, ids[run])) == []
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_largest_step_reads_back_exactly_from_mlflow(exported, source, mlflow_server):  # noqa: F811
+    root, _ = exported[source]
+    run_id = RUN_IDS[source]["run-large-step"]
+    options = load_options(root, "mlflow", run_id, mlflow_tracking_uri=mlflow_server)
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded"
+    history = MlflowClient(mlflow_server).get_metric_history(result.target_run_id, "metrics/large")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [
+        (int(step), value, stamp) for step, value, stamp in lim.points(lim.LARGE_STEPS, [1.5, 2.5])
+    ]
+    assert run_validate(options, SETTINGS).ok
+
+
+def test_the_largest_step_reads_back_exactly_from_wandb(exported, tmp_path):
+    root, _ = exported["neptune3"]
+    options = load_options(root, "wandb", "run-large-step", wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded"
+    rows = list(iter_history(run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])))
+    assert [(row["_step"], row["metrics/large"]) for row in rows if "metrics/large" in row] == [
+        (0, 1.5),
+        (999_999_999_999, 2.5),
+    ]
+    assert run_validate(options, SETTINGS).ok
