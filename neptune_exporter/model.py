@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -362,16 +363,42 @@ def step_multiplier_for(unscaled_steps: Iterable[np.ndarray]) -> int:
     return 10**needed
 
 
-def integer_steps(unscaled_steps: np.ndarray, multiplier: int) -> np.ndarray:
-    """Exact integer steps = step * multiplier; raises InvalidOptionError when a step would not be whole."""
+TARGET_STEP_MAX = 2**63 - 1  # MLflow and W&B store steps as int64
+TARGET_STEP_RANGE_TEXT = f"{-(2**63)} to {TARGET_STEP_MAX} (int64, what MLflow and W&B store)"
+
+
+def format_step(unscaled: int) -> str:
+    """Exact decimal text of a step held as int64 millionths: 3 → "0.000003", 1_500_000 → "1.5"."""
+    sign = "-" if unscaled < 0 else ""
+    whole, fraction = divmod(abs(int(unscaled)), 10**STEP_SCALE)
+    text = str(fraction).rjust(STEP_SCALE, "0").rstrip("0")
+    return f"{sign}{whole}.{text}" if text else f"{sign}{whole}"
+
+
+def integer_steps(unscaled_steps: np.ndarray, multiplier: int, attribute: str | None = None) -> np.ndarray:
+    """Exact integer steps = step × multiplier, in integer arithmetic that cannot overflow: the millionths are
+    divided by 10**6 / gcd(multiplier, 10**6) first (InvalidOptionError when a step would not become whole), then
+    multiplied by what is left of the multiplier (StepOutOfRangeError when the product is beyond int64)."""
     unscaled = np.asarray(unscaled_steps, dtype=np.int64)
-    # step * multiplier = unscaled * multiplier / 10**6, exact in integers
-    numerator = unscaled * multiplier
-    divisor = 10**STEP_SCALE
-    if np.any(numerator % divisor):
-        bad = unscaled[(numerator % divisor) != 0][0] / divisor
+    common = math.gcd(multiplier, 10**STEP_SCALE)
+    divisor, factor = 10**STEP_SCALE // common, multiplier // common
+    whole, remainder = np.divmod(unscaled, divisor)
+    where = f" of {attribute}" if attribute else ""
+    if np.any(remainder):
+        bad = format_step(int(unscaled[remainder != 0][0]))
         raise InvalidOptionError(
-            f"step {bad} times the step multiplier {multiplier} is not a whole number",
+            f"step {bad}{where} times the step multiplier {multiplier} is not a whole number",
             "drop --step-multiplier to let the loader pick the smallest exact power of ten, or pass a larger one",
+            attribute=attribute,
         )
-    return numerator // divisor
+    beyond = np.abs(whole) > TARGET_STEP_MAX // factor  # |whole| <= 10**12: np.abs cannot overflow
+    if np.any(beyond):
+        bad_unscaled = int(unscaled[beyond][0])
+        raise StepOutOfRangeError(
+            f"step {format_step(bad_unscaled)}{where} times the step multiplier {multiplier} is "
+            f"{bad_unscaled * multiplier // 10**STEP_SCALE}, beyond the integer steps a target holds, "
+            f"{TARGET_STEP_RANGE_TEXT}",
+            "pass a smaller --step-multiplier, or drop it: the automatic one (at most 10**6) always fits",
+            attribute=attribute,
+        )
+    return whole * factor

@@ -5,6 +5,9 @@ Project `workspace/limits` (key LIM); every value is exact, so tests compare wha
 LIM-1 run-large-step  metrics/large steps 0 and 999,999,999,999 (the largest whole step the step column holds)
 LIM-2 run-step-over   metrics/fine steps 0, 1 (fits); metrics/over steps 1 and 1e12+1 (beyond the step column)
 LIM-3 run-step-1e15   metrics/over step 1e15 (used to wrap to a negative step)
+LIM-4 run-micro-steps metrics/micro steps 0.000001 and 1e7 (steps × 10**6 at load: 1 and 10**13)
+LIM-5 run-milli-steps metrics/milli steps 0.001 and 1e10 (steps × 1000 at load: 1 and 10**13)
+LIM-6 run-fine-step   metrics/fine step 123456789.123456 (steps × 10**6 at load: 123456789123456)
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ START_MS = int(START.timestamp() * 1000)
 LARGE_STEPS = (0.0, 999_999_999_999.0)
 OVER_STEPS = (1.0, 1e12 + 1)
 WRAPPING_STEP = 1e15
+MICRO_STEPS = (0.000001, 1e7)
+MILLI_STEPS = (0.001, 1e10)
+FINE_STEP = 123456789.123456
 
 
 def points(steps, values, start_ms: int = START_MS) -> list[tuple]:
@@ -41,6 +47,9 @@ def limits_workspace() -> Workspace:
             "metrics/over": (store.FLOAT_SERIES, points(OVER_STEPS, [3.0, 4.0])),
         },
         "run-step-1e15": {"metrics/over": (store.FLOAT_SERIES, points([WRAPPING_STEP], [5.0]))},
+        "run-micro-steps": {"metrics/micro": (store.FLOAT_SERIES, points(MICRO_STEPS, [0.125, 0.25]))},
+        "run-milli-steps": {"metrics/milli": (store.FLOAT_SERIES, points(MILLI_STEPS, [0.375, 0.5]))},
+        "run-fine-step": {"metrics/fine": (store.FLOAT_SERIES, points([FINE_STEP], [0.625]))},
     }
     for i, (run_id, attributes) in enumerate(runs.items()):
         add_run(

@@ -26,15 +26,10 @@ pytestmark = pytest.mark.integration
 PROJECT = lim.LIMITS_PROJECT
 SETTINGS = Settings(source_retry_timeout_s=5)
 SOURCES = ("neptune3", "neptune2")
-# the export runs by the id each source names them with: 3.x custom run id, 2.x sys id
-RUN_IDS = {
-    "neptune3": {
-        "run-large-step": "run-large-step",
-        "run-step-over": "run-step-over",
-        "run-step-1e15": "run-step-1e15",
-    },
-    "neptune2": {"run-large-step": "LIM-1", "run-step-over": "LIM-2", "run-step-1e15": "LIM-3"},
-}
+RUNS = ("run-large-step", "run-step-over", "run-step-1e15", "run-micro-steps", "run-milli-steps", "run-fine-step")
+# the export names runs by the id each source names them with: 3.x custom run id, 2.x sys id
+RUN_IDS = {"neptune3": {run: run for run in RUNS}, "neptune2": {run: f"LIM-{i}" for i, run in enumerate(RUNS, 1)}}
+FAILING = {"run-step-over", "run-step-1e15"}
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +85,7 @@ def test_large_steps_are_exported_exactly_and_steps_beyond_the_column_fail_the_r
     root, results = exported[source]
     ids = RUN_IDS[source]
     assert {run: results[run_id].status for run, run_id in ids.items()} == {
-        "run-large-step": "complete",
-        "run-step-over": "failed",
-        "run-step-1e15": "failed",
+        run: "failed" if run in FAILING else "complete" for run in RUNS
     }
     assert exported_steps(root, ids["run-large-step"], "metrics/large") == [0, 999_999_999_999_000_000]
     errors = {line["run"]: line for line in error_lines(root)}
@@ -132,3 +125,60 @@ def test_the_largest_step_reads_back_exactly_from_wandb(exported, tmp_path):
         (999_999_999_999, 2.5),
     ]
     assert run_validate(options, SETTINGS).ok
+
+
+# ----------------------------------------------------------------------------- 2. exact step arithmetic at load
+
+SCALED = {  # run → (series, target steps with the automatic multiplier, the multiplier, the values)
+    "run-micro-steps": ("metrics/micro", lim.MICRO_STEPS, [1, 10**13], 10**6, [0.125, 0.25]),
+    "run-milli-steps": ("metrics/milli", lim.MILLI_STEPS, [1, 10**13], 1000, [0.375, 0.5]),
+    "run-fine-step": ("metrics/fine", [lim.FINE_STEP], [123456789123456], 10**6, [0.625]),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("run", sorted(SCALED))
+def test_fine_and_large_steps_load_into_mlflow_exactly(exported, source, run, mlflow_server, caplog):  # noqa: F811
+    root, _ = exported[source]
+    series, steps, target_steps, multiplier, values = SCALED[run]
+    options = load_options(root, "mlflow", RUN_IDS[source][run], mlflow_tracking_uri=mlflow_server)
+    with caplog.at_level("INFO", logger="neptune_exporter.storage.exported_run"):
+        (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    client = MlflowClient(mlflow_server)
+    history = client.get_metric_history(result.target_run_id, series)
+    stamps = [stamp for _, _, stamp in lim.points(steps, values)]
+    assert [(m.step, m.value, m.timestamp) for m in history] == list(zip(target_steps, values, stamps, strict=True))
+    assert client.get_run(result.target_run_id).data.tags["neptune.step_multiplier"] == str(multiplier)
+    finest = f"{steps[0]:.6f}".rstrip("0")
+    assert f"steps × {multiplier}, the smallest power of ten making every step whole (step {finest} of {series})" in (
+        caplog.text
+    )
+    assert run_validate(options, SETTINGS).ok
+
+
+@pytest.mark.parametrize("run", sorted(SCALED))
+def test_fine_and_large_steps_load_into_wandb_exactly(exported, run, tmp_path):
+    root, _ = exported["neptune3"]
+    series, _, target_steps, multiplier, values = SCALED[run]
+    options = load_options(root, "wandb", run, wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    rows = list(iter_history(run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])))
+    assert [(row["_step"], row[series]) for row in rows if series in row] == list(
+        zip(target_steps, values, strict=True)
+    )
+    assert run_validate(options, SETTINGS).ok
+
+
+def test_a_multiplier_taking_a_step_beyond_int64_fails_the_run_saying_so(exported, mlflow_server):  # noqa: F811
+    root, _ = exported["neptune3"]
+    options = load_options(root, "mlflow", "run-large-step", mlflow_tracking_uri=mlflow_server, step_multiplier=10**7)
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "failed" and result.target_run_id is None
+    assert (result.error["error_type"], result.error["attribute"]) == ("StepOutOfRangeError", "metrics/large")
+    assert result.error["message"] == (
+        "step 999999999999 of metrics/large times the step multiplier 10000000 is 9999999999990000000, beyond the "
+        "integer steps a target holds, -9223372036854775808 to 9223372036854775807 (int64, what MLflow and W&B store)"
+    )
+    assert result.error["remedy"].startswith("pass a smaller --step-multiplier")

@@ -95,7 +95,7 @@ def test_files_and_series_become_artifacts_under_the_attribute_path(mapped):
 def test_user_multiplier_must_make_every_step_whole(mapped):
     export, _, _ = mapped
     assert export.step_multiplier(1000) == 1000
-    with pytest.raises(InvalidOptionError, match=r"step 1.25 times the step multiplier 10 "):
+    with pytest.raises(InvalidOptionError, match=r"step 1.25 of metrics/frac times the step multiplier 10 "):
         export.step_multiplier(10)
 
 
