@@ -23,6 +23,7 @@ from neptune_exporter.errors import (
     TerminalError,
     UnsupportedError,
     disk_full_cause,
+    plain_text,
 )
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.model import RunRef, iso_utc_ms, run_ref_to_json
@@ -115,7 +116,7 @@ def error_record(project_id: str, run_id: str | None, error: BaseException) -> d
         "run": run_id,
         "attribute": None,
         "error_type": type(error).__name__,
-        "message": str(error) or repr(error),
+        "message": plain_text(str(error)) or repr(error),
         "remedy": "run the export again; if it keeps failing, report the error with the log",
     }
 

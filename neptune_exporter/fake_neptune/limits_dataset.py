@@ -8,6 +8,8 @@ LIM-3 run-step-1e15   metrics/over step 1e15 (used to wrap to a negative step)
 LIM-4 run-micro-steps metrics/micro steps 0.000001 and 1e7 (steps × 10**6 at load: 1 and 10**13)
 LIM-5 run-milli-steps metrics/milli steps 0.001 and 1e10 (steps × 1000 at load: 1 and 10**13)
 LIM-6 run-fine-step   metrics/fine step 123456789.123456 (steps × 10**6 at load: 123456789123456)
+LIM-7 run-odd-paths   atoms and series at paths the 2.x client rewrites (ODD_PATHS: `a//b`, `trailing/`,
+                      `/leading`), next to `a/b`, the path the client makes of `a//b`
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ WRAPPING_STEP = 1e15
 MICRO_STEPS = (0.000001, 1e7)
 MILLI_STEPS = (0.001, 1e10)
 FINE_STEP = 123456789.123456
+ODD_PATH_ATOMS: dict[str, tuple] = {
+    "a//b": (store.FLOAT, 1.5),
+    "a/b": (store.FLOAT, 9.0),
+    "trailing/": (store.STRING, "t"),
+    "/leading": (store.INT, 3),
+}
+ODD_PATH_SERIES: dict[str, tuple] = {
+    "s//x": (store.FLOAT_SERIES, [0.0, 1.0], [0.5, 0.75]),
+    "strail/": (store.STRING_SERIES, [0.0, 2.0], ["first", "second"]),
+    "/slead": (store.FLOAT_SERIES, [1.0, 3.0], [-1.0, -2.0]),
+}
 
 
 def points(steps, values, start_ms: int = START_MS) -> list[tuple]:
@@ -40,7 +53,7 @@ def limits_workspace() -> Workspace:
     """`workspace/limits` with the runs listed in the module docstring."""
     ws = Workspace(name="workspace")
     project = add_project(ws, "limits", LIMITS_KEY)
-    runs = {
+    runs: dict[str, dict[str, tuple]] = {
         "run-large-step": {"metrics/large": (store.FLOAT_SERIES, points(LARGE_STEPS, [1.5, 2.5]))},
         "run-step-over": {
             "metrics/fine": (store.FLOAT_SERIES, points([0.0, 1.0], [0.25, 0.5])),
@@ -50,6 +63,10 @@ def limits_workspace() -> Workspace:
         "run-micro-steps": {"metrics/micro": (store.FLOAT_SERIES, points(MICRO_STEPS, [0.125, 0.25]))},
         "run-milli-steps": {"metrics/milli": (store.FLOAT_SERIES, points(MILLI_STEPS, [0.375, 0.5]))},
         "run-fine-step": {"metrics/fine": (store.FLOAT_SERIES, points([FINE_STEP], [0.625]))},
+        "run-odd-paths": {
+            **ODD_PATH_ATOMS,
+            **{path: (kind, points(steps, values)) for path, (kind, steps, values) in ODD_PATH_SERIES.items()},
+        },
     }
     for i, (run_id, attributes) in enumerate(runs.items()):
         add_run(

@@ -4,6 +4,7 @@ real `mlflow server` and an offline W&B log, and read back value by value agains
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ from neptune_exporter.model import decimal_array_to_unscaled
 from neptune_exporter.selection import RunSelection
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.parquet import project_dir, read_run_batches
-from neptune_exporter.storage.wandb_log import find_offline_runs, iter_history, run_log_path
+from neptune_exporter.storage.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
 from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (session fixture)
 from tests.integration.test_load_wandb import offline_wandb  # noqa: F401  (autouse: W&B never goes online here)
 
@@ -26,7 +27,15 @@ pytestmark = pytest.mark.integration
 PROJECT = lim.LIMITS_PROJECT
 SETTINGS = Settings(source_retry_timeout_s=5)
 SOURCES = ("neptune3", "neptune2")
-RUNS = ("run-large-step", "run-step-over", "run-step-1e15", "run-micro-steps", "run-milli-steps", "run-fine-step")
+RUNS = (
+    "run-large-step",
+    "run-step-over",
+    "run-step-1e15",
+    "run-micro-steps",
+    "run-milli-steps",
+    "run-fine-step",
+    "run-odd-paths",
+)
 # the export names runs by the id each source names them with: 3.x custom run id, 2.x sys id
 RUN_IDS = {"neptune3": {run: run for run in RUNS}, "neptune2": {run: f"LIM-{i}" for i, run in enumerate(RUNS, 1)}}
 FAILING = {"run-step-over", "run-step-1e15"}
@@ -182,3 +191,75 @@ def test_a_multiplier_taking_a_step_beyond_int64_fails_the_run_saying_so(exporte
         "integer steps a target holds, -9223372036854775808 to 9223372036854775807 (int64, what MLflow and W&B store)"
     )
     assert result.error["remedy"].startswith("pass a smaller --step-multiplier")
+
+
+# ----------------------------------------------------------------------------- 3. every 2.x attribute kept
+
+
+def exported_table(root: Path, run_id: str) -> pa.Table:
+    return pa.Table.from_batches(list(read_run_batches(root / "data", PROJECT, run_id)))
+
+
+def key_map(client: MlflowClient, target_run_id: str) -> dict[str, str]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = client.download_artifacts(target_run_id, "neptune/key_map.json", folder)
+        return json.loads(Path(path).read_text(encoding="utf-8"))["attributes"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_attributes_at_paths_the_2x_client_rewrites_are_exported_at_their_own_paths(exported, source):
+    root, results = exported[source]
+    run_id = RUN_IDS[source]["run-odd-paths"]
+    assert (results[run_id].status, results[run_id].errors) == ("complete", [])
+    rows = exported_table(root, run_id).to_pylist()
+    value_of = {"float": "float_value", "int": "int_value", "string": "string_value"}
+    atoms = {
+        r["attribute_path"]: r[value_of[r["attribute_type"]]] for r in rows if r["attribute_path"] in lim.ODD_PATH_ATOMS
+    }
+    assert atoms == {path: value for path, (_, value) in lim.ODD_PATH_ATOMS.items()}
+    for path, (_, steps, values) in lim.ODD_PATH_SERIES.items():
+        points = [r for r in rows if r["attribute_path"] == path]
+        column = "string_value" if isinstance(values[0], str) else "float_value"
+        assert [(float(r["step"]), r[column]) for r in points] == list(zip(steps, values, strict=True)), path
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_rewritten_paths_read_back_from_mlflow_under_their_recorded_keys(exported, source, mlflow_server):  # noqa: F811
+    root, _ = exported[source]
+    options = load_options(root, "mlflow", RUN_IDS[source]["run-odd-paths"], mlflow_tracking_uri=mlflow_server)
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    client = MlflowClient(mlflow_server)
+    renamed = key_map(client, result.target_run_id)
+    assert set(renamed) == {"a//b", "trailing/", "/leading", "s//x", "/slead", "strail/"}
+    params = client.get_run(result.target_run_id).data.params
+    assert {path: params[renamed.get(path, path)] for path in lim.ODD_PATH_ATOMS} == {
+        "a//b": "1.5",
+        "a/b": "9.0",
+        "trailing/": "t",
+        "/leading": "3",
+    }
+    for path in ("s//x", "/slead"):
+        _, steps, values = lim.ODD_PATH_SERIES[path]
+        history = client.get_metric_history(result.target_run_id, renamed[path])
+        assert [(m.step, m.value) for m in history] == list(zip(steps, values, strict=True)), path
+    assert run_validate(options, SETTINGS).ok
+
+
+def test_rewritten_paths_read_back_from_wandb(exported, tmp_path):
+    root, _ = exported["neptune2"]
+    options = load_options(root, "wandb", RUN_IDS["neptune2"]["run-odd-paths"], wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    log_path = run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])
+    config = read_run_log(log_path).config
+    renamed = config["neptune.key_map"]
+    assert {path: config[renamed.get(path, path)] for path in lim.ODD_PATH_ATOMS} == {
+        path: value for path, (_, value) in lim.ODD_PATH_ATOMS.items()
+    }
+    rows = list(iter_history(log_path))
+    for path in ("s//x", "/slead"):
+        _, steps, values = lim.ODD_PATH_SERIES[path]
+        key = renamed.get(path, path)
+        assert [(row["_step"], row[key]) for row in rows if key in row] == list(zip(steps, values, strict=True))
+    assert run_validate(options, SETTINGS).ok

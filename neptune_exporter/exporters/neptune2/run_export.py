@@ -24,8 +24,8 @@ from neptune_exporter.exporters.neptune2.attributes import (
     ATOM_TYPES,
     SourceAttribute,
     atom_value,
+    run_attributes,
     select_attributes,
-    source_attributes,
 )
 from neptune_exporter.exporters.neptune2.client import typed_error
 from neptune_exporter.model import AttributeType, RunRef, project_files_dir, sanitize_name
@@ -106,10 +106,10 @@ class RunExport:
         handle = self.source.open_run(self.run)
         try:
             try:
-                structure = handle.get_structure()
+                found = run_attributes(handle)
             except Exception as exc:  # noqa: BLE001 - mapped to a typed error
                 raise typed_error(exc, run=self.run.run_id) from exc
-            chosen = select_attributes(source_attributes(structure), self.selection)
+            chosen = select_attributes(found, self.selection)
             atoms = [a for a in chosen if a.neptune_type in ATOM_TYPES]
             jobs: list[tuple[str | None, Callable[[], Iterator[pa.RecordBatch]]]] = [
                 (None, partial(self._atom_batches, chunk))
