@@ -10,10 +10,13 @@ LIM-5 run-milli-steps metrics/milli steps 0.001 and 1e10 (steps × 1000 at load:
 LIM-6 run-fine-step   metrics/fine step 123456789.123456 (steps × 10**6 at load: 123456789123456)
 LIM-7 run-odd-paths   atoms and series at paths the 2.x client rewrites (ODD_PATHS: `a//b`, `trailing/`,
                       `/leading`), next to `a/b`, the path the client makes of `a//b`
+LIM-8 run-target-limits values MLflow cannot hold as they are: metrics/pre1970 (points before 1970),
+                      metrics/special (±inf, -0.0), string sets with a comma and empty, params ±inf / -0.0
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 from neptune_exporter.fake_neptune import store
@@ -31,6 +34,15 @@ WRAPPING_STEP = 1e15
 MICRO_STEPS = (0.000001, 1e7)
 MILLI_STEPS = (0.001, 1e10)
 FINE_STEP = 123456789.123456
+PRE_1970_POINTS = [(0.0, 1.0, -86_400_000), (1.0, 2.0, -1), (2.0, 3.0, 0), (3.0, 4.0, 1_000)]  # (step, value, ms)
+SPECIAL_VALUES = [math.inf, -math.inf, -0.0, 0.0, 1.0]
+TARGET_LIMIT_ATOMS: dict[str, tuple] = {
+    "params/set_with_comma": (store.STRING_SET, {"a,b", "c"}),
+    "params/empty_set": (store.STRING_SET, set()),
+    "params/inf": (store.FLOAT, math.inf),
+    "params/minus_inf": (store.FLOAT, -math.inf),
+    "params/minus_zero": (store.FLOAT, -0.0),
+}
 ODD_PATH_ATOMS: dict[str, tuple] = {
     "a//b": (store.FLOAT, 1.5),
     "a/b": (store.FLOAT, 9.0),
@@ -66,6 +78,11 @@ def limits_workspace() -> Workspace:
         "run-odd-paths": {
             **ODD_PATH_ATOMS,
             **{path: (kind, points(steps, values)) for path, (kind, steps, values) in ODD_PATH_SERIES.items()},
+        },
+        "run-target-limits": {
+            **TARGET_LIMIT_ATOMS,
+            "metrics/pre1970": (store.FLOAT_SERIES, PRE_1970_POINTS),
+            "metrics/special": (store.FLOAT_SERIES, points(range(len(SPECIAL_VALUES)), SPECIAL_VALUES)),
         },
     }
     for i, (run_id, attributes) in enumerate(runs.items()):

@@ -35,6 +35,7 @@ RUNS = (
     "run-milli-steps",
     "run-fine-step",
     "run-odd-paths",
+    "run-target-limits",
 )
 # the export names runs by the id each source names them with: 3.x custom run id, 2.x sys id
 RUN_IDS = {"neptune3": {run: run for run in RUNS}, "neptune2": {run: f"LIM-{i}" for i, run in enumerate(RUNS, 1)}}
@@ -263,3 +264,72 @@ def test_rewritten_paths_read_back_from_wandb(exported, tmp_path):
         key = renamed.get(path, path)
         assert [(row["_step"], row[key]) for row in rows if key in row] == list(zip(steps, values, strict=True))
     assert run_validate(options, SETTINGS).ok
+
+
+# ----------------------------------------------------------------------------- 4. MLflow's limits recorded
+
+
+MAX_FLOAT = 1.7976931348623157e308
+
+
+def original_points(client: MlflowClient, target_run_id: str, key: str) -> list[dict]:
+    with tempfile.TemporaryDirectory() as folder:
+        local = client.download_artifacts(target_run_id, f"neptune/original_points/{key}.jsonl", folder)
+        return [json.loads(line) for line in Path(local).read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def target_limits(exported, mlflow_server):  # noqa: F811
+    """run-target-limits of the 3.x export loaded into MLflow once: (options, target run id, client)."""
+    root, _ = exported["neptune3"]
+    options = load_options(root, "mlflow", "run-target-limits", mlflow_tracking_uri=mlflow_server)
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    return options, result.target_run_id, MlflowClient(mlflow_server)
+
+
+def test_points_before_1970_load_at_1970_with_their_original_times_kept(target_limits):
+    _, target_run_id, client = target_limits
+    history = client.get_metric_history(target_run_id, "metrics/pre1970")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [
+        (int(step), value, max(stamp, 0)) for step, value, stamp in lim.PRE_1970_POINTS
+    ]
+    assert original_points(client, target_run_id, "metrics/pre1970") == [
+        {"step": "0", "timestamp": -86_400_000, "value": None},
+        {"step": "1", "timestamp": -1, "value": None},
+    ]
+
+
+def test_infinities_and_minus_zero_keep_their_originals(target_limits):
+    _, target_run_id, client = target_limits
+    history = client.get_metric_history(target_run_id, "metrics/special")
+    assert [m.value for m in history] == [MAX_FLOAT, -MAX_FLOAT, 0.0, 0.0, 1.0]
+    assert original_points(client, target_run_id, "metrics/special") == [
+        {"step": "0", "timestamp": None, "value": "inf"},
+        {"step": "1", "timestamp": None, "value": "-inf"},
+        {"step": "2", "timestamp": None, "value": "-0.0"},
+    ]
+    params = client.get_run(target_run_id).data.params
+    assert (params["params/inf"], params["params/minus_inf"], params["params/minus_zero"]) == ("inf", "-inf", "-0.0")
+
+
+def test_string_sets_are_json_lists_that_read_back_as_the_sets(target_limits):
+    _, target_run_id, client = target_limits
+    params = client.get_run(target_run_id).data.params
+    assert params["params/set_with_comma"] == '["a,b", "c"]' and params["params/empty_set"] == "[]"
+    for path in ("params/set_with_comma", "params/empty_set"):
+        assert set(json.loads(params[path])) == lim.TARGET_LIMIT_ATOMS[path][1]
+
+
+def test_validation_checks_the_recorded_originals(target_limits):
+    options, target_run_id, client = target_limits
+    assert run_validate(options, SETTINGS).ok
+    client.log_text(
+        target_run_id,
+        '{"step": "0", "timestamp": null, "value": "inf"}\n',
+        "neptune/original_points/metrics/special.jsonl",
+    )
+    report = run_validate(options, SETTINGS)
+    assert {(d.kind, d.key, d.problem) for d in report.differences} == {
+        ("artifact", "neptune/original_points/metrics/special.jsonl", "records")
+    }
