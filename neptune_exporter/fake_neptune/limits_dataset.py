@@ -12,6 +12,7 @@ LIM-7 run-odd-paths   atoms and series at paths the 2.x client rewrites (ODD_PAT
                       `/leading`), next to `a/b`, the path the client makes of `a//b`
 LIM-8 run-target-limits values MLflow cannot hold as they are: metrics/pre1970 (points before 1970),
                       metrics/special (±inf, -0.0), string sets with a comma and empty, params ±inf / -0.0
+LIM-9 run-shared-steps metrics/early and metrics/late share steps 0..4, each point with its own time (late: +0.5 s)
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ TARGET_LIMIT_ATOMS: dict[str, tuple] = {
     "params/minus_inf": (store.FLOAT, -math.inf),
     "params/minus_zero": (store.FLOAT, -0.0),
 }
+SHARED_STEPS = [0.0, 1.0, 2.0, 3.0, 4.0]
+LATE_MS = 500  # metrics/late logs each step half a second after metrics/early
 ODD_PATH_ATOMS: dict[str, tuple] = {
     "a//b": (store.FLOAT, 1.5),
     "a/b": (store.FLOAT, 9.0),
@@ -83,6 +86,10 @@ def limits_workspace() -> Workspace:
             **TARGET_LIMIT_ATOMS,
             "metrics/pre1970": (store.FLOAT_SERIES, PRE_1970_POINTS),
             "metrics/special": (store.FLOAT_SERIES, points(range(len(SPECIAL_VALUES)), SPECIAL_VALUES)),
+        },
+        "run-shared-steps": {
+            "metrics/early": (store.FLOAT_SERIES, points(SHARED_STEPS, [0.1, 0.2, 0.3, 0.4, 0.5])),
+            "metrics/late": (store.FLOAT_SERIES, points(SHARED_STEPS, [1.1, 1.2, 1.3, 1.4, 1.5], START_MS + LATE_MS)),
         },
     }
     for i, (run_id, attributes) in enumerate(runs.items()):

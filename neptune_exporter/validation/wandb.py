@@ -170,13 +170,14 @@ class ExpectedWandbRun:
                 )
 
     def _history(self, offset: int) -> HistoryDigest:
-        """Rows are steps; a row's time is its earliest point time; every key's points carry their row's time."""
+        """Rows are steps; a row's time is its earliest point time; every point carries its own time."""
         row_steps, row_times, row_keys = _rows_of(self._points(offset))
         history = HistoryDigest()
         history.rows.update(row_steps, row_times, row_keys.astype(np.float64))
         last: dict[str, tuple[int, float]] = {}
-        for paths, steps, _, numbers in self._points(offset):
-            times = row_times[np.searchsorted(row_steps, steps)]
+        for paths, steps, own_times, numbers in self._points(offset):
+            # every point keeps its own time (its row's when it has none: W&B rows carry one `_timestamp`)
+            times = np.where(own_times >= 0, own_times, row_times[np.searchsorted(row_steps, steps)])
             for path in set(paths.tolist()):
                 mask = paths == path
                 key = self.keys(path)

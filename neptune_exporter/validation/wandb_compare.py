@@ -20,6 +20,8 @@ from neptune_exporter.validation.compare import (
     compare_mappings,
 )
 
+POINT_TIME = "_neptune_time/"  # + key: a point's own epoch-ms time in its row, where it is not the row's `_timestamp`
+
 
 def md5_base64(path: Path, chunk_size: int = 1 << 20) -> str:
     """W&B's artifact entry digest of a file (base64 md5), streamed."""
@@ -73,7 +75,8 @@ class HistoryDigest:
         self._add("\x00rows", step, timestamp, float(len(values)))
         for key, value in values.items():
             number = histogram_number(value) if isinstance(value, dict) else float(value)
-            self._add(key, step, timestamp, number)
+            own = row.get(POINT_TIME + key)  # the point's own time where it is not its row's
+            self._add(key, step, timestamp if own is None else int(own), number)
             self.last[key] = number
         if self._buffered >= self.flush_points:
             self.flush()

@@ -36,6 +36,7 @@ RUNS = (
     "run-fine-step",
     "run-odd-paths",
     "run-target-limits",
+    "run-shared-steps",
 )
 # the export names runs by the id each source names them with: 3.x custom run id, 2.x sys id
 RUN_IDS = {"neptune3": {run: run for run in RUNS}, "neptune2": {run: f"LIM-{i}" for i, run in enumerate(RUNS, 1)}}
@@ -333,3 +334,38 @@ def test_validation_checks_the_recorded_originals(target_limits):
     assert {(d.kind, d.key, d.problem) for d in report.differences} == {
         ("artifact", "neptune/original_points/metrics/special.jsonl", "records")
     }
+
+
+# ----------------------------------------------------------------------------- 5. W&B: every point keeps its time
+
+
+def load_shared_steps(exported, tmp_path: Path, source: str = "neptune3"):
+    root, _ = exported[source]
+    options = load_options(root, "wandb", RUN_IDS[source]["run-shared-steps"], wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    return options, list(iter_history(run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])))
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_series_sharing_steps_keep_each_points_own_time_in_wandb(exported, tmp_path, source):
+    options, rows = load_shared_steps(exported, tmp_path, source)
+    early = lim.points(lim.SHARED_STEPS, [0.1, 0.2, 0.3, 0.4, 0.5])
+    late = lim.points(lim.SHARED_STEPS, [1.1, 1.2, 1.3, 1.4, 1.5], lim.START_MS + lim.LATE_MS)
+    assert [
+        (row["_step"], round(row["_timestamp"] * 1000), row["metrics/early"], row["metrics/late"])
+        + (row["_neptune_time/metrics/late"],)
+        for row in rows
+        if "metrics/early" in row
+    ] == [(int(a[0]), a[2], a[1], b[1], b[2]) for a, b in zip(early, late, strict=True)]
+    assert not any("_neptune_time/metrics/early" in row for row in rows)  # its time is the row's
+    assert run_validate(options, SETTINGS).ok
+
+
+def test_validation_sees_a_point_time_lost_in_the_row_merge(exported, tmp_path, monkeypatch):
+    from neptune_exporter.loaders.wandb import history
+
+    monkeypatch.setattr(history, "POINT_TIME_PREFIX", "_lost_time/")  # bug: the loader keeps one time per row
+    options, _ = load_shared_steps(exported, tmp_path)
+    report = run_validate(options, SETTINGS)
+    assert {(d.kind, d.key, d.problem) for d in report.differences} == {("metric", "metrics/late", "points")}

@@ -61,6 +61,9 @@ def _table_json(rows: list[list]) -> str:
 
 
 _NO_TIME = int(np.iinfo(np.int64).max)  # a row's earliest time when none of its points has one
+# A point whose own time is not its row's `_timestamp` (series sharing a step) keeps it, in epoch ms, under this
+# prefix + its key in the same row. No attribute key starts with "_" in W&B (names.py), so nothing collides.
+POINT_TIME_PREFIX = "_neptune_time/"
 
 
 def _row_timestamps(table: pa.Table) -> np.ndarray:
@@ -69,7 +72,8 @@ def _row_timestamps(table: pa.Table) -> np.ndarray:
 
 
 class HistoryWriter:
-    """Turns step-ordered spill tables into W&B rows: one `run.log` per step, `_timestamp` = earliest point time."""
+    """Turns step-ordered spill tables into W&B rows: one `run.log` per step, `_timestamp` = earliest point time,
+    `_neptune_time/<key>` = a point's own time where it differs."""
 
     def __init__(self, run, content: RunContent, multiplier: int, staging: Path):
         self.run, self.content, self.multiplier, self.staging = run, content, multiplier, staging
@@ -121,6 +125,9 @@ class HistoryWriter:
             row: dict[str, Any] = dict(zip(names[start:end], values[start:end], strict=True))
             if first_ms != _NO_TIME:  # some point of the row has a time
                 row["_timestamp"] = first_ms / 1000
+                own = timestamps[start:end]
+                for i in np.flatnonzero((own >= 0) & (own != first_ms)).tolist():
+                    row[POINT_TIME_PREFIX + names[start + i]] = int(own[i])
             self.run.log(row, step=step)
         self.rows += len(ends)
         self.points += len(values)  # a Python int: results are JSON
