@@ -369,3 +369,73 @@ def test_validation_sees_a_point_time_lost_in_the_row_merge(exported, tmp_path, 
     options, _ = load_shared_steps(exported, tmp_path)
     report = run_validate(options, SETTINGS)
     assert {(d.kind, d.key, d.problem) for d in report.differences} == {("metric", "metrics/late", "points")}
+
+
+# ----------------------------------------------------------------------------- 6. the peer tool's rows with no value
+
+PEER_PROJECT = "ws/peer"
+
+
+def write_peer_export(root: Path) -> None:
+    """A run in the peer tool's layout (parts only, no manifest) with rows naming no value: a file row with a null
+    struct and one with a null path, a file-series point with no path, null single values of several types."""
+    from neptune_exporter.model import project_files_dir
+    from neptune_exporter.rows import parameter_rows, series_rows
+    from neptune_exporter.storage.parquet import RunWriter
+
+    stored = project_files_dir(root / "files", PEER_PROJECT) / "f"
+    stored.mkdir(parents=True)
+    (stored / "model.bin").write_bytes(b"model")
+    rows = parameter_rows(
+        PEER_PROJECT,
+        "peer-run",
+        [
+            ("params/lr", "float", 0.5),
+            ("params/none_float", "float", None),
+            ("params/none_string", "string", None),
+            ("params/none_set", "string_set", None),
+            ("files/model", "file", "f/model.bin"),
+            ("files/other_runs_file", "file", None),
+        ],
+    )
+    nulled = rows.column("file_value").to_pylist()
+    nulled[-1] = None  # the whole struct null, as well as a struct with a null path (series row below)
+    rows = rows.set_column(
+        rows.schema.get_field_index("file_value"), "file_value", pa.array(nulled, rows.schema.field("file_value").type)
+    )
+    with RunWriter(root / "data", PEER_PROJECT, "peer-run", 10**9) as writer:
+        writer.write(rows)
+        writer.write(
+            series_rows(
+                PEER_PROJECT, "peer-run", "metrics/loss", "float_series", [0.0, 1.0], [0.25, 0.5], [1_000, 2_000]
+            )
+        )
+        writer.write(series_rows(PEER_PROJECT, "peer-run", "images/frames", "file_series", [0.0], [None], [1_000]))
+
+
+def peer_options(root: Path, target: str, **kwargs) -> LoadOptions:
+    return LoadOptions(target=target, data_path=str(root / "data"), files_path=str(root / "files"), workers=1, **kwargs)
+
+
+def test_rows_with_no_value_in_a_peer_export_are_ignored_by_mlflow(tmp_path, mlflow_server):  # noqa: F811
+    write_peer_export(tmp_path)
+    options = peer_options(tmp_path, "mlflow", mlflow_tracking_uri=mlflow_server)
+    (result,) = run_load(options, SETTINGS)
+    assert (result.status, result.files) == ("loaded", 2), result.error  # files/model and neptune/key_map.json
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result.target_run_id)
+    assert {k: v for k, v in run.data.params.items()} == {"params/lr": "0.5"}
+    artifacts = [a.path for a in client.list_artifacts(result.target_run_id, "files")]
+    assert artifacts == ["files/model"] and not client.list_artifacts(result.target_run_id, "images")
+    assert run_validate(options, SETTINGS).ok
+
+
+def test_rows_with_no_value_in_a_peer_export_are_ignored_by_wandb(tmp_path):
+    write_peer_export(tmp_path)
+    options = peer_options(tmp_path, "wandb", wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert (result.status, result.files) == ("loaded", 1), result.error
+    config = read_run_log(run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])).config
+    assert config["params/lr"] == 0.5
+    assert not {"params/none_float", "params/none_string", "params/none_set", "files/other_runs_file"} & set(config)
+    assert run_validate(options, SETTINGS).ok

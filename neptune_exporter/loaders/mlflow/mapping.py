@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neptune_exporter.errors import OutputPathError, TerminalError
+from neptune_exporter.errors import TerminalError
 from neptune_exporter.loaders.base import MLFLOW, ExportedRun, KeyMap, format_step, integer_steps
 from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
 
@@ -252,20 +252,13 @@ class RunMapping:
         self._append_lines(rows, "histograms.jsonl", lambda value: dict(value or {}))
 
     # ---------------------------------------------------------------- files
-    def _local_file(self, path: str, value: dict | None) -> Path:
-        local = self.export.local_file(path, value)
-        if local is None:
-            raise OutputPathError(
-                f"run {self.export.run_id!r}: the file row of {path} names no file",
-                "re-export the run's files",
-            )
-        return local
-
     def _whole_files(self, rows: pa.RecordBatch) -> Iterator[ArtifactItem]:
         for path, value in zip(
             rows.column("attribute_path").to_pylist(), rows.column("file_value").to_pylist(), strict=True
         ):
-            yield ArtifactItem(self._local_file(path, value), self.keys(path))
+            local = self.export.local_file(path, value)
+            if local is not None:  # a row naming no file (the peer tool writes them) holds nothing to load
+                yield ArtifactItem(local, self.keys(path))
 
     def _file_series(self, rows: pa.RecordBatch) -> Iterator[ArtifactItem]:
         if not rows.num_rows:
@@ -274,7 +267,9 @@ class RunMapping:
         for path, step, value in zip(
             rows.column("attribute_path").to_pylist(), steps, rows.column("file_value").to_pylist(), strict=True
         ):
-            yield ArtifactItem(self._local_file(path, value), f"{self.keys(path)}/step_{step}")
+            local = self.export.local_file(path, value)
+            if local is not None:
+                yield ArtifactItem(local, f"{self.keys(path)}/step_{step}")
 
     def _key_map_artifact(self) -> ArtifactItem:
         local = self.workdir / KEY_MAP_ARTIFACT_DIR / KEY_MAP_FILE
