@@ -139,14 +139,22 @@ def make_source(options: ExportOptions, settings: Settings) -> Source:
 
 
 def check_writable(path: Path | str, option: str) -> Path:
-    """Create the folder if needed and prove a file can be written there; OutputPathError otherwise."""
+    """Prove the folder can be written, or created, without creating anything (no folder appears before every input
+    check passed): an existing folder takes a probe file (removed); a missing one needs a writable nearest existing
+    parent. OutputPathError otherwise."""
     path = Path(path)
     remedy = f"point {option} to a folder you can write to, or fix its permissions"
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{option} {path} is a file, not a folder", remedy)
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputPathError(f"{option} {path} is not writable: {existing} is a file, not a folder", remedy)
+    if existing != path.absolute():
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputPathError(f"{option} {path} is not writable: its parent {existing} is not writable", remedy)
+        return path
     probe = path / f".neptune-exporter-write-test-{os.getpid()}"
     try:
-        path.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
