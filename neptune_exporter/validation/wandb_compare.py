@@ -20,6 +20,7 @@ from neptune_exporter.validation.compare import (
     compare_mappings,
 )
 
+NO_TIME = int(np.iinfo(np.int64).min)  # a point or row without a time (times before 1970 are negative, not missing)
 POINT_TIME = "_neptune_time/"  # + key: a point's own epoch-ms time in its row, where it is not the row's `_timestamp`
 
 
@@ -70,7 +71,7 @@ class HistoryDigest:
     def add_row(self, row: dict[str, Any]) -> None:
         """A history row as read back (`_step`, `_timestamp`, keys → numbers or histogram dicts)."""
         step = int(row["_step"])
-        timestamp = round(float(row["_timestamp"]) * 1000) if "_timestamp" in row else -1
+        timestamp = round(float(row["_timestamp"]) * 1000) if "_timestamp" in row else NO_TIME
         values = {k: v for k, v in row.items() if not k.startswith("_")}
         self._add("\x00rows", step, timestamp, float(len(values)))
         for key, value in values.items():

@@ -439,3 +439,16 @@ def test_rows_with_no_value_in_a_peer_export_are_ignored_by_wandb(tmp_path):
     assert config["params/lr"] == 0.5
     assert not {"params/none_float", "params/none_string", "params/none_set", "files/other_runs_file"} & set(config)
     assert run_validate(options, SETTINGS).ok
+
+
+def test_points_before_1970_keep_their_times_in_wandb(exported, tmp_path):
+    root, _ = exported["neptune2"]
+    options = load_options(root, "wandb", RUN_IDS["neptune2"]["run-target-limits"], wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    rows = list(iter_history(run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])))
+    pre1970 = [(row["_step"], round(row["_timestamp"] * 1000), row["metrics/pre1970"]) for row in rows[:4]]
+    assert pre1970 == [(int(step), stamp, value) for step, value, stamp in lim.PRE_1970_POINTS]
+    special_times = [row["_neptune_time/metrics/special"] for row in rows[:4]]  # later than their rows' times
+    assert special_times == [lim.START_MS + 1000 * i for i in range(4)]
+    assert run_validate(options, SETTINGS).ok
