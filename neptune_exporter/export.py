@@ -269,6 +269,7 @@ class _Attempt:
     superseded: set[str] = field(default_factory=set)
     rewritten: list[PartInfo] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
+    attribute_errors: list[TerminalError] = field(default_factory=list)
 
 
 def _begin(plan: RunPlan, options: ExportOptions, settings: Settings, data_root: Path) -> _Attempt:
@@ -298,6 +299,7 @@ def _stream(attempt: _Attempt, source: Source, plan: RunPlan, options: ExportOpt
         attempt.writer.write(batch)
         attempt.stats.add(batch)
     attempt.facts = content.source_facts
+    attempt.attribute_errors = content.attribute_errors
     return content.files
 
 
@@ -351,6 +353,9 @@ def export_run(
         if attempt.kept is None and attempt.writer.rows == 0:
             attempt.writer.write(empty_batch())  # part 0 marks an empty run exported for the peer tool too
         manifest = _complete_manifest(attempt, source, plan, options, files)
+        errors = [error_record(run.project_id, run.run_id, e) for e in attempt.attribute_errors]
+        if errors:  # the attributes that could not be read: the run's others are in its parts, the run is failed
+            manifest.status, manifest.errors = STATUS_FAILED, errors
     except TerminalError as error:
         attempt.writer.abort()
         if disk_full_cause(error) is not None:
@@ -368,8 +373,9 @@ def export_run(
     result = RunExportResult(
         run.project_id,
         run.run_id,
-        STATUS_COMPLETE,
+        manifest.status,
         str(path),
+        errors=manifest.errors,
         rows=attempt.stats.rows,
         points=attempt.stats.points,
         files=len(files),

@@ -293,8 +293,8 @@ def step_out_of_range(step: float, attribute: str | None) -> StepOutOfRangeError
     )
     return StepOutOfRangeError(
         f"step {step!r} of {name} is outside the steps an export can hold exactly, {STEP_RANGE_TEXT}; "
-        "the run fails rather than be exported with a wrong step",
-        f"leave this attribute out to export the run's others ({leave_out}); "
+        "the attribute is not exported rather than written with a wrong step (the run's others are; the run is failed)",
+        f"leave this attribute out to have the run complete and loadable ({leave_out}); "
         "its points can only be read from Neptune itself",
         attribute=attribute,
     )

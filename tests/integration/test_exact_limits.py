@@ -51,22 +51,25 @@ def exported(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
         patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the 2.x client's OAuth on the fake's plain http
         for source in SOURCES:
             root = tmp_path_factory.mktemp(f"limits-{source}")
-            options = ExportOptions(
-                source=source,
-                projects=(PROJECT,),
-                data_path=str(root / "data"),
-                files_path=str(root / "files"),
-                api_token=server.api_token,
-                workers=2,
-                runs=RunSelection(),
-            )
+            options = export_options(source, PROJECT, root, server.api_token)
             out[source] = (root, {r.run_id: r for r in run_export(options, SETTINGS)})
     return out
 
 
+def export_options(source: str, project: str, root: Path, api_token: str) -> ExportOptions:
+    return ExportOptions(
+        source=source,
+        projects=(project,),
+        data_path=str(root / "data"),
+        files_path=str(root / "files"),
+        api_token=api_token,
+        workers=2,
+        runs=RunSelection(),
+    )
+
+
 def error_lines(root: Path) -> list[dict]:
-    path = project_dir(root / "data", PROJECT) / "errors.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return error_lines_of(root / "data", PROJECT)
 
 
 def exported_steps(root: Path, run_id: str, attribute: str) -> list[int]:
@@ -106,9 +109,13 @@ def test_large_steps_are_exported_exactly_and_steps_beyond_the_column_fail_the_r
         assert (record["error_type"], record["attribute"]) == ("StepOutOfRangeError", "metrics/over")
         assert f"step {step} of metrics/over is outside" in record["message"]
         assert "-999999999999.999999 to 999999999999.999999" in record["message"]
-        assert record["remedy"].startswith("leave this attribute out to export the run's others (--attributes '^(?!")
-    for run in ("run-step-over", "run-step-1e15"):  # nothing of a failed run is left to be loaded
-        assert list(read_run_batches(root / "data", PROJECT, ids[run])) == []
+        assert record["remedy"].startswith("leave this attribute out to have the run complete and loadable (--attr")
+        assert results[ids[run]].errors == [record]
+    # the attribute is not exported, the run's others are (and the failed run is never loaded)
+    over = exported_table(root, ids["run-step-over"])
+    assert "metrics/over" not in over["attribute_path"].to_pylist()
+    assert exported_steps(root, ids["run-step-over"], "metrics/fine") == [0, 1_000_000]
+    assert "params/case" in exported_table(root, ids["run-step-1e15"])["attribute_path"].to_pylist()
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -452,3 +459,35 @@ def test_points_before_1970_keep_their_times_in_wandb(exported, tmp_path):
     special_times = [row["_neptune_time/metrics/special"] for row in rows[:4]]  # later than their rows' times
     assert special_times == [lim.START_MS + 1000 * i for i in range(4)]
     assert run_validate(options, SETTINGS).ok
+
+
+def test_an_attribute_that_cannot_be_read_fails_alone(tmp_path, monkeypatch):
+    from neptune_exporter.fake_neptune import FaultConfig, store
+    from neptune_exporter.fake_neptune import datasets as ds
+
+    ws = ds.new_workspace("ws")
+    ds.add_project(ws, "one", "ONE")
+    series = lim.points([0.0, 1.0], [0.5, 0.25])
+    attributes = {
+        "params/x": (store.FLOAT, 2.5),
+        "metrics/ok": (store.FLOAT_SERIES, series),
+        "logs/out": (store.STRING_SERIES, lim.points([0.0], ["refused"])),
+    }
+    ds.add_run(ws, "ws/one", custom_run_id="r", attributes=attributes)
+    faults = FaultConfig(endpoints=r"^v2\.string_series_values$", error_share=1.0, error_statuses=(400,))
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    with FakeNeptune(ws, faults=faults, port=0) as server:
+        (result,) = run_export(export_options("neptune2", "ws/one", tmp_path, server.api_token), SETTINGS)
+    assert result.status == "failed"
+    assert [(e["attribute"], e["error_type"]) for e in result.errors] == [("logs/out", "TerminalError")]
+    assert result.errors[0]["message"].startswith("the server refused a request (HTTP 400)")
+    rows = pa.Table.from_batches(list(read_run_batches(tmp_path / "data", "ws/one", "ONE-1"))).to_pylist()
+    kept = {(r["attribute_path"], r["float_value"]) for r in rows if not r["attribute_path"].startswith("sys/")}
+    assert kept == {("params/x", 2.5), ("metrics/ok", 0.5), ("metrics/ok", 0.25)}
+    errors = error_lines_of(tmp_path / "data", "ws/one")
+    assert [(e["run"], e["attribute"]) for e in errors] == [("ONE-1", "logs/out")]
+
+
+def error_lines_of(data: Path, project: str) -> list[dict]:
+    path = project_dir(data, project) / "errors.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from neptune_exporter.errors import TerminalError
-from neptune_exporter.exporters.base import ProgressCallback, RunContent, chunked
+from neptune_exporter.exporters.base import ProgressCallback, RunContent, attribute_failure, chunked
 from neptune_exporter.exporters.neptune2.attributes import (
     ATOM_TYPES,
     SourceAttribute,
@@ -167,7 +167,14 @@ class RunExport:
             for batch in job():
                 if not self._put(results, batch):
                     return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which raises it
+        except Exception as exc:  # noqa: BLE001 - recorded for its attribute, or handed to the consumer to raise
+            error = typed_error(exc, run=self.run.run_id, attribute=attribute_path)
+            if attribute_path is not None and attribute_failure(error):
+                with self.files_lock:
+                    self.content.attribute_errors.append(error)
+            else:
+                self._put(results, error)
+        except BaseException as exc:  # noqa: BLE001 - an interrupt: handed to the consumer thread, which raises it
             self._put(results, typed_error(exc, run=self.run.run_id, attribute=attribute_path))
         finally:
             self._put(results, _DONE)
