@@ -467,25 +467,35 @@ def test_an_attribute_that_cannot_be_read_fails_alone(tmp_path, monkeypatch):
 
     ws = ds.new_workspace("ws")
     ds.add_project(ws, "one", "ONE")
-    series = lim.points([0.0, 1.0], [0.5, 0.25])
     attributes = {
         "params/x": (store.FLOAT, 2.5),
-        "metrics/ok": (store.FLOAT_SERIES, series),
+        "metrics/ok": (store.FLOAT_SERIES, lim.points([0.0, 1.0], [0.5, 0.25])),
         "logs/out": (store.STRING_SERIES, lim.points([0.0], ["refused"])),
     }
     ds.add_run(ws, "ws/one", custom_run_id="r", attributes=attributes)
     faults = FaultConfig(endpoints=r"^v2\.string_series_values$", error_share=1.0, error_statuses=(400,))
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+    def own_rows() -> list[tuple]:
+        table = pa.Table.from_batches(list(read_run_batches(tmp_path / "data", "ws/one", "ONE-1")))
+        rows = [(r["attribute_path"], r["float_value"], r["string_value"]) for r in table.to_pylist()]
+        return sorted(row for row in rows if not row[0].startswith("sys/"))
+
     with FakeNeptune(ws, faults=faults, port=0) as server:
-        (result,) = run_export(export_options("neptune2", "ws/one", tmp_path, server.api_token), SETTINGS)
+        options = export_options("neptune2", "ws/one", tmp_path, server.api_token)
+        (result,) = run_export(options, SETTINGS)
+        failed_rows = own_rows()
+        faults.update(error_share=0.0)
+        (again,) = run_export(options, SETTINGS)  # the next export redoes the failed run, whole
     assert result.status == "failed"
-    assert [(e["attribute"], e["error_type"]) for e in result.errors] == [("logs/out", "TerminalError")]
+    assert [(e["run"], e["attribute"], e["error_type"]) for e in result.errors] == [
+        ("ONE-1", "logs/out", "TerminalError")
+    ]
     assert result.errors[0]["message"].startswith("the server refused a request (HTTP 400)")
-    rows = pa.Table.from_batches(list(read_run_batches(tmp_path / "data", "ws/one", "ONE-1"))).to_pylist()
-    kept = {(r["attribute_path"], r["float_value"]) for r in rows if not r["attribute_path"].startswith("sys/")}
-    assert kept == {("params/x", 2.5), ("metrics/ok", 0.5), ("metrics/ok", 0.25)}
-    errors = error_lines_of(tmp_path / "data", "ws/one")
-    assert [(e["run"], e["attribute"]) for e in errors] == [("ONE-1", "logs/out")]
+    assert error_lines_of(tmp_path / "data", "ws/one") == []  # the last export's errors: none
+    assert failed_rows == [("metrics/ok", 0.25, None), ("metrics/ok", 0.5, None), ("params/x", 2.5, None)]
+    assert (again.status, again.errors) == ("complete", [])
+    assert own_rows() == sorted([*failed_rows, ("logs/out", None, "refused")])
 
 
 def error_lines_of(data: Path, project: str) -> list[dict]:
