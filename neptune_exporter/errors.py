@@ -3,6 +3,26 @@
 from __future__ import annotations
 
 import errno
+import re
+
+# terminal control sequences (colours, cursor moves: CSI and OSC) and other control characters but tab and newline
+_CONTROL_CODES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]"
+)
+
+
+def plain_text(text: str) -> str:
+    """Text without terminal control codes (the `neptune` client colours its messages: `\\x1b[95m`)."""
+    return _CONTROL_CODES.sub("", text)
+
+
+def first_line(text: str) -> str:
+    """The first line of a client's message that says something: control codes gone, rules (`----Name----`) skipped."""
+    for line in plain_text(text).splitlines():
+        line = line.strip()
+        if line and not line.startswith("---"):
+            return line
+    return ""
 
 
 class NeptuneExporterError(Exception):
@@ -11,6 +31,7 @@ class NeptuneExporterError(Exception):
     transient = False
 
     def __init__(self, message: str, remedy: str = "", *, run: str | None = None, attribute: str | None = None):
+        message, remedy = plain_text(message), plain_text(remedy)
         super().__init__(message)
         self.message = message
         self.remedy = remedy
@@ -86,6 +107,10 @@ class CorruptPartError(TerminalError):
 
 class DamagedExportError(CorruptPartError):
     """A part of an exported run differs from what its manifest records (missing, truncated, overwritten)."""
+
+
+class StepOutOfRangeError(TerminalError):
+    """A step the Parquet step column (decimal128(18,6)) cannot hold exactly, or a target's integer steps cannot."""
 
 
 class NoRunsSelectedError(TerminalError):

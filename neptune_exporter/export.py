@@ -24,7 +24,7 @@ from neptune_exporter.errors import (
     UnsupportedError,
     disk_full_cause,
 )
-from neptune_exporter.export_results import (  # re-exported: the results are part of the export verbs' API
+from neptune_exporter.export_results import (
     RunExportResult,
     error_record,
     write_export_summary,
@@ -81,14 +81,22 @@ def make_source(options: ExportOptions, settings: Settings) -> Source:
 
 
 def check_writable(path: Path | str, option: str) -> Path:
-    """Create the folder if needed and prove a file can be written there; OutputPathError otherwise."""
+    """Prove the folder can be written, or created, without creating anything (no folder appears before every input
+    check passed): an existing folder takes a probe file (removed); a missing one needs a writable nearest existing
+    parent. OutputPathError otherwise."""
     path = Path(path)
     remedy = f"point {option} to a folder you can write to, or fix its permissions"
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{option} {path} is a file, not a folder", remedy)
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputPathError(f"{option} {path} is not writable: {existing} is a file, not a folder", remedy)
+    if existing != path.absolute():
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputPathError(f"{option} {path} is not writable: its parent {existing} is not writable", remedy)
+        return path
     probe = path / f".neptune-exporter-write-test-{os.getpid()}"
     try:
-        path.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -203,6 +211,7 @@ class _Attempt:
     superseded: set[str] = field(default_factory=set)
     rewritten: list[PartInfo] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
+    attribute_errors: list[TerminalError] = field(default_factory=list)
 
 
 def _begin(plan: RunPlan, options: ExportOptions, settings: Settings, data_root: Path) -> _Attempt:
@@ -232,6 +241,7 @@ def _stream(attempt: _Attempt, source: Source, plan: RunPlan, options: ExportOpt
         attempt.writer.write(batch)
         attempt.stats.add(batch)
     attempt.facts = content.source_facts
+    attempt.attribute_errors = content.attribute_errors
     return content.files
 
 
@@ -285,6 +295,9 @@ def export_run(
         if attempt.kept is None and attempt.writer.rows == 0:
             attempt.writer.write(empty_batch())  # part 0 marks an empty run exported for the peer tool too
         manifest = _complete_manifest(attempt, source, plan, options, files)
+        errors = [error_record(run.project_id, run.run_id, e) for e in attempt.attribute_errors]
+        if errors:  # the attributes that could not be read: the run's others are in its parts, the run is failed
+            manifest.status, manifest.errors = STATUS_FAILED, errors
     except TerminalError as error:
         attempt.writer.abort()
         if disk_full_cause(error) is not None:
@@ -302,8 +315,9 @@ def export_run(
     result = RunExportResult(
         run.project_id,
         run.run_id,
-        STATUS_COMPLETE,
+        manifest.status,
         str(path),
+        errors=manifest.errors,
         rows=attempt.stats.rows,
         points=attempt.stats.points,
         files=len(files),

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neptune_exporter.errors import NeptuneExporterError
+from neptune_exporter.errors import NeptuneExporterError, plain_text
 from neptune_exporter.selection import ExportOptions
 from neptune_exporter.storage.manifest import STATUS_COMPLETE, STATUS_FAILED, replacing, utc_now_iso, write_json_atomic
 from neptune_exporter.storage.parquet import project_dir
@@ -66,7 +66,7 @@ def error_record(project_id: str, run_id: str | None, error: BaseException) -> d
         "run": run_id,
         "attribute": None,
         "error_type": type(error).__name__,
-        "message": str(error) or repr(error),
+        "message": plain_text(str(error)) or repr(error),
         "remedy": "run the export again; if it keeps failing, report the error with the log",
     }
 

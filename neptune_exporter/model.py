@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +16,7 @@ from typing import overload
 import numpy as np
 import pyarrow as pa
 
-from neptune_exporter.errors import CorruptPartError, InvalidOptionError
+from neptune_exporter.errors import CorruptPartError, InvalidOptionError, StepOutOfRangeError
 
 ProjectId = str  # "workspace/project"
 RunId = str  # custom run id (3.x) or sys/id, the id a run is exported under
@@ -279,13 +281,38 @@ def utc_now_iso() -> str:
 # --------------------------------------------------------------------------- steps
 
 
-def steps_to_decimal_array(steps: np.ndarray | Iterable[float]) -> pa.Array:
-    """Float steps → decimal128(18,6), rounded to 6 decimals, built from unscaled int64 without Python Decimals."""
+STEP_LIMIT = 10**12  # |step| < 10**12: decimal128(18,6) holds 12 digits before the point and 6 after
+STEP_RANGE_TEXT = "-999999999999.999999 to 999999999999.999999 (the step column is decimal128(18,6))"
+
+
+def step_out_of_range(step: float, attribute: str | None) -> StepOutOfRangeError:
+    """The error of a step the step column cannot hold: its value, the range, and how to export the rest."""
+    name = attribute or "a series"
+    leave_out = (
+        f"--attributes '^(?!{re.escape(attribute)}$)'" if attribute else "--attributes with a regex leaving it out"
+    )
+    return StepOutOfRangeError(
+        f"step {step!r} of {name} is outside the steps an export can hold exactly, {STEP_RANGE_TEXT}; "
+        "the attribute is not exported rather than written with a wrong step (the run's others are; the run is failed)",
+        f"leave this attribute out to have the run complete and loadable ({leave_out}); "
+        "its points can only be read from Neptune itself",
+        attribute=attribute,
+    )
+
+
+def steps_to_decimal_array(steps: np.ndarray | Iterable[float], attribute: str | None = None) -> pa.Array:
+    """Float steps → decimal128(18,6): each float's exact decimal expansion rounded half-even to 6 places (Arrow's
+    cast; never a float multiplication). StepOutOfRangeError for a step beyond ±10**12 (or not a number)."""
     arr = np.asarray(steps, dtype=np.float64)
-    if arr.size and not np.all(np.isfinite(arr)):
-        raise ValueError("steps must be finite numbers")
-    unscaled = np.rint(arr * 10**STEP_SCALE).astype(np.int64)
-    return unscaled_to_decimal_array(unscaled)
+    inside = np.abs(arr) < STEP_LIMIT  # NaN and ±inf are outside too
+    if not inside.all():
+        raise step_out_of_range(float(arr[~inside][0]), attribute)
+    return pa.array(arr, type=pa.float64()).cast(STEP_TYPE)
+
+
+def step_to_unscaled(step: float) -> int:
+    """One float step as exact int64 millionths (the rule of `steps_to_decimal_array`)."""
+    return int(decimal_array_to_unscaled(steps_to_decimal_array([step]))[0])
 
 
 def unscaled_to_decimal_array(unscaled: np.ndarray) -> pa.Array:
@@ -336,16 +363,42 @@ def step_multiplier_for(unscaled_steps: Iterable[np.ndarray]) -> int:
     return 10**needed
 
 
-def integer_steps(unscaled_steps: np.ndarray, multiplier: int) -> np.ndarray:
-    """Exact integer steps = step * multiplier; raises InvalidOptionError when a step would not be whole."""
+TARGET_STEP_MAX = 2**63 - 1  # MLflow and W&B store steps as int64
+TARGET_STEP_RANGE_TEXT = f"{-(2**63)} to {TARGET_STEP_MAX} (int64, what MLflow and W&B store)"
+
+
+def format_step(unscaled: int) -> str:
+    """Exact decimal text of a step held as int64 millionths: 3 → "0.000003", 1_500_000 → "1.5"."""
+    sign = "-" if unscaled < 0 else ""
+    whole, fraction = divmod(abs(int(unscaled)), 10**STEP_SCALE)
+    text = str(fraction).rjust(STEP_SCALE, "0").rstrip("0")
+    return f"{sign}{whole}.{text}" if text else f"{sign}{whole}"
+
+
+def integer_steps(unscaled_steps: np.ndarray, multiplier: int, attribute: str | None = None) -> np.ndarray:
+    """Exact integer steps = step × multiplier, in integer arithmetic that cannot overflow: the millionths are
+    divided by 10**6 / gcd(multiplier, 10**6) first (InvalidOptionError when a step would not become whole), then
+    multiplied by what is left of the multiplier (StepOutOfRangeError when the product is beyond int64)."""
     unscaled = np.asarray(unscaled_steps, dtype=np.int64)
-    # step * multiplier = unscaled * multiplier / 10**6, exact in integers
-    numerator = unscaled * multiplier
-    divisor = 10**STEP_SCALE
-    if np.any(numerator % divisor):
-        bad = unscaled[(numerator % divisor) != 0][0] / divisor
+    common = math.gcd(multiplier, 10**STEP_SCALE)
+    divisor, factor = 10**STEP_SCALE // common, multiplier // common
+    whole, remainder = np.divmod(unscaled, divisor)
+    where = f" of {attribute}" if attribute else ""
+    if np.any(remainder):
+        bad = format_step(int(unscaled[remainder != 0][0]))
         raise InvalidOptionError(
-            f"step {bad} times the step multiplier {multiplier} is not a whole number",
+            f"step {bad}{where} times the step multiplier {multiplier} is not a whole number",
             "drop --step-multiplier to let the loader pick the smallest exact power of ten, or pass a larger one",
+            attribute=attribute,
         )
-    return numerator // divisor
+    beyond = np.abs(whole) > TARGET_STEP_MAX // factor  # |whole| <= 10**12: np.abs cannot overflow
+    if np.any(beyond):
+        bad_unscaled = int(unscaled[beyond][0])
+        raise StepOutOfRangeError(
+            f"step {format_step(bad_unscaled)}{where} times the step multiplier {multiplier} is "
+            f"{bad_unscaled * multiplier // 10**STEP_SCALE}, beyond the integer steps a target holds, "
+            f"{TARGET_STEP_RANGE_TEXT}",
+            "pass a smaller --step-multiplier, or drop it: the automatic one (at most 10**6) always fits",
+            attribute=attribute,
+        )
+    return whole * factor

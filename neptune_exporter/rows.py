@@ -82,7 +82,7 @@ def parameter_rows(
         column = _VALUE_COLUMN[attribute_type]
         paths.append(path)
         types.append(attribute_type.value)
-        if attribute_type is AttributeType.STRING_SET:
+        if attribute_type is AttributeType.STRING_SET and value is not None:
             value = sorted(value)
         elif attribute_type is AttributeType.DATETIME and value is not None:
             value = to_utc_ms(value)
@@ -124,7 +124,7 @@ def series_rows(
         "run_id": _constant(run_id, n),
         "attribute_path": _constant(path, n),
         "attribute_type": _constant(attribute_type.value, n),
-        "step": steps_to_decimal_array(steps),
+        "step": steps_to_decimal_array(steps, path),
         "timestamp": _timestamps(timestamps_ms, n),
         column: values,
     }

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import pyarrow as pa
 
+from neptune_exporter.errors import TerminalError, disk_full_cause
 from neptune_exporter.model import ProjectId, RunRef
 from neptune_exporter.selection import AttributeSelection, RunSelection
 from neptune_exporter.storage.files import ExportedFile
@@ -23,6 +24,14 @@ class RunContent:
     files: list[ExportedFile] = field(default_factory=list)
     # extra provenance the source learned while reading (e.g. fork parent), merged into the manifest
     source_facts: dict = field(default_factory=dict)
+    # attributes that could not be exported (their error names them); the run's others are, and the run is failed
+    attribute_errors: list[TerminalError] = field(default_factory=list)
+
+
+def attribute_failure(error: BaseException) -> TypeGuard[TerminalError]:
+    """True when an error reading one attribute fails that attribute only: a terminal error that is not a full disk
+    (a full disk, a transient error or an interrupt stop the whole run as before)."""
+    return isinstance(error, TerminalError) and disk_full_cause(error) is None
 
 
 ProgressCallback = Callable[[int, int], None]  # (points, bytes) added since the last call

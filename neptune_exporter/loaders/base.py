@@ -9,6 +9,7 @@ from typing import Protocol
 
 from neptune_exporter.model import (  # noqa: F401 - step scaling re-exported for the loaders
     STEP_SCALE,
+    format_step,
     integer_steps,
     step_multiplier_for,
 )
@@ -136,11 +137,3 @@ class Loader(Protocol):
 def run_key(project_id: str, run_id: str) -> str:
     """Quote-free lookup key of a run in a target (a tag value safe in any filter language)."""
     return hashlib.blake2b(f"{project_id}\x00{run_id}".encode(), digest_size=16).hexdigest()
-
-
-def format_step(unscaled: int) -> str:
-    """Exact decimal text of a step held as int64 millionths: 3 → "0.000003", 1_500_000 → "1.5"."""
-    sign = "-" if unscaled < 0 else ""
-    whole, fraction = divmod(abs(int(unscaled)), 10**STEP_SCALE)
-    text = str(fraction).rjust(STEP_SCALE, "0").rstrip("0")
-    return f"{sign}{whole}.{text}" if text else f"{sign}{whole}"

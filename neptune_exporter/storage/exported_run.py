@@ -3,6 +3,7 @@ and validation see them."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -18,8 +19,10 @@ import pyarrow.compute as pc
 from neptune_exporter.errors import InvalidOptionError, OutputPathError
 from neptune_exporter.model import (
     PROJECT_RELATIVE_FILES_FORMAT,
+    STEP_SCALE,
     as_utc,
     decimal_array_to_unscaled,
+    format_step,
     integer_steps,
     resolve_file_value,
     sanitize_name,
@@ -49,6 +52,8 @@ from neptune_exporter.storage.parquet import (
     read_run_batches,
     run_part_paths,
 )
+
+log = logging.getLogger(__name__)
 
 _SYS_FACTS = {
     "sys/id": ("sys_id", "string_value"),
@@ -283,22 +288,44 @@ class ExportedRun:
 
     def series_steps(self) -> Iterator[np.ndarray]:
         """Unscaled (int64 millionths) steps of every series row, chunk by chunk."""
-        for batch in self.batches(columns=["attribute_type", "step"]):
+        for _, steps in self.series_steps_by_path():
+            yield steps
+
+    def series_steps_by_path(self) -> Iterator[tuple[str, np.ndarray]]:
+        """(attribute path, unscaled steps) of the series rows, per path within each chunk."""
+        for batch in self.batches(columns=["attribute_path", "attribute_type", "step"]):
             is_series = pc.is_in(batch.column("attribute_type"), value_set=pa.array(sorted(SERIES_TYPE_NAMES)))
-            steps = batch.column("step").filter(pc.and_(is_series, pc.is_valid(batch.column("step"))))
-            yield decimal_array_to_unscaled(steps)
+            rows = batch.filter(pc.and_(is_series, pc.is_valid(batch.column("step"))))
+            paths = rows.column("attribute_path")
+            for path in pc.unique(paths).to_pylist():
+                yield path, decimal_array_to_unscaled(rows.column("step").filter(pc.equal(paths, path)))
 
     def step_multiplier(self, requested: int | None) -> int:
-        """The user's multiplier (checked exact on every step) or the smallest exact power of ten."""
+        """The user's multiplier (checked exact and within int64 on every step) or the smallest exact power of ten;
+        the choice is logged with the step that needs it."""
         if requested is None:
-            return step_multiplier_for(self.series_steps())
+            multiplier = step_multiplier_for(self.series_steps())
+            log.info("run %s (%s): steps × %d%s", self.run_id, self.project_id, multiplier, self._why(multiplier))
+            return multiplier
         if requested < 1:
             raise InvalidOptionError(
                 f"--step-multiplier {requested} must be a positive integer", "pass 1, 10, 1000, ..."
             )
-        for chunk in self.series_steps():
-            integer_steps(chunk, requested)
+        for path, steps in self.series_steps_by_path():
+            integer_steps(steps, requested, path)
         return requested
+
+    def _why(self, multiplier: int) -> str:
+        """Why the automatic multiplier is what it is: the first step with that many fraction digits."""
+        if multiplier == 1:
+            return ", every series step is whole"
+        coarser = 10**STEP_SCALE // (multiplier // 10)  # a step coarser than the multiplier is a multiple of this
+        for path, steps in self.series_steps_by_path():
+            finer = steps[steps % coarser != 0]
+            if finer.size:
+                step = format_step(int(finer[0]))
+                return f", the smallest power of ten making every step whole (step {step} of {path})"
+        return ""
 
 
 def open_exported_run(

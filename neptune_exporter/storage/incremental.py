@@ -23,6 +23,7 @@ from neptune_exporter.model import (
     run_ref_from_json,
     run_ref_to_json,
     sanitize_name,
+    step_to_unscaled,
 )
 from neptune_exporter.storage import integrity
 from neptune_exporter.storage.files import ExportedFile
@@ -202,7 +203,7 @@ def watermark_filter(batch: pa.RecordBatch, marks: dict[str, int]) -> pa.RecordB
 
 def unscaled_marks(watermarks: dict[str, Watermark] | None) -> dict[str, int]:
     return {
-        path: int(round(mark.last_step * 1_000_000))
+        path: step_to_unscaled(mark.last_step)
         for path, mark in (watermarks or {}).items()
         if mark.last_step is not None
     }

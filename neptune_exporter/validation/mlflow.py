@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tempfile
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ KEY_MAP = "neptune/key_map.json"
 LONG_VALUES = "neptune/long_values"
 PARENT_TAGS = ("neptune.fork_parent_mlflow_run_id", "mlflow.parentRunId")
 SERIES_FILES = {"string_series": "series.jsonl", "histogram_series": "histograms.jsonl"}
+ORIGINAL_POINTS = "neptune/original_points"  # per metric key: points MLflow cannot hold as they are, as exported
 
 
 def expected_experiment(template: str, project_id: str, experiment: str | None) -> str:
@@ -73,8 +75,8 @@ def param_text(attribute_type: str, value: Any) -> str:
     """A single value as MLflow param text."""
     if attribute_type == "float":
         return repr(float(value))
-    if attribute_type == "string_set":
-        return ",".join(sorted(value))
+    if attribute_type == "string_set":  # a JSON list of the sorted strings (README mapping table)
+        return json.dumps(sorted(value), ensure_ascii=False)
     if attribute_type == "datetime":
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return moment.astimezone(UTC).isoformat(timespec="milliseconds")
@@ -108,8 +110,20 @@ def parsed_series_file(attribute_type: str, path: Path) -> RecordDigest:
     return digest
 
 
+def original_point(unscaled: int, stamp: int, value: float) -> list | None:
+    """What MLflow cannot keep of a point (a time before 1970, ±inf, -0.0) as a record; None when it keeps it all."""
+    early = stamp < 0
+    changed = math.isinf(value) or (value == 0 and math.copysign(1.0, value) < 0)
+    if not early and not changed:
+        return None
+    return [step_text(unscaled), stamp if early else None, repr(value) if changed else None]
+
+
 def _add_line(digest: RecordDigest, attribute_type: str, item: dict) -> None:
     unscaled = int(Decimal(item["step"]).scaleb(STEP_SCALE))
+    if attribute_type == "original_points":
+        digest.add([step_text(unscaled), item.get("timestamp"), item.get("value")])
+        return
     value = item.get("value") if attribute_type == "string_series" else item
     digest.add(series_record(attribute_type, unscaled, _ms_of_iso(item.get("timestamp")), value))
 
@@ -179,7 +193,7 @@ class ExpectedRun:
         """(original path, MLflow steps, timestamps, values) of float series, attribute by attribute per part."""
         for rows in series_rows(self.export, "float_series", ["float_value"]):
             steps = scaled(decimal_array_to_unscaled(rows.column("step")), self.multiplier)
-            stamps = timestamps_ms(rows, self.export.start_ms or 0)
+            stamps = np.maximum(timestamps_ms(rows, self.export.start_ms or 0), 0)  # before 1970: at 1970-01-01
             values = np.asarray(
                 pc.fill_null(rows.column("float_value"), float("nan")).to_numpy(zero_copy_only=False), dtype=np.float64
             )
@@ -191,6 +205,16 @@ class ExpectedRun:
     def _metrics(self) -> None:
         for path, steps, stamps, values in self.points():
             self.view.metrics.setdefault(self.keys(path), PointDigest()).update(steps, stamps, values, MAX_FLOAT)
+        for rows in series_rows(self.export, "float_series", ["float_value"]):
+            values = pc.fill_null(rows.column("float_value"), float("nan")).to_numpy(zero_copy_only=False)
+            stamps = timestamps_ms(rows, self.export.start_ms or 0)
+            unusual = np.flatnonzero((stamps < 0) | np.isinf(values) | (values == 0))  # the few worth a look
+            paths, unscaled = rows.column("attribute_path"), decimal_array_to_unscaled(rows.column("step"))
+            for i in unusual.tolist():
+                record = original_point(int(unscaled[i]), int(stamps[i]), float(values[i]))
+                if record is not None:
+                    artifact = f"{ORIGINAL_POINTS}/{self.keys(paths[i].as_py())}.jsonl"
+                    self.view.records.setdefault(artifact, ("original_points", RecordDigest()))[1].add(record)
 
     def _series(self) -> None:
         for attribute_type, file_name in SERIES_FILES.items():

@@ -18,6 +18,7 @@ from neptune_exporter.model import STEP_SCALE
 from neptune_exporter.validation.compare import Difference
 
 MILLIONTHS = 10**STEP_SCALE
+INT64_MAX = 2**63 - 1
 
 
 def run_key(project_id: str, run_id: str) -> str:
@@ -39,13 +40,20 @@ def expected_multiplier(step_chunks: Iterable[np.ndarray], requested: int | None
 
 
 def scaled(unscaled: np.ndarray, multiplier: int) -> np.ndarray:
-    """Integer target steps: step × multiplier, exactly (InvalidOptionError when a step does not become whole)."""
-    product = np.asarray(unscaled, dtype=np.int64) * multiplier
-    if np.any(product % MILLIONTHS):
+    """Integer target steps: step × multiplier, exactly, the whole and the fraction part scaled apart so nothing
+    overflows int64 (InvalidOptionError when a step does not become whole or its product is beyond int64)."""
+    whole, fraction = np.divmod(np.asarray(unscaled, dtype=np.int64), MILLIONTHS)
+    if multiplier > INT64_MAX // MILLIONTHS or np.any(np.abs(whole) >= INT64_MAX // multiplier):
+        raise InvalidOptionError(
+            f"a step times the step multiplier {multiplier} is beyond int64",
+            "validate with the multiplier the load used",
+        )
+    fraction_product = fraction * multiplier
+    if np.any(fraction_product % MILLIONTHS):
         raise InvalidOptionError(
             f"a step times the step multiplier {multiplier} is not whole", "validate with the multiplier the load used"
         )
-    return product // MILLIONTHS
+    return whole * multiplier + fraction_product // MILLIONTHS
 
 
 def step_text(unscaled: int) -> str:

@@ -50,6 +50,7 @@ from neptune_exporter.validation.rules import (
     step_text,
 )
 from neptune_exporter.validation.wandb_compare import (
+    NO_TIME,
     HistoryDigest,
     WandbFacts,
     fact_differences,
@@ -126,7 +127,7 @@ class ExpectedWandbRun:
     def _strings(self) -> None:
         for rows in series_rows(self.export, "string_series", ["string_value"]):
             unscaled = decimal_array_to_unscaled(rows.column("step")).tolist()
-            stamps = timestamps_ms(rows, None).tolist()
+            stamps = timestamps_ms(rows, NO_TIME).tolist()
             for path, step, stamp, value in zip(
                 rows.column("attribute_path").to_pylist(),
                 unscaled,
@@ -135,7 +136,7 @@ class ExpectedWandbRun:
                 strict=True,
             ):
                 self.strings.setdefault(path, RecordDigest()).add(
-                    [step_text(step), value, stamp if stamp >= 0 else None]
+                    [step_text(step), value, None if stamp == NO_TIME else stamp]
                 )
 
     def step_offset(self) -> int:
@@ -165,18 +166,19 @@ class ExpectedWandbRun:
                 yield (
                     np.asarray(rows.column("attribute_path").to_pylist(), dtype=object),
                     steps,
-                    timestamps_ms(rows, None),
+                    timestamps_ms(rows, NO_TIME),
                     numbers,
                 )
 
     def _history(self, offset: int) -> HistoryDigest:
-        """Rows are steps; a row's time is its earliest point time; every key's points carry their row's time."""
+        """Rows are steps; a row's time is its earliest point time; every point carries its own time."""
         row_steps, row_times, row_keys = _rows_of(self._points(offset))
         history = HistoryDigest()
         history.rows.update(row_steps, row_times, row_keys.astype(np.float64))
         last: dict[str, tuple[int, float]] = {}
-        for paths, steps, _, numbers in self._points(offset):
-            times = row_times[np.searchsorted(row_steps, steps)]
+        for paths, steps, own_times, numbers in self._points(offset):
+            # every point keeps its own time (its row's when it has none: W&B rows carry one `_timestamp`)
+            times = np.where(own_times != NO_TIME, own_times, row_times[np.searchsorted(row_steps, steps)])
             for path in set(paths.tolist()):
                 mask = paths == path
                 key = self.keys(path)
@@ -214,12 +216,13 @@ def _entries(local: Path, prefix: str) -> dict[str, str]:
 
 
 def _rows_of(chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sorted distinct steps, earliest time per step or -1, points per step) over all chunks (memory: steps only)."""
+    """(sorted distinct steps, earliest time per step or NO_TIME, points per step) over all chunks (memory: steps
+    only). Times before 1970 are times like any other."""
     steps, times, counts = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
     never = np.iinfo(np.int64).max
     for _, chunk_steps, chunk_times, _ in chunks:
         steps = np.concatenate([steps, chunk_steps])
-        times = np.concatenate([times, np.where(chunk_times >= 0, chunk_times, never)])
+        times = np.concatenate([times, np.where(chunk_times != NO_TIME, chunk_times, never)])
         counts = np.concatenate([counts, np.ones(len(chunk_steps), np.int64)])
         order = np.argsort(steps, kind="stable")
         steps, times, counts = steps[order], times[order], counts[order]
@@ -228,7 +231,7 @@ def _rows_of(chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.minimum.reduceat(times, starts) if len(starts) else times,
             np.add.reduceat(counts, starts) if len(starts) else counts,
         )
-    return steps, np.where(times == never, -1, times), counts
+    return steps, np.where(times == never, NO_TIME, times), counts
 
 
 def _string_records(entries: list) -> RecordDigest:
@@ -237,7 +240,7 @@ def _string_records(entries: list) -> RecordDigest:
     for entry in entries:
         if entry.path.endswith(".table.json") and Path(entry.local_path).is_file():
             for step, value, moment in json.loads(Path(entry.local_path).read_text(encoding="utf-8"))["data"]:
-                stamp = None if moment is None else int(datetime.fromisoformat(moment).timestamp() * 1000)
+                stamp = None if moment is None else round(datetime.fromisoformat(moment).timestamp() * 1000)
                 digest.add([step_text(int(Decimal(step).scaleb(STEP_SCALE))), value, stamp])
     return digest
 

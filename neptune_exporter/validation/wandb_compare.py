@@ -20,6 +20,9 @@ from neptune_exporter.validation.compare import (
     compare_mappings,
 )
 
+NO_TIME = int(np.iinfo(np.int64).min)  # a point or row without a time (times before 1970 are negative, not missing)
+POINT_TIME = "_neptune_time/"  # + key: a point's own epoch-ms time in its row, where it is not the row's `_timestamp`
+
 
 def md5_base64(path: Path, chunk_size: int = 1 << 20) -> str:
     """W&B's artifact entry digest of a file (base64 md5), streamed."""
@@ -68,12 +71,13 @@ class HistoryDigest:
     def add_row(self, row: dict[str, Any]) -> None:
         """A history row as read back (`_step`, `_timestamp`, keys → numbers or histogram dicts)."""
         step = int(row["_step"])
-        timestamp = round(float(row["_timestamp"]) * 1000) if "_timestamp" in row else -1
+        timestamp = round(float(row["_timestamp"]) * 1000) if "_timestamp" in row else NO_TIME
         values = {k: v for k, v in row.items() if not k.startswith("_")}
         self._add("\x00rows", step, timestamp, float(len(values)))
         for key, value in values.items():
             number = histogram_number(value) if isinstance(value, dict) else float(value)
-            self._add(key, step, timestamp, number)
+            own = row.get(POINT_TIME + key)  # the point's own time where it is not its row's
+            self._add(key, step, timestamp if own is None else int(own), number)
             self.last[key] = number
         if self._buffered >= self.flush_points:
             self.flush()

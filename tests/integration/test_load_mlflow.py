@@ -77,8 +77,8 @@ def loaded(mlflow_server, tmp_path_factory):  # noqa: F811
 def test_every_run_is_loaded_once_into_its_experiment(loaded):
     root, project, results, client = loaded
     assert sorted((r.run_id, r.status, r.points, r.files) for r in results) == [
-        ("run-1", "loaded", 2503, 8),
-        ("run-2", "loaded", 2503, 8),
+        ("run-1", "loaded", 2503, 9),  # + neptune/original_points/metrics/loss.jsonl (its ±inf)
+        ("run-2", "loaded", 2503, 9),
     ]
     (parent,) = active_runs(client, project, "run-1")
     (child,) = active_runs(client, project, "run-2")
@@ -97,7 +97,7 @@ def test_params_tags_and_long_values_read_back(loaded):
     assert params["params/lr"] == "0.001" and params["params/nan"] == "nan" and params["params/inf"] == "inf"
     assert params["params/epochs"] == "12" and params["params/flag"] == "True" and params["params/name"] == "résumé ✓"
     assert params["params/when"] == "2024-02-03T04:05:06.789+00:00"
-    assert params["params/set"] == "a,b,c"
+    assert params["params/set"] == '["a", "b", "c"]'
     long_param = params["params/long"]
     assert len(long_param) <= 6000 and long_param.startswith(LONG_TEXT[:5000])
     assert "neptune/long_values/params/long.txt" in long_param
@@ -179,7 +179,7 @@ def test_loading_twice_changes_nothing_and_validation_is_clean(loaded, mlflow_se
         "tags": 9,
         "metrics": 2,
         "points": 2503,
-        "artifacts": 9,
+        "artifacts": 10,
     }
 
 
@@ -371,7 +371,9 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
     client = MlflowClient(mlflow_server)
     basic = client.get_run(results["run-basic"].target_run_id)
     assert client.get_experiment(basic.info.experiment_id).name == "workspace/awkward/exp-alpha"
-    assert basic.data.params["params/string_set"] == "a,b/c,ü" and basic.data.params["params/empty_string"] == ""
+    assert (
+        basic.data.params["params/string_set"] == '["a", "b/c", "ü"]' and basic.data.params["params/empty_string"] == ""
+    )
     assert basic.data.params["unicode/ścieżka/λ"] == "1.5" and basic.data.tags["neptune.step_multiplier"] == "100"
     steps = sorted((m.step, m.value) for m in client.get_metric_history(basic.info.run_id, "metrics/float_steps"))
     assert steps == [(10, 1.0), (29, 2.0), (100, 3.0), (150, 4.0)]

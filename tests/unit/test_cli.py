@@ -163,6 +163,7 @@ def test_preflight_rejects_bad_input_before_any_download(fake_env, tmp_path, arg
     assert not any(
         endpoint.endswith(("series", "download", "signed_url")) for endpoint in fake_env.requests.by_endpoint()
     )
+    assert not (tmp_path / "d").exists() and not (tmp_path / "f").exists()  # no folder before a bad-input stop
 
 
 def test_bad_token_is_one_line_and_never_printed(fake_env, tmp_path):
@@ -171,6 +172,7 @@ def test_bad_token_is_one_line_and_never_printed(fake_env, tmp_path):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "token" in lines[0].lower() and bad not in result.output
+    assert not (tmp_path / "d").exists() and not (tmp_path / "f").exists()
 
 
 def test_unwritable_output_path_is_rejected(fake_env, tmp_path):

@@ -77,3 +77,12 @@ def test_tracking_uri_comes_from_the_environment(export_root, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
     result = CliRunner().invoke(app, ["load", "-d", str(export_root / "data")])
     assert result.exit_code == 2 and "MLflow tracking server http://127.0.0.1:" in result.output
+
+
+@pytest.mark.parametrize("command", ["load", "validate"])
+def test_no_report_folder_is_created_before_a_bad_input_stop(command, export_root):
+    reports = export_root / "new" / "reports"
+    arguments = ["-d", str(export_root / "data"), "--mlflow-tracking-uri", str(export_root / "mlruns")]
+    result = CliRunner().invoke(app, [command, *arguments, "--report-path", str(reports)])
+    assert result.exit_code == 2 and "file store" in result.output, result.output
+    assert not (export_root / "new").exists()

@@ -37,7 +37,10 @@ def mapped(tmp_path):
 def test_param_text_of_every_single_value_type():
     assert param_text("float", 0.1) == "0.1" and param_text("float", float("nan")) == "nan"
     assert param_text("int", 3) == "3" and param_text("bool", False) == "False"
-    assert param_text("string_set", ["b", "a"]) == "a,b"
+    assert (
+        param_text("string_set", ["b", "a"]) == '["a", "b"]'
+        and param_text("string_set", ["a,b", "c"]) == '["a,b", "c"]'
+    )
     assert param_text("datetime", datetime(2024, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)) == "2024-01-02T03:04:05.006+00:00"
 
 
@@ -54,7 +57,11 @@ def test_params_tags_and_long_values(mapped):
     export, mapping, items = mapped
     params = {k: v for item in items if isinstance(item, Params) for k, v in item.values.items()}
     tags = {k: v for item in items if isinstance(item, Tags) for k, v in item.values.items()}
-    assert params["params/set"] == "a,b,c" and params["params/epochs"] == "12" and len(params["params/long"]) == 6000
+    assert (
+        params["params/set"] == '["a", "b", "c"]'
+        and params["params/epochs"] == "12"
+        and len(params["params/long"]) == 6000
+    )
     assert "sys/tags" not in params and tags == {"baseline": "", "with space": "", "neptune.tag.mlflow.note": ""}
     long_artifact = next(i for i in items if isinstance(i, ArtifactItem) and i.local.name == "long.txt")
     assert long_artifact.artifact_dir == "neptune/long_values/params" and long_artifact.local.read_text() == LONG_TEXT
@@ -95,7 +102,7 @@ def test_files_and_series_become_artifacts_under_the_attribute_path(mapped):
 def test_user_multiplier_must_make_every_step_whole(mapped):
     export, _, _ = mapped
     assert export.step_multiplier(1000) == 1000
-    with pytest.raises(InvalidOptionError, match=r"step 1.25 times the step multiplier 10 "):
+    with pytest.raises(InvalidOptionError, match=r"step 1.25 of metrics/frac times the step multiplier 10 "):
         export.step_multiplier(10)
 
 

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from neptune import attributes as na
 from neptune import exceptions as ne
 from neptune.common import exceptions as ce
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
@@ -32,52 +31,28 @@ from neptune_exporter.model import AttributeKind, AttributeType, RunRef
 from neptune_exporter.settings import RetryPolicy, Settings
 from neptune_exporter.storage.files import safe_relative, unpack_zip
 
-
-def bare(cls):
-    """An attribute object of a client class without a container (only its class matters here)."""
-    return object.__new__(cls)
+REPORTED = [  # (path, 2.x type name) as the server reports a run's attributes
+    ("params/lr", "float"),
+    ("params/bs", "int"),
+    ("params/opt/name", "string"),
+    ("sys/id", "string"),
+    ("sys/tags", "stringSet"),
+    ("sys/state", "experimentState"),
+    ("sys/creation_time", "datetime"),
+    ("source_code/git", "gitRef"),
+    ("source_code/files", "fileSet"),
+    ("metrics/loss", "floatSeries"),
+    ("monitoring/stdout", "stringSeries"),
+    ("images", "imageSeries"),
+    ("model", "file"),
+    ("data", "artifact"),
+    ("nb", "notebookRef"),
+    ("flag", "bool"),
+]
 
 
 def structure():
-    return {
-        "params": {"lr": bare(na.Float), "bs": bare(na.Integer), "opt": {"name": bare(na.String)}},
-        "sys": {
-            "id": bare(na.String),
-            "tags": bare(na.StringSet),
-            "state": bare(na.RunState),
-            "creation_time": bare(na.Datetime),
-        },
-        "source_code": {"git": bare(na.GitRef), "files": bare(na.FileSet)},
-        "metrics": {"loss": bare(na.FloatSeries)},
-        "monitoring": {"stdout": bare(na.StringSeries)},
-        "images": bare(na.FileSeries),
-        "model": bare(na.File),
-        "data": bare(na.Artifact),
-        "nb": bare(na.NotebookRef),
-        "flag": bare(na.Boolean),
-    }
-
-
-def test_flatten_structure_yields_every_leaf_with_its_path():
-    paths = [p for p, _ in n2.flatten_structure(structure())]
-    assert paths == [
-        "params/lr",
-        "params/bs",
-        "params/opt/name",
-        "sys/id",
-        "sys/tags",
-        "sys/state",
-        "sys/creation_time",
-        "source_code/git",
-        "source_code/files",
-        "metrics/loss",
-        "monitoring/stdout",
-        "images",
-        "model",
-        "data",
-        "nb",
-        "flag",
-    ]
+    return [(path, type_name, None) for path, type_name in REPORTED]
 
 
 def test_source_attributes_map_every_2x_type():
@@ -103,7 +78,7 @@ def test_source_attributes_map_every_2x_type():
 
 
 def test_unknown_attribute_types_are_left_out():
-    found = n2.source_attributes({"odd": object(), "x": bare(na.Float)})
+    found = n2.source_attributes([("odd", "complexSeries", None), ("x", "float", None)])
     assert [a.path for a in found] == ["x"]
 
 
@@ -280,3 +255,10 @@ def test_the_clients_connection_pool_is_sized_to_the_workers():
     }
     assert connection_pool_size(settings, 4) == 4 * 2 * 3 + 2
     assert sizes == {"http://": 26, "https://": 26}
+
+
+def test_client_messages_lose_their_terminal_colour_codes():
+    error = n2.typed_error(ne.FetchAttributeNotFoundException("a//b"), run="R-1", attribute="a//b")
+    assert error.message == "the attribute could not be read: The field a//b was not found."
+    coloured = TerminalError("x \x1b[95mred\x1b[0m \x1b]8;;http://x\x07link\x1b]8;;\x07", "fix \x1b[1mit\x1b[0m")
+    assert (coloured.message, coloured.remedy) == ("x red link", "fix it")

@@ -75,7 +75,7 @@ def test_run_identity_and_value_texts():
     assert wandb_run_id("p", "!!!") == run_key("p", "!!!")[:12]
     assert expected_experiment("{project}/{experiment}", "ws/p", None) == "ws/p"
     assert expected_experiment("neptune-{experiment}@{project}", "ws/p", "e") == "neptune-e@ws/p"
-    assert param_text("float", float("inf")) == "inf" and param_text("string_set", ["b", "a"]) == "a,b"
+    assert param_text("float", float("inf")) == "inf" and param_text("string_set", ["b", "a"]) == '["a", "b"]'
     assert config_value("float", float("nan")) == "NaN" and config_value("string_set", {"b", "a"}) == ["a", "b"]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,50 +47,26 @@ class SourceAttribute:
     handle: Any = None
 
 
-def neptune_type_of(attribute: Any) -> str | None:
-    """2.x type name of a client attribute object (by class), None for types this exporter does not know."""
-    from neptune import attributes as na
+def run_attributes(handle: Any) -> list[SourceAttribute]:
+    """Every attribute of an opened run (or model) at the path Neptune reports, with a client attribute object that
+    reads exactly that path. The client's own structure splits paths on "/" and drops empty parts, so `a//b`,
+    `trailing/` and `/leading` would be read at paths the server does not know (or at another attribute's): the
+    client joins a one-element path list as it is."""
+    from neptune.attributes.utils import create_attribute_from_type
 
-    classes = {
-        na.Float: "float",
-        na.Integer: "int",
-        na.Boolean: "bool",
-        na.String: "string",
-        na.Datetime: "datetime",
-        na.StringSet: "stringSet",
-        na.RunState: "experimentState",
-        na.GitRef: "gitRef",
-        na.NotebookRef: "notebookRef",
-        na.FloatSeries: "floatSeries",
-        na.StringSeries: "stringSeries",
-        na.FileSeries: "imageSeries",
-        na.File: "file",
-        na.FileSet: "fileSet",
-        na.Artifact: "artifact",
-    }
-    return classes.get(type(attribute))
+    reported = handle._backend.get_attributes(handle._id, handle.container_type)
+    return source_attributes(
+        (a.path, a.type.value, create_attribute_from_type(a.type, handle, [a.path])) for a in reported
+    )
 
 
-def flatten_structure(structure: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(path, attribute) for every leaf of a run's nested `get_structure()` dict."""
-    for name, value in structure.items():
-        path = f"{prefix}/{name}" if prefix else name
-        if isinstance(value, dict):
-            yield from flatten_structure(value, path)
-        else:
-            yield path, value
-
-
-def source_attributes(structure: dict) -> list[SourceAttribute]:
-    """The run's attributes with their types; attributes of unknown types are logged and left out."""
+def source_attributes(reported: Iterable[tuple[str, str, Any]]) -> list[SourceAttribute]:
+    """(path, 2.x type name, client object) as attributes with their exported types; unknown types logged, left out."""
     found = []
-    for path, handle in flatten_structure(structure):
-        neptune_type = neptune_type_of(handle)
-        exported = (ATOM_TYPES.get(neptune_type) or OTHER_TYPES.get(neptune_type)) if neptune_type else None
-        if neptune_type is None or exported is None:
-            log.warning(
-                "attribute %s has a type this exporter does not know (%s); left out", path, type(handle).__name__
-            )
+    for path, neptune_type, handle in reported:
+        exported = ATOM_TYPES.get(neptune_type) or OTHER_TYPES.get(neptune_type)
+        if exported is None:
+            log.warning("attribute %s has a type this exporter does not know (%s); left out", path, neptune_type)
             continue
         found.append(SourceAttribute(path, neptune_type, exported, handle))
     return found

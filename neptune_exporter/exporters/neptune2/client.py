@@ -20,6 +20,8 @@ from neptune_exporter.errors import (
     SourceUnavailableError,
     TerminalError,
     UnsupportedError,
+    first_line,
+    plain_text,
 )
 from neptune_exporter.retry import call_with_retries
 from neptune_exporter.settings import Settings
@@ -97,7 +99,7 @@ def _map_client_error(error: BaseException, project: str) -> NeptuneExporterErro
     from neptune.common import exceptions as ce
 
     name = type(error).__name__
-    text = str(error).strip().splitlines()[0] if str(error).strip() else name
+    text = first_line(str(error)) or name
     if isinstance(error, (ce.NeptuneInvalidApiTokenException, ce.Unauthorized, ne.NeptuneMissingApiTokenException)):
         return InvalidTokenError(f"the Neptune server rejected the API token ({name})", TOKEN_REMEDY)
     if isinstance(error, (ne.ProjectNotFound, ne.NeptuneMissingProjectNameException, ce.Forbidden)):
@@ -198,7 +200,7 @@ def _body(error: BaseException) -> str:
     text = text() if callable(text) else text
     if not isinstance(text, str) or not text.strip():
         text = str(error)
-    return " ".join(text.split())[:300]
+    return " ".join(plain_text(text).split())[:300]
 
 
 def _retry_after(error: BaseException) -> float:

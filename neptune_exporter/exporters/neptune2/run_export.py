@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 
 from neptune_exporter.errors import TerminalError
-from neptune_exporter.exporters.base import ProgressCallback, RunContent, chunked
+from neptune_exporter.exporters.base import ProgressCallback, RunContent, attribute_failure, chunked
 from neptune_exporter.exporters.neptune2.attributes import (
     ATOM_TYPES,
     SourceAttribute,
     atom_value,
+    run_attributes,
     select_attributes,
-    source_attributes,
 )
 from neptune_exporter.exporters.neptune2.client import typed_error
 from neptune_exporter.model import AttributeType, RunRef, project_files_dir, sanitize_name
@@ -106,10 +106,10 @@ class RunExport:
         handle = self.source.open_run(self.run)
         try:
             try:
-                structure = handle.get_structure()
+                found = run_attributes(handle)
             except Exception as exc:  # noqa: BLE001 - mapped to a typed error
                 raise typed_error(exc, run=self.run.run_id) from exc
-            chosen = select_attributes(source_attributes(structure), self.selection)
+            chosen = select_attributes(found, self.selection)
             atoms = [a for a in chosen if a.neptune_type in ATOM_TYPES]
             jobs: list[tuple[str | None, Callable[[], Iterator[pa.RecordBatch]]]] = [
                 (None, partial(self._atom_batches, chunk))
@@ -167,7 +167,14 @@ class RunExport:
             for batch in job():
                 if not self._put(results, batch):
                     return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which raises it
+        except Exception as exc:  # noqa: BLE001 - recorded for its attribute, or handed to the consumer to raise
+            error = typed_error(exc, run=self.run.run_id, attribute=attribute_path)
+            if attribute_path is not None and attribute_failure(error):
+                with self.files_lock:
+                    self.content.attribute_errors.append(error)
+            else:
+                self._put(results, error)
+        except BaseException as exc:  # noqa: BLE001 - an interrupt: handed to the consumer thread, which raises it
             self._put(results, typed_error(exc, run=self.run.run_id, attribute=attribute_path))
         finally:
             self._put(results, _DONE)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from neptune_exporter.errors import StepOutOfRangeError
 from neptune_exporter.exporters.base import ProgressCallback, chunked
 from neptune_exporter.exporters.neptune3.client import SERIES_PER_REQUEST, neptune_errors
 from neptune_exporter.exporters.neptune3.discovery import archived_too
@@ -59,6 +60,7 @@ class RunExport:
     use_token: Callable[[], None] = lambda: None  # makes this source's token neptune-query's before each call
     files: list[ExportedFile] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
+    attribute_errors: list = field(default_factory=list)  # RunContent.attribute_errors
     downloads: FileDownloads = field(init=False)
 
     def __post_init__(self) -> None:
@@ -248,17 +250,25 @@ class RunExport:
     def series_batches(self, types: dict[str, str]) -> Iterator[pa.RecordBatch]:
         """Rows of the series named in `types` (path → type; float series, or string and histogram ones, together)."""
         metrics = any(t == "float_series" for t in types.values())
+        failed: set[str] = set()
         for chunk in self.series_windows(metrics, list(types)):
             type_name = types[chunk.path]
-            batch = series_rows(
-                self.project,
-                self.run.run_id,
-                chunk.path,
-                type_name,
-                chunk.steps,
-                series_values(type_name, chunk.values),
-                chunk.timestamps_ms,
-            )
+            if chunk.path in failed:
+                continue
+            try:
+                batch = series_rows(
+                    self.project,
+                    self.run.run_id,
+                    chunk.path,
+                    type_name,
+                    chunk.steps,
+                    series_values(type_name, chunk.values),
+                    chunk.timestamps_ms,
+                )
+            except StepOutOfRangeError as error:  # this series only: the run's others are exported
+                failed.add(chunk.path)
+                self.attribute_errors.append(error)
+                continue
             yield self.report(batch)
 
     # ---------------------------------------------------------------- files

@@ -122,5 +122,10 @@ class Neptune3Source:
         compile_regex(attributes.regex, "--attributes")
         self._ready()
         export = RunExport(self.settings, run, attributes, Path(files_root), watermarks or {}, progress, self._ready)
-        content = RunContent(batches=export.batches(), files=export.files, source_facts=export.facts)
+        content = RunContent(
+            batches=export.batches(),
+            files=export.files,
+            source_facts=export.facts,
+            attribute_errors=export.attribute_errors,
+        )
         return content

@@ -14,12 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neptune_exporter.errors import OutputPathError, TerminalError
+from neptune_exporter.errors import TerminalError
 from neptune_exporter.loaders.base import MLFLOW, ExportedRun, KeyMap, format_step, integer_steps
 from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
 
 TAGS_ATTRIBUTE = "sys/tags"
 LONG_VALUES_DIR = "neptune/long_values"
+ORIGINALS_DIR = "neptune/original_points"
 KEY_MAP_ARTIFACT_DIR = "neptune"
 KEY_MAP_FILE = "key_map.json"
 RESERVED_TAG_PREFIXES = ("mlflow.", "neptune.")
@@ -76,9 +77,10 @@ class ArtifactItem:
 
 
 def param_text(attribute_type: str, value: Any) -> str:
-    """MLflow param text of a single value: string sets joined with ',', datetimes ISO 8601 (ms, UTC)."""
+    """MLflow param text of a single value: string sets as a JSON list (sorted; reversible whatever the strings
+    hold), datetimes ISO 8601 (ms, UTC)."""
     if attribute_type == AttributeType.STRING_SET.value:
-        return ",".join(sorted(value))
+        return json.dumps(sorted(value), ensure_ascii=False)
     if attribute_type == AttributeType.DATETIME.value:
         return iso_utc_ms(value)
     if attribute_type == AttributeType.FLOAT.value:
@@ -107,6 +109,7 @@ class RunMapping:
         self.tag_keys = KeyMap(MLFLOW)
         self._pending_params: dict[str, str] = {}
         self._series_files: dict[str, Path] = {}
+        self._originals: dict[str, Path] = {}  # metric key → its original points (`_record_originals`)
 
     def items(self) -> Iterator[Params | Tags | MetricChunk | ArtifactItem]:
         """Everything to send, in bounded chunks; generated files come last, the key map very last."""
@@ -123,6 +126,8 @@ class RunMapping:
             self._pending_params = {}
         for key, path in sorted(self._series_files.items()):
             yield ArtifactItem(path, key)
+        for key, path in sorted(self._originals.items()):
+            yield ArtifactItem(path, str(Path(ORIGINALS_DIR, key).parent.as_posix()))
         yield self._key_map_artifact()
 
     # ---------------------------------------------------------------- parameters and tags
@@ -184,8 +189,37 @@ class RunMapping:
         encoded = rows.column("attribute_path").dictionary_encode()
         names = [self.keys(path) for path in encoded.dictionary.to_pylist()]
         codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        values = pc.fill_null(rows.column("float_value"), float("nan")).to_numpy(zero_copy_only=False)
-        yield MetricChunk(names, codes, self._steps(rows), self._timestamps(rows), np.asarray(values, dtype=np.float64))
+        values = np.asarray(
+            pc.fill_null(rows.column("float_value"), float("nan")).to_numpy(zero_copy_only=False), dtype=np.float64
+        )
+        stamps = self._timestamps(rows)
+        self._record_originals(names, codes, rows, stamps, values)
+        yield MetricChunk(names, codes, self._steps(rows), np.maximum(stamps, 0), values)
+
+    def _record_originals(
+        self, names: list[str], codes: np.ndarray, rows: pa.RecordBatch, stamps: np.ndarray, values: np.ndarray
+    ) -> None:
+        """Points MLflow cannot hold as they are (a time before 1970: logged at 1970-01-01; ±inf: stored as ±max
+        float64; -0.0: stored as 0.0) keep their originals, a JSON line each, in `neptune/original_points/<key>.jsonl`."""
+        early = stamps < 0
+        changed_value = np.isinf(values) | ((values == 0) & np.signbit(values))
+        unscaled = decimal_array_to_unscaled(rows.column("step"))
+        kept = np.flatnonzero(early | changed_value)
+        for code in np.unique(codes[kept]).tolist():
+            with self._originals_handle(names[code]) as handle:
+                for i in kept[codes[kept] == code].tolist():
+                    record = {
+                        "step": format_step(int(unscaled[i])),
+                        "timestamp": int(stamps[i]) if early[i] else None,
+                        "value": repr(float(values[i])) if changed_value[i] else None,
+                    }
+                    handle.write(json.dumps(record) + "\n")
+
+    def _originals_handle(self, key: str):
+        local = self.workdir / ORIGINALS_DIR / f"{key}.jsonl"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self._originals[key] = local
+        return open(local, "a", encoding="utf-8")
 
     def _append_lines(self, rows: pa.RecordBatch, file_name: str, render: Callable[[Any], dict]) -> None:
         if not rows.num_rows:
@@ -218,20 +252,13 @@ class RunMapping:
         self._append_lines(rows, "histograms.jsonl", lambda value: dict(value or {}))
 
     # ---------------------------------------------------------------- files
-    def _local_file(self, path: str, value: dict | None) -> Path:
-        local = self.export.local_file(path, value)
-        if local is None:
-            raise OutputPathError(
-                f"run {self.export.run_id!r}: the file row of {path} names no file",
-                "re-export the run's files",
-            )
-        return local
-
     def _whole_files(self, rows: pa.RecordBatch) -> Iterator[ArtifactItem]:
         for path, value in zip(
             rows.column("attribute_path").to_pylist(), rows.column("file_value").to_pylist(), strict=True
         ):
-            yield ArtifactItem(self._local_file(path, value), self.keys(path))
+            local = self.export.local_file(path, value)
+            if local is not None:  # a row naming no file (the peer tool writes them) holds nothing to load
+                yield ArtifactItem(local, self.keys(path))
 
     def _file_series(self, rows: pa.RecordBatch) -> Iterator[ArtifactItem]:
         if not rows.num_rows:
@@ -240,7 +267,9 @@ class RunMapping:
         for path, step, value in zip(
             rows.column("attribute_path").to_pylist(), steps, rows.column("file_value").to_pylist(), strict=True
         ):
-            yield ArtifactItem(self._local_file(path, value), f"{self.keys(path)}/step_{step}")
+            local = self.export.local_file(path, value)
+            if local is not None:
+                yield ArtifactItem(local, f"{self.keys(path)}/step_{step}")
 
     def _key_map_artifact(self) -> ArtifactItem:
         local = self.workdir / KEY_MAP_ARTIFACT_DIR / KEY_MAP_FILE

@@ -163,6 +163,8 @@ class ExportReader:
             if attribute_type in SINGLE_FILE_TYPES or attribute_type is AttributeType.FILE_SERIES:
                 self._file(path, attribute_type, row, unscaled)
                 continue
+            if row[value_column(attribute_type)] is None:  # no value: the peer tool writes such rows
+                continue
             value = _native(attribute_type, row)
             self.content.config[self.keymap(path)] = value
             if path == "sys/tags":

@@ -61,15 +61,20 @@ def _table_json(rows: list[list]) -> str:
 
 
 _NO_TIME = int(np.iinfo(np.int64).max)  # a row's earliest time when none of its points has one
+_MISSING = int(np.iinfo(np.int64).min)  # a point without a time (a time before 1970 is negative, and kept)
+# A point whose own time is not its row's `_timestamp` (series sharing a step) keeps it, in epoch ms, under this
+# prefix + its key in the same row. No attribute key starts with "_" in W&B (names.py), so nothing collides.
+POINT_TIME_PREFIX = "_neptune_time/"
 
 
 def _row_timestamps(table: pa.Table) -> np.ndarray:
     column = table.column("timestamp")
-    return pc.fill_null(column, -1).to_numpy() if column.null_count else column.to_numpy()
+    return pc.fill_null(column, _MISSING).to_numpy() if column.null_count else column.to_numpy()
 
 
 class HistoryWriter:
-    """Turns step-ordered spill tables into W&B rows: one `run.log` per step, `_timestamp` = earliest point time."""
+    """Turns step-ordered spill tables into W&B rows: one `run.log` per step, `_timestamp` = earliest point time,
+    `_neptune_time/<key>` = a point's own time where it differs."""
 
     def __init__(self, run, content: RunContent, multiplier: int, staging: Path):
         self.run, self.content, self.multiplier, self.staging = run, content, multiplier, staging
@@ -102,7 +107,7 @@ class HistoryWriter:
         for value, step, key, ts in zip(
             table.column("string_value").to_pylist(), unscaled.tolist(), keys.tolist(), timestamps.tolist(), strict=True
         ):
-            self._string_sink(key).add(format_step(step), value, ts if ts >= 0 else None)
+            self._string_sink(key).add(format_step(step), value, None if ts == _MISSING else ts)
 
     def _rows(self, table: pa.Table, steps: np.ndarray, keys: np.ndarray, timestamps: np.ndarray) -> None:
         values = table.column("float_value").to_numpy(zero_copy_only=False).tolist()
@@ -114,13 +119,16 @@ class HistoryWriter:
         names = self.names[keys].tolist()
         starts = np.r_[0, np.flatnonzero(np.diff(steps)) + 1]
         ends = np.r_[starts[1:], len(steps)].tolist()
-        earliest = np.minimum.reduceat(np.where(timestamps >= 0, timestamps, _NO_TIME), starts)
+        earliest = np.minimum.reduceat(np.where(timestamps != _MISSING, timestamps, _NO_TIME), starts)
         for start, end, step, first_ms in zip(
             starts.tolist(), ends, steps[starts].tolist(), earliest.tolist(), strict=True
         ):
             row: dict[str, Any] = dict(zip(names[start:end], values[start:end], strict=True))
             if first_ms != _NO_TIME:  # some point of the row has a time
                 row["_timestamp"] = first_ms / 1000
+                own = timestamps[start:end]
+                for i in np.flatnonzero((own != _MISSING) & (own != first_ms)).tolist():
+                    row[POINT_TIME_PREFIX + names[start + i]] = int(own[i])
             self.run.log(row, step=step)
         self.rows += len(ends)
         self.points += len(values)  # a Python int: results are JSON
