@@ -225,7 +225,7 @@ def test_a_worker_killed_mid_chunk_costs_a_retry_of_that_chunk_and_no_complete_r
     fake.faults.update(latency_ms=40)  # runs take long enough to kill a worker in the middle of a chunk
     try:
         parent = distributed_export(pool, fake, data, files)
-        victim = wait_for_a_chunk_half_done(pool, data)
+        victim, half_done = wait_for_a_chunk_half_done(pool, data)
         killed = [run for run in chunk_runs_of(pool.api_url, data) if run_by(victim, run) and not run.state.is_final()]
         for pid in [*descendants(victim.process.pid), victim.process.pid]:
             os.kill(pid, signal.SIGKILL)
@@ -234,17 +234,22 @@ def test_a_worker_killed_mid_chunk_costs_a_retry_of_that_chunk_and_no_complete_r
             for run_id in RUN_IDS
             if (m := read_manifest(manifest_path(data, PROJECT, run_id))) and m.is_complete()
         }
+        # a second parent for the same data path while the first one waits out the lost chunk: it never interleaves
+        second_code, second_out, second_err = finish(distributed_export(pool, fake, data, files))
         code, out, err = finish(parent)
     finally:
         fake.faults.update(latency_ms=0)
     assert code == 0, out + err
     assert f"runs: {RUNS} exported, 0 unchanged, 0 failed" in out and complete_at_kill
+    assert second_code == 3 and f"{data} is in use: export (pid {parent.pid}" in second_err, second_out + second_err
 
-    (parent_run,) = [r for r in flow_runs(pool.api_url, "export") if r.parameters["paths"]["data_path"] == str(data)]
-    assert parent_run.state.name == "Completed"
+    parents = [r for r in flow_runs(pool.api_url, "export") if r.parameters["paths"]["data_path"] == str(data)]
+    assert sorted(run.state.name for run in parents) == ["Completed", "Skipped"]  # the second one found the lock
+    assert "is in use" in next(run for run in parents if run.state.name == "Skipped").state.message
     chunks = chunk_runs_of(pool.api_url, data)
     crashed = [run for run in chunks if run.state.type == StateType.CRASHED]
-    assert {run.id for run in crashed} == {run.id for run in killed}
+    # the half-done chunk, and any other chunk its worker ran and that had not ended before the kill
+    assert half_done.id in {run.id for run in crashed} <= {run.id for run in killed}
     assert all("gave no sign of life" in run.state.message for run in crashed)
     retried = [run for run in chunks if run.parameters["shared"]["attempt"] == 2]
     assert sorted(run.parameters["shared"]["chunk"] for run in retried) == sorted(
@@ -263,11 +268,12 @@ def test_a_worker_killed_mid_chunk_costs_a_retry_of_that_chunk_and_no_complete_r
 
 
 def run_by(worker: Worker, run: FlowRun) -> bool:
-    return f"flow run '{run.id}'" in worker.submitted()
+    """The flow run ran in a process of this worker (its own log line, not a submission the other worker aborted)."""
+    return f"/runs/flow-run/{run.id}" in worker.submitted()
 
 
-def wait_for_a_chunk_half_done(pool: Pool, data: Path) -> Worker:
-    """The worker of a running chunk that has journaled at least one finished run (and not nearly all of them)."""
+def wait_for_a_chunk_half_done(pool: Pool, data: Path) -> tuple[Worker, FlowRun]:
+    """A running chunk that has journaled at least one finished run (and not nearly all of them), and its worker."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         for run in chunk_runs_of(pool.api_url, data):
@@ -278,6 +284,6 @@ def wait_for_a_chunk_half_done(pool: Pool, data: Path) -> Worker:
             lines = journal.read_text().count("\n") if journal.exists() else 0
             owner = [worker for worker in pool.workers if run_by(worker, run)]
             if 0 < lines < len(run.parameters["plans"]) - 2 and owner:
-                return owner[0]
+                return owner[0], run
         time.sleep(0.5)
     raise AssertionError("no chunk got half-way within 300 s")
