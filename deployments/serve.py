@@ -44,6 +44,20 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         None,
     ),
     DeploymentSpec(
+        "neptune3",
+        "flows.export.export_chunk",
+        {},
+        "One chunk of a distributed export (export --distribute) from Neptune 3.x; started by its parent export.",
+        None,
+    ),
+    DeploymentSpec(
+        "neptune2",
+        "flows.export.export_chunk",
+        {},
+        "One chunk of a distributed export (export --distribute) from Neptune 2.x; started by its parent export.",
+        None,
+    ),
+    DeploymentSpec(
         "mlflow",
         "flows.load.load",
         {"options": {"target": "mlflow"}},

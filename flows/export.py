@@ -14,13 +14,14 @@ from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import guard
+from flows import fan_out, guard
 from flows.live import LiveRuns
 from flows.runtime import cut_short, dispatch, run_in_process, run_subflow, stopped
 from neptune_exporter import export as library
 from neptune_exporter import export_results, interrupt, locations, progress
-from neptune_exporter.errors import PathLockedError, failure_message
+from neptune_exporter.errors import PathLockedError, StorageNotSharedError, failure_message
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage.fan_out import Distribution
 from neptune_exporter.storage.manifest import STATUS_COMPLETE, STATUS_FAILED
 from tasks import export as export_tasks
 from tasks.policy import RunsFailed, detached, failed, interrupted
@@ -120,15 +121,27 @@ def show_run_done(live: LiveRuns | None, pointer: dict) -> None:
 
 
 @flow(name="export-chunk", log_prints=False)
-def export_chunk(plans: list[dict], options: dict, live: str = "") -> list[dict] | State:
+def export_chunk(plans: list[dict], options: dict, live: str = "", shared: dict | None = None) -> list[dict] | State:
     """Export up to `runs_per_task_batch` runs of one project: one task per run on the flow's thread pool.
 
     A run the plan skips (complete manifest, same modification time and options) may be answered from the task
     cache (shown as Cached in the UI); every other run refreshes the cache, so the manifest stays the truth.
     The chunk ends Failed when any of its runs failed (its pointers travel in the state), Cancelled when a stop
-    request (Ctrl-C / SIGTERM) left runs to do.
+    request (Ctrl-C / SIGTERM) left runs to do. Run by a distributing parent on a worker (`shared`: flows/fan_out.py),
+    it first checks it sees the parent's data path, then journals each run's result there.
     """
     parsed = library.ExportOptions.from_json(options)
+    try:
+        with fan_out.reporting(parsed.data_path, shared) as report:
+            return export_chunk_runs(plans, options, parsed, live, report)
+    except StorageNotSharedError as error:
+        return failed(failure_message(error.to_record()), [])
+
+
+def export_chunk_runs(
+    plans: list[dict], options: dict, parsed: library.ExportOptions, live: str, report: fan_out.ChunkReport
+) -> list[dict] | State:
+    """The chunk's runs, each one's result reported as it ends; the chunk's final state."""
     reuse, refresh = export_tasks.export_run, export_tasks.export_run.with_options(refresh_cache=True)
 
     def submit(plan: dict) -> PrefectFuture:
@@ -137,9 +150,12 @@ def export_chunk(plans: list[dict], options: dict, live: str = "") -> list[dict]
 
     view = LiveRuns.find(live)
     pointers = []
-    for future, plan in dispatch(submit, plans, parsed.workers):
+    for future, plan in dispatch(submit, plans, parsed.workers, report.given_up):
         pointers.append(pointer_of(future, plan, options))
+        report.finished(pointers[-1])
         show_run_done(view, pointers[-1])
+    if report.given_up():
+        return interrupted(f"given up as lost by its parent: {len(plans) - len(pointers)} run(s) left to its retry", [])
     if cut_short(pointers, len(plans)):
         return interrupted(
             f"stopped on request: {len(plans) - len(pointers)} of {len(plans)} runs not started", pointers
@@ -250,34 +266,47 @@ def export(
     paths: dict | None = None,
     workers: int = 4,
     if_locked: str = "stop",
+    distribute: dict | None = None,
 ) -> dict | State:
     """Export Neptune runs to Parquet + files: resumable, incremental; Failed when any run failed. Skipped when another
-    export writes to the data path (flows/guard.py; `if_locked="wait"` waits for its lock instead)."""
+    export writes to the data path (flows/guard.py; `if_locked="wait"` waits for its lock instead). With `distribute`
+    ({"work_pool": ..., "chunk_runs": ..., "max_parallel": ...}) the runs are exported by `export-chunk/<source>` flow
+    runs on that work pool (flows/fan_out.py); the data path must be shared storage."""
     options = options_from_parameters(source, projects, selection, paths, workers)
+    distribution = Distribution.from_json(distribute) if distribute is not None else None
     if (skipped := guard.skip_if_data_path_busy(options.data_path)) is not None:
         return skipped
     try:
         with library.export_lock(options, if_locked, on_wait=get_run_logger().warning):
-            return export_locked(options)
+            return export_locked(options, distribution)
     except PathLockedError as error:
         return guard.locked_state(str(error))
 
 
-def export_locked(options: library.ExportOptions) -> dict | State:
+def export_in_chunks(options: library.ExportOptions, plans: list[dict], live: LiveRuns) -> list[dict]:
+    """The runs' results, from chunk subflows in this process."""
+    chunk_flow = export_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=options.workers))
+    pointers: list[dict] = []
+    for chunk in plan_chunks(plans, Settings.from_env().runs_per_task_batch):
+        if interrupt.requested():
+            break
+        pointers += run_subflow(chunk_flow, chunk, detached(options.to_json()), live.token)
+    return pointers
+
+
+def export_locked(options: library.ExportOptions, distribution: Distribution | None = None) -> dict | State:
     """The export flow's work, while it holds the data path's lock."""
     options_json = options.to_json()
     started = time.monotonic()
     plans = export_tasks.discover_and_plan(options_json, export_tasks.preflight(options_json))
     log_plan(plans)
     live = start_progress(plans)
-    chunk_flow = export_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=options.workers))
-    pointers: list[dict] = []
-    for chunk in plan_chunks(plans, Settings.from_env().runs_per_task_batch):
-        if interrupt.requested():
-            break
-        pointers += run_subflow(chunk_flow, chunk, detached(options_json), live.token)
+    fan = None if distribution is None else fan_out.FanOut(options, distribution, lambda p: show_run_done(live, p))
+    pointers = export_in_chunks(options, plans, live) if fan is None else fan.run(plans)
     live.close()
     summary = export_tasks.write_export_summary(detached(pointers), detached(options_json))
+    if fan is not None:
+        fan.finish()
     publish_summary(summary, pointers)
     log_totals(summary, time.monotonic() - started)
     if cut_short(pointers, len(plans)):
@@ -287,6 +316,8 @@ def export_locked(options: library.ExportOptions) -> dict | State:
     return summary
 
 
-def run_export_in_process(options: library.ExportOptions, if_locked: str = "stop") -> dict:
+def run_export_in_process(
+    options: library.ExportOptions, if_locked: str = "stop", distribute: dict | None = None
+) -> dict:
     """Run the export flow here (PREFECT_API_URL or the local server); its summary. A flow-level error re-raises."""
-    return run_in_process(export, **flow_parameters(options), if_locked=if_locked)
+    return run_in_process(export, **flow_parameters(options), if_locked=if_locked, distribute=distribute)

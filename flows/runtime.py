@@ -92,16 +92,19 @@ def run_subflow(subflow: Callable[..., Any], *args: Any) -> Any:
 
 
 def dispatch(
-    submit: Callable[[Item], PrefectFuture], items: Iterable[Item], window: int
+    submit: Callable[[Item], PrefectFuture],
+    items: Iterable[Item],
+    window: int,
+    stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[tuple[PrefectFuture, Item]]:
     """Submit `submit(item)` for the items, at most `window` unfinished at a time (the task runner's workers), and
-    yield each (future, item) as it finishes. Once a stop is requested (`interrupt`) no further item is submitted:
-    the ones running finish, the rest stay to do."""
+    yield each (future, item) as it finishes. Once a stop is requested (`interrupt`, or `stop()` says so) no further
+    item is submitted: the ones running finish, the rest stay to do."""
     finished: queue.SimpleQueue[tuple[PrefectFuture, Item]] = queue.SimpleQueue()
     pending, running = iter(items), 0
 
     def submit_next() -> bool:
-        item = None if interrupt.requested() else next(pending, None)
+        item = None if interrupt.requested() or stop() else next(pending, None)
         if item is None:
             return False
         submit(item).add_done_callback(lambda future, item=item: finished.put((future, item)))

@@ -62,6 +62,16 @@ def failure_message(record: dict | None) -> str:
     return f"{text} — fix: {record['remedy']}" if record.get("remedy") else text
 
 
+def failure_record(line: str) -> dict:
+    """The record behind a `failure_message` line (error type, message, remedy): a failure known only by its line,
+    e.g. a Prefect state message."""
+    text, _, remedy = line.partition(" — fix: ")
+    error_type, separator, message = text.partition(": ")
+    if not separator or not error_type.isidentifier():
+        error_type, message = "Error", text
+    return {"error_type": error_type, "message": message, "remedy": remedy or None}
+
+
 class TerminalError(NeptuneExporterError):
     """Retrying will not help: bad input, missing access, corrupt data."""
 
@@ -121,6 +131,14 @@ class PathLockedError(TerminalError):
     """Another export (or load) holds the lock of the folder it would write to."""
 
 
+class StorageNotSharedError(TerminalError):
+    """A distributed export's chunk does not see the marker its parent wrote in the data path (not shared storage)."""
+
+
+class ChunkFailedError(TerminalError):
+    """A chunk of a distributed export ended Failed without results for its runs (its message says why)."""
+
+
 class UnsupportedError(TerminalError):
     """The source or target cannot do what was asked."""
 
@@ -138,6 +156,10 @@ class RateLimitedError(TransientError):
     """The server asked us to slow down."""
 
     retry_after: float = 0.0  # seconds the server asked to wait (its Retry-After); retry.py waits at least this
+
+
+class ChunkLostError(TransientError):
+    """A chunk of a distributed export crashed, or its process stopped beating (its worker was killed)."""
 
 
 class TargetUnavailableError(TransientError):

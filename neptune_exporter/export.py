@@ -35,7 +35,7 @@ from neptune_exporter.retry import call_with_retries
 from neptune_exporter.rows import empty_batch
 from neptune_exporter.selection import ExportOptions, compile_regex
 from neptune_exporter.settings import Settings, neptune_api_token
-from neptune_exporter.storage import incremental, integrity, lock, space
+from neptune_exporter.storage import fan_out, incremental, integrity, lock, space
 from neptune_exporter.storage.files import ExportedFile, remove_staging_leftovers, run_files_dir
 from neptune_exporter.storage.incremental import RunPlan
 from neptune_exporter.storage.manifest import (
@@ -287,7 +287,7 @@ def export_run(
     run, data_root = plan.run, Path(options.data_path)
     path = manifest_path(data_root, run.project_id, run.run_id, run.scope)
     if plan.action == "skip":
-        return _done(progress, RunExportResult(run.project_id, run.run_id, "skipped", str(path), action="skip"))
+        return _done(progress, skipped_result(plan, options))
     attempt = _begin(plan, options, settings, data_root)
     try:
         files = _stream(attempt, source, plan, options, progress)
@@ -325,6 +325,34 @@ def export_run(
         action=plan.action,
     )
     return _done(progress, result)
+
+
+def skipped_result(plan: RunPlan, options: ExportOptions) -> RunExportResult:
+    """The result of a run the plan skips (unchanged since its complete export): nothing new."""
+    run = plan.run
+    path = manifest_path(Path(options.data_path), run.project_id, run.run_id, run.scope)
+    return RunExportResult(run.project_id, run.run_id, "skipped", str(path), action="skip")
+
+
+def finished_result(plan: RunPlan, options: ExportOptions, action: str) -> RunExportResult:
+    """The result of a run an earlier attempt of this export finished (a crashed chunk of a distributed export) but
+    did not report: what its complete manifest holds, as exported by `action`."""
+    run = plan.run
+    path = manifest_path(Path(options.data_path), run.project_id, run.run_id, run.scope)
+    manifest = read_manifest(path)
+    if manifest is None or not manifest.is_complete():
+        raise ValueError(f"run {run.key()} has no complete manifest at {path}")
+    return RunExportResult(
+        run.project_id,
+        run.run_id,
+        STATUS_COMPLETE,
+        str(path),
+        rows=sum(part.rows for part in manifest.parts),
+        points=fan_out.series_points(manifest),
+        files=len(manifest.files),
+        bytes=sum(part.bytes for part in manifest.parts),
+        action=action,
+    )
 
 
 def _done(progress: ProgressSink | None, result: RunExportResult) -> RunExportResult:

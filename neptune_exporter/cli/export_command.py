@@ -35,7 +35,7 @@ from neptune_exporter.cli.options import (
     export_options_from,
 )
 from neptune_exporter.cli.running import say_interrupted, start_prefect, stops_on_interrupt
-from neptune_exporter.errors import TerminalError
+from neptune_exporter.errors import InvalidOptionError, TerminalError
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.lock import check_if_locked
 
@@ -69,6 +69,21 @@ def export(
     include_previews: PreviewsOpt = False,
     workers: ExportWorkersOpt = 4,
     if_locked: IfLockedOpt = "stop",
+    distribute: Annotated[
+        bool,
+        typer.Option(
+            "--distribute",
+            help="Export the runs in chunks, each a flow run of deployment export-chunk/<source> on the work pool "
+            "of the Prefect server PREFECT_API_URL names; the data and files paths must be shared storage.",
+        ),
+    ] = False,
+    work_pool: Annotated[
+        str | None, typer.Option("--work-pool", help="With --distribute: the work pool the chunks run on.")
+    ] = None,
+    chunk_runs: Annotated[int, typer.Option("--chunk-runs", min=1, help="With --distribute: runs per chunk.")] = 100,
+    max_parallel: Annotated[
+        int, typer.Option("--max-parallel", min=1, help="With --distribute: chunks running at the same time.")
+    ] = 4,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Export runs to Parquet + files (resumable, incremental); exit 1 when any run failed, 3 when the data path is
@@ -76,15 +91,40 @@ def export(
     try:
         options = export_options_from(locals(), neptune_api_token(api_token))
         check_if_locked(if_locked)
+        spread = distribution(distribute, work_pool, chunk_runs, max_parallel)
     except TerminalError as error:
         raise fail(error) from None
-    raise typer.Exit(run_export_command(options, no_progress=no_progress, if_locked=if_locked))
+    raise typer.Exit(run_export_command(options, no_progress=no_progress, if_locked=if_locked, distribute=spread))
 
 
-def run_export_command(options: ExportOptions, *, no_progress: bool = False, if_locked: str = "stop") -> int:
+def distribution(distribute: bool, work_pool: str | None, chunk_runs: int, max_parallel: int) -> dict | None:
+    """The export flow's `distribute` parameter (None without --distribute); InvalidOptionError on options that do
+    not go together or a missing PREFECT_API_URL (the workers' server)."""
+    from neptune_exporter.storage.fan_out import Distribution
+
+    if not distribute:
+        if work_pool:
+            raise InvalidOptionError(
+                "--work-pool works with --distribute only", "add --distribute, or drop --work-pool"
+            )
+        return None
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InvalidOptionError(
+            "--distribute needs the Prefect server your workers poll",
+            "set PREFECT_API_URL to it (e.g. http://prefect-server:4200/api) and run `prefect worker start --pool "
+            "NAME` on each node",
+        )
+    return Distribution.from_json(
+        {"work_pool": work_pool, "chunk_runs": chunk_runs, "max_parallel": max_parallel}
+    ).to_json()
+
+
+def run_export_command(
+    options: ExportOptions, *, no_progress: bool = False, if_locked: str = "stop", distribute: dict | None = None
+) -> int:
     """Preflight (bad input → one line, exit 2), then the export flow in-process; the exit status."""
     with stops_on_interrupt():
-        summary = preflight_and_export(options, no_progress, if_locked)
+        summary = preflight_and_export(options, no_progress, if_locked, distribute)
         if "interrupted" in summary:
             say_interrupted(summary["interrupted"])
             return interrupt.EXIT_INTERRUPTED
@@ -96,7 +136,9 @@ def run_export_command(options: ExportOptions, *, no_progress: bool = False, if_
     return EXIT_RUNS_FAILED if summary["runs_failed"] else 0
 
 
-def preflight_and_export(options: ExportOptions, no_progress: bool, if_locked: str = "stop") -> dict:
+def preflight_and_export(
+    options: ExportOptions, no_progress: bool, if_locked: str = "stop", distribute: dict | None = None
+) -> dict:
     """Preflight (bad input → one line, exit 2), then the export flow's summary."""
     from neptune_exporter.export import make_source, preflight
 
@@ -109,12 +151,14 @@ def preflight_and_export(options: ExportOptions, no_progress: bool, if_locked: s
     if options.api_token:
         os.environ["NEPTUNE_API_TOKEN"] = options.api_token  # the flow reads it from the process environment
     try:
-        return run_export_flow(options, no_progress=no_progress, if_locked=if_locked)
+        return run_export_flow(options, no_progress=no_progress, if_locked=if_locked, distribute=distribute)
     except TerminalError as error:
         raise fail(error) from None
 
 
-def run_export_flow(options: ExportOptions, *, no_progress: bool = False, if_locked: str = "stop") -> dict:
+def run_export_flow(
+    options: ExportOptions, *, no_progress: bool = False, if_locked: str = "stop", distribute: dict | None = None
+) -> dict:
     """Run flows/export.py:export in this process (PREFECT_API_URL or ephemeral mode) with a terminal bar."""
     from neptune_exporter import progress
     from neptune_exporter.prefect_env import configure_prefect
@@ -123,7 +167,7 @@ def run_export_flow(options: ExportOptions, *, no_progress: bool = False, if_loc
     from flows.export import run_export_in_process
 
     with progress.terminal_bar("exporting", no_progress):
-        return run_export_in_process(options, if_locked)
+        return run_export_in_process(options, if_locked, distribute)
 
 
 def print_export_summary(summary: dict) -> None:

@@ -23,8 +23,9 @@ def captured(monkeypatch):
     """The ExportOptions the command would run (the flow itself is tested in test_flow_export.py)."""
     seen = {}
 
-    def fake_run(options, *, no_progress=False, if_locked="stop"):
+    def fake_run(options, *, no_progress=False, if_locked="stop", distribute=None):
         seen["options"], seen["no_progress"], seen["if_locked"] = options, no_progress, if_locked
+        seen["distribute"] = distribute
         return 0
 
     monkeypatch.setattr(export_command, "run_export_command", fake_run)
@@ -124,6 +125,44 @@ def test_bad_options_fail_with_one_line_naming_problem_and_fix(captured, args, e
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0] and "fix:" in lines[0]
+    assert "options" not in captured
+
+
+def test_distribute_options_become_the_flows_distribute_parameter(captured, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect-server:4200/api")
+    args = [
+        "export",
+        "-p",
+        "ws/p",
+        "--distribute",
+        "--work-pool",
+        "pool-a",
+        "--chunk-runs",
+        "25",
+        "--max-parallel",
+        "3",
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    assert captured["distribute"] == {"work_pool": "pool-a", "chunk_runs": 25, "max_parallel": 3}
+    assert runner.invoke(app, ["export", "-p", "ws/p"]).exit_code == 0 and captured["distribute"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "api_url", "expected"),
+    [
+        (["--work-pool", "pool-a"], "http://x/api", "--work-pool works with --distribute only"),
+        (["--distribute"], "http://x/api", "--distribute needs the work pool its chunks run on"),
+        (["--distribute", "--work-pool", "pool-a"], None, "--distribute needs the Prefect server your workers poll"),
+    ],
+)
+def test_distribute_options_that_do_not_go_together_are_one_line(captured, monkeypatch, args, api_url, expected):
+    if api_url:
+        monkeypatch.setenv("PREFECT_API_URL", api_url)
+    else:
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = runner.invoke(app, ["export", "-p", "ws/p", *args])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and expected in lines[0] and "fix:" in lines[0]
     assert "options" not in captured
 
 

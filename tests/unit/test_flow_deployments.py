@@ -27,6 +27,8 @@ def test_export_deployments_exist_and_every_entrypoint_is_a_flow():
     assert limits == {
         "export/neptune3": None,
         "export/neptune2": None,
+        "export-chunk/neptune3": None,  # the chunks of one distributed export run side by side (flows/fan_out.py)
+        "export-chunk/neptune2": None,
         "load/mlflow": 1,
         "validate/mlflow": 1,
         "load/wandb": 1,
@@ -39,6 +41,7 @@ def test_entrypoints_name_modules_of_the_package_and_the_work_pool_deployments_p
     assert document["pull"] == []  # nothing resolved on the deploying machine: the worker imports its own install
     assert {spec.entrypoint for spec in DEPLOYMENTS} == {
         "flows.export.export",
+        "flows.export.export_chunk",
         "flows.load.load",
         "flows.validate.validate",
     }

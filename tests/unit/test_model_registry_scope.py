@@ -89,7 +89,7 @@ def test_registry_helpers():
 def captured(monkeypatch):
     seen = {}
 
-    def fake_run(options, *, no_progress=False, if_locked="stop"):
+    def fake_run(options, *, no_progress=False, if_locked="stop", distribute=None):
         seen["options"] = options
         return 0
 

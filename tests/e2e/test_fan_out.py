@@ -1,0 +1,289 @@
+"""`export --distribute` across two real `prefect worker start` processes of a process work pool, with the deployments
+of deployments/prefect.yaml on a real Prefect server and the fake Neptune server: the chunks run on both workers at
+once, the output equals a single-process export file for file and row for row, each run is fetched once; a worker
+SIGKILLed mid-chunk costs a retry of that chunk only; a chunk that does not see the data path fails at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from deployments.server import stop_process
+from neptune_exporter.export import ExportOptions, run_export
+from neptune_exporter.fake_neptune import FakeNeptune
+from neptune_exporter.fake_neptune.datasets import generate_workspace
+from neptune_exporter.settings import Settings
+from neptune_exporter.storage import fan_out
+from neptune_exporter.storage.manifest import manifest_path, read_manifest
+from neptune_exporter.storage.parquet import project_dir
+from tests.e2e.conftest import REPO_ROOT, cli_env
+from tests.e2e.test_work_pool import POOL, prefect, without_neptune
+from tests.processes import descendants
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = "workspace/sandbox"
+RUNS = 40
+RUN_IDS = [f"run-{i:05d}" for i in range(RUNS)]
+CHUNK_RUNS = 10
+LOST_AFTER_S = 30  # the parent calls a chunk lost after this long without a heartbeat
+
+
+@dataclass
+class Worker:
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def submitted(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Pool:
+    api_url: str
+    workers: list[Worker]
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeNeptune]:
+    with FakeNeptune(generate_workspace(runs=RUNS, params=5, metrics=3, points=200, files=1)) as server:
+        yield server
+    assert not server.server_errors, server.server_errors[0]
+
+
+@pytest.fixture(scope="module")
+def pool(prefect_server, fake, tmp_path_factory) -> Iterator[Pool]:
+    """The work pool and deployments of deployments/prefect.yaml, and two workers taking at most 2 flow runs each."""
+    root = tmp_path_factory.mktemp("fan-out")
+    client_env = without_neptune(prefect_server.client_env({"PYTHONWARNINGS": "ignore"}))
+    prefect(["work-pool", "create", POOL, "--type", "process", "--overwrite"], client_env, root)
+    prefect(["deploy", "--all", "--prefect-file", str(REPO_ROOT / "deployments" / "prefect.yaml")], client_env, root)
+    worker_env = {
+        **client_env,
+        **fake.env(PROJECT),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+    workers = []
+    for name in ("worker-a", "worker-b"):
+        log = root / f"{name}.log"
+        with open(log, "ab") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name, "--limit", "2"],
+                env=worker_env,
+                cwd=root,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        workers.append(Worker(name, process, log))
+    try:
+        yield Pool(prefect_server.api_url, workers, root)
+    finally:
+        for worker in workers:
+            stop_process(worker.process)
+
+
+@pytest.fixture(scope="module")
+def reference(fake, tmp_path_factory) -> tuple[Path, Path, dict[str, int]]:
+    """A single-process export of the project (the library's loop) and the requests it made per run."""
+    root = tmp_path_factory.mktemp("single")
+    options = ExportOptions(
+        projects=(PROJECT,), api_token=fake.api_token, data_path=str(root / "data"), files_path=str(root / "files")
+    )
+    fake.requests.clear()
+    results = run_export(options, Settings.from_env())
+    assert sorted(r.run_id for r in results if r.status == "complete") == RUN_IDS
+    return root / "data", root / "files", fake.requests.by_run()
+
+
+def distributed_export(pool: Pool, fake: FakeNeptune, data: Path, files: Path, extra: dict | None = None):
+    """`neptune-exporter export --distribute` in a subprocess, as a user runs it against the workers' server."""
+    env = cli_env(
+        {
+            **fake.env(PROJECT),
+            "PREFECT_API_URL": pool.api_url,
+            "NEPTUNE_EXPORTER_CHUNK_LOST_AFTER_S": str(LOST_AFTER_S),
+            "NEPTUNE_EXPORTER_RETRY_BACKOFF_SECONDS": "0.5",
+            **(extra or {}),
+        },
+        pool.root / "cli-prefect-home",
+    )
+    args = ["export", "-p", PROJECT, "-d", str(data), "-f", str(files), "--no-progress"]
+    args += ["--distribute", "--work-pool", POOL, "--chunk-runs", str(CHUNK_RUNS), "--max-parallel", "4"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "neptune_exporter.cli", *args],
+        env=env,
+        cwd=pool.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out, err
+
+
+def flow_runs(api_url: str, flow_name: str) -> list[FlowRun]:
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])), limit=200)
+
+
+def chunk_runs_of(api_url: str, data: Path) -> list[FlowRun]:
+    return [run for run in flow_runs(api_url, "export-chunk") if run.parameters["options"]["data_path"] == str(data)]
+
+
+def assert_same_export(data: Path, files: Path, ref_data: Path, ref_files: Path) -> None:
+    """Same Parquet files with the same rows, same downloaded files with the same bytes."""
+    ours, theirs = project_dir(data, PROJECT), project_dir(ref_data, PROJECT)
+    parts = sorted(p.name for p in ours.glob("*.parquet"))
+    assert parts == sorted(p.name for p in theirs.glob("*.parquet")) and len(parts) >= RUNS
+    for name in parts:
+        assert pq.read_table(ours / name).to_pylist() == pq.read_table(theirs / name).to_pylist(), name
+    ours_files = {p.relative_to(files): p.read_bytes() for p in files.rglob("*") if p.is_file()}
+    assert ours_files == {p.relative_to(ref_files): p.read_bytes() for p in ref_files.rglob("*") if p.is_file()}
+    assert len(ours_files) == RUNS
+
+
+def summary_runs(data: Path) -> dict:
+    return json.loads((project_dir(data, PROJECT) / "export_summary.json").read_text())["runs"]
+
+
+def test_a_distributed_export_runs_its_chunks_on_both_workers_and_equals_a_single_process_export(
+    pool, fake, reference, tmp_path
+):
+    ref_data, ref_files, ref_requests = reference
+    data, files = tmp_path / "data", tmp_path / "files"
+    fake.requests.clear()
+    code, out, err = finish(distributed_export(pool, fake, data, files))
+    assert code == 0, out + err
+    assert f"runs: {RUNS} exported, 0 unchanged, 0 failed" in out
+
+    (parent,) = [run for run in flow_runs(pool.api_url, "export") if run.parameters["paths"]["data_path"] == str(data)]
+    assert parent.state.name == "Completed"
+    chunks = chunk_runs_of(pool.api_url, data)
+    assert len(chunks) == RUNS // CHUNK_RUNS and all(run.state.name == "Completed" for run in chunks)
+    assert sorted(key for run in chunks for key in (p["run"]["run_id"] for p in run.parameters["plans"])) == RUN_IDS
+    assert all(run.parent_task_run_id is not None for run in chunks)  # shown as subflows of the parent
+    by_worker = {worker.name: [run for run in chunks if run_by(worker, run)] for worker in pool.workers}
+    assert all(by_worker.values()) and sum(map(len, by_worker.values())) == len(chunks), by_worker
+    a, b = by_worker.values()
+    assert any(x.start_time < y.end_time and y.start_time < x.end_time for x in a for y in b)  # side by side
+
+    assert_same_export(data, files, ref_data, ref_files)
+    assert summary_runs(data) == {run_id: {"status": "complete", "action": "full"} for run_id in RUN_IDS}
+    assert (project_dir(data, PROJECT) / "errors.jsonl").read_text() == ""
+    assert fake.requests.by_run() == ref_requests  # every run fetched as often as by one process: once
+    assert not (data / fan_out.FOLDER).exists()  # the journals are merged and gone
+
+
+def test_a_chunk_that_does_not_see_the_data_path_fails_at_once_with_the_shared_storage_message(pool, tmp_path):
+    """What a worker whose data path is another folder sees: not the marker the parent wrote there."""
+    data = tmp_path / "data"
+    fan_out.write_marker(data, "an export elsewhere")  # a marker, but not the one of the chunk's parent
+    options = ExportOptions(projects=(PROJECT,), data_path=str(data), files_path=str(tmp_path / "files")).to_json()
+    plan = {"run": {"project_id": PROJECT, "run_id": RUN_IDS[0], "sys_id": "KEY-1"}, "action": "full", "reason": ""}
+    shared = {"token": "the-parents-token", "chunk": "c0001", "attempt": 1, "beat_seconds": 1}
+    with temporary_settings({PREFECT_API_URL: pool.api_url}):
+        run = run_deployment(
+            "export-chunk/neptune3",
+            parameters={"plans": [plan], "options": options, "shared": shared},
+            timeout=300,
+            poll_interval=1,
+        )
+    assert run.state.type == StateType.FAILED
+    assert run.state.message.startswith(f"StorageNotSharedError: the data path {data} is not shared storage: ")
+    assert "fix: mount the same shared storage" in run.state.message
+    assert not manifest_path(data, PROJECT, RUN_IDS[0]).exists() and not list(data.rglob("*.parquet"))
+
+
+def test_a_worker_killed_mid_chunk_costs_a_retry_of_that_chunk_and_no_complete_run_is_fetched_again(
+    pool, fake, reference, tmp_path
+):
+    ref_data, ref_files, ref_requests = reference
+    data, files = tmp_path / "data", tmp_path / "files"
+    fake.requests.clear()
+    fake.faults.update(latency_ms=40)  # runs take long enough to kill a worker in the middle of a chunk
+    try:
+        parent = distributed_export(pool, fake, data, files)
+        victim, half_done = wait_for_a_chunk_half_done(pool, data)
+        killed = [run for run in chunk_runs_of(pool.api_url, data) if run_by(victim, run) and not run.state.is_final()]
+        for pid in [*descendants(victim.process.pid), victim.process.pid]:
+            os.kill(pid, signal.SIGKILL)
+        complete_at_kill = {
+            run_id
+            for run_id in RUN_IDS
+            if (m := read_manifest(manifest_path(data, PROJECT, run_id))) and m.is_complete()
+        }
+        # a second parent for the same data path while the first one waits out the lost chunk: it never interleaves
+        second_code, second_out, second_err = finish(distributed_export(pool, fake, data, files))
+        code, out, err = finish(parent)
+    finally:
+        fake.faults.update(latency_ms=0)
+    assert code == 0, out + err
+    assert f"runs: {RUNS} exported, 0 unchanged, 0 failed" in out and complete_at_kill
+    assert second_code == 3 and f"{data} is in use: export (pid {parent.pid}" in second_err, second_out + second_err
+
+    parents = [r for r in flow_runs(pool.api_url, "export") if r.parameters["paths"]["data_path"] == str(data)]
+    assert sorted(run.state.name for run in parents) == ["Completed", "Skipped"]  # the second one found the lock
+    assert "is in use" in next(run for run in parents if run.state.name == "Skipped").state.message
+    chunks = chunk_runs_of(pool.api_url, data)
+    crashed = [run for run in chunks if run.state.type == StateType.CRASHED]
+    # the half-done chunk, and any other chunk its worker ran and that had not ended before the kill
+    assert half_done.id in {run.id for run in crashed} <= {run.id for run in killed}
+    assert all("gave no sign of life" in run.state.message for run in crashed)
+    retried = [run for run in chunks if run.parameters["shared"]["attempt"] == 2]
+    assert sorted(run.parameters["shared"]["chunk"] for run in retried) == sorted(
+        run.parameters["shared"]["chunk"] for run in crashed
+    )
+    assert all(run.state.name == "Completed" for run in retried) and len(chunks) == RUNS // CHUNK_RUNS + len(retried)
+    retried_runs = {p["run"]["run_id"] for run in retried for p in run.parameters["plans"]}
+    assert retried_runs and not retried_runs & complete_at_kill  # the retries fetch only runs not complete
+
+    assert_same_export(data, files, ref_data, ref_files)
+    assert summary_runs(data) == {run_id: {"status": "complete", "action": "full"} for run_id in RUN_IDS}
+    requests = fake.requests.by_run()
+    complete = {run.sys_id for run in fake.workspace.project(PROJECT).runs if run.custom_run_id in complete_at_kill}
+    assert {sys_id: requests[sys_id] for sys_id in complete} == {sys_id: ref_requests[sys_id] for sys_id in complete}
+    assert set(requests) == set(ref_requests)  # every run fetched, none of the complete ones again
+
+
+def run_by(worker: Worker, run: FlowRun) -> bool:
+    """The flow run ran in a process of this worker (its own log line, not a submission the other worker aborted)."""
+    return f"/runs/flow-run/{run.id}" in worker.submitted()
+
+
+def wait_for_a_chunk_half_done(pool: Pool, data: Path) -> tuple[Worker, FlowRun]:
+    """A running chunk that has journaled at least one finished run (and not nearly all of them), and its worker."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for run in chunk_runs_of(pool.api_url, data):
+            if run.state.type != StateType.RUNNING:
+                continue
+            chunk, attempt = run.parameters["shared"]["chunk"], run.parameters["shared"]["attempt"]
+            journal = fan_out.ChunkFiles(str(data), run.parameters["shared"]["token"], chunk, attempt).journal
+            lines = journal.read_text().count("\n") if journal.exists() else 0
+            owner = [worker for worker in pool.workers if run_by(worker, run)]
+            if 0 < lines < len(run.parameters["plans"]) - 2 and owner:
+                return owner[0], run
+        time.sleep(0.5)
+    raise AssertionError("no chunk got half-way within 300 s")
