@@ -248,8 +248,11 @@ def test_a_worker_killed_mid_chunk_costs_a_retry_of_that_chunk_and_no_complete_r
     assert "is in use" in next(run for run in parents if run.state.name == "Skipped").state.message
     chunks = chunk_runs_of(pool.api_url, data)
     crashed = [run for run in chunks if run.state.type == StateType.CRASHED]
-    # the half-done chunk, and any other chunk its worker ran and that had not ended before the kill
-    assert half_done.id in {run.id for run in crashed} <= {run.id for run in killed}
+    # the half-done chunk, and any other chunk its worker held (one it had claimed but not yet logged included), never
+    # a chunk of the worker that lived
+    (survivor,) = [worker for worker in pool.workers if worker is not victim]
+    assert half_done.id in {run.id for run in crashed} and not any(run_by(survivor, run) for run in crashed)
+    assert {run.id for run in killed} <= {run.id for run in crashed}
     assert all("gave no sign of life" in run.state.message for run in crashed)
     retried = [run for run in chunks if run.parameters["shared"]["attempt"] == 2]
     assert sorted(run.parameters["shared"]["chunk"] for run in retried) == sorted(

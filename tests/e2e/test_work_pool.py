@@ -80,7 +80,9 @@ def test_a_worker_runs_what_prefect_deploy_created_with_the_token_only_in_its_en
     elsewhere, worker_dir = tmp_path / "elsewhere", tmp_path / "worker"  # neither is the checkout
     elsewhere.mkdir(), worker_dir.mkdir()
     client_env = without_neptune(prefect_server.client_env({"PYTHONWARNINGS": "ignore"}))
-    prefect(["work-pool", "create", POOL, "--type", "process"], client_env, elsewhere)
+    prefect(
+        ["work-pool", "create", POOL, "--type", "process", "--overwrite"], client_env, elsewhere
+    )  # other modules' too
     prefect(
         ["deploy", "--all", "--prefect-file", str(REPO_ROOT / "deployments" / "prefect.yaml")],
         {**client_env, "NEPTUNE_EXPORTER_HOME": DEPLOYING_CHECKOUT},
