@@ -227,7 +227,8 @@ def test_a_worker_killed_mid_chunk_costs_a_retry_of_that_chunk_and_no_complete_r
         parent = distributed_export(pool, fake, data, files)
         victim, half_done = wait_for_a_chunk_half_done(pool, data)
         killed = [run for run in chunk_runs_of(pool.api_url, data) if run_by(victim, run) and not run.state.is_final()]
-        for pid in [*descendants(victim.process.pid), victim.process.pid]:
+        # the worker first, then its flow-run processes: as when its machine is lost, no one is left to report them
+        for pid in [victim.process.pid, *descendants(victim.process.pid)]:
             os.kill(pid, signal.SIGKILL)
         complete_at_kill = {
             run_id
@@ -253,7 +254,7 @@ def test_a_worker_killed_mid_chunk_costs_a_retry_of_that_chunk_and_no_complete_r
     (survivor,) = [worker for worker in pool.workers if worker is not victim]
     assert half_done.id in {run.id for run in crashed} and not any(run_by(survivor, run) for run in crashed)
     assert {run.id for run in killed} <= {run.id for run in crashed}
-    assert all("gave no sign of life" in run.state.message for run in crashed)
+    assert all("gave no sign of life" in run.state.message for run in crashed), [run.state for run in crashed]
     retried = [run for run in chunks if run.parameters["shared"]["attempt"] == 2]
     assert sorted(run.parameters["shared"]["chunk"] for run in retried) == sorted(
         run.parameters["shared"]["chunk"] for run in crashed
