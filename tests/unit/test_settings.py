@@ -17,6 +17,7 @@ DEFAULTS = {
     "part_target_bytes": 50 * 1024 * 1024,
     "attributes_per_request": 500,
     "runs_per_task_batch": 500,
+    "chunk_lost_after_s": 120,
     "source_retry_timeout_s": 60,
 }
 OVERRIDES = {  # env value → parsed value
@@ -27,6 +28,7 @@ OVERRIDES = {  # env value → parsed value
     "part_target_bytes": ("1048576", 1_048_576),
     "attributes_per_request": ("50", 50),
     "runs_per_task_batch": ("20", 20),
+    "chunk_lost_after_s": ("30", 30),
     "source_retry_timeout_s": ("7", 7),
 }
 RETRY_OVERRIDES = {
