@@ -18,7 +18,7 @@ from flows import fan_out, guard
 from flows.live import LiveRuns
 from flows.runtime import cut_short, dispatch, run_in_process, run_subflow, stopped
 from neptune_exporter import export as library
-from neptune_exporter import interrupt, locations, progress
+from neptune_exporter import export_results, interrupt, locations, progress
 from neptune_exporter.errors import PathLockedError, StorageNotSharedError, failure_message
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.fan_out import Distribution
@@ -214,10 +214,10 @@ def project_rows(pointers: list[dict]) -> list[dict]:
     """One summary table row per project."""
     grouped: dict[str, list] = defaultdict(list)
     for pointer in pointers:
-        grouped[pointer["project_id"]].append(library.RunExportResult.from_json(pointer))
+        grouped[pointer["project_id"]].append(export_results.RunExportResult.from_json(pointer))
     rows = []
     for project_id, results in sorted(grouped.items()):
-        figures = library.totals(results)
+        figures = export_results.totals(results)
         rows.append(
             {
                 "project": project_id,

@@ -1,11 +1,11 @@
-"""The export verbs as a plain library (no Prefect): preflight → discover → plan → export one run → summaries.
+"""The export verbs as a plain library (no Prefect): preflight → discover → plan → export one run (export_results.py:
+what they produce).
 
 The on-disk rules live below: selection.py (what to export), storage/incremental.py (plans, merges, strays),
 storage/manifest.py and storage/parquet.py (the files)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -24,6 +24,11 @@ from neptune_exporter.errors import (
     UnsupportedError,
     disk_full_cause,
 )
+from neptune_exporter.export_results import (  # re-exported: the results are part of the export verbs' API
+    RunExportResult,
+    error_record,
+    write_export_summary,
+)
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.model import RunRef, iso_utc_ms, run_ref_to_json
 from neptune_exporter.retry import call_with_retries
@@ -41,52 +46,11 @@ from neptune_exporter.storage.manifest import (
     compute_checksum,
     manifest_path,
     read_manifest,
-    utc_now_iso,
-    write_json_atomic,
     write_manifest,
 )
-from neptune_exporter.storage.parquet import AttributeStats, RunWriter, project_dir
+from neptune_exporter.storage.parquet import AttributeStats, RunWriter
 
 log = logging.getLogger(__name__)
-
-SUMMARY_FILE = "export_summary.json"
-ERRORS_FILE = "errors.jsonl"
-
-# ----------------------------------------------------------------------------- results
-
-
-@dataclass
-class RunExportResult:
-    """Outcome of one run's export (small and JSON-able: a pointer to the manifest plus figures)."""
-
-    project_id: str
-    run_id: str
-    status: str  # "complete" | "failed" | "skipped"
-    manifest_path: str | None
-    rows: int = 0
-    points: int = 0
-    files: int = 0
-    bytes: int = 0
-    errors: list[dict] = field(default_factory=list)
-    action: str = ""
-
-    def to_json(self) -> dict:
-        return {
-            "project_id": self.project_id,
-            "run_id": self.run_id,
-            "status": self.status,
-            "manifest_path": self.manifest_path,
-            "rows": self.rows,
-            "points": self.points,
-            "files": self.files,
-            "bytes": self.bytes,
-            "errors": self.errors,
-            "action": self.action,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> RunExportResult:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 class ProgressSink(Protocol):
@@ -97,27 +61,6 @@ class ProgressSink(Protocol):
     def on_points(self, points: int, bytes: int) -> None: ...
 
     def on_run_done(self, result: RunExportResult) -> None: ...
-
-
-def error_record(project_id: str, run_id: str | None, error: BaseException) -> dict:
-    """One error report line: project, run, attribute, error type, message, remedy."""
-    if isinstance(error, NeptuneExporterError):
-        return {
-            "project": project_id,
-            "run": error.run or run_id,
-            "attribute": error.attribute,
-            "error_type": type(error).__name__,
-            "message": error.message,
-            "remedy": error.remedy,
-        }
-    return {
-        "project": project_id,
-        "run": run_id,
-        "attribute": None,
-        "error_type": type(error).__name__,
-        "message": str(error) or repr(error),
-        "remedy": "run the export again; if it keeps failing, report the error with the log",
-    }
 
 
 # ----------------------------------------------------------------------------- source, preflight, discovery
@@ -504,85 +447,3 @@ def run_export(
             results = [future.result() for future in futures]
         write_export_summary(Path(options.data_path), results, options)
     return results
-
-
-# ----------------------------------------------------------------------------- summaries and error reports
-
-
-def _by_project(results: Iterable[RunExportResult]) -> dict[str, list[RunExportResult]]:
-    grouped: dict[str, list[RunExportResult]] = {}
-    for result in results:
-        grouped.setdefault(result.project_id, []).append(result)
-    return grouped
-
-
-def totals(results: Iterable[RunExportResult]) -> dict:
-    """Runs by status and summed figures."""
-    results = list(results)
-    return {
-        "runs_complete": sum(r.status == STATUS_COMPLETE for r in results),
-        "runs_failed": sum(r.status == STATUS_FAILED for r in results),
-        "runs_skipped": sum(r.status == "skipped" for r in results),
-        "rows": sum(r.rows for r in results),
-        "points": sum(r.points for r in results),
-        "files": sum(r.files for r in results),
-        "bytes": sum(r.bytes for r in results),
-    }
-
-
-def write_error_report(data_root: Path | str, results: Iterable[RunExportResult]) -> list[Path]:
-    """Per project `errors.jsonl` (project, run, attribute, error_type, message, remedy) of this export."""
-    written = []
-    for project_id, project_results in sorted(_by_project(results).items()):
-        path = project_dir(data_root, project_id) / ERRORS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for result in project_results:
-                for record in result.errors:
-                    handle.write(json.dumps(record, default=str) + "\n")
-        os.replace(tmp, path)
-        written.append(path)
-    return written
-
-
-def write_export_summary(
-    data_root: Path | str, results: Iterable[RunExportResult], options: ExportOptions
-) -> list[Path]:
-    """Per project `export_summary.json`: runs ok/failed/skipped, totals, per-run errors; plus `errors.jsonl`."""
-    results = list(results)
-    written = []
-    for project_id, project_results in sorted(_by_project(results).items()):
-        summary = {
-            "project_id": project_id,
-            "exported_at": utc_now_iso(),
-            "options": options.to_json(),
-            **totals(project_results),
-            "runs": {r.run_id: {"status": r.status, "action": r.action} for r in project_results},
-            "failures": [
-                {"run_id": r.run_id, "errors": r.errors} for r in project_results if r.status == STATUS_FAILED
-            ],
-        }
-        written.append(write_json_atomic(project_dir(data_root, project_id) / SUMMARY_FILE, summary))
-    write_error_report(data_root, results)
-    return written
-
-
-def export_summary(
-    results: Iterable[RunExportResult], options: ExportOptions, error_reports: list[Path] | None = None
-) -> dict:
-    """The dict the CLI prints: totals, where the data is, failures (the first error record of each failed run:
-    error_type, message, attribute, remedy)."""
-    results = list(results)
-    failures = [
-        {**(r.errors[0] if r.errors else {"message": ""}), "project_id": r.project_id, "run_id": r.run_id}
-        for r in results
-        if r.status == STATUS_FAILED
-    ]
-    return {
-        **totals(results),
-        "data_path": str(options.data_path),
-        "files_path": str(options.files_path),
-        "failures": failures,
-        "error_reports": [str(p) for p in error_reports or []],
-    }

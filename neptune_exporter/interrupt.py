@@ -21,6 +21,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopp
 GRACE_SECONDS = 8.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RERUN = "rerun the same command to continue"
+STARTUP_LINE = f"interrupted during start-up: no run started — {RERUN}"  # stopped before any run was dispatched
 INTERRUPTED = "interrupted"  # the status of a run stopped before it finished (next to complete / failed / skipped)
 
 

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from neptune_exporter import export as library
-from neptune_exporter import interrupt, progress
+from neptune_exporter import export_results, interrupt, progress
 from neptune_exporter.errors import failure_message
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.settings import Settings, neptune_api_token
@@ -61,7 +61,7 @@ def export_run(
         interrupt.raise_if_requested()
         result = library.export_one(source_for(parsed), run_plan, parsed, Settings.from_env(), sink)
     except interrupt.Interrupted:
-        stopped = library.RunExportResult(
+        stopped = export_results.RunExportResult(
             run_plan.run.project_id, run_plan.run.run_id, interrupt.INTERRUPTED, manifest_path, action=run_plan.action
         )
         return interrupted(f"{run_key}: stopped on Ctrl-C / SIGTERM before it finished", stopped.to_json())
@@ -95,9 +95,11 @@ def export_run_call(plan: dict, options: library.ExportOptions) -> dict:
 def write_export_summary(pointers: list[dict], options: dict) -> dict:
     """Per-project `export_summary.json` + `errors.jsonl`; the totals dict the CLI and artifacts show."""
     parsed = library.ExportOptions.from_json(options)
-    results = [library.RunExportResult.from_json(p) for p in pointers]
-    written = library.write_export_summary(Path(parsed.data_path), results, parsed)
+    results = [export_results.RunExportResult.from_json(p) for p in pointers]
+    written = export_results.write_export_summary(Path(parsed.data_path), results, parsed)
     reports = [
-        path for path in (p.with_name(library.ERRORS_FILE) for p in written) if path.is_file() and path.stat().st_size
+        path
+        for path in (p.with_name(export_results.ERRORS_FILE) for p in written)
+        if path.is_file() and path.stat().st_size
     ]
-    return library.export_summary(results, parsed, reports)
+    return export_results.export_summary(results, parsed, reports)

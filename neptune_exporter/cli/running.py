@@ -14,7 +14,7 @@ from neptune_exporter import interrupt
 from neptune_exporter.cli.app import fail
 from neptune_exporter.errors import TerminalError
 
-STARTUP_INTERRUPTED = f"interrupted during start-up: no run started — {interrupt.RERUN}"
+STARTUP_INTERRUPTED = interrupt.STARTUP_LINE
 OVERDUE_INTERRUPTED = f"interrupted: stopped without waiting for the runs in progress — {interrupt.RERUN}"
 _said: list[str] = []
 

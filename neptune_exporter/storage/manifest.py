@@ -6,8 +6,12 @@ import hashlib
 import json
 import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from neptune_exporter import __version__
 from neptune_exporter.model import AttributeType, check_scope, sanitize_name, utc_now_iso  # noqa: F401 - utc_now_iso re-exported
@@ -182,16 +186,28 @@ def read_manifest(path: Path | str) -> Manifest | None:
         return None
 
 
-def write_json_atomic(path: Path, data: dict | list) -> Path:
-    """Write JSON to a temporary file in the same folder, fsync it, rename it over `path`, fsync the folder."""
+@contextmanager
+def replacing(path: Path) -> Iterator[TextIO]:
+    """A text file that replaces `path` when the block ends: written to a temporary file in the same folder, fsynced,
+    renamed over `path`, the folder fsynced. When the block or a write fails (a full disk), nothing of it stays."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data: dict | list) -> Path:
+    """Replace `path` with `data` as JSON, atomically (`replacing`)."""
+    with replacing(path) as handle:
+        json.dump(data, handle, indent=2, sort_keys=False, default=str)
     return path
 
 

@@ -60,7 +60,7 @@ def served(prefect_server, tmp_path_factory):
         process = serve_deployments(env, log)
         try:
             with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
-                wait_for_deployments(["export/neptune3"], process, log)
+                wait_for_deployments(["export/neptune3", "load/mlflow", "validate/mlflow"], process, log)
                 yield fake
         finally:
             stop_process(process)
@@ -80,6 +80,26 @@ def export_run(served, tmp_path_factory):
     served.faults.update(endpoints=None, scripted=[])
     assert flow_run.state.is_final(), flow_run.state
     return flow_run
+
+
+@pytest.fixture(scope="module")
+def target_runs(export_run, tmp_path_factory) -> dict:
+    """A load/mlflow flow run (it validates too) and a validate/mlflow flow run of the export, into a SQLite MLflow."""
+    paths = export_run.parameters["paths"]
+    reports = tmp_path_factory.mktemp("ui-reports")
+    options = {
+        "target": "mlflow",
+        "mlflow_tracking_uri": f"sqlite:///{reports / 'mlflow.db'}",
+        "data_path": paths["data_path"],
+        "files_path": paths["files_path"],
+        "report_path": str(reports),
+    }
+    runs = {
+        name: run_deployment(f"{name}/mlflow", parameters={"options": options}, timeout=300)
+        for name in ("load", "validate")
+    }
+    assert all(run.state.is_final() for run in runs.values()), {name: run.state for name, run in runs.items()}
+    return runs
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +254,19 @@ def test_deployment_page_shows_its_flow_run(ui, export_run):
     ui.open(f"/deployments/deployment/{export_run.deployment_id}", ["neptune3", "export", export_run.name])
     ui.screenshot("deployment")
     assert_no_console_errors(ui)
+
+
+@pytest.mark.parametrize("flow", ["load", "validate"])
+def test_load_and_validate_flow_runs_render_their_graph_and_every_tab(ui, target_runs, flow):
+    flow_run = target_runs[flow]
+    tabs = {"Task Runs": task_run_names(flow_run.id), "Subflow Runs": [c.name for c in subflow_runs(flow_run.id)]}
+    tabs["Artifacts"] = artifact_keys(flow_run.id)
+    assert all(tabs.values()), tabs
+    ui.open(f"/runs/flow-run/{flow_run.id}", [flow_run.name, *tabs])
+    assert graph_size(ui)[0] > 300
+    for tab, expected in tabs.items():
+        try:
+            ui.tab(tab, expected)
+        finally:
+            ui.screenshot(f"{flow}-{tab.lower().replace(' ', '-')}")
+        assert_no_console_errors(ui)

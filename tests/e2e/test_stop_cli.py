@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -80,6 +81,30 @@ def ctrl_c(process: subprocess.Popen, release=lambda: None) -> tuple[float, set[
     release()
     process.wait(timeout=120)
     return time.monotonic() - started, below
+
+
+def wait_until_loading(process: subprocess.Popen, library: str, log: Path) -> None:
+    """Return as soon as the process has mapped `library` (an extension module the CLI's imports load half-way)."""
+    deadline = time.monotonic() + 120
+    while library not in Path(f"/proc/{process.pid}/maps").read_text():
+        assert process.poll() is None and time.monotonic() < deadline, tail(log)
+        time.sleep(0.002)
+
+
+def test_ctrl_c_while_the_console_script_loads_the_cli_is_the_start_up_line(env, tmp_path):  # noqa: F811
+    """Ctrl-C half-way through the CLI's imports (numpy is mapped; pyarrow and the commands are still to come): the
+    start-up line, not a KeyboardInterrupt traceback from an import."""
+    script = Path(sys.executable).with_name("neptune-exporter")  # the console script a user runs
+    log = tmp_path / "loading.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(script), *ARGS], env=env, cwd=tmp_path, start_new_session=True, stdout=output, stderr=output
+        )
+    wait_until_loading(process, "_multiarray_umath", log)
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=STOP_BOUND_SECONDS) == 130, tail(log)
+    assert log.read_text() == STARTUP_LINE + "\n", tail(log)
+    assert not (tmp_path / "out/data").exists() or complete_runs(tmp_path / "out/data") == set()
 
 
 def test_ctrl_c_in_start_up_and_mid_export_ends_in_one_line_then_the_rerun_completes(

@@ -270,7 +270,8 @@ def test_failed_runs_are_printed_with_their_error_type_message_and_fix(capsys, t
     from flows.load import load_summary
     from neptune_exporter.cli.app import print_failures
     from neptune_exporter.errors import CorruptPartError, TerminalError
-    from neptune_exporter.export import ExportOptions, RunExportResult, error_record, export_summary
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_results import RunExportResult, error_record, export_summary
     from neptune_exporter.loaders.base import LoadResult
 
     corrupt = TerminalError("attribute is corrupt", "re-log it", attribute="metrics/loss")

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from neptune_exporter import export as ex
+from neptune_exporter import export_results
 from neptune_exporter.errors import (
     InvalidRegexError,
     OutputPathError,
@@ -153,7 +154,7 @@ def pipeline(source, options, settings=SETTINGS):
     """run_export's steps with our fake source (make_source would import the real clients)."""
     plans = ex.plan_export(source, options, settings)
     results = [ex.export_one(source, plan, options, settings, sleep=lambda s: None) for plan in plans]
-    ex.write_export_summary(Path(options.data_path), results, options)
+    export_results.write_export_summary(Path(options.data_path), results, options)
     return plans, results
 
 
@@ -190,8 +191,10 @@ def test_options_round_trip_json_and_never_expose_the_token(tmp_path):
 def test_plan_and_result_round_trip_json():
     plan = ex.RunPlan(RunRef(PROJECT, "r", "P-1", modification_time=T0, experiment_name="e"), "incremental", "modified")
     assert ex.RunPlan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
-    result = ex.RunExportResult(PROJECT, "r", "complete", "/x", rows=3, errors=[{"message": "m"}], action="full")
-    assert ex.RunExportResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+    result = export_results.RunExportResult(
+        PROJECT, "r", "complete", "/x", rows=3, errors=[{"message": "m"}], action="full"
+    )
+    assert export_results.RunExportResult.from_json(json.loads(json.dumps(result.to_json()))) == result
 
 
 # ----------------------------------------------------------------------------- preflight
@@ -447,7 +450,7 @@ def test_run_export_loop_with_threads_and_progress(tmp_path, monkeypatch):
     results = ex.run_export(replace(options_for(tmp_path), workers=3), SETTINGS, sink)
     assert sink.total == 6 and sink.done == ["complete"] * 6 and sink.points == 6 * (4 + 30 + 3)
     assert {r.status for r in results} == {"complete"}
-    summary = ex.export_summary(results, options_for(tmp_path))
+    summary = export_results.export_summary(results, options_for(tmp_path))
     assert (summary["runs_complete"], summary["points"], summary["files"]) == (6, 6 * 33, 6)
 
 

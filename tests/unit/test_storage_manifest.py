@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from neptune_exporter.model import AttributeType, sanitize_name
 from neptune_exporter.storage.manifest import (
     Manifest,
@@ -77,3 +79,17 @@ def test_missing_or_broken_manifest_reads_as_absent(tmp_path):
     broken = tmp_path / "x.manifest.json"
     broken.write_text("{not json")
     assert read_manifest(broken) is None
+
+
+def test_a_replacing_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    from neptune_exporter.storage.manifest import replacing
+
+    path = tmp_path / "errors.jsonl"
+    path.write_text("old\n")
+    with pytest.raises(OSError, match="No space left"), replacing(path) as handle:
+        handle.write("new, half written\n")
+        raise OSError(28, "No space left on device")
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["errors.jsonl"]
+    with replacing(path) as handle:
+        handle.write("new\n")
+    assert path.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["errors.jsonl"]
