@@ -99,6 +99,7 @@ def pool(prefect_server, fake, tmp_path_factory) -> Iterator[Pool]:
     finally:
         for worker in workers:
             stop_process(worker.process)
+        prefect(["work-pool", "delete", POOL], client_env, root)  # the session's server as other modules expect it
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,14 @@ def test_a_distributed_export_runs_its_chunks_on_both_workers_and_equals_a_singl
     ref_data, ref_files, ref_requests = reference
     data, files = tmp_path / "data", tmp_path / "files"
     fake.requests.clear()
-    code, out, err = finish(distributed_export(pool, fake, data, files))
+    # series requests take 20 s until a chunk runs on each worker at once (however slowly their processes start)
+    fake.faults.update(latency_ms=20_000, endpoints=r"^v3\.float_series$")
+    try:
+        parent = distributed_export(pool, fake, data, files)
+        at_once = wait_until_each_worker_runs_a_chunk(pool, data)
+    finally:
+        fake.faults.update(latency_ms=0, endpoints=None)
+    code, out, err = finish(parent)
     assert code == 0, out + err
     assert f"runs: {RUNS} exported, 0 unchanged, 0 failed" in out
 
@@ -186,8 +194,8 @@ def test_a_distributed_export_runs_its_chunks_on_both_workers_and_equals_a_singl
     assert all(run.parent_task_run_id is not None for run in chunks)  # shown as subflows of the parent
     by_worker = {worker.name: [run for run in chunks if run_by(worker, run)] for worker in pool.workers}
     assert all(by_worker.values()) and sum(map(len, by_worker.values())) == len(chunks), by_worker
-    a, b = by_worker.values()
-    assert any(x.start_time < y.end_time and y.start_time < x.end_time for x in a for y in b)  # side by side
+    a, b = ([run for run in chunks if run.id == chunk.id] for chunk in at_once)  # seen running at the same time
+    assert a[0].start_time < b[0].end_time and b[0].start_time < a[0].end_time  # the API agrees: side by side
 
     assert_same_export(data, files, ref_data, ref_files)
     assert summary_runs(data) == {run_id: {"status": "complete", "action": "full"} for run_id in RUN_IDS}
@@ -274,6 +282,18 @@ def test_a_worker_killed_mid_chunk_costs_a_retry_of_that_chunk_and_no_complete_r
 def run_by(worker: Worker, run: FlowRun) -> bool:
     """The flow run ran in a process of this worker (its own log line, not a submission the other worker aborted)."""
     return f"/runs/flow-run/{run.id}" in worker.submitted()
+
+
+def wait_until_each_worker_runs_a_chunk(pool: Pool, data: Path) -> list[FlowRun]:
+    """One running chunk per worker, seen running at the same moment."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        running = [run for run in chunk_runs_of(pool.api_url, data) if run.state.type == StateType.RUNNING]
+        found = [next((run for run in running if run_by(worker, run)), None) for worker in pool.workers]
+        if all(found):
+            return [run for run in found if run is not None]
+        time.sleep(0.5)
+    raise AssertionError("the two workers never ran a chunk at the same time within 300 s")
 
 
 def wait_for_a_chunk_half_done(pool: Pool, data: Path) -> tuple[Worker, FlowRun]:
