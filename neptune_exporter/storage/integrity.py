@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import pyarrow.parquet as pq
 
 from neptune_exporter.errors import DamagedExportError
 from neptune_exporter.storage.files import file_sha256
-from neptune_exporter.storage.manifest import MANIFEST_SUFFIX, Manifest, PartInfo, manifest_path
+from neptune_exporter.storage.manifest import MANIFEST_SUFFIX, Manifest, PartInfo, manifest_path, replacing
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +82,10 @@ def _read_cache(path: Path) -> dict[str, Measured]:
 
 def _write_cache(path: Path, entries: dict[str, Measured]) -> None:
     """Replace the cache atomically; a folder we cannot write to only means hashing again next time."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        tmp.write_text(
-            json.dumps({"format": CACHE_FORMAT, "parts": {k: asdict(v) for k, v in sorted(entries.items())}}),
-            encoding="utf-8",
-        )
-        os.replace(tmp, path)
+        with replacing(path) as handle:
+            json.dump({"format": CACHE_FORMAT, "parts": {k: asdict(v) for k, v in sorted(entries.items())}}, handle)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         log.debug("could not write the verification cache %s (%s)", path, exc)
 
 
