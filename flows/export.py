@@ -276,9 +276,13 @@ def export(
     distribution = Distribution.from_json(distribute) if distribute is not None else None
     if (skipped := guard.skip_if_data_path_busy(options.data_path)) is not None:
         return skipped
+    checked = export_tasks.preflight(options.to_json(), return_state=True)  # before the lock: no folder on bad input
+    if checked.is_failed():
+        return failed(checked.message or "preflight failed", {"rejected": checked.message})
+    projects = checked.result()
     try:
         with library.export_lock(options, if_locked, on_wait=get_run_logger().warning):
-            return export_locked(options, distribution)
+            return export_locked(options, projects, distribution)
     except PathLockedError as error:
         return guard.locked_state(str(error))
 
@@ -294,11 +298,13 @@ def export_in_chunks(options: library.ExportOptions, plans: list[dict], live: Li
     return pointers
 
 
-def export_locked(options: library.ExportOptions, distribution: Distribution | None = None) -> dict | State:
-    """The export flow's work, while it holds the data path's lock."""
+def export_locked(
+    options: library.ExportOptions, projects: list[str], distribution: Distribution | None = None
+) -> dict | State:
+    """The export flow's work on the projects preflight passed, while it holds the data path's lock."""
     options_json = options.to_json()
     started = time.monotonic()
-    plans = export_tasks.discover_and_plan(options_json, export_tasks.preflight(options_json))
+    plans = export_tasks.discover_and_plan(options_json, projects)
     log_plan(plans)
     live = start_progress(plans)
     fan = None if distribution is None else fan_out.FanOut(options, distribution, lambda p: show_run_done(live, p))

@@ -427,9 +427,16 @@ def record_failure_if_room(plan: RunPlan, options: ExportOptions, record: dict, 
         )
 
 
-def plan_export(source: Source, options: ExportOptions, settings: Settings) -> list[RunPlan]:
-    """Preflight, discovery and plan, each step under the one retry policy (as the flow's Prefect tasks retry them)."""
-    projects = call_with_retries(lambda: preflight(options, source), settings.retry, what="preflight")
+def checked_projects(source: Source, options: ExportOptions, settings: Settings) -> list[str]:
+    """`preflight` under the one retry policy (as the flow's Prefect task retries it): the projects to export."""
+    return call_with_retries(lambda: preflight(options, source), settings.retry, what="preflight")
+
+
+def plan_export(
+    source: Source, options: ExportOptions, settings: Settings, projects: list[str] | None = None
+) -> list[RunPlan]:
+    """Discovery and plan of the projects preflight passed (preflight first when not given), under the retry policy."""
+    projects = checked_projects(source, options, settings) if projects is None else projects
     runs = call_with_retries(lambda: discover(source, options, projects), settings.retry, what="discovery")
     return plan_runs(runs, options)
 
@@ -449,11 +456,12 @@ def export_lock(
 def run_export(
     options: ExportOptions, settings: Settings, progress: ProgressSink | None = None, if_locked: str = "stop"
 ) -> list[RunExportResult]:
-    """Under `export_lock`: `plan_export`, then `export_one` per run on a bounded thread pool, then the project
-    summaries; the results."""
+    """Preflight (before the lock: a bad input stops before any folder is made), then under `export_lock`:
+    `plan_export`, `export_one` per run on a bounded thread pool, and the project summaries; the results."""
     source = make_source(options, settings)
+    projects = checked_projects(source, options, settings)
     with export_lock(options, if_locked):
-        plans = plan_export(source, options, settings)
+        plans = plan_export(source, options, settings, projects)
         if progress is not None:
             progress.on_plan(len(plans))
         with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="export") as pool:

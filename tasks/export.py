@@ -11,11 +11,11 @@ from prefect.states import State
 
 from neptune_exporter import export as library
 from neptune_exporter import export_results, interrupt, progress
-from neptune_exporter.errors import failure_message
+from neptune_exporter.errors import TerminalError, failure_message
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.manifest import STATUS_FAILED, manifest_path
-from tasks.policy import cached_task_options, detached, failed, interrupted, retry_options
+from tasks.policy import cached_task_options, detached, failed, interrupted, rejected, retry_options
 
 _sources: dict[tuple[str, str | None], Source] = {}
 _sources_lock = threading.Lock()
@@ -31,10 +31,13 @@ def source_for(options: library.ExportOptions) -> Source:
 
 
 @task(name="preflight", cache_policy=NO_CACHE, **retry_options())
-def preflight(options: dict) -> list[str]:
-    """Projects to export, after every input check (TerminalError before any download)."""
+def preflight(options: dict) -> list[str] | State:
+    """Projects to export, after every input check; a refused input ends the task Failed with its fix (`rejected`)."""
     parsed = library.ExportOptions.from_json(options)
-    return library.preflight(parsed, source_for(parsed))
+    try:
+        return library.preflight(parsed, source_for(parsed))
+    except TerminalError as error:
+        return rejected(error)
 
 
 @task(name="discover-and-plan", cache_policy=NO_CACHE, **retry_options())

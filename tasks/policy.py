@@ -13,6 +13,7 @@ from typing import Any
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.states import Cancelled, Failed, State
 
+from neptune_exporter.errors import TerminalError, failure_message
 from neptune_exporter.retry import RetryPolicy, should_retry
 from neptune_exporter.settings import Settings
 
@@ -80,6 +81,13 @@ class RunsFailed(Exception):
 def failed(message: str, result: Any) -> State:
     """A Failed state with a message and an exception as data: Prefect logs no traceback for it."""
     return Failed(message=message, data=RunsFailed(message, result))
+
+
+def rejected(error: TerminalError) -> State:
+    """The Failed state of a step that refused its input (token, project, path, regex...): its one line with the fix,
+    no traceback; the flow ends with it (`{"rejected": line}` as result)."""
+    line = failure_message(error.to_record())
+    return failed(line, {"rejected": line})
 
 
 def interrupted(message: str, result: Any) -> State:

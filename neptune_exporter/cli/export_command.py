@@ -130,6 +130,8 @@ def run_export_command(
             return interrupt.EXIT_INTERRUPTED
     if "locked" in summary:  # another export holds the data path's lock (storage/lock.py)
         raise fail(summary["locked"], EXIT_LOCKED)
+    if "rejected" in summary:  # the flow's own preflight refused what ours passed (the source changed in between)
+        raise fail(summary["rejected"])
     if "skipped" in summary:  # another export writes to this data path now (flows/guard.py)
         raise fail(summary["skipped"], EXIT_RUNS_FAILED)
     print_export_summary(summary)

@@ -217,6 +217,14 @@ def test_preflight_rejects_bad_regex_unwritable_paths_and_unknown_projects(tmp_p
         ex.preflight(replace(options_for(tmp_path), projects=()), source)
 
 
+def test_run_export_stops_on_bad_input_before_making_any_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(ex, "make_source", lambda options, settings: FakeSource({}))
+    options = replace(options_for(tmp_path / "out"), projects=("ws/nope",))
+    with pytest.raises(ProjectNotFoundError, match="ws/nope"):
+        ex.run_export(options, SETTINGS)
+    assert not (tmp_path / "out").exists()  # neither the data path nor its lock file was made
+
+
 def test_preflight_resolves_workspace_projects_with_include_exclude(tmp_path):
     source = FakeSource({}, projects={"ws": ["ws/proj", "ws/proj-old", "ws/other"]})
     options = replace(

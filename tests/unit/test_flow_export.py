@@ -57,6 +57,21 @@ def test_flow_parameters_are_json_and_round_trip(options):
     assert "api_token" not in json.dumps(parameters)
 
 
+def test_a_bad_project_fails_the_flow_run_with_its_fix_before_any_folder_is_made(prefect_harness, options, tmp_path):
+    bad = ExportOptions(
+        projects=("workspace/no-such-project",),
+        data_path=str(tmp_path / "out/data"),
+        files_path=str(tmp_path / "out/files"),
+        workers=1,
+    )
+    state, result = run_flow(bad)
+    assert state.is_failed() and state.message.startswith("ProjectNotFoundError: project 'workspace/no-such-project'")
+    assert "— fix: check the workspace/project name" in state.message and result == {"rejected": state.message}
+    assert not (tmp_path / "out").exists()  # the lock file, and so the data path, come after preflight
+    errors = [log.message for log in flow_run_logs([state.state_details.flow_run_id]) if log.level >= 40]
+    assert errors and not [message for message in errors if "Traceback" in message], errors  # a state, not a crash
+
+
 def test_failed_run_is_reported_others_complete_then_rerun_redoes_only_it(prefect_harness, fake, options):
     fake.faults.update(endpoints="float_series", scripted=[400])  # the first run's first series read fails
     state, summary = run_flow(options)
