@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/neptune-exporter
-PYTEST_ARGS ?= -n 2 --dist loadfile --timeout 900
+PYTEST_ARGS ?= -n 2 --dist loadfile --timeout 900 --durations=25
 SERVE_HOME ?= .prefect-serve
 SERVE_PORT ?= 4200
 DEMO_ARGS ?=

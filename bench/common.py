@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -265,6 +266,46 @@ def fake_neptune(shape: Shape, latency_ms: float = 0.0) -> Iterator[object]:
     args = shape.serve_args() + (["--latency-ms", str(latency_ms)] if latency_ms else [])
     with FakeNeptuneProcess(args, workdir=str(REPO), startup_timeout_s=120) as process:
         yield process
+
+
+# ----------------------------------------------------------------------------- a throwaway PostgreSQL cluster
+
+
+def postgresql_bin() -> Path:
+    """The folder of Debian's PostgreSQL programs (the newest installed); RuntimeError saying how to get them."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: apt-get install -y postgresql")
+    return found[-1].parent
+
+
+def _as_postgres(command: list[str], check: bool = True) -> None:
+    """Run a PostgreSQL program; as the `postgres` user when we are root (PostgreSQL refuses to run as root)."""
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    done = subprocess.run([*prefix, *command], capture_output=True, text=True)
+    if check and done.returncode:
+        raise RuntimeError(f"{Path(command[0]).name} failed: {done.stdout[-800:]} {done.stderr[-800:]}")
+
+
+@contextmanager
+def postgresql_database() -> Iterator[str]:
+    """A PostgreSQL cluster of its own on 127.0.0.1 (trust auth, removed afterwards): the asyncpg URL of its
+    `prefect` database."""
+    programs, folder, port = postgresql_bin(), Path(tempfile.mkdtemp(prefix="bench-postgresql-")), free_port()
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    data = folder / "data"
+    _as_postgres([str(programs / "initdb"), "-D", str(data), "-U", "prefect", "--auth=trust", "-E", "UTF8"])
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=300"
+    _as_postgres(
+        [str(programs / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start"]
+    )
+    try:
+        _as_postgres([str(programs / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "prefect"])
+        yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
+    finally:
+        _as_postgres([str(programs / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- a lean MLflow server

@@ -1,6 +1,7 @@
 """Benchmark: `export --distribute` on this machine with 1, 2 and 4 `prefect worker start` processes of a process work
-pool (one chunk at a time each), against a real `prefect server start` (SQLite) and the fake Neptune server (20 ms
-latency): wall time, flow runs and task runs created, and the CPU seconds the Prefect server spent."""
+pool (one chunk at a time each), against a real `prefect server start` on SQLite and on PostgreSQL, and the fake
+Neptune server (20 ms latency): wall time, flow runs and task runs created, and the CPU seconds the Prefect server
+spent."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -23,6 +25,7 @@ from bench.common import (  # noqa: E402
     fake_neptune,
     note,
     parse_bench_args,
+    postgresql_database,
 )
 
 NAME = "fan_out"
@@ -115,33 +118,55 @@ def export_with(workers: int, settings: dict, fake, server, root: Path) -> dict:
     return {"seconds": seconds, "server_cpu": cpu, "flow_runs": flow_runs, "task_runs": task_runs}
 
 
+def database(kind: str):
+    """A context giving the Prefect server's database URL: None for SQLite (in its home), else a PostgreSQL one."""
+    return postgresql_database() if kind == "postgresql" else nullcontext(None)
+
+
+def measure(kind: str, settings: dict, fake, root: Path) -> dict[int, dict]:
+    """{workers: figures} of the distributed exports against a fresh Prefect server on this database."""
+    from deployments.server import PrefectServer
+
+    root.mkdir()
+    with database(kind) as url, PrefectServer(root / "prefect", database_url=url) as server:
+        env = server.client_env({"PYTHONWARNINGS": "ignore"})
+        prefect(["work-pool", "create", POOL, "--type", "process"], env, root)
+        prefect(["deploy", "--all", "--prefect-file", str(REPO / "deployments" / "prefect.yaml")], env, root)
+        return {workers: export_with(workers, settings, fake, server, root) for workers in settings["workers"]}
+
+
+def report(figures: dict[str, dict[int, dict]], workers: tuple[int, ...]) -> None:
+    for kind, by_workers in figures.items():
+        for count, facts in by_workers.items():
+            emit(f"{NAME}.{kind}.seconds_with_{count}_workers", facts["seconds"], "s")
+            emit(f"{NAME}.{kind}.prefect_server_cpu_with_{count}_workers", facts["server_cpu"], "s")
+            note(f"{kind}, {count} worker(s): {facts['flow_runs']} chunk flow runs, {facts['task_runs']} task runs")
+        one, most = by_workers[workers[0]], by_workers[workers[-1]]
+        emit(f"{NAME}.{kind}.speedup_{workers[-1]}_vs_{workers[0]}", one["seconds"] / most["seconds"], "x")
+    if len(figures) == 2:
+        for count in workers:
+            ratio = figures["postgresql"][count]["seconds"] / figures["sqlite"][count]["seconds"]
+            emit(f"{NAME}.postgresql_vs_sqlite_seconds_with_{count}_workers", ratio, "x")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = bench_arguments(__doc__, f"{QUICK['runs']} runs, 1 and 2 workers", repeats=1)
+    parser = bench_arguments(__doc__, f"{QUICK['runs']} runs, 1 and 2 workers, SQLite only", repeats=1)
+    parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), help="default: both (--quick: sqlite)")
+    parser.add_argument(
+        "--runs", type=int, help=f"runs in the project (default {FULL['runs']}, --quick {QUICK['runs']})"
+    )
     args = parse_bench_args(parser, argv)
-    settings = QUICK if args.quick else FULL
+    settings = {**(QUICK if args.quick else FULL), **({"runs": args.runs} if args.runs else {})}
+    chosen = args.database or ("sqlite" if args.quick else "both")
+    kinds = ("sqlite", "postgresql") if chosen == "both" else (chosen,)
     shape = Shape(**{**RUN_SHAPE.__dict__, "runs": settings["runs"]})
     note(f"{NAME}: {shape.describe()}; {args.latency_ms:g} ms latency; chunks of {settings['chunk_runs']} runs")
     try:
-        from deployments.server import PrefectServer
-
         with tempfile.TemporaryDirectory(prefix="bench-fan-out-") as tmp, fake_neptune(shape, args.latency_ms) as fake:
-            root = Path(tmp)
-            with PrefectServer(root / "prefect") as server:
-                env = server.client_env({"PYTHONWARNINGS": "ignore"})
-                prefect(["work-pool", "create", POOL, "--type", "process"], env, root)
-                deployments = REPO / "deployments" / "prefect.yaml"
-                prefect(["deploy", "--all", "--prefect-file", str(deployments)], env, root)
-                figures = {
-                    workers: export_with(workers, settings, fake, server, root) for workers in settings["workers"]
-                }
+            figures = {kind: measure(kind, settings, fake, Path(tmp) / kind) for kind in kinds}
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
-    for workers, facts in figures.items():
-        emit(f"{NAME}.seconds_with_{workers}_workers", facts["seconds"], "s")
-        emit(f"{NAME}.prefect_server_cpu_with_{workers}_workers", facts["server_cpu"], "s")
-        note(f"{workers} worker(s): {facts['flow_runs']} chunk flow runs, {facts['task_runs']} task runs")
-    one, most = figures[settings["workers"][0]], figures[settings["workers"][-1]]
-    emit(f"{NAME}.speedup_{settings['workers'][-1]}_vs_1", one["seconds"] / most["seconds"], "x")
+    report(figures, settings["workers"])
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Start and stop a local `prefect server start` (SQLite under a PREFECT_HOME folder) and serve the deployments."""
+"""Start and stop a local `prefect server start` (SQLite under a PREFECT_HOME folder, or PostgreSQL) and serve the
+deployments."""
 
 from __future__ import annotations
 
@@ -36,9 +37,13 @@ def server_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str
 class PrefectServer:
     """`prefect server start` on 127.0.0.1 in a child process; `api_url` once healthy."""
 
-    def __init__(self, home: Path, port: int = 0, log_path: Path | None = None) -> None:
+    def __init__(
+        self, home: Path, port: int = 0, log_path: Path | None = None, database_url: str | None = None
+    ) -> None:
+        """`database_url`: a `postgresql+asyncpg://...` URL for a PostgreSQL database (SQLite in `home` without)."""
         self.home, self.port = Path(home), port or free_port()
         self.log_path = log_path or self.home / "server.log"
+        self.database_url = database_url
         self.process: subprocess.Popen | None = None
 
     @property
@@ -58,6 +63,7 @@ class PrefectServer:
                 "PREFECT_SERVER_API_PORT": str(self.port),
                 "PREFECT_SERVER_UI_API_URL": self.api_url,
                 "PREFECT_UI_API_URL": self.api_url,
+                **({"PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database_url} if self.database_url else {}),
             },
         )
         return {name: value for name, value in env.items() if name not in SECRETS}
