@@ -12,6 +12,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from prefect.futures import PrefectFuture
+from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import State
 
@@ -36,6 +37,26 @@ class HandledFailureFilter(logging.Filter):
         return not isinstance(error, RunsFailed)
 
 
+class HandledRunFailureFilter(logging.Filter):
+    """Drops the task engine's ERROR "Task run failed with state: Failed(... RunsFailed(...))" of a run failure the
+    task handled: a second error record, with an empty traceback ("NoneType: None"), for what the task's state
+    already says ("Finished in state Failed('<error> — fix: <remedy>')"). Failures the task did not handle keep it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Task run failed with state: ") and "RunsFailed(" in message)
+
+
+class TerminalFailureLineFilter(logging.Filter):
+    """On the CLI's terminal only: drops a task run's "Finished in state Failed('<error> — fix: <remedy>')", which the
+    command prints once as its `failed: PROJECT RUN: ...` line (the Prefect UI keeps the log line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        handled = message.startswith("Finished in state Failed(") and " — fix: " in message
+        return not (handled and record.name == "prefect.task_runs")
+
+
 class StoppedRunFilter(logging.Filter):
     """Drops Prefect's ERROR "Finished in state Cancelled(...)" of a run stopped on Ctrl-C / SIGTERM: the command says
     one line for all of them, and each state keeps its message in the API."""
@@ -45,10 +66,11 @@ class StoppedRunFilter(logging.Filter):
 
 
 def quiet_handled_failures() -> None:
-    """Install `HandledFailureFilter` on Prefect's flow-run logger and `StoppedRunFilter` on both run loggers (once)."""
+    """Install `HandledFailureFilter` on Prefect's flow-run logger, `HandledRunFailureFilter` on its task-run logger
+    and `StoppedRunFilter` on both (once)."""
     for name, kinds in (
         ("prefect.flow_runs", (HandledFailureFilter, StoppedRunFilter)),
-        ("prefect.task_runs", (StoppedRunFilter,)),
+        ("prefect.task_runs", (HandledRunFailureFilter, StoppedRunFilter)),
     ):
         logger = logging.getLogger(name)
         for kind in kinds:
@@ -57,6 +79,15 @@ def quiet_handled_failures() -> None:
 
 
 quiet_handled_failures()
+
+
+def quiet_terminal_failure_lines() -> None:
+    """Install `TerminalFailureLineFilter` on the terminal's Prefect console handlers (once): the CLI's own lines."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, TerminalFailureLineFilter) for f in handler.filters
+        ):
+            handler.addFilter(TerminalFailureLineFilter())
 
 
 @contextmanager
@@ -136,6 +167,7 @@ def run_in_process(flow_fn: Callable[..., Any], **parameters: Any) -> dict:
     its own SIGTERM handler for the flow run (its runner's cancellation); from a worker thread it cannot, so Ctrl-C
     and SIGTERM stay with the CLI's handler (`interrupt`: the flow stops dispatching runs and ends Cancelled)."""
     prefect_env.wait_until_ready()  # the local server `prefect_env.warm_up` started, if any
+    quiet_terminal_failure_lines()
     with without_heartbeats() if prefect_env.runs_on_local_server() else nullcontext():
         with guard.not_enforced():  # the user's own command always runs
             return result_of(in_thread(lambda: flow_fn(**parameters, return_state=True)))

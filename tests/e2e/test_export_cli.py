@@ -95,6 +95,9 @@ def test_export_then_summary_in_ephemeral_mode_and_a_failed_run_exits_1(env, fak
         "check the server version and the options" in result.stderr.splitlines()
     )
     assert "errors.jsonl" in result.stderr
+    # the failure is said once, by the command: no Prefect ERROR record repeating it, no empty traceback
+    assert not [line for line in result.stderr.splitlines() if "| ERROR" in line], result.stderr
+    assert "NoneType: None" not in result.stderr and "RunsFailed(" not in result.stderr
     assert env["NEPTUNE_API_TOKEN"] not in result.stdout + result.stderr
     assert complete_runs(tmp_path / "out/data") == {run_id(1), run_id(2)}
 
