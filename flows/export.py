@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import fan_out, guard
 from flows.live import LiveRuns
-from flows.runtime import cut_short, dispatch, run_in_process, run_subflow, stopped
+from flows.runtime import cut_short, dispatch, refusal, run_in_process, run_subflow, stopped
 from neptune_exporter import export as library
 from neptune_exporter import export_results, interrupt, locations, progress
 from neptune_exporter.errors import PathLockedError, StorageNotSharedError, failure_message
@@ -277,8 +277,8 @@ def export(
     if (skipped := guard.skip_if_data_path_busy(options.data_path)) is not None:
         return skipped
     checked = export_tasks.preflight(options.to_json(), return_state=True)  # before the lock: no folder on bad input
-    if checked.is_failed():
-        return failed(checked.message or "preflight failed", {"rejected": checked.message})
+    if (refused := refusal(checked)) is not None:
+        return refused
     projects = checked.result()
     try:
         with library.export_lock(options, if_locked, on_wait=get_run_logger().warning):

@@ -13,7 +13,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import guard
 from flows.live import LiveRuns
 from flows.runtime import cut_short, dispatch, run_subflow, stopped
-from flows.validate import chunks, finished_results, publish_report, run_key, validate_runs, workers_of
+from flows.validate import (
+    chunks,
+    finished_results,
+    publish_report,
+    run_key,
+    selected_waves,
+    validate_runs,
+    workers_of,
+)
 from neptune_exporter import interrupt, progress
 from neptune_exporter import load as library
 from neptune_exporter.errors import PathLockedError, failure_message
@@ -123,8 +131,9 @@ def load(options: dict | None = None, run_validation: bool = True, if_locked: st
 def load_locked(parsed: library.LoadOptions, run_validation: bool) -> dict | State:
     """The load flow's work, while it holds the lock of this export's loads into this target."""
     options, started = parsed.to_json(), time.monotonic()
-    waves = load_tasks.select_runs(options)
-    load_tasks.check_target(detached(options))
+    waves = selected_waves(options)
+    if isinstance(waves, State):
+        return waves
     live = start_progress(waves)
     chunk_flow = load_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max(1, parsed.workers)))
     results: list[dict] = []

@@ -18,7 +18,7 @@ from prefect.states import State
 
 from flows import guard
 from neptune_exporter import interrupt, prefect_env
-from tasks.policy import RunsFailed, interrupted
+from tasks.policy import RunsFailed, failed, interrupted
 
 Item = TypeVar("Item")
 
@@ -158,6 +158,15 @@ def stopped(summary: dict, complete: int, planned: int) -> State:
     """The Cancelled final state of a flow cut short: the one line the CLI prints as message and in the summary."""
     line = interrupt.message(complete, planned - complete)
     return interrupted(line, {**summary, "interrupted": line})
+
+
+def refusal(*checks: State) -> State | None:
+    """The flow's final state when one of its input checks (`tasks.policy.rejected`) refused: Failed with that
+    check's line and `{"rejected": line}` as result; None when every check passed."""
+    for check in checks:
+        if check.is_failed():
+            return failed(check.message or "an input check failed", {"rejected": check.message})
+    return None
 
 
 def run_in_process(flow_fn: Callable[..., Any], **parameters: Any) -> dict:

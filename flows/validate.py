@@ -11,7 +11,7 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.live import LiveRuns
-from flows.runtime import cut_short, dispatch, run_subflow, stopped
+from flows.runtime import cut_short, dispatch, refusal, run_subflow, stopped
 from neptune_exporter import interrupt
 from neptune_exporter import load as library
 from neptune_exporter.settings import Settings
@@ -142,13 +142,23 @@ def publish_report(report: ValidationReport, options: dict) -> dict:
     return summary
 
 
+def selected_waves(options: dict) -> list[list[dict]] | State:
+    """The runs to load or validate in fork waves once the export and the target passed their checks; otherwise the
+    flow's Failed final state, saying what was refused and the fix."""
+    selected = load_tasks.select_runs(options, return_state=True)
+    refused = refusal(selected) or refusal(load_tasks.check_target(detached(options), return_state=True))
+    return refused if refused is not None else selected.result()
+
+
 @flow(name="validate", log_prints=False)
 def validate(options: dict | None = None) -> dict | State:
     """Compare params, tags, every metric point and every file in the target with the export; Failed on any difference."""
     parsed = library.LoadOptions.from_json(options or {})
     options = parsed.to_json()
-    runs = detached([run for wave in load_tasks.select_runs(options) for run in wave])
-    load_tasks.check_target(detached(options))
+    waves = selected_waves(options)
+    if isinstance(waves, State):
+        return waves
+    runs = detached([run for wave in waves for run in wave])
     report = validate_runs(options, runs)
     if len(report.runs) < len(runs):  # stopped on request: a partial report would say too little
         return stopped({"target": report.target, "runs_checked": len(report.runs)}, len(report.runs), len(runs))

@@ -14,11 +14,11 @@ from prefect.states import State
 
 from neptune_exporter import interrupt
 from neptune_exporter import load as library
-from neptune_exporter.errors import failure_message
+from neptune_exporter.errors import TerminalError, failure_message
 from neptune_exporter.loaders.base import Loader
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation.report import RunValidation
-from tasks.policy import failed, interrupted
+from tasks.policy import failed, interrupted, rejected
 
 DIFFERENCES_IN_MESSAGE = 3
 
@@ -46,15 +46,23 @@ def validator_for(options: dict) -> library.Validator:
 
 
 @task(name="check-target", cache_policy=NO_CACHE)
-def check_target(options: dict) -> None:
-    """Fail fast (one clear message) when the target cannot be reached or written."""
-    library.check_target(loader_for(options))
+def check_target(options: dict) -> State | None:
+    """Fail fast when the target cannot be reached or written: the task ends Failed with the error and its fix."""
+    try:
+        library.check_target(loader_for(options))
+    except TerminalError as error:
+        return rejected(error)
+    return None
 
 
 @task(name="select-runs", cache_policy=NO_CACHE)
-def select_runs(options: dict) -> list[list[dict]]:
-    """Exported runs to load, in fork waves (parents first), as JSON."""
-    runs = library.select_runs(library.LoadOptions.from_json(options))
+def select_runs(options: dict) -> list[list[dict]] | State:
+    """Exported runs to load, in fork waves (parents first), as JSON; Failed with the fix when there are none or the
+    export folder is wrong."""
+    try:
+        runs = library.select_runs(library.LoadOptions.from_json(options))
+    except TerminalError as error:
+        return rejected(error)
     return [[asdict(run) for run in wave] for wave in library.fork_waves(runs)]
 
 

@@ -65,9 +65,12 @@ def run_load_flow(flow_name: str, options, no_progress: bool, **parameters: Any)
     flow_fn = load_flow if flow_name == "load" else validate_flow
     with progress.terminal_bar("loading", no_progress or flow_name != "load"):
         try:
-            return run_in_process(flow_fn, options=options.to_json(), **parameters)
+            summary = run_in_process(flow_fn, options=options.to_json(), **parameters)
         except NeptuneExporterError as error:
             raise fail(error) from None
+    if "rejected" in summary:  # the flow's own check refused what ours passed (the export or target changed between)
+        raise fail(summary["rejected"])
+    return summary
 
 
 def print_validation(summary: dict) -> None:

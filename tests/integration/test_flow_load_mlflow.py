@@ -16,6 +16,7 @@ from flows.validate import validate
 from tests.integration.mlflow_server import mlflow_server  # noqa: F401  (session fixture)
 from tests.integration.test_load_mlflow import active_runs, options
 from tests.load_exports import T0_MS, write_rich_export
+from tests.prefect_reading import flow_run_logs
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +44,19 @@ def test_load_flow_loads_validates_and_publishes_reports(prefect_harness, mlflow
     assert [(d["kind"], d["key"], d["problem"]) for d in report["runs"][0]["differences"]] == [
         ("metric", "metrics/extra", "unexpected")
     ]
+
+
+@pytest.mark.parametrize("flow", [load, validate], ids=["load", "validate"])
+def test_an_export_folder_with_no_runs_fails_the_flow_with_its_fix_and_no_traceback(
+    prefect_harness,
+    mlflow_server,  # noqa: F811
+    tmp_path,
+    flow,
+):
+    (tmp_path / "data").mkdir()  # an empty folder, as `-d` pointing at the wrong place gives
+    state = flow(options=options(tmp_path, mlflow_server).to_json(), return_state=True)
+    assert state.is_failed() and state.message.startswith("NoRunsSelectedError: "), state.message
+    assert " — fix: " in state.message and result_of(state) == {"rejected": state.message}
+    errors = [log.message for log in flow_run_logs([state.state_details.flow_run_id]) if log.level >= 40]
+    assert not [message for message in errors if "Traceback" in message or "Encountered exception" in message]
+    assert list((tmp_path / "data").iterdir()) == []  # no lock file, nothing written
