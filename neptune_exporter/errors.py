@@ -162,6 +162,10 @@ class ChunkLostError(TransientError):
     """A chunk of a distributed export crashed, or its process stopped beating (its worker was killed)."""
 
 
+class RunInUseError(TransientError):
+    """Another process exports the same run right now (a distributed chunk given up while it still runs)."""
+
+
 class TargetUnavailableError(TransientError):
     """The load target could not be reached or answered with a server error."""
 

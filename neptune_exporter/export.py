@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +20,8 @@ from neptune_exporter.errors import (
     InvalidOptionError,
     NeptuneExporterError,
     OutputPathError,
+    PathLockedError,
+    RunInUseError,
     TerminalError,
     UnsupportedError,
     disk_full_cause,
@@ -39,6 +41,7 @@ from neptune_exporter.storage import fan_out, incremental, integrity, lock, spac
 from neptune_exporter.storage.files import ExportedFile, remove_staging_leftovers, run_files_dir
 from neptune_exporter.storage.incremental import RunPlan
 from neptune_exporter.storage.manifest import (
+    MANIFEST_SUFFIX,
     STATUS_COMPLETE,
     STATUS_FAILED,
     Manifest,
@@ -281,13 +284,46 @@ def _complete_manifest(attempt: _Attempt, source: Source, plan: RunPlan, options
 
 
 def export_run(
-    source: Source, plan: RunPlan, options: ExportOptions, settings: Settings, progress: ProgressSink | None = None
+    source: Source,
+    plan: RunPlan,
+    options: ExportOptions,
+    settings: Settings,
+    progress: ProgressSink | None = None,
+    recheck: bool = False,
 ) -> RunExportResult:
-    """Export one run: parts first, manifest last; TerminalError → failed manifest; TransientError propagates."""
-    run, data_root = plan.run, Path(options.data_path)
-    path = manifest_path(data_root, run.project_id, run.run_id, run.scope)
+    """Export one run under its run lock: parts first, manifest last; TerminalError → failed manifest; TransientError
+    (RunInUseError while another process exports it) propagates. `recheck`: plan the run again once the lock is held
+    (that other process may have completed it)."""
     if plan.action == "skip":
         return _done(progress, skipped_result(plan, options))
+    data_root = Path(options.data_path)
+    with run_lock(data_root, plan.run):
+        if recheck and (plan := plan_runs([plan.run], options)[0]).action == "skip":
+            return _done(progress, skipped_result(plan, options))
+        return _export_locked(source, plan, options, settings, progress)
+
+
+@contextmanager
+def run_lock(data_root: Path, run: RunRef) -> Iterator[None]:
+    """Hold `<run>.export.lock` next to the run's manifest: one process exports a run at a time (a chunk its parent
+    gave up may still run). RunInUseError naming the holder when another process has it."""
+    manifest = manifest_path(data_root, run.project_id, run.run_id, run.scope)
+    path = manifest.with_name(manifest.name.removesuffix(MANIFEST_SUFFIX) + lock.RUN_LOCK_SUFFIX)
+    with ExitStack() as stack:
+        try:  # a killed export's lock is expected (its run is redone): taking it over is no warning
+            stack.enter_context(lock.hold(path, f"export of {run.key()}", quiet_takeover=True))
+        except PathLockedError as error:
+            raise RunInUseError(
+                str(error), "none needed: it is retried, and the next export completes the run"
+            ) from None
+        yield
+
+
+def _export_locked(
+    source: Source, plan: RunPlan, options: ExportOptions, settings: Settings, progress: ProgressSink | None
+) -> RunExportResult:
+    run, data_root = plan.run, Path(options.data_path)
+    path = manifest_path(data_root, run.project_id, run.run_id, run.scope)
     attempt = _begin(plan, options, settings, data_root)
     try:
         files = _stream(attempt, source, plan, options, progress)
@@ -398,8 +434,17 @@ def export_one(
     """The per-run verb the Prefect task and `run_export` both call: `export_run` under the one retry policy;
     an error left when the policy is spent (or a terminal one) becomes a failed run with its remedy (a full disk:
     which folder, its free space and the fix)."""
+    in_use = False  # once another process held the run, each attempt plans it again under the lock
+
+    def attempt() -> RunExportResult:
+        nonlocal in_use
+        try:
+            return export_run(source, plan, options, settings, progress, recheck=in_use)
+        except RunInUseError:
+            in_use = True
+            raise
+
     try:
-        attempt = lambda: export_run(source, plan, options, settings, progress)  # noqa: E731
         return call_with_retries(attempt, settings.retry, what=f"run {plan.run.key()}", sleep=sleep)
     except Exception as raised:  # noqa: BLE001 - one failed run must never stop the others; it is recorded below
         error = space.disk_full_error(raised, output_folders(options), plan.run.run_id) or raised

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 IF_LOCKED = ("stop", "wait")
 EXPORT_LOCK = ".neptune-exporter.lock"  # in the data path: one export at a time
 LOAD_LOCK = ".neptune-exporter.load-{target}.lock"  # in the data path: one load of it per target
+RUN_LOCK_SUFFIX = ".export.lock"  # next to a run's manifest while a process exports the run
 POLL_SECONDS = 0.5
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
@@ -115,8 +116,8 @@ def _open(path: Path, create_folder: bool) -> int:
         ) from None
 
 
-def _acquire_once(path: Path, me: Holder, create_folder: bool) -> int | Holder:
-    """The fd holding the lock, or the holder that keeps it."""
+def _acquire_once(path: Path, me: Holder, create_folder: bool, quiet: bool = False) -> int | Holder:
+    """The fd holding the lock, or the holder that keeps it (`quiet`: a takeover is logged at DEBUG only)."""
     fd = _open(path, create_folder)
     try:
         got = _try_flock(fd)
@@ -126,9 +127,14 @@ def _acquire_once(path: Path, me: Holder, create_folder: bool) -> int | Holder:
             return previous or Holder("another process", 0, "unknown host", "unknown time")
         if got and not _still_linked(fd, path):
             os.close(fd)
-            return _acquire_once(path, me, create_folder)
+            return _acquire_once(path, me, create_folder, quiet)
         if previous is not None and previous.pid != me.pid:
-            log.warning("taking over %s: its holder %s is gone", path, previous.describe())
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "taking over %s: its holder %s is gone",
+                path,
+                previous.describe(),
+            )
         _write_holder(fd, me)
         return fd
     except BaseException:
@@ -148,14 +154,16 @@ def hold(
     on_wait: Callable[[str], object] | None = None,
     poll_seconds: float = POLL_SECONDS,
     create_folder: bool = True,
+    quiet_takeover: bool = False,
 ) -> Iterator[Holder]:
     """Hold the lock file `path` for the block (yields this process's Holder; its folder made unless
-    `create_folder` is False); see the module docstring."""
+    `create_folder` is False; `quiet_takeover`: taking over a dead holder's lock is no warning); see the module
+    docstring."""
     path, me = Path(path), Holder(purpose, os.getpid(), socket.gethostname(), utc_now_iso())
     check_if_locked(if_locked)
     told = False
     while True:
-        got = _acquire_once(path, me, create_folder)
+        got = _acquire_once(path, me, create_folder, quiet_takeover)
         if isinstance(got, int):
             fd = got
             break

@@ -524,3 +524,45 @@ def test_plan_tidies_a_complete_run_left_with_strays(tmp_path):
     assert plan.action == "skip" and not stray.exists()
     assert part0.exists() and not renamed.exists()
     assert read_manifest(manifest_path(data, PROJECT, "run-a")).parts[0].path.endswith(part_file_name("run-a", 0))
+
+
+# ----------------------------------------------------------------------------- one process per run
+
+
+def test_a_run_another_process_exports_is_waited_for_then_planned_again_and_not_fetched_twice(tmp_path):
+    """A distributed chunk given up while it still runs: its run's lock makes the retry wait, not write beside it."""
+    source = FakeSource({"run-a": make_run(30)})
+    options = options_for(tmp_path)
+    (plan,) = ex.plan_export(source, options, SETTINGS)
+    assert plan.action == "full"
+    other = ex.run_lock(Path(options.data_path), plan.run)
+    other.__enter__()  # the other process holds the run
+
+    def meanwhile(seconds: float) -> None:  # between two attempts, the other process completes the run and lets go
+        if source.calls.get("run-a", 0) == 0:
+            ex._export_locked(source, plan, options, SETTINGS, None)
+            other.__exit__(None, None, None)
+
+    result = ex.export_one(source, plan, options, SETTINGS, sleep=meanwhile)
+    assert result.status == "skipped" and source.calls == {"run-a": 1}  # planned again under the lock: complete
+    manifest = read_manifest(manifest_path(Path(options.data_path), PROJECT, "run-a"))
+    assert manifest is not None and manifest.is_complete()
+    on_disk = [p.name for p in project_dir_files(options)]
+    assert sorted(n for n in on_disk if "_part_" in n) == sorted(Path(part.path).name for part in manifest.parts)
+    assert not [n for n in on_disk if n.endswith(".lock") or n.endswith(".tmp")], on_disk  # the lock went with it
+
+
+def test_a_run_held_by_another_process_for_good_fails_alone_saying_so(tmp_path):
+    source = FakeSource({"run-a": make_run(30), "run-b": make_run(30)})
+    options = options_for(tmp_path)
+    plans = ex.plan_export(source, options, SETTINGS)
+    with ex.run_lock(Path(options.data_path), plans[0].run):
+        results = [ex.export_one(source, plan, options, SETTINGS, sleep=lambda s: None) for plan in plans]
+    assert [r.status for r in results] == ["failed", "complete"] and "run-a" not in source.calls
+    (error,) = results[0].errors
+    assert error["error_type"] == "RunInUseError" and "is in use: export of" in error["message"]
+    assert error["remedy"] == "none needed: it is retried, and the next export completes the run"
+
+
+def project_dir_files(options: ex.ExportOptions) -> list[Path]:
+    return [p for p in manifest_path(Path(options.data_path), PROJECT, "x").parent.iterdir() if p.is_file()]
