@@ -6,6 +6,7 @@ spent."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,16 +142,23 @@ def measure(kind: str, settings: dict, fake, root: Path) -> dict[int, dict]:
         env = server.client_env({"PYTHONWARNINGS": "ignore"})
         prefect(["work-pool", "create", POOL, "--type", "process"], env, root)
         prefect(["deploy", "--all", "--prefect-file", str(REPO / "deployments" / "prefect.yaml")], env, root)
-        return {workers: export_with(workers, settings, fake, server, root) for workers in settings["workers"]}
+        figures = {}
+        for workers in settings["workers"]:
+            figures[workers] = export_with(workers, settings, fake, server, root)
+            report_one(kind, workers, figures[workers])
+        return figures
 
 
-def report(figures: dict[str, dict[int, dict]], workers: tuple[int, ...]) -> None:
+def report_one(kind: str, count: int, facts: dict) -> None:
+    """One measurement's figures, printed as soon as it is taken (a long run that is stopped keeps what it printed)."""
+    emit(f"{NAME}.{kind}.seconds_with_{count}_workers", facts["seconds"], "s")
+    emit(f"{NAME}.{kind}.prefect_server_cpu_with_{count}_workers", facts["server_cpu"], "s")
+    emit(f"{NAME}.{kind}.task_runs_recorded_after_export_with_{count}_workers", facts["lag"], "s")
+    note(f"{kind}, {count} worker(s): {facts['flow_runs']} chunk flow runs, {facts['task_runs']} task runs")
+
+
+def report_ratios(figures: dict[str, dict[int, dict]], workers: tuple[int, ...]) -> None:
     for kind, by_workers in figures.items():
-        for count, facts in by_workers.items():
-            emit(f"{NAME}.{kind}.seconds_with_{count}_workers", facts["seconds"], "s")
-            emit(f"{NAME}.{kind}.prefect_server_cpu_with_{count}_workers", facts["server_cpu"], "s")
-            emit(f"{NAME}.{kind}.task_runs_recorded_after_export_with_{count}_workers", facts["lag"], "s")
-            note(f"{kind}, {count} worker(s): {facts['flow_runs']} chunk flow runs, {facts['task_runs']} task runs")
         one, most = by_workers[workers[0]], by_workers[workers[-1]]
         emit(f"{NAME}.{kind}.speedup_{workers[-1]}_vs_{workers[0]}", one["seconds"] / most["seconds"], "x")
     if len(figures) == 2:
@@ -171,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ("sqlite", "postgresql") if chosen == "both" else (chosen,)
     shape = Shape(**{**RUN_SHAPE.__dict__, "runs": settings["runs"]})
     note(f"{NAME}: {shape.describe()}; {args.latency_ms:g} ms latency; chunks of {settings['chunk_runs']} runs")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped benchmark still stops its servers
     try:
         with tempfile.TemporaryDirectory(prefix="bench-fan-out-") as tmp, fake_neptune(shape, args.latency_ms) as fake:
             figures = {kind: measure(kind, settings, fake, Path(tmp) / kind) for kind in kinds}
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
-    report(figures, settings["workers"])
+    report_ratios(figures, settings["workers"])
     return 0
 
 
