@@ -29,6 +29,7 @@ READERS = {  # --against → "module:factory(api_token, settings)"
     "neptune3": "neptune_exporter.exporters.neptune3.audit:Neptune3Audit",
     "neptune2": "neptune_exporter.exporters.neptune2.audit:Neptune2Audit",
 }
+MODIFIED = "sys/modification_time"
 UNAVAILABLE = "not available without a full download"
 
 
@@ -170,24 +171,36 @@ def compare_run(project_id: str, source: RunFacts, export: RunFacts, unavailable
     for path in sorted(source.types.keys() & export.types.keys()):
         if source.types[path] != export.types[path]:
             found.append(diff("attribute", path, "type", source.types[path], export.types[path]))
+    changed = changed_since_export(source, export)
     for path in sorted(source.atoms.keys() & export.atoms.keys()):
         if not same(source.atoms[path], export.atoms[path]):
-            found.append(diff("atom", path, "value", source.atoms[path], export.atoms[path]))
+            problem = "newer on the server" if changed and path == MODIFIED else "value"
+            found.append(diff("atom", path, problem, source.atoms[path], export.atoms[path]))
     for path in sorted(source.series.keys() & export.series.keys()):
-        found += _series_differences(diff, path, source.series[path], export.series[path], set(unavailable))
+        found += _series_differences(diff, path, source.series[path], export.series[path], set(unavailable), changed)
     for path in sorted(source.file_sizes.keys() & export.file_sizes.keys()):
         if source.file_sizes[path] != export.file_sizes[path]:
             found.append(diff("file", path, "size", source.file_sizes[path], export.file_sizes[path]))
     return found
 
 
+def changed_since_export(source: RunFacts, export: RunFacts) -> bool:
+    """The run was modified on the server after it was exported (its sys/modification_time is later): a series
+    longer on the server is then "source has more", not a point the export lost."""
+    server, exported = source.atoms.get(MODIFIED), export.atoms.get(MODIFIED)
+    return isinstance(server, str) and isinstance(exported, str) and server > exported
+
+
 def _empty_series(series: SeriesFacts | None) -> bool:
     return series is not None and series.last_step is None and not series.count
 
 
-def _series_differences(diff, path: str, source: SeriesFacts, export: SeriesFacts, unavailable: set[str]):
+def _series_differences(
+    diff, path: str, source: SeriesFacts, export: SeriesFacts, unavailable: set[str], changed: bool
+) -> list[Difference]:
     found = []
-    if source.last_step is not None and export.last_step is not None and source.last_step > export.last_step:
+    longer = source.last_step is not None and export.last_step is not None and source.last_step > export.last_step
+    if changed and longer:
         more = f"last step {source.last_step:g} on the server, {export.last_step:g} in the export"
         if source.count is not None and export.count is not None:
             more += f"; {source.count} points on the server, {export.count} in the export"

@@ -117,6 +117,11 @@ def _value(entry: Any, path: str) -> Any:
         return None
 
 
+def _typed(exported: str, value: Any) -> Any:
+    """Float atoms arrive as numbers or as "NaN"/"Infinity"/"-Infinity" text."""
+    return float(value) if exported == "float" and value is not None else value
+
+
 def _attributes(run: Any) -> dict[str, str]:
     """path → 2.x type name, as the server reports them (exact paths, not the client's split structure)."""
     return {a.path: a.type.value for a in run._backend.get_attributes(run._id, run.container_type)}
@@ -133,7 +138,7 @@ def _run_facts(run_id: str, run: Any, reported: dict[str, str], entry: Any) -> R
             continue
         facts.types[path] = exported
         if exported in ATOMS and entry is not None:
-            facts.atoms[path] = normal(_value(entry, path))
+            facts.atoms[path] = normal(_typed(exported, _value(entry, path)))
         elif exported in TAILED:
             handle = create_attribute_from_type(AttributeType(neptune_type), run, [path])
             facts.series[path] = _series_facts(handle)
