@@ -80,13 +80,8 @@ class AuditOptions:
 
 
 def make_reader(options: AuditOptions, settings: Settings) -> SourceReader:
-    """The source reader named by `--against` (InvalidOptionError for anything else)."""
-    if options.against not in READERS:
-        raise InvalidOptionError(f"unknown source {options.against!r}", f"use one of: {', '.join(sorted(READERS))}")
-    if not options.projects:
-        raise InvalidOptionError("no project named", "name the projects with -p workspace/project (repeatable)")
-    module_name, _, name = READERS[options.against].partition(":")
-    return getattr(importlib.import_module(module_name), name)(options.api_token, settings)
+    """The source reader named by `--against`, with the token of the options (else NEPTUNE_API_TOKEN)."""
+    return reader_class(options.against)(options.api_token, settings)
 
 
 # ----------------------------------------------------------------------------- normalised values
@@ -248,7 +243,7 @@ class SourceAuditReport(ValidationReport):
         return "\n".join(lines) + "\n"
 
 
-def not_compared(reader: SourceReader) -> list[str]:
+def not_compared(reader: Any) -> list[str]:
     """Series figures the report cannot vouch for with this source."""
     return [f"series {figure}: {UNAVAILABLE}" for figure in reader.unavailable]
 
@@ -296,6 +291,40 @@ def _audit_run(project_id: str, source: RunFacts, export: ExportedRun, unavailab
         "files": len(source.file_sizes),
     }
     return entry
+
+
+def audit_report_dir(options: AuditOptions) -> Path:
+    """Folder of the reports: the option, else `<data folder>/../reports` (as target validation)."""
+    return Path(options.report_path) if options.report_path else Path(options.data_path).resolve().parent / "reports"
+
+
+def check_audit_options(options: AuditOptions) -> None:
+    """Local checks before any request: the export folder exists, the runs regex compiles, a project is named."""
+    if not Path(options.data_path).is_dir():
+        raise OutputPathError(
+            f"export folder {options.data_path} does not exist", "pass the --data-path an export wrote to"
+        )
+    compile_regex(options.runs_regex, "--runs")
+    if not options.projects:
+        raise InvalidOptionError("no project named", "name the projects with -p workspace/project (repeatable)")
+
+
+def audit_one_project(options: AuditOptions, settings: Settings, project_id: str) -> list[RunValidation]:
+    """One project's runs compared (the per-project verb of the validate-source task)."""
+    return audit_project(make_reader(options, settings), options, project_id)
+
+
+def new_report(options: AuditOptions) -> SourceAuditReport:
+    """An empty report naming what this source cannot give cheaply."""
+    return SourceAuditReport(target=options.against, not_compared=not_compared(reader_class(options.against)))
+
+
+def reader_class(against: str) -> Any:
+    """The reader class `--against` names (InvalidOptionError for anything else)."""
+    if against not in READERS:
+        raise InvalidOptionError(f"unknown source {against!r}", f"use one of: {', '.join(sorted(READERS))}")
+    module_name, _, name = READERS[against].partition(":")
+    return getattr(importlib.import_module(module_name), name)
 
 
 def run_source_audit(options: AuditOptions, settings: Settings) -> ValidationReport:
