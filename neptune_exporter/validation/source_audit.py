@@ -248,10 +248,14 @@ def not_compared(reader: Any) -> list[str]:
     return [f"series {figure}: {UNAVAILABLE}" for figure in reader.unavailable]
 
 
-def _stored_exports(options: AuditOptions, project_id: str) -> dict[str, ExportedRun]:
+def _stored_exports(options: AuditOptions, project_id: str) -> dict[str, tuple[ExportedRun, list[str]]]:
+    """run id → (the run as stored, the manifest's parts that are not on disk)."""
     data_root, files_root = Path(options.data_path), Path(options.files_path)
     return {
-        stored.run_id: ExportedRun.from_stored(stored, data_root, files_root)
+        stored.run_id: (
+            ExportedRun.from_stored(stored, data_root, files_root),
+            [part.path for part in stored.manifest.parts if not (data_root / part.path).is_file()],
+        )
         for stored in list_stored_runs(data_root, projects=[project_id], runs_regex=options.runs_regex)
         if stored.project_id == project_id
     }
@@ -262,7 +266,7 @@ def audit_project(reader: SourceReader, options: AuditOptions, project_id: str) 
     stored = _stored_exports(options, project_id)
     on_server = reader.run_ids(project_id, options.runs_regex)
     results = []
-    missing = [run_id for run_id in on_server if run_id not in stored or not stored[run_id].complete]
+    missing = [run_id for run_id in on_server if run_id not in stored or not stored[run_id][0].complete]
     for run_id in missing:
         problem = "missing from export" if run_id not in stored else "export incomplete"
         entry = RunValidation(project_id, run_id, run_id)
@@ -270,14 +274,23 @@ def audit_project(reader: SourceReader, options: AuditOptions, project_id: str) 
         results.append(entry)
     present = [run_id for run_id in on_server if run_id not in missing]
     for facts in reader.read(project_id, present):
-        results.append(_audit_run(project_id, facts, stored[facts.run_id], reader.unavailable))
+        export, lost_parts = stored[facts.run_id]
+        results.append(_audit_run(project_id, facts, export, lost_parts, reader.unavailable))
     for run_id in sorted(stored.keys() - set(on_server)):
         results.append(RunValidation(project_id, run_id, None, checked={"not_on_server": 1}))
     return results
 
 
-def _audit_run(project_id: str, source: RunFacts, export: ExportedRun, unavailable) -> RunValidation:
+def _audit_run(
+    project_id: str, source: RunFacts, export: ExportedRun, lost_parts: list[str], unavailable
+) -> RunValidation:
     entry = RunValidation(project_id, source.run_id, source.run_id)
+    if lost_parts:  # its rows cannot be read whole: name the parts, compare nothing else
+        entry.differences = [
+            Difference(project_id, source.run_id, "part", path, "missing from export", "present", None)
+            for path in lost_parts
+        ]
+        return entry
     try:
         exported = export_facts(export)
     except (NeptuneExporterError, OSError) as error:

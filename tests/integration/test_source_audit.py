@@ -142,6 +142,15 @@ def test_a_missing_run_is_named(copy):
     assert differences(report) == [(RUN[source], "run", RUN[source], "missing from export", "complete", None)]
 
 
+def test_a_deleted_part_is_named(copy):
+    source, fake, root = copy
+    (part,) = run_part_paths(root / "data", PROJECT, RUN[source])
+    part.unlink()
+    report = audit(source, fake, root)
+    relative = part.relative_to(root / "data").as_posix()
+    assert differences(report) == [(RUN[source], "part", relative, "missing from export", "present", None)]
+
+
 def test_a_truncated_file_is_named(copy):
     source, fake, root = copy
     table = pa.concat_tables(pq.read_table(part) for part in run_part_paths(root / "data", PROJECT, RUN[source]))
