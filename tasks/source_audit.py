@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
-from neptune_exporter.errors import TerminalError
+from neptune_exporter.errors import NeptuneExporterError, TerminalError
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation import source_audit as library
 from tasks.policy import rejected
@@ -28,6 +28,6 @@ def audit_project(options: dict, project_id: str) -> list[dict] | State:
     parsed = library.AuditOptions.from_json(options)
     try:
         runs = library.audit_one_project(parsed, Settings.from_env(), project_id)
-    except TerminalError as error:
+    except NeptuneExporterError as error:  # refused, or still failing after the retries
         return rejected(error)
     return [run.to_json() for run in runs]

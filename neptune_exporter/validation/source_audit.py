@@ -17,6 +17,7 @@ import pyarrow as pa
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError
 from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, normal
 from neptune_exporter.model import STEP_SCALE, decimal_array_to_unscaled, resolve_file_value
+from neptune_exporter.retry import call_with_retries
 from neptune_exporter.selection import compile_regex
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.exported_run import ExportedRun, list_stored_runs
@@ -323,8 +324,12 @@ def check_audit_options(options: AuditOptions) -> None:
 
 
 def audit_one_project(options: AuditOptions, settings: Settings, project_id: str) -> list[RunValidation]:
-    """One project's runs compared (the per-project verb of the validate-source task)."""
-    return audit_project(make_reader(options, settings), options, project_id)
+    """One project's runs compared (the per-project verb of the validate-source task), under the one retry policy:
+    a transient server error repeats the project's read-only audit."""
+    reader = make_reader(options, settings)
+    return call_with_retries(
+        lambda: audit_project(reader, options, project_id), settings.retry, what=f"audit of {project_id}"
+    )
 
 
 def new_report(options: AuditOptions) -> SourceAuditReport:

@@ -66,3 +66,14 @@ def test_validate_source_flow_refuses_a_missing_export_in_one_line(prefect_harne
         state.message
         == f"OutputPathError: export folder {tmp_path / 'nothing'} does not exist — fix: pass the --data-path an export wrote to"
     )
+
+
+def test_validate_source_flow_names_an_unknown_project_in_one_line(prefect_harness, tmp_path, monkeypatch):
+    with FakeNeptune(workspace(), port=0) as fake:
+        monkeypatch.setenv("NEPTUNE_API_TOKEN", fake.api_token)
+        export("neptune3", fake, tmp_path)
+        options = {"against": "neptune3", "data_path": str(tmp_path / "data"), "files_path": str(tmp_path / "files")}
+        state = validate_source(options={**options, "projects": ["workspace/nope"]}, return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("ProjectNotFoundError: ") and "workspace/nope" in state.message
+    assert " — fix: " in state.message
