@@ -81,6 +81,18 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         {"options": {"target": "wandb"}},
         "Validate loaded W&B runs (offline .wandb logs, or online via the API) against the export.",
     ),
+    DeploymentSpec(
+        "neptune3",
+        "flows.validate_source.validate_source",
+        {"options": {"against": "neptune3"}},
+        "Compare the export with the live Neptune 3.x server (pass options.projects); token from NEPTUNE_API_TOKEN.",
+    ),
+    DeploymentSpec(
+        "neptune2",
+        "flows.validate_source.validate_source",
+        {"options": {"against": "neptune2"}},
+        "Compare the export with the live Neptune 2.x server (pass options.projects); token from NEPTUNE_API_TOKEN.",
+    ),
 ]
 
 

@@ -157,9 +157,23 @@ def validate(
     wandb_entity: WandbEntityOpt = None,
     wandb_project_template: WandbProjectOpt = None,
     report_path: ReportPathOpt = None,
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="Compare the export with the live source instead: neptune3 or neptune2."),
+    ] = None,
+    api_token: Annotated[
+        str | None, typer.Option(help="Neptune API token (--against); default NEPTUNE_API_TOKEN.", show_default=False)
+    ] = None,
 ) -> None:
-    """Compare every exported run with the target (params, tags, every point, every file's sha256). Exit 1 on differences."""
-    options = load_options_or_exit(locals())
+    """Compare every exported run with the target (params, tags, every point, every file's sha256), or with the
+    Neptune server it came from (--against; -p required). Exit 1 on differences."""
+    if against is not None:
+        from neptune_exporter.cli import source_validate as source
+
+        audit = source.audit_options(against, data_path, files_path, project, runs, report_path, api_token)
+        raise typer.Exit(source.run_source_validation(audit))
+    values = {k: v for k, v in locals().items() if k not in ("against", "api_token")}
+    options = load_options_or_exit(values)
     with stops_on_interrupt():
         preflight_load(options)
         summary = run_load_flow("validate", options, True)
