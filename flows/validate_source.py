@@ -6,10 +6,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import State
 
+from flows.runtime import refusal
 from neptune_exporter.validation import source_audit as library
 from neptune_exporter.validation.report import RunValidation
 from tasks import source_audit as audit_tasks
-from tasks.policy import RunsFailed, detached, failed
+from tasks.policy import detached, failed
 
 TABLE_ROWS_SHOWN = 1000
 
@@ -56,16 +57,15 @@ def validate_source(options: dict | None = None) -> dict | State:
     parsed = library.AuditOptions.from_json(
         {"data_path": "./exports/data", "files_path": "./exports/files", **(options or {})}
     )
-    refused = audit_tasks.check_options(parsed.to_json(), return_state=True).result(raise_on_failure=False)
-    if isinstance(refused, RunsFailed):
-        return failed(str(refused), refused.result)
+    if (refused := refusal(audit_tasks.check_options(parsed.to_json(), return_state=True))) is not None:
+        return refused
     report = library.new_report(parsed)
     futures = [audit_tasks.audit_project.submit(detached(parsed.to_json()), project) for project in parsed.projects]
     for future in futures:
-        outcome = future.result(raise_on_failure=False)
-        if isinstance(outcome, RunsFailed):
-            return failed(str(outcome), outcome.result)
-        report.runs.extend(RunValidation.from_json(run) for run in outcome)
+        future.wait()
+        if (refused := refusal(future.state)) is not None:
+            return refused
+        report.runs.extend(RunValidation.from_json(run) for run in future.result())
     report.runs.sort(key=lambda run: (run.project_id, run.run_id))
     summary = publish(report, parsed)
     return failed(summary["verdict"], summary) if not report.ok else summary
