@@ -13,6 +13,8 @@ LIM-7 run-odd-paths   atoms and series at paths the 2.x client rewrites (ODD_PAT
 LIM-8 run-target-limits values MLflow cannot hold as they are: metrics/pre1970 (points before 1970),
                       metrics/special (±inf, -0.0), string sets with a comma and empty, params ±inf / -0.0
 LIM-9 run-shared-steps metrics/early and metrics/late share steps 0..4, each point with its own time (late: +0.5 s)
+LIM-10 run-underscore-keys attributes W&B would hold under its reserved leading `_` (UNDERSCORE_ATOMS/_SERIES):
+                      `_q`, `_private/loss` start with it, `@p`, `@loss` start with a character cleaned to it
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ ODD_PATH_SERIES: dict[str, tuple] = {
     "/slead": (store.FLOAT_SERIES, [1.0, 3.0], [-1.0, -2.0]),
 }
 
+UNDERSCORE_ATOMS: dict[str, tuple] = {"_q": (store.FLOAT, 1.5), "@p": (store.FLOAT, 0.5)}
+UNDERSCORE_SERIES: dict[str, tuple] = {
+    "_private/loss": (store.FLOAT_SERIES, [0.0, 1.0], [0.75, 1.5]),
+    "@loss": (store.FLOAT_SERIES, [0.0, 1.0], [0.25, 0.5]),
+}
+
 
 def points(steps, values, start_ms: int = START_MS) -> list[tuple]:
     """(step, value, timestamp ms) points one second apart."""
@@ -90,6 +98,10 @@ def limits_workspace() -> Workspace:
         "run-shared-steps": {
             "metrics/early": (store.FLOAT_SERIES, points(SHARED_STEPS, [0.1, 0.2, 0.3, 0.4, 0.5])),
             "metrics/late": (store.FLOAT_SERIES, points(SHARED_STEPS, [1.1, 1.2, 1.3, 1.4, 1.5], START_MS + LATE_MS)),
+        },
+        "run-underscore-keys": {
+            **UNDERSCORE_ATOMS,
+            **{path: (kind, points(steps, values)) for path, (kind, steps, values) in UNDERSCORE_SERIES.items()},
         },
     }
     for i, (run_id, attributes) in enumerate(runs.items()):

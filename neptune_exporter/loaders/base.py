@@ -90,14 +90,18 @@ class KeyMap:
     _taken: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, key: str) -> str:
-        return self.claim(key, map_key(key, self.capabilities))
+        return self.claim(key, self.target_key(key))
+
+    def target_key(self, key: str) -> str:
+        """The key the target stores `key` under (before collisions with other originals)."""
+        return map_key(key, self.capabilities)
 
     def claim(self, key: str, mapped: str) -> str:
         """Register `mapped` for `key`; when another original already holds it, a salted hash of `key` until free."""
         salt = ""
         while self._taken.setdefault(mapped, key) != key:
             salt += "\x00"
-            mapped = map_key(key + salt, self.capabilities)
+            mapped = self.target_key(key + salt)
         if mapped != key:
             self.renamed[key] = mapped
         return mapped

@@ -68,6 +68,7 @@ class KeyRule:
     allowed: str  # regex class of one allowed character
     max_length: int
     reserved_prefixes: tuple[str, ...] = ()
+    rename_reserved: tuple[str, ...] = ()  # prefixes not even a rename may take (W&B's own `_` keys)
 
     def storable(self, key: str) -> bool:
         """Allowed characters only, not too long, no empty or `..` path parts."""
@@ -77,6 +78,10 @@ class KeyRule:
     def valid(self, key: str) -> bool:
         """Stored as it is: storable and not under a reserved prefix."""
         return self.storable(key) and not key.startswith(self.reserved_prefixes)
+
+    def valid_rename(self, key: str) -> bool:
+        """A rename the target stores as a key of its own: storable and not under a prefix reserved even for renames."""
+        return self.storable(key) and not key.startswith(self.rename_reserved)
 
 
 @dataclass
@@ -107,7 +112,7 @@ class RecordedKeys:
                 self.problems[original] = ("not renamed", "a valid renamed key", original)
             return original
         taken = original in self.recorded.values()
-        if not self.rule.storable(renamed):
+        if not self.rule.valid_rename(renamed):
             self.problems[original] = ("invalid rename", "a valid key", renamed)
         elif self.rule.valid(original) and not taken:
             self.problems[original] = ("renamed", original, renamed)

@@ -58,7 +58,9 @@ from neptune_exporter.validation.wandb_compare import (
     md5_base64,
 )
 
-KEYS = KeyRule(r"[/\w.\- ]", 250, reserved_prefixes=("_",))  # W&B keeps `_step`, `_timestamp`, ... for itself
+KEYS = KeyRule(
+    r"[/\w.\- ]", 250, reserved_prefixes=("_",), rename_reserved=("_",)
+)  # W&B keeps `_step`, `_timestamp`, ... for itself
 MAX_TAG_CHARS = 64
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # W&B config would store them as null
 HISTORY_TYPES = ("float_series", "histogram_series")

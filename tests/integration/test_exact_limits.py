@@ -37,6 +37,7 @@ RUNS = (
     "run-odd-paths",
     "run-target-limits",
     "run-shared-steps",
+    "run-underscore-keys",
 )
 # the export names runs by the id each source names them with: 3.x custom run id, 2.x sys id
 RUN_IDS = {"neptune3": {run: run for run in RUNS}, "neptune2": {run: f"LIM-{i}" for i, run in enumerate(RUNS, 1)}}
@@ -375,7 +376,13 @@ def test_validation_sees_a_point_time_lost_in_the_row_merge(exported, tmp_path, 
     monkeypatch.setattr(history, "POINT_TIME_PREFIX", "_lost_time/")  # bug: the loader keeps one time per row
     options, _ = load_shared_steps(exported, tmp_path)
     report = run_validate(options, SETTINGS)
-    assert {(d.kind, d.key, d.problem) for d in report.differences} == {("metric", "metrics/late", "points")}
+    assert {(d.kind, d.key, d.problem) for d in report.differences} == {
+        ("metric", "metrics/late", "points"),
+        # and the times kept under a key validation does not know are reported, never skipped
+        ("metric", "_lost_time/metrics/late", "unexpected"),
+        ("metric-last", "_lost_time/metrics/late", "unexpected"),
+        ("history", "rows", "points"),
+    }
 
 
 # ----------------------------------------------------------------------------- 6. the peer tool's rows with no value
@@ -496,6 +503,54 @@ def test_an_attribute_that_cannot_be_read_fails_alone(tmp_path, monkeypatch):
     assert failed_rows == [("metrics/ok", 0.25, None), ("metrics/ok", 0.5, None), ("params/x", 2.5, None)]
     assert (again.status, again.errors) == ("complete", [])
     assert own_rows() == sorted([*failed_rows, ("logs/out", None, "refused")])
+
+
+# ----------------------------------------------------------------------------- 7. keys W&B reserves: none skipped
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_keys_that_would_start_with_an_underscore_in_wandb_load_under_recorded_keys_and_are_validated(
+    exported, tmp_path, source
+):
+    root, _ = exported[source]
+    options = load_options(root, "wandb", RUN_IDS[source]["run-underscore-keys"], wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    log_path = run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])
+    config = read_run_log(log_path).config
+    renamed = config["neptune.key_map"]
+    originals = {*lim.UNDERSCORE_ATOMS, *lim.UNDERSCORE_SERIES}
+    assert set(renamed) == originals and not any(key.startswith("_") for key in renamed.values())
+    assert all(renamed[path].startswith("u_") for path in originals)
+    assert {path: config[renamed[path]] for path in lim.UNDERSCORE_ATOMS} == {"_q": 1.5, "@p": 0.5}
+    rows = list(iter_history(log_path))
+    for path, (_, steps, values) in lim.UNDERSCORE_SERIES.items():
+        key = renamed[path]
+        assert [(row["_step"], row[key]) for row in rows if key in row] == list(zip(steps, values, strict=True))
+    assert run_validate(options, SETTINGS).ok
+
+
+def test_validation_reports_a_key_stored_under_wandbs_underscore(exported, tmp_path, monkeypatch):
+    from neptune_exporter.loaders.base import map_key
+    from neptune_exporter.loaders.wandb.names import WandbKeyMap
+
+    monkeypatch.setattr(WandbKeyMap, "target_key", lambda self, key: map_key(key, self.capabilities))  # bug
+    root, _ = exported["neptune3"]
+    options = load_options(root, "wandb", "run-underscore-keys", wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    report = run_validate(options, SETTINGS)
+    problems = {(d.kind, d.key, d.problem) for d in report.differences}
+    assert problems == {("key", k, p) for k, p in RESERVED_KEY_PROBLEMS}  # their points compared and equal
+    assert not report.ok
+
+
+RESERVED_KEY_PROBLEMS = {
+    ("@loss", "invalid rename"),
+    ("@p", "invalid rename"),
+    ("_private/loss", "not renamed"),
+    ("_q", "not renamed"),
+}
 
 
 def error_lines_of(data: Path, project: str) -> list[dict]:
