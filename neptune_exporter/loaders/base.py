@@ -16,6 +16,7 @@ from neptune_exporter.model import (  # noqa: F401 - step scaling re-exported fo
 from neptune_exporter.storage.exported_run import (  # noqa: F401 - re-exported: loaders read runs through these
     ExportedRun,
     open_exported_run,
+    rows_with_points,
 )
 
 # ----------------------------------------------------------------------------- capabilities

@@ -293,7 +293,8 @@ class ExportedRun:
 
     def series_steps_by_path(self) -> Iterator[tuple[str, np.ndarray]]:
         """(attribute path, unscaled steps) of the series rows, per path within each chunk."""
-        for batch in self.batches(columns=["attribute_path", "attribute_type", "step"]):
+        for batch in self.batches(columns=["attribute_path", "attribute_type", "step", *POINT_VALUE_COLUMNS.values()]):
+            batch = rows_with_points(batch)
             is_series = pc.is_in(batch.column("attribute_type"), value_set=pa.array(sorted(SERIES_TYPE_NAMES)))
             rows = batch.filter(pc.and_(is_series, pc.is_valid(batch.column("step"))))
             paths = rows.column("attribute_path")
@@ -326,6 +327,24 @@ class ExportedRun:
                 step = format_step(int(finer[0]))
                 return f", the smallest power of ten making every step whole (step {step} of {path})"
         return ""
+
+
+POINT_VALUE_COLUMNS = {
+    "float_series": "float_value",
+    "string_series": "string_value",
+    "histogram_series": "histogram_value",
+}
+
+
+def rows_with_points(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The rows less float, string and histogram series rows with no value: such a row holds no point (the peer
+    tool writes them, e.g. for an attribute another run has), so every loader ignores it."""
+    types = batch.column("attribute_type")
+    no_point = None
+    for attribute_type, column in POINT_VALUE_COLUMNS.items():
+        missing = pc.and_(pc.equal(types, attribute_type), pc.is_null(batch.column(column)))
+        no_point = missing if no_point is None else pc.or_(no_point, missing)
+    return batch.filter(pc.invert(no_point))
 
 
 def open_exported_run(

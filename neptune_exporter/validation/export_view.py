@@ -52,19 +52,21 @@ def single_values(export: ExportedRun) -> Iterator[tuple[str, str, Any, int | No
 
 
 def series_rows(export: ExportedRun, attribute_type: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """Rows of one series type (with a step), part by part."""
-    for batch in export.batches(columns=["attribute_path", "attribute_type", "step", "timestamp", *columns]):
+    """Rows of one series type with a step and a value (a row with no value holds no point: none is expected)."""
+    value = value_column(attribute_type)
+    read = ["attribute_path", "attribute_type", "step", "timestamp", *dict.fromkeys([*columns, value])]
+    for batch in export.batches(columns=read):
         rows = batch.filter(pc.equal(batch.column("attribute_type"), attribute_type))
-        rows = rows.filter(pc.is_valid(rows.column("step")))
+        rows = rows.filter(pc.and_(pc.is_valid(rows.column("step")), pc.is_valid(rows.column(value))))
         if rows.num_rows:
             yield rows
 
 
 def series_steps(export: ExportedRun) -> Iterator[np.ndarray]:
-    """Unscaled steps (int64 millionths) of every float, string and histogram series row."""
-    for batch in export.batches(columns=["attribute_type", "step"]):
-        rows = batch.filter(pc.is_in(batch.column("attribute_type"), value_set=pa.array(SERIES[:3])))
-        yield decimal_array_to_unscaled(rows.column("step").filter(pc.is_valid(rows.column("step"))))
+    """Unscaled steps (int64 millionths) of every float, string and histogram series point (rows with a value)."""
+    for attribute_type in SERIES[:3]:
+        for rows in series_rows(export, attribute_type, [value_column(attribute_type)]):
+            yield decimal_array_to_unscaled(rows.column("step"))
 
 
 def timestamps_ms(rows: pa.RecordBatch, fallback: int | None) -> np.ndarray:

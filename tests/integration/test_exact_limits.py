@@ -455,6 +455,72 @@ def test_rows_with_no_value_in_a_peer_export_are_ignored_by_wandb(tmp_path):
     assert run_validate(options, SETTINGS).ok
 
 
+GAPS_PROJECT = "ws/peer-gaps"
+HISTOGRAM = {"type": "linear", "edges": [0.0, 1.0, 2.0], "values": [3.0, 4.0]}
+
+
+def write_peer_gaps(root: Path) -> None:
+    """A peer-layout run whose series have rows with no value, one at step 0.5 (a point there would make the
+    automatic multiplier 10): float, string and histogram series."""
+    from neptune_exporter.rows import series_rows
+    from neptune_exporter.storage.parquet import RunWriter
+
+    (root / "files").mkdir(parents=True)
+    with RunWriter(root / "data", GAPS_PROJECT, "gaps-run", 10**9) as writer:
+        for path, kind, values in (
+            ("metrics/gaps", "float_series", [0.25, None, 0.5, None]),
+            ("logs/gaps", "string_series", ["x", None, "y", None]),
+            ("charts/gaps", "histogram_series", [HISTOGRAM, None, HISTOGRAM, None]),
+        ):
+            writer.write(series_rows(GAPS_PROJECT, "gaps-run", path, kind, [0.0, 0.5, 1.0, 2.0], values, [1, 2, 3, 4]))
+
+
+def test_series_rows_with_no_value_are_ignored_by_mlflow(tmp_path, mlflow_server):  # noqa: F811
+    write_peer_gaps(tmp_path)
+    options = peer_options(tmp_path, "mlflow", mlflow_tracking_uri=mlflow_server)
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    client = MlflowClient(mlflow_server)
+    history = client.get_metric_history(result.target_run_id, "metrics/gaps")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [(0, 0.25, 1), (1, 0.5, 3)]
+    assert client.get_run(result.target_run_id).data.tags["neptune.step_multiplier"] == "1"
+    with tempfile.TemporaryDirectory() as folder:
+        strings = Path(client.download_artifacts(result.target_run_id, "logs/gaps/series.jsonl", folder))
+        histograms = Path(client.download_artifacts(result.target_run_id, "charts/gaps/histograms.jsonl", folder))
+        assert [json.loads(line)["value"] for line in strings.read_text().splitlines()] == ["x", "y"]
+        assert [json.loads(line)["step"] for line in histograms.read_text().splitlines()] == ["0", "1"]
+    assert run_validate(options, SETTINGS).ok
+
+
+def test_series_rows_with_no_value_are_ignored_by_wandb(tmp_path):
+    write_peer_gaps(tmp_path)
+    options = peer_options(tmp_path, "wandb", wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    log_path = run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])
+    rows = list(iter_history(log_path))
+    assert [(row["_step"], row["metrics/gaps"]) for row in rows if "metrics/gaps" in row] == [(0, 0.25), (1, 0.5)]
+    assert [row["_step"] for row in rows if "charts/gaps" in row] == [0, 1]
+    assert read_run_log(log_path).config["neptune.step_multiplier"] == 1
+    assert run_validate(options, SETTINGS).ok  # offline, every record of logs/gaps is compared: x and y only
+
+
+def test_validation_expects_no_point_for_a_row_with_no_value(tmp_path, mlflow_server, monkeypatch):  # noqa: F811
+    from neptune_exporter.loaders.mlflow import mapping
+
+    monkeypatch.setattr(mapping, "rows_with_points", lambda batch: batch)  # bug: the loader loads rows with no value
+    write_peer_gaps(tmp_path)
+    options = peer_options(tmp_path, "mlflow", mlflow_tracking_uri=mlflow_server, step_multiplier=10)
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    report = run_validate(options, SETTINGS)
+    assert {(d.kind, d.key, d.problem) for d in report.differences} == {
+        ("metric", "metrics/gaps", "count"),
+        ("artifact", "logs/gaps/series.jsonl", "records"),
+        ("artifact", "charts/gaps/histograms.jsonl", "records"),
+    }
+
+
 def test_points_before_1970_keep_their_times_in_wandb(exported, tmp_path):
     root, _ = exported["neptune2"]
     options = load_options(root, "wandb", RUN_IDS["neptune2"]["run-target-limits"], wandb_dir=str(tmp_path / "wb"))
