@@ -2,7 +2,8 @@
 
 Project `workspace/limits` (key LIM); every value is exact, so tests compare what a target holds with these.
 
-LIM-1 run-large-step  metrics/large steps 0 and 999,999,999,999 (the largest whole step the step column holds)
+LIM-1 run-large-step  metrics/large steps 0 and 999,999,999,999 (the largest whole step the step column holds);
+                      metrics/small steps 0 and 1 (SMALL_STEPS: fit int64 with any multiplier up to 10**18)
 LIM-2 run-step-over   metrics/fine steps 0, 1 (fits); metrics/over steps 1 and 1e12+1 (beyond the step column)
 LIM-3 run-step-1e15   metrics/over step 1e15 (used to wrap to a negative step)
 LIM-4 run-micro-steps metrics/micro steps 0.000001 and 1e7 (steps × 10**6 at load: 1 and 10**13)
@@ -32,6 +33,7 @@ START = datetime(2024, 5, 1, tzinfo=UTC)
 START_MS = int(START.timestamp() * 1000)
 
 LARGE_STEPS = (0.0, 999_999_999_999.0)
+SMALL_STEPS = (0.0, 1.0)
 OVER_STEPS = (1.0, 1e12 + 1)
 WRAPPING_STEP = 1e15
 MICRO_STEPS = (0.000001, 1e7)
@@ -77,7 +79,10 @@ def limits_workspace() -> Workspace:
     ws = Workspace(name="workspace")
     project = add_project(ws, "limits", LIMITS_KEY)
     runs: dict[str, dict[str, tuple]] = {
-        "run-large-step": {"metrics/large": (store.FLOAT_SERIES, points(LARGE_STEPS, [1.5, 2.5]))},
+        "run-large-step": {
+            "metrics/large": (store.FLOAT_SERIES, points(LARGE_STEPS, [1.5, 2.5])),
+            "metrics/small": (store.FLOAT_SERIES, points(SMALL_STEPS, [0.5, 0.75])),
+        },
         "run-step-over": {
             "metrics/fine": (store.FLOAT_SERIES, points([0.0, 1.0], [0.25, 0.5])),
             "metrics/over": (store.FLOAT_SERIES, points(OVER_STEPS, [3.0, 4.0])),

@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 
 from neptune_exporter.model import STEP_SCALE, decimal_array_to_unscaled
 from neptune_exporter.storage.exported_run import ExportedRun, open_exported_run
+from neptune_exporter.validation.compare import Difference
+from neptune_exporter.validation.rules import step_product, step_text
 
 
 def read_export(data_root: Path, files_root: Path, project_id: str, run_id: str, verify: bool = True) -> ExportedRun:
@@ -67,6 +69,31 @@ def series_steps(export: ExportedRun) -> Iterator[np.ndarray]:
     for attribute_type in SERIES[:3]:
         for rows in series_rows(export, attribute_type, [value_column(attribute_type)]):
             yield decimal_array_to_unscaled(rows.column("step"))
+
+
+def series_beyond_int64(export: ExportedRun, multiplier: int) -> tuple[ExportedRun, list[Difference]]:
+    """Series with a step whose product with the multiplier is beyond int64, the steps MLflow and W&B store: the
+    load fails each alone, so none of its points is expected (the export without them) and each is a `beyond
+    int64` difference naming the step and its product."""
+    lowest: dict[str, int] = {}
+    highest: dict[str, int] = {}
+    for attribute_type in SERIES:
+        for rows in series_rows(export, attribute_type, []):
+            unscaled = decimal_array_to_unscaled(rows.column("step"))
+            paths = np.asarray(rows.column("attribute_path").to_pylist(), dtype=object)
+            for path in set(paths.tolist()):
+                steps = unscaled[paths == path]
+                lowest[path] = min(int(steps.min()), lowest.get(path, int(steps.min())))
+                highest[path] = max(int(steps.max()), highest.get(path, int(steps.max())))
+    differences = []
+    for path in sorted(lowest):
+        beyond = [s for s in (lowest[path], highest[path]) if step_product(s, multiplier) is None]
+        if beyond:
+            found = {"step": step_text(beyond[0]), "multiplier": multiplier, "product": beyond[0] * multiplier // 10**6}
+            differences.append(
+                Difference(export.project_id, export.run_id, "series", path, "beyond int64", "int64 steps", found)
+            )
+    return export.without(d.key for d in differences), differences
 
 
 def timestamps_ms(rows: pa.RecordBatch, fallback: int | None) -> np.ndarray:

@@ -19,6 +19,7 @@ from neptune_exporter.validation.compare import Difference
 
 MILLIONTHS = 10**STEP_SCALE
 INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
 
 
 def run_key(project_id: str, run_id: str) -> str:
@@ -42,8 +43,9 @@ def expected_multiplier(step_chunks: Iterable[np.ndarray], requested: int | None
 def scaled(unscaled: np.ndarray, multiplier: int) -> np.ndarray:
     """Integer target steps: step × multiplier, exactly, the whole and the fraction part scaled apart so nothing
     overflows int64 (InvalidOptionError when a step does not become whole or its product is beyond int64)."""
-    whole, fraction = np.divmod(np.asarray(unscaled, dtype=np.int64), MILLIONTHS)
-    if multiplier > INT64_MAX // MILLIONTHS or np.any(np.abs(whole) >= INT64_MAX // multiplier):
+    unscaled = np.asarray(unscaled, dtype=np.int64)
+    whole, fraction = np.divmod(unscaled, MILLIONTHS)
+    if unscaled.size and any(step_product(s, multiplier) is None for s in (unscaled.min(), unscaled.max())):
         raise InvalidOptionError(
             f"a step times the step multiplier {multiplier} is beyond int64",
             "validate with the multiplier the load used",
@@ -54,6 +56,12 @@ def scaled(unscaled: np.ndarray, multiplier: int) -> np.ndarray:
             f"a step times the step multiplier {multiplier} is not whole", "validate with the multiplier the load used"
         )
     return whole * multiplier + fraction_product // MILLIONTHS
+
+
+def step_product(unscaled: int, multiplier: int) -> int | None:
+    """step × multiplier as an exact integer, None when it is beyond int64 (what MLflow and W&B store)."""
+    product = int(unscaled) * multiplier // MILLIONTHS
+    return product if INT64_MIN <= product <= INT64_MAX else None
 
 
 def step_text(unscaled: int) -> str:

@@ -35,6 +35,7 @@ from neptune_exporter.validation.compare import (
 from neptune_exporter.validation.export_view import (
     FILE_TYPES,
     read_export,
+    series_beyond_int64,
     series_rows,
     series_steps,
     single_values,
@@ -279,12 +280,13 @@ class WandbValidator:
             missing = Difference(project_id, run_id, "run", target_run_id, "missing", "a complete W&B run", None)
             return RunValidation(project_id, run_id, None, [missing])
         recorded = dict(actual.config.get("neptune.key_map") or {})
-        expected_run = ExpectedWandbRun(
-            export, expected_multiplier(series_steps(export), self.step_multiplier), recorded, target_run_id
-        )
+        multiplier = expected_multiplier(series_steps(export), self.step_multiplier)
+        loadable, beyond = series_beyond_int64(export, multiplier)
+        expected_run = ExpectedWandbRun(loadable, multiplier, recorded, target_run_id)
         expected = expected_run.facts()
         differences = (
-            expected_run.keys.differences(project_id, run_id)
+            beyond
+            + expected_run.keys.differences(project_id, run_id)
             + fact_differences(project_id, run_id, expected, actual)
             + self._compare_strings(export, expected_run.strings, strings)
         )

@@ -190,17 +190,48 @@ def test_fine_and_large_steps_load_into_wandb_exactly(exported, run, tmp_path):
     assert run_validate(options, SETTINGS).ok
 
 
-def test_a_multiplier_taking_a_step_beyond_int64_fails_the_run_saying_so(exported, mlflow_server):  # noqa: F811
+@pytest.mark.parametrize("target", ["mlflow", "wandb"])
+def test_a_multiplier_taking_a_step_beyond_int64_fails_that_series_alone_saying_so(
+    exported,
+    target,
+    tmp_path,
+    mlflow_server,  # noqa: F811
+):
     root, _ = exported["neptune3"]
-    options = load_options(root, "mlflow", "run-large-step", mlflow_tracking_uri=mlflow_server, step_multiplier=10**7)
+    target_options = {"mlflow_tracking_uri": mlflow_server} if target == "mlflow" else {"wandb_dir": str(tmp_path)}
+    options = load_options(root, target, "run-large-step", step_multiplier=10**7, **target_options)
     (result,) = run_load(options, SETTINGS)
-    assert result.status == "failed" and result.target_run_id is None
+    assert result.status == "failed" and result.target_run_id is not None
     assert (result.error["error_type"], result.error["attribute"]) == ("StepOutOfRangeError", "metrics/large")
     assert result.error["message"] == (
         "step 999999999999 of metrics/large times the step multiplier 10000000 is 9999999999990000000, beyond the "
-        "integer steps a target holds, -9223372036854775808 to 9223372036854775807 (int64, what MLflow and W&B store)"
+        "integer steps a target holds, -9223372036854775808 to 9223372036854775807 (int64, what MLflow and W&B "
+        "store); only this series is not loaded, the run's other attributes are"
     )
     assert result.error["remedy"].startswith("pass a smaller --step-multiplier")
+    small = [(int(step) * 10**7, value) for step, value, _ in lim.points(lim.SMALL_STEPS, [0.5, 0.75])]
+    if target == "mlflow":
+        client = MlflowClient(mlflow_server)
+        run = client.get_run(result.target_run_id)
+        history = client.get_metric_history(result.target_run_id, "metrics/small")
+        assert [(m.step, m.value) for m in history] == small
+        assert "metrics/large" not in run.data.metrics and run.data.params["params/case"] == "run-large-step"
+    else:
+        log_path = run_log_path(find_offline_runs(tmp_path, result.target_run_id)[0])
+        rows = list(iter_history(log_path))
+        assert [(row["_step"], row["metrics/small"]) for row in rows] == small
+        assert read_run_log(log_path).config["params/case"] == "run-large-step"
+    report = run_validate(options, SETTINGS)
+    assert [(d.kind, d.key, d.problem, d.actual) for d in report.differences] == [
+        (
+            "series",
+            "metrics/large",
+            "beyond int64",
+            {"step": "999999999999", "multiplier": 10**7, "product": 10**19 - 10**7},
+        )
+    ]
+    (again,) = run_load(options, SETTINGS)  # a rerun finds the run loaded and reports the same failure
+    assert (again.status, again.error, again.target_run_id) == ("failed", result.error, result.target_run_id)
 
 
 # ----------------------------------------------------------------------------- 3. every 2.x attribute kept
