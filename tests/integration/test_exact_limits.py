@@ -566,24 +566,14 @@ def test_points_before_1970_keep_their_times_in_wandb(exported, tmp_path):
 
 
 def test_an_attribute_that_cannot_be_read_fails_alone(tmp_path, monkeypatch):
-    from neptune_exporter.fake_neptune import FaultConfig, store
-    from neptune_exporter.fake_neptune import datasets as ds
+    from neptune_exporter.fake_neptune import FaultConfig
 
-    ws = ds.new_workspace("ws")
-    ds.add_project(ws, "one", "ONE")
-    attributes = {
-        "params/x": (store.FLOAT, 2.5),
-        "metrics/ok": (store.FLOAT_SERIES, lim.points([0.0, 1.0], [0.5, 0.25])),
-        "logs/out": (store.STRING_SERIES, lim.points([0.0], ["refused"])),
-    }
-    ds.add_run(ws, "ws/one", custom_run_id="r", attributes=attributes)
+    ws = one_run_workspace()
     faults = FaultConfig(endpoints=r"^v2\.string_series_values$", error_share=1.0, error_statuses=(400,))
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
     def own_rows() -> list[tuple]:
-        table = pa.Table.from_batches(list(read_run_batches(tmp_path / "data", "ws/one", "ONE-1")))
-        rows = [(r["attribute_path"], r["float_value"], r["string_value"]) for r in table.to_pylist()]
-        return sorted(row for row in rows if not row[0].startswith("sys/"))
+        return rows_of_one(tmp_path, "ONE-1")
 
     with FakeNeptune(ws, faults=faults, port=0) as server:
         options = export_options("neptune2", "ws/one", tmp_path, server.api_token)
@@ -648,6 +638,70 @@ RESERVED_KEY_PROBLEMS = {
     ("_private/loss", "not renamed"),
     ("_q", "not renamed"),
 }
+
+
+def test_a_3x_attribute_that_cannot_be_read_fails_alone(tmp_path):
+    from neptune_exporter.fake_neptune import FaultConfig, store
+
+    ws = one_run_workspace({"logs/err": (store.STRING_SERIES, lim.points([0.0], ["refused too"]))})
+    # the string series' endpoint refuses every request: both series fail (asked one by one), the others export
+    faults = FaultConfig(endpoints=r"^v3\.series$", error_share=1.0, error_statuses=(400,))
+
+    with FakeNeptune(ws, faults=faults, port=0) as server:
+        options = export_options("neptune3", "ws/one", tmp_path, server.api_token)
+        (result,) = run_export(options, SETTINGS)
+        failed_rows, lines = rows_of_one(tmp_path, "r"), error_lines_of(tmp_path / "data", "ws/one")
+        faults.update(error_share=0.0)
+        (again,) = run_export(options, SETTINGS)  # the next export redoes the failed run, whole
+    assert result.status == "failed"
+    assert sorted((e["run"], e["attribute"], e["error_type"]) for e in result.errors) == [
+        ("r", "logs/err", "TerminalError"),
+        ("r", "logs/out", "TerminalError"),
+    ]
+    assert all(e["message"] == "unexpected answer from the Neptune server (HTTP 400)" for e in result.errors)
+    assert all(e["remedy"] for e in result.errors) and lines == result.errors
+    assert failed_rows == [("metrics/ok", 0.25, None), ("metrics/ok", 0.5, None), ("params/x", 2.5, None)]
+    assert (again.status, again.errors) == ("complete", [])
+    refused = [("logs/err", None, "refused too"), ("logs/out", None, "refused")]
+    assert rows_of_one(tmp_path, "r") == sorted([*failed_rows, *refused])
+
+
+def test_a_transient_3x_series_error_goes_through_the_retry_policy_not_to_the_attribute(tmp_path, caplog):
+    from neptune_exporter.fake_neptune import FaultConfig
+    from neptune_exporter.settings import RetryPolicy
+
+    ws = one_run_workspace()
+    faults = FaultConfig(endpoints=r"^v3\.series$", error_share=1.0, error_statuses=(503,))
+    settings = Settings(source_retry_timeout_s=1, retry=RetryPolicy(attempts=2, backoff_seconds=0.1))
+    with FakeNeptune(ws, faults=faults, port=0) as server, caplog.at_level("WARNING"):
+        (result,) = run_export(export_options("neptune3", "ws/one", tmp_path, server.api_token), settings)
+    assert result.status == "failed"
+    assert [e["error_type"] for e in result.errors] == ["SourceUnavailableError"]  # transient: not the attribute's
+    assert "attempt 2 of 2" in caplog.text  # the run was retried by the one retry policy, then reported
+
+
+def one_run_workspace(extra: dict | None = None):
+    """Project ws/one with run `r` (2.x: ONE-1): params/x, metrics/ok, logs/out, and `extra`."""
+    from neptune_exporter.fake_neptune import datasets as ds
+    from neptune_exporter.fake_neptune import store
+
+    ws = ds.new_workspace("ws")
+    ds.add_project(ws, "one", "ONE")
+    attributes = {
+        "params/x": (store.FLOAT, 2.5),
+        "metrics/ok": (store.FLOAT_SERIES, lim.points([0.0, 1.0], [0.5, 0.25])),
+        "logs/out": (store.STRING_SERIES, lim.points([0.0], ["refused"])),
+        **(extra or {}),
+    }
+    ds.add_run(ws, "ws/one", custom_run_id="r", attributes=attributes)
+    return ws
+
+
+def rows_of_one(root: Path, run_id: str) -> list[tuple]:
+    """(path, float, string) of the exported ws/one run's own rows (no sys/ ones), sorted."""
+    table = pa.Table.from_batches(list(read_run_batches(root / "data", "ws/one", run_id)))
+    rows = [(r["attribute_path"], r["float_value"], r["string_value"]) for r in table.to_pylist()]
+    return sorted(row for row in rows if not row[0].startswith("sys/"))
 
 
 def error_lines_of(data: Path, project: str) -> list[dict]:
