@@ -680,6 +680,36 @@ def test_a_transient_3x_series_error_goes_through_the_retry_policy_not_to_the_at
     assert "attempt 2 of 2" in caplog.text  # the run was retried by the one retry policy, then reported
 
 
+def test_a_2x_atom_the_runs_table_returns_nothing_for_is_read_alone_or_an_error_entry(tmp_path, monkeypatch):
+    from neptune_exporter.fake_neptune import FaultConfig, store
+
+    ws = one_run_workspace({"params/hidden": (store.STRING, "read alone"), "params/y": (store.INT, 7)})
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    faults = FaultConfig(table_omits=r"^params/(hidden|x)$")  # the runs table returns nothing for these two
+    with FakeNeptune(ws, faults=faults, port=0) as server:
+        options = export_options("neptune2", "ws/one", tmp_path, server.api_token)
+        (read_alone,) = run_export(options, SETTINGS)
+        read_alone_rows = rows_of_one(tmp_path, "ONE-1")
+        # now reading params/x by itself is refused too: an error entry for it, the run's others exported
+        faults.update(endpoints=r"^v2\.get_attribute$", error_share=1.0, error_statuses=(400,))
+        (refused,) = run_export(export_options("neptune2", "ws/one", tmp_path / "2", server.api_token), SETTINGS)
+    assert (read_alone.status, read_alone.errors) == ("complete", [])
+    assert ("params/hidden", None, "read alone") in read_alone_rows and ("params/x", 2.5, None) in read_alone_rows
+    assert refused.status == "failed"
+    assert sorted((e["run"], e["attribute"], e["error_type"]) for e in refused.errors) == [
+        ("ONE-1", "params/hidden", "TerminalError"),
+        ("ONE-1", "params/x", "TerminalError"),
+    ]
+    assert all(e["message"].startswith("the server refused a request (HTTP 400)") for e in refused.errors)
+    assert sorted(map(str, error_lines_of(tmp_path / "2" / "data", "ws/one"))) == sorted(map(str, refused.errors))
+    assert rows_of_one(tmp_path / "2", "ONE-1") == [
+        ("logs/out", None, "refused"),
+        ("metrics/ok", 0.25, None),
+        ("metrics/ok", 0.5, None),
+        ("params/y", None, None),  # an int: read from the table
+    ]
+
+
 def one_run_workspace(extra: dict | None = None):
     """Project ws/one with run `r` (2.x: ONE-1): params/x, metrics/ok, logs/out, and `extra`."""
     from neptune_exporter.fake_neptune import datasets as ds
