@@ -79,12 +79,13 @@ def series_beyond_int64(export: ExportedRun, multiplier: int) -> tuple[ExportedR
     highest: dict[str, int] = {}
     for attribute_type in SERIES:
         for rows in series_rows(export, attribute_type, []):
-            unscaled = decimal_array_to_unscaled(rows.column("step"))
-            paths = np.asarray(rows.column("attribute_path").to_pylist(), dtype=object)
-            for path in set(paths.tolist()):
-                steps = unscaled[paths == path]
-                lowest[path] = min(int(steps.min()), lowest.get(path, int(steps.min())))
-                highest[path] = max(int(steps.max()), highest.get(path, int(steps.max())))
+            steps = pa.table(
+                {"path": rows.column("attribute_path"), "step": decimal_array_to_unscaled(rows.column("step"))}
+            )
+            ranges = steps.group_by("path").aggregate([("step", "min"), ("step", "max")]).to_pydict()
+            for path, low, high in zip(ranges["path"], ranges["step_min"], ranges["step_max"], strict=True):
+                lowest[path] = min(low, lowest.get(path, low))
+                highest[path] = max(high, highest.get(path, high))
     differences = []
     for path in sorted(lowest):
         beyond = [s for s in (lowest[path], highest[path]) if step_product(s, multiplier) is None]
