@@ -9,7 +9,7 @@ from typing import Protocol, TypeGuard
 
 import pyarrow as pa
 
-from neptune_exporter.errors import TerminalError, disk_full_cause
+from neptune_exporter.errors import InvalidTokenError, ProjectNotFoundError, TerminalError, disk_full_cause
 from neptune_exporter.model import ProjectId, RunRef
 from neptune_exporter.selection import AttributeSelection, RunSelection
 from neptune_exporter.storage.files import ExportedFile
@@ -30,8 +30,10 @@ class RunContent:
 
 def attribute_failure(error: BaseException) -> TypeGuard[TerminalError]:
     """True when an error reading one attribute fails that attribute only: a terminal error that is not a full disk
-    (a full disk, a transient error or an interrupt stop the whole run as before)."""
-    return isinstance(error, TerminalError) and disk_full_cause(error) is None
+    nor a refused token or project (a full disk, a refused token, a transient error or an interrupt stop the whole run
+    as before; transient ones go through the one retry policy)."""
+    run_wide = (InvalidTokenError, ProjectNotFoundError)
+    return isinstance(error, TerminalError) and not isinstance(error, run_wide) and disk_full_cause(error) is None
 
 
 ProgressCallback = Callable[[int, int], None]  # (points, bytes) added since the last call

@@ -548,13 +548,15 @@ def requested_types(request: Request) -> tuple[str, ...]:
     return wanted or ("run",)
 
 
-def table_entry(project: store.Project, run: store.Run, columns: tuple[str, ...] | None) -> dict[str, Any]:
+def table_entry(
+    project: store.Project, run: store.Run, columns: tuple[str, ...] | None, omits: str | None = None
+) -> dict[str, Any]:
     attrs = run.attributes
     chosen = attrs.values() if columns is None else (attrs[c] for c in columns if c in attrs)
     dtos = []
     for attr in list(chosen):
         v2_type = visible_type(attr)
-        if v2_type is not None:
+        if v2_type is not None and not (omits and re.search(omits, attr.path)):
             dtos.append(attribute_dto(project, attr, v2_type))
     return {"experimentId": run.uuid, "type": container_type(run), **_container_fields(project), "attributes": dtos}
 
@@ -833,5 +835,8 @@ def _register_table(router: Router) -> None:
             for run in page:
                 request.note_run(run.sys_id)
         return json_response(
-            {"matchingItemCount": len(runs), "entries": [table_entry(project, run, table.columns) for run in page]}
+            {
+                "matchingItemCount": len(runs),
+                "entries": [table_entry(project, run, table.columns, ctx.faults.table_omits) for run in page],
+            }
         )

@@ -27,6 +27,8 @@ class FaultConfig:
     seed: seeds the fault dice (None = random).
     failing_runs: sys id → status; a request reading data of only such runs is answered with that status
       (run listings — endpoints named `*search*` — are exempt, so a run is found, then fails to export).
+    table_omits: regex; attributes the 2.x runs table leaves out of its rows (a column it returns nothing for),
+      though the run lists them and reads them one by one.
     """
 
     latency_ms: float = 0.0
@@ -44,6 +46,7 @@ class FaultConfig:
     scripted: list[int | str] = field(default_factory=list)
     seed: int | None = None
     failing_runs: dict[str, int] = field(default_factory=dict)
+    table_omits: str | None = None
 
     def run_fault(self, endpoint: str, runs: set[str]) -> int | None:
         """The status answering a request that read `runs`, when every one of them is set to fail."""

@@ -2,7 +2,8 @@
 
 Project `workspace/limits` (key LIM); every value is exact, so tests compare what a target holds with these.
 
-LIM-1 run-large-step  metrics/large steps 0 and 999,999,999,999 (the largest whole step the step column holds)
+LIM-1 run-large-step  metrics/large steps 0 and 999,999,999,999 (the largest whole step the step column holds);
+                      metrics/small steps 0 and 1 (SMALL_STEPS: fit int64 with any multiplier up to 10**18)
 LIM-2 run-step-over   metrics/fine steps 0, 1 (fits); metrics/over steps 1 and 1e12+1 (beyond the step column)
 LIM-3 run-step-1e15   metrics/over step 1e15 (used to wrap to a negative step)
 LIM-4 run-micro-steps metrics/micro steps 0.000001 and 1e7 (steps × 10**6 at load: 1 and 10**13)
@@ -13,6 +14,8 @@ LIM-7 run-odd-paths   atoms and series at paths the 2.x client rewrites (ODD_PAT
 LIM-8 run-target-limits values MLflow cannot hold as they are: metrics/pre1970 (points before 1970),
                       metrics/special (±inf, -0.0), string sets with a comma and empty, params ±inf / -0.0
 LIM-9 run-shared-steps metrics/early and metrics/late share steps 0..4, each point with its own time (late: +0.5 s)
+LIM-10 run-underscore-keys attributes W&B would hold under its reserved leading `_` (UNDERSCORE_ATOMS/_SERIES):
+                      `_q`, `_private/loss` start with it, `@p`, `@loss` start with a character cleaned to it
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ START = datetime(2024, 5, 1, tzinfo=UTC)
 START_MS = int(START.timestamp() * 1000)
 
 LARGE_STEPS = (0.0, 999_999_999_999.0)
+SMALL_STEPS = (0.0, 1.0)
 OVER_STEPS = (1.0, 1e12 + 1)
 WRAPPING_STEP = 1e15
 MICRO_STEPS = (0.000001, 1e7)
@@ -58,6 +62,12 @@ ODD_PATH_SERIES: dict[str, tuple] = {
     "/slead": (store.FLOAT_SERIES, [1.0, 3.0], [-1.0, -2.0]),
 }
 
+UNDERSCORE_ATOMS: dict[str, tuple] = {"_q": (store.FLOAT, 1.5), "@p": (store.FLOAT, 0.5)}
+UNDERSCORE_SERIES: dict[str, tuple] = {
+    "_private/loss": (store.FLOAT_SERIES, [0.0, 1.0], [0.75, 1.5]),
+    "@loss": (store.FLOAT_SERIES, [0.0, 1.0], [0.25, 0.5]),
+}
+
 
 def points(steps, values, start_ms: int = START_MS) -> list[tuple]:
     """(step, value, timestamp ms) points one second apart."""
@@ -69,7 +79,10 @@ def limits_workspace() -> Workspace:
     ws = Workspace(name="workspace")
     project = add_project(ws, "limits", LIMITS_KEY)
     runs: dict[str, dict[str, tuple]] = {
-        "run-large-step": {"metrics/large": (store.FLOAT_SERIES, points(LARGE_STEPS, [1.5, 2.5]))},
+        "run-large-step": {
+            "metrics/large": (store.FLOAT_SERIES, points(LARGE_STEPS, [1.5, 2.5])),
+            "metrics/small": (store.FLOAT_SERIES, points(SMALL_STEPS, [0.5, 0.75])),
+        },
         "run-step-over": {
             "metrics/fine": (store.FLOAT_SERIES, points([0.0, 1.0], [0.25, 0.5])),
             "metrics/over": (store.FLOAT_SERIES, points(OVER_STEPS, [3.0, 4.0])),
@@ -90,6 +103,10 @@ def limits_workspace() -> Workspace:
         "run-shared-steps": {
             "metrics/early": (store.FLOAT_SERIES, points(SHARED_STEPS, [0.1, 0.2, 0.3, 0.4, 0.5])),
             "metrics/late": (store.FLOAT_SERIES, points(SHARED_STEPS, [1.1, 1.2, 1.3, 1.4, 1.5], START_MS + LATE_MS)),
+        },
+        "run-underscore-keys": {
+            **UNDERSCORE_ATOMS,
+            **{path: (kind, points(steps, values)) for path, (kind, steps, values) in UNDERSCORE_SERIES.items()},
         },
     }
     for i, (run_id, attributes) in enumerate(runs.items()):

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from neptune_exporter.errors import StepOutOfRangeError
 from neptune_exporter.model import (  # noqa: F401 - step scaling re-exported for the loaders
     STEP_SCALE,
     format_step,
@@ -16,6 +17,7 @@ from neptune_exporter.model import (  # noqa: F401 - step scaling re-exported fo
 from neptune_exporter.storage.exported_run import (  # noqa: F401 - re-exported: loaders read runs through these
     ExportedRun,
     open_exported_run,
+    rows_with_points,
 )
 
 # ----------------------------------------------------------------------------- capabilities
@@ -90,14 +92,18 @@ class KeyMap:
     _taken: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, key: str) -> str:
-        return self.claim(key, map_key(key, self.capabilities))
+        return self.claim(key, self.target_key(key))
+
+    def target_key(self, key: str) -> str:
+        """The key the target stores `key` under (before collisions with other originals)."""
+        return map_key(key, self.capabilities)
 
     def claim(self, key: str, mapped: str) -> str:
         """Register `mapped` for `key`; when another original already holds it, a salted hash of `key` until free."""
         salt = ""
         while self._taken.setdefault(mapped, key) != key:
             salt += "\x00"
-            mapped = map_key(key + salt, self.capabilities)
+            mapped = self.target_key(key + salt)
         if mapped != key:
             self.renamed[key] = mapped
         return mapped
@@ -117,6 +123,23 @@ class LoadResult:
     points: int = 0
     files: int = 0
     error: dict | None = None
+
+    def failed_for_series(self, left_out: dict[str, StepOutOfRangeError]) -> LoadResult:
+        """A run loaded (or found loaded) but for series its target cannot hold: failed for exactly those series,
+        named with their steps and the fix; the run's other attributes are in the target."""
+        if not left_out or self.status == "failed":
+            return self
+        paths = sorted(left_out)
+        what = "this series is" if len(paths) == 1 else f"these {len(paths)} series are"
+        error = StepOutOfRangeError(
+            "; ".join(left_out[path].message for path in paths) + f"; only {what} not loaded, the run's other "
+            "attributes are",
+            left_out[paths[0]].remedy,
+            run=self.run_id,
+            attribute=", ".join(paths),
+        )
+        self.status, self.error = "failed", error.to_record()
+        return self
 
 
 class Loader(Protocol):

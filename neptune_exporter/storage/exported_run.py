@@ -7,7 +7,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from neptune_exporter.errors import InvalidOptionError, OutputPathError
+from neptune_exporter.errors import InvalidOptionError, OutputPathError, StepOutOfRangeError
 from neptune_exporter.model import (
     PROJECT_RELATIVE_FILES_FORMAT,
     STEP_SCALE,
@@ -231,6 +231,7 @@ class ExportedRun:
     data_root: Path
     files_root: Path
     format_version: int = PROJECT_RELATIVE_FILES_FORMAT  # older manifests stored file paths relative to <files>/
+    left_out: frozenset[str] = frozenset()  # attributes this view of the run leaves out (`without`)
 
     @classmethod
     def from_stored(cls, stored, data_root: Path, files_root: Path) -> ExportedRun:
@@ -283,8 +284,21 @@ class ExportedRun:
         }
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """The run's rows, part by part (bounded memory)."""
-        return read_run_batches(self.data_root, self.project_id, self.run_id, columns=columns)
+        """The run's rows, part by part (bounded memory), less the attributes this view leaves out."""
+        if not self.left_out:
+            return read_run_batches(self.data_root, self.project_id, self.run_id, columns=columns)
+        return self._batches_without(columns)
+
+    def _batches_without(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+        left_out = pa.array(sorted(self.left_out), pa.string())
+        read = None if columns is None else list(dict.fromkeys([*columns, "attribute_path"]))
+        for batch in read_run_batches(self.data_root, self.project_id, self.run_id, columns=read):
+            kept = batch.filter(pc.invert(pc.is_in(batch.column("attribute_path"), value_set=left_out)))
+            yield kept if columns is None else kept.select(columns)
+
+    def without(self, attributes: Iterable[str]) -> ExportedRun:
+        """The same run with these attributes left out of its rows."""
+        return replace(self, left_out=self.left_out | frozenset(attributes))
 
     def series_steps(self) -> Iterator[np.ndarray]:
         """Unscaled (int64 millionths) steps of every series row, chunk by chunk."""
@@ -293,7 +307,8 @@ class ExportedRun:
 
     def series_steps_by_path(self) -> Iterator[tuple[str, np.ndarray]]:
         """(attribute path, unscaled steps) of the series rows, per path within each chunk."""
-        for batch in self.batches(columns=["attribute_path", "attribute_type", "step"]):
+        for batch in self.batches(columns=["attribute_path", "attribute_type", "step", *POINT_VALUE_COLUMNS.values()]):
+            batch = rows_with_points(batch)
             is_series = pc.is_in(batch.column("attribute_type"), value_set=pa.array(sorted(SERIES_TYPE_NAMES)))
             rows = batch.filter(pc.and_(is_series, pc.is_valid(batch.column("step"))))
             paths = rows.column("attribute_path")
@@ -312,8 +327,24 @@ class ExportedRun:
                 f"--step-multiplier {requested} must be a positive integer", "pass 1, 10, 1000, ..."
             )
         for path, steps in self.series_steps_by_path():
-            integer_steps(steps, requested, path)
+            try:
+                integer_steps(steps, requested, path)
+            except StepOutOfRangeError:
+                continue  # fails that series alone (`series_beyond_range`), not the run
         return requested
+
+    def series_beyond_range(self, multiplier: int) -> dict[str, StepOutOfRangeError]:
+        """Series with a step whose product with the multiplier is beyond the targets' int64 steps (only a
+        --step-multiplier can take one there): each fails alone, the run's other attributes load."""
+        beyond: dict[str, StepOutOfRangeError] = {}
+        for path, steps in self.series_steps_by_path():
+            if path in beyond:
+                continue
+            try:
+                integer_steps(steps, multiplier, path)
+            except StepOutOfRangeError as error:
+                beyond[path] = error
+        return beyond
 
     def _why(self, multiplier: int) -> str:
         """Why the automatic multiplier is what it is: the first step with that many fraction digits."""
@@ -326,6 +357,24 @@ class ExportedRun:
                 step = format_step(int(finer[0]))
                 return f", the smallest power of ten making every step whole (step {step} of {path})"
         return ""
+
+
+POINT_VALUE_COLUMNS = {
+    "float_series": "float_value",
+    "string_series": "string_value",
+    "histogram_series": "histogram_value",
+}
+
+
+def rows_with_points(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The rows less float, string and histogram series rows with no value: such a row holds no point (the peer
+    tool writes them, e.g. for an attribute another run has), so every loader ignores it."""
+    types = batch.column("attribute_type")
+    no_point = None
+    for attribute_type, column in POINT_VALUE_COLUMNS.items():
+        missing = pc.and_(pc.equal(types, attribute_type), pc.is_null(batch.column(column)))
+        no_point = missing if no_point is None else pc.or_(no_point, missing)
+    return batch.filter(pc.invert(no_point))
 
 
 def open_exported_run(

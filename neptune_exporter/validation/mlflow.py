@@ -38,6 +38,7 @@ from neptune_exporter.validation.compare import (
 from neptune_exporter.validation.export_view import (
     FILE_TYPES,
     read_export,
+    series_beyond_int64,
     series_rows,
     series_steps,
     single_values,
@@ -356,9 +357,9 @@ class MlflowValidator:
             )
         target_id = run.info.run_id
         paths = list(self._artifact_paths(target_id, None))
-        expected_run = ExpectedRun(
-            export, expected_multiplier(series_steps(export), self.step_multiplier), self._key_map(target_id, paths)
-        )
+        multiplier = expected_multiplier(series_steps(export), self.step_multiplier)
+        loadable, beyond = series_beyond_int64(export, multiplier)
+        expected_run = ExpectedRun(loadable, multiplier, self._key_map(target_id, paths))
         expected = expected_run.build()
         expected.tags.update(expected_run.provenance())
         parent = self._parent_target(export)
@@ -366,7 +367,8 @@ class MlflowValidator:
         actual = self._actual(run, paths, expected)
         metrics = compare_digests(project_id, run_id, "metric", expected.metrics, actual.metrics)
         differences = (
-            expected_run.key_differences()
+            beyond
+            + expected_run.key_differences()
             + compare_mappings(project_id, run_id, "param", expected.params, actual.params)
             + compare_mappings(project_id, run_id, "tag", expected.tags, actual.tags)
             + self._explain_points(metrics, expected_run, target_id)

@@ -19,6 +19,7 @@ from neptune_exporter.validation.compare import Difference
 
 MILLIONTHS = 10**STEP_SCALE
 INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
 
 
 def run_key(project_id: str, run_id: str) -> str:
@@ -42,8 +43,9 @@ def expected_multiplier(step_chunks: Iterable[np.ndarray], requested: int | None
 def scaled(unscaled: np.ndarray, multiplier: int) -> np.ndarray:
     """Integer target steps: step × multiplier, exactly, the whole and the fraction part scaled apart so nothing
     overflows int64 (InvalidOptionError when a step does not become whole or its product is beyond int64)."""
-    whole, fraction = np.divmod(np.asarray(unscaled, dtype=np.int64), MILLIONTHS)
-    if multiplier > INT64_MAX // MILLIONTHS or np.any(np.abs(whole) >= INT64_MAX // multiplier):
+    unscaled = np.asarray(unscaled, dtype=np.int64)
+    whole, fraction = np.divmod(unscaled, MILLIONTHS)
+    if unscaled.size and any(step_product(s, multiplier) is None for s in (unscaled.min(), unscaled.max())):
         raise InvalidOptionError(
             f"a step times the step multiplier {multiplier} is beyond int64",
             "validate with the multiplier the load used",
@@ -54,6 +56,12 @@ def scaled(unscaled: np.ndarray, multiplier: int) -> np.ndarray:
             f"a step times the step multiplier {multiplier} is not whole", "validate with the multiplier the load used"
         )
     return whole * multiplier + fraction_product // MILLIONTHS
+
+
+def step_product(unscaled: int, multiplier: int) -> int | None:
+    """step × multiplier as an exact integer, None when it is beyond int64 (what MLflow and W&B store)."""
+    product = int(unscaled) * multiplier // MILLIONTHS
+    return product if INT64_MIN <= product <= INT64_MAX else None
 
 
 def step_text(unscaled: int) -> str:
@@ -68,6 +76,7 @@ class KeyRule:
     allowed: str  # regex class of one allowed character
     max_length: int
     reserved_prefixes: tuple[str, ...] = ()
+    rename_reserved: tuple[str, ...] = ()  # prefixes not even a rename may take (W&B's own `_` keys)
 
     def storable(self, key: str) -> bool:
         """Allowed characters only, not too long, no empty or `..` path parts."""
@@ -77,6 +86,10 @@ class KeyRule:
     def valid(self, key: str) -> bool:
         """Stored as it is: storable and not under a reserved prefix."""
         return self.storable(key) and not key.startswith(self.reserved_prefixes)
+
+    def valid_rename(self, key: str) -> bool:
+        """A rename the target stores as a key of its own: storable and not under a prefix reserved even for renames."""
+        return self.storable(key) and not key.startswith(self.rename_reserved)
 
 
 @dataclass
@@ -107,7 +120,7 @@ class RecordedKeys:
                 self.problems[original] = ("not renamed", "a valid renamed key", original)
             return original
         taken = original in self.recorded.values()
-        if not self.rule.storable(renamed):
+        if not self.rule.valid_rename(renamed):
             self.problems[original] = ("invalid rename", "a valid key", renamed)
         elif self.rule.valid(original) and not taken:
             self.problems[original] = ("renamed", original, renamed)

@@ -35,6 +35,7 @@ from neptune_exporter.validation.compare import (
 from neptune_exporter.validation.export_view import (
     FILE_TYPES,
     read_export,
+    series_beyond_int64,
     series_rows,
     series_steps,
     single_values,
@@ -58,7 +59,9 @@ from neptune_exporter.validation.wandb_compare import (
     md5_base64,
 )
 
-KEYS = KeyRule(r"[/\w.\- ]", 250, reserved_prefixes=("_",))  # W&B keeps `_step`, `_timestamp`, ... for itself
+KEYS = KeyRule(
+    r"[/\w.\- ]", 250, reserved_prefixes=("_",), rename_reserved=("_",)
+)  # W&B keeps `_step`, `_timestamp`, ... for itself
 MAX_TAG_CHARS = 64
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # W&B config would store them as null
 HISTORY_TYPES = ("float_series", "histogram_series")
@@ -277,12 +280,13 @@ class WandbValidator:
             missing = Difference(project_id, run_id, "run", target_run_id, "missing", "a complete W&B run", None)
             return RunValidation(project_id, run_id, None, [missing])
         recorded = dict(actual.config.get("neptune.key_map") or {})
-        expected_run = ExpectedWandbRun(
-            export, expected_multiplier(series_steps(export), self.step_multiplier), recorded, target_run_id
-        )
+        multiplier = expected_multiplier(series_steps(export), self.step_multiplier)
+        loadable, beyond = series_beyond_int64(export, multiplier)
+        expected_run = ExpectedWandbRun(loadable, multiplier, recorded, target_run_id)
         expected = expected_run.facts()
         differences = (
-            expected_run.keys.differences(project_id, run_id)
+            beyond
+            + expected_run.keys.differences(project_id, run_id)
             + fact_differences(project_id, run_id, expected, actual)
             + self._compare_strings(export, expected_run.strings, strings)
         )

@@ -22,6 +22,12 @@ from neptune_exporter.validation.compare import (
 
 NO_TIME = int(np.iinfo(np.int64).min)  # a point or row without a time (times before 1970 are negative, not missing)
 POINT_TIME = "_neptune_time/"  # + key: a point's own epoch-ms time in its row, where it is not the row's `_timestamp`
+WANDB_ROW_KEYS = frozenset({"_step", "_timestamp", "_runtime", "_wandb"})  # W&B's own; every other key is compared
+
+
+def _own_key(key: str) -> bool:
+    """W&B's own row keys and the point times kept beside a row's values: not values of a Neptune attribute."""
+    return key in WANDB_ROW_KEYS or key.startswith(POINT_TIME)
 
 
 def md5_base64(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -72,7 +78,7 @@ class HistoryDigest:
         """A history row as read back (`_step`, `_timestamp`, keys → numbers or histogram dicts)."""
         step = int(row["_step"])
         timestamp = round(float(row["_timestamp"]) * 1000) if "_timestamp" in row else NO_TIME
-        values = {k: v for k, v in row.items() if not k.startswith("_")}
+        values = {k: v for k, v in row.items() if not _own_key(k)}
         self._add("\x00rows", step, timestamp, float(len(values)))
         for key, value in values.items():
             number = histogram_number(value) if isinstance(value, dict) else float(value)

@@ -69,7 +69,7 @@ def served(prefect_server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def export_run(served, tmp_path_factory):
     """An export flow run of the export/neptune3 deployment in which the first run fails (HTTP 400 on a series)."""
-    served.faults.update(endpoints="float_series", scripted=[400])
+    served.faults.update(endpoints="float_series", scripted=[400, 400])  # the shared request, then one series alone
     out = tmp_path_factory.mktemp("ui-export")
     parameters = {
         "projects": [PROJECT],

@@ -37,6 +37,7 @@ RUNS = (
     "run-odd-paths",
     "run-target-limits",
     "run-shared-steps",
+    "run-underscore-keys",
 )
 # the export names runs by the id each source names them with: 3.x custom run id, 2.x sys id
 RUN_IDS = {"neptune3": {run: run for run in RUNS}, "neptune2": {run: f"LIM-{i}" for i, run in enumerate(RUNS, 1)}}
@@ -189,17 +190,48 @@ def test_fine_and_large_steps_load_into_wandb_exactly(exported, run, tmp_path):
     assert run_validate(options, SETTINGS).ok
 
 
-def test_a_multiplier_taking_a_step_beyond_int64_fails_the_run_saying_so(exported, mlflow_server):  # noqa: F811
+@pytest.mark.parametrize("target", ["mlflow", "wandb"])
+def test_a_multiplier_taking_a_step_beyond_int64_fails_that_series_alone_saying_so(
+    exported,
+    target,
+    tmp_path,
+    mlflow_server,  # noqa: F811
+):
     root, _ = exported["neptune3"]
-    options = load_options(root, "mlflow", "run-large-step", mlflow_tracking_uri=mlflow_server, step_multiplier=10**7)
+    target_options = {"mlflow_tracking_uri": mlflow_server} if target == "mlflow" else {"wandb_dir": str(tmp_path)}
+    options = load_options(root, target, "run-large-step", step_multiplier=10**7, **target_options)
     (result,) = run_load(options, SETTINGS)
-    assert result.status == "failed" and result.target_run_id is None
+    assert result.status == "failed" and result.target_run_id is not None
     assert (result.error["error_type"], result.error["attribute"]) == ("StepOutOfRangeError", "metrics/large")
     assert result.error["message"] == (
         "step 999999999999 of metrics/large times the step multiplier 10000000 is 9999999999990000000, beyond the "
-        "integer steps a target holds, -9223372036854775808 to 9223372036854775807 (int64, what MLflow and W&B store)"
+        "integer steps a target holds, -9223372036854775808 to 9223372036854775807 (int64, what MLflow and W&B "
+        "store); only this series is not loaded, the run's other attributes are"
     )
     assert result.error["remedy"].startswith("pass a smaller --step-multiplier")
+    small = [(int(step) * 10**7, value) for step, value, _ in lim.points(lim.SMALL_STEPS, [0.5, 0.75])]
+    if target == "mlflow":
+        client = MlflowClient(mlflow_server)
+        run = client.get_run(result.target_run_id)
+        history = client.get_metric_history(result.target_run_id, "metrics/small")
+        assert [(m.step, m.value) for m in history] == small
+        assert "metrics/large" not in run.data.metrics and run.data.params["params/case"] == "run-large-step"
+    else:
+        log_path = run_log_path(find_offline_runs(tmp_path, result.target_run_id)[0])
+        rows = list(iter_history(log_path))
+        assert [(row["_step"], row["metrics/small"]) for row in rows] == small
+        assert read_run_log(log_path).config["params/case"] == "run-large-step"
+    report = run_validate(options, SETTINGS)
+    assert [(d.kind, d.key, d.problem, d.actual) for d in report.differences] == [
+        (
+            "series",
+            "metrics/large",
+            "beyond int64",
+            {"step": "999999999999", "multiplier": 10**7, "product": 10**19 - 10**7},
+        )
+    ]
+    (again,) = run_load(options, SETTINGS)  # a rerun finds the run loaded and reports the same failure
+    assert (again.status, again.error, again.target_run_id) == ("failed", result.error, result.target_run_id)
 
 
 # ----------------------------------------------------------------------------- 3. every 2.x attribute kept
@@ -375,7 +407,13 @@ def test_validation_sees_a_point_time_lost_in_the_row_merge(exported, tmp_path, 
     monkeypatch.setattr(history, "POINT_TIME_PREFIX", "_lost_time/")  # bug: the loader keeps one time per row
     options, _ = load_shared_steps(exported, tmp_path)
     report = run_validate(options, SETTINGS)
-    assert {(d.kind, d.key, d.problem) for d in report.differences} == {("metric", "metrics/late", "points")}
+    assert {(d.kind, d.key, d.problem) for d in report.differences} == {
+        ("metric", "metrics/late", "points"),
+        # and the times kept under a key validation does not know are reported, never skipped
+        ("metric", "_lost_time/metrics/late", "unexpected"),
+        ("metric-last", "_lost_time/metrics/late", "unexpected"),
+        ("history", "rows", "points"),
+    }
 
 
 # ----------------------------------------------------------------------------- 6. the peer tool's rows with no value
@@ -448,6 +486,72 @@ def test_rows_with_no_value_in_a_peer_export_are_ignored_by_wandb(tmp_path):
     assert run_validate(options, SETTINGS).ok
 
 
+GAPS_PROJECT = "ws/peer-gaps"
+HISTOGRAM = {"type": "linear", "edges": [0.0, 1.0, 2.0], "values": [3.0, 4.0]}
+
+
+def write_peer_gaps(root: Path) -> None:
+    """A peer-layout run whose series have rows with no value, one at step 0.5 (a point there would make the
+    automatic multiplier 10): float, string and histogram series."""
+    from neptune_exporter.rows import series_rows
+    from neptune_exporter.storage.parquet import RunWriter
+
+    (root / "files").mkdir(parents=True)
+    with RunWriter(root / "data", GAPS_PROJECT, "gaps-run", 10**9) as writer:
+        for path, kind, values in (
+            ("metrics/gaps", "float_series", [0.25, None, 0.5, None]),
+            ("logs/gaps", "string_series", ["x", None, "y", None]),
+            ("charts/gaps", "histogram_series", [HISTOGRAM, None, HISTOGRAM, None]),
+        ):
+            writer.write(series_rows(GAPS_PROJECT, "gaps-run", path, kind, [0.0, 0.5, 1.0, 2.0], values, [1, 2, 3, 4]))
+
+
+def test_series_rows_with_no_value_are_ignored_by_mlflow(tmp_path, mlflow_server):  # noqa: F811
+    write_peer_gaps(tmp_path)
+    options = peer_options(tmp_path, "mlflow", mlflow_tracking_uri=mlflow_server)
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    client = MlflowClient(mlflow_server)
+    history = client.get_metric_history(result.target_run_id, "metrics/gaps")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [(0, 0.25, 1), (1, 0.5, 3)]
+    assert client.get_run(result.target_run_id).data.tags["neptune.step_multiplier"] == "1"
+    with tempfile.TemporaryDirectory() as folder:
+        strings = Path(client.download_artifacts(result.target_run_id, "logs/gaps/series.jsonl", folder))
+        histograms = Path(client.download_artifacts(result.target_run_id, "charts/gaps/histograms.jsonl", folder))
+        assert [json.loads(line)["value"] for line in strings.read_text().splitlines()] == ["x", "y"]
+        assert [json.loads(line)["step"] for line in histograms.read_text().splitlines()] == ["0", "1"]
+    assert run_validate(options, SETTINGS).ok
+
+
+def test_series_rows_with_no_value_are_ignored_by_wandb(tmp_path):
+    write_peer_gaps(tmp_path)
+    options = peer_options(tmp_path, "wandb", wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    log_path = run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])
+    rows = list(iter_history(log_path))
+    assert [(row["_step"], row["metrics/gaps"]) for row in rows if "metrics/gaps" in row] == [(0, 0.25), (1, 0.5)]
+    assert [row["_step"] for row in rows if "charts/gaps" in row] == [0, 1]
+    assert read_run_log(log_path).config["neptune.step_multiplier"] == 1
+    assert run_validate(options, SETTINGS).ok  # offline, every record of logs/gaps is compared: x and y only
+
+
+def test_validation_expects_no_point_for_a_row_with_no_value(tmp_path, mlflow_server, monkeypatch):  # noqa: F811
+    from neptune_exporter.loaders.mlflow import mapping
+
+    monkeypatch.setattr(mapping, "rows_with_points", lambda batch: batch)  # bug: the loader loads rows with no value
+    write_peer_gaps(tmp_path)
+    options = peer_options(tmp_path, "mlflow", mlflow_tracking_uri=mlflow_server, step_multiplier=10)
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    report = run_validate(options, SETTINGS)
+    assert {(d.kind, d.key, d.problem) for d in report.differences} == {
+        ("metric", "metrics/gaps", "count"),
+        ("artifact", "logs/gaps/series.jsonl", "records"),
+        ("artifact", "charts/gaps/histograms.jsonl", "records"),
+    }
+
+
 def test_points_before_1970_keep_their_times_in_wandb(exported, tmp_path):
     root, _ = exported["neptune2"]
     options = load_options(root, "wandb", RUN_IDS["neptune2"]["run-target-limits"], wandb_dir=str(tmp_path / "wb"))
@@ -462,24 +566,14 @@ def test_points_before_1970_keep_their_times_in_wandb(exported, tmp_path):
 
 
 def test_an_attribute_that_cannot_be_read_fails_alone(tmp_path, monkeypatch):
-    from neptune_exporter.fake_neptune import FaultConfig, store
-    from neptune_exporter.fake_neptune import datasets as ds
+    from neptune_exporter.fake_neptune import FaultConfig
 
-    ws = ds.new_workspace("ws")
-    ds.add_project(ws, "one", "ONE")
-    attributes = {
-        "params/x": (store.FLOAT, 2.5),
-        "metrics/ok": (store.FLOAT_SERIES, lim.points([0.0, 1.0], [0.5, 0.25])),
-        "logs/out": (store.STRING_SERIES, lim.points([0.0], ["refused"])),
-    }
-    ds.add_run(ws, "ws/one", custom_run_id="r", attributes=attributes)
+    ws = one_run_workspace()
     faults = FaultConfig(endpoints=r"^v2\.string_series_values$", error_share=1.0, error_statuses=(400,))
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
     def own_rows() -> list[tuple]:
-        table = pa.Table.from_batches(list(read_run_batches(tmp_path / "data", "ws/one", "ONE-1")))
-        rows = [(r["attribute_path"], r["float_value"], r["string_value"]) for r in table.to_pylist()]
-        return sorted(row for row in rows if not row[0].startswith("sys/"))
+        return rows_of_one(tmp_path, "ONE-1")
 
     with FakeNeptune(ws, faults=faults, port=0) as server:
         options = export_options("neptune2", "ws/one", tmp_path, server.api_token)
@@ -496,6 +590,148 @@ def test_an_attribute_that_cannot_be_read_fails_alone(tmp_path, monkeypatch):
     assert failed_rows == [("metrics/ok", 0.25, None), ("metrics/ok", 0.5, None), ("params/x", 2.5, None)]
     assert (again.status, again.errors) == ("complete", [])
     assert own_rows() == sorted([*failed_rows, ("logs/out", None, "refused")])
+
+
+# ----------------------------------------------------------------------------- 7. keys W&B reserves: none skipped
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_keys_that_would_start_with_an_underscore_in_wandb_load_under_recorded_keys_and_are_validated(
+    exported, tmp_path, source
+):
+    root, _ = exported[source]
+    options = load_options(root, "wandb", RUN_IDS[source]["run-underscore-keys"], wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    log_path = run_log_path(find_offline_runs(tmp_path / "wb", result.target_run_id)[0])
+    config = read_run_log(log_path).config
+    renamed = config["neptune.key_map"]
+    originals = {*lim.UNDERSCORE_ATOMS, *lim.UNDERSCORE_SERIES}
+    assert set(renamed) == originals and not any(key.startswith("_") for key in renamed.values())
+    assert all(renamed[path].startswith("u_") for path in originals)
+    assert {path: config[renamed[path]] for path in lim.UNDERSCORE_ATOMS} == {"_q": 1.5, "@p": 0.5}
+    rows = list(iter_history(log_path))
+    for path, (_, steps, values) in lim.UNDERSCORE_SERIES.items():
+        key = renamed[path]
+        assert [(row["_step"], row[key]) for row in rows if key in row] == list(zip(steps, values, strict=True))
+    assert run_validate(options, SETTINGS).ok
+
+
+def test_validation_reports_a_key_stored_under_wandbs_underscore(exported, tmp_path, monkeypatch):
+    from neptune_exporter.loaders.base import map_key
+    from neptune_exporter.loaders.wandb.names import WandbKeyMap
+
+    monkeypatch.setattr(WandbKeyMap, "target_key", lambda self, key: map_key(key, self.capabilities))  # bug
+    root, _ = exported["neptune3"]
+    options = load_options(root, "wandb", "run-underscore-keys", wandb_dir=str(tmp_path / "wb"))
+    (result,) = run_load(options, SETTINGS)
+    assert result.status == "loaded", result.error
+    report = run_validate(options, SETTINGS)
+    problems = {(d.kind, d.key, d.problem) for d in report.differences}
+    assert problems == {("key", k, p) for k, p in RESERVED_KEY_PROBLEMS}  # their points compared and equal
+    assert not report.ok
+
+
+RESERVED_KEY_PROBLEMS = {
+    ("@loss", "invalid rename"),
+    ("@p", "invalid rename"),
+    ("_private/loss", "not renamed"),
+    ("_q", "not renamed"),
+}
+
+
+def test_a_3x_attribute_that_cannot_be_read_fails_alone(tmp_path):
+    from neptune_exporter.fake_neptune import FaultConfig, store
+
+    ws = one_run_workspace({"logs/err": (store.STRING_SERIES, lim.points([0.0], ["refused too"]))})
+    # the string series' endpoint refuses every request: both series fail (asked one by one), the others export
+    faults = FaultConfig(endpoints=r"^v3\.series$", error_share=1.0, error_statuses=(400,))
+
+    with FakeNeptune(ws, faults=faults, port=0) as server:
+        options = export_options("neptune3", "ws/one", tmp_path, server.api_token)
+        (result,) = run_export(options, SETTINGS)
+        failed_rows, lines = rows_of_one(tmp_path, "r"), error_lines_of(tmp_path / "data", "ws/one")
+        faults.update(error_share=0.0)
+        (again,) = run_export(options, SETTINGS)  # the next export redoes the failed run, whole
+    assert result.status == "failed"
+    assert sorted((e["run"], e["attribute"], e["error_type"]) for e in result.errors) == [
+        ("r", "logs/err", "TerminalError"),
+        ("r", "logs/out", "TerminalError"),
+    ]
+    assert all(e["message"] == "unexpected answer from the Neptune server (HTTP 400)" for e in result.errors)
+    assert all(e["remedy"] for e in result.errors) and lines == result.errors
+    assert failed_rows == [("metrics/ok", 0.25, None), ("metrics/ok", 0.5, None), ("params/x", 2.5, None)]
+    assert (again.status, again.errors) == ("complete", [])
+    refused = [("logs/err", None, "refused too"), ("logs/out", None, "refused")]
+    assert rows_of_one(tmp_path, "r") == sorted([*failed_rows, *refused])
+
+
+def test_a_transient_3x_series_error_goes_through_the_retry_policy_not_to_the_attribute(tmp_path, caplog):
+    from neptune_exporter.fake_neptune import FaultConfig
+    from neptune_exporter.settings import RetryPolicy
+
+    ws = one_run_workspace()
+    faults = FaultConfig(endpoints=r"^v3\.series$", error_share=1.0, error_statuses=(503,))
+    settings = Settings(source_retry_timeout_s=1, retry=RetryPolicy(attempts=2, backoff_seconds=0.1))
+    with FakeNeptune(ws, faults=faults, port=0) as server, caplog.at_level("WARNING"):
+        (result,) = run_export(export_options("neptune3", "ws/one", tmp_path, server.api_token), settings)
+    assert result.status == "failed"
+    assert [e["error_type"] for e in result.errors] == ["SourceUnavailableError"]  # transient: not the attribute's
+    assert "attempt 2 of 2" in caplog.text  # the run was retried by the one retry policy, then reported
+
+
+def test_a_2x_atom_the_runs_table_returns_nothing_for_is_read_alone_or_an_error_entry(tmp_path, monkeypatch):
+    from neptune_exporter.fake_neptune import FaultConfig, store
+
+    ws = one_run_workspace({"params/hidden": (store.STRING, "read alone"), "params/y": (store.INT, 7)})
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    faults = FaultConfig(table_omits=r"^params/(hidden|x)$")  # the runs table returns nothing for these two
+    with FakeNeptune(ws, faults=faults, port=0) as server:
+        options = export_options("neptune2", "ws/one", tmp_path, server.api_token)
+        (read_alone,) = run_export(options, SETTINGS)
+        read_alone_rows = rows_of_one(tmp_path, "ONE-1")
+        # now reading params/x by itself is refused too: an error entry for it, the run's others exported
+        faults.update(endpoints=r"^v2\.get_attribute$", error_share=1.0, error_statuses=(400,))
+        (refused,) = run_export(export_options("neptune2", "ws/one", tmp_path / "2", server.api_token), SETTINGS)
+    assert (read_alone.status, read_alone.errors) == ("complete", [])
+    assert ("params/hidden", None, "read alone") in read_alone_rows and ("params/x", 2.5, None) in read_alone_rows
+    assert refused.status == "failed"
+    assert sorted((e["run"], e["attribute"], e["error_type"]) for e in refused.errors) == [
+        ("ONE-1", "params/hidden", "TerminalError"),
+        ("ONE-1", "params/x", "TerminalError"),
+    ]
+    assert all(e["message"].startswith("the server refused a request (HTTP 400)") for e in refused.errors)
+    assert sorted(map(str, error_lines_of(tmp_path / "2" / "data", "ws/one"))) == sorted(map(str, refused.errors))
+    assert rows_of_one(tmp_path / "2", "ONE-1") == [
+        ("logs/out", None, "refused"),
+        ("metrics/ok", 0.25, None),
+        ("metrics/ok", 0.5, None),
+        ("params/y", None, None),  # an int: read from the table
+    ]
+
+
+def one_run_workspace(extra: dict | None = None):
+    """Project ws/one with run `r` (2.x: ONE-1): params/x, metrics/ok, logs/out, and `extra`."""
+    from neptune_exporter.fake_neptune import datasets as ds
+    from neptune_exporter.fake_neptune import store
+
+    ws = ds.new_workspace("ws")
+    ds.add_project(ws, "one", "ONE")
+    attributes = {
+        "params/x": (store.FLOAT, 2.5),
+        "metrics/ok": (store.FLOAT_SERIES, lim.points([0.0, 1.0], [0.5, 0.25])),
+        "logs/out": (store.STRING_SERIES, lim.points([0.0], ["refused"])),
+        **(extra or {}),
+    }
+    ds.add_run(ws, "ws/one", custom_run_id="r", attributes=attributes)
+    return ws
+
+
+def rows_of_one(root: Path, run_id: str) -> list[tuple]:
+    """(path, float, string) of the exported ws/one run's own rows (no sys/ ones), sorted."""
+    table = pa.Table.from_batches(list(read_run_batches(root / "data", "ws/one", run_id)))
+    rows = [(r["attribute_path"], r["float_value"], r["string_value"]) for r in table.to_pylist()]
+    return sorted(row for row in rows if not row[0].startswith("sys/"))
 
 
 def error_lines_of(data: Path, project: str) -> list[dict]:

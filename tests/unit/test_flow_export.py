@@ -73,7 +73,9 @@ def test_a_bad_project_fails_the_flow_run_with_its_fix_before_any_folder_is_made
 
 
 def test_failed_run_is_reported_others_complete_then_rerun_redoes_only_it(prefect_harness, fake, options):
-    fake.faults.update(endpoints="float_series", scripted=[400])  # the first run's first series read fails
+    # the first run's first series read fails, and again when that series is asked for alone (a shared request
+    # refused is asked again series by series: only the series refused alone fails)
+    fake.faults.update(endpoints="float_series", scripted=[400, 400])
     state, summary = run_flow(options)
     fake.faults.update(endpoints=None, scripted=[])
     assert state.is_failed() and state.message == "1 of 4 runs failed"

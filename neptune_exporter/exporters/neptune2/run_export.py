@@ -125,12 +125,41 @@ class RunExport:
     def _atom_batches(self, atoms: list[SourceAttribute]) -> Iterator[pa.RecordBatch]:
         """One batch of atom values (one table read of ≤ attributes_per_request attributes)."""
         values = self.source.atom_values(self.run, [a.path for a in atoms])
-        items = [
-            (a.path, a.attribute_type, atom_value(a.attribute_type, values[a.path]))
-            for a in atoms
-            if values.get(a.path) is not None
-        ]
+        items = []
+        for atom in atoms:
+            value = values.get(atom.path)
+            if value is None:
+                value = self._atom_alone(atom)
+            if value is not None:
+                items.append((atom.path, atom.attribute_type, atom_value(atom.attribute_type, value)))
         yield parameter_rows(self.run.project_id, self.run.run_id, items)
+
+    def _atom_alone(self, atom: SourceAttribute) -> Any:
+        """An atom the runs table returned no value for, read by itself; when that fails too, or returns no value
+        either, an error entry for the attribute (never left out silently). None when there is no value."""
+        try:
+            value = atom.handle.fetch()
+        except Exception as exc:  # noqa: BLE001 - mapped to a typed error: this attribute's, or the run's
+            error = typed_error(exc, run=self.run.run_id, attribute=atom.path)
+            if not attribute_failure(error):
+                raise error from exc
+            self._attribute_error(error)
+            return None
+        if value is None:
+            self._attribute_error(
+                TerminalError(
+                    f"Neptune returned no value for the {atom.neptune_type} attribute {atom.path}, neither in the "
+                    "runs table nor read by itself",
+                    "check the attribute in the Neptune app; leave it out (--attributes) to have the run complete",
+                    run=self.run.run_id,
+                    attribute=atom.path,
+                )
+            )
+        return value
+
+    def _attribute_error(self, error: TerminalError) -> None:
+        with self.files_lock:
+            self.content.attribute_errors.append(error)
 
     def _concurrent(
         self, jobs: list[tuple[str | None, Callable[[], Iterator[pa.RecordBatch]]]]
@@ -170,8 +199,7 @@ class RunExport:
         except Exception as exc:  # noqa: BLE001 - recorded for its attribute, or handed to the consumer to raise
             error = typed_error(exc, run=self.run.run_id, attribute=attribute_path)
             if attribute_path is not None and attribute_failure(error):
-                with self.files_lock:
-                    self.content.attribute_errors.append(error)
+                self._attribute_error(error)
             else:
                 self._put(results, error)
         except BaseException as exc:  # noqa: BLE001 - an interrupt: handed to the consumer thread, which raises it

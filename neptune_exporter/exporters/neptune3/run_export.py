@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from neptune_exporter.errors import StepOutOfRangeError
-from neptune_exporter.exporters.base import ProgressCallback, chunked
+from neptune_exporter.errors import StepOutOfRangeError, TerminalError
+from neptune_exporter.exporters.base import ProgressCallback, attribute_failure, chunked
 from neptune_exporter.exporters.neptune3.client import SERIES_PER_REQUEST, neptune_errors
 from neptune_exporter.exporters.neptune3.discovery import archived_too
 from neptune_exporter.exporters.neptune3.files import FILES_PER_DOWNLOAD, FileDownloads
@@ -204,6 +204,23 @@ class RunExport:
                 frame = nq_runs.fetch_series(**common)
         return split_series_frame(frame)
 
+    def fetch_isolated(self, metrics: bool, names: list[str], step_range: tuple, limit: int) -> dict[str, SeriesChunk]:
+        """`fetch_points`, where a terminal error fails only the series it belongs to (a shared request is asked
+        again name by name to find it): recorded for that attribute, the run's others are exported. A transient
+        error, a full disk or a refused token propagates (the one retry policy retries the run)."""
+        try:
+            return self.fetch_points(metrics, names, step_range, limit)
+        except TerminalError as error:
+            if not attribute_failure(error):
+                raise
+            if len(names) == 1:
+                self.attribute_errors.append(error)  # names its attribute (`errors(attribute=...)`)
+                return {}
+        found: dict[str, SeriesChunk] = {}
+        for name in names:
+            found.update(self.fetch_isolated(metrics, [name], step_range, limit))
+        return found
+
     def series_windows(self, metrics: bool, names: list[str]) -> Iterator[SeriesChunk]:
         """Every point after the watermarks, in requests of ≤ series_batch_rows points (windows from the end).
 
@@ -237,7 +254,7 @@ class RunExport:
                 continue
             for group in chunked(shared, SERIES_PER_REQUEST):
                 limit = max(1, rows // len(group))
-                chunks = self.fetch_points(metrics, group, (low, top), limit)
+                chunks = self.fetch_isolated(metrics, group, (low, top), limit)
                 for name in group:
                     chunk = chunks.get(name)
                     if chunk is None:

@@ -188,6 +188,11 @@ class MlflowLoader:
                 f"the export of run {run_id!r} ({project_id}) is marked failed", "re-export the run, then load again"
             )
         multiplier = export.step_multiplier(self.step_multiplier)
+        left_out = export.series_beyond_range(multiplier) if self.step_multiplier else {}
+        return self._load_or_skip(export.without(left_out), multiplier).failed_for_series(left_out)
+
+    def _load_or_skip(self, export: ExportedRun, multiplier: int) -> LoadResult:
+        project_id, run_id = export.project_id, export.run_id
         experiment_id = self.experiment_id(self.experiment_name(export))
         existing = self.find_runs(experiment_id, project_id, run_id)
         wanted = provenance_tags(export, multiplier, "complete")

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_exporter.errors import TerminalError
-from neptune_exporter.loaders.base import MLFLOW, ExportedRun, KeyMap, format_step, integer_steps
+from neptune_exporter.loaders.base import MLFLOW, ExportedRun, KeyMap, format_step, integer_steps, rows_with_points
 from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
 
 TAGS_ATTRIBUTE = "sys/tags"
@@ -114,6 +114,7 @@ class RunMapping:
     def items(self) -> Iterator[Params | Tags | MetricChunk | ArtifactItem]:
         """Everything to send, in bounded chunks; generated files come last, the key map very last."""
         for batch in self.export.batches():
+            batch = rows_with_points(batch)  # a series row with no value holds no point
             types = batch.column("attribute_type")
             yield from self._parameters(batch.filter(pc.is_in(types, value_set=PARAM_TYPES)))
             yield from self._metrics(batch.filter(pc.equal(types, AttributeType.FLOAT_SERIES.value)))

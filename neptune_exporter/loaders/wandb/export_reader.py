@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_exporter.errors import CorruptPartError, NeptuneExporterError
-from neptune_exporter.loaders.base import WANDB, ExportedRun, KeyMap, format_step, integer_steps
+from neptune_exporter.loaders.base import WANDB, ExportedRun, KeyMap, format_step, integer_steps, rows_with_points
 from neptune_exporter.loaders.step_merge import StepSpill
 from neptune_exporter.loaders.wandb.names import WandbKeyMap
 from neptune_exporter.model import AttributeType, as_utc, decimal_array_to_unscaled
@@ -92,7 +92,7 @@ class ExportReader:
     def read(self) -> RunContent:
         try:
             for batch in self.exported.batches():
-                self._batch(pa.Table.from_batches([batch]))
+                self._batch(pa.Table.from_batches([rows_with_points(batch)]))  # a series row with no value: no point
         except NeptuneExporterError:
             raise
         except (pa.ArrowException, OSError) as error:

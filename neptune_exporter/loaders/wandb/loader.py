@@ -69,12 +69,15 @@ class WandbLoader:
             exported = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
             if not exported.complete:
                 raise CorruptPartError(f"the export of run {run_id!r} failed", "export the run again", run=run_id)
+            multiplier = exported.step_multiplier(self.step_multiplier)
+            left_out = exported.series_beyond_range(multiplier) if self.step_multiplier else {}
             prior = self._prior_state(exported, target_run_id)
             self._discard(prior)
             if prior.state == "complete":
                 result.status = "skipped"
-                return result
-            result.points, result.files = self._load(exported, target_run_id, prior)
+                return result.failed_for_series(left_out)
+            result.points, result.files = self._load(exported.without(left_out), target_run_id, prior, multiplier)
+            result.failed_for_series(left_out)
         except TerminalError as error:
             result.status, result.error = "failed", error.to_record()
         except _wandb_errors() as error:
@@ -100,9 +103,8 @@ class WandbLoader:
 
     # -- loading
 
-    def _load(self, exported: ExportedRun, target_run_id: str, prior: PriorState) -> tuple[int, int]:
+    def _load(self, exported: ExportedRun, target_run_id: str, prior: PriorState, multiplier: int) -> tuple[int, int]:
         staging_root = self.target.data_dir() / "neptune-staging"
-        multiplier = exported.step_multiplier(self.step_multiplier)
         with mapped_run(exported, staging_root, self.spill_chunk_rows) as (content, spill, keymap, staging):
             run = self._init_run(exported, target_run_id, content, keymap, multiplier, prior)
             try:

@@ -44,9 +44,12 @@ def artifact_name(target_run_id: str, key: str) -> str:
 
 
 class WandbKeyMap(KeyMap):
-    """KeyMap that also moves keys off W&B's reserved leading underscore (`_step`, `_timestamp`, ...)."""
+    """KeyMap that also moves keys off W&B's reserved leading underscore (`_step`, `_timestamp`, ...): a key that
+    starts with `_`, or that its cleaning makes start with `_` (`@loss` → `_loss_…`), is stored as `u` + the cleaned
+    key + a hash of the original, so W&B keeps it as a key of its own and validation reads it back."""
 
-    def __call__(self, key: str) -> str:
-        if not key.startswith("_"):
-            return super().__call__(key)
-        return self.claim(key, map_key("u" + key + "\x00", self.capabilities))  # forced rename: hash of the original
+    def target_key(self, key: str) -> str:
+        mapped = super().target_key(key)
+        if not mapped.startswith("_"):
+            return mapped
+        return map_key("u" + key + "\x00", self.capabilities)  # forced rename: hash of the original
