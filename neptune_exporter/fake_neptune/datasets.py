@@ -637,7 +637,8 @@ AWKWARD_FORK_STEP = 4.0
 
 
 def awkward_workspace() -> Workspace:
-    """Project `workspace/awkward`: every attribute type and the awkward cases, values exact (see README.md).
+    """Project `workspace/awkward`: every attribute type and the awkward cases, values exact (see README.md), beside
+    project `workspace/limits` (limits_dataset.py: data at the edges of the export's and the targets' ranges).
 
     AWK-1 run-basic   exp-alpha  every type, unicode and /-heavy paths, float steps 0.1/0.29, NaN/±inf, empty
                                  series, 0-byte / 1 KiB / ~3 MB files, file series, histograms, string set,
@@ -697,6 +698,9 @@ def awkward_workspace() -> Workspace:
             "when/end": (store.DATETIME, datetime(2030, 1, 1, tzinfo=UTC)),
         },
     )
+    from neptune_exporter.fake_neptune.limits_dataset import add_limits_project  # it builds on this module
+
+    add_limits_project(ws)
     return ws
 
 

@@ -1,4 +1,5 @@
-"""The limits workspace: legitimate Neptune data at the edges of the export's and the targets' ranges (issue 14).
+"""The limits project of the awkward workspace: legitimate Neptune data at the edges of the export's and the
+targets' ranges (issue 14).
 
 Project `workspace/limits` (key LIM); every value is exact, so tests compare what a target holds with these.
 
@@ -74,9 +75,8 @@ def points(steps, values, start_ms: int = START_MS) -> list[tuple]:
     return [(float(s), v, start_ms + 1000 * i) for i, (s, v) in enumerate(zip(steps, values, strict=True))]
 
 
-def limits_workspace() -> Workspace:
-    """`workspace/limits` with the runs listed in the module docstring."""
-    ws = Workspace(name="workspace")
+def add_limits_project(ws: Workspace) -> None:
+    """Add `workspace/limits` with the runs listed in the module docstring (the awkward workspace holds it too)."""
     project = add_project(ws, "limits", LIMITS_KEY)
     runs: dict[str, dict[str, tuple]] = {
         "run-large-step": {
@@ -117,4 +117,3 @@ def limits_workspace() -> Workspace:
             created=START + timedelta(minutes=i),
             attributes={"params/case": (store.STRING, run_id), **attributes},
         )
-    return ws

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from neptune_exporter.export import ExportOptions, run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune import limits_dataset as lim
+from neptune_exporter.fake_neptune.datasets import awkward_workspace
 from neptune_exporter.load import LoadOptions, run_load, run_validate
 from neptune_exporter.model import decimal_array_to_unscaled
 from neptune_exporter.selection import RunSelection
@@ -46,9 +47,9 @@ FAILING = {"run-step-over", "run-step-1e15"}
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
-    """The limits workspace exported once per source: {source: (root, {run id: result})}."""
+    """Project `workspace/limits` of the awkward workspace exported once per source: {source: (root, {run id: result})}."""
     out = {}
-    with FakeNeptune(lim.limits_workspace(), port=0) as server, pytest.MonkeyPatch.context() as patch:
+    with FakeNeptune(awkward_workspace(), port=0) as server, pytest.MonkeyPatch.context() as patch:
         patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the 2.x client's OAuth on the fake's plain http
         for source in SOURCES:
             root = tmp_path_factory.mktemp(f"limits-{source}")
