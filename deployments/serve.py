@@ -81,6 +81,34 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         {"options": {"target": "wandb"}},
         "Validate loaded W&B runs (offline .wandb logs, or online via the API) against the export.",
     ),
+    DeploymentSpec(
+        "mlflow",
+        "flows.load.load_chunk",
+        {},
+        "One chunk of a distributed load (load --distribute) into MLflow; started by its parent load.",
+        None,
+    ),
+    DeploymentSpec(
+        "mlflow",
+        "flows.validate.validate_chunk",
+        {},
+        "One chunk of a distributed validation (validate --distribute) against MLflow; started by its parent.",
+        None,
+    ),
+    DeploymentSpec(
+        "wandb",
+        "flows.load.load_chunk",
+        {},
+        "One chunk of a distributed load (load --distribute) into W&B; started by its parent load.",
+        None,
+    ),
+    DeploymentSpec(
+        "wandb",
+        "flows.validate.validate_chunk",
+        {},
+        "One chunk of a distributed validation (validate --distribute) against W&B; started by its parent.",
+        None,
+    ),
 ]
 
 

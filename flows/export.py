@@ -19,7 +19,7 @@ from flows.live import LiveRuns
 from flows.runtime import cut_short, dispatch, run_in_process, run_subflow, stopped
 from neptune_exporter import export as library
 from neptune_exporter import export_results, interrupt, locations, progress
-from neptune_exporter.errors import PathLockedError, StorageNotSharedError, failure_message
+from neptune_exporter.errors import PathLockedError, failure_message
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.fan_out import Distribution
 from neptune_exporter.storage.manifest import STATUS_COMPLETE, STATUS_FAILED
@@ -131,11 +131,9 @@ def export_chunk(plans: list[dict], options: dict, live: str = "", shared: dict 
     it first checks it sees the parent's data path, then journals each run's result there.
     """
     parsed = library.ExportOptions.from_json(options)
-    try:
-        with fan_out.reporting(parsed.data_path, shared) as report:
-            return export_chunk_runs(plans, options, parsed, live, report)
-    except StorageNotSharedError as error:
-        return failed(failure_message(error.to_record()), [])
+    return fan_out.as_chunk(
+        parsed.data_path, shared, lambda report: export_chunk_runs(plans, options, parsed, live, report)
+    )
 
 
 def export_chunk_runs(

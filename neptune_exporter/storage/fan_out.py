@@ -18,7 +18,7 @@ import shutil
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,14 +237,19 @@ def plan_weights(plans: list[dict], data_root: Path | str) -> list[float]:
     return [float(points) if points is not None else mean for points in known]
 
 
-def split_plans(plans: list[dict], chunk_runs: int, weights: list[float] | None = None) -> list[list[dict]]:
-    """Chunks by project, then by runs: a project's runs in as few chunks of at most `chunk_runs` as fit, spread so
-    the chunks' weights (expected points) are as even as the greedy heaviest-first rule makes them; each chunk keeps
-    the plan's order."""
+def split_plans(
+    plans: list[dict],
+    chunk_runs: int,
+    weights: list[float] | None = None,
+    project: Callable[[dict], str] = lambda plan: plan["run"]["project_id"],
+) -> list[list[dict]]:
+    """Chunks by project (`project(plan)`), then by runs: a project's runs in as few chunks of at most `chunk_runs` as
+    fit, spread so the chunks' weights (expected points) are as even as the greedy heaviest-first rule makes them;
+    each chunk keeps the plan's order."""
     weights = weights or [1.0] * len(plans)
     by_project: dict[str, list[int]] = {}
     for index, plan in enumerate(plans):
-        by_project.setdefault(plan["run"]["project_id"], []).append(index)
+        by_project.setdefault(project(plan), []).append(index)
     chunks: list[list[dict]] = []
     for indices in by_project.values():
         count = math.ceil(len(indices) / max(1, chunk_runs))
