@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -27,12 +30,15 @@ from deployments.server import stop_process
 from neptune_exporter.export import ExportOptions, run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
+from neptune_exporter.load import LoadOptions, run_load, run_validate
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage import fan_out
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import project_dir
-from tests.e2e.conftest import REPO_ROOT, cli_env
+from tests.e2e.conftest import REPO_ROOT, cli_env, run_cli
+from tests.e2e.test_load_kill import mlflow_content, mlflow_runs
 from tests.e2e.test_work_pool import POOL, prefect, without_neptune
+from tests.integration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from tests.processes import descendants
 
 pytestmark = pytest.mark.e2e
@@ -313,3 +319,107 @@ def wait_for_a_chunk_half_done(pool: Pool, data: Path) -> tuple[Worker, FlowRun]
                 return owner[0], run
         time.sleep(0.5)
     raise AssertionError("no chunk got half-way within 300 s")
+
+
+# ----------------------------------------------------------------------------- load and validate --distribute
+
+LOADED = [f"run-{i:05d}" for i in range(8)]  # a few runs keep the load short; chunks of 2 spread them on both workers
+LOAD_CHUNK_RUNS = 2
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """A real `mlflow server` of this module and its SQLite store (a difference is injected there)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    url, process = start_mlflow_server(folder)
+    try:
+        yield url, folder / "mlflow.db"
+    finally:
+        stop_mlflow_server(process)
+
+
+def distributed_load_command(pool: Pool, command: str, data: Path, files: Path, tracking_uri: str, template: str):
+    """`neptune-exporter load|validate --distribute` into MLflow, run to completion as a user runs it."""
+    env = cli_env(
+        {"PREFECT_API_URL": pool.api_url, "NEPTUNE_EXPORTER_CHUNK_LOST_AFTER_S": str(LOST_AFTER_S)},
+        pool.root / "cli-prefect-home",
+    )
+    args = [command, "--target", "mlflow", "--mlflow-tracking-uri", tracking_uri, "-d", str(data), "-f", str(files)]
+    args += ["--experiment-name-template", template, "--runs", "^run-0000[0-7]$", "--workers", "2"]
+    args += ["--distribute", "--work-pool", POOL, "--chunk-runs", str(LOAD_CHUNK_RUNS), "--max-parallel", "4"]
+    return run_cli(args + (["--no-progress"] if command == "load" else []), env, pool.root)
+
+
+def test_a_distributed_load_and_validate_equal_a_single_process_load_and_find_an_injected_difference(
+    pool, reference, mlflow_store, tmp_path
+):
+    ref_data, ref_files, _ = reference
+    data, files = tmp_path / "data", tmp_path / "files"
+    shutil.copytree(ref_data, data)
+    shutil.copytree(ref_files, files)
+    url, store = mlflow_store
+    result = distributed_load_command(pool, "load", data, files, url, "dist/{project}/{experiment}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"runs: {len(LOADED)} loaded, 0 already complete, 0 failed → mlflow" in result.stdout
+    assert f"{len(LOADED)} run(s) checked, no differences" in result.stdout, result.stdout
+
+    (parent,) = [run for run in flow_runs(pool.api_url, "load") if run.parameters["options"]["data_path"] == str(data)]
+    assert parent.state.name == "Completed"
+    for flow_name in ("load-chunk", "validate-chunk"):
+        chunks = [
+            run for run in flow_runs(pool.api_url, flow_name) if run.parameters["options"]["data_path"] == str(data)
+        ]
+        assert len(chunks) == len(LOADED) // LOAD_CHUNK_RUNS and all(run.state.name == "Completed" for run in chunks)
+        assert sorted(run_id for run in chunks for run_id in (r["run_id"] for r in run.parameters["runs"])) == LOADED
+        assert all(any(run_by(worker, run) for run in chunks) for worker in pool.workers), flow_name  # both ran some
+    assert not (data / fan_out.FOLDER).exists()  # the journals are merged and gone
+
+    # the same runs loaded by one process: the MLflow store holds the same runs, params, tags, points and files
+    single = LoadOptions(
+        target="mlflow",
+        data_path=str(data),
+        files_path=str(files),
+        runs_regex="^run-0000[0-7]$",
+        mlflow_tracking_uri=url,
+        experiment_name_template="single/{project}/{experiment}",
+    )
+    assert sorted(r.run_id for r in run_load(single, Settings.from_env()) if r.status == "loaded") == LOADED
+    client = MlflowClient(url)
+    for run_id in LOADED:
+        (ours,) = mlflow_runs(client, "dist", run_id)
+        (theirs,) = mlflow_runs(client, "single", run_id)
+        assert mlflow_content(client, ours) == mlflow_content(client, theirs), run_id
+
+    # the one validation report the distributed load wrote equals a single-process validation of the same runs
+    written = json.loads((data.parent / "reports" / "validation_mlflow.json").read_text())
+    expected = run_validate(
+        replace(single, experiment_name_template="dist/{project}/{experiment}"), Settings.from_env()
+    )
+    expected.runs.sort(key=lambda run: (run.project_id, run.run_id))
+    expected.created_at = written["created_at"]
+    assert written == expected.to_json() and written["runs_checked"] == len(LOADED) and written["ok"]
+    assert (data.parent / "reports" / "validation_mlflow.md").read_text() == expected.to_markdown()
+
+    # one metric point deleted in MLflow: the distributed validate finds exactly it, exit 1
+    (victim,) = mlflow_runs(client, "dist", LOADED[3])
+    key = sorted(victim.data.metrics)[0]
+    with sqlite3.connect(store) as db:
+        deleted = db.execute(
+            "DELETE FROM metrics WHERE run_uuid = ? AND key = ? AND step = (SELECT MAX(step) FROM metrics WHERE "
+            "run_uuid = ? AND key = ?)",
+            (victim.info.run_id, key, victim.info.run_id, key),
+        ).rowcount
+    assert deleted == 1
+    result = distributed_load_command(pool, "validate", data, files, url, "dist/{project}/{experiment}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{len(LOADED)} run(s) checked" in result.stdout
+    report = json.loads((data.parent / "reports" / "validation_mlflow.json").read_text())
+    assert [run["run_id"] for run in report["runs"] if not run["ok"]] == [LOADED[3]]
+    differences = next(run for run in report["runs"] if not run["ok"])["differences"]
+    assert differences and all(key in difference["key"] for difference in differences), differences
+    expected = run_validate(
+        replace(single, experiment_name_template="dist/{project}/{experiment}"), Settings.from_env()
+    )
+    expected.runs.sort(key=lambda run: (run.project_id, run.run_id))
+    expected.created_at = report["created_at"]
+    assert report == expected.to_json()
