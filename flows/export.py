@@ -153,7 +153,10 @@ def export_chunk_runs(
         report.finished(pointers[-1])
         show_run_done(view, pointers[-1])
     if report.given_up():
-        return interrupted(f"given up as lost by its parent: {len(plans) - len(pointers)} run(s) left to its retry", [])
+        return interrupted(
+            f"given up (lost to its parent, or its parent replaced): {len(plans) - len(pointers)} run(s) left to its retry",
+            [],
+        )
     if cut_short(pointers, len(plans)):
         return interrupted(
             f"stopped on request: {len(plans) - len(pointers)} of {len(plans)} runs not started", pointers
@@ -296,10 +299,12 @@ def export_locked(options: library.ExportOptions, distribution: Distribution | N
     """The export flow's work, while it holds the data path's lock."""
     options_json = options.to_json()
     started = time.monotonic()
+    fan = None if distribution is None else fan_out.FanOut(options, distribution, lambda p: show_run_done(live, p))
+    if fan is not None:  # before the plan: the chunks of a killed parent stop first, the plan sees what they did
+        fan.start()
     plans = export_tasks.discover_and_plan(options_json, export_tasks.preflight(options_json))
     log_plan(plans)
     live = start_progress(plans)
-    fan = None if distribution is None else fan_out.FanOut(options, distribution, lambda p: show_run_done(live, p))
     pointers = export_in_chunks(options, plans, live) if fan is None else fan.run(plans)
     live.close()
     summary = export_tasks.write_export_summary(detached(pointers), detached(options_json))

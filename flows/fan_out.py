@@ -185,13 +185,19 @@ class Distributor:
         return f"{self.chunk_flow}/{self.name}"
 
     def start(self) -> None:
-        """The chunk deployment is there; the marker is written (once per distribution)."""
+        """The chunk deployment is there; the marker is written (once per distribution) and the chunks of an earlier
+        distribution (a killed parent's) have stopped, so a plan made after this sees everything they did."""
         if self.token:
             return
         check_chunk_deployment(self.deployment, self.distribution.work_pool)
         context = FlowRunContext.get()
         name = context.flow_run.name if context and context.flow_run else "?"
-        self.token = fan_out.write_marker(self.data_path, f"{context.flow.name if context else 'a'} flow run {name}")
+        self.token = fan_out.write_marker(
+            self.data_path,
+            f"{context.flow.name if context else 'a'} flow run {name}",
+            alive_for=self.settings.chunk_lost_after_s,
+            on_wait=get_run_logger().warning,
+        )
 
     def run(self, items: list[dict]) -> list[dict]:
         """Every item's result, in order (items a stop request left undone have none)."""

@@ -100,7 +100,10 @@ def validate_chunk_runs(options: dict, runs: list[dict], live: str, report: fan_
         report.finished(result)
         show_checked(view, result)
     if report.given_up():
-        return interrupted(f"given up as lost by its parent: {len(runs) - len(results)} run(s) left to its retry", [])
+        return interrupted(
+            f"given up (lost to its parent, or its parent replaced): {len(runs) - len(results)} run(s) left to its retry",
+            [],
+        )
     if cut_short(results, len(runs)):
         return interrupted(f"stopped on request: {len(runs) - len(results)} of {len(runs)} runs not checked", results)
     differing = sum(not result["ok"] for result in results)

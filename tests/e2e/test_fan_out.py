@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -121,7 +123,15 @@ def reference(fake, tmp_path_factory) -> tuple[Path, Path, dict[str, int]]:
     return root / "data", root / "files", fake.requests.by_run()
 
 
-def distributed_export(pool: Pool, fake: FakeNeptune, data: Path, files: Path, extra: dict | None = None):
+def distributed_export(
+    pool: Pool,
+    fake: FakeNeptune,
+    data: Path,
+    files: Path,
+    extra: dict | None = None,
+    max_parallel: int = 4,
+    more: tuple[str, ...] = (),
+):
     """`neptune-exporter export --distribute` in a subprocess, as a user runs it against the workers' server."""
     env = cli_env(
         {
@@ -133,8 +143,8 @@ def distributed_export(pool: Pool, fake: FakeNeptune, data: Path, files: Path, e
         },
         pool.root / "cli-prefect-home",
     )
-    args = ["export", "-p", PROJECT, "-d", str(data), "-f", str(files), "--no-progress"]
-    args += ["--distribute", "--work-pool", POOL, "--chunk-runs", str(CHUNK_RUNS), "--max-parallel", "4"]
+    args = ["export", "-p", PROJECT, "-d", str(data), "-f", str(files), "--no-progress", *more]
+    args += ["--distribute", "--work-pool", POOL, "--chunk-runs", str(CHUNK_RUNS), "--max-parallel", str(max_parallel)]
     return subprocess.Popen(
         [sys.executable, "-m", "neptune_exporter.cli", *args],
         env=env,
@@ -285,6 +295,82 @@ def test_a_worker_killed_mid_chunk_costs_a_retry_of_that_chunk_and_no_complete_r
     complete = {run.sys_id for run in fake.workspace.project(PROJECT).runs if run.custom_run_id in complete_at_kill}
     assert {sys_id: requests[sys_id] for sys_id in complete} == {sys_id: ref_requests[sys_id] for sys_id in complete}
     assert set(requests) == set(ref_requests)  # every run fetched, none of the complete ones again
+
+
+def test_a_parent_killed_mid_way_is_rerun_and_dispatches_only_the_runs_not_complete(pool, fake, reference, tmp_path):
+    ref_data, ref_files, ref_requests = reference
+    data, files = tmp_path / "data", tmp_path / "files"
+    fake.requests.clear()
+    fake.faults.update(latency_ms=150)  # a chunk takes a few seconds, its runs one after the other
+    try:
+        parent = distributed_export(pool, fake, data, files, max_parallel=1, more=("--workers", "1"))
+        token = wait_for_the_second_chunk_under_way(pool, data)
+        fake.faults.update(latency_ms=3000)  # the running chunk goes on well after its parent is gone
+        parent.kill()  # SIGKILL: no cleanup, its lock released by the kernel, its marker and journals left behind
+        parent.communicate(timeout=60)
+        complete_at_kill = complete_runs(data)
+        assert 0 < len(complete_at_kill) < RUNS and fan_out.still_current(data, token)
+        rerun = distributed_export(pool, fake, data, files, max_parallel=4)
+        wait_until(lambda: not fan_out.still_current(data, token), "the rerun never wrote its marker")
+        fake.faults.update(latency_ms=0)  # the orphaned chunk ends its run in flight quickly, then starts no other
+        code, out, err = finish(rerun)
+    finally:
+        fake.faults.update(latency_ms=0)
+    assert code == 0, out + err
+    line = re.search(r"runs: (\d+) exported, (\d+) unchanged, (\d+) failed", out)
+    assert line, out
+    exported, unchanged, failed = map(int, line.groups())
+    assert failed == 0 and exported + unchanged == RUNS, out
+    assert unchanged >= len(complete_at_kill)  # what the killed parent's chunks did is not done again
+
+    rerun_chunks = [run for run in chunk_runs_of(pool.api_url, data) if run.parameters["shared"]["token"] != token]
+    assert rerun_chunks and all(run.state.name == "Completed" for run in rerun_chunks)
+    dispatched = {p["run"]["run_id"] for run in rerun_chunks for p in run.parameters["plans"]}
+    assert len(dispatched) == exported and not dispatched & complete_at_kill
+    orphans = [run for run in chunk_runs_of(pool.api_url, data) if run.parameters["shared"]["token"] == token]
+    assert all(run.state.is_final() for run in orphans), [run.state for run in orphans]  # none left running
+    # one was still running at the rerun: the new marker stopped it between two runs (the rerun waited for it)
+    assert any("its parent replaced" in (run.state.message or "") for run in orphans), [r.state for r in orphans]
+
+    assert_same_export(data, files, ref_data, ref_files)
+    assert set(summary_runs(data)) == set(RUN_IDS) and complete_runs(data) == set(RUN_IDS)
+    assert (project_dir(data, PROJECT) / "errors.jsonl").read_text() == ""
+    requests = fake.requests.by_run()
+    complete = {run.sys_id for run in fake.workspace.project(PROJECT).runs if run.custom_run_id in complete_at_kill}
+    assert {sys_id: requests[sys_id] for sys_id in complete} == {sys_id: ref_requests[sys_id] for sys_id in complete}
+    assert not (data / fan_out.FOLDER).exists()  # the rerun merged and cleared everything, the old journals too
+
+
+def complete_runs(data: Path) -> set[str]:
+    return {
+        run_id for run_id in RUN_IDS if (m := read_manifest(manifest_path(data, PROJECT, run_id))) and m.is_complete()
+    }
+
+
+def wait_for_the_second_chunk_under_way(pool: Pool, data: Path) -> str:
+    """Once one chunk completed and the next one journaled a run: the distribution's token."""
+
+    def under_way() -> str | None:
+        chunks = chunk_runs_of(pool.api_url, data)
+        if not any(run.state.name == "Completed" for run in chunks):
+            return None
+        for run in chunks:
+            shared = run.parameters["shared"]
+            journal = fan_out.ChunkFiles(str(data), shared["token"], shared["chunk"], shared["attempt"]).journal
+            if run.state.type == StateType.RUNNING and journal.exists() and journal.read_text().count("\n") >= 1:
+                return shared["token"]
+        return None
+
+    return wait_until(under_way, "no second chunk got under way within 300 s")
+
+
+def wait_until(found: Callable[[], Any], failure: str) -> Any:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if value := found():
+            return value
+        time.sleep(0.3)
+    raise AssertionError(failure)
 
 
 def run_by(worker: Worker, run: FlowRun) -> bool:
