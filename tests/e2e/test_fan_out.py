@@ -39,7 +39,7 @@ from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import project_dir
 from tests.e2e.conftest import REPO_ROOT, cli_env, run_cli
 from tests.e2e.test_load_kill import mlflow_content, mlflow_runs
-from tests.e2e.test_work_pool import POOL, prefect, without_neptune
+from tests.e2e.test_work_pool import POOL, prefect, read_log_until, without_neptune
 from tests.integration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from tests.processes import descendants
 
@@ -67,6 +67,29 @@ class Pool:
     api_url: str
     workers: list[Worker]
     root: Path
+    worker_env: dict[str, str]
+
+    def revive(self) -> None:
+        """A worker an earlier test killed is started again (same name, a new log)."""
+        for index, worker in enumerate(self.workers):
+            if worker.process.poll() is not None:
+                self.workers[index] = start_worker(worker.name, self.worker_env, self.root)
+                read_log_until(self.workers[index].log, f"Worker {worker.name!r} started!")  # it polls from now on
+
+
+def start_worker(name: str, env: dict[str, str], root: Path) -> Worker:
+    """`prefect worker start` on the pool, taking at most 2 flow runs at a time; its output in `<root>/<name>-<n>.log`."""
+    log = root / f"{name}-{len(list(root.glob(f'{name}-*.log')))}.log"
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name, "--limit", "2"],
+            env=env,
+            cwd=root,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Worker(name, process, log)
 
 
 @pytest.fixture(scope="module")
@@ -89,21 +112,9 @@ def pool(prefect_server, fake, tmp_path_factory) -> Iterator[Pool]:
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
-    workers = []
-    for name in ("worker-a", "worker-b"):
-        log = root / f"{name}.log"
-        with open(log, "ab") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name, "--limit", "2"],
-                env=worker_env,
-                cwd=root,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        workers.append(Worker(name, process, log))
+    workers = [start_worker(name, worker_env, root) for name in ("worker-a", "worker-b")]
     try:
-        yield Pool(prefect_server.api_url, workers, root)
+        yield Pool(prefect_server.api_url, workers, root, worker_env)
     finally:
         for worker in workers:
             stop_process(worker.process)
@@ -444,6 +455,7 @@ def test_a_distributed_load_and_validate_equal_a_single_process_load_and_find_an
     shutil.copytree(ref_data, data)
     shutil.copytree(ref_files, files)
     url, store = mlflow_store
+    pool.revive()  # the worker test_a_worker_killed... killed
     result = distributed_load_command(pool, "load", data, files, url, "dist/{project}/{experiment}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"runs: {len(LOADED)} loaded, 0 already complete, 0 failed → mlflow" in result.stdout
