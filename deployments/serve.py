@@ -93,6 +93,34 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         {"options": {"against": "neptune2"}},
         "Compare the export with the live Neptune 2.x server (pass options.projects); token from NEPTUNE_API_TOKEN.",
     ),
+    DeploymentSpec(
+        "mlflow",
+        "flows.load.load_chunk",
+        {},
+        "One chunk of a distributed load (load --distribute) into MLflow; started by its parent load.",
+        None,
+    ),
+    DeploymentSpec(
+        "mlflow",
+        "flows.validate.validate_chunk",
+        {},
+        "One chunk of a distributed validation (validate --distribute) against MLflow; started by its parent.",
+        None,
+    ),
+    DeploymentSpec(
+        "wandb",
+        "flows.load.load_chunk",
+        {},
+        "One chunk of a distributed load (load --distribute) into W&B; started by its parent load.",
+        None,
+    ),
+    DeploymentSpec(
+        "wandb",
+        "flows.validate.validate_chunk",
+        {},
+        "One chunk of a distributed validation (validate --distribute) against W&B; started by its parent.",
+        None,
+    ),
 ]
 
 

@@ -19,7 +19,7 @@ from flows.live import LiveRuns
 from flows.runtime import cut_short, dispatch, refusal, run_in_process, run_subflow, stopped
 from neptune_exporter import export as library
 from neptune_exporter import export_results, interrupt, locations, progress
-from neptune_exporter.errors import PathLockedError, StorageNotSharedError, failure_message
+from neptune_exporter.errors import PathLockedError, failure_message
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.fan_out import Distribution
 from neptune_exporter.storage.manifest import STATUS_COMPLETE, STATUS_FAILED
@@ -131,11 +131,9 @@ def export_chunk(plans: list[dict], options: dict, live: str = "", shared: dict 
     it first checks it sees the parent's data path, then journals each run's result there.
     """
     parsed = library.ExportOptions.from_json(options)
-    try:
-        with fan_out.reporting(parsed.data_path, shared) as report:
-            return export_chunk_runs(plans, options, parsed, live, report)
-    except StorageNotSharedError as error:
-        return failed(failure_message(error.to_record()), [])
+    return fan_out.as_chunk(
+        parsed.data_path, shared, lambda report: export_chunk_runs(plans, options, parsed, live, report)
+    )
 
 
 def export_chunk_runs(
@@ -155,7 +153,10 @@ def export_chunk_runs(
         report.finished(pointers[-1])
         show_run_done(view, pointers[-1])
     if report.given_up():
-        return interrupted(f"given up as lost by its parent: {len(plans) - len(pointers)} run(s) left to its retry", [])
+        return interrupted(
+            f"given up (lost to its parent, or its parent replaced): {len(plans) - len(pointers)} run(s) left to its retry",
+            [],
+        )
     if cut_short(pointers, len(plans)):
         return interrupted(
             f"stopped on request: {len(plans) - len(pointers)} of {len(plans)} runs not started", pointers
@@ -304,10 +305,12 @@ def export_locked(
     """The export flow's work on the projects preflight passed, while it holds the data path's lock."""
     options_json = options.to_json()
     started = time.monotonic()
+    fan = None if distribution is None else fan_out.FanOut(options, distribution, lambda p: show_run_done(live, p))
+    if fan is not None:  # before the plan: the chunks of a killed parent stop first, the plan sees what they did
+        fan.start()
     plans = export_tasks.discover_and_plan(options_json, projects)
     log_plan(plans)
     live = start_progress(plans)
-    fan = None if distribution is None else fan_out.FanOut(options, distribution, lambda p: show_run_done(live, p))
     pointers = export_in_chunks(options, plans, live) if fan is None else fan.run(plans)
     live.close()
     summary = export_tasks.write_export_summary(detached(pointers), detached(options_json))

@@ -1,9 +1,10 @@
-"""`export --distribute`: the parent flow runs each chunk of its plan as its own `export-chunk/<source>` flow run on a
-work pool (at most K at a time), watches it through its heartbeat on the shared data path, retries a lost one under
-the one retry policy, and hands back every run's result for the one summary (storage/fan_out.py holds the files).
+"""`export|load|validate --distribute`: the parent flow runs each chunk of its runs as its own flow run of
+`export-chunk/<source>`, `load-chunk/<target>` or `validate-chunk/<target>` on a work pool (at most K at a time),
+watches it through its heartbeat on the shared data path, retries a lost one under the one retry policy, and hands
+back every run's result for the one summary (storage/fan_out.py holds the files).
 
-A chunk never takes the data path's lock (its parent holds it for the whole export); it first checks the parent's
-marker, so a worker that does not see the same data path fails at once with the shared-storage message.
+A chunk never takes the data path's lock (its parent holds it for the whole export or load); it first checks the
+parent's marker, so a worker that does not see the same data path fails at once with the shared-storage message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
@@ -31,7 +33,9 @@ from neptune_exporter.errors import (
     ChunkFailedError,
     ChunkLostError,
     InvalidOptionError,
+    StorageNotSharedError,
     TerminalError,
+    failure_message,
     failure_record,
 )
 from neptune_exporter.retry import call_with_retries
@@ -39,22 +43,19 @@ from neptune_exporter.settings import Settings
 from neptune_exporter.storage import fan_out
 from neptune_exporter.storage.fan_out import ChunkFiles, Distribution, plan_key
 from neptune_exporter.storage.incremental import RunPlan
+from tasks.policy import failed
 
 CHUNK_FLOW = "export-chunk"
 POLL_SECONDS = 2.0
 BEATS_PER_TIMEOUT = 10  # a chunk beats this many times within the time after which its parent calls it lost
 PENDING_PATIENCE = 5  # a worker may take this many times `chunk_lost_after_s` to start a chunk's process
 DEPLOY_FIX = "create the chunk deployments: prefect deploy --all --prefect-file deployments/prefect.yaml"
-LOST_FIX = "the export retries the chunk; if chunks keep getting lost, check the workers (their logs, memory)"
+LOST_FIX = "the parent flow retries the chunk; if chunks keep getting lost, check the workers (their logs, memory)"
 
 
-def chunk_deployment(source: str) -> str:
-    return f"{CHUNK_FLOW}/{source}"
-
-
-def check_chunk_deployment(source: str, work_pool: str) -> None:
-    """InvalidOptionError unless `export-chunk/<source>` exists on the Prefect server and runs on `work_pool`."""
-    name = chunk_deployment(source)
+def check_chunk_deployment(name: str, work_pool: str) -> None:
+    """InvalidOptionError unless deployment `name` (`export-chunk/<source>`, ...) exists on the Prefect server and
+    runs on `work_pool`."""
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(name)
@@ -103,6 +104,16 @@ def reporting(data_path: str, shared: dict | None) -> Iterator[ChunkReport]:
         yield ChunkReport(files)
 
 
+def as_chunk(data_path: str, shared: dict | None, body: Callable[[ChunkReport], Any]) -> Any:
+    """`body(report)` inside `reporting`: a chunk flow's result; Failed with the shared-storage message (no run
+    touched) when this worker does not see the parent's data path."""
+    try:
+        with reporting(data_path, shared) as report:
+            return body(report)
+    except StorageNotSharedError as error:
+        return failed(failure_message(error.to_record()), [])
+
+
 # ----------------------------------------------------------------------------- the parent's side
 
 
@@ -128,50 +139,97 @@ class LifeSigns:
         return f"gave no sign of life for {patience:.0f} s (its worker or process is gone)"
 
 
-class FanOut:
-    """One distributed export: the chunks' flow runs, their results (by run key) as they arrive, their failures."""
+class Distributor:
+    """One distributed flow run: chunks of its runs as flow runs of deployment `<chunk flow>/<name>` on a work pool,
+    their results (by run key) as they arrive, their failures. The flow's own part (what a run is, a chunk's
+    parameters, the result of a run its chunk could not do) comes from a subclass."""
 
-    def __init__(self, options: library.ExportOptions, distribution: Distribution, on_done: Callable[[dict], None]):
-        self.options, self.distribution, self.on_done = options, distribution, on_done
+    chunk_flow = ""
+    verb = "process"
+
+    def __init__(self, name: str, data_path: str, distribution: Distribution, on_done: Callable[[dict], None]):
+        self.name, self.data_path, self.distribution, self.on_done = name, data_path, distribution, on_done
         self.settings = Settings.from_env()
         self.results: dict[str, dict] = {}
         self.refused: dict | None = None  # the error record of a chunk that failed terminally: no chunk starts after
         self.token = ""
+        self.chunk_count = 0  # chunks dispatched so far (a load dispatches one fork wave after the other)
         self._lock = threading.Lock()
 
-    def run(self, plans: list[dict]) -> list[dict]:
-        """Every planned run's result, in plan order (runs a stop request left undone have none)."""
-        check_chunk_deployment(self.options.source, self.distribution.work_pool)
+    # ------------------------------------------------------------------------- what a subclass tells
+
+    def item_key(self, item: dict) -> str:
+        """The `project/run` key of one item of the plan (the key of its result)."""
+        return f"{item['project_id']}/{item['run_id']}"
+
+    def chunk_parameters(self, items: list[dict]) -> dict:
+        """The chunk flow's parameters for these items (besides `shared`)."""
+        raise NotImplementedError
+
+    def failed_result(self, item: dict, record: dict) -> dict:
+        """The result of an item its chunk could not do (`record`: the error record)."""
+        raise NotImplementedError
+
+    def replan(self, items: list[dict]) -> list[dict]:
+        """The items a retry of a chunk still has to do (default: all of them)."""
+        return items
+
+    def split(self, items: list[dict]) -> list[list[dict]]:
+        """The items in chunks of at most `chunk_runs`, by project."""
+        return fan_out.split_plans(items, self.distribution.chunk_runs, project=lambda item: item["project_id"])
+
+    # ------------------------------------------------------------------------- the distribution
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.chunk_flow}/{self.name}"
+
+    def start(self) -> None:
+        """The chunk deployment is there; the marker is written (once per distribution) and the chunks of an earlier
+        distribution (a killed parent's) have stopped, so a plan made after this sees everything they did."""
+        if self.token:
+            return
+        check_chunk_deployment(self.deployment, self.distribution.work_pool)
         context = FlowRunContext.get()
-        owner = f"export flow run {context.flow_run.name}" if context and context.flow_run else "an export"
-        self.token = fan_out.write_marker(self.options.data_path, owner)
-        for plan in plans:
-            if plan["action"] == "skip":  # nothing to fetch: no chunk needed
-                self.report(library.skipped_result(RunPlan.from_json(plan), self.options).to_json())
-        to_do = [plan for plan in plans if plan["action"] != "skip"]
-        chunks = fan_out.split_plans(
-            to_do, self.distribution.chunk_runs, fan_out.plan_weights(to_do, self.options.data_path)
+        name = context.flow_run.name if context and context.flow_run else "?"
+        self.token = fan_out.write_marker(
+            self.data_path,
+            f"{context.flow.name if context else 'a'} flow run {name}",
+            alive_for=self.settings.chunk_lost_after_s,
+            on_wait=get_run_logger().warning,
         )
+
+    def run(self, items: list[dict]) -> list[dict]:
+        """Every item's result, in order (items a stop request left undone have none)."""
+        self.start()
+        self.dispatch(items)
+        return [self.results[self.item_key(item)] for item in items if self.item_key(item) in self.results]
+
+    def dispatch(self, items: list[dict]) -> None:
+        """The items as chunks on the work pool, at most `max_parallel` at a time, until all ended."""
+        chunks = self.split(items)
         get_run_logger().info(
-            "distributing %d run(s) in %d chunk(s) of at most %d on work pool %r, at most %d at a time",
-            len(to_do),
+            "distributing %d run(s) to %s in %d chunk(s) of at most %d on work pool %r, at most %d at a time",
+            len(items),
+            self.verb,
             len(chunks),
             self.distribution.chunk_runs,
             self.distribution.work_pool,
             self.distribution.max_parallel,
         )
+        first, self.chunk_count = self.chunk_count, self.chunk_count + len(chunks)
         with ThreadPoolExecutor(max_workers=self.distribution.max_parallel, thread_name_prefix="chunk") as pool:
             futures = [
                 pool.submit(contextvars.copy_context().run, self.run_chunk, f"c{number:04d}", chunk)
-                for number, chunk in enumerate(chunks, 1)
+                for number, chunk in enumerate(chunks, first + 1)
             ]
             for future in futures:
                 future.result()
-        return [self.results[plan_key(plan)] for plan in plans if plan_key(plan) in self.results]
 
     def finish(self) -> None:
         """The results are merged into the summary: the journals and the marker go."""
-        fan_out.clear(self.options.data_path, self.token)
+        if self.token:
+            fan_out.clear(self.data_path, self.token)
 
     def report(self, result: dict) -> None:
         """A run's result, once (the live view hears of it)."""
@@ -183,7 +241,7 @@ class FanOut:
             self.on_done(result)
 
     def collect(self, chunk: str) -> None:
-        for result in fan_out.finished_results(self.options.data_path, self.token, chunk).values():
+        for result in fan_out.finished_results(self.data_path, self.token, chunk).values():
             self.report(result)
 
     def run_chunk(self, chunk: str, plans: list[dict]) -> None:
@@ -202,22 +260,11 @@ class FanOut:
             self.fail_rest(plans, error.to_record())
 
     def fail_rest(self, plans: list[dict], record: dict) -> None:
-        """The chunk's runs without a result are failed with `record` (no manifest written: the next export redoes
-        them as it finds them)."""
+        """The chunk's runs without a result are failed with `record` (nothing written for them: the next run of the
+        flow redoes them as it finds them)."""
         for plan in plans:
-            if plan_key(plan) not in self.results:
-                run = plan["run"]
-                error = {
-                    "project": run["project_id"],
-                    "run": run["run_id"],
-                    "attribute": None,
-                    **{key: record.get(key) for key in ("error_type", "message", "remedy")},
-                }
-                self.report(
-                    export_results.RunExportResult(
-                        run["project_id"], run["run_id"], "failed", None, errors=[error], action=plan["action"]
-                    ).to_json()
-                )
+            if self.item_key(plan) not in self.results:
+                self.report(self.failed_result(plan, record))
 
     def attempt(self, chunk: str, plans: list[dict], attempt: int) -> None:
         """One flow run of the chunk's runs that have no result yet (re-planned on a retry: a run an earlier attempt
@@ -227,18 +274,17 @@ class FanOut:
         if interrupt.requested():
             return
         self.collect(chunk)
-        remaining = [plan for plan in plans if plan_key(plan) not in self.results]
+        remaining = [plan for plan in plans if self.item_key(plan) not in self.results]
         if attempt > 1:
             remaining = self.replan(remaining)
         if not remaining:
             return
-        files = ChunkFiles(self.options.data_path, self.token, chunk, attempt)
+        files = ChunkFiles(self.data_path, self.token, chunk, attempt)
         beat_seconds = max(1.0, self.settings.chunk_lost_after_s / BEATS_PER_TIMEOUT)
         flow_run = run_deployment(
-            chunk_deployment(self.options.source),
+            self.deployment,
             parameters={
-                "plans": remaining,
-                "options": self.options.to_json(),
+                **self.chunk_parameters(remaining),
                 "shared": {"token": self.token, "chunk": chunk, "attempt": attempt, "beat_seconds": beat_seconds},
             },
             flow_run_name=f"{chunk} attempt {attempt}: {len(remaining)} run(s)",
@@ -246,19 +292,6 @@ class FanOut:
             tags=["neptune-exporter"],
         )
         self.watch(flow_run, chunk, files, remaining)
-
-    def replan(self, plans: list[dict]) -> list[dict]:
-        """Plans again from the manifests; runs an earlier attempt completed get their result from their manifest."""
-        fresh = library.plan_runs([RunPlan.from_json(plan).run for plan in plans], self.options)
-        again = []
-        for old, new in zip(plans, fresh, strict=True):
-            if new.action == "skip":
-                self.report(library.finished_result(new, self.options, old["action"]).to_json())
-            elif new.action == "redo" and old["action"] == "full":  # the crashed attempt's parts: a new run still
-                again.append({**new.to_json(), "action": "full"})
-            else:
-                again.append(new.to_json())
-        return again
 
     def watch(self, flow_run: FlowRun, chunk: str, files: ChunkFiles, plans: list[dict]) -> None:
         """Until the chunk's flow run ends: its journal read as it grows; lost (marked Crashed, ChunkLostError) when
@@ -291,7 +324,7 @@ class FanOut:
     def judge(self, run: FlowRun, chunk: str, plans: list[dict]) -> None:
         """A chunk flow run that ended: done when every run has its result (a handled failure included); else lost
         (retried) or, when its own code failed it (e.g. the data path is not shared), failed for good."""
-        missing = sum(plan_key(plan) not in self.results for plan in plans)
+        missing = sum(self.item_key(plan) not in self.results for plan in plans)
         state = run.state
         if not missing or state is None or (state.type == StateType.CANCELLED and interrupt.requested()):
             return
@@ -306,3 +339,81 @@ class FanOut:
             + (f": {state.message}" if state.message else ""),
             LOST_FIX,
         )
+
+
+class FanOut(Distributor):
+    """A distributed export: `export-chunk/<source>` flow runs of the plan's runs (a skipped run needs none)."""
+
+    chunk_flow = CHUNK_FLOW
+    verb = "export"
+
+    def __init__(self, options: library.ExportOptions, distribution: Distribution, on_done: Callable[[dict], None]):
+        super().__init__(options.source, options.data_path, distribution, on_done)
+        self.options = options
+
+    def item_key(self, item: dict) -> str:
+        return plan_key(item)
+
+    def chunk_parameters(self, items: list[dict]) -> dict:
+        return {"plans": items, "options": self.options.to_json()}
+
+    def split(self, items: list[dict]) -> list[list[dict]]:
+        return fan_out.split_plans(
+            items, self.distribution.chunk_runs, fan_out.plan_weights(items, self.options.data_path)
+        )
+
+    def run(self, plans: list[dict]) -> list[dict]:
+        self.start()
+        for plan in plans:
+            if plan["action"] == "skip":  # nothing to fetch: no chunk needed
+                self.report(library.skipped_result(RunPlan.from_json(plan), self.options).to_json())
+        self.dispatch([plan for plan in plans if plan["action"] != "skip"])
+        return [self.results[plan_key(plan)] for plan in plans if plan_key(plan) in self.results]
+
+    def failed_result(self, item: dict, record: dict) -> dict:
+        run = item["run"]
+        error = {
+            "project": run["project_id"],
+            "run": run["run_id"],
+            "attribute": None,
+            **{key: record.get(key) for key in ("error_type", "message", "remedy")},
+        }
+        return export_results.RunExportResult(
+            run["project_id"], run["run_id"], "failed", None, errors=[error], action=item["action"]
+        ).to_json()
+
+    def replan(self, plans: list[dict]) -> list[dict]:
+        """Plans again from the manifests; runs an earlier attempt completed get their result from their manifest."""
+        fresh = library.plan_runs([RunPlan.from_json(plan).run for plan in plans], self.options)
+        again = []
+        for old, new in zip(plans, fresh, strict=True):
+            if new.action == "skip":
+                self.report(library.finished_result(new, self.options, old["action"]).to_json())
+            elif new.action == "redo" and old["action"] == "full":  # the crashed attempt's parts: a new run still
+                again.append({**new.to_json(), "action": "full"})
+            else:
+                again.append(new.to_json())
+        return again
+
+
+class RunsFanOut(Distributor):
+    """A distributed load or validation: `load-chunk/<target>` / `validate-chunk/<target>` flow runs of the selected
+    runs; a retried chunk loads its runs again (the target's tags make a load idempotent)."""
+
+    def __init__(
+        self,
+        chunk_flow: str,
+        options: dict,
+        distribution: Distribution,
+        on_done: Callable[[dict], None],
+        failed_result: Callable[[dict, dict], dict],
+    ):
+        super().__init__(options["target"], options["data_path"], distribution, on_done)
+        self.chunk_flow, self.verb = chunk_flow, chunk_flow.removesuffix("-chunk")
+        self.options, self.make_failed = options, failed_result
+
+    def chunk_parameters(self, items: list[dict]) -> dict:
+        return {"options": self.options, "runs": items}
+
+    def failed_result(self, item: dict, record: dict) -> dict:
+        return self.make_failed(item, record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -10,11 +11,13 @@ from prefect.futures import PrefectFuture
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import fan_out
 from flows.live import LiveRuns
 from flows.runtime import cut_short, dispatch, refusal, run_subflow, stopped
-from neptune_exporter import interrupt
+from neptune_exporter import interrupt, locations
 from neptune_exporter import load as library
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage.fan_out import Distribution
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 from tasks import load as load_tasks
 from tasks.policy import RunsFailed, detached, failed, interrupted
@@ -60,30 +63,63 @@ def unvalidated(run: dict, error: BaseException) -> dict:
         "message": str(error) or repr(error),
         "remedy": "run the validation again; if it keeps failing, report the error with the log",
     }
+    return not_validated(run, record)
+
+
+def not_validated(run: dict, record: dict) -> dict:
+    """The entry of a run that was not validated, with its error record."""
     return RunValidation(run["project_id"], run["run_id"], None, error=record).to_json()
 
 
+def distributed_options(options: library.LoadOptions) -> library.LoadOptions:
+    """Options a chunk on another machine reads the same: absolute paths (InvalidOptionError on a relative one)."""
+    return replace(
+        options,
+        data_path=locations.require_absolute(options.data_path, "options.data_path"),
+        files_path=locations.require_absolute(options.files_path, "options.files_path"),
+    )
+
+
 @flow(name="validate-chunk", log_prints=False)
-def validate_chunk(options: dict, runs: list[dict], live: str = "") -> list[dict] | State:
+def validate_chunk(options: dict, runs: list[dict], live: str = "", shared: dict | None = None) -> list[dict] | State:
     """Validate up to `runs_per_task_batch` runs: one task per run; Failed when any run differs, Cancelled when a stop
-    request left runs unchecked."""
+    request left runs unchecked. Run by a distributing parent on a worker (`shared`), it first checks it sees the
+    parent's data path, then journals each run's entry there."""
+    return fan_out.as_chunk(
+        options["data_path"], shared, lambda report: validate_chunk_runs(options, runs, live, report)
+    )
+
+
+def validate_chunk_runs(options: dict, runs: list[dict], live: str, report: fan_out.ChunkReport) -> list[dict] | State:
+    """The chunk's runs, each one's entry reported as it ends; the chunk's final state."""
     submit = lambda run: load_tasks.validate_run.submit(detached(options), detached(run))
     view = LiveRuns.find(live)
     results = []
-    for result in finished_results(dispatch(submit, runs, workers_of(options)), unvalidated):
+    for result in finished_results(dispatch(submit, runs, workers_of(options), report.given_up), unvalidated):
         results.append(result)
-        if view is not None:
-            view.run_done(
-                run_key(result),
-                "ok" if result["ok"] else "differs",
-                not result["ok"],
-                int(result["checked"].get("points") or 0),
-                int(result["checked"].get("artifacts") or 0),
-            )
+        report.finished(result)
+        show_checked(view, result)
+    if report.given_up():
+        return interrupted(
+            f"given up (lost to its parent, or its parent replaced): {len(runs) - len(results)} run(s) left to its retry",
+            [],
+        )
     if cut_short(results, len(runs)):
         return interrupted(f"stopped on request: {len(runs) - len(results)} of {len(runs)} runs not checked", results)
     differing = sum(not result["ok"] for result in results)
     return failed(f"{differing} of {len(results)} runs differ", results) if differing else results
+
+
+def show_checked(view: LiveRuns | None, result: dict) -> None:
+    """A validated run in the live view (if any)."""
+    if view is not None:
+        view.run_done(
+            run_key(result),
+            "ok" if result["ok"] else "differs",
+            not result["ok"],
+            int(result["checked"].get("points") or 0),
+            int(result["checked"].get("artifacts") or 0),
+        )
 
 
 def workers_of(options: dict) -> int:
@@ -91,21 +127,35 @@ def workers_of(options: dict) -> int:
     return max(1, library.LoadOptions.from_json(options).workers)
 
 
-def validate_runs(options: dict, runs: list[dict]) -> ValidationReport:
-    """Every run validated (chunked subflows, with a live `validate-progress` artifact); the assembled report."""
+def validate_runs(options: dict, runs: list[dict], distribution: Distribution | None = None) -> ValidationReport:
+    """Every run validated (chunked subflows here, or `validate-chunk/<target>` flow runs on a work pool with
+    `distribution`; a live `validate-progress` artifact); the assembled report."""
     parsed = library.LoadOptions.from_json(options)
-    chunk_flow = validate_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers_of(options)))
     report = ValidationReport(target=parsed.target)
     live = LiveRuns("validate", [run_key(run) for run in runs], with_bytes=False, table=False)
-    for chunk in chunks(runs, Settings.from_env().runs_per_task_batch):
-        if interrupt.requested():
-            break
-        report.runs.extend(
-            RunValidation.from_json(data) for data in run_subflow(chunk_flow, detached(options), chunk, live.token)
+    if distribution is None:
+        entries = validate_in_chunks(options, runs, live)
+    else:
+        fan = fan_out.RunsFanOut(
+            "validate-chunk", options, distribution, lambda entry: show_checked(live, entry), not_validated
         )
+        entries = fan.run(runs)
+        fan.finish()
+    report.runs.extend(RunValidation.from_json(data) for data in entries)
     live.close()
     report.runs.sort(key=lambda run: (run.project_id, run.run_id))
     return report
+
+
+def validate_in_chunks(options: dict, runs: list[dict], live: LiveRuns) -> list[dict]:
+    """The runs' entries, from chunk subflows in this process."""
+    chunk_flow = validate_chunk.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers_of(options)))
+    entries: list[dict] = []
+    for chunk in chunks(runs, Settings.from_env().runs_per_task_batch):
+        if interrupt.requested():
+            break
+        entries += run_subflow(chunk_flow, detached(options), chunk, live.token)
+    return entries
 
 
 def publish_report(report: ValidationReport, options: dict) -> dict:
@@ -151,15 +201,20 @@ def selected_waves(options: dict) -> list[list[dict]] | State:
 
 
 @flow(name="validate", log_prints=False)
-def validate(options: dict | None = None) -> dict | State:
-    """Compare params, tags, every metric point and every file in the target with the export; Failed on any difference."""
+def validate(options: dict | None = None, distribute: dict | None = None) -> dict | State:
+    """Compare params, tags, every metric point and every file in the target with the export; Failed on any difference.
+    With `distribute` ({"work_pool": ..., "chunk_runs": ..., "max_parallel": ...}) the runs are compared by
+    `validate-chunk/<target>` flow runs on that work pool; the data path must be shared storage."""
     parsed = library.LoadOptions.from_json(options or {})
+    distribution = Distribution.from_json(distribute) if distribute is not None else None
+    if distribution is not None:
+        parsed = distributed_options(parsed)
     options = parsed.to_json()
     waves = selected_waves(options)
     if isinstance(waves, State):
         return waves
     runs = detached([run for wave in waves for run in wave])
-    report = validate_runs(options, runs)
+    report = validate_runs(options, runs, distribution)
     if len(report.runs) < len(runs):  # stopped on request: a partial report would say too little
         return stopped({"target": report.target, "runs_checked": len(report.runs)}, len(report.runs), len(runs))
     summary = publish_report(report, options)

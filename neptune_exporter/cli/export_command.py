@@ -14,7 +14,9 @@ from neptune_exporter.cli.options import (
     ArchivedOpt,
     AttributeOpt,
     AttributesOpt,
+    ChunkRunsOpt,
     DataPathOpt,
+    DistributeOpt,
     ExcludeKindsOpt,
     ExcludeProjectsOpt,
     ExperimentsOpt,
@@ -23,6 +25,7 @@ from neptune_exporter.cli.options import (
     IfLockedOpt,
     IncludeKindsOpt,
     IncludeProjectsOpt,
+    MaxParallelOpt,
     ModelsOpt,
     ModifiedAfterOpt,
     PreviewsOpt,
@@ -31,11 +34,13 @@ from neptune_exporter.cli.options import (
     RunsRegexOpt,
     SourceOpt,
     WhereOpt,
+    WorkPoolOpt,
     WorkspaceOpt,
+    distribution,
     export_options_from,
 )
 from neptune_exporter.cli.running import say_interrupted, start_prefect, stops_on_interrupt
-from neptune_exporter.errors import InvalidOptionError, TerminalError
+from neptune_exporter.errors import TerminalError
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.lock import check_if_locked
 
@@ -69,21 +74,10 @@ def export(
     include_previews: PreviewsOpt = False,
     workers: ExportWorkersOpt = 4,
     if_locked: IfLockedOpt = "stop",
-    distribute: Annotated[
-        bool,
-        typer.Option(
-            "--distribute",
-            help="Export the runs in chunks, each a flow run of deployment export-chunk/<source> on the work pool "
-            "of the Prefect server PREFECT_API_URL names; the data and files paths must be shared storage.",
-        ),
-    ] = False,
-    work_pool: Annotated[
-        str | None, typer.Option("--work-pool", help="With --distribute: the work pool the chunks run on.")
-    ] = None,
-    chunk_runs: Annotated[int, typer.Option("--chunk-runs", min=1, help="With --distribute: runs per chunk.")] = 100,
-    max_parallel: Annotated[
-        int, typer.Option("--max-parallel", min=1, help="With --distribute: chunks running at the same time.")
-    ] = 4,
+    distribute: DistributeOpt = False,
+    work_pool: WorkPoolOpt = None,
+    chunk_runs: ChunkRunsOpt = 100,
+    max_parallel: MaxParallelOpt = 4,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Export runs to Parquet + files (resumable, incremental); exit 1 when any run failed, 3 when the data path is
@@ -95,28 +89,6 @@ def export(
     except TerminalError as error:
         raise fail(error) from None
     raise typer.Exit(run_export_command(options, no_progress=no_progress, if_locked=if_locked, distribute=spread))
-
-
-def distribution(distribute: bool, work_pool: str | None, chunk_runs: int, max_parallel: int) -> dict | None:
-    """The export flow's `distribute` parameter (None without --distribute); InvalidOptionError on options that do
-    not go together or a missing PREFECT_API_URL (the workers' server)."""
-    from neptune_exporter.storage.fan_out import Distribution
-
-    if not distribute:
-        if work_pool:
-            raise InvalidOptionError(
-                "--work-pool works with --distribute only", "add --distribute, or drop --work-pool"
-            )
-        return None
-    if not os.environ.get("PREFECT_API_URL"):
-        raise InvalidOptionError(
-            "--distribute needs the Prefect server your workers poll",
-            "set PREFECT_API_URL to it (e.g. http://prefect-server:4200/api) and run `prefect worker start --pool "
-            "NAME` on each node",
-        )
-    return Distribution.from_json(
-        {"work_pool": work_pool, "chunk_runs": chunk_runs, "max_parallel": max_parallel}
-    ).to_json()
 
 
 def run_export_command(

@@ -10,10 +10,13 @@ import typer
 from neptune_exporter import interrupt
 from neptune_exporter.cli.app import EXIT_LOCKED, EXIT_RUNS_FAILED, app, fail, print_failures
 from neptune_exporter.cli.options import (
+    ChunkRunsOpt,
     DataPathOpt,
+    DistributeOpt,
     FilesPathOpt,
     IfLockedOpt,
     LoadProjectOpt,
+    MaxParallelOpt,
     MultiplierOpt,
     NoProgressOpt,
     ReportPathOpt,
@@ -25,10 +28,12 @@ from neptune_exporter.cli.options import (
     WandbEntityOpt,
     WandbProjectOpt,
     WorkersOpt,
+    WorkPoolOpt,
+    distribution,
     load_options_or_exit,
 )
 from neptune_exporter.cli.running import say_interrupted, start_prefect, stops_on_interrupt
-from neptune_exporter.errors import NeptuneExporterError
+from neptune_exporter.errors import NeptuneExporterError, TerminalError
 from neptune_exporter.settings import Settings
 
 
@@ -87,14 +92,21 @@ def print_validation(summary: dict) -> None:
 
 
 def run_load_summary(
-    options, *, validate: bool = True, no_progress: bool = False, if_locked: str = "stop"
+    options,
+    *,
+    validate: bool = True,
+    no_progress: bool = False,
+    if_locked: str = "stop",
+    distribute: dict | None = None,
 ) -> tuple[int, dict]:
     """Preflight (bad input → one line, exit 2), the load flow in-process, a short summary; exit status + the flow's summary."""
     from neptune_exporter.loaders.wandb import offline_sync_hint
 
     with stops_on_interrupt():
         preflight_load(options, reports=validate)
-        summary = run_load_flow("load", options, no_progress, run_validation=validate, if_locked=if_locked)
+        summary = run_load_flow(
+            "load", options, no_progress, run_validation=validate, if_locked=if_locked, distribute=distribute
+        )
         if "interrupted" in summary:
             say_interrupted(summary["interrupted"])
             return interrupt.EXIT_INTERRUPTED, summary
@@ -112,9 +124,37 @@ def run_load_summary(
     return (EXIT_RUNS_FAILED if summary["failed"] or differing else 0), summary
 
 
-def run_load_command(options, *, validate: bool = True, no_progress: bool = False, if_locked: str = "stop") -> int:
+def run_load_command(
+    options,
+    *,
+    validate: bool = True,
+    no_progress: bool = False,
+    if_locked: str = "stop",
+    distribute: dict | None = None,
+) -> int:
     """`run_load_summary` for callers that only need the exit status."""
-    return run_load_summary(options, validate=validate, no_progress=no_progress, if_locked=if_locked)[0]
+    return run_load_summary(
+        options, validate=validate, no_progress=no_progress, if_locked=if_locked, distribute=distribute
+    )[0]
+
+
+def distributed(values: dict) -> tuple[Any, dict | None]:
+    """The command's options and its flow's `distribute` parameter; with --distribute the paths made absolute (the
+    chunks run elsewhere). One line and exit 2 on options that do not go together."""
+    from dataclasses import replace
+
+    from neptune_exporter.locations import absolute_path
+
+    options = load_options_or_exit(values)
+    try:
+        spread = distribution(values["distribute"], values["work_pool"], values["chunk_runs"], values["max_parallel"])
+    except TerminalError as error:
+        raise fail(error) from None
+    if spread is not None:
+        options = replace(
+            options, data_path=absolute_path(options.data_path), files_path=absolute_path(options.files_path)
+        )
+    return options, spread
 
 
 @app.command()
@@ -134,12 +174,20 @@ def load(
     report_path: ReportPathOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation after loading.")] = False,
     if_locked: IfLockedOpt = "stop",
+    distribute: DistributeOpt = False,
+    work_pool: WorkPoolOpt = None,
+    chunk_runs: ChunkRunsOpt = 100,
+    max_parallel: MaxParallelOpt = 4,
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Load exports into MLflow / W&B (idempotent, resumable), then validate them. Exit 1 on failed runs or
     differences, 2 when nothing is selected, 3 when another load of the export into the target runs."""
-    options = load_options_or_exit(locals())
-    raise typer.Exit(run_load_command(options, validate=not no_validate, no_progress=no_progress, if_locked=if_locked))
+    options, spread = distributed(locals())
+    raise typer.Exit(
+        run_load_command(
+            options, validate=not no_validate, no_progress=no_progress, if_locked=if_locked, distribute=spread
+        )
+    )
 
 
 @app.command()
@@ -157,6 +205,10 @@ def validate(
     wandb_entity: WandbEntityOpt = None,
     wandb_project_template: WandbProjectOpt = None,
     report_path: ReportPathOpt = None,
+    distribute: DistributeOpt = False,
+    work_pool: WorkPoolOpt = None,
+    chunk_runs: ChunkRunsOpt = 100,
+    max_parallel: MaxParallelOpt = 4,
     against: Annotated[
         str | None,
         typer.Option("--against", help="Compare the export with the live source instead: neptune3 or neptune2."),
@@ -172,11 +224,10 @@ def validate(
 
         audit = source.audit_options(against, data_path, files_path, project, runs, report_path, api_token)
         raise typer.Exit(source.run_source_validation(audit))
-    values = {k: v for k, v in locals().items() if k not in ("against", "api_token")}
-    options = load_options_or_exit(values)
+    options, spread = distributed({k: v for k, v in locals().items() if k not in ("against", "api_token")})
     with stops_on_interrupt():
         preflight_load(options)
-        summary = run_load_flow("validate", options, True)
+        summary = run_load_flow("validate", options, True, distribute=spread)
         if "interrupted" in summary:
             say_interrupted(summary["interrupted"])
             raise typer.Exit(interrupt.EXIT_INTERRUPTED)

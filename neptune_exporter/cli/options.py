@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -275,6 +276,43 @@ ReportPathOpt = Annotated[
 
 
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
+DistributeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--distribute",
+        help="Work in chunks, each a flow run of deployment <command>-chunk/<source or target> on the work pool of "
+        "the Prefect server PREFECT_API_URL names; the data and files paths must be shared storage.",
+    ),
+]
+WorkPoolOpt = Annotated[
+    str | None, typer.Option("--work-pool", help="With --distribute: the work pool the chunks run on.")
+]
+ChunkRunsOpt = Annotated[int, typer.Option("--chunk-runs", min=1, help="With --distribute: runs per chunk.")]
+MaxParallelOpt = Annotated[
+    int, typer.Option("--max-parallel", min=1, help="With --distribute: chunks running at the same time.")
+]
+
+
+def distribution(distribute: bool, work_pool: str | None, chunk_runs: int, max_parallel: int) -> dict | None:
+    """A flow's `distribute` parameter (None without --distribute); InvalidOptionError on options that do not go
+    together or a missing PREFECT_API_URL (the workers' server)."""
+    from neptune_exporter.storage.fan_out import Distribution
+
+    if not distribute:
+        if work_pool:
+            raise InvalidOptionError(
+                "--work-pool works with --distribute only", "add --distribute, or drop --work-pool"
+            )
+        return None
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InvalidOptionError(
+            "--distribute needs the Prefect server your workers poll",
+            "set PREFECT_API_URL to it (e.g. http://prefect-server:4200/api) and run `prefect worker start --pool "
+            "NAME` on each node",
+        )
+    return Distribution.from_json(
+        {"work_pool": work_pool, "chunk_runs": chunk_runs, "max_parallel": max_parallel}
+    ).to_json()
 
 
 def build_load_options(target: str, data_path: Path, files_path: Path, project, runs, workers: int, **extra: Any):
@@ -289,7 +327,7 @@ def build_load_options(target: str, data_path: Path, files_path: Path, project, 
     )  # fmt: skip
 
 
-LOAD_COMMAND_ONLY = ("no_validate", "no_progress", "if_locked")
+LOAD_COMMAND_ONLY = ("no_validate", "no_progress", "if_locked", "distribute", "work_pool", "chunk_runs", "max_parallel")
 
 
 def load_options_or_exit(values: dict[str, Any]):

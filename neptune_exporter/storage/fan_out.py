@@ -17,8 +17,9 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from neptune_exporter.storage.parquet import SERIES_TYPE_NAMES
 
 FOLDER = ".neptune-exporter-distributed"
 MARKER = "marker.json"
+POLL_SECONDS = 1.0
 NOT_SHARED_REMEDY = (
     "mount the same shared storage (NFS, a mounted bucket) at the same absolute path on every worker and on the "
     "machine that starts the export, or export without --distribute"
@@ -78,13 +80,41 @@ def folder(data_root: Path | str) -> Path:
 # ----------------------------------------------------------------------------- the shared-storage marker
 
 
-def write_marker(data_root: Path | str, owner: str) -> str:
-    """Start a distribution: clear what an earlier one left, write a new marker; its token (chunks check it)."""
-    shutil.rmtree(folder(data_root), ignore_errors=True)
+def write_marker(
+    data_root: Path | str,
+    owner: str,
+    alive_for: float = 0.0,
+    on_wait: Callable[[str], object] | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+) -> str:
+    """Start a distribution: write a new marker; its token (chunks check it). Chunks of an earlier distribution that
+    still run (their parent was killed) see the new marker and start no further run: this waits until their heartbeats
+    stop, or stand still for `alive_for` seconds (their worker is gone too), then clears what they left."""
     token = uuid.uuid4().hex
     marker = {"token": token, "owner": owner, "host": socket.gethostname(), "written": utc_now_iso()}
     write_json_atomic(folder(data_root) / MARKER, marker)
+    while beating := beating_elsewhere(data_root, token, alive_for):
+        if on_wait is not None:
+            on_wait(f"waiting for {len(beating)} chunk(s) of an earlier distribution to stop: {', '.join(beating)}")
+            on_wait = None  # said once
+        sleep(POLL_SECONDS)
+    for path in folder(data_root).iterdir():
+        if path.is_dir() and path.name != token:
+            shutil.rmtree(path, ignore_errors=True)
     return token
+
+
+def beating_elsewhere(data_root: Path | str, token: str, alive_for: float) -> list[str]:
+    """Chunks of other distributions whose heartbeat changed within the last `alive_for` seconds (`<chunk>-<try>`)."""
+    now, found = time.time(), []
+    for beat in folder(data_root).glob("*/*.beat"):
+        try:
+            fresh = beat.parent.name != token and now - beat.stat().st_mtime < alive_for
+        except OSError:  # it stopped meanwhile
+            continue
+        if fresh:
+            found.append(beat.stem)
+    return sorted(found)
 
 
 def read_marker(data_root: Path | str) -> dict | None:
@@ -153,7 +183,8 @@ class ChunkFiles:
         write_json_atomic(self.lost, {"reason": reason, "written": utc_now_iso()})
 
     def given_up(self) -> bool:
-        return self.lost.exists()
+        """The parent gave this attempt up, or a newer distribution replaced its marker (its parent was killed)."""
+        return self.lost.exists() or not still_current(self.data_root, self.token)
 
     def append(self, result: dict) -> None:
         """One finished run's result, on disk before the next run's (a crash loses no finished run)."""
@@ -183,6 +214,7 @@ class ChunkFiles:
         finally:
             stop.set()
             thread.join()
+            self.beat.unlink(missing_ok=True)  # stopped: a newer distribution need not wait for it
 
     def read_beat(self) -> str | None:
         """The heartbeat's content (None before the first beat)."""
@@ -237,14 +269,19 @@ def plan_weights(plans: list[dict], data_root: Path | str) -> list[float]:
     return [float(points) if points is not None else mean for points in known]
 
 
-def split_plans(plans: list[dict], chunk_runs: int, weights: list[float] | None = None) -> list[list[dict]]:
-    """Chunks by project, then by runs: a project's runs in as few chunks of at most `chunk_runs` as fit, spread so
-    the chunks' weights (expected points) are as even as the greedy heaviest-first rule makes them; each chunk keeps
-    the plan's order."""
+def split_plans(
+    plans: list[dict],
+    chunk_runs: int,
+    weights: list[float] | None = None,
+    project: Callable[[dict], str] = lambda plan: plan["run"]["project_id"],
+) -> list[list[dict]]:
+    """Chunks by project (`project(plan)`), then by runs: a project's runs in as few chunks of at most `chunk_runs` as
+    fit, spread so the chunks' weights (expected points) are as even as the greedy heaviest-first rule makes them;
+    each chunk keeps the plan's order."""
     weights = weights or [1.0] * len(plans)
     by_project: dict[str, list[int]] = {}
     for index, plan in enumerate(plans):
-        by_project.setdefault(plan["run"]["project_id"], []).append(index)
+        by_project.setdefault(project(plan), []).append(index)
     chunks: list[list[dict]] = []
     for indices in by_project.values():
         count = math.ceil(len(indices) / max(1, chunk_runs))

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -27,12 +32,15 @@ from deployments.server import stop_process
 from neptune_exporter.export import ExportOptions, run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
+from neptune_exporter.load import LoadOptions, run_load, run_validate
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage import fan_out
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import project_dir
-from tests.e2e.conftest import REPO_ROOT, cli_env
-from tests.e2e.test_work_pool import POOL, prefect, without_neptune
+from tests.e2e.conftest import REPO_ROOT, cli_env, run_cli
+from tests.e2e.test_load_kill import mlflow_content, mlflow_runs
+from tests.e2e.test_work_pool import POOL, prefect, read_log_until, without_neptune
+from tests.integration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from tests.processes import descendants
 
 pytestmark = pytest.mark.e2e
@@ -59,6 +67,29 @@ class Pool:
     api_url: str
     workers: list[Worker]
     root: Path
+    worker_env: dict[str, str]
+
+    def revive(self) -> None:
+        """A worker an earlier test killed is started again (same name, a new log)."""
+        for index, worker in enumerate(self.workers):
+            if worker.process.poll() is not None:
+                self.workers[index] = start_worker(worker.name, self.worker_env, self.root)
+                read_log_until(self.workers[index].log, f"Worker {worker.name!r} started!")  # it polls from now on
+
+
+def start_worker(name: str, env: dict[str, str], root: Path) -> Worker:
+    """`prefect worker start` on the pool, taking at most 2 flow runs at a time; its output in `<root>/<name>-<n>.log`."""
+    log = root / f"{name}-{len(list(root.glob(f'{name}-*.log')))}.log"
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name, "--limit", "2"],
+            env=env,
+            cwd=root,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Worker(name, process, log)
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +112,9 @@ def pool(prefect_server, fake, tmp_path_factory) -> Iterator[Pool]:
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
-    workers = []
-    for name in ("worker-a", "worker-b"):
-        log = root / f"{name}.log"
-        with open(log, "ab") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name, "--limit", "2"],
-                env=worker_env,
-                cwd=root,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        workers.append(Worker(name, process, log))
+    workers = [start_worker(name, worker_env, root) for name in ("worker-a", "worker-b")]
     try:
-        yield Pool(prefect_server.api_url, workers, root)
+        yield Pool(prefect_server.api_url, workers, root, worker_env)
     finally:
         for worker in workers:
             stop_process(worker.process)
@@ -115,7 +134,15 @@ def reference(fake, tmp_path_factory) -> tuple[Path, Path, dict[str, int]]:
     return root / "data", root / "files", fake.requests.by_run()
 
 
-def distributed_export(pool: Pool, fake: FakeNeptune, data: Path, files: Path, extra: dict | None = None):
+def distributed_export(
+    pool: Pool,
+    fake: FakeNeptune,
+    data: Path,
+    files: Path,
+    extra: dict | None = None,
+    max_parallel: int = 4,
+    more: tuple[str, ...] = (),
+):
     """`neptune-exporter export --distribute` in a subprocess, as a user runs it against the workers' server."""
     env = cli_env(
         {
@@ -127,8 +154,8 @@ def distributed_export(pool: Pool, fake: FakeNeptune, data: Path, files: Path, e
         },
         pool.root / "cli-prefect-home",
     )
-    args = ["export", "-p", PROJECT, "-d", str(data), "-f", str(files), "--no-progress"]
-    args += ["--distribute", "--work-pool", POOL, "--chunk-runs", str(CHUNK_RUNS), "--max-parallel", "4"]
+    args = ["export", "-p", PROJECT, "-d", str(data), "-f", str(files), "--no-progress", *more]
+    args += ["--distribute", "--work-pool", POOL, "--chunk-runs", str(CHUNK_RUNS), "--max-parallel", str(max_parallel)]
     return subprocess.Popen(
         [sys.executable, "-m", "neptune_exporter.cli", *args],
         env=env,
@@ -289,6 +316,82 @@ def half_done_state(crashed: list[FlowRun], half_done: FlowRun):
     return next(run.state for run in crashed if run.id == half_done.id)
 
 
+def test_a_parent_killed_mid_way_is_rerun_and_dispatches_only_the_runs_not_complete(pool, fake, reference, tmp_path):
+    ref_data, ref_files, ref_requests = reference
+    data, files = tmp_path / "data", tmp_path / "files"
+    fake.requests.clear()
+    fake.faults.update(latency_ms=150)  # a chunk takes a few seconds, its runs one after the other
+    try:
+        parent = distributed_export(pool, fake, data, files, max_parallel=1, more=("--workers", "1"))
+        token = wait_for_the_second_chunk_under_way(pool, data)
+        fake.faults.update(latency_ms=3000)  # the running chunk goes on well after its parent is gone
+        parent.kill()  # SIGKILL: no cleanup, its lock released by the kernel, its marker and journals left behind
+        parent.communicate(timeout=60)
+        complete_at_kill = complete_runs(data)
+        assert 0 < len(complete_at_kill) < RUNS and fan_out.still_current(data, token)
+        rerun = distributed_export(pool, fake, data, files, max_parallel=4)
+        wait_until(lambda: not fan_out.still_current(data, token), "the rerun never wrote its marker")
+        fake.faults.update(latency_ms=0)  # the orphaned chunk ends its run in flight quickly, then starts no other
+        code, out, err = finish(rerun)
+    finally:
+        fake.faults.update(latency_ms=0)
+    assert code == 0, out + err
+    line = re.search(r"runs: (\d+) exported, (\d+) unchanged, (\d+) failed", out)
+    assert line, out
+    exported, unchanged, failed = map(int, line.groups())
+    assert failed == 0 and exported + unchanged == RUNS, out
+    assert unchanged >= len(complete_at_kill)  # what the killed parent's chunks did is not done again
+
+    rerun_chunks = [run for run in chunk_runs_of(pool.api_url, data) if run.parameters["shared"]["token"] != token]
+    assert rerun_chunks and all(run.state.name == "Completed" for run in rerun_chunks)
+    dispatched = {p["run"]["run_id"] for run in rerun_chunks for p in run.parameters["plans"]}
+    assert len(dispatched) == exported and not dispatched & complete_at_kill
+    orphans = [run for run in chunk_runs_of(pool.api_url, data) if run.parameters["shared"]["token"] == token]
+    assert all(run.state.is_final() for run in orphans), [run.state for run in orphans]  # none left running
+    # one was still running at the rerun: the new marker stopped it between two runs (the rerun waited for it)
+    assert any("its parent replaced" in (run.state.message or "") for run in orphans), [r.state for r in orphans]
+
+    assert_same_export(data, files, ref_data, ref_files)
+    assert set(summary_runs(data)) == set(RUN_IDS) and complete_runs(data) == set(RUN_IDS)
+    assert (project_dir(data, PROJECT) / "errors.jsonl").read_text() == ""
+    requests = fake.requests.by_run()
+    complete = {run.sys_id for run in fake.workspace.project(PROJECT).runs if run.custom_run_id in complete_at_kill}
+    assert {sys_id: requests[sys_id] for sys_id in complete} == {sys_id: ref_requests[sys_id] for sys_id in complete}
+    assert not (data / fan_out.FOLDER).exists()  # the rerun merged and cleared everything, the old journals too
+
+
+def complete_runs(data: Path) -> set[str]:
+    return {
+        run_id for run_id in RUN_IDS if (m := read_manifest(manifest_path(data, PROJECT, run_id))) and m.is_complete()
+    }
+
+
+def wait_for_the_second_chunk_under_way(pool: Pool, data: Path) -> str:
+    """Once one chunk completed and the next one journaled a run: the distribution's token."""
+
+    def under_way() -> str | None:
+        chunks = chunk_runs_of(pool.api_url, data)
+        if not any(run.state.name == "Completed" for run in chunks):
+            return None
+        for run in chunks:
+            shared = run.parameters["shared"]
+            journal = fan_out.ChunkFiles(str(data), shared["token"], shared["chunk"], shared["attempt"]).journal
+            if run.state.type == StateType.RUNNING and journal.exists() and journal.read_text().count("\n") >= 1:
+                return shared["token"]
+        return None
+
+    return wait_until(under_way, "no second chunk got under way within 300 s")
+
+
+def wait_until(found: Callable[[], Any], failure: str) -> Any:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if value := found():
+            return value
+        time.sleep(0.3)
+    raise AssertionError(failure)
+
+
 def run_by(worker: Worker, run: FlowRun) -> bool:
     """The flow run ran in a process of this worker (its own log line, not a submission the other worker aborted)."""
     return f"/runs/flow-run/{run.id}" in worker.submitted()
@@ -321,3 +424,108 @@ def wait_for_a_chunk_half_done(pool: Pool, data: Path) -> tuple[Worker, FlowRun]
                 return owner[0], run
         time.sleep(0.5)
     raise AssertionError("no chunk got half-way within 300 s")
+
+
+# ----------------------------------------------------------------------------- load and validate --distribute
+
+LOADED = [f"run-{i:05d}" for i in range(8)]  # a few runs keep the load short; chunks of 2 spread them on both workers
+LOAD_CHUNK_RUNS = 2
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """A real `mlflow server` of this module and its SQLite store (a difference is injected there)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    url, process = start_mlflow_server(folder)
+    try:
+        yield url, folder / "mlflow.db"
+    finally:
+        stop_mlflow_server(process)
+
+
+def distributed_load_command(pool: Pool, command: str, data: Path, files: Path, tracking_uri: str, template: str):
+    """`neptune-exporter load|validate --distribute` into MLflow, run to completion as a user runs it."""
+    env = cli_env(
+        {"PREFECT_API_URL": pool.api_url, "NEPTUNE_EXPORTER_CHUNK_LOST_AFTER_S": str(LOST_AFTER_S)},
+        pool.root / "cli-prefect-home",
+    )
+    args = [command, "--target", "mlflow", "--mlflow-tracking-uri", tracking_uri, "-d", str(data), "-f", str(files)]
+    args += ["--experiment-name-template", template, "--runs", "^run-0000[0-7]$", "--workers", "2"]
+    args += ["--distribute", "--work-pool", POOL, "--chunk-runs", str(LOAD_CHUNK_RUNS), "--max-parallel", "4"]
+    return run_cli(args + (["--no-progress"] if command == "load" else []), env, pool.root)
+
+
+def test_a_distributed_load_and_validate_equal_a_single_process_load_and_find_an_injected_difference(
+    pool, reference, mlflow_store, tmp_path
+):
+    ref_data, ref_files, _ = reference
+    data, files = tmp_path / "data", tmp_path / "files"
+    shutil.copytree(ref_data, data)
+    shutil.copytree(ref_files, files)
+    url, store = mlflow_store
+    pool.revive()  # the worker test_a_worker_killed... killed
+    result = distributed_load_command(pool, "load", data, files, url, "dist/{project}/{experiment}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"runs: {len(LOADED)} loaded, 0 already complete, 0 failed → mlflow" in result.stdout
+    assert f"{len(LOADED)} run(s) checked, no differences" in result.stdout, result.stdout
+
+    (parent,) = [run for run in flow_runs(pool.api_url, "load") if run.parameters["options"]["data_path"] == str(data)]
+    assert parent.state.name == "Completed"
+    for flow_name in ("load-chunk", "validate-chunk"):
+        chunks = [
+            run for run in flow_runs(pool.api_url, flow_name) if run.parameters["options"]["data_path"] == str(data)
+        ]
+        assert len(chunks) == len(LOADED) // LOAD_CHUNK_RUNS and all(run.state.name == "Completed" for run in chunks)
+        assert sorted(run_id for run in chunks for run_id in (r["run_id"] for r in run.parameters["runs"])) == LOADED
+        assert all(any(run_by(worker, run) for run in chunks) for worker in pool.workers), flow_name  # both ran some
+    assert not (data / fan_out.FOLDER).exists()  # the journals are merged and gone
+
+    # the same runs loaded by one process: the MLflow store holds the same runs, params, tags, points and files
+    single = LoadOptions(
+        target="mlflow",
+        data_path=str(data),
+        files_path=str(files),
+        runs_regex="^run-0000[0-7]$",
+        mlflow_tracking_uri=url,
+        experiment_name_template="single/{project}/{experiment}",
+    )
+    assert sorted(r.run_id for r in run_load(single, Settings.from_env()) if r.status == "loaded") == LOADED
+    client = MlflowClient(url)
+    for run_id in LOADED:
+        (ours,) = mlflow_runs(client, "dist", run_id)
+        (theirs,) = mlflow_runs(client, "single", run_id)
+        assert mlflow_content(client, ours) == mlflow_content(client, theirs), run_id
+
+    # the one validation report the distributed load wrote equals a single-process validation of the same runs
+    written = json.loads((data.parent / "reports" / "validation_mlflow.json").read_text())
+    expected = run_validate(
+        replace(single, experiment_name_template="dist/{project}/{experiment}"), Settings.from_env()
+    )
+    expected.runs.sort(key=lambda run: (run.project_id, run.run_id))
+    expected.created_at = written["created_at"]
+    assert written == expected.to_json() and written["runs_checked"] == len(LOADED) and written["ok"]
+    assert (data.parent / "reports" / "validation_mlflow.md").read_text() == expected.to_markdown()
+
+    # one metric point deleted in MLflow: the distributed validate finds exactly it, exit 1
+    (victim,) = mlflow_runs(client, "dist", LOADED[3])
+    key = sorted(victim.data.metrics)[0]
+    with sqlite3.connect(store) as db:
+        deleted = db.execute(
+            "DELETE FROM metrics WHERE run_uuid = ? AND key = ? AND step = (SELECT MAX(step) FROM metrics WHERE "
+            "run_uuid = ? AND key = ?)",
+            (victim.info.run_id, key, victim.info.run_id, key),
+        ).rowcount
+    assert deleted == 1
+    result = distributed_load_command(pool, "validate", data, files, url, "dist/{project}/{experiment}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{len(LOADED)} run(s) checked" in result.stdout
+    report = json.loads((data.parent / "reports" / "validation_mlflow.json").read_text())
+    assert [run["run_id"] for run in report["runs"] if not run["ok"]] == [LOADED[3]]
+    differences = next(run for run in report["runs"] if not run["ok"])["differences"]
+    assert differences and all(key in difference["key"] for difference in differences), differences
+    expected = run_validate(
+        replace(single, experiment_name_template="dist/{project}/{experiment}"), Settings.from_env()
+    )
+    expected.runs.sort(key=lambda run: (run.project_id, run.run_id))
+    expected.created_at = report["created_at"]
+    assert report == expected.to_json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -113,3 +114,23 @@ def test_a_failure_line_gives_back_its_record():
         "message": "something odd: happened",
         "remedy": None,
     }
+
+
+def test_a_new_distribution_waits_for_the_chunks_of_a_killed_parent_and_they_start_no_further_run(tmp_path):
+    first = fan_out.write_marker(tmp_path, "a parent killed later")
+    orphan = ChunkFiles(str(tmp_path), first, "c0001", 1)
+    stale = ChunkFiles(str(tmp_path), first, "c0002", 1)
+    with orphan.beating(60), stale.beating(60):
+        os.utime(stale.beat, (0, 0))  # its worker is gone as well: it stopped beating long ago
+        said, slept = [], []
+
+        def sleep(seconds: float) -> None:
+            assert orphan.given_up() and not stale.beat.stat().st_mtime  # the new marker stops it between two runs
+            slept.append(seconds)
+            orphan.beat.unlink()  # the orphan finishes the run it was doing and stops
+
+        second = fan_out.write_marker(tmp_path, "the rerun", alive_for=120, on_wait=said.append, sleep=sleep)
+    assert slept == [fan_out.POLL_SECONDS] and said == [
+        "waiting for 1 chunk(s) of an earlier distribution to stop: c0001-1"
+    ]
+    assert fan_out.still_current(tmp_path, second) and not (tmp_path / fan_out.FOLDER / first).exists()

@@ -35,6 +35,10 @@ def test_export_deployments_exist_and_every_entrypoint_is_a_flow():
         "validate/wandb": 1,
         "validate-source/neptune3": 1,  # the export compared with its live source (issue 15)
         "validate-source/neptune2": 1,
+        "load-chunk/mlflow": None,  # the chunks of one distributed load or validation run side by side
+        "validate-chunk/mlflow": None,
+        "load-chunk/wandb": None,
+        "validate-chunk/wandb": None,
     }
 
 
@@ -45,6 +49,8 @@ def test_entrypoints_name_modules_of_the_package_and_the_work_pool_deployments_p
         "flows.export.export",
         "flows.export.export_chunk",
         "flows.load.load",
+        "flows.load.load_chunk",
         "flows.validate.validate",
         "flows.validate_source.validate_source",
+        "flows.validate.validate_chunk",
     }
