@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import neptune_query as nq
+import neptune_query.internal.retrieval.retry as nq_retry
 import neptune_query.runs as nqr
 import numpy as np
 import pandas as pd
@@ -301,16 +304,25 @@ def test_rate_limits_retried_with_retry_after(fake_factory, use_neptune_query, m
     use_neptune_query(fake)
     assert _fetch_loss(fake) == [1.0 / (1 + i) for i in range(100)]
     assert fake.requests.count(status=429) > 0
-    # a server of its own: a request the first call still had in flight (seen under load) cannot land in its log
-    # between a 429 and its retry
+    # Retry-After honoured: the client's retry loop sleeps exactly the header's value after each 429 (a spy on its
+    # clock, not a wall-time gap between server log lines, which interleave under load)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    monkeypatch.setattr(nq_retry, "time", SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
     limiting = fake_factory(faults=FaultConfig(rate_limit_share=1.0, retry_after_s=1, endpoints="v3.search"))
     use_neptune_query(limiting)
     threading.Timer(1.5, limiting.faults.clear).start()
     assert nq.list_experiments(project=P)[0] == "exp-alpha"
-    searches = [r for r in limiting.requests.records() if r.endpoint == "v3.search"]
-    limited = [i for i, r in enumerate(searches) if r.status == 429]
-    assert limited and all(searches[i].retry_after == "1" for i in limited)
-    assert all(searches[i + 1].at - searches[i].at >= 1.0 for i in limited)  # Retry-After honoured
+    searches = [
+        (r.status, r.retry_after, round(r.at, 3)) for r in limiting.requests.records() if r.endpoint == "v3.search"
+    ]
+    limited = [s for s in searches if s[0] == 429]
+    assert limited and all(retry_after == "1" for _, retry_after, _ in limited), searches
+    assert slept == [1.0] * len(limited), (slept, searches)
 
 
 def test_server_errors_and_resets_retried(fake_factory, use_neptune_query, monkeypatch):
