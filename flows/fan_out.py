@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
@@ -98,8 +99,9 @@ def reporting(data_path: str, shared: dict | None) -> Iterator[ChunkReport]:
     if shared is None:
         yield ChunkReport()
         return
-    fan_out.check_marker(data_path, shared["token"])
-    files = ChunkFiles(data_path, shared["token"], shared["chunk"], int(shared["attempt"]))
+    where = fan_out.place(data_path, shared["command"])
+    fan_out.check_marker(where, shared["token"])
+    files = ChunkFiles(str(where), shared["token"], shared["chunk"], int(shared["attempt"]))
     with files.beating(float(shared["beat_seconds"])):
         yield ChunkReport(files)
 
@@ -184,6 +186,15 @@ class Distributor:
     def deployment(self) -> str:
         return f"{self.chunk_flow}/{self.name}"
 
+    @property
+    def command(self) -> str:
+        """The distributed command (`export-neptune3`, `load-mlflow`, ...): its own place in the data path."""
+        return f"{self.chunk_flow.removesuffix('-chunk')}-{self.name}"
+
+    @property
+    def where(self) -> Path:
+        return fan_out.place(self.data_path, self.command)
+
     def start(self) -> None:
         """The chunk deployment is there; the marker is written (once per distribution) and the chunks of an earlier
         distribution (a killed parent's) have stopped, so a plan made after this sees everything they did."""
@@ -193,7 +204,7 @@ class Distributor:
         context = FlowRunContext.get()
         name = context.flow_run.name if context and context.flow_run else "?"
         self.token = fan_out.write_marker(
-            self.data_path,
+            self.where,
             f"{context.flow.name if context else 'a'} flow run {name}",
             alive_for=self.settings.chunk_lost_after_s,
             on_wait=get_run_logger().warning,
@@ -229,7 +240,7 @@ class Distributor:
     def finish(self) -> None:
         """The results are merged into the summary: the journals and the marker go."""
         if self.token:
-            fan_out.clear(self.data_path, self.token)
+            fan_out.clear(self.where, self.token)
 
     def report(self, result: dict) -> None:
         """A run's result, once (the live view hears of it)."""
@@ -241,7 +252,7 @@ class Distributor:
             self.on_done(result)
 
     def collect(self, chunk: str) -> None:
-        for result in fan_out.finished_results(self.data_path, self.token, chunk).values():
+        for result in fan_out.finished_results(self.where, self.token, chunk).values():
             self.report(result)
 
     def run_chunk(self, chunk: str, plans: list[dict]) -> None:
@@ -279,13 +290,19 @@ class Distributor:
             remaining = self.replan(remaining)
         if not remaining:
             return
-        files = ChunkFiles(self.data_path, self.token, chunk, attempt)
+        files = ChunkFiles(str(self.where), self.token, chunk, attempt)
         beat_seconds = max(1.0, self.settings.chunk_lost_after_s / BEATS_PER_TIMEOUT)
         flow_run = run_deployment(
             self.deployment,
             parameters={
                 **self.chunk_parameters(remaining),
-                "shared": {"token": self.token, "chunk": chunk, "attempt": attempt, "beat_seconds": beat_seconds},
+                "shared": {
+                    "command": self.command,
+                    "token": self.token,
+                    "chunk": chunk,
+                    "attempt": attempt,
+                    "beat_seconds": beat_seconds,
+                },
             },
             flow_run_name=f"{chunk} attempt {attempt}: {len(remaining)} run(s)",
             timeout=0,

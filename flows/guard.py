@@ -10,8 +10,13 @@ flow whose `paths.data_path` is this run's, and returns a state named "Skipped" 
 Otherwise it returns None and the export goes on. "Skipped" is of type COMPLETED (as Prefect's own "Cached"): the
 run did what it should, nothing; a Cancelled or Failed final state makes Prefect 3.9.1's deployment entry point log
 it as an ERROR with a traceback ("Engine execution exited with unexpected exception ... CancelledRun"). Its result
-is `{"skipped": message}`. A run that died without ending (its process killed, still Running in the API) blocks
-the data path for the guard until it is cancelled or marked crashed (the skip message names it).
+is `{"skipped": message}`.
+
+A run that died without ending (its process killed, still Running in the API) would block the data path forever.
+Every Prefect flow run sends a heartbeat event (`prefect.flow-run.heartbeat`, every PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+seconds, 180 by default): a Running run whose last heartbeat (or its entry into Running) is older than three beat
+intervals (or NEPTUNE_EXPORTER_DEAD_RUN_AFTER_S) is dead. The guard marks it Crashed (its state message and this run's log say why)
+and goes on; with heartbeats turned off it never judges, and such a run blocks until it is cancelled.
 
 Under the guard, the data path's lock file is the process-level truth (`neptune_exporter/storage/lock.py`, held by
 the flow through `export.export_lock`): whatever the API says, only the process holding `<data>/.neptune-exporter.lock`
@@ -40,9 +45,16 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.context import FlowRunContext
-from prefect.states import Completed, State
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+from prefect.logging import get_run_logger
+from prefect.settings import get_current_settings
+from prefect.states import Completed, Crashed, State
+
+from neptune_exporter.settings import Settings
 
 SKIPPED = "Skipped"
+HEARTBEAT = "prefect.flow-run.heartbeat"
+BEATS_MISSED = 3  # heartbeat intervals without one before a Running run counts as dead
 RAN = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
 RUNS_READ = 200
 
@@ -80,6 +92,7 @@ def skip_if_data_path_busy(data_path: str) -> State | None:
     with get_client(sync_client=True) as client:
         me = client.read_flow_run(context.flow_run.id)
         same_path = [run for run in related_runs(client, context.flow.name, me) if data_path_of(run) == data_path]
+        same_path = [run for run in same_path if not crashed_if_dead(client, run, me)]
     reason = skip_reason(me, same_path, data_path)
     return Completed(name=SKIPPED, message=reason, data={"skipped": reason}) if reason else None
 
@@ -97,6 +110,48 @@ def related_runs(client, flow_name: str, me: FlowRun) -> list[FlowRun]:
         *client.read_flow_runs(flow_filter=by_flow, flow_run_filter=newer, limit=RUNS_READ),
     ]
     return [run for run in found if run.id != me.id and not is_skipped(run)]
+
+
+def dead_after_s() -> float | None:
+    """How long a Running run may go without a heartbeat before it counts as dead (None: heartbeats are off)."""
+    configured = Settings.from_env().dead_run_after_s
+    if configured > 0:
+        return float(configured)
+    frequency = get_current_settings().flows.heartbeat_frequency
+    return None if frequency is None else BEATS_MISSED * float(max(frequency, 30))
+
+
+def last_sign_of_life(client, run: FlowRun) -> datetime | None:
+    """When the run last said it lives: its latest heartbeat event, or when it entered its state."""
+    since = run.start_time or (run.state.timestamp if run.state else None)
+    if since is None:
+        return None
+    beats = client.read_events(
+        filter=EventFilter(
+            occurred=EventOccurredFilter(since=since),
+            event=EventNameFilter(name=[HEARTBEAT]),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
+        ),
+        limit=1,
+    ).events
+    return max([since, *(beat.occurred for beat in beats)])
+
+
+def crashed_if_dead(client, run: FlowRun, me: FlowRun) -> bool:
+    """A Running run that stopped sending heartbeats (its process is gone) is marked Crashed: True when it was."""
+    patience = dead_after_s()
+    if run.state_type != StateType.RUNNING or patience is None:
+        return False
+    last = last_sign_of_life(client, run)
+    if last is None or (datetime.now(UTC) - last).total_seconds() <= patience:
+        return False
+    message = (
+        f"no heartbeat since {last:%Y-%m-%d %H:%M:%S %Z} ({patience:.0f} s without one): its process is gone; "
+        f"marked crashed by flow run {me.name!r}, which exports in its place"
+    )
+    client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+    get_run_logger().warning("flow run %r (%s) was still Running with %s", run.name, run.id, message)
+    return True
 
 
 def is_skipped(run: FlowRun) -> bool:

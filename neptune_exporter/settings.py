@@ -40,6 +40,7 @@ class Settings:
     attributes_per_request: int = 500  # attribute names per fetch call
     runs_per_task_batch: int = 500  # runs submitted per batch so one flow run stays < ~2,000 task runs
     chunk_lost_after_s: int = 120  # a distributed export's chunk that stops beating this long is lost (then retried)
+    dead_run_after_s: int = 0  # a Running flow run without a Prefect heartbeat this long is dead (0: 3 beat intervals)
     source_retry_timeout_s: int = 60  # a Neptune client retries one request this long, then our RetryPolicy takes over
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 

@@ -2,14 +2,17 @@
 finished runs and its heartbeat there, and the split of a plan into chunks (the flows run the chunks on Prefect
 workers; nothing here imports Prefect).
 
-Everything lives under `<data>/.neptune-exporter-distributed/` (a dot folder: never read as a project):
-`marker.json` names the export now distributing (a random token); `<token>/<chunk>-<attempt>.jsonl` holds one JSON
-result per finished run of that chunk attempt (appended and flushed as each run ends, so a crashed chunk leaves the
-results of its finished runs); `<token>/<chunk>-<attempt>.beat` changes every few seconds while the chunk runs.
+Everything lives under `<data>/.neptune-exporter-distributed/<command>/` (a dot folder: never read as a project; one
+place per distributed command, e.g. `export-neptune3`, `load-mlflow`, `validate-wandb`, so a distributed load and a
+distributed validation of one data path never touch each other's files): `marker.json` names the distribution now
+running (a random token); `<token>/<chunk>-<attempt>.jsonl` holds one JSON result per finished run of that chunk
+attempt (appended and flushed as each run ends, so a crashed chunk leaves the results of its finished runs);
+`<token>/<chunk>-<attempt>.beat` changes every few seconds while the chunk runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -73,41 +76,44 @@ class Distribution:
         return distribution
 
 
-def folder(data_root: Path | str) -> Path:
-    return Path(data_root) / FOLDER
+def place(data_root: Path | str, command: str) -> Path:
+    """The folder of `command`'s distributions in the data path (`command`: e.g. `export-neptune3`, `load-mlflow`)."""
+    if not command or "/" in command or command.startswith("."):
+        raise ValueError(f"not a command name: {command!r}")
+    return Path(data_root) / FOLDER / command
 
 
 # ----------------------------------------------------------------------------- the shared-storage marker
 
 
 def write_marker(
-    data_root: Path | str,
+    where: Path | str,
     owner: str,
     alive_for: float = 0.0,
     on_wait: Callable[[str], object] | None = None,
     sleep: Callable[[float], object] = time.sleep,
 ) -> str:
-    """Start a distribution: write a new marker; its token (chunks check it). Chunks of an earlier distribution that
+    """Start a distribution in `where` (its command's `place`): write a new marker; its token (chunks check it). Chunks of an earlier distribution that
     still run (their parent was killed) see the new marker and start no further run: this waits until their heartbeats
     stop, or stand still for `alive_for` seconds (their worker is gone too), then clears what they left."""
     token = uuid.uuid4().hex
     marker = {"token": token, "owner": owner, "host": socket.gethostname(), "written": utc_now_iso()}
-    write_json_atomic(folder(data_root) / MARKER, marker)
-    while beating := beating_elsewhere(data_root, token, alive_for):
+    write_json_atomic(Path(where) / MARKER, marker)
+    while beating := beating_elsewhere(where, token, alive_for):
         if on_wait is not None:
             on_wait(f"waiting for {len(beating)} chunk(s) of an earlier distribution to stop: {', '.join(beating)}")
             on_wait = None  # said once
         sleep(POLL_SECONDS)
-    for path in folder(data_root).iterdir():
+    for path in Path(where).iterdir():
         if path.is_dir() and path.name != token:
             shutil.rmtree(path, ignore_errors=True)
     return token
 
 
-def beating_elsewhere(data_root: Path | str, token: str, alive_for: float) -> list[str]:
+def beating_elsewhere(where: Path | str, token: str, alive_for: float) -> list[str]:
     """Chunks of other distributions whose heartbeat changed within the last `alive_for` seconds (`<chunk>-<try>`)."""
     now, found = time.time(), []
-    for beat in folder(data_root).glob("*/*.beat"):
+    for beat in Path(where).glob("*/*.beat"):
         try:
             fresh = beat.parent.name != token and now - beat.stat().st_mtime < alive_for
         except OSError:  # it stopped meanwhile
@@ -117,40 +123,43 @@ def beating_elsewhere(data_root: Path | str, token: str, alive_for: float) -> li
     return sorted(found)
 
 
-def read_marker(data_root: Path | str) -> dict | None:
+def read_marker(where: Path | str) -> dict | None:
     try:
-        return json.loads((folder(data_root) / MARKER).read_text(encoding="utf-8"))
+        return json.loads((Path(where) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
-def check_marker(data_root: Path | str, token: str) -> None:
+def check_marker(where: Path | str, token: str) -> None:
     """StorageNotSharedError unless this machine sees the marker with `token` in the data path."""
-    marker = read_marker(data_root)
+    marker = read_marker(where)
     if marker is not None and marker.get("token") == token:
         return
     seen = (
         "no marker there"
         if marker is None
-        else f"the marker of another export ({marker.get('owner')} on {marker.get('host')}, {marker.get('written')})"
+        else f"the marker of another distribution ({marker.get('owner')} on {marker.get('host')}, "
+        f"{marker.get('written')})"
     )
     raise StorageNotSharedError(
-        f"the data path {data_root} is not shared storage: this worker ({socket.gethostname()}) sees {seen}, not the "
-        "marker the distributing export wrote there",
+        f"the data path {Path(where).parent.parent} is not shared storage: this worker ({socket.gethostname()}) sees "
+        f"{seen}, not the marker the distributing flow run wrote there",
         NOT_SHARED_REMEDY,
     )
 
 
-def still_current(data_root: Path | str, token: str) -> bool:
+def still_current(where: Path | str, token: str) -> bool:
     """True while the marker with `token` is the data path's marker (a newer distribution replaces it)."""
-    marker = read_marker(data_root)
+    marker = read_marker(where)
     return marker is not None and marker.get("token") == token
 
 
-def clear(data_root: Path | str, token: str) -> None:
+def clear(where: Path | str, token: str) -> None:
     """The distribution is merged: its journals, heartbeats and marker go."""
-    if still_current(data_root, token):
-        shutil.rmtree(folder(data_root), ignore_errors=True)
+    if still_current(where, token):
+        shutil.rmtree(where, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last command's place gone: the dot folder goes too
+            Path(where).parent.rmdir()
 
 
 # ----------------------------------------------------------------------------- chunk journals and heartbeats
@@ -160,31 +169,31 @@ def clear(data_root: Path | str, token: str) -> None:
 class ChunkFiles:
     """The journal and heartbeat files of one attempt of one chunk."""
 
-    data_root: str
+    where: str
     token: str
     chunk: str
     attempt: int
 
     @property
     def journal(self) -> Path:
-        return folder(self.data_root) / self.token / f"{self.chunk}-{self.attempt}.jsonl"
+        return Path(self.where) / self.token / f"{self.chunk}-{self.attempt}.jsonl"
 
     @property
     def beat(self) -> Path:
-        return folder(self.data_root) / self.token / f"{self.chunk}-{self.attempt}.beat"
+        return Path(self.where) / self.token / f"{self.chunk}-{self.attempt}.beat"
 
     @property
     def lost(self) -> Path:
         """Written by the parent when it gives this attempt up as lost: the attempt, if it still runs, starts no
         further run (its retry does them)."""
-        return folder(self.data_root) / self.token / f"{self.chunk}-{self.attempt}.lost"
+        return Path(self.where) / self.token / f"{self.chunk}-{self.attempt}.lost"
 
     def give_up(self, reason: str) -> None:
         write_json_atomic(self.lost, {"reason": reason, "written": utc_now_iso()})
 
     def given_up(self) -> bool:
         """The parent gave this attempt up, or a newer distribution replaced its marker (its parent was killed)."""
-        return self.lost.exists() or not still_current(self.data_root, self.token)
+        return self.lost.exists() or not still_current(self.where, self.token)
 
     def append(self, result: dict) -> None:
         """One finished run's result, on disk before the next run's (a crash loses no finished run)."""
@@ -224,11 +233,11 @@ class ChunkFiles:
             return None
 
 
-def finished_results(data_root: Path | str, token: str, chunk: str) -> dict[str, dict]:
+def finished_results(where: Path | str, token: str, chunk: str) -> dict[str, dict]:
     """Results journaled by every attempt of `chunk`, by run key (`project/run`); a line cut short by a crash is
     left out."""
     results: dict[str, dict] = {}
-    for path in sorted((folder(data_root) / token).glob(f"{chunk}-*.jsonl")):
+    for path in sorted((Path(where) / token).glob(f"{chunk}-*.jsonl")):
         try:
             text = path.read_text(encoding="utf-8")
         except OSError:

@@ -33,12 +33,14 @@ from neptune_exporter.export import ExportOptions, run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.load import LoadOptions, run_load, run_validate
+from neptune_exporter.loaders.wandb import wandb_run_id
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage import fan_out
 from neptune_exporter.storage.manifest import manifest_path, read_manifest
 from neptune_exporter.storage.parquet import project_dir
+from neptune_exporter.storage.wandb_log import find_offline_runs, run_log_path
 from tests.e2e.conftest import REPO_ROOT, cli_env, run_cli
-from tests.e2e.test_load_kill import mlflow_content, mlflow_runs
+from tests.e2e.test_load_kill import mlflow_content, mlflow_runs, wandb_content
 from tests.e2e.test_work_pool import POOL, prefect, read_log_until, without_neptune
 from tests.integration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from tests.processes import descendants
@@ -234,10 +236,16 @@ def test_a_distributed_export_runs_its_chunks_on_both_workers_and_equals_a_singl
 def test_a_chunk_that_does_not_see_the_data_path_fails_at_once_with_the_shared_storage_message(pool, tmp_path):
     """What a worker whose data path is another folder sees: not the marker the parent wrote there."""
     data = tmp_path / "data"
-    fan_out.write_marker(data, "an export elsewhere")  # a marker, but not the one of the chunk's parent
+    fan_out.write_marker(fan_out.place(data, "export-neptune3"), "an export elsewhere")  # not the chunk's parent's
     options = ExportOptions(projects=(PROJECT,), data_path=str(data), files_path=str(tmp_path / "files")).to_json()
     plan = {"run": {"project_id": PROJECT, "run_id": RUN_IDS[0], "sys_id": "KEY-1"}, "action": "full", "reason": ""}
-    shared = {"token": "the-parents-token", "chunk": "c0001", "attempt": 1, "beat_seconds": 1}
+    shared = {
+        "command": "export-neptune3",
+        "token": "the-parents-token",
+        "chunk": "c0001",
+        "attempt": 1,
+        "beat_seconds": 1,
+    }
     with temporary_settings({PREFECT_API_URL: pool.api_url}):
         run = run_deployment(
             "export-chunk/neptune3",
@@ -328,9 +336,12 @@ def test_a_parent_killed_mid_way_is_rerun_and_dispatches_only_the_runs_not_compl
         parent.kill()  # SIGKILL: no cleanup, its lock released by the kernel, its marker and journals left behind
         parent.communicate(timeout=60)
         complete_at_kill = complete_runs(data)
-        assert 0 < len(complete_at_kill) < RUNS and fan_out.still_current(data, token)
+        assert 0 < len(complete_at_kill) < RUNS and fan_out.still_current(fan_out.place(data, "export-neptune3"), token)
         rerun = distributed_export(pool, fake, data, files, max_parallel=4)
-        wait_until(lambda: not fan_out.still_current(data, token), "the rerun never wrote its marker")
+        wait_until(
+            lambda: not fan_out.still_current(fan_out.place(data, "export-neptune3"), token),
+            "the rerun never wrote its marker",
+        )
         fake.faults.update(latency_ms=0)  # the orphaned chunk ends its run in flight quickly, then starts no other
         code, out, err = finish(rerun)
     finally:
@@ -375,7 +386,8 @@ def wait_for_the_second_chunk_under_way(pool: Pool, data: Path) -> str:
             return None
         for run in chunks:
             shared = run.parameters["shared"]
-            journal = fan_out.ChunkFiles(str(data), shared["token"], shared["chunk"], shared["attempt"]).journal
+            where = str(fan_out.place(data, shared["command"]))
+            journal = fan_out.ChunkFiles(where, shared["token"], shared["chunk"], shared["attempt"]).journal
             if run.state.type == StateType.RUNNING and journal.exists() and journal.read_text().count("\n") >= 1:
                 return shared["token"]
         return None
@@ -416,8 +428,9 @@ def wait_for_a_chunk_half_done(pool: Pool, data: Path) -> tuple[Worker, FlowRun]
         for run in chunk_runs_of(pool.api_url, data):
             if run.state.type != StateType.RUNNING:
                 continue
-            chunk, attempt = run.parameters["shared"]["chunk"], run.parameters["shared"]["attempt"]
-            journal = fan_out.ChunkFiles(str(data), run.parameters["shared"]["token"], chunk, attempt).journal
+            shared = run.parameters["shared"]
+            where = str(fan_out.place(data, shared["command"]))
+            journal = fan_out.ChunkFiles(where, shared["token"], shared["chunk"], shared["attempt"]).journal
             lines = journal.read_text().count("\n") if journal.exists() else 0
             owner = [worker for worker in pool.workers if run_by(worker, run)]
             if 0 < lines < len(run.parameters["plans"]) - 2 and owner:
@@ -443,16 +456,33 @@ def mlflow_store(tmp_path_factory) -> Iterator[tuple[str, Path]]:
         stop_mlflow_server(process)
 
 
-def distributed_load_command(pool: Pool, command: str, data: Path, files: Path, tracking_uri: str, template: str):
-    """`neptune-exporter load|validate --distribute` into MLflow, run to completion as a user runs it."""
-    env = cli_env(
+def distributed_load_args(command: str, data: Path, files: Path, target: list[str], template: str) -> list[str]:
+    """`neptune-exporter load|validate --distribute` of the first runs into `target` (its CLI options)."""
+    args = [command, *target, "-d", str(data), "-f", str(files), "--runs", "^run-0000[0-7]$", "--workers", "2"]
+    args += ["--experiment-name-template", template] if "mlflow" in target else []
+    args += ["--distribute", "--work-pool", POOL, "--chunk-runs", str(LOAD_CHUNK_RUNS), "--max-parallel", "4"]
+    return args + (["--no-progress"] if command == "load" else [])
+
+
+def distributed_load_env(pool: Pool) -> dict[str, str]:
+    return cli_env(
         {"PREFECT_API_URL": pool.api_url, "NEPTUNE_EXPORTER_CHUNK_LOST_AFTER_S": str(LOST_AFTER_S)},
         pool.root / "cli-prefect-home",
     )
-    args = [command, "--target", "mlflow", "--mlflow-tracking-uri", tracking_uri, "-d", str(data), "-f", str(files)]
-    args += ["--experiment-name-template", template, "--runs", "^run-0000[0-7]$", "--workers", "2"]
-    args += ["--distribute", "--work-pool", POOL, "--chunk-runs", str(LOAD_CHUNK_RUNS), "--max-parallel", "4"]
-    return run_cli(args + (["--no-progress"] if command == "load" else []), env, pool.root)
+
+
+def distributed_load_command(pool: Pool, command: str, data: Path, files: Path, tracking_uri: str, template: str):
+    """`neptune-exporter load|validate --distribute` into MLflow, run to completion as a user runs it."""
+    target = ["--target", "mlflow", "--mlflow-tracking-uri", tracking_uri]
+    return run_cli(distributed_load_args(command, data, files, target, template), distributed_load_env(pool), pool.root)
+
+
+def distributed_runs(pool: Pool, flow_name: str, data: Path, target: str) -> list[FlowRun]:
+    return [
+        run
+        for run in flow_runs(pool.api_url, flow_name)
+        if run.parameters["options"]["data_path"] == str(data) and run.parameters["options"]["target"] == target
+    ]
 
 
 def test_a_distributed_load_and_validate_equal_a_single_process_load_and_find_an_injected_difference(
@@ -464,21 +494,54 @@ def test_a_distributed_load_and_validate_equal_a_single_process_load_and_find_an
     shutil.copytree(ref_files, files)
     url, store = mlflow_store
     pool.revive()  # the worker test_a_worker_killed... killed
-    result = distributed_load_command(pool, "load", data, files, url, "dist/{project}/{experiment}")
+    # a distributed load into W&B (offline) of the same data path at the same time: each command its own marker
+    wandb_args = distributed_load_args("load", data, files, ["--target", "wandb", "--wandb-dir", "wb"], "")
+    with subprocess.Popen(
+        [sys.executable, "-m", "neptune_exporter.cli", *wandb_args],
+        env=distributed_load_env(pool),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as wandb_load:
+        result = distributed_load_command(pool, "load", data, files, url, "dist/{project}/{experiment}")
+        wandb_output = wandb_load.communicate(timeout=400)[0]
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"runs: {len(LOADED)} loaded, 0 already complete, 0 failed → mlflow" in result.stdout
     assert f"{len(LOADED)} run(s) checked, no differences" in result.stdout, result.stdout
+    assert wandb_load.returncode == 0, wandb_output
+    assert f"runs: {len(LOADED)} loaded, 0 already complete, 0 failed → wandb" in wandb_output
+    assert f"{len(LOADED)} run(s) checked, no differences" in wandb_output, wandb_output
 
-    (parent,) = [run for run in flow_runs(pool.api_url, "load") if run.parameters["options"]["data_path"] == str(data)]
-    assert parent.state.name == "Completed"
+    parents = {target: distributed_runs(pool, "load", data, target) for target in ("mlflow", "wandb")}
+    assert [[run.state.name for run in runs] for runs in parents.values()] == [["Completed"], ["Completed"]]
+    (mlflow_parent,), (wandb_parent,) = parents.values()
+    assert mlflow_parent.start_time < wandb_parent.end_time and wandb_parent.start_time < mlflow_parent.end_time
     for flow_name in ("load-chunk", "validate-chunk"):
-        chunks = [
-            run for run in flow_runs(pool.api_url, flow_name) if run.parameters["options"]["data_path"] == str(data)
-        ]
-        assert len(chunks) == len(LOADED) // LOAD_CHUNK_RUNS and all(run.state.name == "Completed" for run in chunks)
-        assert sorted(run_id for run in chunks for run_id in (r["run_id"] for r in run.parameters["runs"])) == LOADED
+        for target in ("mlflow", "wandb"):
+            chunks = distributed_runs(pool, flow_name, data, target)
+            assert len(chunks) == len(LOADED) // LOAD_CHUNK_RUNS, (flow_name, target)
+            assert all(run.state.name == "Completed" for run in chunks), (flow_name, target)
+            assert (
+                sorted(run_id for run in chunks for run_id in (r["run_id"] for r in run.parameters["runs"])) == LOADED
+            )
+        chunks = distributed_runs(pool, flow_name, data, "mlflow")
         assert all(any(run_by(worker, run) for run in chunks) for worker in pool.workers), flow_name  # both ran some
     assert not (data / fan_out.FOLDER).exists()  # the journals are merged and gone
+
+    # the W&B runs equal those one process loads
+    single_wandb = LoadOptions(
+        target="wandb",
+        data_path=str(data),
+        files_path=str(files),
+        runs_regex="^run-0000[0-7]$",
+        wandb_dir=str(tmp_path / "single-wb"),
+    )
+    assert sorted(r.run_id for r in run_load(single_wandb, Settings.from_env()) if r.status == "loaded") == LOADED
+    for run_id in LOADED:
+        (ours,) = wandb_logs(tmp_path / "wb", run_id)
+        (theirs,) = wandb_logs(tmp_path / "single-wb", run_id)
+        assert wandb_content(ours) == wandb_content(theirs), run_id
 
     # the same runs loaded by one process: the MLflow store holds the same runs, params, tags, points and files
     single = LoadOptions(
@@ -529,3 +592,9 @@ def test_a_distributed_load_and_validate_equal_a_single_process_load_and_find_an
     expected.runs.sort(key=lambda run: (run.project_id, run.run_id))
     expected.created_at = report["created_at"]
     assert report == expected.to_json()
+
+
+def wandb_logs(wandb_dir: Path, run_id: str) -> list[Path]:
+    """The offline `.wandb` logs of one exported run under `wandb_dir`."""
+    folders = find_offline_runs(wandb_dir, wandb_run_id(PROJECT, run_id))
+    return [log for folder in folders if (log := run_log_path(folder)) is not None]

@@ -32,45 +32,49 @@ def test_distribution_parameter_round_trips_and_rejects_bad_values():
 
 
 def test_a_chunk_sees_its_parents_marker_and_no_other(tmp_path):
-    token = fan_out.write_marker(tmp_path, "export flow run 'brave-fox'")
-    fan_out.check_marker(tmp_path, token)  # the same storage: passes
+    where = fan_out.place(tmp_path, "export-neptune3")
+    token = fan_out.write_marker(where, "export flow run 'brave-fox'")
+    fan_out.check_marker(where, token)  # the same storage: passes
     with pytest.raises(StorageNotSharedError) as other:
-        fan_out.check_marker(tmp_path, "another-token")
+        fan_out.check_marker(where, "another-token")
     assert (
         f"the data path {tmp_path} is not shared storage: this worker ({socket.gethostname()}) sees the marker"
         in str(other.value)
     )
     assert "export flow run 'brave-fox'" in str(other.value) and "mount the same shared storage" in other.value.remedy
     with pytest.raises(StorageNotSharedError, match="sees no marker there"):
-        fan_out.check_marker(tmp_path / "elsewhere", token)
+        fan_out.check_marker(fan_out.place(tmp_path / "elsewhere", "export-neptune3"), token)
     assert _project_folders(tmp_path) == []  # the marker's folder is never taken for a project
 
 
 def test_a_new_distribution_clears_the_last_ones_files_and_clear_keeps_a_newer_ones(tmp_path):
-    first = fan_out.write_marker(tmp_path, "first")
-    ChunkFiles(str(tmp_path), first, "c0001", 1).append({"project_id": "ws/p", "run_id": "a"})
-    second = fan_out.write_marker(tmp_path, "second")
-    assert fan_out.finished_results(tmp_path, first, "c0001") == {}
-    fan_out.clear(tmp_path, first)  # not the current distribution: nothing goes
-    assert fan_out.still_current(tmp_path, second)
-    fan_out.clear(tmp_path, second)
+    where = fan_out.place(tmp_path, "export-neptune3")
+    first = fan_out.write_marker(where, "first")
+    ChunkFiles(str(where), first, "c0001", 1).append({"project_id": "ws/p", "run_id": "a"})
+    second = fan_out.write_marker(where, "second")
+    assert fan_out.finished_results(where, first, "c0001") == {}
+    fan_out.clear(where, first)  # not the current distribution: nothing goes
+    assert fan_out.still_current(where, second)
+    fan_out.clear(where, second)
     assert not (tmp_path / fan_out.FOLDER).exists()
 
 
 def test_the_journal_keeps_finished_runs_of_every_attempt_and_drops_a_line_cut_short(tmp_path):
-    token = fan_out.write_marker(tmp_path, "me")
-    first, second = ChunkFiles(str(tmp_path), token, "c0001", 1), ChunkFiles(str(tmp_path), token, "c0001", 2)
+    where = fan_out.place(tmp_path, "export-neptune3")
+    token = fan_out.write_marker(where, "me")
+    first, second = ChunkFiles(str(where), token, "c0001", 1), ChunkFiles(str(where), token, "c0001", 2)
     first.append({"project_id": "ws/p", "run_id": "a", "status": "complete"})
     with open(first.journal, "a") as handle:
         handle.write('{"project_id": "ws/p", "run_id": "b", "sta')  # the process died mid-line
     second.append({"project_id": "ws/p", "run_id": "b", "status": "failed"})
-    ChunkFiles(str(tmp_path), token, "c0002", 1).append({"project_id": "ws/p", "run_id": "c"})
-    found = fan_out.finished_results(tmp_path, token, "c0001")
+    ChunkFiles(str(where), token, "c0002", 1).append({"project_id": "ws/p", "run_id": "c"})
+    found = fan_out.finished_results(where, token, "c0001")
     assert {key: result["status"] for key, result in found.items()} == {"ws/p/a": "complete", "ws/p/b": "failed"}
 
 
 def test_the_heartbeat_changes_while_the_block_runs_and_a_given_up_attempt_knows_it(tmp_path):
-    files = ChunkFiles(str(tmp_path), fan_out.write_marker(tmp_path, "me"), "c0001", 1)
+    where = fan_out.place(tmp_path, "load-mlflow")
+    files = ChunkFiles(str(where), fan_out.write_marker(where, "me"), "c0001", 1)
     assert files.read_beat() is None
     with files.beating(0.01):
         first = files.read_beat()
@@ -79,6 +83,23 @@ def test_the_heartbeat_changes_while_the_block_runs_and_a_given_up_attempt_knows
     assert '"beat"' in (first or "") and not files.given_up()
     files.give_up("lost")
     assert files.given_up()
+
+
+def test_distributed_commands_on_one_data_path_each_keep_their_own_marker_and_files(tmp_path):
+    load, validate = fan_out.place(tmp_path, "load-mlflow"), fan_out.place(tmp_path, "validate-mlflow")
+    loading = fan_out.write_marker(load, "load flow run 'calm-owl'")
+    ChunkFiles(str(load), loading, "c0001", 1).append({"project_id": "ws/p", "run_id": "a", "status": "loaded"})
+    validating = fan_out.write_marker(validate, "validate flow run 'keen-elk'")  # started while the load runs
+    ChunkFiles(str(validate), validating, "c0001", 1).append({"project_id": "ws/p", "run_id": "a", "status": "ok"})
+    assert fan_out.still_current(load, loading) and fan_out.still_current(validate, validating)
+    assert not ChunkFiles(str(load), loading, "c0001", 1).given_up()
+    assert fan_out.finished_results(load, loading, "c0001")["ws/p/a"]["status"] == "loaded"
+    fan_out.clear(validate, validating)  # the validation is merged: the load's files stay
+    assert not validate.exists() and fan_out.finished_results(load, loading, "c0001")["ws/p/a"]["status"] == "loaded"
+    fan_out.clear(load, loading)
+    assert not (tmp_path / fan_out.FOLDER).exists()
+    with pytest.raises(ValueError, match="not a command name"):
+        fan_out.place(tmp_path, "../export")
 
 
 def test_plans_split_by_project_then_by_runs_in_even_chunks_of_at_most_chunk_runs():
@@ -117,9 +138,10 @@ def test_a_failure_line_gives_back_its_record():
 
 
 def test_a_new_distribution_waits_for_the_chunks_of_a_killed_parent_and_they_start_no_further_run(tmp_path):
-    first = fan_out.write_marker(tmp_path, "a parent killed later")
-    orphan = ChunkFiles(str(tmp_path), first, "c0001", 1)
-    stale = ChunkFiles(str(tmp_path), first, "c0002", 1)
+    where = fan_out.place(tmp_path, "export-neptune2")
+    first = fan_out.write_marker(where, "a parent killed later")
+    orphan = ChunkFiles(str(where), first, "c0001", 1)
+    stale = ChunkFiles(str(where), first, "c0002", 1)
     with orphan.beating(60), stale.beating(60):
         os.utime(stale.beat, (0, 0))  # its worker is gone as well: it stopped beating long ago
         said, slept = [], []
@@ -129,8 +151,8 @@ def test_a_new_distribution_waits_for_the_chunks_of_a_killed_parent_and_they_sta
             slept.append(seconds)
             orphan.beat.unlink()  # the orphan finishes the run it was doing and stops
 
-        second = fan_out.write_marker(tmp_path, "the rerun", alive_for=120, on_wait=said.append, sleep=sleep)
+        second = fan_out.write_marker(where, "the rerun", alive_for=120, on_wait=said.append, sleep=sleep)
     assert slept == [fan_out.POLL_SECONDS] and said == [
         "waiting for 1 chunk(s) of an earlier distribution to stop: c0001-1"
     ]
-    assert fan_out.still_current(tmp_path, second) and not (tmp_path / fan_out.FOLDER / first).exists()
+    assert fan_out.still_current(where, second) and not (where / first).exists()

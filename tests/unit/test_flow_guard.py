@@ -3,15 +3,20 @@ or when a newer one already ran; other data paths and skipped runs do not count.
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.events.filters import EventFilter, EventIDFilter
 from prefect.states import Completed, Running, Scheduled
 
-from flows.guard import SKIPPED, skip_if_data_path_busy
+from flows.guard import HEARTBEAT, SKIPPED, skip_if_data_path_busy
 
 PROBE = "guard-probe"
+SILENCE_S = 10  # NEPTUNE_EXPORTER_DEAD_RUN_AFTER_S in the test (Prefect's own beat: every 180 s, judged after 540 s)
 
 
 @flow(name=PROBE)
@@ -53,3 +58,44 @@ def test_an_overdue_run_is_skipped_once_a_newer_one_ran_but_not_for_a_skipped_on
     late = probe({"data_path": data}, return_state=True)
     assert late.name == SKIPPED and f"a newer export of {data}, flow run {newer.name!r}" in late.message
     assert "would run out of order" in late.message
+
+
+def heartbeat(run_id, occurred: datetime) -> None:
+    """A `prefect.flow-run.heartbeat` event of the run, as its engine sends one; returns once the API can read it."""
+    event_id = uuid.uuid4()
+    event = {
+        "id": str(event_id),
+        "occurred": occurred.isoformat(),
+        "event": HEARTBEAT,
+        "resource": {"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+    }
+    with get_client(sync_client=True) as client:
+        client.request("POST", "/events", json=[event])
+        deadline = time.monotonic() + 60
+        while not client.read_events(filter=EventFilter(id=EventIDFilter(id=[event_id])), limit=1).events:
+            assert time.monotonic() < deadline, "the heartbeat event was never stored"
+            time.sleep(0.5)
+
+
+def test_a_running_run_without_heartbeats_is_marked_crashed_and_one_that_beats_still_blocks(
+    prefect_harness, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("NEPTUNE_EXPORTER_DEAD_RUN_AFTER_S", str(SILENCE_S))
+    data = str(tmp_path / "data")
+    beating, dead = other_run(data, Running()), other_run(data, Running())
+    started = time.monotonic()
+    while time.monotonic() - started < SILENCE_S + 1:  # only one of them beats, as a live process's engine does
+        heartbeat(beating.id, datetime.now(UTC))
+    blocked = probe({"data_path": data}, return_state=True)
+    assert blocked.name == SKIPPED and f"export flow run {beating.name!r}" in blocked.message
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(beating.id).state.type == StateType.RUNNING
+        state = client.read_flow_run(dead.id).state
+    assert state.type == StateType.CRASHED and state.message.startswith(
+        f"no heartbeat since {dead.start_time:%Y-%m-%d %H:%M:%S %Z} ({SILENCE_S} s without one): its process is gone; marked "
+        f"crashed by flow run "
+    )
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(beating.id, Completed(), force=True)
+    assert probe({"data_path": data}) == {"exported": data}  # nothing Running any more
