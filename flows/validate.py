@@ -16,7 +16,7 @@ from flows.live import LiveRuns
 from flows.runtime import cut_short, dispatch, refusal, run_subflow, stopped
 from neptune_exporter import interrupt, locations
 from neptune_exporter import load as library
-from neptune_exporter.settings import Settings
+from neptune_exporter.settings import WANDB_OFFLINE_DIR, Settings
 from neptune_exporter.storage.fan_out import Distribution
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 from tasks import load as load_tasks
@@ -72,11 +72,16 @@ def not_validated(run: dict, record: dict) -> dict:
 
 
 def distributed_options(options: library.LoadOptions) -> library.LoadOptions:
-    """Options a chunk on another machine reads the same: absolute paths (InvalidOptionError on a relative one)."""
+    """Options a chunk on another machine reads the same: absolute paths (InvalidOptionError on a relative one; W&B's
+    offline folder as well, else each worker would write its runs in its own working directory)."""
+    wandb_dir = options.wandb_dir
+    if options.target == "wandb":
+        wandb_dir = locations.require_absolute(wandb_dir or WANDB_OFFLINE_DIR, "options.wandb_dir")
     return replace(
         options,
         data_path=locations.require_absolute(options.data_path, "options.data_path"),
         files_path=locations.require_absolute(options.files_path, "options.files_path"),
+        wandb_dir=wandb_dir,
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "NEPTUNE_EXPORTER_"
+WANDB_OFFLINE_DIR = "./wandb-runs"  # W&B offline runs go here when no --wandb-dir is given
 
 
 def _env(name: str, default: str | None = None) -> str | None:

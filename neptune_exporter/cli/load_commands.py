@@ -144,6 +144,7 @@ def distributed(values: dict) -> tuple[Any, dict | None]:
     from dataclasses import replace
 
     from neptune_exporter.locations import absolute_path
+    from neptune_exporter.settings import WANDB_OFFLINE_DIR
 
     options = load_options_or_exit(values)
     try:
@@ -151,8 +152,12 @@ def distributed(values: dict) -> tuple[Any, dict | None]:
     except TerminalError as error:
         raise fail(error) from None
     if spread is not None:
+        wandb_dir = absolute_path(options.wandb_dir or WANDB_OFFLINE_DIR) if options.target == "wandb" else None
         options = replace(
-            options, data_path=absolute_path(options.data_path), files_path=absolute_path(options.files_path)
+            options,
+            data_path=absolute_path(options.data_path),
+            files_path=absolute_path(options.files_path),
+            wandb_dir=wandb_dir or options.wandb_dir,
         )
     return options, spread
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from neptune_exporter.errors import TargetUnavailableError
 from neptune_exporter.model import STEP_SCALE, decimal_array_to_unscaled
+from neptune_exporter.settings import WANDB_OFFLINE_DIR
 from neptune_exporter.storage.exported_run import ExportedRun
 from neptune_exporter.storage.wandb_log import (
     find_offline_runs,
@@ -263,7 +264,7 @@ class WandbValidator:
     def from_options(cls, options, settings=None) -> WandbValidator:
         """Build from `load.LoadOptions`; online exactly when WANDB_API_KEY is set (like the load)."""
         return cls(
-            wandb_dir=Path(options.wandb_dir or "./wandb-runs").absolute(),
+            wandb_dir=Path(options.wandb_dir or WANDB_OFFLINE_DIR).absolute(),
             step_multiplier=options.step_multiplier,
             entity=options.wandb_entity or os.environ.get("WANDB_ENTITY") or None,
             project_template=options.wandb_project_template,

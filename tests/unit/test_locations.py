@@ -43,3 +43,22 @@ def test_projects_default_to_neptune_project_unless_given_or_a_workspace(monkeyp
         select_projects([], None, FLOW_PROJECT_FIX)
     assert "set NEPTUNE_PROJECT in the environment of the process that runs the flow" in str(raised.value)
     assert "-p WORKSPACE/PROJECT" not in raised.value.remedy and "-p WORKSPACE/PROJECT" in CLI_PROJECT_FIX
+
+
+def test_a_distributed_load_reads_and_writes_only_absolute_paths_wandb_offline_runs_included(tmp_path, monkeypatch):
+    from flows.validate import distributed_options
+    from neptune_exporter.load import LoadOptions
+
+    monkeypatch.chdir(tmp_path)
+    data, files = str(tmp_path / "data"), str(tmp_path / "files")
+    wandb = LoadOptions(target="wandb", data_path=data, files_path=files, wandb_dir=str(tmp_path / "wb"))
+    assert distributed_options(wandb) == wandb
+    for relative, shown in (("wb", "wb"), (None, "./wandb-runs")):
+        with pytest.raises(InvalidOptionError) as refused:
+            distributed_options(LoadOptions(target="wandb", data_path=data, files_path=files, wandb_dir=relative))
+        would_be = os.path.abspath(shown)
+        assert f"options.wandb_dir {shown!r} is relative: this flow run would write to {would_be}" in str(refused.value)
+    mlflow = LoadOptions(target="mlflow", data_path=data, files_path=files)
+    assert distributed_options(mlflow) == mlflow  # no W&B folder needed
+    with pytest.raises(InvalidOptionError, match="options.files_path 'files' is relative"):
+        distributed_options(LoadOptions(target="mlflow", data_path=data, files_path="files"))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neptune_exporter.errors import OutputPathError
+from neptune_exporter.settings import WANDB_OFFLINE_DIR
 
 # quiet, local-only W&B: no console capture, no system stats, no code/git/metadata collection
 QUIET_ENV = {
@@ -42,7 +43,7 @@ class WandbTarget:
     def from_env(cls, wandb_dir: Path | str | None, entity: str | None, project_template: str | None) -> WandbTarget:
         """Online when WANDB_API_KEY is set (WANDB_BASE_URL for W&B Server), offline otherwise."""
         return cls(
-            wandb_dir=Path(wandb_dir or "./wandb-runs").absolute(),
+            wandb_dir=Path(wandb_dir or WANDB_OFFLINE_DIR).absolute(),
             entity=entity or os.environ.get("WANDB_ENTITY") or None,
             project_template=project_template,
             api_key=os.environ.get("WANDB_API_KEY") or None,
