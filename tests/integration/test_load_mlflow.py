@@ -42,8 +42,7 @@ def options(root: Path, url: str, **kwargs) -> LoadOptions:
         data_path=str(root / "data"),
         files_path=str(root / "files"),
         mlflow_tracking_uri=url,
-        workers=2,
-        **kwargs,
+        **{"workers": 2, **kwargs},
     )
 
 
@@ -424,3 +423,26 @@ class ReleaseOnRetry(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self.holder.in_transaction:
             self.holder.execute("COMMIT")
+
+
+def test_four_writers_into_sqlite_never_lock_each_other_out_and_no_run_is_redone(tmp_path, caplog):
+    """`load --workers 4` into a sqlite:/// store: one writer at a time inside the process (SQLite has one write
+    lock), so no write waits out SQLite's busy timeout, nothing is retried and no run is deleted and loaded again."""
+    project, store, runs = "ws/sqlite", tmp_path / "mlflow.db", [f"r{i}" for i in range(8)]
+    steps = np.arange(3_000, dtype=np.float64)
+    for run in runs:
+        series = [
+            series_rows(project, run, f"m/{metric}", "float_series", steps, steps * metric, T0_MS + steps)
+            for metric in range(6)
+        ]
+        write_export(tmp_path / "data", tmp_path / "files", project, run, series)
+    with caplog.at_level(logging.INFO):
+        results = run_load(options(tmp_path, f"sqlite:///{store}", workers=4), SETTINGS)
+    assert sorted((r.run_id, r.status, r.points) for r in results) == [(run, "loaded", 6 * 3_000) for run in runs]
+    retried = [record.getMessage() for record in caplog.records if record.name == "neptune_exporter.retry"]
+    assert retried == []
+    with sqlite3.connect(store) as db:
+        stages = db.execute("SELECT lifecycle_stage, COUNT(*) FROM runs GROUP BY lifecycle_stage").fetchall()
+    assert stages == [("active", len(runs))]  # no run deleted and loaded again
+    report = run_validate(options(tmp_path, f"sqlite:///{store}", workers=4), SETTINGS)
+    assert report.ok and len(report.runs) == len(runs), report.to_markdown()
