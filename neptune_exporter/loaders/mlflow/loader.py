@@ -24,7 +24,7 @@ from neptune_exporter.errors import (
 )
 from neptune_exporter.loaders.base import MLFLOW, ExportedRun, LoadResult, open_exported_run, run_key
 from neptune_exporter.loaders.client_env import apply_client_defaults
-from neptune_exporter.loaders.mlflow.client import mlflow_errors, translate_error
+from neptune_exporter.loaders.mlflow.client import mlflow_errors, tracking_client, translate_error
 from neptune_exporter.loaders.mlflow.mapping import (
     METRICS_PER_BATCH,
     TAGS_PER_BATCH,
@@ -73,7 +73,7 @@ class MlflowLoader:
         """Created on first use, so checks run before MLflow touches a store (it creates SQLite files)."""
         if self._client is None:
             apply_client_defaults("mlflow")  # before the first call (load.make_loader applied them before the import)
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = tracking_client(self.tracking_uri)
         return self._client
 
     @classmethod
