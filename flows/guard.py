@@ -15,8 +15,10 @@ is `{"skipped": message}`.
 A run that died without ending (its process killed, still Running in the API) would block the data path forever.
 Every Prefect flow run sends a heartbeat event (`prefect.flow-run.heartbeat`, every PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 seconds, 180 by default): a Running run whose last heartbeat (or its entry into Running) is older than three beat
-intervals (or NEPTUNE_EXPORTER_DEAD_RUN_AFTER_S) is dead. The guard marks it Crashed (its state message and this run's log say why)
-and goes on; with heartbeats turned off it never judges, and such a run blocks until it is cancelled.
+intervals (or NEPTUNE_EXPORTER_DEAD_RUN_AFTER_S), while no process holds the data path's lock, is dead. The guard
+marks it Crashed (its state message and this run's log say why) and goes on; with heartbeats turned off it never
+judges, and such a run blocks until it is cancelled. (A server whose event store is off keeps no heartbeat: the
+lock still keeps a live export that writes from being called dead.)
 
 Under the guard, the data path's lock file is the process-level truth (`neptune_exporter/storage/lock.py`, held by
 the flow through `export.export_lock`): whatever the API says, only the process holding `<data>/.neptune-exporter.lock`
@@ -33,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from pathlib import Path
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -51,6 +54,7 @@ from prefect.settings import get_current_settings
 from prefect.states import Completed, Crashed, State
 
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage import lock
 
 SKIPPED = "Skipped"
 HEARTBEAT = "prefect.flow-run.heartbeat"
@@ -145,6 +149,9 @@ def crashed_if_dead(client, run: FlowRun, me: FlowRun) -> bool:
     last = last_sign_of_life(client, run)
     if last is None or (datetime.now(UTC) - last).total_seconds() <= patience:
         return False
+    data_path = data_path_of(run)
+    if data_path is not None and lock.current_holder(Path(data_path) / lock.EXPORT_LOCK) is not None:
+        return False  # a process writes there: alive, whatever its heartbeats say
     message = (
         f"no heartbeat since {last:%Y-%m-%d %H:%M:%S %Z} ({patience:.0f} s without one): its process is gone; "
         f"marked crashed by flow run {me.name!r}, which exports in its place"

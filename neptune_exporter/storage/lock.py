@@ -142,6 +142,27 @@ def _acquire_once(path: Path, me: Holder, create_folder: bool, quiet: bool = Fal
         raise
 
 
+def current_holder(path: Path | str) -> Holder | None:
+    """Who holds the lock file `path` now (None when nobody does); never creates, takes or changes it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file: nobody holds it
+    try:
+        holder = _read_holder(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder or Holder("another process", 0, "unknown host", "unknown time")
+        except OSError as exc:
+            if exc.errno in _NO_FLOCK:  # no flock here: the named holder decides, as for a writer
+                return holder if holder is not None and not holder.dead_here() else None
+            raise
+        return None
+    finally:
+        os.close(fd)
+
+
 def locked_message(path: Path, holder: Holder) -> str:
     return f"{path.parent} is in use: {holder.describe()} holds {path}"
 

@@ -14,6 +14,7 @@ from prefect.events.filters import EventFilter, EventIDFilter
 from prefect.states import Completed, Running, Scheduled
 
 from flows.guard import HEARTBEAT, SKIPPED, skip_if_data_path_busy
+from neptune_exporter.storage import lock
 
 PROBE = "guard-probe"
 SILENCE_S = 10  # NEPTUNE_EXPORTER_DEAD_RUN_AFTER_S in the test (Prefect's own beat: every 180 s, judged after 540 s)
@@ -99,3 +100,20 @@ def test_a_running_run_without_heartbeats_is_marked_crashed_and_one_that_beats_s
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(beating.id, Completed(), force=True)
     assert probe({"data_path": data}) == {"exported": data}  # nothing Running any more
+
+
+def test_a_silent_run_is_not_called_dead_while_a_process_holds_its_data_paths_lock(
+    prefect_harness, tmp_path, monkeypatch
+):
+    """A server that keeps no events (its event store off) has no heartbeats: the lock shows the export lives."""
+    monkeypatch.setenv("NEPTUNE_EXPORTER_DEAD_RUN_AFTER_S", "1")
+    data = tmp_path / "data"
+    writing = other_run(str(data), Running())
+    time.sleep(2)
+    with lock.hold(data / lock.EXPORT_LOCK, "export"):
+        assert probe({"data_path": str(data)}, return_state=True).name == SKIPPED
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(writing.id).state.type == StateType.RUNNING
+    assert probe({"data_path": str(data)}) == {"exported": str(data)}  # the lock gone and no beat: dead
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(writing.id).state.type == StateType.CRASHED

@@ -144,3 +144,16 @@ def test_the_export_lock_removes_the_tmp_files_dead_writers_left(tmp_path):
         path.write_bytes(b"x")
     with export_lock(ExportOptions(data_path=str(tmp_path / "data"))):
         assert [p for p in leftovers if p.exists()] == [] and all(p.exists() for p in kept)
+
+
+def test_the_current_holder_is_read_without_taking_or_making_the_lock(holder, tmp_path):
+    path, process, release = holder
+    found = lock.current_holder(path)
+    assert (found.purpose, found.pid, found.host) == ("export", process.pid, socket.gethostname())
+    with pytest.raises(PathLockedError):  # reading it took nothing: the holder still holds it
+        with lock.hold(path, "export"):
+            pytest.fail("two writers held the lock")
+    release()
+    assert lock.current_holder(path) is None and not path.exists()  # nobody, and no file made
+    path.write_text(json.dumps({"purpose": "export", "pid": process.pid, "host": socket.gethostname(), "started": ""}))
+    assert lock.current_holder(path) is None  # a file a killed holder left: nobody holds it
