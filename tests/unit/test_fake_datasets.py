@@ -347,3 +347,12 @@ def test_archive_flag_variants_round_trip_and_shape_the_3x_view() -> None:
         datasets.set_archived_paths(again, "nope")
     with pytest.raises(datasets.DatasetError, match="archived_paths"):
         datasets.load_dataset({"projects": [{"name": "p", "archived_paths": "nope"}]})
+
+
+def test_cli_serve_refuses_an_unknown_archive_flag_variant() -> None:
+    from typer.testing import CliRunner
+
+    from neptune_exporter.fake_neptune.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--generate", "--runs", "1", "--archived-paths", "deleted"])
+    assert result.exit_code == 2 and "archived paths 'deleted'" in result.output
