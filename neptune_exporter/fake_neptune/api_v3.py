@@ -65,10 +65,7 @@ def visible_attributes(run: store.Run) -> Iterator[store.Attribute]:
     """The attributes neptune-query sees: stored ones of 3.x types, then the derived system attributes."""
     stored = list(_stored_visible(run))
     yield from stored
-    for path in system.v3_derived_names(run):
-        derived = system.v3_derived(run, path, lambda: stored)
-        if derived is not None:
-            yield derived
+    yield from system.v3_derived_attributes(run, stored)
 
 
 def visible_attribute(run: store.Run, path: str) -> store.Attribute | None:

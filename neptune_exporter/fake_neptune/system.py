@@ -103,19 +103,21 @@ def reports_trashed(run: Run) -> bool:
     return run.archived_paths in ("trashed", "both")
 
 
-def v3_derived_names(run: Run) -> list[str]:
-    """Paths of the 3.x system attributes derived for this run (stored attributes of the same path win)."""
-    names = list(V3_DERIVED)
-    if reports_archived(run):
-        names.append("sys/archived")
-    if run.get("sys/experiment/name") is not None:
-        names.append(V3_EXPERIMENT_RUNNING_TIME)
-    return [n for n in names if n not in run.attributes] + [DIAGNOSTICS + c for c in ALL_COUNTERS]
+def v3_derived_attributes(run: Run, stored: list[Attribute]) -> list[Attribute]:
+    """Every derived 3.x system attribute of a run (stored attributes of the same path win); `stored`: its 3.x ones."""
+    derived = [make(run) for path, make in V3_DERIVED.items() if path not in run.attributes]
+    if reports_archived(run) and "sys/archived" not in run.attributes:
+        derived.append(Attribute("sys/archived", store.BOOL, run.trashed))
+    if run.get("sys/experiment/name") is not None and V3_EXPERIMENT_RUNNING_TIME not in run.attributes:
+        derived.append(Attribute(V3_EXPERIMENT_RUNNING_TIME, store.FLOAT, 0.0))
+    counts = diagnostics(stored).items()
+    derived.extend(Attribute(path, store.INT, count) for path, count in counts if path not in run.attributes)
+    return derived
 
 
 def v3_derived(run: Run, path: str, visible: Callable[[], list[Attribute]]) -> Attribute | None:
     """The derived 3.x attribute `path` of a run (None when it has none); `visible` lists its 3.x attributes."""
-    if path in run.attributes and not path.startswith(DIAGNOSTICS):
+    if path in run.attributes:
         return None
     if path in V3_DERIVED:
         return V3_DERIVED[path](run)
