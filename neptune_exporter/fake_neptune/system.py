@@ -65,7 +65,8 @@ def _ping_time(run: Run) -> Attribute:
     return Attribute("sys/ping_time", store.DATETIME, run.get("sys/modification_time"))
 
 
-# 3.x: path → (type, value of the run); the diagnostics counts are added by v3_system_attribute
+# 3.x: path → the derived attribute of a run; sys/archived, the experiment's running time and the diagnostics
+# counts are added by v3_derived_attributes / v3_derived
 V3_DERIVED: dict[str, Callable[[Run], Attribute]] = {
     "sys/description": lambda run: Attribute("sys/description", store.STRING, ""),
     "sys/failed": lambda run: Attribute("sys/failed", store.BOOL, False),
