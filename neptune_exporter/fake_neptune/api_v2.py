@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from neptune_exporter.fake_neptune import nql, store
+from neptune_exporter.fake_neptune import nql, store, system
 from neptune_exporter.fake_neptune.server import JSON, HttpError, Request, Response, Router, ServerContext
 
 SPEC_DIR = Path(__file__).with_name("specs")
@@ -113,11 +113,28 @@ class Holder:
 
     def attributes(self) -> dict[str, store.Attribute]:
         if self.run is not None:
-            return self.run.attributes
+            return run_attributes(self.run)
         return {
             "sys/id": store.Attribute("sys/id", store.STRING, self.project.key),
             "sys/name": store.Attribute("sys/name", store.STRING, self.project.name),
         }
+
+
+def run_attributes(run: store.Run) -> dict[str, store.Attribute]:
+    """A container's attributes as the 2.x API reports them: stored ones plus the derived system ones."""
+    derived = system.v2_derived(run)
+    return {**run.attributes, **derived} if derived else run.attributes
+
+
+@dataclass(frozen=True)
+class V2View:
+    """A run as 2.x queries see it (NQL evaluates `attributes`)."""
+
+    run: store.Run
+
+    @property
+    def attributes(self) -> dict[str, store.Attribute]:
+        return run_attributes(self.run)
 
 
 def organization_id(project: store.Project) -> str:
@@ -444,7 +461,7 @@ def parse_query(text: str) -> nql.Expr:
 
 def sort_key(run: store.Run, sort_by: str) -> tuple:
     """Runs with the attribute first, in value order (NaN last); the key matches NQL `>` comparisons."""
-    attr = run.attributes.get(sort_by)
+    attr = run_attributes(run).get(sort_by)
     if attr is None or visible_type(attr) is None:
         return (2,)
     if attr.type in store.SERIES_TYPES:
@@ -509,7 +526,7 @@ def select_runs(runs: list[store.Run], table: TableQuery) -> list[store.Run]:
     """Matching runs in table order (missing sort values last in both directions, ties in creation order)."""
     expr = parse_query(table.query)
     try:
-        matching = [run for run in runs if nql.evaluate(expr, run)]
+        matching = [run for run in runs if nql.evaluate(expr, V2View(run))]
     except nql.NQLError as exc:
         raise HttpError(400, str(exc), title="Syntax error", errorType="BAD_REQUEST") from exc
     if not table.sort_by:
@@ -551,7 +568,7 @@ def requested_types(request: Request) -> tuple[str, ...]:
 def table_entry(
     project: store.Project, run: store.Run, columns: tuple[str, ...] | None, omits: str | None = None
 ) -> dict[str, Any]:
-    attrs = run.attributes
+    attrs = run_attributes(run)
     chosen = attrs.values() if columns is None else (attrs[c] for c in columns if c in attrs)
     dtos = []
     for attr in list(chosen):
@@ -820,7 +837,7 @@ def _register_table(router: Router) -> None:
         term = request.query.get("search") or ""
         seen: dict[tuple[str, str], None] = {}
         for run in containers(project, requested_types(request)):
-            for attr, v2_type in visible_attributes(run.attributes):
+            for attr, v2_type in visible_attributes(run_attributes(run)):
                 if term in attr.path:
                     seen[(attr.path, v2_type)] = None
         return json_response({"entries": [{"name": name, "type": v2_type} for name, v2_type in sorted(seen)]})

@@ -22,7 +22,7 @@ from neptune_query.generated.neptune_api.proto.neptune_pb.api.v1.model import (
     series_values_pb2,
 )
 
-from neptune_exporter.fake_neptune import nql, store, wire
+from neptune_exporter.fake_neptune import nql, store, system, wire
 from neptune_exporter.fake_neptune.server import HttpError, Request, Response, Router, ServerContext
 
 # fake type → neptune-query (backend) type; types missing here (file_set, store.LEGACY_ONLY_TYPES) are invisible
@@ -47,22 +47,36 @@ STORAGE_PREFIX = "/_storage/"
 
 
 # ---------------------------------------------------------------------------- the 3.x view of the store
-def visible_attributes(run: store.Run) -> Iterator[store.Attribute]:
-    """The attributes neptune-query sees: 3.x types only; sys/custom_run_id always present (defaults to sys/id)."""
-    for attr in run.attributes.values():
-        if attr.type in V3_TYPES and attr.path not in HIDDEN_PATHS:
+def _stored_visible(run: store.Run) -> Iterator[store.Attribute]:
+    """Stored attributes of 3.x types; sys/custom_run_id always present (defaults to sys/id)."""
+    for attr in list(run.attributes.values()):
+        if attr.type in V3_TYPES and attr.path not in HIDDEN_PATHS and _reports(run, attr.path):
             yield attr
     if "sys/custom_run_id" not in run.attributes:
         yield store.Attribute("sys/custom_run_id", store.STRING, run.sys_id)
+
+
+def _reports(run: store.Run, path: str) -> bool:
+    """sys/trashed is absent on servers that report only sys/archived (store.ARCHIVED_PATH_VARIANTS)."""
+    return path != "sys/trashed" or system.reports_trashed(run)
+
+
+def visible_attributes(run: store.Run) -> Iterator[store.Attribute]:
+    """The attributes neptune-query sees: stored ones of 3.x types, then the derived system attributes."""
+    stored = list(_stored_visible(run))
+    yield from stored
+    yield from system.v3_derived_attributes(run, stored)
 
 
 def visible_attribute(run: store.Run, path: str) -> store.Attribute | None:
     if path == "sys/custom_run_id" and path not in run.attributes:
         return store.Attribute(path, store.STRING, run.sys_id)
     attr = run.attributes.get(path)
-    if attr is None or attr.type not in V3_TYPES or path in HIDDEN_PATHS:
-        return None
-    return attr
+    if attr is not None and attr.type in V3_TYPES and path not in HIDDEN_PATHS and _reports(run, path):
+        return attr
+    if attr is None and path.startswith("sys/"):
+        return system.v3_derived(run, path, lambda: list(_stored_visible(run)))
+    return None
 
 
 class VisibleAttributes(Mapping):
@@ -116,8 +130,9 @@ def organization_id(workspace: str) -> str:
 
 
 def search_visible(run: store.Run, query: str | None) -> bool:
-    """Trashed runs are searched only when the query mentions sys/trashed (like the Neptune UI)."""
-    return not run.trashed or "sys/trashed" in (query or "")
+    """Archived runs are searched only when the query mentions sys/trashed or sys/archived (the fake's rule)."""
+    text = query or ""
+    return not run.trashed or "sys/trashed" in text or "sys/archived" in text
 
 
 # ---------------------------------------------------------------------------- aggregates (cached)

@@ -16,6 +16,7 @@ from neptune_exporter.fake_neptune.datasets import (
     generate_workspace,
     load_dataset,
     save_dataset,
+    set_archived_paths,
 )
 from neptune_exporter.fake_neptune.faults import FaultConfig
 from neptune_exporter.fake_neptune.server import FakeNeptune
@@ -95,6 +96,10 @@ def serve(
     ready_file: Annotated[
         Path | None, typer.Option("--ready-file", help="Write {base_url, api_token, project} JSON here once serving.")
     ] = None,
+    archived_paths: Annotated[
+        str | None,
+        typer.Option("--archived-paths", help="Archive flag(s) 3.x reports: archived, trashed or both (default both)."),
+    ] = None,
 ) -> None:
     """Serve until interrupted; prints the base URL, an API token and the environment to export."""
     chosen = [
@@ -112,6 +117,11 @@ def serve(
         workspace = _generated(
             runs, experiments, params, metrics, points, string_series, histograms, files, file_size, seed, project
         )
+    if archived_paths is not None:
+        try:
+            set_archived_paths(workspace, archived_paths)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
     faults = FaultConfig(
         latency_ms=latency_ms,
         latency_jitter_ms=latency_jitter_ms,

@@ -182,6 +182,10 @@ def add_run(
             fork_parent=parent.sys_id if parent else None,
             fork_step=fork_step,
             experiment_head=experiment is not None,
+            project_uuid=project.uuid,
+            family=(parent.family or parent.custom_run_id or parent.sys_id) if parent else None,
+            family_created=(parent.family_created or parent.get("sys/creation_time")) if parent else None,
+            archived_paths=project.archived_paths,
         )
         run.attributes = sys_attributes(
             sys_id,
@@ -273,6 +277,25 @@ def set_attribute(ws: Workspace, project_id: str, run_id: str, path: str, type_:
         store.touch(run)
 
 
+def archive_run(ws: Workspace, project_id: str, run_id: str, archived: bool = True) -> None:
+    """Archive (2.x: trash) a run or restore it; bumps sys/modification_time like any change."""
+    with ws.lock:
+        run = _run(ws, project_id, run_id)
+        run.attributes["sys/trashed"] = Attribute("sys/trashed", store.BOOL, archived)
+        store.touch(run)
+
+
+def set_archived_paths(ws: Workspace, variant: str) -> None:
+    """Which archive flag(s) the 3.x API reports for every run: "archived", "trashed" or "both" (2.x: sys/trashed)."""
+    if variant not in store.ARCHIVED_PATH_VARIANTS:
+        raise ValueError(f"archived paths {variant!r}: use one of {store.ARCHIVED_PATH_VARIANTS}")
+    with ws.lock:
+        for project in ws.projects.values():
+            project.archived_paths = variant
+            for run in project.runs:
+                run.archived_paths = variant
+
+
 def touch_run(ws: Workspace, project_id: str, run_id: str, when: datetime | None = None) -> None:
     """Bump sys/modification_time only."""
     with ws.lock:
@@ -324,6 +347,12 @@ def _project_from_json(ws: Workspace, spec: dict, where: str) -> None:
     if not spec.get("name"):
         raise DatasetError(f'dataset {where} has no "name"', DATASET_REMEDY)
     project = add_project(ws, spec["name"], spec.get("key"))
+    variant = spec.get("archived_paths", "both")
+    if variant not in store.ARCHIVED_PATH_VARIANTS:
+        raise DatasetError(
+            f'dataset {where}: "archived_paths" must be one of {store.ARCHIVED_PATH_VARIANTS}', DATASET_REMEDY
+        )
+    project.archived_paths = variant
     for key, file_spec in (spec.get("files") or {}).items():
         project.files[key] = _file_from_json(key, file_spec)
     for number, run_spec in enumerate(spec.get("runs") or [], start=1):
@@ -426,9 +455,11 @@ def save_dataset(ws: Workspace, path: str | Path | None = None) -> dict:
 
 def _project_to_json(project: Project) -> dict:
     files = {key: _file_to_json(blob) for key, blob in project.files.items()}
+    variant = {} if project.archived_paths == "both" else {"archived_paths": project.archived_paths}
     return {
         "name": project.name,
         "key": project.key,
+        **variant,
         "files": files,
         "runs": [_run_to_json(run) for run in project.runs],
     }

@@ -10,7 +10,10 @@ Grammar:
     op      := == | = | != | > | >= | < | <= | MATCHES | NOT MATCHES | CONTAINS | NOT CONTAINS
     value   := "double-quoted with \\ escapes" | true | false | number | bare word
 
-Semantics: a predicate on an attribute a run lacks (or whose type differs from the `:type` given) is false.
+Semantics: a predicate on an attribute a run lacks (or whose type differs from the `:type` given) is false, whatever
+the operator (`!=` and `NOT MATCHES` too), and NOT of it is true. Source: ../shared/reference/neptune-wire-protocol.md,
+"System attributes of 3.x runs": `sys/archived != true` "matches nothing on a server whose runs lack sys/archived";
+Neptune's docs say nothing more (see fake_neptune/README.md, "What neptune-query sees").
 Values are coerced to the attribute's type; series compare by their last value. CONTAINS is set membership
 for string sets and substring search for strings. MATCHES is a regex search.
 """
@@ -290,7 +293,7 @@ def evaluate(expr: Expr, run: AttributeHolder) -> bool:
     if isinstance(expr, Exists):
         return expr.attr.name in run.attributes and attribute_value(run, expr.attr) is not None
     found = attribute_value(run, expr.attr)
-    return False if found is None else _compare(found[0], found[1], expr)
+    return False if found is None else _compare(found[0], found[1], expr)  # missing: false (module docstring)
 
 
 def _compare(type_: str, actual: Any, cmp: Compare) -> bool:

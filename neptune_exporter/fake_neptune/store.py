@@ -26,6 +26,8 @@ SERIES_TYPES = (FLOAT_SERIES, STRING_SERIES, HISTOGRAM_SERIES, FILE_SERIES)
 ALL_TYPES = ATOM_TYPES + SERIES_TYPES + LEGACY_ONLY_TYPES  # legacy ones: dict values, see fake_neptune/README.md
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+# what a 3.x server reports about an archived run: sys/archived only, sys/trashed only, or both (same value)
+ARCHIVED_PATH_VARIANTS = ("archived", "trashed", "both")
 
 
 def utcnow() -> datetime:
@@ -242,6 +244,10 @@ class Run:
     experiment_head: bool = False  # 3.x: the run currently holding its experiment name
     fork_parent: str | None = None  # sys_id of the parent run (3.x)
     fork_step: float | None = None
+    project_uuid: str = ""  # sys/diagnostics/project_uuid (3.x)
+    family: str | None = None  # run id of the root of its fork tree: sys/family (3.x); None = its own
+    family_created: datetime | None = None  # creation time of that root (sys/relative_creation_time_ms)
+    archived_paths: str = "both"  # which archive flag(s) 3.x reports: ARCHIVED_PATH_VARIANTS
 
     def get(self, path: str) -> Any:
         attr = self.attributes.get(path)
@@ -288,6 +294,7 @@ class Project:
     runs: list[Run] = field(default_factory=list)
     files: dict[str, StoredFile] = field(default_factory=dict)
     models: list[Model] = field(default_factory=list)  # 2.x model registry (invisible to 3.x)
+    archived_paths: str = "both"  # given to each run added: ARCHIVED_PATH_VARIANTS
     # datasets.py's index of the runs (sys ids, experiment heads): a cache it owns and rebuilds when stale
     run_index: object = field(default=None, init=False, repr=False, compare=False)
 

@@ -380,9 +380,10 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _visible(run: store.Run) -> dict[str, tuple[store.Attribute, str]]:
-    from neptune_exporter.fake_neptune.api_v2 import visible_type
+    from neptune_exporter.fake_neptune.api_v2 import run_attributes, visible_type
 
-    return {path: (attr, t) for path, attr in run.attributes.items() if (t := visible_type(attr)) is not None}
+    attributes = run_attributes(run).items()  # stored + derived system attributes (system.V2_DERIVED)
+    return {path: (attr, t) for path, attr in attributes if (t := visible_type(attr)) is not None}
 
 
 def _check_atoms(handle, visible) -> None:

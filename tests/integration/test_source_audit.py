@@ -199,9 +199,18 @@ def test_points_appended_on_the_server_are_reported_as_source_has_more(source, t
             fake.workspace, PROJECT, RUN[source], "metrics/m000", [50.0, 51.0, 52.0], [1.0, 2.0, 3.0]
         )
         report = audit(source, fake, tmp_path)
-    modified, difference = report.differences
+    # the server's derived system attributes follow the change too: sys/ping_time (both), the datapoint count (3.x)
+    *counted, modified, pinged, difference = report.differences
     assert (modified.kind, modified.key, modified.problem) == ("atom", "sys/modification_time", "newer on the server")
     assert modified.expected > modified.actual
+    assert (pinged.kind, pinged.key, pinged.problem) == ("atom", "sys/ping_time", "value")
+    assert (pinged.expected, pinged.actual) == (modified.expected, modified.actual)
+    datapoints = "sys/diagnostics/attributes/total_series_datapoints"
+    exported_points = 2 * POINTS + 100 + 10  # 2 float series, 100 log lines, 10 histograms
+    expected_counted = (
+        [("atom", datapoints, "value", exported_points + 3, exported_points)] if source == "neptune3" else []
+    )
+    assert [(d.kind, d.key, d.problem, d.expected, d.actual) for d in counted] == expected_counted
     assert (difference.run_id, difference.kind, difference.key, difference.problem) == (
         RUN[source],
         "series",

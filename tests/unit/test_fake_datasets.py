@@ -324,3 +324,35 @@ def test_unreadable_dataset_file(tmp_path) -> None:
     bad.write_text("{not json")
     with pytest.raises(datasets.DatasetError, match="cannot read dataset"):
         datasets.load_dataset(bad)
+
+
+def test_archive_flag_variants_round_trip_and_shape_the_3x_view() -> None:
+    from neptune_exporter.fake_neptune import api_v2, api_v3
+
+    ws = datasets.generate_workspace(runs=2, params=1, metrics=0, string_series=0, histograms=0, files=0)
+    datasets.archive_run(ws, "workspace/sandbox", "run-00001")
+    datasets.set_archived_paths(ws, "archived")
+    again = datasets.load_dataset(json.loads(json.dumps(datasets.save_dataset(ws))))
+    project = again.project("workspace/sandbox")
+    assert project.archived_paths == "archived" and [r.archived_paths for r in project.runs] == ["archived"] * 2
+    paths = {run.sys_id: {a.path: a.value for a in api_v3.visible_attributes(run)} for run in project.runs}
+    assert paths["SANDBOX-1"]["sys/archived"] is False and paths["SANDBOX-2"]["sys/archived"] is True
+    assert "sys/trashed" not in paths["SANDBOX-1"] and "sys/group_tags" in paths["SANDBOX-1"]
+    v2 = api_v2.run_attributes(project.runs[1])
+    assert v2["sys/trashed"].value is True and "sys/archived" not in v2 and v2["sys/size"].type == store.FLOAT
+    datasets.set_archived_paths(again, "trashed")
+    trashed_only = {a.path: a.value for a in api_v3.visible_attributes(project.runs[1])}
+    assert trashed_only["sys/trashed"] is True and "sys/archived" not in trashed_only
+    with pytest.raises(ValueError, match="archived paths 'nope'"):
+        datasets.set_archived_paths(again, "nope")
+    with pytest.raises(datasets.DatasetError, match="archived_paths"):
+        datasets.load_dataset({"projects": [{"name": "p", "archived_paths": "nope"}]})
+
+
+def test_cli_serve_refuses_an_unknown_archive_flag_variant() -> None:
+    from typer.testing import CliRunner
+
+    from neptune_exporter.fake_neptune.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--generate", "--runs", "1", "--archived-paths", "deleted"])
+    assert result.exit_code == 2 and "archived paths 'deleted'" in result.output

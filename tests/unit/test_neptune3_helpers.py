@@ -281,3 +281,19 @@ def test_the_clients_own_retry_warnings_are_quiet_and_other_warnings_are_not(mon
             warnings.warn("Neptune API request failed. We will retry automatically", category, stacklevel=1)
         warnings.warn("an attribute was skipped", nq_warnings.AttributeWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["an attribute was skipped"]
+
+
+def test_a_run_is_archived_when_either_flag_the_server_reports_says_so():
+    """Servers report sys/archived, sys/trashed or both; a missing column or cell says nothing."""
+    flags = [(None, None, False), (True, None, True), (None, True, True), (False, True, True), (True, False, True)]
+    rows = []
+    for number, (archived, trashed, _) in enumerate(flags):
+        row: dict = {"sys/id:string": f"P-{number}", "sys/custom_run_id:string": f"r{number}"}
+        if archived is not None:
+            row["sys/archived:bool"] = archived
+        if trashed is not None:
+            row["sys/trashed:bool"] = trashed
+        rows.append(row)
+    assert [ref.archived for ref in runs_from_table("ws/p", listing_frame(rows))] == [f[2] for f in flags]
+    only_archived = listing_frame([{"sys/id:string": "P-9", "sys/archived:bool": False}])
+    assert [ref.archived for ref in runs_from_table("ws/p", only_archived)] == [False]

@@ -78,6 +78,12 @@ def _columns_first_present(frame: pd.DataFrame, names: tuple[str, ...], type_nam
     return result
 
 
+def _any_true(frame: pd.DataFrame, names: tuple[str, ...]) -> list[bool]:
+    """Per row, whether any of the bool columns `names` is true: servers report sys/archived, sys/trashed or both."""
+    columns = [c.tolist() for name in names if (c := typed_column(frame, name, "bool")) is not None]
+    return [any(present(col[row]) and truthy(col[row]) for col in columns) for row in range(len(frame))]
+
+
 def runs_from_table(project_id: ProjectId, frame: pd.DataFrame) -> Iterator[RunRef]:
     """RunRefs from the listing table (custom run id as run id, else sys/id)."""
     if frame.empty:
@@ -87,7 +93,7 @@ def runs_from_table(project_id: ProjectId, frame: pd.DataFrame) -> Iterator[RunR
     experiments = _columns_first_present(frame, ("sys/experiment/name", "sys/name"), "string")
     created = _columns_first_present(frame, ("sys/creation_time",), "datetime")
     modified = _columns_first_present(frame, ("sys/modification_time",), "datetime")
-    archived = _columns_first_present(frame, ("sys/archived", "sys/trashed"), "bool")
+    archived = _any_true(frame, ("sys/archived", "sys/trashed"))
     for row in range(len(frame)):
         sys_id = text_or_none(sys_ids[row])
         if sys_id is None:
@@ -102,7 +108,7 @@ def runs_from_table(project_id: ProjectId, frame: pd.DataFrame) -> Iterator[RunR
             custom_run_id=custom,
             creation_time=python_datetime(created[row]),
             modification_time=python_datetime(modified[row]),
-            archived=truthy(archived[row]),
+            archived=archived[row],
             source_kind="neptune3",
         )
 
