@@ -1,6 +1,7 @@
 """`validate --against … --deep`: every point of every series and every single file's content re-read from the server
 and compared with the export, window by window (the server's windows tile the step line; the export's rows of one
-window are read part by part), so memory grows with the window, never with the series."""
+window come from the Parquet row groups whose statistics overlap it), so memory grows with the window and one row
+group, never with the series."""
 
 from __future__ import annotations
 

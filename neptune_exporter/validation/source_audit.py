@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError
-from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, normal
+from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, Window, normal
 from neptune_exporter.model import STEP_SCALE, decimal_array_to_unscaled, resolve_file_value
 from neptune_exporter.retry import call_with_retries
 from neptune_exporter.selection import RunSelection, check_run_selection, run_selection_from_json, run_selection_to_json
@@ -44,6 +44,14 @@ class SourceReader(Protocol):
     def run_ids(self, project_id: str, selection: RunSelection) -> list[str]: ...
 
     def read(self, project_id: str, run_ids: list[str]) -> Iterator[RunFacts]: ...
+
+    def series_windows(self, project_id: str, run_id: str, path: str, attribute_type: str) -> Iterator[Window]:
+        """--deep: every point of one series, in windows that tile the step line (bounded size each)."""
+        ...
+
+    def file_sha256(self, project_id: str, run_id: str, path: str) -> str:
+        """--deep: sha256 of a single file's bytes as the server serves them."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, Window, normal
 from neptune_exporter.exporters.neptune3.client import configure_neptune_query, neptune_errors, required_token
-from neptune_exporter.exporters.neptune3.frames import split_series_frame
+from neptune_exporter.exporters.neptune3.frames import SeriesChunk, split_series_frame
 from neptune_exporter.exporters.neptune3.source import Neptune3Source
 from neptune_exporter.model import decimal_array_to_unscaled, steps_to_decimal_array
 from neptune_exporter.selection import RunSelection
@@ -72,10 +72,7 @@ class Neptune3Audit:
             unscaled = decimal_array_to_unscaled(steps_to_decimal_array(steps, path))
             full = steps.size >= limit
             low = int(unscaled[0]) - 1 if full else None  # the window holds every point above its first step
-            values = [] if chunk is None else [normal(_plain(v)) for v in chunk.values]
-            yield Window(
-                low, high, unscaled, np.asarray(values, dtype=np.float64) if _floats(attribute_type) else values
-            )
+            yield Window(low, high, unscaled, _window_values(attribute_type, chunk))
             if low is None:
                 return
             top, high = float(np.nextafter(steps[0], -np.inf)), low
@@ -121,8 +118,11 @@ class Neptune3Audit:
         yield from facts.values()
 
 
-def _floats(attribute_type: str) -> bool:
-    return attribute_type == "float_series"
+def _window_values(attribute_type: str, chunk: SeriesChunk | None) -> Any:
+    """A window's values: float64 for float series (vectorised), else plain values one by one."""
+    if attribute_type == "float_series":
+        return np.empty(0) if chunk is None else np.asarray(chunk.values, dtype=np.float64)
+    return [] if chunk is None else [normal(_plain(v)) for v in chunk.values]
 
 
 def _cells(table: pd.DataFrame, column: str) -> list:
