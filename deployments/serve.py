@@ -84,13 +84,13 @@ DEPLOYMENTS: list[DeploymentSpec] = [
     DeploymentSpec(
         "neptune3",
         "flows.validate.validate",
-        {"options": {"against": "neptune3"}},
+        {"options": {"against": "neptune3", "deep": False}},
         "Export vs the live Neptune 3.x server (validate-source subflow; options.projects, options.deep; NEPTUNE_API_TOKEN).",
     ),
     DeploymentSpec(
         "neptune2",
         "flows.validate.validate",
-        {"options": {"against": "neptune2"}},
+        {"options": {"against": "neptune2", "deep": False}},
         "Export vs the live Neptune 2.x server (validate-source subflow; options.projects, options.deep; NEPTUNE_API_TOKEN).",
     ),
     DeploymentSpec(
