@@ -83,15 +83,15 @@ DEPLOYMENTS: list[DeploymentSpec] = [
     ),
     DeploymentSpec(
         "neptune3",
-        "flows.validate_source.validate_source",
-        {"options": {"against": "neptune3"}},
-        "Compare the export with the live Neptune 3.x server (pass options.projects); token from NEPTUNE_API_TOKEN.",
+        "flows.validate.validate",
+        {"options": {"against": "neptune3", "deep": False}},
+        "Export vs the live Neptune 3.x server (validate-source subflow; options.projects, options.deep; NEPTUNE_API_TOKEN).",
     ),
     DeploymentSpec(
         "neptune2",
-        "flows.validate_source.validate_source",
-        {"options": {"against": "neptune2"}},
-        "Compare the export with the live Neptune 2.x server (pass options.projects); token from NEPTUNE_API_TOKEN.",
+        "flows.validate.validate",
+        {"options": {"against": "neptune2", "deep": False}},
+        "Export vs the live Neptune 2.x server (validate-source subflow; options.projects, options.deep; NEPTUNE_API_TOKEN).",
     ),
     DeploymentSpec(
         "mlflow",

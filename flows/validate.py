@@ -13,7 +13,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import fan_out
 from flows.live import LiveRuns
-from flows.runtime import cut_short, dispatch, refusal, run_subflow, stopped
+from flows.runtime import cut_short, dispatch, refusal, result_of, run_subflow, stopped
+from flows.validate_source import validate_source
 from neptune_exporter import interrupt, locations
 from neptune_exporter import load as library
 from neptune_exporter.settings import WANDB_OFFLINE_DIR, Settings
@@ -209,7 +210,12 @@ def selected_waves(options: dict) -> list[list[dict]] | State:
 def validate(options: dict | None = None, distribute: dict | None = None) -> dict | State:
     """Compare params, tags, every metric point and every file in the target with the export; Failed on any difference.
     With `distribute` ({"work_pool": ..., "chunk_runs": ..., "max_parallel": ...}) the runs are compared by
-    `validate-chunk/<target>` flow runs on that work pool; the data path must be shared storage."""
+    `validate-chunk/<target>` flow runs on that work pool; the data path must be shared storage. With
+    `options.against` (neptune3|neptune2, deployments `validate/neptune3|2`) the export is compared with its live
+    source instead, by the `validate-source` subflow, whose final state this flow takes."""
+    if (options or {}).get("against"):
+        audit = validate_source(options=options, return_state=True)
+        return result_of(audit) if audit.is_completed() else audit
     parsed = library.LoadOptions.from_json(options or {})
     distribution = Distribution.from_json(distribute) if distribute is not None else None
     if distribution is not None:

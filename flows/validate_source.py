@@ -52,8 +52,10 @@ def publish(report: library.SourceAuditReport, options: library.AuditOptions) ->
 
 @flow(name="validate-source", log_prints=False)
 def validate_source(options: dict | None = None) -> dict | State:
-    """Compare the export with the live Neptune server (run list, attribute types, atoms, series tails, file sizes);
-    Failed on any difference. The token comes from NEPTUNE_API_TOKEN."""
+    """Compare the export with the live Neptune server (run list, attribute types, atoms, series tails, file sizes;
+    with `options.deep` every point and each single file's sha256); Failed on any difference. Runs are selected as
+    `export` selects them (`options.runs`). The token comes from NEPTUNE_API_TOKEN. Deployments `validate/neptune3|2`
+    run it as a subflow of `validate`."""
     parsed = library.AuditOptions.from_json(
         {"data_path": "./exports/data", "files_path": "./exports/files", **(options or {})}
     )

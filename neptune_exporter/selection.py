@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from neptune_exporter.errors import InvalidRegexError
+from neptune_exporter.errors import InvalidOptionError, InvalidRegexError
 from neptune_exporter.model import KIND_OF_TYPE, AttributeKind, AttributeType, iso_utc_ms, parse_iso
 
 
@@ -70,6 +70,14 @@ def matches_path(path: str, selection: AttributeSelection, pattern: re.Pattern |
     if not selection.names and pattern is None:
         return True
     return path in selection.names or (pattern is not None and pattern.search(path) is not None)
+
+
+def check_run_selection(source: str, selection: RunSelection, flag: str = "--source") -> None:
+    """The run selection checked before any request: its regexes compile, --query (NQL) only for 2.x."""
+    if selection.query and source != "neptune2":
+        raise InvalidOptionError(f"--query (NQL) works with {flag} neptune2 only", "use --where with neptune3")
+    compile_regex(selection.runs_regex, "--runs")
+    compile_regex(selection.experiments_regex, "--experiments")
 
 
 # ----------------------------------------------------------------------------- JSON codecs

@@ -10,15 +10,19 @@ import typer
 from neptune_exporter import interrupt
 from neptune_exporter.cli.app import EXIT_LOCKED, EXIT_RUNS_FAILED, app, fail, print_failures
 from neptune_exporter.cli.options import (
+    ArchivedOpt,
     ChunkRunsOpt,
     DataPathOpt,
     DistributeOpt,
+    ExperimentsOpt,
     FilesPathOpt,
     IfLockedOpt,
     LoadProjectOpt,
     MaxParallelOpt,
+    ModifiedAfterOpt,
     MultiplierOpt,
     NoProgressOpt,
+    QueryOpt,
     ReportPathOpt,
     RunsOpt,
     TargetOpt,
@@ -27,13 +31,14 @@ from neptune_exporter.cli.options import (
     WandbDirOpt,
     WandbEntityOpt,
     WandbProjectOpt,
+    WhereOpt,
     WorkersOpt,
     WorkPoolOpt,
     distribution,
     load_options_or_exit,
 )
 from neptune_exporter.cli.running import say_interrupted, start_prefect, stops_on_interrupt
-from neptune_exporter.errors import NeptuneExporterError, TerminalError
+from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, TerminalError
 from neptune_exporter.settings import Settings
 
 
@@ -195,6 +200,9 @@ def load(
     )
 
 
+SOURCE_ONLY = ("experiments", "where", "query", "modified_after", "include_archived", "deep")  # --against options
+
+
 @app.command()
 def validate(
     target: TargetOpt = "mlflow",
@@ -221,15 +229,33 @@ def validate(
     api_token: Annotated[
         str | None, typer.Option(help="Neptune API token (--against); default NEPTUNE_API_TOKEN.", show_default=False)
     ] = None,
+    experiments: ExperimentsOpt = None,
+    where: WhereOpt = None,
+    query: QueryOpt = None,
+    modified_after: ModifiedAfterOpt = None,
+    include_archived: ArchivedOpt = False,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="With --against: re-read every point of every series and every single file's bytes from the server "
+            "and compare them one by one (bounded memory; requests grow with the points).",
+        ),
+    ] = False,
 ) -> None:
     """Compare every exported run with the target (params, tags, every point, every file's sha256), or with the
-    Neptune server it came from (--against; -p required). Exit 1 on differences."""
+    Neptune server it came from (--against; -p required; --deep for every point and file content). Exit 1 on
+    differences."""
     if against is not None:
         from neptune_exporter.cli import source_validate as source
 
-        audit = source.audit_options(against, data_path, files_path, project, runs, report_path, api_token)
+        audit = source.audit_options(locals(), api_token)
         raise typer.Exit(source.run_source_validation(audit))
-    options, spread = distributed({k: v for k, v in locals().items() if k not in ("against", "api_token")})
+    values = locals()
+    if given := [name for name in SOURCE_ONLY if values[name]]:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise fail(InvalidOptionError(f"{flags}: with --against only", "add --against neptune3|neptune2"))
+    options, spread = distributed({k: v for k, v in values.items() if k not in ("against", "api_token", *SOURCE_ONLY)})
     with stops_on_interrupt():
         preflight_load(options)
         summary = run_load_flow("validate", options, True, distribute=spread)

@@ -13,7 +13,7 @@ from neptune_exporter.cli.app import fail
 from neptune_exporter.errors import InvalidOptionError, TerminalError
 from neptune_exporter.locations import CLI_PROJECT_FIX, select_projects
 from neptune_exporter.model import AttributeKind, as_utc, parse_kinds
-from neptune_exporter.selection import AttributeSelection, RunSelection, compile_regex
+from neptune_exporter.selection import AttributeSelection, RunSelection, check_run_selection, compile_regex
 from neptune_exporter.storage.lock import check_if_locked
 
 if TYPE_CHECKING:
@@ -123,6 +123,18 @@ IfLockedOpt = Annotated[
 ]
 
 
+def run_selection_from(values: dict[str, Any]) -> RunSelection:
+    """The run selection options of `export` / `schedule` / `validate --against` (their parameter names)."""
+    return RunSelection(
+        runs_regex=values["runs"],
+        experiments_regex=values["experiments"],
+        where=values["where"],
+        query=values["query"],
+        modified_after=parse_datetime(values["modified_after"], "--modified-after"),
+        include_archived=values["include_archived"],
+    )
+
+
 def export_options_from(values: dict[str, Any], api_token: str | None) -> ExportOptions:
     """The selection options of `export` / `schedule` (their parameter names) → validated ExportOptions."""
     return build_export_options(
@@ -134,14 +146,7 @@ def export_options_from(values: dict[str, Any], api_token: str | None) -> Export
         data_path=values["data_path"],
         files_path=values["files_path"],
         api_token=api_token,
-        runs=RunSelection(
-            runs_regex=values["runs"],
-            experiments_regex=values["experiments"],
-            where=values["where"],
-            query=values["query"],
-            modified_after=parse_datetime(values["modified_after"], "--modified-after"),
-            include_archived=values["include_archived"],
-        ),
+        runs=run_selection_from(values),
         attributes=attribute_selection(
             values["attributes"], values["attribute"], values["include"], values["exclude"], values["include_previews"]
         ),
@@ -175,8 +180,7 @@ def build_export_options(
     if not projects and not workspace:
         raise InvalidOptionError("no project given", CLI_PROJECT_FIX)
     selection: RunSelection = rest["runs"]
-    if selection.query and source != "neptune2":
-        raise InvalidOptionError("--query (NQL) works with --source neptune2 only", "use --where with neptune3")
+    check_run_selection(source, selection)
     if rest.get("include_models") and source != "neptune2":
         raise InvalidOptionError(
             "--include-models works with --source neptune2 only (the 2.x model registry)",

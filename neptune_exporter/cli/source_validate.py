@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import typer
 
 from neptune_exporter import interrupt
 from neptune_exporter.cli.app import EXIT_RUNS_FAILED, fail
+from neptune_exporter.cli.options import run_selection_from
 from neptune_exporter.cli.running import say_interrupted, start_prefect, stops_on_interrupt
 from neptune_exporter.errors import NeptuneExporterError
 from neptune_exporter.settings import neptune_api_token
 
 
-def audit_options(against: str, data_path: Path, files_path: Path, projects, runs, report_path, api_token):
-    """The audit's options from the `validate` command's values (bad input: one line, exit 2)."""
+def audit_options(values: dict, api_token: str | None):
+    """The audit's options from the `validate` command's values; the runs selected with export's own options and
+    rules (bad input: one line, exit 2)."""
     from neptune_exporter.validation.source_audit import AuditOptions, check_audit_options, reader_class
 
-    options = AuditOptions(
-        against=against,
-        data_path=str(data_path),
-        files_path=str(files_path),
-        projects=tuple(projects or ()),
-        runs_regex=runs,
-        report_path=None if report_path is None else str(report_path),
-        api_token=neptune_api_token(api_token),
-    )
     try:
-        reader_class(against)
+        options = AuditOptions(
+            against=values["against"],
+            data_path=str(values["data_path"]),
+            files_path=str(values["files_path"]),
+            projects=tuple(values["project"] or ()),
+            runs=run_selection_from(values),
+            report_path=None if values["report_path"] is None else str(values["report_path"]),
+            deep=values["deep"],
+            api_token=neptune_api_token(api_token),
+        )
+        reader_class(options.against)
         check_audit_options(options)
     except NeptuneExporterError as error:
         raise fail(error) from None

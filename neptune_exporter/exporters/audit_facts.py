@@ -47,3 +47,14 @@ def normal(value: Any) -> Any:
     if isinstance(value, (list, tuple, np.ndarray)):
         return [normal(v) for v in value]
     return value
+
+
+@dataclass
+class Window:
+    """Server points of one series in a step window (steps in millionths: low exclusive, high inclusive; None:
+    unbounded). A deep audit's windows tile the step line, so the export's points fall in exactly one."""
+
+    low: int | None
+    high: int | None
+    steps: np.ndarray  # int64 millionths (the export's step unit)
+    values: Any  # float64 array for float series, else a list of plain values

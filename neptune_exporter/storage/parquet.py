@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -337,13 +338,34 @@ def read_run_batches(
     data_root: Path | str, project_id: str, run_id: str, columns: list[str] | None = None, scope: str | None = None
 ) -> Iterator[pa.RecordBatch]:
     """A run's rows part by part; only the manifest's parts when a manifest exists (peer exports: every part)."""
+    for path in run_parts(data_root, project_id, run_id, scope):
+        yield from iter_part_batches(path, columns)
+
+
+def run_parts(data_root: Path | str, project_id: str, run_id: str, scope: str | None = None) -> list[Path]:
+    """The parts a run's rows are read from: the manifest's when it has one (peer exports: every part on disk)."""
     data_root = Path(data_root)
     manifest = read_manifest(manifest_path(data_root, project_id, run_id, scope))
-    paths = (
-        listed_paths(data_root, manifest) if manifest else run_part_paths(data_root, project_id, run_id, scope=scope)
-    )
-    for path in paths:
-        yield from iter_part_batches(path, columns)
+    return listed_paths(data_root, manifest) if manifest else run_part_paths(data_root, project_id, run_id, scope=scope)
+
+
+def row_group_ranges(path: Path, column: str) -> list[tuple[Any, Any]]:
+    """(min, max) of a column per row group of a part, from its statistics ((None, None) where none are recorded)."""
+    metadata = _open_part(path).metadata
+    index = metadata.schema.names.index(column) if column in metadata.schema.names else -1
+    ranges = []
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(index).statistics if index >= 0 else None
+        ranges.append((stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None))
+    return ranges
+
+
+def read_row_group(path: Path, group: int, columns: list[str]) -> pa.Table:
+    """One row group of a part, the requested columns in PARQUET_SCHEMA's types."""
+    part = _open_part(path)
+    target = pa.schema([PARQUET_SCHEMA.field(c) for c in columns])
+    table = part.read_row_group(group, columns=[c for c in columns if c in part.schema_arrow.names])
+    return pa.Table.from_batches([_to_target(b, target) for b in table.to_batches()], schema=target)
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -15,13 +15,14 @@ import numpy as np
 import pyarrow as pa
 
 from neptune_exporter.errors import InvalidOptionError, NeptuneExporterError, OutputPathError
-from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, normal
+from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, Window, normal
 from neptune_exporter.model import STEP_SCALE, decimal_array_to_unscaled, resolve_file_value
 from neptune_exporter.retry import call_with_retries
-from neptune_exporter.selection import compile_regex
+from neptune_exporter.selection import RunSelection, check_run_selection, run_selection_from_json, run_selection_to_json
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.exported_run import ExportedRun, list_stored_runs
 from neptune_exporter.validation.compare import Difference, short
+from neptune_exporter.validation.deep_audit import deep_run
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 
 SERIES_TYPES = ("float_series", "string_series", "histogram_series")
@@ -32,6 +33,7 @@ READERS = {  # --against → "module:factory(api_token, settings)"
 }
 MODIFIED = "sys/modification_time"
 UNAVAILABLE = "not available without a full download"
+FILES_CHECKED = "size only (the server reports no hash); use --deep for content"
 
 
 class SourceReader(Protocol):
@@ -39,21 +41,30 @@ class SourceReader(Protocol):
 
     unavailable: tuple[str, ...]  # series figures this source cannot give without a full download
 
-    def run_ids(self, project_id: str, runs_regex: str | None) -> list[str]: ...
+    def run_ids(self, project_id: str, selection: RunSelection) -> list[str]: ...
 
     def read(self, project_id: str, run_ids: list[str]) -> Iterator[RunFacts]: ...
+
+    def series_windows(self, project_id: str, run_id: str, path: str, attribute_type: str) -> Iterator[Window]:
+        """--deep: every point of one series, in windows that tile the step line (bounded size each)."""
+        ...
+
+    def file_sha256(self, project_id: str, run_id: str, path: str) -> str:
+        """--deep: sha256 of a single file's bytes as the server serves them."""
+        ...
 
 
 @dataclass(frozen=True)
 class AuditOptions:
-    """What to compare: source kind, export folders, selection (projects required, runs regex optional)."""
+    """What to compare: source kind, export folders, selection (projects required; runs selected as `export` does)."""
 
     against: str
     data_path: str
     files_path: str
     projects: tuple[str, ...]
-    runs_regex: str | None = None
+    runs: RunSelection = RunSelection()
     report_path: str | None = None
+    deep: bool = False  # re-read every point and every single file's bytes (bounded memory, many requests)
     api_token: str | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
@@ -63,8 +74,9 @@ class AuditOptions:
             "data_path": self.data_path,
             "files_path": self.files_path,
             "projects": list(self.projects),
-            "runs_regex": self.runs_regex,
+            "runs": run_selection_to_json(self.runs),
             "report_path": self.report_path,
+            "deep": self.deep,
         }
 
     @classmethod
@@ -74,8 +86,9 @@ class AuditOptions:
             data_path=data["data_path"],
             files_path=data["files_path"],
             projects=tuple(data.get("projects") or ()),
-            runs_regex=data.get("runs_regex"),
+            runs=run_selection_from_json(data.get("runs") or {}),
             report_path=data.get("report_path"),
+            deep=bool(data.get("deep", False)),
             api_token=api_token,
         )
 
@@ -237,16 +250,19 @@ class SourceAuditReport(ValidationReport):
             lines += ["", "## In the export, no longer on the server", ""]
             lines += [f"- `{run.project_id}/{run.run_id}`" for run in self.not_on_server]
         if self.not_compared:
-            lines += ["", "## Not compared", ""] + [
-                f"- {note} (only a full re-fetch of every point could tell; `--deep` is not built yet)"
-                for note in self.not_compared
-            ]
+            lines += ["", "## Not compared", ""] + [f"- {note}" for note in self.not_compared]
         return "\n".join(lines) + "\n"
 
 
-def not_compared(reader: Any) -> list[str]:
-    """Series figures the report cannot vouch for with this source."""
-    return [f"series {figure}: {UNAVAILABLE}" for figure in reader.unavailable]
+def not_compared(reader: Any, deep: bool = False) -> list[str]:
+    """What the report cannot vouch for with this source: without --deep, the series figures the server cannot give
+    cheaply, every point's value below the last and file contents; even with it, file series / sets / artifacts."""
+    notes = [] if deep else [f"series {figure}: {UNAVAILABLE}; use --deep" for figure in reader.unavailable]
+    if not deep:
+        notes.append(f"series values before the last point: {UNAVAILABLE}; use --deep")
+        notes.append(f"single files: {FILES_CHECKED}")
+    notes.append("file series, file sets and artifacts: not compared (neither the file names nor the content)")
+    return notes
 
 
 def _stored_exports(options: AuditOptions, project_id: str) -> dict[str, tuple[ExportedRun, list[str]]]:
@@ -257,15 +273,15 @@ def _stored_exports(options: AuditOptions, project_id: str) -> dict[str, tuple[E
             ExportedRun.from_stored(stored, data_root, files_root),
             [part.path for part in stored.manifest.parts if not (data_root / part.path).is_file()],
         )
-        for stored in list_stored_runs(data_root, projects=[project_id], runs_regex=options.runs_regex)
-        if stored.project_id == project_id
+        for stored in list_stored_runs(data_root, projects=[project_id], runs_regex=options.runs.runs_regex)
+        if stored.project_id == project_id and (not options.runs.run_ids or stored.run_id in options.runs.run_ids)
     }
 
 
 def audit_project(reader: SourceReader, options: AuditOptions, project_id: str) -> list[RunValidation]:
     """Every run of one project: server runs against their export, then export-only runs (listed, not errors)."""
     stored = _stored_exports(options, project_id)
-    on_server = reader.run_ids(project_id, options.runs_regex)
+    on_server = reader.run_ids(project_id, options.runs)
     results = []
     missing = [run_id for run_id in on_server if run_id not in stored or not stored[run_id][0].complete]
     for run_id in missing:
@@ -276,14 +292,23 @@ def audit_project(reader: SourceReader, options: AuditOptions, project_id: str) 
     present = [run_id for run_id in on_server if run_id not in missing]
     for facts in reader.read(project_id, present):
         export, lost_parts = stored[facts.run_id]
-        results.append(_audit_run(project_id, facts, export, lost_parts, reader.unavailable))
-    for run_id in sorted(stored.keys() - set(on_server)):
+        results.append(_audit_run(project_id, facts, export, lost_parts, reader, options.deep))
+    for run_id in gone_from_server(reader, project_id, options.runs, sorted(stored.keys() - set(on_server))):
         results.append(RunValidation(project_id, run_id, None, checked={"not_on_server": 1}))
     return results
 
 
+def gone_from_server(reader: SourceReader, project_id: str, selection: RunSelection, unmatched: list[str]) -> list[str]:
+    """Of the exported runs the selection did not list on the server, those the server no longer has at all (a run
+    archived since, or outside --where/--query, is not "gone": it is outside the selection)."""
+    if not unmatched:
+        return []
+    everything = set(reader.run_ids(project_id, RunSelection(runs_regex=selection.runs_regex, include_archived=True)))
+    return [run_id for run_id in unmatched if run_id not in everything]
+
+
 def _audit_run(
-    project_id: str, source: RunFacts, export: ExportedRun, lost_parts: list[str], unavailable
+    project_id: str, source: RunFacts, export: ExportedRun, lost_parts: list[str], reader: Any, deep: bool
 ) -> RunValidation:
     entry = RunValidation(project_id, source.run_id, source.run_id)
     if lost_parts:  # its rows cannot be read whole: name the parts, compare nothing else
@@ -297,13 +322,17 @@ def _audit_run(
     except (NeptuneExporterError, OSError) as error:
         entry.error = {"error_type": type(error).__name__, "message": str(error), "remedy": "export the run again"}
         return entry
-    entry.differences = compare_run(project_id, source, exported, unavailable)
+    entry.differences = compare_run(project_id, source, exported, () if deep else reader.unavailable)
     entry.checked = {
         "attributes": len(source.types),
         "atoms": len(source.atoms),
         "series": len(source.series),
         "files": len(source.file_sizes),
     }
+    if deep:
+        checked, differences = deep_run(reader, project_id, source, exported, export)
+        entry.checked.update(checked)
+        entry.differences += differences
     return entry
 
 
@@ -318,7 +347,7 @@ def check_audit_options(options: AuditOptions) -> None:
         raise OutputPathError(
             f"export folder {options.data_path} does not exist", "pass the --data-path an export wrote to"
         )
-    compile_regex(options.runs_regex, "--runs")
+    check_run_selection(options.against, options.runs, "--against")
     if not options.projects:
         raise InvalidOptionError("no project named", "name the projects with -p workspace/project (repeatable)")
 
@@ -334,7 +363,9 @@ def audit_one_project(options: AuditOptions, settings: Settings, project_id: str
 
 def new_report(options: AuditOptions) -> SourceAuditReport:
     """An empty report naming what this source cannot give cheaply."""
-    return SourceAuditReport(target=options.against, not_compared=not_compared(reader_class(options.against)))
+    return SourceAuditReport(
+        target=options.against, not_compared=not_compared(reader_class(options.against), options.deep)
+    )
 
 
 def reader_class(against: str) -> Any:
@@ -352,9 +383,9 @@ def run_source_audit(options: AuditOptions, settings: Settings) -> ValidationRep
         raise OutputPathError(
             f"export folder {options.data_path} does not exist", "pass the --data-path an export wrote to"
         )
-    compile_regex(options.runs_regex, "--runs")
+    check_run_selection(options.against, options.runs, "--against")
     reader = make_reader(options, settings)
-    report = SourceAuditReport(target=options.against, not_compared=not_compared(reader))
+    report = SourceAuditReport(target=options.against, not_compared=not_compared(reader, options.deep))
     for project_id in options.projects:
         report.runs.extend(audit_project(reader, options, project_id))
     report.runs.sort(key=lambda run: (run.project_id, run.run_id))

@@ -1,6 +1,6 @@
 """`neptune-exporter validate --against neptune3|neptune2` through the real CLI, a real Prefect server and the fake
-Neptune server: exit 0 and "no differences" on a clean export, exit 1 naming the difference after a changed atom,
-exit 2 in one line on a bad source name."""
+Neptune server: exit 0 and "no differences" on a clean export, exit 1 naming the difference after a changed atom
+(with --deep: every point and file re-read), exit 2 in one line on a bad source name."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ def test_validate_against_the_source_through_the_cli(source, prefect_server, tmp
             pq.write_table(
                 table.set_column(table.schema.get_field_index("string_value"), "string_value", pa.array(values)), part
             )
-        changed = run_cli(args, env, tmp_path)
+        assert (
+            "not compared: single files: size only (the server reports no hash); use --deep for content" in clean.stdout
+        )
+        changed = run_cli([*args, "--deep"], env, tmp_path)  # every point and file re-read: only the atom differs
     assert changed.returncode == 1, changed.stderr
     assert "1 difference(s) in 1 run(s)" in changed.stdout
     report = json.loads((tmp_path / "out" / "reports" / f"validation_source_{source}.json").read_text())

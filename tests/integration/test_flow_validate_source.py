@@ -7,11 +7,14 @@ import json
 
 import pytest
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
 
+from deployments.serve import DEPLOYMENTS
 from flows.runtime import result_of
 from flows.validate_source import validate_source
 from neptune_exporter.fake_neptune import FakeNeptune, datasets
 from tests.integration.test_source_audit import PROJECT, RUN, SOURCES, export, workspace
+from tests.prefect_reading import subflow_runs
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +84,24 @@ def test_validate_source_flow_names_an_unknown_project_in_one_line(prefect_harne
     assert state.is_failed()
     assert state.message.startswith("ProjectNotFoundError: ") and "workspace/nope" in state.message
     assert " — fix: " in state.message
+
+
+def test_the_validate_neptune3_deployment_runs_the_source_audit_as_a_subflow(prefect_harness, tmp_path, monkeypatch):
+    """`validate/neptune3` (the `validate` flow with the deployment's parameters, plus `deep`): the work is done by
+    the `validate-source` subflow, whose final state and summary the deployment's run takes."""
+    (spec,) = [s for s in DEPLOYMENTS if f"{s.load_flow().name}/{s.name}" == "validate/neptune3"]
+    with FakeNeptune(workspace(), port=0) as fake:
+        monkeypatch.setenv("NEPTUNE_API_TOKEN", fake.api_token)
+        export("neptune3", fake, tmp_path)
+        paths = {"data_path": str(tmp_path / "data"), "files_path": str(tmp_path / "files"), "projects": [PROJECT]}
+        state = spec.load_flow()(options={**spec.parameters["options"], **paths, "deep": True}, return_state=True)
+    assert state.is_completed(), state.message
+    summary = result_of(state)
+    assert (summary["target"], summary["runs_checked"], summary["verdict"]) == ("neptune3", 3, "no differences")
+    assert summary["not_compared"] == [
+        "file series, file sets and artifacts: not compared (neither the file names nor the content)"
+    ]
+    (subflow,) = subflow_runs(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow(subflow.flow_id).name == "validate-source"
+    assert subflow.parent_task_run_id is not None and subflow.state.is_completed()

@@ -95,10 +95,10 @@ def test_a_clean_export_has_no_differences(exported):
     checked = report.runs[0].checked
     assert (checked["series"], checked["files"]) == (3 if source == "neptune2" else 4, 1)
     expected_notes = [] if source == "neptune2" else ["series count", "series first step"]
+    expected_notes += ["series values before the last point", "single files", "file series, file sets and artifacts"]
     assert [note.split(":")[0] for note in report.not_compared] == expected_notes
-    assert (
-        "## Not compared" in report.to_markdown() if expected_notes else "## Not compared" not in report.to_markdown()
-    )
+    assert "## Not compared" in report.to_markdown()
+    assert "- single files: size only (the server reports no hash); use --deep for content" in report.to_markdown()
 
 
 def test_a_changed_last_value_is_named(copy):
@@ -239,7 +239,7 @@ def test_the_audit_reads_series_tails_only(source, monkeypatch):
     with FakeNeptune(ws, port=0) as fake:
         options = AuditOptions(source, "unused", "unused", (PROJECT,), api_token=fake.api_token)
         reader = make_reader(options, SETTINGS)
-        run_ids = reader.run_ids(PROJECT, None)
+        run_ids = reader.run_ids(PROJECT, RunSelection())
         facts = list(reader.read(PROJECT, run_ids))
         log = fake.requests.summary()
     assert len(facts) == BIG["runs"]
@@ -254,3 +254,38 @@ def test_the_audit_reads_series_tails_only(source, monkeypatch):
         assert requests <= series // 50  # neptune-query packs the tail requests of many series into one
     print(f"{source}: {requests} point requests, {sent} bytes for {series} series")
     assert sent < series * 400  # bytes: a few points per series, not 20,000 (a full read is > 100 bytes a point)
+
+
+# ----------------------------------------------------------------------------- run selection: export's own
+
+
+def test_the_audit_selects_runs_as_export_does(copy):
+    """`--where` (as `export` takes it): only the matching run is compared; the other exported runs are outside the
+    selection (not "no longer on the server"); the matching run's export deleted is named as missing."""
+    source, fake, root = copy
+    selection = RunSelection(where='params/p002 == "value-1-2"')
+    options = AuditOptions(
+        source, str(root / "data"), str(root / "files"), (PROJECT,), runs=selection, api_token=fake.api_token
+    )
+    report = run_source_audit(options, SETTINGS)
+    assert report.ok, differences(report)
+    assert [run.run_id for run in report.runs] == [RUN[source]] and report.not_on_server == []
+    manifest_path(root / "data", PROJECT, RUN[source]).unlink()
+    for part in run_part_paths(root / "data", PROJECT, RUN[source]):
+        part.unlink()
+    report = run_source_audit(options, SETTINGS)
+    assert differences(report) == [(RUN[source], "run", RUN[source], "missing from export", "complete", None)]
+
+
+def test_the_2x_audit_lists_runs_past_one_page(monkeypatch):
+    """2.x: the audit lists runs with the exporter's windowed listing (here 2 runs a window for 3 runs)."""
+    import neptune_exporter.exporters.neptune2.source as neptune2_source
+    from neptune_exporter.validation.source_audit import make_reader
+
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    monkeypatch.setattr(neptune2_source, "WINDOW_RUNS", 2)
+    with FakeNeptune(workspace(), port=0) as fake:
+        reader = make_reader(
+            AuditOptions("neptune2", "unused", "unused", (PROJECT,), api_token=fake.api_token), SETTINGS
+        )
+        assert reader.run_ids(PROJECT, RunSelection()) == ["SANDBOX-1", "SANDBOX-2", "SANDBOX-3"]

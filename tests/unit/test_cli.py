@@ -298,3 +298,44 @@ def test_failed_runs_are_printed_with_their_error_type_message_and_fix(capsys, t
     assert capsys.readouterr().err.splitlines() == [
         "failed: ws/p run-c: CorruptPartError: part 0 of run-c does not match its checksum — fix: export the run again"
     ]
+
+
+def test_validate_against_takes_exports_run_selection_and_deep(monkeypatch, tmp_path):
+    """`validate --against` selects runs with export's own options (same option objects) and passes --deep on."""
+    from neptune_exporter.cli import source_validate
+
+    seen = {}
+    monkeypatch.setattr(
+        source_validate, "run_source_validation", lambda options: seen.setdefault("options", options) and 0
+    )
+    (tmp_path / "d").mkdir()
+    args = ["validate", "--against", "neptune2", "-p", "ws/a", "-d", str(tmp_path / "d"), "--runs", "^A-"]
+    args += ["--where", "params/lr > 0.1", "--query", '`sys/id`:string = "A-1"', "--include-archived", "--deep"]
+    args += ["--modified-after", "2024-01-02T03:04:05Z", "--api-token", "t"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    options = seen["options"]
+    assert (options.against, options.projects, options.deep) == ("neptune2", ("ws/a",), True)
+    selection = options.runs
+    assert (selection.runs_regex, selection.where, selection.query, selection.include_archived) == (
+        "^A-",
+        "params/lr > 0.1",
+        '`sys/id`:string = "A-1"',
+        True,
+    )
+    assert selection.modified_after == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--deep"], "error: --deep: with --against only — fix: add --against neptune3|neptune2"),
+        (["--where", "x > 1", "--include-archived"], "error: --where, --include-archived: with --against only"),
+        (["--against", "neptune3", "-p", "ws/a", "--query", "x"], "error: --query (NQL) works with --against neptune2"),
+    ],
+)
+def test_validate_source_options_are_checked_in_one_line(args, expected, tmp_path):
+    (tmp_path / "d").mkdir()
+    result = runner.invoke(app, ["validate", "-d", str(tmp_path / "d"), *args])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(expected)

@@ -74,9 +74,9 @@ def test_figures_the_source_cannot_give_are_not_compared_and_the_report_says_so(
     report = SourceAuditReport(
         "neptune3",
         [RunValidation("p", "gone", None, checked={"not_on_server": 1})],
-        not_compared=["series count: not available without a full download"],
+        not_compared=["series count: not available without a full download; use --deep"],
     )
     assert report.ok and report.to_json()["runs_not_on_server"] == ["p/gone"]
     markdown = report.to_markdown()
     assert "## In the export, no longer on the server\n\n- `p/gone`" in markdown
-    assert "- series count: not available without a full download (only a full re-fetch" in markdown
+    assert "## Not compared\n\n- series count: not available without a full download; use --deep\n" in markdown

@@ -5,16 +5,26 @@ count comes with them) and each single file's size, a constant number of request
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, normal
-from neptune_exporter.exporters.neptune2.client import configure_client, typed_error
-from neptune_exporter.selection import compile_regex
+import numpy as np
+
+from neptune_exporter.errors import NeptuneExporterError
+from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, Window, normal
+from neptune_exporter.exporters.neptune2.client import configure_client, open_project, typed_error
+from neptune_exporter.exporters.neptune2.run_export import exact_page, points_to_arrays
+from neptune_exporter.exporters.neptune2.source import Neptune2Source
+from neptune_exporter.model import decimal_array_to_unscaled, steps_to_decimal_array
+from neptune_exporter.selection import RunSelection
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage.files import file_sha256
 
 RUNS_PER_REQUEST = 50
-MAX_LISTED_RUNS = 10_000  # one table read: the 2.x server's largest page
+DEEP_PAGE_POINTS = 10_000  # points per request of a --deep re-read (ascending pages)
 # 2.x type names as the export names them (the audit's own table: it must not borrow the exporter's).
 TYPES = {
     "float": "float",
@@ -48,38 +58,68 @@ class Neptune2Audit:
         self._projects: dict[str, Any] = {}
 
     def _project(self, project_id: str) -> Any:
-        import neptune
-
         if project_id not in self._projects:
             configure_client(self._settings)
-            try:
-                self._projects[project_id] = neptune.init_project(
-                    project=project_id, api_token=self._token, mode="read-only"
-                )
-            except Exception as exc:  # noqa: BLE001 - mapped to a typed error
-                raise typed_error(exc, project=project_id) from exc
+            self._projects[project_id] = open_project(project_id, self._token)
         return self._projects[project_id]
 
-    def run_ids(self, project_id: str, runs_regex: str | None) -> list[str]:
-        """sys ids of the project's non-trashed runs (the export's 2.x run ids) matching `runs_regex` (sys id or
-        custom run id)."""
-        pattern = compile_regex(runs_regex, "--runs")
+    def run_ids(self, project_id: str, selection: RunSelection) -> list[str]:
+        """sys ids (the export's 2.x run ids) of the runs `export` would select (the exporter's paged listing)."""
+        source = Neptune2Source(self._token, self._settings)
         try:
-            table = self._project(project_id).fetch_runs_table(
-                columns=["sys/id", "sys/custom_run_id"], trashed=False, limit=MAX_LISTED_RUNS, progress_bar=False
-            )
-            rows = [(_value(e, "sys/id"), _value(e, "sys/custom_run_id")) for e in table]
-        except ValueError as exc:
-            if "not present in the table" in str(exc):  # the client's message for a project with no runs
-                return []
-            raise typed_error(exc, project=project_id) from exc
+            return sorted(ref.run_id for ref in source.list_runs(project_id, selection))
+        finally:
+            source.close()
+
+    def series_windows(self, project_id: str, run_id: str, path: str, attribute_type: str) -> Iterator[Window]:
+        """Every point of one series, in ascending pages of DEEP_PAGE_POINTS (the client's offset paging)."""
+        from neptune.attributes.utils import create_attribute_from_type
+        from neptune.internal.backends.api_model import AttributeType
+
+        with self._opened(project_id, run_id) as run:
+            neptune_type = "floatSeries" if attribute_type == "float_series" else "stringSeries"
+            fetch = create_attribute_from_type(AttributeType(neptune_type), run, [path])._fetch_values_from_backend
+            total, offset, low = int(fetch(0, 1).totalItemCount), 0, None
+            while True:
+                points = exact_page(fetch, offset, DEEP_PAGE_POINTS)
+                offset += len(points)
+                steps, values, _ = points_to_arrays(points, offset - len(points))
+                unscaled = decimal_array_to_unscaled(steps_to_decimal_array(steps, path))
+                last = offset >= total or not points
+                high = None if last else int(unscaled[-1])
+                plain = np.asarray(values, dtype=np.float64) if attribute_type == "float_series" else list(values)
+                yield Window(low, high, unscaled, plain)
+                if last:
+                    return
+                low = high
+
+    def file_sha256(self, project_id: str, run_id: str, path: str) -> str:
+        """sha256 of a single file's bytes as the server serves them (downloaded to a temporary folder)."""
+        from neptune.attributes.utils import create_attribute_from_type
+        from neptune.internal.backends.api_model import AttributeType
+
+        with self._opened(project_id, run_id) as run, tempfile.TemporaryDirectory(prefix="audit-") as folder:
+            handle = create_attribute_from_type(AttributeType("file"), run, [path])
+            handle.download(destination=folder, progress_bar=False)
+            return file_sha256(next(p for p in Path(folder).iterdir() if p.is_file()))
+
+    @contextmanager
+    def _opened(self, project_id: str, run_id: str) -> Iterator[Any]:
+        """One run opened read-only (client errors as typed errors), stopped after use."""
+        import neptune
+
+        try:
+            run = neptune.init_run(project=project_id, with_id=run_id, mode="read-only", api_token=self._token)
         except Exception as exc:  # noqa: BLE001 - mapped to a typed error
-            raise typed_error(exc, project=project_id) from exc
-        return sorted(
-            sys_id
-            for sys_id, custom in rows
-            if pattern is None or any(v and pattern.search(v) for v in (sys_id, custom))
-        )
+            raise typed_error(exc, run=run_id, project=project_id) from exc
+        try:
+            yield run
+        except NeptuneExporterError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+            raise typed_error(exc, run=run_id, project=project_id) from exc
+        finally:
+            run.stop()
 
     def read(self, project_id: str, run_ids: list[str]) -> Iterator[RunFacts]:
         """Facts of the runs; atom values RUNS_PER_REQUEST runs a table read."""

@@ -80,6 +80,16 @@ def configure_client(settings: Settings, runs_at_once: int = 1) -> None:
     warnings.filterwarnings("ignore", "Neptune's model registry has been deprecated", NeptuneDeprecationWarning)
 
 
+def open_project(project_id: str, api_token: str | None) -> Any:
+    """The project's read-only container (client errors as typed errors); configure_client first."""
+    import neptune
+
+    try:
+        return neptune.init_project(project=project_id, api_token=api_token, mode="read-only")
+    except Exception as exc:  # noqa: BLE001 - mapped to a typed error
+        raise typed_error(exc, project=project_id) from exc
+
+
 def typed_error(
     error: BaseException, run: str | None = None, attribute: str | None = None, project: str | None = None
 ) -> NeptuneExporterError:

@@ -22,6 +22,7 @@ from neptune_exporter.exporters.neptune2.client import (
     TOKEN_REMEDY,
     configure_client,
     http_status,
+    open_project,
     retrying,
     token_server,
     typed_error,
@@ -87,13 +88,8 @@ class Neptune2Source:
         """The read-only project container (opened once, cached)."""
         with self._lock:
             if project_id not in self._projects:
-                neptune = self._client()
-                try:
-                    self._projects[project_id] = neptune.init_project(
-                        project=project_id, api_token=self._token, mode="read-only"
-                    )
-                except Exception as exc:  # noqa: BLE001 - mapped to a typed error
-                    raise typed_error(exc, project=project_id) from exc
+                self._client()
+                self._projects[project_id] = open_project(project_id, self._token)
             return self._projects[project_id]
 
     def check_access(self, project_id: ProjectId) -> None:

@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, normal
+from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, Window, normal
 from neptune_exporter.exporters.neptune3.client import configure_neptune_query, neptune_errors, required_token
-from neptune_exporter.selection import compile_regex
+from neptune_exporter.exporters.neptune3.frames import SeriesChunk, split_series_frame
+from neptune_exporter.exporters.neptune3.source import Neptune3Source
+from neptune_exporter.model import decimal_array_to_unscaled, steps_to_decimal_array
+from neptune_exporter.selection import RunSelection
 from neptune_exporter.settings import Settings
+from neptune_exporter.storage.files import file_sha256
 
 RUNS_PER_REQUEST = 50
 TAILED = ("string_series", "histogram_series")
@@ -36,24 +43,52 @@ class Neptune3Audit:
         configure_neptune_query(self._settings)
         neptune_query.set_api_token(token)
 
-    def run_ids(self, project_id: str, runs_regex: str | None) -> list[str]:
-        """Run ids as the export names them (custom run id, else sys/id), non-archived, matching `runs_regex`."""
+    def run_ids(self, project_id: str, selection: RunSelection) -> list[str]:
+        """Run ids as the export names them (custom run id, else sys/id) of the runs `export` would select."""
+        source = Neptune3Source(self._token, self._settings)
+        return sorted(ref.run_id for ref in source.list_runs(project_id, selection))
+
+    def series_windows(self, project_id: str, run_id: str, path: str, attribute_type: str) -> Iterator[Window]:
+        """Every point of one series, read backwards in windows of ≤ series_batch_rows points (neptune-query limits
+        from the tail only): each window holds the last points below the previous one."""
         from neptune_query import runs as nq_runs
 
         self._ready()
-        pattern = compile_regex(runs_regex, "--runs")
-        with neptune_errors(project=project_id):
+        fetch = nq_runs.fetch_metrics if attribute_type == "float_series" else nq_runs.fetch_series
+        limit, top, high = max(1, self._settings.series_batch_rows), None, None
+        while True:
+            with neptune_errors(project=project_id):
+                frame = fetch(
+                    project=project_id,
+                    runs=[run_id],
+                    attributes=[path],
+                    step_range=(None, top),
+                    tail_limit=limit,
+                    lineage_to_the_root=False,
+                    include_time="absolute",
+                )
+            chunk = split_series_frame(frame).get(path)
+            steps = np.empty(0) if chunk is None else chunk.steps
+            unscaled = decimal_array_to_unscaled(steps_to_decimal_array(steps, path))
+            full = steps.size >= limit
+            low = int(unscaled[0]) - 1 if full else None  # the window holds every point above its first step
+            yield Window(low, high, unscaled, _window_values(attribute_type, chunk))
+            if low is None:
+                return
+            top, high = float(np.nextafter(steps[0], -np.inf)), low
+
+    def file_sha256(self, project_id: str, run_id: str, path: str) -> str:
+        """sha256 of a single file's bytes as the server serves them (downloaded to a temporary folder)."""
+        from neptune_query import runs as nq_runs
+
+        self._ready()
+        with neptune_errors(project=project_id), tempfile.TemporaryDirectory(prefix="audit-") as folder:
             table = nq_runs.fetch_runs_table(
-                project=project_id, attributes=["sys/id", "sys/custom_run_id"], type_suffix_in_column_names=True
+                project=project_id, runs=[run_id], attributes=[path], type_suffix_in_column_names=True
             )
-        found = []
-        for sys_id, custom in zip(
-            _cells(table, "sys/id:string"), _cells(table, "sys/custom_run_id:string"), strict=True
-        ):
-            run_id = custom if isinstance(custom, str) and custom else sys_id
-            if pattern is None or any(isinstance(v, str) and pattern.search(v) for v in (run_id, sys_id)):
-                found.append(run_id)
-        return sorted(found)
+            frame = nq_runs.download_files(files=[table[f"{path}:file"].iloc[0]], destination=Path(folder))
+            local = [Path(cell) for column in frame.columns for cell in frame[column] if isinstance(cell, str)]
+            return file_sha256(local[0])
 
     def read(self, project_id: str, run_ids: list[str]) -> Iterator[RunFacts]:
         """Facts of the runs, RUNS_PER_REQUEST at a time."""
@@ -81,6 +116,13 @@ class Neptune3Audit:
                 )
                 _add_tails(facts, tails)
         yield from facts.values()
+
+
+def _window_values(attribute_type: str, chunk: SeriesChunk | None) -> Any:
+    """A window's values: float64 for float series (vectorised), else plain values one by one."""
+    if attribute_type == "float_series":
+        return np.empty(0) if chunk is None else np.asarray(chunk.values, dtype=np.float64)
+    return [] if chunk is None else [normal(_plain(v)) for v in chunk.values]
 
 
 def _cells(table: pd.DataFrame, column: str) -> list:
