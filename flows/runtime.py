@@ -49,12 +49,15 @@ class HandledRunFailureFilter(logging.Filter):
 
 class TerminalFailureLineFilter(logging.Filter):
     """On the CLI's terminal only: drops a task run's "Finished in state Failed('<error> — fix: <remedy>')", which the
-    command prints once as its `failed: PROJECT RUN: ...` line (the Prefect UI keeps the log line)."""
+    command prints once as its `failed: PROJECT RUN: ...` line (the Prefect UI keeps the log line), and Prefect's
+    "Still processing items: N items remaining..." while the process hands its last events to the server on exit
+    (a loaded machine: a line after the command's own last one, about nothing the user can act on)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         handled = message.startswith("Finished in state Failed(") and " — fix: " in message
-        return not (handled and record.name == "prefect.task_runs")
+        draining = message.startswith("Still processing items: ") and record.name.endswith("Worker")
+        return not ((handled and record.name == "prefect.task_runs") or draining)
 
 
 class StoppedRunFilter(logging.Filter):

@@ -14,6 +14,7 @@ import pytest
 
 from neptune_exporter.export import ExportOptions, run_export
 from neptune_exporter.fake_neptune import FakeNeptune, datasets
+from neptune_exporter.fake_neptune.store import Workspace
 from neptune_exporter.model import resolve_file_value
 from neptune_exporter.selection import RunSelection
 from neptune_exporter.settings import Settings
@@ -38,10 +39,13 @@ def workspace():
 @pytest.fixture(scope="module", params=SOURCES)
 def exported(request, tmp_path_factory):
     """(source, fake server, clean export root) per source; the server stays up for the module, unchanged."""
-    source = request.param
-    with FakeNeptune(workspace(), port=0) as fake, pytest.MonkeyPatch.context() as patch:
+    yield from exported_from(request.param, workspace(), tmp_path_factory.mktemp(f"audit-{request.param}"))
+
+
+def exported_from(source: str, workspace: Workspace, root: Path):
+    """Serves `workspace` on a fake server and exports it from `source` into `root`: (source, fake, root)."""
+    with FakeNeptune(workspace, port=0) as fake, pytest.MonkeyPatch.context() as patch:
         patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the 2.x client's OAuth on the fake's plain http
-        root = tmp_path_factory.mktemp(f"audit-{source}")
         export(source, fake, root)
         yield source, fake, root
 

@@ -23,7 +23,7 @@ from neptune_exporter.model import resolve_file_value
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.parquet import run_part_paths
 from neptune_exporter.validation.source_audit import AuditOptions, run_source_audit
-from tests.integration.test_source_audit import PROJECT, RUN, SOURCES, differences, export, rewrite_run
+from tests.integration.test_source_audit import PROJECT, RUN, SOURCES, differences, export, exported_from, rewrite_run
 
 pytestmark = pytest.mark.integration
 POINTS = 300
@@ -36,12 +36,7 @@ def workspace():
 
 @pytest.fixture(scope="module", params=SOURCES)
 def exported(request, tmp_path_factory):
-    source = request.param
-    with FakeNeptune(workspace(), port=0) as fake, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-        root = tmp_path_factory.mktemp(f"deep-{source}")
-        export(source, fake, root)
-        yield source, fake, root
+    yield from exported_from(request.param, workspace(), tmp_path_factory.mktemp(f"deep-{request.param}"))
 
 
 @pytest.fixture
