@@ -30,6 +30,7 @@ class RunFacts:
     atoms: dict[str, Any] = field(default_factory=dict)
     series: dict[str, SeriesFacts] = field(default_factory=dict)
     file_sizes: dict[str, int] = field(default_factory=dict)  # single files whose size the side reports
+    series_points: int | None = None  # points of all its series together, where the side counts them
 
 
 def normal(value: Any) -> Any:

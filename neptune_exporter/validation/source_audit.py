@@ -138,11 +138,13 @@ def _add_series_rows(facts: RunFacts, path: str, attribute_type: str, rows: pa.R
 
 def export_facts(export: ExportedRun) -> RunFacts:
     """The run as stored on disk (rows read part by part), with the sizes of its single files."""
-    facts = RunFacts(export.run_id)
+    facts, file_series_points = RunFacts(export.run_id), 0
     for batch in export.batches():
         for path, attribute_type in sorted(set(zip(*(batch.column(c).to_pylist() for c in _KEYS), strict=True))):
             facts.types[path] = attribute_type
             rows = _rows_of(batch, path)
+            if attribute_type == "file_series":
+                file_series_points += rows.num_rows
             if attribute_type in SERIES_TYPES:
                 _add_series_rows(facts, path, attribute_type, rows)
             elif attribute_type == "file":
@@ -150,6 +152,7 @@ def export_facts(export: ExportedRun) -> RunFacts:
                 facts.file_sizes[path] = local.stat().st_size if local is not None and local.is_file() else -1
             elif attribute_type not in FILE_TYPES:
                 facts.atoms[path] = normal(rows.column(_value_column(attribute_type))[0].as_py())
+    facts.series_points = file_series_points + sum(series.count or 0 for series in facts.series.values())
     return facts
 
 
@@ -190,6 +193,10 @@ def compare_run(project_id: str, source: RunFacts, export: RunFacts, unavailable
     for path in sorted(source.file_sizes.keys() & export.file_sizes.keys()):
         if source.file_sizes[path] != export.file_sizes[path]:
             found.append(diff("file", path, "size", source.file_sizes[path], export.file_sizes[path]))
+    if source.series_points is not None and source.series_points != export.series_points:
+        more = changed and source.series_points > (export.series_points or 0)
+        problem = "source has more series points" if more else "series points (all series together)"
+        found.append(diff("run", "series points", problem, source.series_points, export.series_points))
     return found
 
 
@@ -258,6 +265,11 @@ def not_compared(reader: Any, deep: bool = False) -> list[str]:
     """What the report cannot vouch for with this source: without --deep, the series figures the server cannot give
     cheaply, every point's value below the last and file contents; even with it, file series / sets / artifacts."""
     notes = [] if deep else [f"series {figure}: {UNAVAILABLE}; use --deep" for figure in reader.unavailable]
+    if not deep and "count" in reader.unavailable and getattr(reader, "counts_run_points", False):
+        notes[reader.unavailable.index("count")] += (
+            " (each run's total of series points is compared with the server's "
+            "sys/diagnostics/attributes/total_series_datapoints where it reports one)"
+        )
     if not deep:
         notes.append(f"series values before the last point: {UNAVAILABLE}; use --deep")
         notes.append(f"single files: {FILES_CHECKED}")

@@ -37,7 +37,7 @@ def fake_factory() -> Iterator[Callable[..., FakeNeptune]]:
 
 
 @pytest.fixture
-def use_neptune_query() -> Callable[[FakeNeptune], None]:
+def use_neptune_query(monkeypatch) -> Callable[[FakeNeptune], None]:
     """Point neptune-query at a fake: use(fake) sets its API token; pass `project=` on every call.
 
     neptune-query reads NEPTUNE_API_TOKEN/NEPTUNE_PROJECT only at import, and caches one HTTP client per API
@@ -46,6 +46,11 @@ def use_neptune_query() -> Callable[[FakeNeptune], None]:
     set them with monkeypatch.setenv.
     """
     import neptune_query
+
+    # neptune-query's own retry budget (1800 s / 3600 s), not one an earlier test's export left in this process's
+    # environment (the exporter configures neptune-query through it); a test sets a shorter one itself
+    monkeypatch.delenv("NEPTUNE_QUERY_RETRY_SOFT_TIMEOUT", raising=False)
+    monkeypatch.delenv("NEPTUNE_QUERY_RETRY_HARD_TIMEOUT", raising=False)
 
     def use(fake: FakeNeptune) -> None:
         neptune_query.set_api_token(fake.api_token)

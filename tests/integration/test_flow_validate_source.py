@@ -41,9 +41,11 @@ def test_validate_source_flow_reports_and_fails_on_a_server_change(source, prefe
         ]
         datasets.append_points(fake.workspace, PROJECT, RUN[source], "metrics/m000", [50.0], [7.0])
         changed = validate_source(options=options, return_state=True)
-    # the server's derived system attributes follow the change: sys/ping_time (both), the datapoint count (3.x)
+    # the server's derived system attributes follow the change: sys/ping_time (both), the datapoint count (3.x),
+    # which the audit also holds against the export's points
     counted = [("sys/diagnostics/attributes/total_series_datapoints", "value")] if source == "neptune3" else []
-    assert changed.is_failed() and changed.message == f"{3 + len(counted)} difference(s) in 1 run(s)"
+    total = [("series points", "source has more series points")] if source == "neptune3" else []
+    assert changed.is_failed() and changed.message == f"{3 + 2 * len(counted)} difference(s) in 1 run(s)"
     report = json.loads((tmp_path / "reports" / f"validation_source_{source}.json").read_text())
     (run,) = [run for run in report["runs"] if not run["ok"]]
     assert [(d["key"], d["problem"]) for d in run["differences"]] == [
@@ -51,6 +53,7 @@ def test_validate_source_flow_reports_and_fails_on_a_server_change(source, prefe
         ("sys/modification_time", "newer on the server"),
         ("sys/ping_time", "value"),
         ("metrics/m000", "source has more"),
+        *total,
     ]
     markdown = (tmp_path / "reports" / f"validation_source_{source}.md").read_text()
     assert "| workspace/sandbox | " + RUN[source] + " | series | metrics/m000 | source has more | 50.0 |" in markdown

@@ -27,6 +27,7 @@ PROJECT = "workspace/sandbox"
 SETTINGS = Settings(source_retry_timeout_s=5)
 SOURCES = ("neptune3", "neptune2")
 POINTS = 50
+EXPORTED_POINTS = POINTS + 100 + 10  # besides one float series: the other, 100 log lines, 10 histograms
 # the export names runs by the id each source names them with: 3.x custom run id, 2.x sys id
 RUN = {"neptune3": "run-00001", "neptune2": "SANDBOX-2"}
 OTHER_RUN = {"neptune3": "run-00002", "neptune2": "SANDBOX-3"}
@@ -86,6 +87,11 @@ def rewrite_run(root: Path, run_id: str, change) -> None:
         pq.write_table(change(pq.read_table(part)), part)
 
 
+def middle_row_of(table: pa.Table, path: str) -> int:
+    rows = pc.indices_nonzero(pc.equal(table["attribute_path"], path)).to_pylist()
+    return rows[len(rows) // 2]
+
+
 def last_row_of(table: pa.Table, path: str) -> int:
     rows = pc.indices_nonzero(pc.equal(table["attribute_path"], path)).to_pylist()
     return rows[-1]
@@ -133,8 +139,29 @@ def test_a_missing_last_point_is_named(copy):
         expected = [("last step", last, last - 1)]
     found = [(problem, e, a) for run, kind, key, problem, e, a in differences(report)]
     assert found[: len(expected)] == expected
-    assert {(run, kind, key) for run, kind, key, *_ in differences(report)} == {(RUN[source], "series", "metrics/m001")}
-    assert [problem for problem, *_ in found[len(expected) :]] == ["last value"]
+    assert found[len(expected)][0] == "last value"
+    series = {(RUN[source], "series", "metrics/m001")}
+    assert {(run, kind, key) for run, kind, key, *_ in differences(report)[: len(expected) + 1]} == series
+    # 3.x: the server's count of the run's points (sys/diagnostics) shows it too
+    total = EXPORTED_POINTS + POINTS
+    counted = [("series points (all series together)", total, total - 1)] if source == "neptune3" else []
+    assert [(problem, e, a) for run, kind, key, problem, e, a in differences(report)[len(expected) + 1 :]] == counted
+
+
+def test_a_point_missing_mid_series_is_found_without_deep_by_the_servers_counts(copy):
+    """3.x gives no count per series, but its run's sys/diagnostics total; 2.x counts each series."""
+    source, fake, root = copy
+    rewrite_run(
+        root, RUN[source], lambda t: t.take([i for i in range(t.num_rows) if i != middle_row_of(t, "metrics/m001")])
+    )
+    report = audit(source, fake, root)
+    if source == "neptune2":
+        assert differences(report) == [(RUN[source], "series", "metrics/m001", "count", POINTS, POINTS - 1)]
+    else:
+        total = EXPORTED_POINTS + POINTS
+        assert differences(report) == [
+            (RUN[source], "run", "series points", "series points (all series together)", total, total - 1)
+        ]
 
 
 def test_a_missing_run_is_named(copy):
@@ -204,7 +231,10 @@ def test_points_appended_on_the_server_are_reported_as_source_has_more(source, t
         )
         report = audit(source, fake, tmp_path)
     # the server's derived system attributes follow the change too: sys/ping_time (both), the datapoint count (3.x)
-    *counted, modified, pinged, difference = report.differences
+    *counted, modified, pinged, difference = [d for d in report.differences if d.kind != "run"]
+    totals = [(d.kind, d.key, d.problem, d.expected, d.actual) for d in report.differences if d.kind == "run"]
+    more = ("run", "series points", "source has more series points", 2 * POINTS + 113, 2 * POINTS + 110)
+    assert totals == ([more] if source == "neptune3" else [])
     assert (modified.kind, modified.key, modified.problem) == ("atom", "sys/modification_time", "newer on the server")
     assert modified.expected > modified.actual
     assert (pinged.kind, pinged.key, pinged.problem) == ("atom", "sys/ping_time", "value")

@@ -18,6 +18,7 @@ DEFAULTS = {
     "attributes_per_request": 500,
     "runs_per_task_batch": 500,
     "chunk_lost_after_s": 120,
+    "dead_run_after_s": 0,
     "source_retry_timeout_s": 60,
 }
 OVERRIDES = {  # env value → parsed value
@@ -29,6 +30,7 @@ OVERRIDES = {  # env value → parsed value
     "attributes_per_request": ("50", 50),
     "runs_per_task_batch": ("20", 20),
     "chunk_lost_after_s": ("30", 30),
+    "dead_run_after_s": ("600", 600),
     "source_retry_timeout_s": ("7", 7),
 }
 RETRY_OVERRIDES = {

@@ -80,3 +80,16 @@ def test_figures_the_source_cannot_give_are_not_compared_and_the_report_says_so(
     markdown = report.to_markdown()
     assert "## In the export, no longer on the server\n\n- `p/gone`" in markdown
     assert "## Not compared\n\n- series count: not available without a full download; use --deep\n" in markdown
+
+
+def test_the_servers_total_of_series_points_is_compared_where_it_reports_one():
+    source, export = facts(m=SeriesFacts(None, None, 2.0, 1.5)), facts(m=SeriesFacts(3, 0.0, 2.0, 1.5))
+    export.series_points = 3
+    assert found(source, export) == []  # no total reported: nothing to compare
+    source.series_points = 3
+    assert found(source, export) == []
+    source.series_points = 4  # a point lost mid-series: the tail is the same
+    assert found(source, export) == [("run", "series points", "series points (all series together)", 4, 3)]
+    changed = facts(T1, m=SeriesFacts(None, None, 2.0, 1.5))
+    changed.series_points = 4  # points logged on the server after the export
+    assert found(changed, export)[-1] == ("run", "series points", "source has more series points", 4, 3)

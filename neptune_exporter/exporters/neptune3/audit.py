@@ -1,6 +1,7 @@
 """Neptune 3.x as the source audit reads it, with neptune-query's public API only: the runs table (types, atoms,
-file sizes), `list_attributes` per run (which attributes a run has) and one-point tails of every series
-(`fetch_metrics` / `fetch_series` with `tail_limit=1`), runs in batches."""
+file sizes, the server's count of the run's series points where it reports `sys/diagnostics/attributes/*`),
+`list_attributes` per run (which attributes a run has) and one-point tails of every series (`fetch_metrics` /
+`fetch_series` with `tail_limit=1`), runs in batches."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from neptune_exporter.settings import Settings
 from neptune_exporter.storage.files import file_sha256
 
 RUNS_PER_REQUEST = 50
+# the server's count of a run's own series points (every series type), where it reports one
+SERIES_POINTS = "sys/diagnostics/attributes/total_series_datapoints"
 TAILED = ("string_series", "histogram_series")
 
 
@@ -31,6 +34,7 @@ class Neptune3Audit:
     """Read-only facts of 3.x runs; the API gives no point count or first step without reading every point."""
 
     unavailable = ("count", "first step")
+    counts_run_points = True  # the runs table's SERIES_POINTS, where the server reports it
 
     def __init__(self, api_token: str | None, settings: Settings):
         self._token = api_token or os.environ.get("NEPTUNE_API_TOKEN")
@@ -138,6 +142,8 @@ def _table_facts(run_id: str, table: pd.DataFrame, present: set[str]) -> RunFact
         if path not in present or _absent(value):
             continue
         facts.types[path] = attribute_type
+        if path == SERIES_POINTS:
+            facts.series_points = int(value)
         if attribute_type == "file":
             facts.file_sizes[path] = int(value.size_bytes)
         elif attribute_type.endswith("_series"):
