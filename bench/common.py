@@ -418,7 +418,7 @@ def export_in_child(
 
 
 def _child_export(args: argparse.Namespace) -> None:
-    from neptune_exporter.export import run_export
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.settings import Settings
 
     options = export_options(os.environ["NEPTUNE_API_TOKEN"], args.project, Path(args.root), args.workers, args.runs)

@@ -87,7 +87,7 @@ def fetch_floor(token: str, shape: Shape, workers: int, staging: Path) -> int:
 
 def export_once(token: str, shape: Shape, workers: int, root: Path) -> int:
     """Our export (library loop) to a fresh folder; the points written."""
-    from neptune_exporter.export import run_export
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.settings import Settings
 
     results = run_export(export_options(token, shape.project_id, root, workers), Settings.from_env())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -40,15 +41,28 @@ def flow_parameters(options: library.ExportOptions) -> dict[str, Any]:
         "selection": {key: data[key] for key in SELECTION_KEYS},
         "paths": {key: locations.absolute_path(data[key]) for key in PATH_KEYS},
         "workers": data["workers"],
+        "processes": data["processes"],
     }
 
 
 def options_from_parameters(
-    source: str, projects: list[str] | None, selection: dict | None, paths: dict | None, workers: int
+    source: str,
+    projects: list[str] | None,
+    selection: dict | None,
+    paths: dict | None,
+    workers: int,
+    processes: int | None = None,
 ) -> library.ExportOptions:
     """The flow's parameters → ExportOptions: projects default to NEPTUNE_PROJECT of this process, paths must be
     absolute (InvalidOptionError naming the absolute path otherwise); the token comes from NEPTUNE_API_TOKEN."""
-    merged = {"source": source, "projects": projects or [], **(selection or {}), **(paths or {}), "workers": workers}
+    merged = {
+        "source": source,
+        "projects": projects or [],
+        **(selection or {}),
+        **(paths or {}),
+        "workers": workers,
+        "processes": processes,
+    }
     options = library.ExportOptions.from_json(merged)
     return replace(
         options,
@@ -131,9 +145,10 @@ def export_chunk(plans: list[dict], options: dict, live: str = "", shared: dict 
     it first checks it sees the parent's data path, then journals each run's result there.
     """
     parsed = library.ExportOptions.from_json(options)
-    return fan_out.as_chunk(
-        parsed.data_path, shared, lambda report: export_chunk_runs(plans, options, parsed, live, report)
-    )
+    with export_tasks.run_exporters_closed() if shared is not None else nullcontext():  # a parent closes its own
+        return fan_out.as_chunk(
+            parsed.data_path, shared, lambda report: export_chunk_runs(plans, options, parsed, live, report)
+        )
 
 
 def export_chunk_runs(
@@ -268,12 +283,14 @@ def export(
     workers: int = 4,
     if_locked: str = "stop",
     distribute: dict | None = None,
+    processes: int | None = None,
 ) -> dict | State:
     """Export Neptune runs to Parquet + files: resumable, incremental; Failed when any run failed. Skipped when another
     export writes to the data path (flows/guard.py; `if_locked="wait"` waits for its lock instead). With `distribute`
     ({"work_pool": ..., "chunk_runs": ..., "max_parallel": ...}) the runs are exported by `export-chunk/<source>` flow
-    runs on that work pool (flows/fan_out.py); the data path must be shared storage."""
-    options = options_from_parameters(source, projects, selection, paths, workers)
+    runs on that work pool (flows/fan_out.py); the data path must be shared storage. `processes`: worker processes
+    per flow-run process exporting the runs (0: its threads; default: cores - 1 for a remote source)."""
+    options = options_from_parameters(source, projects, selection, paths, workers, processes)
     distribution = Distribution.from_json(distribute) if distribute is not None else None
     if (skipped := guard.skip_if_data_path_busy(options.data_path)) is not None:
         return skipped
@@ -282,7 +299,10 @@ def export(
         return refused
     projects = checked.result()
     try:
-        with library.export_lock(options, if_locked, on_wait=get_run_logger().warning):
+        with (
+            library.export_lock(options, if_locked, on_wait=get_run_logger().warning),
+            export_tasks.run_exporters_closed(),
+        ):
             return export_locked(options, projects, distribution)
     except PathLockedError as error:
         return guard.locked_state(str(error))

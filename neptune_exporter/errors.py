@@ -139,6 +139,10 @@ class ChunkFailedError(TerminalError):
     """A chunk of a distributed export ended Failed without results for its runs (its message says why)."""
 
 
+class WorkerProcessDiedError(TerminalError):
+    """An export worker process (`--processes`) ended while it exported a run; the rerun redoes the run."""
+
+
 class UnsupportedError(TerminalError):
     """The source or target cannot do what was asked."""
 

@@ -10,7 +10,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ from neptune_exporter.errors import (
 from neptune_exporter.export_results import (
     RunExportResult,
     error_record,
-    write_export_summary,
 )
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.model import RunRef, iso_utc_ms, run_ref_to_json
@@ -136,6 +134,10 @@ def preflight(options: ExportOptions, source: Source) -> list[str]:
     _check_regexes(options)
     if options.workers < 1:
         raise InvalidOptionError(f"workers must be at least 1, got {options.workers}", "pass --workers 1 or more")
+    if options.processes is not None and options.processes < 0:
+        raise InvalidOptionError(
+            f"processes must be 0 or more, got {options.processes}", "pass --processes 0 (this process) or more"
+        )
     check_writable(options.data_path, "--data-path")
     check_writable(options.files_path, "--files-path")
     projects = list(dict.fromkeys([*options.projects, *_workspace_projects(options, source)]))
@@ -496,21 +498,3 @@ def export_lock(
     with lock.hold(data_root / lock.EXPORT_LOCK, "export", if_locked, on_wait):
         incremental.remove_leftovers(data_root)
         yield
-
-
-def run_export(
-    options: ExportOptions, settings: Settings, progress: ProgressSink | None = None, if_locked: str = "stop"
-) -> list[RunExportResult]:
-    """Preflight (before the lock: a bad input stops before any folder is made), then under `export_lock`:
-    `plan_export`, `export_one` per run on a bounded thread pool, and the project summaries; the results."""
-    source = make_source(options, settings)
-    projects = checked_projects(source, options, settings)
-    with export_lock(options, if_locked):
-        plans = plan_export(source, options, settings, projects)
-        if progress is not None:
-            progress.on_plan(len(plans))
-        with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="export") as pool:
-            futures = [pool.submit(export_one, source, plan, options, settings, progress) for plan in plans]
-            results = [future.result() for future in futures]
-        write_export_summary(Path(options.data_path), results, options)
-    return results

@@ -148,6 +148,7 @@ class ExportOptions:
     api_token: str | None = field(default=None, repr=False, compare=False)
     workers: int = 4
     include_models: bool = False  # 2.x model registry: models and versions under <project-dir>/<scope>/
+    processes: int | None = None  # worker processes (export_processes.py); None: cores - 1 for a remote source
 
     def to_json(self) -> dict:
         """Every option except the token, as JSON types."""
@@ -163,6 +164,7 @@ class ExportOptions:
             "attributes": attribute_selection_to_json(self.attributes),
             "workers": self.workers,
             "include_models": self.include_models,
+            "processes": self.processes,
         }
 
     @classmethod
@@ -181,6 +183,7 @@ class ExportOptions:
             api_token=api_token,
             workers=int(data.get("workers", 4)),
             include_models=bool(data.get("include_models", False)),
+            processes=None if data.get("processes") is None else int(data["processes"]),
         )
 
     def fingerprint(self) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import task
@@ -10,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from neptune_exporter import export as library
-from neptune_exporter import export_results, interrupt, progress
+from neptune_exporter import export_results, export_runner, interrupt, progress
 from neptune_exporter.errors import TerminalError, failure_message
 from neptune_exporter.exporters.base import Source
 from neptune_exporter.settings import Settings, neptune_api_token
@@ -19,6 +22,7 @@ from tasks.policy import cached_task_options, detached, failed, interrupted, rej
 
 _sources: dict[tuple[str, str | None], Source] = {}
 _sources_lock = threading.Lock()
+_run_exporters: dict[tuple[str, str | None], export_runner.RunExporter] = {}
 
 
 def source_for(options: library.ExportOptions) -> Source:
@@ -28,6 +32,30 @@ def source_for(options: library.ExportOptions) -> Source:
         if key not in _sources:
             _sources[key] = library.make_source(options, Settings.from_env())
         return _sources[key]
+
+
+def run_exporter_for(options: library.ExportOptions) -> export_runner.RunExporter:
+    """Where this export's runs are exported (this process, or its worker processes: `--processes`); one per export
+    options in this process, kept until `run_exporters_closed` ends."""
+    key = (json.dumps(options.to_json(), sort_keys=True), neptune_api_token(options.api_token))
+    source = source_for(options)
+    with _sources_lock:
+        if key not in _run_exporters:
+            _run_exporters[key] = export_runner.open_run_exporter(options, Settings.from_env(), source)
+        return _run_exporters[key]
+
+
+@contextmanager
+def run_exporters_closed() -> Iterator[None]:
+    """Close the run exporters (worker processes) the block opened, when it ends."""
+    try:
+        yield
+    finally:
+        with _sources_lock:
+            exporters = list(_run_exporters.values())
+            _run_exporters.clear()
+        for exporter in exporters:
+            exporter.close()
 
 
 @task(name="preflight", cache_policy=NO_CACHE, **retry_options())
@@ -62,7 +90,7 @@ def export_run(
     sink = interrupt.StopBetweenBatches(progress.PointsOnly(progress.active()))
     try:
         interrupt.raise_if_requested()
-        result = library.export_one(source_for(parsed), run_plan, parsed, Settings.from_env(), sink)
+        result = run_exporter_for(parsed).export_one(run_plan, sink)
     except interrupt.Interrupted:
         stopped = export_results.RunExportResult(
             run_plan.run.project_id, run_plan.run.run_id, interrupt.INTERRUPTED, manifest_path, action=run_plan.action

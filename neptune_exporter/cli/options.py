@@ -113,6 +113,17 @@ PreviewsOpt = Annotated[bool, typer.Option(help="Also export metric preview poin
 ExportWorkersOpt = Annotated[int, typer.Option(min=1, help="Runs exported at the same time.")]
 
 
+ProcessesOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Worker processes exporting the runs, each with its own Neptune client (0: this process). "
+        "Default: cores - 1 for a remote Neptune server, 0 for one on this machine.",
+        show_default=False,
+    ),
+]
+
+
 IfLockedOpt = Annotated[
     str,
     typer.Option(
@@ -152,6 +163,7 @@ def export_options_from(values: dict[str, Any], api_token: str | None) -> Export
         ),
         workers=values["workers"],
         include_models=values["include_models"],
+        processes=values.get("processes"),
     )
 
 

@@ -23,6 +23,7 @@ from neptune_exporter.cli.options import (
     ModelsOpt,
     ModifiedAfterOpt,
     PreviewsOpt,
+    ProcessesOpt,
     ProjectOpt,
     QueryOpt,
     RunsRegexOpt,
@@ -68,6 +69,7 @@ def schedule(
     exclude: ExcludeKindsOpt = None,
     include_previews: PreviewsOpt = False,
     workers: ExportWorkersOpt = 4,
+    processes: ProcessesOpt = None,
 ) -> None:
     """Create or update a scheduled incremental export on the Prefect server (PREFECT_API_URL) that `serve` runs.
 

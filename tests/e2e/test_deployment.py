@@ -142,7 +142,8 @@ def test_neptune2_deployment_exports_with_the_legacy_client(served, tmp_path):
 def test_load_deployments_fill_mlflow_and_wandb_and_validate(served, fake, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.settings import Settings
 
     data, files = tmp_path / "data", tmp_path / "files"

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from neptune_exporter.export import ExportOptions, run_export
+from neptune_exporter.export import ExportOptions
+from neptune_exporter.export_runner import run_export
 from neptune_exporter.load import LoadOptions, run_load
 from neptune_exporter.loaders.wandb import wandb_run_id
 from neptune_exporter.settings import Settings

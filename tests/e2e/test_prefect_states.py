@@ -17,7 +17,8 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.server import serve_deployments, stop_process
-from neptune_exporter.export import ExportOptions, run_export
+from neptune_exporter.export import ExportOptions
+from neptune_exporter.export_runner import run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.settings import Settings

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from neptune_exporter.export import ExportOptions, run_export
+from neptune_exporter.export import ExportOptions
+from neptune_exporter.export_runner import run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune.datasets import generate_workspace
 from neptune_exporter.settings import Settings

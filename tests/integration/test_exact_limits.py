@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 from mlflow.tracking import MlflowClient
 
-from neptune_exporter.export import ExportOptions, run_export
+from neptune_exporter.export import ExportOptions
+from neptune_exporter.export_runner import run_export
 from neptune_exporter.fake_neptune import FakeNeptune
 from neptune_exporter.fake_neptune import limits_dataset as lim
 from neptune_exporter.fake_neptune.datasets import awkward_workspace

@@ -447,7 +447,8 @@ def fail_table_reads(fake, monkeypatch) -> Settings:
 
 
 def test_a_failing_table_read_in_discovery_is_attempted_exactly_the_budget(fake, tmp_path, monkeypatch):
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
 
     options = ExportOptions(
         source="neptune2",
@@ -604,7 +605,8 @@ def stored_rows(data_root: Path, project_id: str, run_id: str) -> list[tuple]:
 
 
 def test_pipeline_full_then_incremental_equals_a_fresh_export(tmp_path):
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.storage.manifest import manifest_path, read_manifest
 
     ws = ds.awkward_workspace()

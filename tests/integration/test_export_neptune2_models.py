@@ -13,7 +13,8 @@ import pytest
 from neptune import exceptions as ne
 
 from neptune_exporter.errors import UnsupportedError
-from neptune_exporter.export import ExportOptions, RunPlan, discover, export_run, preflight, run_export
+from neptune_exporter.export import ExportOptions, RunPlan, discover, export_run, preflight
+from neptune_exporter.export_runner import run_export
 from neptune_exporter.exporters.base import AttributeSelection, RunSelection
 from neptune_exporter.exporters.neptune2 import Neptune2Source
 from neptune_exporter.exporters.neptune3 import Neptune3Source

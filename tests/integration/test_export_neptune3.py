@@ -437,7 +437,8 @@ def check_files_where_the_peer_looks(data_root: Path, files_root: Path) -> int:
 
 
 def test_full_then_incremental_export_to_parquet(tmp_path):
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.storage.parquet import read_run_batches
 
     with FakeNeptune(awkward_workspace(), port=0) as server:
@@ -504,7 +505,8 @@ FORK_STEPS = {"run-child": 4.0, "run-of-plain": 1.0}
 @pytest.fixture(scope="module")
 def fork_export(tmp_path_factory):
     """The awkward workspace plus a fork of AWK-7 (no custom run id), exported through export.run_export."""
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
 
     root = tmp_path_factory.mktemp("forks")
     with FakeNeptune(awkward_workspace(), port=0) as server:

@@ -350,7 +350,8 @@ def _has_points(client: MlflowClient, project: str) -> bool:
 
 
 def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, mlflow_server, tmp_path):  # noqa: F811
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.exporters.base import RunSelection
 
     project = "workspace/awkward"

@@ -480,7 +480,8 @@ def test_negative_steps_are_shifted_not_dropped_and_oversized_histograms_fail_cl
 
 
 def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, tmp_path):
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.exporters.base import RunSelection
     from neptune_exporter.load import LoadOptions, run_load, run_validate
     from neptune_exporter.settings import Settings

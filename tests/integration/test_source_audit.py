@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from neptune_exporter.export import ExportOptions, run_export
+from neptune_exporter.export import ExportOptions
+from neptune_exporter.export_runner import run_export
 from neptune_exporter.fake_neptune import FakeNeptune, datasets
 from neptune_exporter.fake_neptune.store import Workspace
 from neptune_exporter.model import resolve_file_value

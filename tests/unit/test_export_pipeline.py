@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from neptune_exporter import export as ex
-from neptune_exporter import export_results
+from neptune_exporter import export_results, export_runner
 from neptune_exporter.errors import (
     InvalidRegexError,
     OutputPathError,
@@ -218,10 +218,10 @@ def test_preflight_rejects_bad_regex_unwritable_paths_and_unknown_projects(tmp_p
 
 
 def test_run_export_stops_on_bad_input_before_making_any_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(ex, "make_source", lambda options, settings: FakeSource({}))
+    monkeypatch.setattr(export_runner, "make_source", lambda options, settings: FakeSource({}))
     options = replace(options_for(tmp_path / "out"), projects=("ws/nope",))
     with pytest.raises(ProjectNotFoundError, match="ws/nope"):
-        ex.run_export(options, SETTINGS)
+        export_runner.run_export(options, SETTINGS)
     assert not (tmp_path / "out").exists()  # neither the data path nor its lock file was made
 
 
@@ -437,7 +437,7 @@ def test_run_exported_in_the_older_file_path_format_is_redone(tmp_path):
 
 def test_run_export_loop_with_threads_and_progress(tmp_path, monkeypatch):
     source = FakeSource({f"run-{i}": make_run(30) for i in range(6)})
-    monkeypatch.setattr(ex, "make_source", lambda options, settings: source)
+    monkeypatch.setattr(export_runner, "make_source", lambda options, settings: source)
 
     class Sink:
         def __init__(self):
@@ -455,7 +455,7 @@ def test_run_export_loop_with_threads_and_progress(tmp_path, monkeypatch):
                 self.done.append(result.status)
 
     sink = Sink()
-    results = ex.run_export(replace(options_for(tmp_path), workers=3), SETTINGS, sink)
+    results = export_runner.run_export(replace(options_for(tmp_path), workers=3), SETTINGS, sink)
     assert sink.total == 6 and sink.done == ["complete"] * 6 and sink.points == 6 * (4 + 30 + 3)
     assert {r.status for r in results} == {"complete"}
     summary = export_results.export_summary(results, options_for(tmp_path))

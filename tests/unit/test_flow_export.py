@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flows.export import export, flow_parameters
+from flows.export import export, flow_parameters, options_from_parameters
 from flows.runtime import result_of
 from neptune_exporter.export import ExportOptions
 from neptune_exporter.fake_neptune import FakeNeptune
@@ -52,7 +52,8 @@ def stored_rows(options: ExportOptions, run_id: str) -> int:
 
 def test_flow_parameters_are_json_and_round_trip(options):
     parameters = flow_parameters(options)
-    assert set(parameters) == {"source", "projects", "selection", "paths", "workers"}
+    assert set(parameters) == {"source", "projects", "selection", "paths", "workers", "processes"}
+    assert options_from_parameters(**parameters) == options  # processes included (None: chosen where the flow runs)
     assert json.loads(json.dumps(parameters)) == parameters
     assert "api_token" not in json.dumps(parameters)
 
