@@ -231,12 +231,20 @@ class Warmup:
         self.server = LocalServer() if early else None
         if self.server is not None:  # every Prefect client of this process talks to it, as in ephemeral mode
             os.environ["PREFECT_API_URL"] = self.server.api_url
-        self._imports = threading.Thread(target=import_all, args=(modules,), name="prefect-warmup", daemon=True)
-        self._imports.start()
+        self._imports: list[threading.Thread] = []
+        self.import_in_background(*modules)
+
+    def import_in_background(self, *modules: str) -> None:
+        """Import `modules` on a thread of their own (`wait_ready` waits for them)."""
+        if modules:
+            thread = threading.Thread(target=import_all, args=(modules,), name="prefect-warmup", daemon=True)
+            thread.start()
+            self._imports.append(thread)
 
     def wait_ready(self) -> None:
         """Block until the modules are imported and the server answers."""
-        self._imports.join()
+        for thread in self._imports:
+            thread.join()
         if self.server is not None:
             self.server.wait_ready()
 

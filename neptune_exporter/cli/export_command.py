@@ -40,7 +40,7 @@ from neptune_exporter.cli.options import (
     distribution,
     export_options_from,
 )
-from neptune_exporter.cli.running import say_interrupted, start_prefect, stops_on_interrupt
+from neptune_exporter.cli.running import import_in_background, say_interrupted, start_prefect, stops_on_interrupt
 from neptune_exporter.errors import TerminalError
 from neptune_exporter.settings import Settings, neptune_api_token
 from neptune_exporter.storage.lock import check_if_locked
@@ -118,10 +118,12 @@ def preflight_and_export(
     """Preflight (bad input → one line, exit 2), then the export flow's summary."""
     from neptune_exporter.export import make_source, preflight
 
-    start_prefect("flows.export")  # Prefect's server starts and the flow imports while preflight runs
+    start_prefect()  # Prefect's server starts while the Neptune client loads and preflight runs
     settings = Settings.from_env()
     try:
-        preflight(options, make_source(options, settings))
+        source = make_source(options, settings)
+        import_in_background("flows.export")  # after the client's import: the first Neptune request goes out first
+        preflight(options, source)
     except TerminalError as error:
         raise fail(error) from None
     if options.api_token:

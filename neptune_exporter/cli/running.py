@@ -57,3 +57,10 @@ def start_prefect(*modules: str) -> None:
     except TerminalError as error:
         raise fail(error) from None
     warm_up(*modules)
+
+
+def import_in_background(*modules: str) -> None:
+    """Import `modules` on a thread while this one goes on (after `start_prefect`; its `wait_ready` waits for them)."""
+    from neptune_exporter.prefect_env import warm_up
+
+    warm_up().import_in_background(*modules)
