@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO, machine_description  # noqa: E402
 
-BENCHMARKS = ("export_vs_floor", "memory_bound", "load_vs_floor", "prefect_overhead", "scaling")
+BENCHMARKS = ("export_vs_floor", "memory_bound", "load_vs_floor", "prefect_overhead", "scaling", "startup", "vs_peer")
 
 
 FIGURE = re.compile(r"^[A-Za-z_][\w.]*: \S")  # `name: value unit (target ...)`; client chatter never matches

@@ -118,3 +118,28 @@ def test_repeats_default_to_the_quick_or_full_count_unless_given():
     assert parse_bench_args(parser, ["--quick", "--repeats", "5"]).repeats == 5
     assert parse_bench_args(parser, []).latency_ms == 20.0
     assert not hasattr(parse_bench_args(bench_arguments("d", "q", latency_ms=None), []), "latency_ms")
+
+
+def test_vs_peer_without_the_other_tool_says_how_to_get_it_and_measures_nothing(capsys, monkeypatch):
+    from bench import vs_peer
+
+    monkeypatch.delenv("NEPTUNE_EXPORTER_PEER", raising=False)
+    assert vs_peer.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("vs_peer (nothing measured): give --peer PATH")
+    assert "git clone https://github.com/neptune-ai/neptune-exporter" in out
+    assert figure_lines(out) == []  # `make bench` lists no figure for it
+
+
+def test_vs_peer_counts_rows_less_the_paths_only_one_tool_writes(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.vs_peer import parquet_rows
+
+    (tmp_path / "p").mkdir()
+    paths = ["sys/state", "params/a", "metrics/m", "metrics/m", "sys/state"]
+    pq.write_table(pa.table({"attribute_path": paths}), tmp_path / "p" / "part_0.parquet")
+    pq.write_table(pa.table({"attribute_path": ["params/b"]}), tmp_path / "part_0.parquet")
+    assert parquet_rows(tmp_path) == 6
+    assert parquet_rows(tmp_path, {"sys/state"}) == 4
