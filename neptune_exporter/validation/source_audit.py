@@ -40,6 +40,7 @@ class SourceReader(Protocol):
     """A Neptune client's read-only view, batched: request count grows with runs × attributes, never points."""
 
     unavailable: tuple[str, ...]  # series figures this source cannot give without a full download
+    counts_run_points: bool  # whether it reports a run's total of series points (3.x: where the server reports it)
 
     def run_ids(self, project_id: str, selection: RunSelection) -> list[str]: ...
 
@@ -265,7 +266,7 @@ def not_compared(reader: Any, deep: bool = False) -> list[str]:
     """What the report cannot vouch for with this source: without --deep, the series figures the server cannot give
     cheaply, every point's value below the last and file contents; even with it, file series / sets / artifacts."""
     notes = [] if deep else [f"series {figure}: {UNAVAILABLE}; use --deep" for figure in reader.unavailable]
-    if not deep and "count" in reader.unavailable and getattr(reader, "counts_run_points", False):
+    if not deep and "count" in reader.unavailable and reader.counts_run_points:
         notes[reader.unavailable.index("count")] += (
             " (each run's total of series points is compared with the server's "
             "sys/diagnostics/attributes/total_series_datapoints where it reports one)"

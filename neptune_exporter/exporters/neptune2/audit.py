@@ -51,6 +51,7 @@ class Neptune2Audit:
     """Read-only facts of 2.x runs: every series figure comes from two one-point reads."""
 
     unavailable: tuple[str, ...] = ()
+    counts_run_points = False  # every series has its own count (above), no run total is needed
 
     def __init__(self, api_token: str | None, settings: Settings):
         self._token = api_token or os.environ.get("NEPTUNE_API_TOKEN")
