@@ -63,6 +63,7 @@ class Tools:
     peer: Path
     scratch: Path
     workers: int
+    processes: int | None = None  # our export's --processes (None: its default, 0 for the fake on this machine)
 
     def ours(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "neptune_exporter.cli", *args]
@@ -130,7 +131,8 @@ def pa_array(values: list[str]):
 
 def export_ours(tools: Tools, token: str, shape: Shape, root: Path, source: str) -> ChildResult:
     args = ["export", "--source", source, "-p", shape.project_id, "-d", str(root / "data"), "-f", str(root / "files")]
-    command = tools.ours(*args, "--workers", str(tools.workers), "--no-progress")
+    processes = [] if tools.processes is None else ["--processes", str(tools.processes)]
+    command = tools.ours(*args, "--workers", str(tools.workers), *processes, "--no-progress")
     return checked(run_child(command, env=tools.common_env(token)), f"our {source} export")
 
 
@@ -315,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("NEPTUNE_EXPORTER_PEER") or None,
         help="the other tool's `neptune-exporter` command (default: $NEPTUNE_EXPORTER_PEER)",
     )
+    parser.add_argument("--processes", type=int, default=None, help="our export's --processes (default: its own)")
     parser.add_argument("--large", action="store_true", help="also the 3.x export at 80M points (long)")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(TARGETS)}")
     args = parse_bench_args(parser, argv)
@@ -326,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = [name.strip() for name in args.only.split(",")] if args.only else list(TARGETS)
     print(f"machine: {machine_description()}; {args.repeats} repeat(s), {args.workers} workers", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-vs-peer-") as tmp:
-        tools = Tools(args.peer.resolve(), Path(tmp), args.workers)
+        tools = Tools(args.peer.resolve(), Path(tmp), args.workers, args.processes)
         run_scenarios(tools, chosen, args)
     return 0
 
