@@ -199,26 +199,16 @@ def mlflow_sides(url: str, export_root: Path, workers: int, points: int) -> dict
     return both_sides(side)
 
 
-def wandb_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
-    """Each repeat writes into an empty folder, removed afterwards."""
+FOLDER_OPTION = {"wandb": "--wandb-dir", "goodseed": "--goodseed-home"}  # targets writing into a local folder
+
+
+def folder_sides(target: str, scratch: Path, export_root: Path, workers: int, points: int) -> dict:
+    """Each repeat writes into an empty folder (W&B offline runs, GoodSeed's home), removed afterwards."""
 
     def side(name: str, repeat: int) -> float:
         folder = scratch / f"{name}-{repeat}"
         try:
-            return side_in_child(name, "wandb", export_root, ["--wandb-dir", str(folder)], workers, points)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    return both_sides(side)
-
-
-def goodseed_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
-    """Each repeat writes into an empty GoodSeed home, removed afterwards."""
-
-    def side(name: str, repeat: int) -> float:
-        folder = scratch / f"{name}-{repeat}"
-        try:
-            return side_in_child(name, "goodseed", export_root, ["--goodseed-home", str(folder)], workers, points)
+            return side_in_child(name, target, export_root, [FOLDER_OPTION[target], str(folder)], workers, points)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -344,16 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                         mlflow_sides(server.url, scratch / "export", args.workers, points), args.repeats
                     )
                 report("mlflow", seconds, points)
-            if "wandb" in targets:
-                seconds = alternate(
-                    wandb_sides(scratch / "wandb", scratch / "export", args.workers, points), args.repeats
-                )
-                report("wandb", seconds, points)
-            if "goodseed" in targets:
-                seconds = alternate(
-                    goodseed_sides(scratch / "goodseed", scratch / "export", args.workers, points), args.repeats
-                )
-                report("goodseed", seconds, points)
+            for target in [t for t in ("wandb", "goodseed") if t in targets]:
+                sides = folder_sides(target, scratch / target, scratch / "export", args.workers, points)
+                report(target, alternate(sides, args.repeats), points)
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
     return 0
