@@ -104,7 +104,10 @@ def real_steps(unscaled: np.ndarray, multiplier: int | None) -> tuple[np.ndarray
     unscaled = np.asarray(unscaled, dtype=np.int64)
     if multiplier is not None:
         steps = unscaled.astype(np.float64)
-        return steps, np.abs(unscaled) <= EXACT_FLOAT_INT
+        exact = np.abs(unscaled) <= EXACT_FLOAT_INT
+        for i in np.flatnonzero(~exact).tolist():  # rare: beyond 2**53 some whole steps are still exact
+            exact[i] = int(steps[i]) == int(unscaled[i])
+        return steps, exact
     steps = unscaled.astype(np.float64) / 10**STEP_SCALE  # correctly rounded while |unscaled| < 2**53
     whole = unscaled % 10**STEP_SCALE == 0
     exact = (np.abs(unscaled) < EXACT_FLOAT_INT) & (whole | (np.abs(steps) < EXACT_FRACTION_STEP))
