@@ -103,16 +103,19 @@ def goodseed_name(experiment: str | None) -> str | None:
 
 
 def exact_in_real(unscaled: int, multiplier: int | None) -> bool:
-    """A step GoodSeed's REAL (float64) holds exactly: the float nearest to it reads back as the same decimal."""
-    value = Decimal(int(unscaled) * (multiplier or 1)).scaleb(-STEP_SCALE)
-    return Decimal(repr(float(value))) == value
+    """A step GoodSeed's REAL (float64) holds exactly: the float nearest to it reads back (`step_of`) as that step."""
+    return step_of(float(Decimal(int(unscaled) * (multiplier or 1)).scaleb(-STEP_SCALE)), multiplier) == (
+        int(unscaled) * multiplier // 10**STEP_SCALE if multiplier else int(unscaled)
+    )
 
 
 def step_of(real: float, multiplier: int | None) -> int:
-    """A GoodSeed step back as the export holds it: int64 millionths (no multiplier) or the whole scaled step."""
-    exact = Decimal(repr(float(real)))
-    number = exact if multiplier else exact.scaleb(STEP_SCALE)
-    return int(number) if number == number.to_integral_value() else NO_STEP
+    """A GoodSeed step back as the export holds it: the nearest 6-decimal step as int64 millionths (no multiplier;
+    steps are decimal(18,6)), or the whole scaled step, exactly (NO_STEP when the float is not whole)."""
+    exact = Decimal(float(real))  # the float's exact binary value
+    if multiplier:
+        return int(exact) if exact == exact.to_integral_value() else NO_STEP
+    return int(exact.quantize(Decimal(1).scaleb(-STEP_SCALE)).scaleb(STEP_SCALE))
 
 
 def ms_of(logged_at: str) -> int:

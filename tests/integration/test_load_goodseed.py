@@ -54,6 +54,13 @@ def texts_of(path: Path, key: str) -> list[tuple[float, str, int]]:
     ]
 
 
+def databases(root: Path) -> dict[Path, tuple[int, int]]:
+    """Every run database under the home with its modification time and size (a reader's `-shm` index aside)."""
+    return {
+        p: (p.stat().st_mtime_ns, p.stat().st_size) for p in (root / "gs").rglob("*.sqlite*") if "-shm" not in p.name
+    }
+
+
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     """Two runs of one project (the second a fork without experiment), loaded once."""
@@ -124,10 +131,11 @@ def test_series_read_back_point_by_point_with_exact_steps_and_times(loaded):
 
 def test_loading_twice_adds_nothing_and_validation_is_clean(loaded):
     root, _ = loaded
-    before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in (root / "gs").rglob("*") if p.is_file()}
+    before = databases(root)
     again = run_load(options(root), SETTINGS)
     assert sorted(r.status for r in again) == ["skipped", "skipped"]
-    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in (root / "gs").rglob("*") if p.is_file()} == before
+    assert databases(root) == before  # not written: same files, times and sizes; nothing waits in a WAL
+    assert all(wal.stat().st_size == 0 for wal in (root / "gs").rglob("*.sqlite-wal"))
     report = run_validate(options(root), SETTINGS)
     assert report.ok, report.to_markdown()
     checked = {run.run_id: run.checked for run in report.runs}
@@ -173,7 +181,9 @@ def test_changed_export_is_swapped_in_whole(tmp_path):
     assert run_load(options(tmp_path), SETTINGS)[0].status == "loaded"
     configs = read_configs(db(tmp_path, "r"))
     assert configs["q"] == 2 and "p" not in configs
-    assert [p.name for p in db(tmp_path, "r").parent.iterdir()] == ["r.sqlite"]
+    assert [
+        p.name for p in db(tmp_path, "r").parent.glob("*.sqlite*") if "-shm" not in p.name and "-wal" not in p.name
+    ] == ["r.sqlite"]
     assert run_validate(options(tmp_path), SETTINGS).ok
 
 
@@ -265,7 +275,7 @@ def test_sigkill_mid_load_then_rerun_gives_the_run_once_with_every_point(tmp_pat
     assert loading.exists() and not final.exists()  # GoodSeed lists no half-loaded run
     result = run_load(options(tmp_path, goodseed_home=str(home)), SETTINGS)[0]
     assert (result.status, result.points) == ("loaded", 2 * points)
-    assert sorted(p.name for p in final.parent.iterdir()) == ["big.sqlite"]
+    assert sorted(p.name for p in final.parent.iterdir()) == ["big.sqlite"]  # the partial one discarded
     assert len(read_metrics(final, "m/1")) == points and read_metrics(final, "m/1")[-1]["value"] == points - 1
     assert run_validate(options(tmp_path, goodseed_home=str(home)), SETTINGS).ok
 

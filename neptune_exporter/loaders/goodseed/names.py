@@ -25,6 +25,7 @@ PROVENANCE_PREFIX = "neptune."  # the provenance configs' namespace, never a Nep
 RENAMED_PREFIX = "neptune.original/"
 NAN_PREFIX = "neptune.nan/"  # float-series points GoodSeed cannot hold (NaN): a string series of "NaN" points
 EXACT_FLOAT_INT = 2**53  # integers up to this are exact in REAL (float64)
+MILLIONTH = Decimal(1).scaleb(-STEP_SCALE)
 EXACT_FRACTION_STEP = 2**33  # below this a float64 step's spacing is < 10**-6: every 6-decimal step is exact
 
 
@@ -114,7 +115,7 @@ def real_steps(unscaled: np.ndarray, multiplier: int | None) -> tuple[np.ndarray
     for i in np.flatnonzero(~exact).tolist():  # rare: huge steps; decide one by one, exactly
         value = Decimal(int(unscaled[i])).scaleb(-STEP_SCALE)
         steps[i] = float(value)
-        exact[i] = Decimal(repr(float(value))) == value
+        exact[i] = Decimal(steps[i]).quantize(MILLIONTH) == value  # the nearest 6-decimal step to the float
     return steps, exact
 
 
