@@ -46,6 +46,7 @@ MOVED_TO = "neptune.original/"
 NAN_SERIES = "neptune.nan/"
 ACCEPTED_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?")
 NO_STEP = -(2**63)  # a GoodSeed step that is no exact step of the export
+WHOLE = 2**53  # whole numbers up to this are exact in float64
 
 
 def expected_run_id(project_id: str, run_id: str) -> str:
@@ -116,6 +117,16 @@ def step_of(real: float, multiplier: int | None) -> int:
     if multiplier:
         return int(exact) if exact == exact.to_integral_value() else NO_STEP
     return int(exact.quantize(Decimal(1).scaleb(-STEP_SCALE)).scaleb(STEP_SCALE))
+
+
+def real_steps_back(reals: np.ndarray, multiplier: int | None) -> np.ndarray:
+    """`step_of` of many floats: whole ones up to 2**53 directly, the rest one by one."""
+    plain = (reals == np.floor(reals)) & (np.abs(reals) <= WHOLE)
+    steps = np.zeros(len(reals), dtype=np.int64)
+    steps[plain] = reals[plain].astype(np.int64) * (1 if multiplier else 10**STEP_SCALE)
+    for i in np.flatnonzero(~plain).tolist():
+        steps[i] = step_of(float(reals[i]), multiplier)
+    return steps
 
 
 def ms_of(logged_at: str) -> int:
@@ -258,10 +269,11 @@ class GoodseedValidator:
                 for path in pc.unique(paths).to_pylist():
                     if path in inexact:
                         continue
-                    steps = unscaled[np.asarray(pc.equal(paths, path))]
-                    bad = next(
-                        (s for s in np.unique(steps).tolist() if not exact_in_real(s, self.step_multiplier)), None
-                    )
+                    steps = np.unique(unscaled[np.asarray(pc.equal(paths, path))])
+                    whole = scaled(steps, self.step_multiplier) if self.step_multiplier else steps
+                    plain = (whole % (1 if self.step_multiplier else 10**STEP_SCALE) == 0) & (np.abs(whole) <= WHOLE)
+                    checked = steps[~plain].tolist()  # whole steps up to 2**53 are exact floats; the rest one by one
+                    bad = next((s for s in checked if not exact_in_real(s, self.step_multiplier)), None)
                     if bad is not None:
                         inexact[path] = bad
         for path, step in sorted(inexact.items()):
@@ -352,10 +364,14 @@ class GoodseedValidator:
         for point in read_metrics(db_path):
             by_path.setdefault(point["path"], []).append(point)
         for path, points in by_path.items():
+            reals, inverse = np.unique(np.array([p["step"] for p in points], dtype=np.float64), return_inverse=True)
+            steps = real_steps_back(reals, self.step_multiplier)
+            times = [p["logged_at"] for p in points]
+            ms = {text: ms_of(text) for text in set(times)}  # each distinct step and time converted once
             yield (
                 path,
-                np.array([step_of(p["step"], self.step_multiplier) for p in points], dtype=np.int64),
-                np.array([ms_of(p["logged_at"]) for p in points], dtype=np.int64),
+                steps[inverse],
+                np.array([ms[text] for text in times], dtype=np.int64),
                 np.array([p["value"] for p in points], dtype=np.float64),
             )
 
