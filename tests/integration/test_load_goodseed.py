@@ -189,6 +189,8 @@ def test_changed_export_is_swapped_in_whole(tmp_path):
 
 def test_a_goodseed_run_not_loaded_from_this_neptune_run_is_never_replaced(tmp_path):
     write_export(tmp_path / "data", tmp_path / "files", PROJECT, "r", [parameter_rows(PROJECT, "r", [("p", "int", 1)])])
+    (nothing,) = run_validate(options(tmp_path), SETTINGS).differences  # validated before any load
+    assert (nothing.kind, nothing.problem, nothing.expected) == ("run", "missing", "a complete GoodSeed run")
     own = goodseed.Run(
         project=PROJECT, run_id="r", goodseed_home=str(tmp_path / "gs"), storage="local", git_ref=False,
         capture_hardware_metrics=False, capture_stdout=False, capture_stderr=False, capture_traceback=False,
@@ -198,6 +200,7 @@ def test_a_goodseed_run_not_loaded_from_this_neptune_run_is_never_replaced(tmp_p
     result = run_load(options(tmp_path), SETTINGS)[0]
     assert result.status == "failed" and "a run not loaded from Neptune" in result.error["message"]
     assert read_configs(db(tmp_path, "r"))["mine"] == 1
+    assert [d.problem for d in run_validate(options(tmp_path), SETTINGS).differences] == ["missing"]
 
 
 # ----------------------------------------------------------------------------- bugs injected into the loader
