@@ -203,6 +203,19 @@ def test_a_goodseed_run_not_loaded_from_this_neptune_run_is_never_replaced(tmp_p
     assert [d.problem for d in run_validate(options(tmp_path), SETTINGS).differences] == ["missing"]
 
 
+def test_two_neptune_runs_a_template_sends_to_one_goodseed_run_load_once_and_fail_once(tmp_path):
+    for project in ("ws1/p", "ws2/p"):
+        rows = [parameter_rows(project, "r", [("from", "string", project)])]
+        write_export(tmp_path / "data", tmp_path / "files", project, "r", rows)
+    results = run_load(options(tmp_path, goodseed_project_template="{name}"), SETTINGS)
+    assert sorted(r.status for r in results) == ["failed", "loaded"]
+    (failed,) = [r for r in results if r.status == "failed"]
+    (loaded,) = [r for r in results if r.status == "loaded"]
+    assert f"already holds Neptune run r of {loaded.project_id}" in failed.error["message"]
+    assert "{project}" in failed.error["remedy"]
+    assert read_configs(db(tmp_path, "r", "p"))["from"] == loaded.project_id
+
+
 # ----------------------------------------------------------------------------- bugs injected into the loader
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,10 +87,11 @@ class GoodseedLoader:
                 )
             left_out = self.series_left_out(export)
             db_path = self.db_path(project_id, target_id)
-            if self._is_current(db_path, export):
-                result.status = "skipped"
-            else:
-                result.points = self._write(export.without(left_out), db_path, target_id)
+            with _path_lock(db_path):  # two Neptune runs a template sends to one GoodSeed run: one loads, one fails
+                if self._is_current(db_path, export):
+                    result.status = "skipped"
+                else:
+                    result.points = self._write(export.without(left_out), db_path, target_id)
             result.failed_for_series(left_out)
         except TerminalError as error:
             result.status, result.error = "failed", error.to_record()
@@ -176,6 +178,16 @@ class GoodseedLoader:
         os.replace(loading, db_path)
         _discard(loading)  # its emptied companions, if SQLite left any
         return writer.points
+
+
+_PATH_LOCKS: dict[Path, threading.Lock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+
+def _path_lock(db_path: Path) -> threading.Lock:
+    """The lock of one run database in this process (other processes: the load lock of the export and target)."""
+    with _PATH_LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(db_path, threading.Lock())
 
 
 def _loading_path(db_path: Path) -> Path:
