@@ -1,4 +1,5 @@
-"""Benchmark 3: loading an export into MLflow (local server) and W&B (offline) vs the plain client writing the same points."""
+"""Benchmark 3: loading an export into MLflow (local server), W&B (offline) and GoodSeed (local storage) vs the plain
+client writing the same points."""
 
 from __future__ import annotations
 
@@ -139,6 +140,24 @@ def wandb_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
         list(pool.map(write, runs))
 
 
+def goodseed_floor(home: Path, runs: list[RunPoints], workers: int) -> None:
+    """goodseed.Run (local storage, no monitoring or git) logging one row of every metric per step, `workers` runs at
+    a time."""
+    import goodseed
+
+    def write(run: RunPoints) -> None:
+        target = goodseed.Run(
+            project="bench/floor", run_id=run.run_id, goodseed_home=str(home), storage="local", git_ref=False,
+            capture_hardware_metrics=False, capture_stdout=False, capture_stderr=False, capture_traceback=False,
+        )  # fmt: skip
+        for step, row_values in zip(run.steps.tolist(), run.values.T.tolist(), strict=True):
+            target.log_metrics(dict(zip(run.keys, row_values, strict=True)), step=step)
+        target.close()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(write, runs))
+
+
 # ----------------------------------------------------------------------------- our loader
 
 
@@ -180,13 +199,16 @@ def mlflow_sides(url: str, export_root: Path, workers: int, points: int) -> dict
     return both_sides(side)
 
 
-def wandb_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
-    """Each repeat writes into an empty folder, removed afterwards."""
+FOLDER_OPTION = {"wandb": "--wandb-dir", "goodseed": "--goodseed-home"}  # targets writing into a local folder
+
+
+def folder_sides(target: str, scratch: Path, export_root: Path, workers: int, points: int) -> dict:
+    """Each repeat writes into an empty folder (W&B offline runs, GoodSeed's home), removed afterwards."""
 
     def side(name: str, repeat: int) -> float:
         folder = scratch / f"{name}-{repeat}"
         try:
-            return side_in_child(name, "wandb", export_root, ["--wandb-dir", str(folder)], workers, points)
+            return side_in_child(name, target, export_root, [FOLDER_OPTION[target], str(folder)], workers, points)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -229,6 +251,8 @@ def start_client(target: str, side: str) -> None:
         import wandb
 
         wandb.setup()
+    elif target == "goodseed":
+        import goodseed  # noqa: F401
     else:
         import mlflow.tracking  # noqa: F401
 
@@ -249,6 +273,8 @@ def ours_load(args: argparse.Namespace) -> int:
             mlflow_tracking_uri=args.mlflow_url,
             experiment_name_template=f"{args.experiment}/{{project}}/{{experiment}}",
         )
+    elif args.target == "goodseed":
+        options = LoadOptions(**common, goodseed_home=args.goodseed_home)
     else:
         options = LoadOptions(**common, wandb_dir=args.wandb_dir)
     return load_with_ours(options)
@@ -257,20 +283,23 @@ def ours_load(args: argparse.Namespace) -> int:
 def floor_load(args: argparse.Namespace, runs: list[RunPoints]) -> int:
     if args.target == "mlflow":
         mlflow_floor(args.mlflow_url, args.experiment, runs, args.workers)
+    elif args.target == "goodseed":
+        goodseed_floor(Path(args.goodseed_home), runs, args.workers)
     else:
         wandb_floor(Path(args.wandb_dir), runs, args.workers)
     return sum(run.points for run in runs)
 
 
 def side_main(argv: list[str]) -> None:
-    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb ...`;
+    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb|goodseed ...`;
     prints {"seconds", "points"} of the load alone (the floor's points are read from the export before)."""
     parser = argparse.ArgumentParser(description=side_main.__doc__)
     parser.add_argument("--side", choices=("floor", "ours"), required=True)
-    parser.add_argument("--target", choices=("mlflow", "wandb"), required=True)
+    parser.add_argument("--target", choices=("mlflow", "wandb", "goodseed"), required=True)
     parser.add_argument("--export", required=True, help="the export's root (data/, files/)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--wandb-dir", help="W&B: the (empty) folder of the offline runs")
+    parser.add_argument("--goodseed-home", help="GoodSeed: the (empty) home folder")
     parser.add_argument("--mlflow-url", help="MLflow: the tracking server")
     parser.add_argument("--experiment", help="MLflow: the floor's experiment, the prefix of ours")
     args = parser.parse_args(argv)
@@ -283,7 +312,7 @@ def side_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_arguments(__doc__, "small export (about two minutes)", quick_repeats=2, latency_ms=None)
-    parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb")
+    parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb, goodseed")
     parser.add_argument("--runs", type=int, default=None, help="this many runs of the chosen shape")
     args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
@@ -305,11 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                         mlflow_sides(server.url, scratch / "export", args.workers, points), args.repeats
                     )
                 report("mlflow", seconds, points)
-            if "wandb" in targets:
-                seconds = alternate(
-                    wandb_sides(scratch / "wandb", scratch / "export", args.workers, points), args.repeats
-                )
-                report("wandb", seconds, points)
+            for target in [t for t in ("wandb", "goodseed") if t in targets]:
+                sides = folder_sides(target, scratch / target, scratch / "export", args.workers, points)
+                report(target, alternate(sides, args.repeats), points)
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
     return 0

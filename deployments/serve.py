@@ -121,6 +121,32 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         "One chunk of a distributed validation (validate --distribute) against W&B; started by its parent.",
         None,
     ),
+    DeploymentSpec(
+        "goodseed",
+        "flows.load.load",
+        {"options": {"target": "goodseed"}},
+        "Load exports into GoodSeed's local storage (idempotent), then validate; home from options.goodseed_home, else GOODSEED_HOME.",
+    ),
+    DeploymentSpec(
+        "goodseed",
+        "flows.validate.validate",
+        {"options": {"target": "goodseed"}},
+        "Validate loaded runs in GoodSeed's local storage against the export (read back through GoodSeed's API).",
+    ),
+    DeploymentSpec(
+        "goodseed",
+        "flows.load.load_chunk",
+        {},
+        "One chunk of a distributed load (load --distribute) into GoodSeed; started by its parent load.",
+        None,
+    ),
+    DeploymentSpec(
+        "goodseed",
+        "flows.validate.validate_chunk",
+        {},
+        "One chunk of a distributed validation (validate --distribute) against GoodSeed; started by its parent.",
+        None,
+    ),
 ]
 
 

@@ -221,7 +221,7 @@ def build_export_options(
     )
 
 
-TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow or wandb.")]
+TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow, wandb or goodseed.")]
 
 
 LoadProjectOpt = Annotated[
@@ -286,6 +286,25 @@ WandbProjectOpt = Annotated[
 ]
 
 
+GoodseedHomeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--goodseed-home",
+        envvar="GOODSEED_HOME",
+        help="GoodSeed: its home folder (runs under projects/<project>/runs/); default GOODSEED_HOME, else ~/.goodseed.",
+    ),
+]
+
+
+GoodseedProjectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--goodseed-project-template",
+        help="GoodSeed: project name template ({project}, {workspace}, {name}); default {project}.",
+    ),
+]
+
+
 ReportPathOpt = Annotated[
     Path | None, typer.Option("--report-path", help="Folder of validation reports; default <data-path>/../reports.")
 ]
@@ -337,6 +356,10 @@ def build_load_options(target: str, data_path: Path, files_path: Path, project, 
 
     compile_regex(runs, "--runs")
     report_path = extra.pop("report_path", None)
+    if extra.get("goodseed_home"):  # a flow may run elsewhere: GoodSeed's home goes to it absolute
+        from neptune_exporter.locations import absolute_path
+
+        extra["goodseed_home"] = absolute_path(extra["goodseed_home"])
     return LoadOptions(
         target=target, data_path=str(data_path), files_path=str(files_path), projects=tuple(project or ()),
         runs_regex=runs, workers=workers, report_path=str(report_path) if report_path else None, **extra,
