@@ -328,7 +328,8 @@ def test_peer_format_export_without_manifest_loads(tmp_path):
 
 
 def export_from_fake(fake, project: str, root: Path) -> list:
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.exporters.base import RunSelection
 
     export_options = ExportOptions(
