@@ -1,4 +1,5 @@
-"""Benchmark 3: loading an export into MLflow (local server) and W&B (offline) vs the plain client writing the same points."""
+"""Benchmark 3: loading an export into MLflow (local server), W&B (offline) and ZenML (local store) vs the plain client
+writing the same points."""
 
 from __future__ import annotations
 
@@ -139,6 +140,38 @@ def wandb_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
         list(pool.map(write, runs))
 
 
+def zenml_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
+    """ZenML's client: one Model Version per run, each metric a Parquet file (step, timestamp, value) registered
+    in the local artifact store and linked to the version; client calls take turns (one SQLite writer)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from zenml import log_metadata
+    from zenml.artifacts.utils import register_artifact
+    from zenml.model.utils import link_artifact_version_to_model_version
+
+    from neptune_exporter.storage.zenml_store import artifact_root, zenml_client
+
+    with zenml_client(folder) as client:
+        model = client.create_model(name="bench-floor").id
+        root = artifact_root(client) / "floor"
+
+    def write(run: RunPoints) -> None:
+        with zenml_client(folder) as client:
+            version = client.create_model_version(model, name=run.run_id)
+            log_metadata(metadata={"points": run.points}, model_version_id=version.id)
+        for index, (key, values) in enumerate(zip(run.keys, run.values, strict=True)):
+            where = root / run.run_id / str(index)
+            where.mkdir(parents=True)
+            table = pa.table({"step": run.steps, "timestamp": run.timestamps_ms, "value": values})
+            pq.write_table(table, where / "part-00000.parquet")
+            with zenml_client(folder):
+                artifact = register_artifact(str(where), name=f"floor/{key}", version=run.run_id)
+                link_artifact_version_to_model_version(artifact, version)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(write, runs))
+
+
 # ----------------------------------------------------------------------------- our loader
 
 
@@ -193,6 +226,19 @@ def wandb_sides(scratch: Path, export_root: Path, workers: int, points: int) -> 
     return both_sides(side)
 
 
+def zenml_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
+    """Each repeat writes into a fresh local store (created before the timed load), removed afterwards."""
+
+    def side(name: str, repeat: int) -> float:
+        folder = scratch / f"{name}-{repeat}"
+        try:
+            return side_in_child(name, "zenml", export_root, ["--zenml-dir", str(folder)], workers, points)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return both_sides(side)
+
+
 def report(target: str, seconds: dict[str, list[float]], points: int) -> None:
     floor, ours = median(seconds["floor"]), median(seconds["ours"])
     emit(f"{NAME}.{target}_floor_rate", per_second(points, floor), "points/s")
@@ -220,8 +266,9 @@ def exported_points(root: Path) -> list[RunPoints]:
 # ----------------------------------------------------------------------------- one side, in a child process
 
 
-def start_client(target: str, side: str) -> None:
-    """Imports and client start-up, outside the measured time on both sides (W&B: its wandb-core service)."""
+def start_client(target: str, side: str, zenml_dir: str | None = None) -> None:
+    """Imports and client start-up, outside the measured time on both sides (W&B: its wandb-core service; ZenML:
+    its local store created and opened)."""
     if side == "ours":
         importlib.import_module("neptune_exporter.load")
         importlib.import_module(f"neptune_exporter.loaders.{target}")
@@ -229,6 +276,11 @@ def start_client(target: str, side: str) -> None:
         import wandb
 
         wandb.setup()
+    elif target == "zenml":
+        from neptune_exporter.storage.zenml_store import artifact_root, zenml_client
+
+        with zenml_client(Path(zenml_dir or ".")) as client:
+            artifact_root(client).mkdir(parents=True, exist_ok=True)
     else:
         import mlflow.tracking  # noqa: F401
 
@@ -249,6 +301,8 @@ def ours_load(args: argparse.Namespace) -> int:
             mlflow_tracking_uri=args.mlflow_url,
             experiment_name_template=f"{args.experiment}/{{project}}/{{experiment}}",
         )
+    elif args.target == "zenml":
+        options = LoadOptions(**common, zenml_dir=args.zenml_dir)
     else:
         options = LoadOptions(**common, wandb_dir=args.wandb_dir)
     return load_with_ours(options)
@@ -257,25 +311,28 @@ def ours_load(args: argparse.Namespace) -> int:
 def floor_load(args: argparse.Namespace, runs: list[RunPoints]) -> int:
     if args.target == "mlflow":
         mlflow_floor(args.mlflow_url, args.experiment, runs, args.workers)
+    elif args.target == "zenml":
+        zenml_floor(Path(args.zenml_dir), runs, args.workers)
     else:
         wandb_floor(Path(args.wandb_dir), runs, args.workers)
     return sum(run.points for run in runs)
 
 
 def side_main(argv: list[str]) -> None:
-    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb ...`;
+    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb|zenml ...`;
     prints {"seconds", "points"} of the load alone (the floor's points are read from the export before)."""
     parser = argparse.ArgumentParser(description=side_main.__doc__)
     parser.add_argument("--side", choices=("floor", "ours"), required=True)
-    parser.add_argument("--target", choices=("mlflow", "wandb"), required=True)
+    parser.add_argument("--target", choices=("mlflow", "wandb", "zenml"), required=True)
     parser.add_argument("--export", required=True, help="the export's root (data/, files/)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--wandb-dir", help="W&B: the (empty) folder of the offline runs")
     parser.add_argument("--mlflow-url", help="MLflow: the tracking server")
+    parser.add_argument("--zenml-dir", help="ZenML: the (empty) folder of the local store")
     parser.add_argument("--experiment", help="MLflow: the floor's experiment, the prefix of ours")
     args = parser.parse_args(argv)
     runs = exported_points(Path(args.export)) if args.side == "floor" else []
-    start_client(args.target, args.side)
+    start_client(args.target, args.side, args.zenml_dir)
     load = (lambda: floor_load(args, runs)) if args.side == "floor" else (lambda: ours_load(args))
     seconds, points = timed(load)
     print(json.dumps({"seconds": seconds, "points": points}))
@@ -283,7 +340,7 @@ def side_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_arguments(__doc__, "small export (about two minutes)", quick_repeats=2, latency_ms=None)
-    parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb")
+    parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb, zenml")
     parser.add_argument("--runs", type=int, default=None, help="this many runs of the chosen shape")
     args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
@@ -310,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
                     wandb_sides(scratch / "wandb", scratch / "export", args.workers, points), args.repeats
                 )
                 report("wandb", seconds, points)
+            if "zenml" in targets:
+                seconds = alternate(
+                    zenml_sides(scratch / "zenml", scratch / "export", args.workers, points), args.repeats
+                )
+                report("zenml", seconds, points)
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
     return 0

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TARGETS: dict[str, str] = {
     "mlflow": "neptune_exporter.loaders.mlflow:MlflowLoader.from_options",
     "wandb": "neptune_exporter.loaders.wandb:WandbLoader.from_options",
+    "zenml": "neptune_exporter.loaders.zenml:ZenmlLoader.from_options",
 }
 
 
@@ -42,6 +43,7 @@ TARGETS: dict[str, str] = {
 VALIDATORS: dict[str, str] = {
     "mlflow": "neptune_exporter.validation.mlflow:MlflowValidator.from_options",
     "wandb": "neptune_exporter.validation.wandb:WandbValidator.from_options",
+    "zenml": "neptune_exporter.validation.zenml:ZenmlValidator.from_options",
 }
 
 
@@ -75,6 +77,8 @@ class LoadOptions:
     wandb_entity: str | None = None
     wandb_project_template: str | None = None
     report_path: str | None = None  # validation reports go here (default: next to the data folder, "reports")
+    zenml_dir: str | None = None  # the ZenML local store's folder (default ./zenml-store)
+    zenml_model_template: str | None = None  # ZenML model per project (default {project_id})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "projects", tuple(self.projects or ()))
@@ -196,6 +200,10 @@ def target_identity(options: LoadOptions) -> str:
     """Which target a load writes to (the same export loaded into two targets at once is fine, into one is not)."""
     if options.target == "mlflow":
         return f"mlflow {options.mlflow_tracking_uri}"
+    if options.target == "zenml":
+        from neptune_exporter.storage.zenml_store import zenml_dir
+
+        return f"zenml {zenml_dir(options.zenml_dir)}"
     where = os.path.abspath(options.wandb_dir) if options.wandb_dir else "default dir"
     return f"{options.target} entity={options.wandb_entity} project={options.wandb_project_template} {where}"
 

@@ -34,6 +34,8 @@ from neptune_exporter.cli.options import (
     WhereOpt,
     WorkersOpt,
     WorkPoolOpt,
+    ZenmlDirOpt,
+    ZenmlModelOpt,
     distribution,
     load_options_or_exit,
 )
@@ -181,6 +183,8 @@ def load(
     wandb_dir: WandbDirOpt = None,
     wandb_entity: WandbEntityOpt = None,
     wandb_project_template: WandbProjectOpt = None,
+    zenml_dir: ZenmlDirOpt = None,
+    zenml_model_template: ZenmlModelOpt = None,
     report_path: ReportPathOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation after loading.")] = False,
     if_locked: IfLockedOpt = "stop",
@@ -190,7 +194,7 @@ def load(
     max_parallel: MaxParallelOpt = 4,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    """Load exports into MLflow / W&B (idempotent, resumable), then validate them. Exit 1 on failed runs or
+    """Load exports into MLflow / W&B / ZenML (idempotent, resumable), then validate them. Exit 1 on failed runs or
     differences, 2 when nothing is selected, 3 when another load of the export into the target runs."""
     options, spread = distributed(locals())
     raise typer.Exit(
@@ -217,6 +221,8 @@ def validate(
     wandb_dir: WandbDirOpt = None,
     wandb_entity: WandbEntityOpt = None,
     wandb_project_template: WandbProjectOpt = None,
+    zenml_dir: ZenmlDirOpt = None,
+    zenml_model_template: ZenmlModelOpt = None,
     report_path: ReportPathOpt = None,
     distribute: DistributeOpt = False,
     work_pool: WorkPoolOpt = None,

@@ -39,6 +39,10 @@ def test_export_deployments_exist_and_every_entrypoint_is_a_flow():
         "validate-chunk/mlflow": None,
         "load-chunk/wandb": None,
         "validate-chunk/wandb": None,
+        "load/zenml": 1,
+        "validate/zenml": 1,
+        "load-chunk/zenml": None,
+        "validate-chunk/zenml": None,
     }
 
 

@@ -1,0 +1,141 @@
+"""The ZenML local store under one folder (SQLite + local artifact store), shared by the ZenML loader and validation:
+the process environment that points ZenML there and keeps it quiet and offline, the client, typed errors."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from neptune_exporter.errors import OutputPathError, TargetError, TargetUnavailableError, UnsupportedError
+
+DEFAULT_ZENML_DIR = "./zenml-store"  # the local store goes here when no --zenml-dir is given
+INSTALL_HINT = "pip install 'neptune-exporter[zenml]'"
+
+# Set before ZenML is imported (it reads some at import) and whenever the folder changes: no analytics, no rich
+# traceback hook, no colours, warnings only.
+QUIET_ENV = {
+    "ZENML_ANALYTICS_OPT_IN": "false",
+    "ZENML_ENABLE_RICH_TRACEBACK": "false",
+    "ZENML_LOGGING_COLORS_DISABLED": "true",
+    "ZENML_LOGGING_VERBOSITY": "WARN",
+    "AUTO_OPEN_DASHBOARD": "false",
+}
+# ZENML_STORE_URL etc. would send the load to a server: this target is the local store under the folder only.
+REMOTE_STORE_PREFIXES = ("ZENML_STORE_", "ZENML_SERVER")
+
+_lock = threading.RLock()  # one ZenML call at a time per process: one SQLite file, one client singleton
+_active: list[Path] = []  # the folder the process's ZenML singletons point at (empty before the first use)
+
+
+def zenml_dir(folder: str | Path | None) -> Path:
+    """The store folder, absolute (`~` expanded); the default when none is given."""
+    return Path(os.path.abspath(os.path.expanduser(str(folder or DEFAULT_ZENML_DIR))))
+
+
+def store_env(folder: Path) -> dict[str, str]:
+    """The environment that makes ZenML use only `folder`: global config, repository and local stores there."""
+    return {
+        **QUIET_ENV,
+        "ZENML_CONFIG_PATH": str(folder),
+        "ZENML_REPOSITORY_PATH": str(folder),
+        "ZENML_LOCAL_STORES_PATH": str(folder / "local_stores"),
+    }
+
+
+def check_writable(folder: Path) -> None:
+    """The folder exists (created when missing) and takes a file; OutputPathError naming --zenml-dir otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputPathError(
+            f"the ZenML folder {folder} is not writable ({error.strerror or error})",
+            "pass --zenml-dir pointing at a folder you can write to",
+        ) from None
+
+
+def require_zenml() -> None:
+    """UnsupportedError naming the extra when ZenML (with its local store) is not installed."""
+    try:
+        import sqlmodel  # noqa: F401  (the local SQLite store needs zenml[local])
+        import zenml  # noqa: F401
+    except ImportError as error:
+        raise UnsupportedError(
+            f"the ZenML target needs the zenml package ({error.name or error} is not installed)",
+            f"install it: {INSTALL_HINT}",
+        ) from None
+
+
+@contextmanager
+def zenml_client(folder: Path) -> Iterator[Any]:
+    """`zenml.client.Client` of the local store in `folder`, under the process-wide ZenML lock; the singletons are
+    reset when an earlier use pointed them at another folder."""
+    with _lock:
+        _point_at(folder)
+        from zenml.client import Client
+
+        yield Client()
+
+
+def _point_at(folder: Path) -> None:
+    for name in [n for n in os.environ if n.startswith(REMOTE_STORE_PREFIXES)]:
+        del os.environ[name]
+    os.environ.update(store_env(folder))
+    if _active and _active[0] == folder:
+        return
+    require_zenml()
+    from zenml.client import Client
+    from zenml.config.global_config import GlobalConfiguration
+
+    GlobalConfiguration._reset_instance()
+    Client._reset_instance()
+    _active[:] = [folder]
+
+
+def artifact_root(client: Any) -> Path:
+    """The local artifact store's folder (inside the ZenML folder)."""
+    return Path(client.active_stack.artifact_store.path)
+
+
+@contextmanager
+def zenml_errors(what: str) -> Iterator[None]:
+    """ZenML and SQLite failures as typed errors: a locked or unreachable store is transient, a refusal terminal."""
+    try:
+        yield
+    except (OSError, KeyError) as error:
+        if isinstance(error, OSError) and not isinstance(error, ConnectionError):
+            raise OutputPathError(f"ZenML failed to {what}: {error}", "check the --zenml-dir folder") from error
+        raise TargetError(f"ZenML failed to {what}: {error}", "check the ZenML store under --zenml-dir") from error
+    except Exception as error:
+        text = " ".join(str(error).split())[:500]
+        if "database is locked" in text or isinstance(error, ConnectionError):
+            raise TargetUnavailableError(
+                f"ZenML failed to {what}: {text}", "retry once the other writer of the ZenML store is done"
+            ) from error
+        if type(error).__module__.startswith(("zenml", "sqlalchemy", "pydantic")) or isinstance(error, ValueError):
+            raise TargetError(
+                f"ZenML failed to {what}: {type(error).__name__}: {text}", "check the ZenML store under --zenml-dir"
+            ) from error
+        raise
+
+
+def listed(list_method: Any, **filters: Any) -> Iterator[Any]:
+    """Every item of a paged `Client.list_*` call (1,000 per page)."""
+    page = 1
+    while True:
+        found = list_method(page=page, size=1000, **filters)
+        yield from found.items
+        if page >= found.total_pages:
+            return
+        page += 1
+
+
+def equals(text: str) -> str:
+    """A ZenML list filter that matches `text` exactly (a bare value that starts with `contains:` would not)."""
+    return f"equals:{text}"
