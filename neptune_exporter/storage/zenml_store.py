@@ -11,7 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from neptune_exporter.errors import OutputPathError, TargetError, TargetUnavailableError, UnsupportedError
+from neptune_exporter.errors import (
+    DiskFullError,
+    NeptuneExporterError,
+    OutputPathError,
+    TargetError,
+    TargetUnavailableError,
+    UnsupportedError,
+    disk_full_cause,
+)
 
 DEFAULT_ZENML_DIR = "./zenml-store"  # the local store goes here when no --zenml-dir is given
 INSTALL_HINT = "pip install 'neptune-exporter[zenml]'"
@@ -95,6 +103,7 @@ def _point_at(folder: Path) -> None:
 
     GlobalConfiguration._reset_instance()
     Client._reset_instance()
+    GlobalConfiguration().analytics_opt_in = False  # also in the folder's config.yaml, for ZenML's own CLI there
     _active[:] = [folder]
 
 
@@ -105,24 +114,25 @@ def artifact_root(client: Any) -> Path:
 
 @contextmanager
 def zenml_errors(what: str) -> Iterator[None]:
-    """ZenML and SQLite failures as typed errors: a locked or unreachable store is transient, a refusal terminal."""
+    """ZenML, SQLite and file failures as typed errors with a fix: a locked store is transient (retried), a full
+    disk or an unwritable folder is the folder's, anything else ZenML refused is terminal."""
     try:
         yield
-    except (OSError, KeyError) as error:
-        if isinstance(error, OSError) and not isinstance(error, ConnectionError):
-            raise OutputPathError(f"ZenML failed to {what}: {error}", "check the --zenml-dir folder") from error
-        raise TargetError(f"ZenML failed to {what}: {error}", "check the ZenML store under --zenml-dir") from error
+    except NeptuneExporterError:
+        raise
     except Exception as error:
-        text = " ".join(str(error).split())[:500]
-        if "database is locked" in text or isinstance(error, ConnectionError):
+        text = " ".join(str(error).split())[:500] or type(error).__name__
+        if disk_full_cause(error) is not None:
+            raise DiskFullError(f"ZenML failed to {what}: {text}", "free space under --zenml-dir") from error
+        if "database is locked" in text or isinstance(error, (ConnectionError, TimeoutError)):
             raise TargetUnavailableError(
                 f"ZenML failed to {what}: {text}", "retry once the other writer of the ZenML store is done"
             ) from error
-        if type(error).__module__.startswith(("zenml", "sqlalchemy", "pydantic")) or isinstance(error, ValueError):
-            raise TargetError(
-                f"ZenML failed to {what}: {type(error).__name__}: {text}", "check the ZenML store under --zenml-dir"
-            ) from error
-        raise
+        if isinstance(error, OSError):
+            raise OutputPathError(f"ZenML failed to {what}: {text}", "check the --zenml-dir folder") from error
+        raise TargetError(
+            f"ZenML failed to {what}: {type(error).__name__}: {text}", "check the ZenML store under --zenml-dir"
+        ) from error
 
 
 def listed(list_method: Any, **filters: Any) -> Iterator[Any]:

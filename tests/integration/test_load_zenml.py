@@ -340,3 +340,18 @@ def test_bad_input_is_one_line_and_exit_2(command, tmp_path, monkeypatch):
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "pip install 'neptune-exporter[zenml]'" in lines[0]
     assert not (tmp_path / "zen").exists()  # nothing was created for a bad command
+
+
+def test_zenml_is_imported_only_when_a_zenml_command_runs():
+    """ZenML takes seconds to import: a CLI start, `load --help` and importing the target's modules leave it out."""
+    script = (
+        "import importlib, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from neptune_exporter.cli import app\n"
+        "assert CliRunner().invoke(app, ['load', '--help']).exit_code == 0\n"
+        "for name in ('neptune_exporter.loaders.zenml', 'neptune_exporter.validation.zenml'):\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m == 'zenml' or m.startswith('zenml.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+    assert done.stdout.strip() == "[]"

@@ -131,8 +131,8 @@ class ZenmlLoader:
             stale = {a.id for a in listed(client.list_artifact_versions, uri=f"startswith:{folder}/")}
             if existing is not None:
                 stale |= {a.id for a in listed(client.list_artifact_versions, model_version_id=existing.id)}
-            for artifact_id in stale:
-                client.delete_artifact_version(artifact_id)
+            for artifact_id in stale:  # the store's own call: Client's re-lists every unused version per delete
+                client.zen_store.delete_artifact_version(artifact_id)
             if folder.exists():
                 shutil.rmtree(folder)
             if existing is not None:
