@@ -213,26 +213,14 @@ def mlflow_sides(url: str, export_root: Path, workers: int, points: int) -> dict
     return both_sides(side)
 
 
-def wandb_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
-    """Each repeat writes into an empty folder, removed afterwards."""
+def folder_sides(target: str, option: str, scratch: Path, export_root: Path, workers: int, points: int) -> dict:
+    """Each repeat writes into an empty folder of its own (W&B's offline runs, a ZenML local store created before the
+    timed load), removed afterwards."""
 
     def side(name: str, repeat: int) -> float:
         folder = scratch / f"{name}-{repeat}"
         try:
-            return side_in_child(name, "wandb", export_root, ["--wandb-dir", str(folder)], workers, points)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    return both_sides(side)
-
-
-def zenml_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
-    """Each repeat writes into a fresh local store (created before the timed load), removed afterwards."""
-
-    def side(name: str, repeat: int) -> float:
-        folder = scratch / f"{name}-{repeat}"
-        try:
-            return side_in_child(name, "zenml", export_root, ["--zenml-dir", str(folder)], workers, points)
+            return side_in_child(name, target, export_root, [option, str(folder)], workers, points)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -364,12 +352,14 @@ def main(argv: list[str] | None = None) -> int:
                 report("mlflow", seconds, points)
             if "wandb" in targets:
                 seconds = alternate(
-                    wandb_sides(scratch / "wandb", scratch / "export", args.workers, points), args.repeats
+                    folder_sides("wandb", "--wandb-dir", scratch / "wandb", scratch / "export", args.workers, points),
+                    args.repeats,
                 )
                 report("wandb", seconds, points)
             if "zenml" in targets:
                 seconds = alternate(
-                    zenml_sides(scratch / "zenml", scratch / "export", args.workers, points), args.repeats
+                    folder_sides("zenml", "--zenml-dir", scratch / "zenml", scratch / "export", args.workers, points),
+                    args.repeats,
                 )
                 report("zenml", seconds, points)
     except (ImportError, RuntimeError, OSError) as error:

@@ -28,7 +28,17 @@ from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.manifest import read_manifest
 from neptune_exporter.storage.zenml_store import zenml_client
-from tests.load_exports import COLLIDING, LONG_KEY, LONG_TEXT, T0_MS, rich_batches, write_export, write_rich_export
+from tests.load_exports import (
+    AWKWARD_PROJECT,
+    COLLIDING,
+    LONG_KEY,
+    LONG_TEXT,
+    T0_MS,
+    export_awkward,
+    rich_batches,
+    write_export,
+    write_rich_export,
+)
 
 pytest.importorskip("zenml", reason="the ZenML target needs the extra: pip install 'neptune-exporter[zenml]'")
 pytestmark = pytest.mark.integration
@@ -288,20 +298,8 @@ def test_peer_format_export_loads_with_its_files(tmp_path):
 
 
 def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, tmp_path):
-    from neptune_exporter.export import ExportOptions, run_export
-    from neptune_exporter.exporters.base import RunSelection
-
-    project = "workspace/awkward"
-    export_options = ExportOptions(
-        source="neptune3",
-        projects=(project,),
-        data_path=str(tmp_path / "data"),
-        files_path=str(tmp_path / "files"),
-        runs=RunSelection(include_archived=True),
-        api_token=awkward_fake.api_token,
-        workers=2,
-    )
-    exported = run_export(export_options, Settings(source_retry_timeout_s=5))
+    project = AWKWARD_PROJECT
+    exported = export_awkward(awkward_fake, tmp_path)
     assert {r.status for r in exported} == {"complete"} and len(exported) == 8
     results = {r.run_id: r for r in run_load(options(tmp_path, projects=(project,)), SETTINGS)}
     assert {k: r.status for k, r in results.items()} == {r.run_id: "loaded" for r in exported}

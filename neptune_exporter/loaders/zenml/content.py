@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from neptune_exporter.errors import CorruptPartError
-from neptune_exporter.loaders.base import ExportedRun, format_step, rows_with_points
+from neptune_exporter.loaders.base import ExportedRun, format_step, rows_with_points, single_values
 from neptune_exporter.loaders.zenml.names import ZenmlKeyMap, artifact_name, key_map
 from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
 from neptune_exporter.rows import value_column
@@ -93,14 +93,8 @@ class RunContent:
 
     # ---------------------------------------------------------------- single values
     def _values(self, rows: pa.RecordBatch) -> None:
-        if not rows.num_rows:
-            return
-        paths, types = rows.column("attribute_path").to_pylist(), rows.column("attribute_type").to_pylist()
-        columns = {name: rows.column(name) for name in {value_column(t) for t in set(types)}}
-        for i, (path, attribute_type) in enumerate(zip(paths, types, strict=True)):
-            value = columns[value_column(attribute_type)][i].as_py()
-            if value is not None:
-                self._value(path, attribute_type, metadata_value(attribute_type, value))
+        for path, attribute_type, value in single_values(rows):
+            self._value(path, attribute_type, metadata_value(attribute_type, value))
 
     def _value(self, path: str, attribute_type: str, value: Any) -> None:
         key = self.keys(path)
