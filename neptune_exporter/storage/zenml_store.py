@@ -3,7 +3,10 @@ the process environment that points ZenML there and keeps it quiet and offline, 
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -32,6 +35,7 @@ QUIET_ENV = {
     "ZENML_LOGGING_COLORS_DISABLED": "true",
     "ZENML_LOGGING_VERBOSITY": "WARN",
     "AUTO_OPEN_DASHBOARD": "false",
+    "ZENML_CAPTURE_PRINTS": "false",  # else `import zenml` replaces builtins.print process-wide
 }
 # ZENML_STORE_URL etc. would send the load to a server: this target is the local store under the folder only.
 REMOTE_STORE_PREFIXES = ("ZENML_STORE_", "ZENML_SERVER")
@@ -69,15 +73,21 @@ def check_writable(folder: Path) -> None:
 
 
 def require_zenml() -> None:
-    """UnsupportedError naming the extra when ZenML (with its local store) is not installed."""
-    try:
-        import sqlmodel  # noqa: F401  (the local SQLite store needs zenml[local])
-        import zenml  # noqa: F401
-    except ImportError as error:
-        raise UnsupportedError(
-            f"the ZenML target needs the zenml package ({error.name or error} is not installed)",
-            f"install it: {INSTALL_HINT}",
-        ) from None
+    """UnsupportedError naming the extra when ZenML (with its local store's packages) is not installed; nothing is
+    imported (ZenML's import takes seconds and configures logging)."""
+    for name in ("zenml", "sqlmodel"):  # sqlmodel: the local SQLite store (zenml[local])
+        try:
+            found = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
+            found = None
+        if found is None:
+            raise _not_installed(name)
+
+
+def _not_installed(name: str) -> UnsupportedError:
+    return UnsupportedError(
+        f"the ZenML target needs the zenml package ({name} is not installed)", f"install it: {INSTALL_HINT}"
+    )
 
 
 @contextmanager
@@ -98,6 +108,7 @@ def _point_at(folder: Path) -> None:
     if _active and _active[0] == folder:
         return
     require_zenml()
+    _import_zenml_quietly()
     from zenml.client import Client
     from zenml.config.global_config import GlobalConfiguration
 
@@ -105,6 +116,23 @@ def _point_at(folder: Path) -> None:
     Client._reset_instance()
     GlobalConfiguration().analytics_opt_in = False  # also in the folder's config.yaml, for ZenML's own CLI there
     _active[:] = [folder]
+
+
+def _import_zenml_quietly() -> None:
+    """`import zenml` sets the root logger's level and adds a stdout handler to it (its `init_logging`): both are
+    put back as they were, so the CLI's output and Prefect's logs stay ours."""
+    if "zenml" in sys.modules:
+        return
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        import zenml  # noqa: F401
+    except ImportError as error:
+        raise _not_installed(error.name or "zenml") from None
+
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def artifact_root(client: Any) -> Path:

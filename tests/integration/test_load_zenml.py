@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
+import logging
 import math
 import os
 import signal
@@ -110,6 +112,10 @@ def test_every_run_is_one_model_version_of_its_project_model(loaded):
     assert not Path(click.get_app_dir("zenml")).exists()  # nothing in the user's own ZenML config
     assert (root / "zen" / "local_stores" / "default_zen_store" / "zenml.db").is_file()
     assert "analytics_opt_in: false" in (root / "zen" / "config.yaml").read_text()
+    from zenml.logger import CustomFormatter  # ZenML's import left no handler of its own and print alone
+
+    assert not any(isinstance(h.formatter, CustomFormatter) for h in logging.getLogger().handlers)
+    assert not hasattr(builtins, "_zenml_original_print")
 
 
 def test_values_and_provenance_read_back_as_metadata(loaded):
