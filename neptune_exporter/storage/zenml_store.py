@@ -120,7 +120,8 @@ def _point_at(folder: Path) -> None:
 
 def _import_zenml_quietly() -> None:
     """`import zenml` sets the root logger's level and adds a stdout handler to it (its `init_logging`): both are
-    put back as they were, so the CLI's output and Prefect's logs stay ours."""
+    put back as they were, so the CLI's output and Prefect's logs stay ours; ZenML's own loggers report errors only
+    (unless the user set their level)."""
     if "zenml" in sys.modules:
         return
     root = logging.getLogger()
@@ -133,6 +134,9 @@ def _import_zenml_quietly() -> None:
     for handler in [h for h in root.handlers if h not in handlers]:
         root.removeHandler(handler)
     root.setLevel(level)
+    quiet = logging.getLogger("zenml")  # its warnings (e.g. "Setting the global active stack to default.")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.ERROR)
 
 
 def artifact_root(client: Any) -> Path:

@@ -40,13 +40,13 @@ POINTER_PREFIX = 1_000
 
 
 class MetadataKeys(KeyRule):
-    """ZenML metadata keys: any text of 1..255 characters without control characters (`//` and `..` are fine)."""
+    """ZenML metadata keys: any text of 1..255 characters without `:` or control characters (`//`, `..` are fine)."""
 
     def storable(self, key: str) -> bool:
         return 0 < len(key) <= self.max_length and re.fullmatch(f"{self.allowed}+", key) is not None
 
 
-KEYS = MetadataKeys(r"[^\x00-\x1f\x7f]", NAME_LIMIT, reserved_prefixes=("neptune.",), rename_reserved=("neptune.",))
+KEYS = MetadataKeys(r"[^\x00-\x1f\x7f:]", NAME_LIMIT, reserved_prefixes=("neptune.",), rename_reserved=("neptune.",))
 REFUSED_IN_NAMES = set("\t\n\r\v\f")
 STAGE_NAMES = {"none", "staging", "production", "archived", "latest"}
 SERIES = {"float_series": "float_value", "string_series": "string_value", "histogram_series": "histogram_value"}

@@ -42,21 +42,20 @@ from tests.load_exports import (
     write_rich_export,
 )
 
-pytest.importorskip("zenml", reason="the ZenML target needs the extra: pip install 'neptune-exporter[zenml]'")
 pytestmark = pytest.mark.integration
 
-PROJECT = "team/zen"
+PROJECT, CHANGED, BUGS, KILL = "team/zen", "team/changed", "team/bugs", "team/kill"  # a model each: one store
 HUGE = "h" * 70_000  # over ZenML's 65,535 characters of metadata: kept whole in an artifact
 HUGE_SET = {f"member-{i:05d}" for i in range(6_000)}
 SETTINGS = Settings()
 
 
-def options(root: Path, **overrides) -> LoadOptions:
+def options(root: Path, zen: Path, **overrides) -> LoadOptions:
     values = {
         "target": "zenml",
         "data_path": str(root / "data"),
         "files_path": str(root / "files"),
-        "zenml_dir": str(root / "zen"),
+        "zenml_dir": str(zen),
         "workers": 2,
     }
     return LoadOptions(**{**values, **overrides})
@@ -89,47 +88,56 @@ def artifacts_of(zen: Path, version) -> dict:
     return {a.run_metadata["neptune.attribute"]: a for a in linked}
 
 
-def all_artifact_versions(zen: Path) -> int:
+def all_artifact_versions(zen: Path, model: str) -> int:
+    """Artifact versions of the model's runs, linked or not (their names start with the model's)."""
     with zenml_client(zen) as client:
-        return client.list_artifact_versions(size=1).total
+        return client.list_artifact_versions(name=f"startswith:{model}/", size=1).total
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
+def zen(tmp_path_factory) -> Path:
+    """One local store for the module (creating one takes 8-15 s): each test loads projects of its own."""
+    return tmp_path_factory.mktemp("zenml-store")
+
+
+@pytest.fixture(scope="module")
+def loaded(zen, tmp_path_factory):
     root = tmp_path_factory.mktemp("zenml")
     write_runs(root)
-    results = {r.run_id: r for r in run_load(options(root), SETTINGS)}
+    results = {r.run_id: r for r in run_load(options(root, zen), SETTINGS)}
     return root, results
 
 
-def test_every_run_is_one_model_version_of_its_project_model(loaded):
+def test_every_run_is_one_model_version_of_its_project_model(loaded, zen):
     root, results = loaded
     assert {k: r.status for k, r in results.items()} == {"RUN-1": "loaded", "RUN-2": "loaded", "123": "loaded"}
-    versions = versions_of(root / "zen")
+    versions = versions_of(zen)
     assert set(versions) == {"RUN-1", "RUN-2", numeric_version("123")}
     assert {str(v.id) for v in versions.values()} == {r.target_run_id for r in results.values()}
     assert results["RUN-1"].points == 300 + 3 + 2 + 2 and results["RUN-1"].files == 4
     assert not Path(click.get_app_dir("zenml")).exists()  # nothing in the user's own ZenML config
-    assert (root / "zen" / "local_stores" / "default_zen_store" / "zenml.db").is_file()
-    assert "analytics_opt_in: false" in (root / "zen" / "config.yaml").read_text()
+    assert (zen / "local_stores" / "default_zen_store" / "zenml.db").is_file()
+    assert "analytics_opt_in: false" in (zen / "config.yaml").read_text()
     from zenml.logger import CustomFormatter  # ZenML's import left no handler of its own and print alone
 
     assert not any(isinstance(h.formatter, CustomFormatter) for h in logging.getLogger().handlers)
     assert not hasattr(builtins, "_zenml_original_print")
 
 
-def test_values_and_provenance_read_back_as_metadata(loaded):
+def test_values_and_provenance_read_back_as_metadata(loaded, zen):
     root, _ = loaded
-    versions = versions_of(root / "zen")
+    versions = versions_of(zen)
     metadata = versions["RUN-1"].run_metadata
     assert metadata["params/lr"] == 0.001 and metadata["params/epochs"] == 12 and metadata["params/flag"] is True
     assert math.isnan(metadata["params/nan"]) and metadata["params/inf"] == math.inf
     assert metadata["params/name"] == "résumé ✓" and metadata["params/long"] == LONG_TEXT
     assert metadata["params/when"] == "2024-02-03T04:05:06.789+00:00" and metadata["params/set"] == ["a", "b", "c"]
     assert metadata["sys/tags"] == ["baseline", "mlflow.note", "with space"]
-    assert metadata[COLLIDING[0]] == 1 and metadata[COLLIDING[1]] == 2 and metadata["weird//key..x:y"] == "w"
-    key_map = metadata["neptune.key_map"]  # only the key longer than ZenML's 255 characters is renamed
-    assert set(key_map) == {LONG_KEY} and len(key_map[LONG_KEY]) == 255 and metadata[key_map[LONG_KEY]] == 7
+    assert metadata[COLLIDING[0]] == 1 and metadata[COLLIDING[1]] == 2
+    key_map = metadata["neptune.key_map"]  # renamed: the key over 255 characters, the one with a `:`
+    assert set(key_map) == {LONG_KEY, "weird//key..x:y"} and len(key_map[LONG_KEY]) == 255
+    assert metadata[key_map[LONG_KEY]] == 7 and metadata[key_map["weird//key..x:y"]] == "w"
+    assert key_map["weird//key..x:y"].startswith("weird//key..x_y~")
     assert (
         metadata["params/huge"].startswith("h" * 1000)
         and "[truncated: 70000 chars, whole value in artifact" in (metadata["params/huge"])
@@ -148,10 +156,10 @@ def test_values_and_provenance_read_back_as_metadata(loaded):
     assert versions[numeric_version("123")].run_metadata["neptune.run_id"] == "123"
 
 
-def test_series_files_and_long_values_read_back_as_artifacts(loaded):
+def test_series_files_and_long_values_read_back_as_artifacts(loaded, zen):
     root, _ = loaded
-    version = versions_of(root / "zen")["RUN-1"]
-    artifacts = artifacts_of(root / "zen", version)
+    version = versions_of(zen)["RUN-1"]
+    artifacts = artifacts_of(zen, version)
     assert {a.version for a in artifacts.values()} == {"RUN-1"}
     assert artifacts["metrics/loss"].artifact.name == f"{PROJECT}/metrics/loss"
     loss = pq.read_table(Path(artifacts["metrics/loss"].uri)).to_pydict()
@@ -174,47 +182,50 @@ def test_series_files_and_long_values_read_back_as_artifacts(loaded):
     assert artifacts["metrics/loss"].run_metadata["neptune.count"] == 300
 
 
-def test_validation_reads_everything_back_with_no_difference(loaded):
+def test_validation_reads_everything_back_with_no_difference(loaded, zen):
     root, _ = loaded
-    report = run_validate(options(root), SETTINGS)
+    report = run_validate(options(root, zen), SETTINGS)
     assert report.ok, report.to_markdown()
     checked = {run.run_id: run.checked for run in report.runs}
     assert checked["RUN-1"]["points"] == 300 + 3 + 2 + 2 and checked["RUN-1"]["artifacts"] == 7
     assert checked["RUN-1"]["metrics"] == 4
 
 
-def test_loading_twice_adds_nothing(loaded):
+def test_loading_twice_adds_nothing(loaded, zen):
     root, _ = loaded
-    before = (versions_of(root / "zen"), all_artifact_versions(root / "zen"))
-    again = run_load(options(root), SETTINGS)
+    before = (versions_of(zen), all_artifact_versions(zen, PROJECT))
+    again = run_load(options(root, zen), SETTINGS)
     assert sorted(r.status for r in again) == ["skipped"] * 3
-    after = (versions_of(root / "zen"), all_artifact_versions(root / "zen"))
+    after = (versions_of(zen), all_artifact_versions(zen, PROJECT))
     assert {n: v.id for n, v in after[0].items()} == {n: v.id for n, v in before[0].items()} and after[1] == before[1]
 
 
-def test_a_changed_export_replaces_its_version(tmp_path):
-    write_export(tmp_path / "data", tmp_path / "files", PROJECT, "r", [parameter_rows(PROJECT, "r", [("p", "int", 1)])])
-    (first,) = run_load(options(tmp_path), SETTINGS)
+def test_a_changed_export_replaces_its_version(tmp_path, zen):
+    write_export(tmp_path / "data", tmp_path / "files", CHANGED, "r", [parameter_rows(CHANGED, "r", [("p", "int", 1)])])
+    (first,) = run_load(options(tmp_path, zen), SETTINGS)
     steps = [0.0, 1.0]
     write_export(
         tmp_path / "data",
         tmp_path / "files",
-        PROJECT,
+        CHANGED,
         "r",
-        [parameter_rows(PROJECT, "r", [("p", "int", 2)]), series_rows(PROJECT, "r", "m", "float_series", steps, steps)],
+        [
+            parameter_rows(CHANGED, "r", [("p", "int", 2)]),
+            series_rows(CHANGED, "r", "m", "float_series", steps, steps, [T0_MS, T0_MS]),
+        ],
     )
-    (second,) = run_load(options(tmp_path), SETTINGS)
+    (second,) = run_load(options(tmp_path, zen), SETTINGS)
     assert (first.status, second.status) == ("loaded", "loaded") and first.target_run_id != second.target_run_id
-    (version,) = versions_of(tmp_path / "zen").values()
-    assert version.run_metadata["p"] == 2 and set(artifacts_of(tmp_path / "zen", version)) == {"m"}
-    assert run_validate(options(tmp_path), SETTINGS).ok
+    (version,) = versions_of(zen, CHANGED).values()
+    assert version.run_metadata["p"] == 2 and set(artifacts_of(zen, version)) == {"m"}
+    assert run_validate(options(tmp_path, zen), SETTINGS).ok
 
 
-def test_a_mapping_bug_in_the_loader_is_reported_by_validation(tmp_path, monkeypatch):
+def test_a_mapping_bug_in_the_loader_is_reported_by_validation(tmp_path, monkeypatch, zen):
     """Bugs injected into the loader only: string values cut to 6 characters, one key renamed, a series' first point
     dropped; validation (its own rules) reports each, for the affected run only."""
-    write_rich_export(tmp_path / "data", tmp_path / "files", PROJECT, "a", points=20)
-    write_export(tmp_path / "data", tmp_path / "files", PROJECT, "c", [parameter_rows(PROJECT, "c", [("x", "int", 1)])])
+    write_rich_export(tmp_path / "data", tmp_path / "files", BUGS, "a", points=20)
+    write_export(tmp_path / "data", tmp_path / "files", BUGS, "c", [parameter_rows(BUGS, "c", [("x", "int", 1)])])
     correct_value, correct_key, correct_part = (
         zenml_content.metadata_value,
         zenml_names.ZenmlKeyMap.target_key,
@@ -237,8 +248,8 @@ def test_a_mapping_bug_in_the_loader_is_reported_by_validation(tmp_path, monkeyp
             self, path, kind, rows.slice(1) if path == "metrics/loss" else rows
         ),
     )
-    assert sorted(r.status for r in run_load(options(tmp_path), SETTINGS)) == ["loaded", "loaded"]
-    report = run_validate(options(tmp_path), SETTINGS)
+    assert sorted(r.status for r in run_load(options(tmp_path, zen), SETTINGS)) == ["loaded", "loaded"]
+    report = run_validate(options(tmp_path, zen), SETTINGS)
     assert {(d.run_id, d.kind, d.key, d.problem) for d in report.differences} == {
         ("a", "metadata", "params/name", "value"),
         ("a", "metadata", "params/long", "value"),
@@ -254,71 +265,73 @@ def test_a_mapping_bug_in_the_loader_is_reported_by_validation(tmp_path, monkeyp
     assert [r.run_id for r in report.failed_runs] == ["a"]
 
 
-def test_sigkill_mid_load_then_rerun_loads_each_run_once(tmp_path):
+def test_sigkill_mid_load_then_rerun_loads_each_run_once(tmp_path, zen):
     series = [
-        series_rows(PROJECT, "big", f"m/{i:03d}", "float_series", [0.0, 1.5], [float(i), 2.0]) for i in range(400)
+        series_rows(KILL, "big", f"m/{i:03d}", "float_series", [0.0, 1.5], [float(i), 2.0], [T0_MS, T0_MS + 1])
+        for i in range(400)
     ]
-    write_export(tmp_path / "data", tmp_path / "files", PROJECT, "big", series)
+    write_export(tmp_path / "data", tmp_path / "files", KILL, "big", series)
     script = (
         "from neptune_exporter.load import LoadOptions, run_load\nfrom neptune_exporter.settings import Settings\n"
-        f"run_load(LoadOptions(**{options(tmp_path).to_json()!r}), Settings())\n"
+        f"run_load(LoadOptions(**{options(tmp_path, zen).to_json()!r}), Settings())\n"
     )
+    folder = loader_base.run_key(KILL, "big")  # the run's folder in the artifact store
     child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list((tmp_path / "zen").glob("local_stores/*/neptune/*/a*"))) < 100:
+        while time.monotonic() < deadline and len(list(zen.glob(f"local_stores/*/neptune/{folder}/a*"))) < 100:
             assert child.poll() is None, "the load finished before it could be killed; make the run bigger"
             time.sleep(0.02)
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=30)
-    (partial,) = versions_of(tmp_path / "zen").values()
+    (partial,) = versions_of(zen, KILL).values()
     assert partial.run_metadata["neptune.load_state"] == "loading"
-    (result,) = run_load(options(tmp_path), SETTINGS)
+    (result,) = run_load(options(tmp_path, zen), SETTINGS)
     assert result.status == "loaded" and result.points == 800
-    (complete,) = versions_of(tmp_path / "zen").values()
+    (complete,) = versions_of(zen, KILL).values()
     assert complete.run_metadata["neptune.load_state"] == "complete" and str(complete.id) == result.target_run_id
-    assert len(artifacts_of(tmp_path / "zen", complete)) == 400 == all_artifact_versions(tmp_path / "zen")
-    assert run_validate(options(tmp_path), SETTINGS).ok
-    assert run_load(options(tmp_path), SETTINGS)[0].status == "skipped"
+    assert len(artifacts_of(zen, complete)) == 400 == all_artifact_versions(zen, KILL)
+    assert run_validate(options(tmp_path, zen), SETTINGS).ok
+    assert run_load(options(tmp_path, zen), SETTINGS)[0].status == "skipped"
 
 
-def test_peer_format_export_loads_with_its_files(tmp_path):
+def test_peer_format_export_loads_with_its_files(tmp_path, zen):
     from tests.unit.fixtures import peer_export as peer
 
     peer.write_peer_run(tmp_path / "data")
     peer.write_peer_files(tmp_path / "files")
-    (result,) = run_load(options(tmp_path), SETTINGS)
+    (result,) = run_load(options(tmp_path, zen), SETTINGS)
     assert result.status == "loaded" and result.points == 5 and result.files == 3
-    (version,) = versions_of(tmp_path / "zen", peer.PROJECT).values()
+    (version,) = versions_of(zen, peer.PROJECT).values()
     assert version.name == peer.RUN and version.run_metadata["params/lr"] == 0.01
     assert version.run_metadata["neptune.fork_parent"] == "exp-6" and version.run_metadata["sys/tags"] == ["x", "y"]
-    artifacts = artifacts_of(tmp_path / "zen", version)
+    artifacts = artifacts_of(zen, version)
     assert (Path(artifacts["model/ckpt"].uri) / "ckpt.bin").read_bytes() == peer.CHECKPOINT[1]
     for step, path, data in peer.PREDICTIONS:
         assert (Path(artifacts["images/pred"].uri) / f"step_{step}" / Path(path).name).read_bytes() == data
     steps = pq.read_table(Path(artifacts["metrics/acc"].uri)).column("step").to_pylist()
     assert [str(s.normalize()) for s in steps] == ["0.5", "1.5", "2.5", "3.5", "4.5"]
-    assert run_validate(options(tmp_path), SETTINGS).ok
-    assert run_load(options(tmp_path), SETTINGS)[0].status == "skipped"
+    assert run_validate(options(tmp_path, zen), SETTINGS).ok
+    assert run_load(options(tmp_path, zen), SETTINGS)[0].status == "skipped"
 
 
-def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, tmp_path):
+def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, tmp_path, zen):
     project = AWKWARD_PROJECT
     exported = export_awkward(awkward_fake, tmp_path)
     assert {r.status for r in exported} == {"complete"} and len(exported) == 8
-    results = {r.run_id: r for r in run_load(options(tmp_path, projects=(project,)), SETTINGS)}
+    results = {r.run_id: r for r in run_load(options(tmp_path, zen, projects=(project,)), SETTINGS)}
     assert {k: r.status for k, r in results.items()} == {r.run_id: "loaded" for r in exported}
-    versions = versions_of(tmp_path / "zen", project)
+    versions = versions_of(zen, project)
     basic = versions["run-basic"].run_metadata
     assert basic["params/string_set"] == ["a", "b/c", "ü"] and basic["unicode/ścieżka/λ"] == 1.5
     assert basic["params/empty_string"] == "" and basic["neptune.experiment"] == "exp-alpha"
-    artifacts = artifacts_of(tmp_path / "zen", versions["run-basic"])
+    artifacts = artifacts_of(zen, versions["run-basic"])
     steps = pq.read_table(Path(artifacts["metrics/float_steps"].uri)).column("step").to_pylist()
     assert [str(s.normalize()) for s in steps] == ["0.1", "0.29", "1", "1.5"]
     assert (Path(artifacts["files/empty"].uri) / "empty.txt").read_bytes() == b""
     assert len([k for k in versions["run-wide"].run_metadata if k.startswith("wide/")]) == 10_000
-    report = run_validate(options(tmp_path, projects=(project,)), SETTINGS)
+    report = run_validate(options(tmp_path, zen, projects=(project,)), SETTINGS)
     assert report.ok, report.to_markdown()
     assert sum(run.checked["points"] for run in report.runs) > 100
 

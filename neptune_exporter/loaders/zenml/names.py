@@ -13,14 +13,14 @@ BANNED = "\t\n\r\v\f"  # characters ZenML refuses in names
 STAGES = ("none", "staging", "production", "archived", "latest")  # ZenML reads these as stages, not names
 DEFAULT_MODEL_TEMPLATE = "{project_id}"
 RESERVED_PREFIX = "neptune."  # the provenance keys; a Neptune attribute under it is renamed
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # control characters: never kept in a key
+REFUSED_IN_KEYS = re.compile(r"[\x00-\x1f\x7f:]")  # ZenML refuses `:` in metadata keys; control characters
 
 ZENML = TargetCapabilities(
     name="zenml",
     integer_steps=False,  # series keep their exact decimal steps (Parquet decimal128(18,6))
     increasing_steps_only=False,
     max_key_length=MAX_NAME,
-    key_pattern=r"[^\x00-\x1f\x7f]",
+    key_pattern=r"[^\x00-\x1f\x7f:]",
     max_param_length=None,
     metrics_per_batch=None,
     params_per_batch=None,
@@ -72,17 +72,16 @@ def artifact_name(model: str, key: str) -> str:
 
 
 class ZenmlKeyMap(KeyMap):
-    """Metadata keys: attribute paths as they are (ZenML keeps any key of up to 255 characters); renamed, and recorded,
-    when longer, with a control character, or under the provenance prefix `neptune.`."""
+    """Metadata keys: attribute paths as they are when ZenML takes them (1..255 characters, no `:`, no control
+    character); else (and under the provenance prefix `neptune.`) renamed: those characters `_`, `_` before a
+    `neptune.`, cut to fit, plus `~<8 hex of the original>`; the rename is recorded."""
 
     def target_key(self, key: str) -> str:
-        if key and len(key) <= MAX_NAME and not CONTROL.search(key) and not key.startswith(RESERVED_PREFIX):
+        if key and len(key) <= MAX_NAME and not REFUSED_IN_KEYS.search(key) and not key.startswith(RESERVED_PREFIX):
             return key
-        cleaned = CONTROL.sub("_", key) or "_"
+        cleaned = REFUSED_IN_KEYS.sub("_", key)
         if cleaned.startswith(RESERVED_PREFIX):
             cleaned = "_" + cleaned
-        if len(cleaned) <= MAX_NAME:
-            return cleaned
         return cleaned[: MAX_NAME - 9] + "~" + _short_hash(key)
 
 
