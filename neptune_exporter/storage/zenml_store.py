@@ -115,6 +115,8 @@ def _point_at(folder: Path) -> None:
     GlobalConfiguration._reset_instance()
     Client._reset_instance()
     GlobalConfiguration().analytics_opt_in = False  # also in the folder's config.yaml, for ZenML's own CLI there
+    if not Client.is_repository_directory(folder):  # the repository is ZenML's source root (no guess from __main__)
+        Client.initialize(root=folder)
     _active[:] = [folder]
 
 
