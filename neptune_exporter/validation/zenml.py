@@ -35,6 +35,7 @@ from neptune_exporter.validation.report import RunValidation
 from neptune_exporter.validation.rules import KeyRule, RecordedKeys, run_key, step_text
 
 NAME_LIMIT = 255
+PROVENANCE_PREFIX = "neptune."
 VALUE_LIMIT = 65_535  # longer JSON: ZenML would skip the value, so the load keeps it whole in an artifact
 POINTER_PREFIX = 1_000
 
@@ -46,7 +47,9 @@ class MetadataKeys(KeyRule):
         return 0 < len(key) <= self.max_length and re.fullmatch(f"{self.allowed}+", key) is not None
 
 
-KEYS = MetadataKeys(r"[^\x00-\x1f\x7f:]", NAME_LIMIT, reserved_prefixes=("neptune.",), rename_reserved=("neptune.",))
+KEYS = MetadataKeys(
+    r"[^\x00-\x1f\x7f:]", NAME_LIMIT, reserved_prefixes=(PROVENANCE_PREFIX,), rename_reserved=(PROVENANCE_PREFIX,)
+)
 REFUSED_IN_NAMES = set("\t\n\r\v\f")
 STAGE_NAMES = {"none", "staging", "production", "archived", "latest"}
 SERIES = {"float_series": "float_value", "string_series": "string_value", "histogram_series": "histogram_value"}
@@ -83,6 +86,21 @@ def metadata_value(attribute_type: str, value: Any) -> Any:
     return value
 
 
+def attribute_values(metadata: dict[str, Any], originals: dict[str, str]) -> dict[str, Any]:
+    """Metadata entries back to attribute paths: a namespace's dict as `<namespace>/<key>` (key `""`: the
+    namespace's own value), a plain entry as its name; renamed keys back to their originals; provenance left out."""
+    values: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if key.startswith(PROVENANCE_PREFIX):
+            continue
+        name = originals.get(key, key)
+        if isinstance(value, dict):
+            values.update({f"{name}/{rest}" if rest else name: inner for rest, inner in value.items()})
+        else:
+            values[name] = value
+    return values
+
+
 def canonical(value: Any) -> str:
     """Comparable text of a metadata value: JSON (type-strict: 1 ≠ 1.0 ≠ true; NaN equals NaN)."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
@@ -92,7 +110,8 @@ def canonical(value: Any) -> str:
 class Expected:
     """What ZenML should hold for one run: metadata, and per attribute its artifact's type, count and content."""
 
-    metadata: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)  # attribute path → metadata value
+    provenance: dict[str, Any] = field(default_factory=dict)  # the `neptune.*` entries
     types: dict[str, str] = field(default_factory=dict)  # attribute → Neptune type of its artifact
     counts: dict[str, int] = field(default_factory=dict)
     files: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)  # attribute → {path: (size, sha)}
@@ -117,18 +136,23 @@ class ExpectedZenmlRun:
                 self._value(path, attribute_type, metadata_value(attribute_type, value))
         for attribute_type in SERIES:
             self._series(attribute_type)
+        for path in self.expected.values:
+            self.keys(path.partition("/")[0])  # the top-level key of the path's namespace (or of the name)
         accepted = {o: t for o, t in self.keys.recorded.items() if self.keys(o) == t}
-        self.expected.metadata.update(self._provenance(accepted))
+        self.expected.provenance = self._provenance(accepted)
         return self.expected
 
+    def originals(self) -> dict[str, str]:
+        """Top-level metadata key → the namespace or name it holds (as validation expects the keys)."""
+        return {target: original for original, target in self.keys.targets.items()}
+
     def _value(self, path: str, attribute_type: str, value: Any) -> None:
-        key = self.keys(path)
-        if len(json.dumps(value)) <= VALUE_LIMIT:
-            self.expected.metadata[key] = value
+        if len(json.dumps({path: value})) <= VALUE_LIMIT:
+            self.expected.values[path] = value
             return
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         where = self.artifact_names.get(path, "<its artifact>")
-        self.expected.metadata[key] = (
+        self.expected.values[path] = (
             f"{text[:POINTER_PREFIX]} …[truncated: {len(text)} chars, whole value in artifact {where}]"
         )
         self.expected.types[path], self.expected.counts[path] = attribute_type, len(text)
@@ -217,16 +241,20 @@ class ZenmlValidator:
         names = {a["attribute"]: a["name"] for a in artifacts if a["attribute"]}
         builder = ExpectedZenmlRun(export, metadata.get("neptune.key_map") or {}, names)
         expected = builder.build()
-        differences = builder.keys.differences(project_id, run_id) + compare_mappings(
-            project_id,
-            run_id,
-            "metadata",
-            {k: canonical(v) for k, v in expected.metadata.items()},
-            {k: canonical(v) for k, v in metadata.items()},
-        )
+        values = attribute_values(metadata, builder.originals())
+        provenance = {k: v for k, v in metadata.items() if k.startswith(PROVENANCE_PREFIX)}
+        differences = builder.keys.differences(project_id, run_id)
+        for want, got in ((expected.values, values), (expected.provenance, provenance)):
+            differences += compare_mappings(
+                project_id,
+                run_id,
+                "metadata",
+                {k: canonical(v) for k, v in want.items()},
+                {k: canonical(v) for k, v in got.items()},
+            )
         differences += _artifact_differences(project_id, run_id, version, expected, artifacts)
         checked = {
-            "params": len(expected.metadata),
+            "params": len(expected.values) + len(expected.provenance),
             "metrics": len(expected.points) + len(expected.records),
             "points": sum(d.count for d in expected.points.values()) + sum(d.count for d in expected.records.values()),
             "artifacts": sum(len(e) for e in expected.files.values()) + len(expected.long_values),

@@ -127,20 +127,18 @@ def test_every_run_is_one_model_version_of_its_project_model(loaded, zen):
 def test_values_and_provenance_read_back_as_metadata(loaded, zen):
     root, _ = loaded
     versions = versions_of(zen)
-    metadata = versions["RUN-1"].run_metadata
-    assert metadata["params/lr"] == 0.001 and metadata["params/epochs"] == 12 and metadata["params/flag"] is True
-    assert math.isnan(metadata["params/nan"]) and metadata["params/inf"] == math.inf
-    assert metadata["params/name"] == "résumé ✓" and metadata["params/long"] == LONG_TEXT
-    assert metadata["params/when"] == "2024-02-03T04:05:06.789+00:00" and metadata["params/set"] == ["a", "b", "c"]
-    assert metadata["sys/tags"] == ["baseline", "mlflow.note", "with space"]
-    assert metadata[COLLIDING[0]] == 1 and metadata[COLLIDING[1]] == 2
-    key_map = metadata["neptune.key_map"]  # renamed: the key over 255 characters, the one with a `:`
-    assert set(key_map) == {LONG_KEY, "weird//key..x:y"} and len(key_map[LONG_KEY]) == 255
-    assert metadata[key_map[LONG_KEY]] == 7 and metadata[key_map["weird//key..x:y"]] == "w"
-    assert key_map["weird//key..x:y"].startswith("weird//key..x_y~")
+    metadata = versions["RUN-1"].run_metadata  # one entry per namespace, the rest of each path a key in it
+    params = metadata["params"]
+    assert params["lr"] == 0.001 and params["epochs"] == 12 and params["flag"] is True
+    assert math.isnan(params["nan"]) and params["inf"] == math.inf
+    assert params["name"] == "résumé ✓" and params["long"] == LONG_TEXT
+    assert params["when"] == "2024-02-03T04:05:06.789+00:00" and params["set"] == ["a", "b", "c"]
+    assert params[LONG_KEY.partition("/")[2]] == 7  # 300 characters: fine inside a namespace
+    assert metadata["sys"]["tags"] == ["baseline", "mlflow.note", "with space"]
+    assert metadata["cfg"] == {COLLIDING[0][4:]: 1, COLLIDING[1][4:]: 2} and metadata["weird"] == {"/key..x:y": "w"}
+    assert metadata["neptune.key_map"] == {}  # no top-level key needed a new name
     assert (
-        metadata["params/huge"].startswith("h" * 1000)
-        and "[truncated: 70000 chars, whole value in artifact" in (metadata["params/huge"])
+        params["huge"].startswith("h" * 1000) and "[truncated: 70000 chars, whole value in artifact" in (params["huge"])
     )
     manifest = read_manifest(next((root / "data").rglob("*RUN-1*.manifest.json")))
     assert {k: v for k, v in metadata.items() if k.startswith("neptune.") and k != "neptune.key_map"} == {
@@ -222,8 +220,8 @@ def test_a_changed_export_replaces_its_version(tmp_path, zen):
 
 
 def test_a_mapping_bug_in_the_loader_is_reported_by_validation(tmp_path, monkeypatch, zen):
-    """Bugs injected into the loader only: string values cut to 6 characters, one key renamed, a series' first point
-    dropped; validation (its own rules) reports each, for the affected run only."""
+    """Bugs injected into the loader only: string values cut to 6 characters, one namespace renamed, a series' first
+    point dropped; validation (its own rules) reports each, for the affected run only."""
     write_rich_export(tmp_path / "data", tmp_path / "files", BUGS, "a", points=20)
     write_export(tmp_path / "data", tmp_path / "files", BUGS, "c", [parameter_rows(BUGS, "c", [("x", "int", 1)])])
     correct_value, correct_key, correct_part = (
@@ -239,7 +237,7 @@ def test_a_mapping_bug_in_the_loader_is_reported_by_validation(tmp_path, monkeyp
     monkeypatch.setattr(
         zenml_names.ZenmlKeyMap,
         "target_key",
-        lambda self, key: "params/rate" if key == "params/lr" else correct_key(self, key),
+        lambda self, key: "config" if key == "cfg" else correct_key(self, key),
     )
     monkeypatch.setattr(
         zenml_content.RunContent,
@@ -253,10 +251,12 @@ def test_a_mapping_bug_in_the_loader_is_reported_by_validation(tmp_path, monkeyp
     assert {(d.run_id, d.kind, d.key, d.problem) for d in report.differences} == {
         ("a", "metadata", "params/name", "value"),
         ("a", "metadata", "params/long", "value"),
-        ("a", "key", "params/lr", "renamed"),
+        ("a", "key", "cfg", "renamed"),
         ("a", "metadata", "neptune.key_map", "value"),
-        ("a", "metadata", "params/lr", "missing"),
-        ("a", "metadata", "params/rate", "unexpected"),
+        ("a", "metadata", "cfg/a#b", "missing"),
+        ("a", "metadata", "cfg/a%b", "missing"),
+        ("a", "metadata", "config/a#b", "unexpected"),
+        ("a", "metadata", "config/a%b", "unexpected"),
         ("a", "series", "metrics/loss", "points"),
         ("a", "artifact", "metrics/loss:count", "value"),
     }
@@ -304,8 +304,8 @@ def test_peer_format_export_loads_with_its_files(tmp_path, zen):
     (result,) = run_load(options(tmp_path, zen), SETTINGS)
     assert result.status == "loaded" and result.points == 5 and result.files == 3
     (version,) = versions_of(zen, peer.PROJECT).values()
-    assert version.name == peer.RUN and version.run_metadata["params/lr"] == 0.01
-    assert version.run_metadata["neptune.fork_parent"] == "exp-6" and version.run_metadata["sys/tags"] == ["x", "y"]
+    assert version.name == peer.RUN and version.run_metadata["params"] == {"lr": 0.01}
+    assert version.run_metadata["neptune.fork_parent"] == "exp-6" and version.run_metadata["sys"]["tags"] == ["x", "y"]
     artifacts = artifacts_of(zen, version)
     assert (Path(artifacts["model/ckpt"].uri) / "ckpt.bin").read_bytes() == peer.CHECKPOINT[1]
     for step, path, data in peer.PREDICTIONS:
@@ -324,13 +324,13 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
     assert {k: r.status for k, r in results.items()} == {r.run_id: "loaded" for r in exported}
     versions = versions_of(zen, project)
     basic = versions["run-basic"].run_metadata
-    assert basic["params/string_set"] == ["a", "b/c", "ü"] and basic["unicode/ścieżka/λ"] == 1.5
-    assert basic["params/empty_string"] == "" and basic["neptune.experiment"] == "exp-alpha"
+    assert basic["params"]["string_set"] == ["a", "b/c", "ü"] and basic["unicode"]["ścieżka/λ"] == 1.5
+    assert basic["params"]["empty_string"] == "" and basic["neptune.experiment"] == "exp-alpha"
     artifacts = artifacts_of(zen, versions["run-basic"])
     steps = pq.read_table(Path(artifacts["metrics/float_steps"].uri)).column("step").to_pylist()
     assert [str(s.normalize()) for s in steps] == ["0.1", "0.29", "1", "1.5"]
     assert (Path(artifacts["files/empty"].uri) / "empty.txt").read_bytes() == b""
-    assert len([k for k in versions["run-wide"].run_metadata if k.startswith("wide/")]) == 10_000
+    assert len(versions["run-wide"].run_metadata["wide"]) == 10_000
     report = run_validate(options(tmp_path, zen, projects=(project,)), SETTINGS)
     assert report.ok, report.to_markdown()
     assert sum(run.checked["points"] for run in report.runs) > 100

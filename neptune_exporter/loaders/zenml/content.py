@@ -67,7 +67,7 @@ class RunContent:
     folder: Path
     model: str
     keys: ZenmlKeyMap = field(default_factory=key_map)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)  # attribute path → metadata value (long ones: a pointer)
     artifacts: dict[str, ArtifactFolder] = field(default_factory=dict)
     points: int = 0
     files: int = 0
@@ -87,7 +87,7 @@ class RunContent:
         if attribute not in self.artifacts:
             folder = self.folder / f"a{len(self.artifacts)}"
             folder.mkdir(parents=True)
-            name = artifact_name(self.model, self.keys(attribute))
+            name = artifact_name(self.model, attribute)
             self.artifacts[attribute] = ArtifactFolder(attribute, attribute_type, folder, name)
         return self.artifacts[attribute]
 
@@ -97,15 +97,38 @@ class RunContent:
             self._value(path, attribute_type, metadata_value(attribute_type, value))
 
     def _value(self, path: str, attribute_type: str, value: Any) -> None:
-        key = self.keys(path)
-        if len(json.dumps(value)) <= METADATA_VALUE_LIMIT:
-            self.metadata[key] = value
+        if len(json.dumps({path: value})) <= METADATA_VALUE_LIMIT:
+            self.values[path] = value
             return
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         artifact = self._artifact(path, attribute_type)
         (artifact.folder / ("value.txt" if isinstance(value, str) else "value.json")).write_bytes(text.encode())
         artifact.count = len(text)
-        self.metadata[key] = long_value_pointer(text, artifact.name)
+        self.values[path] = long_value_pointer(text, artifact.name)
+
+    def metadata_calls(self) -> list[dict[str, Any]]:
+        """The values as `log_metadata` calls: one metadata entry per namespace (`params/lr` → `params`:
+        {`lr`: ...}), split into dicts of at most 65,535 JSON characters (ZenML merges the dicts of one key when
+        read back); a name with no namespace under it is an entry of its own (else `""` in its namespace)."""
+        namespaces = {path.partition("/")[0] for path in self.values if "/" in path}
+        chunks: dict[str, list[Any]] = {}
+        sizes: dict[str, int] = {}
+        for path, value in sorted(self.values.items()):
+            head, _, rest = path.partition("/")
+            key = self.keys(head)
+            if head not in namespaces:
+                chunks[key] = [value]
+                continue
+            item = len(json.dumps({rest: value})) - 2  # `"rest": value`; a dict's JSON is {item, item, ...}
+            entries = chunks.setdefault(key, [{}])
+            size = sizes.get(key, 2)
+            if entries[-1] and size + 2 + item > METADATA_VALUE_LIMIT:
+                entries.append({})
+                size = 2
+            sizes[key] = size + item + (2 if entries[-1] else 0)
+            entries[-1][rest] = value
+        depth = max((len(entries) for entries in chunks.values()), default=0)
+        return [{k: entries[i] for k, entries in chunks.items() if i < len(entries)} for i in range(depth)]
 
     # ---------------------------------------------------------------- series
     def _series(self, rows: pa.RecordBatch, series_type: AttributeType) -> None:

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 RUN_KEY = "neptune.run_key"
 EXPERIMENT = "neptune.experiment"
 KEY_MAP = "neptune.key_map"
-METADATA_PER_CALL = 1_000
 RUNS_FOLDER = "neptune"  # <artifact store>/neptune/<run key>/a<n>: one folder per artifact
 
 
@@ -162,13 +161,12 @@ class ZenmlLoader:
         return {key: value for key, value in record.items() if value is not None}  # ZenML stores no null
 
     def _write(self, created: Any, content: RunContent, version: str) -> None:
-        """Metadata values (in chunks), the key map, then each artifact registered and linked to the version."""
+        """Metadata values (by namespace), the key map, then each artifact registered and linked to the version."""
         from zenml.artifacts.utils import register_artifact
         from zenml.model.utils import link_artifact_version_to_model_version
 
-        values = list(content.metadata.items())
-        for start in range(0, len(values), METADATA_PER_CALL):
-            self._log(created.id, dict(values[start : start + METADATA_PER_CALL]))
+        for call in content.metadata_calls():
+            self._log(created.id, call)
         self._log(created.id, {KEY_MAP: dict(sorted(content.keys.renamed.items()))})
         for artifact in content.artifacts.values():
             registered = register_artifact(

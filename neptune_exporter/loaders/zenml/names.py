@@ -63,18 +63,19 @@ def version_name(run_id: str) -> str:
     return f"run-{cleaned}-{_short_hash(run_id)}"
 
 
-def artifact_name(model: str, key: str) -> str:
-    """`<model>/<metadata key of the attribute>`, cut with a hash of the whole to ZenML's 255 characters."""
-    name = f"{model}/{key}"
+def artifact_name(model: str, attribute: str) -> str:
+    """`<model>/<attribute path>` (tabs and line breaks `_`), cut with a hash of the whole to 255 characters."""
+    name = "".join("_" if c in BANNED else c for c in f"{model}/{attribute}")
     if len(name) <= MAX_NAME:
         return name
     return name[: MAX_NAME - 9] + "~" + _short_hash(name)
 
 
 class ZenmlKeyMap(KeyMap):
-    """Metadata keys: attribute paths as they are when ZenML takes them (1..255 characters, no `:`, no control
-    character); else (and under the provenance prefix `neptune.`) renamed: those characters `_`, `_` before a
-    `neptune.`, cut to fit, plus `~<8 hex of the original>`; the rename is recorded."""
+    """Top-level metadata keys (namespaces, and names with no namespace): as they are when ZenML takes them (1..255
+    characters, no `:`, no control character); else (and under the provenance prefix `neptune.`) renamed: those
+    characters `_`, `_` before a `neptune.`, cut to fit, plus `~<8 hex of the original>`; the rename is recorded.
+    Keys inside a namespace's dict are the rest of the path, as it is."""
 
     def target_key(self, key: str) -> str:
         if key and len(key) <= MAX_NAME and not REFUSED_IN_KEYS.search(key) and not key.startswith(RESERVED_PREFIX):
