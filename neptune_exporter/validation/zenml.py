@@ -307,18 +307,17 @@ def _artifact_differences(
             continue
         found[attribute] = artifact
     for attribute in sorted(expected.types):
-        artifact = found.get(attribute)
-        if artifact is None:
+        if attribute not in found:
             differences.append(
                 Difference(project_id, run_id, "artifact", attribute, "missing", expected.types[attribute])
             )
             continue
         facts = {"type": expected.types[attribute], "count": expected.counts[attribute], "version": version}
-        actual = {name: artifact[name] for name in facts}
+        actual = {name: found[attribute][name] for name in facts}
         differences += compare_mappings(
             project_id, run_id, "artifact", _keyed(attribute, facts), _keyed(attribute, actual)
         )
-        differences += _content_differences(project_id, run_id, attribute, expected, artifact["uri"])
+        differences += _content_differences(project_id, run_id, attribute, expected, found[attribute]["uri"])
     return differences
 
 
@@ -338,18 +337,16 @@ def _content_differences(
     if attribute in expected.long_values:
         files = sorted(f for f in uri.iterdir() if f.is_file()) if uri.is_dir() else []
         text = files[0].read_bytes().decode() if len(files) == 1 else None
-        want = expected.long_values[attribute]
-        if text == want:
+        whole = expected.long_values[attribute]
+        if text == whole:
             return []
-        return [Difference(project_id, run_id, "long-value", attribute, "value", short(want), short(text))]
+        return [Difference(project_id, run_id, "long-value", attribute, "value", short(whole), short(text))]
     read = Expected()
     for part in sorted(uri.glob("*.parquet")) if uri.is_dir() else []:
         table = pq.read_table(part)
         steps = decimal_array_to_unscaled(table.column("step"))
         stamps = timestamps_ms(table, None)
         _add_points(read, attribute, expected.types[attribute], steps, stamps, table.column("value"))
-    if attribute in expected.points:
-        want, got = expected.points[attribute].to_json(), (read.points.get(attribute) or PointDigest()).to_json()
-    else:
-        want, got = expected.records[attribute].to_json(), (read.records.get(attribute) or RecordDigest()).to_json()
+    want: dict = (expected.points.get(attribute) or expected.records[attribute]).to_json()
+    got: dict = (read.points.get(attribute) or read.records.get(attribute) or PointDigest()).to_json()
     return [] if want == got else [Difference(project_id, run_id, "series", attribute, "points", want, got)]
