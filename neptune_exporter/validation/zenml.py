@@ -281,11 +281,11 @@ class ZenmlValidator:
 
 
 def _artifact_facts(artifact: Any) -> dict:
-    metadata = dict(artifact.run_metadata or {})
+    facts = dict(artifact.run_metadata or {}).get("neptune") or {}
     return {
-        "attribute": metadata.get("neptune.attribute"),
-        "type": metadata.get("neptune.type"),
-        "count": metadata.get("neptune.count"),
+        "attribute": facts.get("attribute"),
+        "type": facts.get("type"),
+        "count": facts.get("count"),
         "name": artifact.artifact.name,
         "version": artifact.version,
         "uri": Path(artifact.uri),

@@ -85,7 +85,7 @@ def artifacts_of(zen: Path, version) -> dict:
     """The version's artifacts by the Neptune attribute they hold."""
     with zenml_client(zen) as client:
         linked = client.list_artifact_versions(model_version_id=version.id, size=1000, hydrate=True).items
-    return {a.run_metadata["neptune.attribute"]: a for a in linked}
+    return {a.run_metadata["neptune"]["attribute"]: a for a in linked}
 
 
 def all_artifact_versions(zen: Path, model: str) -> int:
@@ -177,7 +177,11 @@ def test_series_files_and_long_values_read_back_as_artifacts(loaded, zen):
     assert (pred / "step_2" / "pred_2.png").read_bytes() == b"png-two-bytes"
     assert (Path(artifacts["params/huge"].uri) / "value.txt").read_text() == HUGE
     assert (Path(artifacts["params/huge_set"].uri) / "value.json").read_text().startswith('["member-00000", ')
-    assert artifacts["metrics/loss"].run_metadata["neptune.count"] == 300
+    assert artifacts["metrics/loss"].run_metadata["neptune"] == {
+        "attribute": "metrics/loss",
+        "type": "float_series",
+        "count": 300,
+    }
 
 
 def test_validation_reads_everything_back_with_no_difference(loaded, zen):

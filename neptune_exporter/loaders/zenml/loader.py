@@ -165,18 +165,21 @@ class ZenmlLoader:
         from zenml.artifacts.utils import register_artifact
         from zenml.model.utils import link_artifact_version_to_model_version
 
-        for call in content.metadata_calls():
+        calls = content.metadata_calls() or [{}]
+        calls[0][KEY_MAP] = dict(sorted(content.keys.renamed.items()))  # every top-level key is claimed by now
+        for call in calls:
             self._log(created.id, call)
-        self._log(created.id, {KEY_MAP: dict(sorted(content.keys.renamed.items()))})
         for artifact in content.artifacts.values():
             registered = register_artifact(
                 folder_or_file_uri=str(artifact.folder),
                 name=artifact.name,
                 version=version,
-                artifact_metadata={
-                    "neptune.attribute": artifact.attribute,
-                    "neptune.type": artifact.attribute_type,
-                    "neptune.count": artifact.count,
+                artifact_metadata={  # one entry: ZenML commits each entry on its own
+                    "neptune": {
+                        "attribute": artifact.attribute,
+                        "type": artifact.attribute_type,
+                        "count": artifact.count,
+                    }
                 },
             )
             link_artifact_version_to_model_version(registered, created)
