@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class ZenmlLoader:
     model_template: str | None = None
     step_multiplier: int | None = None
     capabilities = ZENML
+    _models: dict[str, Any] = field(default_factory=dict, repr=False)  # model name → id (under the store's lock)
 
     @classmethod
     def from_options(cls, options, settings=None) -> ZenmlLoader:
@@ -103,10 +104,12 @@ class ZenmlLoader:
     # ---------------------------------------------------------------- state
     def _version(self, client: Any, model: str, version: str) -> Any | None:
         """The Model Version of this name (hydrated: its metadata), None when absent."""
-        models = client.list_models(name=equals(model)).items
-        if not models:
-            return None
-        found = client.list_model_versions(models[0].id, name=equals(version), hydrate=True).items
+        if model not in self._models:
+            models = client.list_models(name=equals(model)).items
+            if not models:
+                return None
+            self._models[model] = models[0].id
+        found = client.list_model_versions(self._models[model], name=equals(version), hydrate=True).items
         return found[0] if found else None
 
     def _complete(self, existing: Any, export: ExportedRun) -> bool:
@@ -139,12 +142,12 @@ class ZenmlLoader:
                 client.delete_model_version(existing.id)
 
     def _model(self, client: Any, name: str, project_id: str) -> Any:
-        """The Model's id, created when missing."""
-        models = client.list_models(name=equals(name)).items
-        if models:
-            return models[0].id
-        with zenml_errors(f"create model {name}"):
-            return client.create_model(name=name, description=f"Neptune project {project_id} (neptune-exporter)").id
+        """The Model's id, created when missing (`_version` looked it up first)."""
+        if name not in self._models:
+            with zenml_errors(f"create model {name}"):
+                created = client.create_model(name=name, description=f"Neptune project {project_id} (neptune-exporter)")
+            self._models[name] = created.id
+        return self._models[name]
 
     # ---------------------------------------------------------------- writing
     def _provenance(self, export: ExportedRun, load_state: str) -> dict[str, Any]:
