@@ -7,7 +7,6 @@ import importlib.util
 import logging
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from neptune_exporter.errors import (
     UnsupportedError,
     disk_full_cause,
 )
+from neptune_exporter.storage.files import require_writable_folder
 
 DEFAULT_ZENML_DIR = "./zenml-store"  # the local store goes here when no --zenml-dir is given
 INSTALL_HINT = "pip install 'neptune-exporter[zenml]'"
@@ -60,16 +60,7 @@ def store_env(folder: Path) -> dict[str, str]:
 
 
 def check_writable(folder: Path) -> None:
-    """The folder exists (created when missing) and takes a file; OutputPathError naming --zenml-dir otherwise."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise OutputPathError(
-            f"the ZenML folder {folder} is not writable ({error.strerror or error})",
-            "pass --zenml-dir pointing at a folder you can write to",
-        ) from None
+    require_writable_folder(folder, "ZenML folder", "--zenml-dir")
 
 
 def require_zenml() -> None:
