@@ -130,7 +130,9 @@ class ZenmlLoader:
     def _discard(self, client: Any, existing: Any | None, folder: Path) -> None:
         """Remove what an earlier load of the run left: its artifact versions, their folder, its model version."""
         with zenml_errors(f"remove the partial or outdated load in {folder}"):
-            stale = {a.id for a in listed(client.list_artifact_versions, uri=f"startswith:{folder}/")}
+            stale = set()
+            if existing is not None or folder.exists():  # a first load (no version, no folder) has nothing to remove
+                stale = {a.id for a in listed(client.list_artifact_versions, uri=f"startswith:{folder}/")}
             if existing is not None:
                 stale |= {a.id for a in listed(client.list_artifact_versions, model_version_id=existing.id)}
             for artifact_id in stale:  # the store's own call: Client's re-lists every unused version per delete
