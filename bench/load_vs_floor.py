@@ -1,5 +1,5 @@
-"""Benchmark 3: loading an export into MLflow (local server), W&B (offline) and GoodSeed (local storage) vs the plain
-client writing the same points."""
+"""Benchmark 3: loading an export into MLflow (local server), W&B (offline), GoodSeed (local storage) and ZenML (local
+store) vs the plain client writing the same points."""
 
 from __future__ import annotations
 
@@ -158,6 +158,38 @@ def goodseed_floor(home: Path, runs: list[RunPoints], workers: int) -> None:
         list(pool.map(write, runs))
 
 
+def zenml_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
+    """ZenML's client: one Model Version per run, each metric a Parquet file (step, timestamp, value) registered
+    in the local artifact store and linked to the version; client calls take turns (one SQLite writer)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from zenml import log_metadata
+    from zenml.artifacts.utils import register_artifact
+    from zenml.model.utils import link_artifact_version_to_model_version
+
+    from neptune_exporter.storage.zenml_store import artifact_root, zenml_client
+
+    with zenml_client(folder) as client:
+        model = client.create_model(name="bench-floor").id
+        root = artifact_root(client) / "floor"
+
+    def write(run: RunPoints) -> None:
+        with zenml_client(folder) as client:
+            version = client.create_model_version(model, name=run.run_id)
+            log_metadata(metadata={"points": run.points}, model_version_id=version.id)
+        for index, (key, values) in enumerate(zip(run.keys, run.values, strict=True)):
+            where = root / run.run_id / str(index)
+            where.mkdir(parents=True)
+            table = pa.table({"step": run.steps, "timestamp": run.timestamps_ms, "value": values})
+            pq.write_table(table, where / "part-00000.parquet")
+            with zenml_client(folder):
+                artifact = register_artifact(str(where), name=f"floor/{key}", version=run.run_id)
+                link_artifact_version_to_model_version(artifact, version)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(write, runs))
+
+
 # ----------------------------------------------------------------------------- our loader
 
 
@@ -199,11 +231,13 @@ def mlflow_sides(url: str, export_root: Path, workers: int, points: int) -> dict
     return both_sides(side)
 
 
-FOLDER_OPTION = {"wandb": "--wandb-dir", "goodseed": "--goodseed-home"}  # targets writing into a local folder
+# targets writing into a local folder
+FOLDER_OPTION = {"wandb": "--wandb-dir", "goodseed": "--goodseed-home", "zenml": "--zenml-dir"}
 
 
 def folder_sides(target: str, scratch: Path, export_root: Path, workers: int, points: int) -> dict:
-    """Each repeat writes into an empty folder (W&B offline runs, GoodSeed's home), removed afterwards."""
+    """Each repeat writes into an empty folder (W&B offline runs, GoodSeed's home, a ZenML local store created before
+    the timed load), removed afterwards."""
 
     def side(name: str, repeat: int) -> float:
         folder = scratch / f"{name}-{repeat}"
@@ -242,8 +276,9 @@ def exported_points(root: Path) -> list[RunPoints]:
 # ----------------------------------------------------------------------------- one side, in a child process
 
 
-def start_client(target: str, side: str) -> None:
-    """Imports and client start-up, outside the measured time on both sides (W&B: its wandb-core service)."""
+def start_client(target: str, side: str, zenml_dir: str | None = None) -> None:
+    """Imports and client start-up, outside the measured time on both sides (W&B: its wandb-core service; ZenML:
+    its local store created and opened)."""
     if side == "ours":
         importlib.import_module("neptune_exporter.load")
         importlib.import_module(f"neptune_exporter.loaders.{target}")
@@ -253,6 +288,11 @@ def start_client(target: str, side: str) -> None:
         wandb.setup()
     elif target == "goodseed":
         import goodseed  # noqa: F401
+    elif target == "zenml":
+        from neptune_exporter.storage.zenml_store import artifact_root, zenml_client
+
+        with zenml_client(Path(zenml_dir or ".")) as client:
+            artifact_root(client).mkdir(parents=True, exist_ok=True)
     else:
         import mlflow.tracking  # noqa: F401
 
@@ -275,6 +315,8 @@ def ours_load(args: argparse.Namespace) -> int:
         )
     elif args.target == "goodseed":
         options = LoadOptions(**common, goodseed_home=args.goodseed_home)
+    elif args.target == "zenml":
+        options = LoadOptions(**common, zenml_dir=args.zenml_dir)
     else:
         options = LoadOptions(**common, wandb_dir=args.wandb_dir)
     return load_with_ours(options)
@@ -285,26 +327,29 @@ def floor_load(args: argparse.Namespace, runs: list[RunPoints]) -> int:
         mlflow_floor(args.mlflow_url, args.experiment, runs, args.workers)
     elif args.target == "goodseed":
         goodseed_floor(Path(args.goodseed_home), runs, args.workers)
+    elif args.target == "zenml":
+        zenml_floor(Path(args.zenml_dir), runs, args.workers)
     else:
         wandb_floor(Path(args.wandb_dir), runs, args.workers)
     return sum(run.points for run in runs)
 
 
 def side_main(argv: list[str]) -> None:
-    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb|goodseed ...`;
+    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb|goodseed|zenml ...`;
     prints {"seconds", "points"} of the load alone (the floor's points are read from the export before)."""
     parser = argparse.ArgumentParser(description=side_main.__doc__)
     parser.add_argument("--side", choices=("floor", "ours"), required=True)
-    parser.add_argument("--target", choices=("mlflow", "wandb", "goodseed"), required=True)
+    parser.add_argument("--target", choices=("mlflow", "wandb", "goodseed", "zenml"), required=True)
     parser.add_argument("--export", required=True, help="the export's root (data/, files/)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--wandb-dir", help="W&B: the (empty) folder of the offline runs")
     parser.add_argument("--goodseed-home", help="GoodSeed: the (empty) home folder")
+    parser.add_argument("--zenml-dir", help="ZenML: the (empty) folder of the local store")
     parser.add_argument("--mlflow-url", help="MLflow: the tracking server")
     parser.add_argument("--experiment", help="MLflow: the floor's experiment, the prefix of ours")
     args = parser.parse_args(argv)
     runs = exported_points(Path(args.export)) if args.side == "floor" else []
-    start_client(args.target, args.side)
+    start_client(args.target, args.side, args.zenml_dir)
     load = (lambda: floor_load(args, runs)) if args.side == "floor" else (lambda: ours_load(args))
     seconds, points = timed(load)
     print(json.dumps({"seconds": seconds, "points": points}))
@@ -312,7 +357,7 @@ def side_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_arguments(__doc__, "small export (about two minutes)", quick_repeats=2, latency_ms=None)
-    parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb, goodseed")
+    parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb, goodseed, zenml")
     parser.add_argument("--runs", type=int, default=None, help="this many runs of the chosen shape")
     args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
@@ -334,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                         mlflow_sides(server.url, scratch / "export", args.workers, points), args.repeats
                     )
                 report("mlflow", seconds, points)
-            for target in [t for t in ("wandb", "goodseed") if t in targets]:
+            for target in [t for t in ("wandb", "goodseed", "zenml") if t in targets]:
                 sides = folder_sides(target, scratch / target, scratch / "export", args.workers, points)
                 report(target, alternate(sides, args.repeats), points)
     except (ImportError, RuntimeError, OSError) as error:

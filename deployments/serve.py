@@ -147,6 +147,32 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         "One chunk of a distributed validation (validate --distribute) against GoodSeed; started by its parent.",
         None,
     ),
+    DeploymentSpec(
+        "zenml",
+        "flows.load.load",
+        {"options": {"target": "zenml"}},
+        "Load exports into the ZenML local store (options.zenml_dir, absolute) idempotently, then validate.",
+    ),
+    DeploymentSpec(
+        "zenml",
+        "flows.validate.validate",
+        {"options": {"target": "zenml"}},
+        "Validate the runs loaded into the ZenML local store (options.zenml_dir) against the export.",
+    ),
+    DeploymentSpec(
+        "zenml",
+        "flows.load.load_chunk",
+        {},
+        "One chunk of a distributed load (load --distribute) into ZenML; started by its parent load.",
+        None,
+    ),
+    DeploymentSpec(
+        "zenml",
+        "flows.validate.validate_chunk",
+        {},
+        "One chunk of a distributed validation (validate --distribute) against ZenML; started by its parent.",
+        None,
+    ),
 ]
 
 

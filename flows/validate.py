@@ -19,6 +19,7 @@ from neptune_exporter import interrupt, locations
 from neptune_exporter import load as library
 from neptune_exporter.settings import WANDB_OFFLINE_DIR, Settings
 from neptune_exporter.storage.fan_out import Distribution
+from neptune_exporter.storage.zenml_store import DEFAULT_ZENML_DIR
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 from tasks import load as load_tasks
 from tasks.policy import RunsFailed, detached, failed, interrupted
@@ -75,14 +76,17 @@ def not_validated(run: dict, record: dict) -> dict:
 def distributed_options(options: library.LoadOptions) -> library.LoadOptions:
     """Options a chunk on another machine reads the same: absolute paths (InvalidOptionError on a relative one; W&B's
     offline folder as well, else each worker would write its runs in its own working directory)."""
-    wandb_dir = options.wandb_dir
+    wandb_dir, zenml_dir = options.wandb_dir, options.zenml_dir
     if options.target == "wandb":
         wandb_dir = locations.require_absolute(wandb_dir or WANDB_OFFLINE_DIR, "options.wandb_dir")
+    if options.target == "zenml":  # each worker's ZenML would otherwise open its own store
+        zenml_dir = locations.require_absolute(zenml_dir or DEFAULT_ZENML_DIR, "options.zenml_dir")
     return replace(
         options,
         data_path=locations.require_absolute(options.data_path, "options.data_path"),
         files_path=locations.require_absolute(options.files_path, "options.files_path"),
         wandb_dir=wandb_dir,
+        zenml_dir=zenml_dir,
     )
 
 

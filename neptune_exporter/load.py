@@ -36,6 +36,7 @@ TARGETS: dict[str, str] = {
     "mlflow": "neptune_exporter.loaders.mlflow:MlflowLoader.from_options",
     "wandb": "neptune_exporter.loaders.wandb:WandbLoader.from_options",
     "goodseed": "neptune_exporter.loaders.goodseed:GoodseedLoader.from_options",
+    "zenml": "neptune_exporter.loaders.zenml:ZenmlLoader.from_options",
 }
 
 
@@ -44,6 +45,7 @@ VALIDATORS: dict[str, str] = {
     "mlflow": "neptune_exporter.validation.mlflow:MlflowValidator.from_options",
     "wandb": "neptune_exporter.validation.wandb:WandbValidator.from_options",
     "goodseed": "neptune_exporter.validation.goodseed:GoodseedValidator.from_options",
+    "zenml": "neptune_exporter.validation.zenml:ZenmlValidator.from_options",
 }
 
 
@@ -79,6 +81,8 @@ class LoadOptions:
     report_path: str | None = None  # validation reports go here (default: next to the data folder, "reports")
     goodseed_home: str | None = None  # GoodSeed: its home folder (default GOODSEED_HOME, else ~/.goodseed)
     goodseed_project_template: str | None = None  # GoodSeed: project per Neptune project (default "{project}")
+    zenml_dir: str | None = None  # the ZenML local store's folder (default ./zenml-store)
+    zenml_model_template: str | None = None  # ZenML model per project (default {project_id})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "projects", tuple(self.projects or ()))
@@ -203,6 +207,10 @@ def target_identity(options: LoadOptions) -> str:
     if options.target == "goodseed":
         home = options.goodseed_home or os.environ.get("GOODSEED_HOME") or "~/.goodseed"
         return f"goodseed {os.path.abspath(os.path.expanduser(home))}"
+    if options.target == "zenml":
+        from neptune_exporter.storage.zenml_store import zenml_dir
+
+        return f"zenml {zenml_dir(options.zenml_dir)}"
     where = os.path.abspath(options.wandb_dir) if options.wandb_dir else "default dir"
     return f"{options.target} entity={options.wandb_entity} project={options.wandb_project_template} {where}"
 

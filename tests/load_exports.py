@@ -115,3 +115,25 @@ def write_rich_export(data_root: Path, files_root: Path, project_id: str, run_id
     points = kwargs.pop("points", 2500)
     batches, files = rich_batches(project_id, run_id, files_root, points)
     return write_export(data_root, files_root, project_id, run_id, batches, files, **kwargs)
+
+
+AWKWARD_PROJECT = "workspace/awkward"
+
+
+def export_awkward(fake, root: Path) -> list:
+    """The fake's awkward workspace (every run, archived too) exported with the 3.x source into `<root>/data` and
+    `<root>/files`; the export's per-run results."""
+    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.exporters.base import RunSelection
+    from neptune_exporter.settings import Settings
+
+    options = ExportOptions(
+        source="neptune3",
+        projects=(AWKWARD_PROJECT,),
+        data_path=str(root / "data"),
+        files_path=str(root / "files"),
+        runs=RunSelection(include_archived=True),
+        api_token=fake.api_token,
+        workers=2,
+    )
+    return run_export(options, Settings(source_retry_timeout_s=5))

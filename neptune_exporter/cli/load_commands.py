@@ -36,6 +36,8 @@ from neptune_exporter.cli.options import (
     WhereOpt,
     WorkersOpt,
     WorkPoolOpt,
+    ZenmlDirOpt,
+    ZenmlModelOpt,
     distribution,
     load_options_or_exit,
 )
@@ -185,6 +187,8 @@ def load(
     wandb_project_template: WandbProjectOpt = None,
     goodseed_home: GoodseedHomeOpt = None,
     goodseed_project_template: GoodseedProjectOpt = None,
+    zenml_dir: ZenmlDirOpt = None,
+    zenml_model_template: ZenmlModelOpt = None,
     report_path: ReportPathOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation after loading.")] = False,
     if_locked: IfLockedOpt = "stop",
@@ -194,7 +198,7 @@ def load(
     max_parallel: MaxParallelOpt = 4,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    """Load exports into MLflow / W&B (idempotent, resumable), then validate them. Exit 1 on failed runs or
+    """Load exports into MLflow / W&B / ZenML (idempotent, resumable), then validate them. Exit 1 on failed runs or
     differences, 2 when nothing is selected, 3 when another load of the export into the target runs."""
     options, spread = distributed(locals())
     raise typer.Exit(
@@ -223,6 +227,8 @@ def validate(
     wandb_project_template: WandbProjectOpt = None,
     goodseed_home: GoodseedHomeOpt = None,
     goodseed_project_template: GoodseedProjectOpt = None,
+    zenml_dir: ZenmlDirOpt = None,
+    zenml_model_template: ZenmlModelOpt = None,
     report_path: ReportPathOpt = None,
     distribute: DistributeOpt = False,
     work_pool: WorkPoolOpt = None,

@@ -221,7 +221,7 @@ def build_export_options(
     )
 
 
-TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow, wandb or goodseed.")]
+TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow, wandb, goodseed or zenml.")]
 
 
 LoadProjectOpt = Annotated[
@@ -305,6 +305,21 @@ GoodseedProjectOpt = Annotated[
 ]
 
 
+ZenmlDirOpt = Annotated[
+    str | None,
+    typer.Option("--zenml-dir", help="ZenML: folder of the local store (ZENML_CONFIG_PATH); default ./zenml-store."),
+]
+
+
+ZenmlModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--zenml-model-template",
+        help="ZenML: model name per project ({project_id}, {workspace}, {project}); default {project_id}.",
+    ),
+]
+
+
 ReportPathOpt = Annotated[
     Path | None, typer.Option("--report-path", help="Folder of validation reports; default <data-path>/../reports.")
 ]
@@ -360,6 +375,10 @@ def build_load_options(target: str, data_path: Path, files_path: Path, project, 
         from neptune_exporter.locations import absolute_path
 
         extra["goodseed_home"] = absolute_path(extra["goodseed_home"])
+    if target == "zenml" or extra.get("zenml_dir"):  # absolute: a flow may run in another working directory
+        from neptune_exporter.storage.zenml_store import zenml_dir
+
+        extra["zenml_dir"] = str(zenml_dir(extra.get("zenml_dir")))
     return LoadOptions(
         target=target, data_path=str(data_path), files_path=str(files_path), projects=tuple(project or ()),
         runs_regex=runs, workers=workers, report_path=str(report_path) if report_path else None, **extra,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+import pyarrow as pa
 
 from neptune_exporter.errors import StepOutOfRangeError
 from neptune_exporter.model import (  # noqa: F401 - step scaling re-exported for the loaders
@@ -155,6 +158,21 @@ class Loader(Protocol):
 
 
 # ----------------------------------------------------------------------------- exported runs (shared by loaders)
+
+
+def single_values(rows: pa.RecordBatch) -> Iterator[tuple[str, str, Any]]:
+    """(attribute path, type, Python value) of rows of single-value types, each read from its type's column; rows
+    with no value (the peer tool writes them) are left out."""
+    from neptune_exporter.rows import value_column
+
+    if not rows.num_rows:
+        return
+    paths, types = rows.column("attribute_path").to_pylist(), rows.column("attribute_type").to_pylist()
+    columns = {name: rows.column(name) for name in {value_column(t) for t in set(types)}}
+    for i, (path, attribute_type) in enumerate(zip(paths, types, strict=True)):
+        value = columns[value_column(attribute_type)][i].as_py()
+        if value is not None:
+            yield path, attribute_type, value
 
 
 def run_key(project_id: str, run_id: str) -> str:

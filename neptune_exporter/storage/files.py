@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from neptune_exporter.errors import TerminalError
+from neptune_exporter.errors import OutputPathError, TerminalError
 from neptune_exporter.model import file_value_path, project_files_dir, sanitize_name
 
 HASH_CHUNK = 1 << 20
@@ -137,3 +138,17 @@ def unpack_zip(archive: Path, target: Path) -> list[Path]:
                 shutil.copyfileobj(source, sink, 1 << 20)
             written.append(destination)
     return sorted(written)
+
+
+def require_writable_folder(folder: Path, what: str, option: str) -> None:
+    """The folder exists (created when missing) and takes a file; OutputPathError naming `what` and the `option`
+    that points elsewhere otherwise (a target's own folder: W&B's offline runs, ZenML's local store)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputPathError(
+            f"the {what} {folder} is not writable ({error.strerror or error})",
+            f"pass {option} pointing at a folder you can write to",
+        ) from None

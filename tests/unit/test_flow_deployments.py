@@ -43,6 +43,10 @@ def test_export_deployments_exist_and_every_entrypoint_is_a_flow():
         "validate/goodseed": 1,
         "load-chunk/goodseed": None,
         "validate-chunk/goodseed": None,
+        "load/zenml": 1,
+        "validate/zenml": 1,
+        "load-chunk/zenml": None,
+        "validate-chunk/zenml": None,
     }
 
 

@@ -15,6 +15,8 @@ PRODUCT_MODULES = [
     "neptune_exporter.exporters.neptune2",
     "neptune_exporter.loaders.mlflow",
     "neptune_exporter.loaders.wandb",
+    "neptune_exporter.loaders.zenml",
+    "neptune_exporter.validation.zenml",
 ]
 
 

@@ -15,7 +15,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_exporter.errors import TerminalError
-from neptune_exporter.loaders.base import MLFLOW, ExportedRun, KeyMap, format_step, integer_steps, rows_with_points
+from neptune_exporter.loaders.base import (
+    MLFLOW,
+    ExportedRun,
+    KeyMap,
+    format_step,
+    integer_steps,
+    rows_with_points,
+    single_values,
+)
 from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
 
 TAGS_ATTRIBUTE = "sys/tags"
@@ -133,16 +141,7 @@ class RunMapping:
 
     # ---------------------------------------------------------------- parameters and tags
     def _parameters(self, rows: pa.RecordBatch) -> Iterator[Params | Tags | ArtifactItem]:
-        if not rows.num_rows:
-            return
-        from neptune_exporter.rows import value_column
-
-        paths, types = rows.column("attribute_path").to_pylist(), rows.column("attribute_type").to_pylist()
-        columns = {name: rows.column(name) for name in {value_column(t) for t in set(types)}}
-        for i, (path, attribute_type) in enumerate(zip(paths, types, strict=True)):
-            value = columns[value_column(attribute_type)][i].as_py()
-            if value is None:
-                continue
+        for path, attribute_type, value in single_values(rows):
             if path == TAGS_ATTRIBUTE:
                 yield Tags({self._tag_key(tag): "" for tag in sorted(value)})
                 continue

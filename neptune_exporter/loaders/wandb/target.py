@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from neptune_exporter.errors import OutputPathError
 from neptune_exporter.settings import WANDB_OFFLINE_DIR
+from neptune_exporter.storage.files import require_writable_folder
 
 # quiet, local-only W&B: no console capture, no system stats, no code/git/metadata collection
 QUIET_ENV = {
@@ -72,15 +71,7 @@ class WandbTarget:
 
 
 def check_writable(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory):
-            pass
-    except OSError as error:
-        raise OutputPathError(
-            f"the W&B folder {directory} is not writable ({error.strerror or error})",
-            "pass --wandb-dir pointing at a folder you can write to",
-        ) from None
+    require_writable_folder(directory, "W&B folder", "--wandb-dir")
 
 
 def offline_sync_hint(options) -> str | None:
