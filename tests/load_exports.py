@@ -123,7 +123,8 @@ AWKWARD_PROJECT = "workspace/awkward"
 def export_awkward(fake, root: Path) -> list:
     """The fake's awkward workspace (every run, archived too) exported with the 3.x source into `<root>/data` and
     `<root>/files`; the export's per-run results."""
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.exporters.base import RunSelection
     from neptune_exporter.settings import Settings
 
