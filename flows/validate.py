@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
@@ -76,7 +77,10 @@ def not_validated(run: dict, record: dict) -> dict:
 def distributed_options(options: library.LoadOptions) -> library.LoadOptions:
     """Options a chunk on another machine reads the same: absolute paths (InvalidOptionError on a relative one; W&B's
     offline folder as well, else each worker would write its runs in its own working directory)."""
-    wandb_dir, zenml_dir = options.wandb_dir, options.zenml_dir
+    wandb_dir, zenml_dir, goodseed_home = options.wandb_dir, options.zenml_dir, options.goodseed_home
+    if options.target == "goodseed":  # the parent's home, the same on every worker (not each one's GOODSEED_HOME)
+        home = goodseed_home or os.environ.get("GOODSEED_HOME") or os.path.expanduser("~/.goodseed")
+        goodseed_home = locations.require_absolute(home, "options.goodseed_home")
     if options.target == "wandb":
         wandb_dir = locations.require_absolute(wandb_dir or WANDB_OFFLINE_DIR, "options.wandb_dir")
     if options.target == "zenml":  # each worker's ZenML would otherwise open its own store
@@ -87,6 +91,7 @@ def distributed_options(options: library.LoadOptions) -> library.LoadOptions:
         files_path=locations.require_absolute(options.files_path, "options.files_path"),
         wandb_dir=wandb_dir,
         zenml_dir=zenml_dir,
+        goodseed_home=goodseed_home,
     )
 
 

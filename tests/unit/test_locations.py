@@ -62,3 +62,20 @@ def test_a_distributed_load_reads_and_writes_only_absolute_paths_wandb_offline_r
     assert distributed_options(mlflow) == mlflow  # no W&B folder needed
     with pytest.raises(InvalidOptionError, match="options.files_path 'files' is relative"):
         distributed_options(LoadOptions(target="mlflow", data_path=data, files_path="files"))
+
+
+def test_a_distributed_goodseed_load_names_one_absolute_home_for_every_worker(tmp_path, monkeypatch):
+    from flows.validate import distributed_options
+    from neptune_exporter.load import LoadOptions
+
+    monkeypatch.chdir(tmp_path)
+    data, files = str(tmp_path / "data"), str(tmp_path / "files")
+    monkeypatch.setenv("GOODSEED_HOME", str(tmp_path / "parent-home"))
+    unset = distributed_options(LoadOptions(target="goodseed", data_path=data, files_path=files))
+    assert unset.goodseed_home == str(tmp_path / "parent-home")  # the parent's, not each worker's own
+    monkeypatch.delenv("GOODSEED_HOME")
+    assert distributed_options(LoadOptions(target="goodseed", data_path=data, files_path=files)).goodseed_home == (
+        os.path.expanduser("~/.goodseed")
+    )
+    with pytest.raises(InvalidOptionError, match="options.goodseed_home 'gs' is relative"):
+        distributed_options(LoadOptions(target="goodseed", data_path=data, files_path=files, goodseed_home="gs"))
