@@ -17,7 +17,7 @@ from flows.runtime import cut_short, dispatch, refusal, result_of, run_subflow, 
 from flows.validate_source import validate_source
 from neptune_exporter import interrupt, locations
 from neptune_exporter import load as library
-from neptune_exporter.settings import WANDB_OFFLINE_DIR, Settings
+from neptune_exporter.settings import COMET_OFFLINE_DIR, WANDB_OFFLINE_DIR, Settings
 from neptune_exporter.storage.fan_out import Distribution
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 from tasks import load as load_tasks
@@ -83,6 +83,9 @@ def distributed_options(options: library.LoadOptions) -> library.LoadOptions:
         data_path=locations.require_absolute(options.data_path, "options.data_path"),
         files_path=locations.require_absolute(options.files_path, "options.files_path"),
         wandb_dir=wandb_dir,
+        comet_dir=locations.require_absolute(options.comet_dir or COMET_OFFLINE_DIR, "options.comet_dir")
+        if options.target == "comet"
+        else options.comet_dir,
     )
 
 

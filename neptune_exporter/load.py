@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TARGETS: dict[str, str] = {
     "mlflow": "neptune_exporter.loaders.mlflow:MlflowLoader.from_options",
     "wandb": "neptune_exporter.loaders.wandb:WandbLoader.from_options",
+    "comet": "neptune_exporter.loaders.comet:CometLoader.from_options",
 }
 
 
@@ -42,6 +43,7 @@ TARGETS: dict[str, str] = {
 VALIDATORS: dict[str, str] = {
     "mlflow": "neptune_exporter.validation.mlflow:MlflowValidator.from_options",
     "wandb": "neptune_exporter.validation.wandb:WandbValidator.from_options",
+    "comet": "neptune_exporter.validation.comet:CometValidator.from_options",
 }
 
 
@@ -74,6 +76,9 @@ class LoadOptions:
     wandb_dir: str | None = None
     wandb_entity: str | None = None
     wandb_project_template: str | None = None
+    comet_dir: str | None = None
+    comet_workspace: str | None = None
+    comet_project_template: str | None = None
     report_path: str | None = None  # validation reports go here (default: next to the data folder, "reports")
 
     def __post_init__(self) -> None:
@@ -196,6 +201,8 @@ def target_identity(options: LoadOptions) -> str:
     """Which target a load writes to (the same export loaded into two targets at once is fine, into one is not)."""
     if options.target == "mlflow":
         return f"mlflow {options.mlflow_tracking_uri}"
+    if options.target == "comet":
+        return f"comet {os.path.abspath(options.comet_dir) if options.comet_dir else 'default dir'}"
     where = os.path.abspath(options.wandb_dir) if options.wandb_dir else "default dir"
     return f"{options.target} entity={options.wandb_entity} project={options.wandb_project_template} {where}"
 

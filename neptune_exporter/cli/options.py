@@ -209,7 +209,7 @@ def build_export_options(
     )
 
 
-TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow or wandb.")]
+TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow, wandb or comet.")]
 
 
 LoadProjectOpt = Annotated[
@@ -270,6 +270,28 @@ WandbProjectOpt = Annotated[
         "--wandb-project-template",
         "--project-template",
         help="W&B: project name template ({project}, {workspace}, {project_id}); default {project}.",
+    ),
+]
+
+
+CometDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--comet-dir", help="Comet: folder of offline archives, one <key>.zip per run; default ./comet-archives."
+    ),
+]
+
+
+CometWorkspaceOpt = Annotated[
+    str | None, typer.Option("--comet-workspace", help="Comet: workspace (default COMET_WORKSPACE, else your default).")
+]
+
+
+CometProjectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--comet-project-template",
+        help="Comet: project name template ({project}, {workspace}, {project_id}); default {project}.",
     ),
 ]
 
