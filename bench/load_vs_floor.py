@@ -1,4 +1,5 @@
-"""Benchmark 3: loading an export into MLflow (local server) and W&B (offline) vs the plain client writing the same points."""
+"""Benchmark 3: loading an export into MLflow (local server), W&B (offline) and Comet (offline archives) vs the plain
+client writing the same points."""
 
 from __future__ import annotations
 
@@ -139,6 +140,27 @@ def wandb_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
         list(pool.map(write, runs))
 
 
+def comet_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
+    """comet_ml OfflineExperiment.log_metric of every point (the same quiet experiment settings as the loader),
+    one archive per run, `workers` runs at a time."""
+    import comet_ml
+
+    from neptune_exporter.loaders.comet.loader import QUIET_EXPERIMENT
+
+    def write(run: RunPoints) -> None:
+        experiment = comet_ml.OfflineExperiment(
+            project_name="bench-floor", offline_directory=str(folder), **QUIET_EXPERIMENT
+        )
+        for key, values in zip(run.keys, run.values, strict=True):
+            for value, step in zip(values.tolist(), run.steps.tolist(), strict=True):
+                experiment.log_metric(key, value, step=step)
+        experiment.end()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(write, runs))
+
+
 # ----------------------------------------------------------------------------- our loader
 
 
@@ -193,6 +215,19 @@ def wandb_sides(scratch: Path, export_root: Path, workers: int, points: int) -> 
     return both_sides(side)
 
 
+def comet_sides(scratch: Path, export_root: Path, workers: int, points: int) -> dict:
+    """Each repeat writes into an empty folder, removed afterwards."""
+
+    def side(name: str, repeat: int) -> float:
+        folder = scratch / f"comet-{name}-{repeat}"
+        try:
+            return side_in_child(name, "comet", export_root, ["--comet-dir", str(folder)], workers, points)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return both_sides(side)
+
+
 def report(target: str, seconds: dict[str, list[float]], points: int) -> None:
     floor, ours = median(seconds["floor"]), median(seconds["ours"])
     emit(f"{NAME}.{target}_floor_rate", per_second(points, floor), "points/s")
@@ -229,6 +264,9 @@ def start_client(target: str, side: str) -> None:
         import wandb
 
         wandb.setup()
+    elif target == "comet":
+        os.environ.setdefault("COMET_LOGGING_CONSOLE", "ERROR")
+        import comet_ml  # noqa: F401
     else:
         import mlflow.tracking  # noqa: F401
 
@@ -249,6 +287,8 @@ def ours_load(args: argparse.Namespace) -> int:
             mlflow_tracking_uri=args.mlflow_url,
             experiment_name_template=f"{args.experiment}/{{project}}/{{experiment}}",
         )
+    elif args.target == "comet":
+        options = LoadOptions(**common, comet_dir=args.comet_dir)
     else:
         options = LoadOptions(**common, wandb_dir=args.wandb_dir)
     return load_with_ours(options)
@@ -257,20 +297,23 @@ def ours_load(args: argparse.Namespace) -> int:
 def floor_load(args: argparse.Namespace, runs: list[RunPoints]) -> int:
     if args.target == "mlflow":
         mlflow_floor(args.mlflow_url, args.experiment, runs, args.workers)
+    elif args.target == "comet":
+        comet_floor(Path(args.comet_dir), runs, args.workers)
     else:
         wandb_floor(Path(args.wandb_dir), runs, args.workers)
     return sum(run.points for run in runs)
 
 
 def side_main(argv: list[str]) -> None:
-    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb ...`;
+    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb|comet ...`;
     prints {"seconds", "points"} of the load alone (the floor's points are read from the export before)."""
     parser = argparse.ArgumentParser(description=side_main.__doc__)
     parser.add_argument("--side", choices=("floor", "ours"), required=True)
-    parser.add_argument("--target", choices=("mlflow", "wandb"), required=True)
+    parser.add_argument("--target", choices=("mlflow", "wandb", "comet"), required=True)
     parser.add_argument("--export", required=True, help="the export's root (data/, files/)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--wandb-dir", help="W&B: the (empty) folder of the offline runs")
+    parser.add_argument("--comet-dir", help="Comet: the (empty) folder of the offline archives")
     parser.add_argument("--mlflow-url", help="MLflow: the tracking server")
     parser.add_argument("--experiment", help="MLflow: the floor's experiment, the prefix of ours")
     args = parser.parse_args(argv)
@@ -283,7 +326,7 @@ def side_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_arguments(__doc__, "small export (about two minutes)", quick_repeats=2, latency_ms=None)
-    parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb")
+    parser.add_argument("--targets", default="mlflow,wandb,comet", help="comma-separated: mlflow, wandb, comet")
     parser.add_argument("--runs", type=int, default=None, help="this many runs of the chosen shape")
     args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
@@ -310,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
                     wandb_sides(scratch / "wandb", scratch / "export", args.workers, points), args.repeats
                 )
                 report("wandb", seconds, points)
+            if "comet" in targets:
+                seconds = alternate(
+                    comet_sides(scratch / "comet", scratch / "export", args.workers, points), args.repeats
+                )
+                report("comet", seconds, points)
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
     return 0
