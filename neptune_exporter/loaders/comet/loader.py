@@ -94,7 +94,7 @@ class CometLoader:
             others = state.others or {}
             if state.checksum == wanted["checksum"] and others.get(PROVENANCE_STEP_MULTIPLIER) == wanted["multiplier"]:
                 return True
-            kept = self.target.superseded(key, state.checksum or "")
+            kept = self.target.superseded(key, state.checksum or "", others.get(PROVENANCE_STEP_MULTIPLIER))
             kept.parent.mkdir(parents=True, exist_ok=True)
             os.replace(archive, kept)  # an older export's complete archive is kept, never deleted
             log.info("archive %s is of an older export (or step multiplier): kept as %s", archive, kept)

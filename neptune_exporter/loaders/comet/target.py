@@ -96,8 +96,14 @@ class CometTarget:
     def staging(self, key: str) -> Path:
         return self.comet_dir / STAGING_DIR / key
 
-    def superseded(self, key: str, checksum: str) -> Path:
-        return self.comet_dir / SUPERSEDED_DIR / f"{key}-{checksum[:16] or 'unknown'}.zip"
+    def superseded(self, key: str, checksum: str, multiplier: object) -> Path:
+        """A free name for a complete archive of an older export (or step multiplier) in superseded/."""
+        stem = self.comet_dir / SUPERSEDED_DIR / f"{key}-{checksum[:16] or 'unknown'}-x{multiplier}"
+        path, copy = stem.with_name(stem.name + ".zip"), 1
+        while path.exists():
+            copy += 1
+            path = stem.with_name(f"{stem.name}-{copy}.zip")
+        return path
 
     def upload_command(self) -> str:
         """The command that sends the offline archives to Comet (COMET_API_KEY set)."""
@@ -122,7 +128,7 @@ class CometTarget:
 
 def offline_upload_hint(options) -> str | None:
     """For `load --target comet` without COMET_API_KEY: the line that uploads the archives (else None)."""
-    if getattr(options, "target", None) != "comet" or os.environ.get("COMET_API_KEY"):
+    if getattr(options, "target", None) != "comet":
         return None
-    folder = Path(os.path.abspath(os.path.expanduser(options.comet_dir or COMET_OFFLINE_DIR)))
-    return f"offline Comet archives written; upload them with:\n  comet upload {shlex.quote(str(folder))}/*.zip"
+    target = CometTarget.from_options(options)
+    return None if target.online else f"offline Comet archives written; upload them with:\n  {target.upload_command()}"
