@@ -142,7 +142,7 @@ def wandb_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
 
 def comet_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
     """comet_ml OfflineExperiment.log_metric of every point (the same quiet experiment settings as the loader),
-    one archive per run, `workers` runs at a time."""
+    one archive per run, one run at a time (comet_ml keeps one live experiment per process; `workers` unused)."""
     import comet_ml
 
     from neptune_exporter.loaders.comet.loader import QUIET_EXPERIMENT
@@ -157,8 +157,8 @@ def comet_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
         experiment.end()
 
     folder.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(write, runs))
+    for run in runs:
+        write(run)
 
 
 # ----------------------------------------------------------------------------- our loader

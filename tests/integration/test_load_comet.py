@@ -17,8 +17,8 @@ from neptune_exporter.errors import InvalidOptionError, OutputPathError, Unsuppo
 from neptune_exporter.load import LoadOptions, run_load, run_validate
 from neptune_exporter.loaders.comet import CometLoader, experiment_key
 from neptune_exporter.loaders.comet import writer as comet_writer
+from neptune_exporter.rows import series_rows
 from neptune_exporter.settings import Settings
-from neptune_exporter.storage.parquet import RunWriter
 from neptune_exporter.validation.comet import CometValidator
 from tests.load_exports import LONG_TEXT, T0_MS, rich_batches, write_export, write_file
 
@@ -35,13 +35,15 @@ def offline_comet(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def export_run(root: Path, run_id: str = RUN, points: int = 300) -> tuple[Path, Path]:
-    """Every type (tests/load_exports.py) plus a 0-byte and a 3 MB file."""
+def export_run(root: Path, run_id: str = RUN, points: int = 300, late: bool = False) -> tuple[Path, Path]:
+    """Every type (tests/load_exports.py) plus a 0-byte and a 3 MB file (and a `metrics/late` point when `late`)."""
     data, files = root / "data", root / "files"
     empty = write_file(files, PROJECT, run_id, "empty.bin", b"")
     big = write_file(files, PROJECT, run_id, "big.bin", BIG)
     extra = (("files/empty", "file", empty), ("files/big", "file", big))
     batches, records = rich_batches(PROJECT, run_id, files, points, extra_params=extra)
+    if late:
+        batches.append(series_rows(PROJECT, run_id, "metrics/late", "float_series", [7], [0.5], [T0_MS + 70]))
     write_export(data, files, PROJECT, run_id, batches, records)
     return data, files
 
@@ -85,7 +87,8 @@ def test_every_type_is_read_back_value_by_value(tmp_path):
     assert (result.status, result.error, result.points, result.files) == ("loaded", None, 307, 7)
     key = experiment_key(PROJECT, RUN)
     archive = tmp_path / "comet" / f"{key}.zip"
-    assert sorted(p.name for p in (tmp_path / "comet").iterdir()) == [f"{key}.zip"]  # staging cleaned up
+    assert sorted(p.name for p in (tmp_path / "comet").iterdir()) == [".staging", f"{key}.zip"]
+    assert not list((tmp_path / "comet" / ".staging").iterdir())  # the run's staging folder is gone
     got = read_archive(archive)
 
     assert got["meta"]["offline_id"] == key and got["meta"]["project_name"] == "vision"
@@ -94,7 +97,7 @@ def test_every_type_is_read_back_value_by_value(tmp_path):
     assert params["params/lr"] == 0.001 and params["params/nan"] == "NaN" and params["params/inf"] == "Infinity"
     assert params["params/epochs"] == 12 and params["params/flag"] is True and params["params/name"] == "résumé ✓"
     assert params["params/when"] == "2024-02-03T04:05:06.789+00:00" and params["params/set"] == '["a", "b", "c"]'
-    assert params["weird//key..x:y"] == "w" and params["params/long"].startswith(LONG_TEXT[:500])
+    assert params["params/long"].startswith(LONG_TEXT[:500])
     assert len(params["params/long"]) <= 1000 and "neptune/long_values/params/long.txt" in params["params/long"]
     assert others["sys/tags"] == '["baseline", "mlflow.note", "with space"]' and others["Name"] == RUN
     assert others["neptune.project"] == PROJECT and others["neptune.run_id"] == RUN
@@ -142,6 +145,8 @@ def test_every_type_is_read_back_value_by_value(tmp_path):
     ]
     key_map = json.loads(assets["neptune/key_map.json"][1])["attributes"]
     assert set(key_map) == {"params/" + "k" * 300, "weird//key..x:y"} and all(len(v) <= 100 for v in key_map.values())
+    assert params[key_map["weird//key..x:y"]] == "w" and params[key_map["params/" + "k" * 300]] == 7
+    assert params["cfg/a#b"] == 1 and params["cfg/a%b"] == 2  # Comet keeps any character: no collision
 
     report = CometValidator.from_options(opts).validate(data, files, PROJECT, RUN)
     assert report.ok, report.to_json()
@@ -164,7 +169,7 @@ def test_validation_catches_injected_mapping_bugs(tmp_path, monkeypatch):
             assert loader_for(opts).load_run(data, files, PROJECT, RUN).status == "loaded"
         report = CometValidator.from_options(opts).validate(data, files, PROJECT, RUN)
         kinds[name] = sorted({(d.kind, d.key) for d in report.differences})
-    assert kinds["datetime text"] == [("param", "params/when")]
+    assert kinds["datetime text"] == [("other", "sys/creation_time"), ("param", "params/when")]
     assert ("metric", "metrics/loss") in kinds["steps off by one"] and ("text", "logs/stdout") in kinds[
         "steps off by one"
     ]
@@ -183,16 +188,14 @@ def test_loading_twice_adds_nothing_a_changed_export_is_reloaded_and_the_old_arc
     assert (again.status, again.points, again.files) == ("skipped", 0, 0)
     assert (archive.stat().st_mtime_ns, archive.read_bytes()) == before
 
-    with RunWriter(data, PROJECT, RUN, 10**9) as writer:  # an incremental export adds a part: a new checksum
-        from neptune_exporter.rows import series_rows
-
-        writer.write(series_rows(PROJECT, RUN, "metrics/late", "float_series", [7], [0.5], [T0_MS + 70]))
+    data, files = export_run(tmp_path / "v2", points=50, late=True)  # the run exported again, changed
+    loader = loader_for(options(tmp_path, data, files))
     assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
     (kept,) = (tmp_path / "comet" / "superseded").iterdir()
     assert kept.read_bytes() == before[1]  # the older complete archive is kept, never deleted
     late = [m for m in read_archive(archive)["metrics"] if m["metric"]["metricName"] == "metrics/late"]
     assert [(m["metric"]["step"], m["metric"]["metricValue"]) for m in late] == [(700, 0.5)]
-    assert CometValidator.from_options(opts).validate(data, files, PROJECT, RUN).ok
+    assert CometValidator.from_options(options(tmp_path, data, files)).validate(data, files, PROJECT, RUN).ok
 
 
 def test_an_incomplete_archive_is_redone_and_reported_missing_until_then(tmp_path):
@@ -320,3 +323,42 @@ def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake,
     report = run_validate(opts, Settings())
     assert report.ok, report.to_markdown()
     assert sum(run.checked["points"] for run in report.runs) > 100
+
+
+def test_comet_upload_of_an_archive_delivers_metrics_params_and_assets(tmp_path):
+    """`comet upload` (comet_ml's own command) sends one of our archives to a local stand-in of Comet's endpoints."""
+    from neptune_exporter.fake_comet import FakeComet
+
+    data, files = export_run(tmp_path, points=50)
+    opts = options(tmp_path, data, files)
+    assert loader_for(opts).load_run(data, files, PROJECT, RUN).status == "loaded"
+    key = experiment_key(PROJECT, RUN)
+    archive = tmp_path / "comet" / f"{key}.zip"
+    with FakeComet() as fake:
+        env = {**os.environ, **fake.env(), "COMET_CONFIG": str(tmp_path / "no.comet.config"), "HOME": str(tmp_path)}
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "comet"), "upload", str(archive)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        arrived = fake.experiments[key]
+    assert (arrived.project, sorted(arrived.tags)) == ("vision", ["baseline", "mlflow.note", "with space"])
+    local = read_archive(archive)
+    assert arrived.params == local["params"] and arrived.params["params/when"] == "2024-02-03T04:05:06.789+00:00"
+    assert {k: v for k, v in arrived.others.items() if k.startswith("neptune.")} == {
+        k: v for k, v in local["others"].items() if k.startswith("neptune.")
+    }
+    assert arrived.others["neptune.load_state"] == "complete"
+    loss = sorted((m["step"], m["timestamp"], m["value"]) for m in arrived.metrics if m["name"] == "metrics/loss")
+    assert len(loss) == 50 and loss[0] == (0, T0_MS, 1.0) and loss[3][2] == "NaN"
+    assets = {a["file_name"]: a for a in arrived.assets}
+    assert assets["files/big/big.bin"]["data"] == BIG and assets["files/empty/empty.bin"]["data"] == b""
+    assert (assets["images/pred/step_2/pred_2.png"]["step"], assets["images/pred/step_2/pred_2.png"]["data"]) == (
+        200,
+        b"png-two-bytes",
+    )
+    texts = sorted(a["data"] for a in arrived.assets if a["type"] == "text-sample")
+    assert texts == [b"hello", "wörld\nnext".encode()]

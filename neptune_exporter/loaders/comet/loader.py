@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from neptune_exporter.errors import TargetError, TargetUnavailableError, TerminalError
@@ -17,6 +18,10 @@ from neptune_exporter.storage.comet_archive import archive_state
 from neptune_exporter.storage.exported_run import PROVENANCE_FORK_STEP, PROVENANCE_STEP_MULTIPLIER
 
 log = logging.getLogger(__name__)
+
+# comet_ml keeps one live experiment per process: starting one ends the one before (unfinished, its archive torn).
+# Runs are therefore written one at a time; reading exports and checking archives still run in parallel.
+ONE_EXPERIMENT = threading.Lock()
 
 # no code, git, environment, console or system metrics: the experiment holds the Neptune run and nothing else
 QUIET_EXPERIMENT = dict(
@@ -128,8 +133,8 @@ class CometLoader:
         shutil.rmtree(staging, ignore_errors=True)  # a killed load's leftovers
         staging.mkdir(parents=True)
         try:
-            experiment = self._experiment(comet_ml, exported, key, staging)
-            with tempfile.TemporaryDirectory(dir=staging) as workdir:
+            with ONE_EXPERIMENT, tempfile.TemporaryDirectory(dir=staging) as workdir:
+                experiment = self._experiment(comet_ml, exported, key, staging)
                 try:
                     writer = CometRunWriter(experiment, exported, multiplier, Path(workdir))
                     written = writer.write()
