@@ -68,7 +68,7 @@ def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:
 def _experiment_key(payload: Any, query: dict[str, str]) -> str:
     if isinstance(payload, dict) and payload.get("experimentKey"):
         return str(payload["experimentKey"])
-    return query.get("experimentKey") or query.get("experiment_key") or ""
+    return query.get("experimentKey") or query.get("experimentId") or ""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -104,7 +104,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.requests.append((method, path))
             if "multipart/form-data" in content_type:
                 return self._reply(self._upload(path, query, _multipart(content_type, body)))
-            payload = _json(body)
+            if "x-www-form-urlencoded" in content_type:
+                payload = {k: v[-1] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+            else:
+                payload = _json(body)
             answer = self._answer(path, query, payload)
             if answer is None:
                 self.state.unknown.append((method, path))
@@ -147,6 +150,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path.endswith("/write/experiment/log-other"):
             self.state.experiment(key).others[payload["key"]] = payload.get("value")
             return {}
+        if path.endswith("/status-report/update"):
+            return {
+                "is_alive_beat_duration_millis": 60_000,
+                "gpu_monitor_interval_millis": 60_000,
+                "cpu_monitor_interval_millis": 60_000,
+                "parameter_update_interval_millis": 60_000,
+                "pending_rpcs": False,
+            }
         if path.endswith("/status-report/offline-metadata"):
             self.state.experiment(key).times = {k: payload.get(k) for k in ("startTimestamp", "endTimestamp")}
             return {}

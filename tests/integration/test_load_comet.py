@@ -344,6 +344,7 @@ def test_comet_upload_of_an_archive_delivers_metrics_params_and_assets(tmp_path)
             timeout=300,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+        assert set(fake.experiments) == {key} and fake.state.unknown == [("GET", "/clientlib/isAlive/ver")]
         arrived = fake.experiments[key]
     assert (arrived.project, sorted(arrived.tags)) == ("vision", ["baseline", "mlflow.note", "with space"])
     local = read_archive(archive)
@@ -352,6 +353,11 @@ def test_comet_upload_of_an_archive_delivers_metrics_params_and_assets(tmp_path)
         k: v for k, v in local["others"].items() if k.startswith("neptune.")
     }
     assert arrived.others["neptune.load_state"] == "complete"
+    sent = sorted(
+        (m["metric"]["metricName"], m["metric"]["step"], m["local_timestamp"], str(m["metric"]["metricValue"]))
+        for m in local["metrics"]
+    )
+    assert sorted((m["name"], m["step"], m["timestamp"], str(m["value"])) for m in arrived.metrics) == sent
     loss = sorted((m["step"], m["timestamp"], m["value"]) for m in arrived.metrics if m["name"] == "metrics/loss")
     assert len(loss) == 50 and loss[0] == (0, T0_MS, 1.0) and loss[3][2] == "NaN"
     assets = {a["file_name"]: a for a in arrived.assets}
@@ -360,5 +366,7 @@ def test_comet_upload_of_an_archive_delivers_metrics_params_and_assets(tmp_path)
         200,
         b"png-two-bytes",
     )
-    texts = sorted(a["data"] for a in arrived.assets if a["type"] == "text-sample")
-    assert texts == [b"hello", "wörld\nnext".encode()]
+    texts = sorted((a["step"], a["metadata"]["step"], a["data"]) for a in arrived.assets if a["type"] == "text-sample")
+    assert texts == [(100, "1", b"hello"), (200, "2", "wörld\nnext".encode())]
+    assert sorted(a["step"] for a in arrived.assets if a["type"] == "histogram3d") == [0, 100]
+    assert arrived.times["startTimestamp"] and arrived.times["endTimestamp"]
