@@ -40,6 +40,7 @@ class State:
         self.experiments: dict[str, FakeExperiment] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) in arrival order
         self.unknown: list[tuple[str, str]] = []  # routes answered with an empty JSON object
+        self.deleted: list[str] = []  # experiment keys deleted through the REST API
 
     def experiment(self, key: str) -> FakeExperiment:
         if key not in self.experiments:
@@ -110,9 +111,36 @@ class _Handler(BaseHTTPRequestHandler):
                 payload = _json(body)
             answer = self._answer(path, query, payload)
             if answer is None:
+                answer = self._read(path, query)
+            if answer is None:
                 self.state.unknown.append((method, path))
                 answer = {}
+        if isinstance(answer, tuple):  # (status, payload)
+            return self._reply(answer[1], answer[0])
         self._reply(answer)
+
+    def _read(self, path: str, query: dict[str, str]) -> Any:
+        """The REST API reads the online loader makes (`comet_ml.API`): metadata, others; and deleting."""
+        experiment = self.state.experiments.get(query.get("experimentKey", ""))
+        if path.endswith("/api/rest/v2/experiment/metadata"):
+            if experiment is None:
+                return 404, {"msg": "Experiment not found", "code": 404}
+            return {
+                "experimentKey": experiment.key,
+                "workspaceName": experiment.workspace or "fake-workspace",
+                "projectName": experiment.project,
+                "projectId": "fake-project",
+                "archived": False,
+                "running": False,
+            }
+        if path.endswith("/api/rest/v2/experiment/log-other"):
+            values = [] if experiment is None else experiment.others.items()
+            return {"values": [{"name": k, "valueCurrent": None if v is None else str(v)} for k, v in values]}
+        if path.endswith("/api/rest/v2/write/experiment/delete"):
+            self.state.experiments.pop(query.get("experimentKey", ""), None)
+            self.state.deleted.append(query.get("experimentKey", ""))
+            return {}
+        return None
 
     def do_GET(self) -> None:
         self._route("GET")

@@ -370,3 +370,36 @@ def test_comet_upload_of_an_archive_delivers_metrics_params_and_assets(tmp_path)
     assert texts == [(100, "1", b"hello"), (200, "2", "wörld\nnext".encode())]
     assert sorted(a["step"] for a in arrived.assets if a["type"] == "histogram3d") == [0, 100]
     assert arrived.times["startTimestamp"] and arrived.times["endTimestamp"]
+
+
+def test_online_load_writes_every_point_skips_when_complete_and_redoes_a_partial_experiment(tmp_path, monkeypatch):
+    """COMET_API_KEY set: comet_ml.Experiment writes straight to (a stand-in of) Comet; `comet_ml.API` finds it."""
+    from neptune_exporter.fake_comet import FakeComet
+
+    data, files = export_run(tmp_path, points=50)
+    offline = options(tmp_path / "offline", data, files)
+    assert loader_for(offline).load_run(data, files, PROJECT, RUN).status == "loaded"
+    local = read_archive(tmp_path / "offline" / "comet" / f"{experiment_key(PROJECT, RUN)}.zip")
+    key = experiment_key(PROJECT, RUN)
+    with FakeComet() as fake:
+        for name, value in {**fake.env(), "HOME": str(tmp_path)}.items():
+            monkeypatch.setenv(name, value)
+        loader = loader_for(options(tmp_path, data, files))
+        assert loader.target.online
+        first = loader.load_run(data, files, PROJECT, RUN)
+        assert (first.status, first.points, first.files) == ("loaded", 57, 7)
+        arrived = fake.experiments[key]
+        assert (arrived.project, sorted(arrived.tags)) == ("vision", ["baseline", "mlflow.note", "with space"])
+        assert arrived.params == local["params"]
+        provenance = {k: v for k, v in local["others"].items() if k.startswith(("neptune.", "sys/"))}
+        assert {k: v for k, v in arrived.others.items() if k.startswith(("neptune.", "sys/"))} == provenance
+        sent = sorted((m["metric"]["metricName"], m["metric"]["step"], m["local_timestamp"]) for m in local["metrics"])
+        assert sorted((m["name"], m["step"], m["timestamp"]) for m in arrived.metrics) == sent
+        assets = {a["file_name"]: a["data"] for a in arrived.assets if a["type"] == "asset"}
+        assert assets["files/big/big.bin"] == BIG and assets["files/empty/empty.bin"] == b""
+
+        assert loader.load_run(data, files, PROJECT, RUN).status == "skipped"  # complete for this export
+        arrived.others["neptune.load_state"] = "loading"  # as a load killed half-way leaves it
+        assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
+        assert fake.state.deleted == [key] and fake.experiments[key].others["neptune.load_state"] == "complete"
+        assert len(fake.experiments[key].metrics) == len(arrived.metrics)  # redone once, nothing twice
