@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # comet_ml keeps one live experiment per process: starting one ends the one before (unfinished, its archive torn).
 # Runs are therefore written one at a time; reading exports and checking archives still run in parallel.
 ONE_EXPERIMENT = threading.Lock()
+OFFLINE_QUEUE_TIMEOUT_S = 0.02
 
 # no code, git, environment, console or system metrics: the experiment holds the Neptune run and nothing else
 QUIET_EXPERIMENT = dict(
@@ -179,6 +180,10 @@ class CometLoader:
                 "check --comet-dir, --comet-workspace and COMET_API_KEY",
             ) from None
         experiment.set_name(exported.run_id)
+        streamer = getattr(experiment, "streamer", None)
+        if not self.target.online and hasattr(streamer, "queue_timeout"):
+            # comet_ml's offline writer waits up to 1 s for each message; end() then waits that long for it to stop
+            streamer.queue_timeout = OFFLINE_QUEUE_TIMEOUT_S  # type: ignore[union-attr]
         return experiment
 
     def _publish(self, key: str, staging: Path) -> None:
