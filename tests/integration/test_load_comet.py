@@ -403,3 +403,7 @@ def test_online_load_writes_every_point_skips_when_complete_and_redoes_a_partial
         assert loader.load_run(data, files, PROJECT, RUN).status == "loaded"
         assert fake.state.deleted == [key] and fake.experiments[key].others["neptune.load_state"] == "complete"
         assert len(fake.experiments[key].metrics) == len(arrived.metrics)  # redone once, nothing twice
+        fake.experiments[key].others["neptune.export_checksum"] = "an-older-export"
+        refused = loader.load_run(data, files, PROJECT, RUN)  # a complete experiment is never deleted
+        assert refused.status == "failed" and refused.error["error_type"] == "TargetError"
+        assert f"archive or delete experiment {key} in Comet" in refused.error["remedy"] and key in fake.experiments

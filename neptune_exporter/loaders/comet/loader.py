@@ -8,6 +8,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from neptune_exporter.errors import TargetError, TargetUnavailableError, TerminalError
@@ -110,20 +112,25 @@ class CometLoader:
         return False
 
     def _online_loaded(self, key: str, wanted: dict) -> bool:
-        """Online: the experiment of this key says complete for this export (a partial one is deleted and redone)."""
+        """Online: True when the experiment of this key is complete for this export; a partial one is deleted (to be
+        redone); a complete one of another export is kept and the run refused (TargetError naming it)."""
         comet_ml = require_comet()
-        api = comet_ml.API(api_key=self.target.api_key)
-        experiment = api.get_experiment_by_key(key)
-        if experiment is None:
-            return False
-        others = {o["name"]: o.get("valueCurrent") for o in experiment.get_others_summary()}
-        if (
-            others.get("neptune.load_state") == "complete"
-            and others.get("neptune.export_checksum") == wanted["checksum"]
-            and str(others.get(PROVENANCE_STEP_MULTIPLIER)) == str(wanted["multiplier"])
-        ):
-            return True
-        api.delete_experiment(key)
+        with comet_errors(comet_ml, f"look up Comet experiment {key}"):
+            api = comet_ml.API(api_key=self.target.api_key)
+            experiment = api.get_experiment_by_key(key)
+            if experiment is None:
+                return False
+            others = {o["name"]: o.get("valueCurrent") for o in experiment.get_others_summary()}
+            current = (others.get("neptune.export_checksum"), str(others.get(PROVENANCE_STEP_MULTIPLIER)))
+            if others.get("neptune.load_state") == "complete":
+                if current == (wanted["checksum"], str(wanted["multiplier"])):
+                    return True
+                raise TargetError(
+                    f"Comet experiment {key} holds a complete load of another export of this run (checksum "
+                    f"{current[0]}, step multiplier {current[1]})",
+                    f"archive or delete experiment {key} in Comet to load this export, or load offline (--comet-dir)",
+                )
+            api.delete_experiment(key)
         return False
 
     # -- loading
@@ -174,7 +181,7 @@ class CometLoader:
                     experiment_key=key,
                     **QUIET_EXPERIMENT,
                 )
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, comet_ml.exceptions.CometException) as error:
             raise TargetError(
                 f"Comet refused experiment {key} of run {exported.run_id!r}: {error}",
                 "check --comet-dir, --comet-workspace and COMET_API_KEY",
@@ -196,3 +203,18 @@ class CometLoader:
                 "load again (the unfinished archive is redone); check free space under --comet-dir",
             )
         os.replace(staged, self.target.archive(key))
+
+
+@contextmanager
+def comet_errors(comet_ml, what: str) -> Iterator[None]:
+    """Comet's REST errors as typed ones: a refused key is terminal, anything else (network, 5xx) transient."""
+    import requests
+
+    try:
+        yield
+    except comet_ml.exceptions.InvalidAPIKey as error:
+        raise TargetError(f"Comet refused the API key to {what}: {error}", "check COMET_API_KEY") from None
+    except (comet_ml.exceptions.CometException, requests.RequestException, OSError) as error:
+        raise TargetUnavailableError(
+            f"Comet failed to {what}: {error}", "retry; check COMET_URL_OVERRIDE and the server's health"
+        ) from error
