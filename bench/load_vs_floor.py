@@ -1,5 +1,5 @@
-"""Benchmark 3: loading an export into MLflow (local server), W&B (offline), GoodSeed (local storage) and ZenML (local
-store) vs the plain client writing the same points."""
+"""Benchmark 3: loading an export into MLflow (local server), W&B (offline), GoodSeed (local storage), ZenML (local
+store) and Comet (offline archives) vs the plain client writing the same points."""
 
 from __future__ import annotations
 
@@ -190,6 +190,27 @@ def zenml_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
         list(pool.map(write, runs))
 
 
+def comet_floor(folder: Path, runs: list[RunPoints], workers: int) -> None:
+    """comet_ml OfflineExperiment.log_metric of every point (the same quiet experiment settings as the loader),
+    one archive per run, one run at a time (comet_ml keeps one live experiment per process; `workers` unused)."""
+    import comet_ml
+
+    from neptune_exporter.loaders.comet.loader import QUIET_EXPERIMENT
+
+    def write(run: RunPoints) -> None:
+        experiment = comet_ml.OfflineExperiment(
+            project_name="bench-floor", offline_directory=str(folder), **QUIET_EXPERIMENT
+        )
+        for key, values in zip(run.keys, run.values, strict=True):
+            for value, step in zip(values.tolist(), run.steps.tolist(), strict=True):
+                experiment.log_metric(key, value, step=step)
+        experiment.end()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        write(run)
+
+
 # ----------------------------------------------------------------------------- our loader
 
 
@@ -232,12 +253,12 @@ def mlflow_sides(url: str, export_root: Path, workers: int, points: int) -> dict
 
 
 # targets writing into a local folder
-FOLDER_OPTION = {"wandb": "--wandb-dir", "goodseed": "--goodseed-home", "zenml": "--zenml-dir"}
+FOLDER_OPTION = {"wandb": "--wandb-dir", "goodseed": "--goodseed-home", "zenml": "--zenml-dir", "comet": "--comet-dir"}
 
 
 def folder_sides(target: str, scratch: Path, export_root: Path, workers: int, points: int) -> dict:
     """Each repeat writes into an empty folder (W&B offline runs, GoodSeed's home, a ZenML local store created before
-    the timed load), removed afterwards."""
+    the timed load, Comet's offline archives), removed afterwards."""
 
     def side(name: str, repeat: int) -> float:
         folder = scratch / f"{name}-{repeat}"
@@ -293,6 +314,9 @@ def start_client(target: str, side: str, zenml_dir: str | None = None) -> None:
 
         with zenml_client(Path(zenml_dir or ".")) as client:
             artifact_root(client).mkdir(parents=True, exist_ok=True)
+    elif target == "comet":
+        os.environ.setdefault("COMET_LOGGING_CONSOLE", "ERROR")
+        import comet_ml  # noqa: F401
     else:
         import mlflow.tracking  # noqa: F401
 
@@ -317,6 +341,8 @@ def ours_load(args: argparse.Namespace) -> int:
         options = LoadOptions(**common, goodseed_home=args.goodseed_home)
     elif args.target == "zenml":
         options = LoadOptions(**common, zenml_dir=args.zenml_dir)
+    elif args.target == "comet":
+        options = LoadOptions(**common, comet_dir=args.comet_dir)
     else:
         options = LoadOptions(**common, wandb_dir=args.wandb_dir)
     return load_with_ours(options)
@@ -329,22 +355,25 @@ def floor_load(args: argparse.Namespace, runs: list[RunPoints]) -> int:
         goodseed_floor(Path(args.goodseed_home), runs, args.workers)
     elif args.target == "zenml":
         zenml_floor(Path(args.zenml_dir), runs, args.workers)
+    elif args.target == "comet":
+        comet_floor(Path(args.comet_dir), runs, args.workers)
     else:
         wandb_floor(Path(args.wandb_dir), runs, args.workers)
     return sum(run.points for run in runs)
 
 
 def side_main(argv: list[str]) -> None:
-    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb|goodseed|zenml ...`;
+    """Child entry point: `python -m bench.load_vs_floor side --side floor|ours --target mlflow|wandb|goodseed|zenml|comet ...`;
     prints {"seconds", "points"} of the load alone (the floor's points are read from the export before)."""
     parser = argparse.ArgumentParser(description=side_main.__doc__)
     parser.add_argument("--side", choices=("floor", "ours"), required=True)
-    parser.add_argument("--target", choices=("mlflow", "wandb", "goodseed", "zenml"), required=True)
+    parser.add_argument("--target", choices=("mlflow", "wandb", "goodseed", "zenml", "comet"), required=True)
     parser.add_argument("--export", required=True, help="the export's root (data/, files/)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--wandb-dir", help="W&B: the (empty) folder of the offline runs")
     parser.add_argument("--goodseed-home", help="GoodSeed: the (empty) home folder")
     parser.add_argument("--zenml-dir", help="ZenML: the (empty) folder of the local store")
+    parser.add_argument("--comet-dir", help="Comet: the (empty) folder of the offline archives")
     parser.add_argument("--mlflow-url", help="MLflow: the tracking server")
     parser.add_argument("--experiment", help="MLflow: the floor's experiment, the prefix of ours")
     args = parser.parse_args(argv)
@@ -357,7 +386,9 @@ def side_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_arguments(__doc__, "small export (about two minutes)", quick_repeats=2, latency_ms=None)
-    parser.add_argument("--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb, goodseed, zenml")
+    parser.add_argument(
+        "--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb, goodseed, zenml, comet"
+    )
     parser.add_argument("--runs", type=int, default=None, help="this many runs of the chosen shape")
     args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
@@ -379,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                         mlflow_sides(server.url, scratch / "export", args.workers, points), args.repeats
                     )
                 report("mlflow", seconds, points)
-            for target in [t for t in ("wandb", "goodseed", "zenml") if t in targets]:
+            for target in [t for t in ("wandb", "goodseed", "zenml", "comet") if t in targets]:
                 sides = folder_sides(target, scratch / target, scratch / "export", args.workers, points)
                 report(target, alternate(sides, args.repeats), points)
     except (ImportError, RuntimeError, OSError) as error:

@@ -82,6 +82,18 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         "Validate loaded W&B runs (offline .wandb logs, or online via the API) against the export.",
     ),
     DeploymentSpec(
+        "comet",
+        "flows.load.load",
+        {"options": {"target": "comet"}},
+        "Load exports into Comet (idempotent), then validate; online with COMET_API_KEY, else offline archives to `comet upload`.",
+    ),
+    DeploymentSpec(
+        "comet",
+        "flows.validate.validate",
+        {"options": {"target": "comet"}},
+        "Validate Comet offline archives (options.comet_dir) against the export.",
+    ),
+    DeploymentSpec(
         "neptune3",
         "flows.validate.validate",
         {"options": {"against": "neptune3", "deep": False}},
@@ -171,6 +183,20 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         "flows.validate.validate_chunk",
         {},
         "One chunk of a distributed validation (validate --distribute) against ZenML; started by its parent.",
+        None,
+    ),
+    DeploymentSpec(
+        "comet",
+        "flows.load.load_chunk",
+        {},
+        "One chunk of a distributed load (load --distribute) into Comet; started by its parent load.",
+        None,
+    ),
+    DeploymentSpec(
+        "comet",
+        "flows.validate.validate_chunk",
+        {},
+        "One chunk of a distributed validation (validate --distribute) against Comet; started by its parent.",
         None,
     ),
 ]

@@ -18,7 +18,7 @@ from flows.runtime import cut_short, dispatch, refusal, result_of, run_subflow, 
 from flows.validate_source import validate_source
 from neptune_exporter import interrupt, locations
 from neptune_exporter import load as library
-from neptune_exporter.settings import WANDB_OFFLINE_DIR, Settings
+from neptune_exporter.settings import COMET_OFFLINE_DIR, WANDB_OFFLINE_DIR, Settings
 from neptune_exporter.storage.fan_out import Distribution
 from neptune_exporter.storage.zenml_store import DEFAULT_ZENML_DIR
 from neptune_exporter.validation.report import RunValidation, ValidationReport
@@ -83,6 +83,9 @@ def distributed_options(options: library.LoadOptions) -> library.LoadOptions:
         goodseed_home = locations.require_absolute(home, "options.goodseed_home")
     if options.target == "wandb":
         wandb_dir = locations.require_absolute(wandb_dir or WANDB_OFFLINE_DIR, "options.wandb_dir")
+    comet_dir = options.comet_dir
+    if options.target == "comet":  # each worker would otherwise write its archives in its own working directory
+        comet_dir = locations.require_absolute(comet_dir or COMET_OFFLINE_DIR, "options.comet_dir")
     if options.target == "zenml":  # each worker's ZenML would otherwise open its own store
         zenml_dir = locations.require_absolute(zenml_dir or DEFAULT_ZENML_DIR, "options.zenml_dir")
     return replace(
@@ -92,6 +95,7 @@ def distributed_options(options: library.LoadOptions) -> library.LoadOptions:
         wandb_dir=wandb_dir,
         zenml_dir=zenml_dir,
         goodseed_home=goodseed_home,
+        comet_dir=comet_dir,
     )
 
 

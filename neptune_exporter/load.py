@@ -37,6 +37,7 @@ TARGETS: dict[str, str] = {
     "wandb": "neptune_exporter.loaders.wandb:WandbLoader.from_options",
     "goodseed": "neptune_exporter.loaders.goodseed:GoodseedLoader.from_options",
     "zenml": "neptune_exporter.loaders.zenml:ZenmlLoader.from_options",
+    "comet": "neptune_exporter.loaders.comet:CometLoader.from_options",
 }
 
 
@@ -46,6 +47,7 @@ VALIDATORS: dict[str, str] = {
     "wandb": "neptune_exporter.validation.wandb:WandbValidator.from_options",
     "goodseed": "neptune_exporter.validation.goodseed:GoodseedValidator.from_options",
     "zenml": "neptune_exporter.validation.zenml:ZenmlValidator.from_options",
+    "comet": "neptune_exporter.validation.comet:CometValidator.from_options",
 }
 
 
@@ -78,6 +80,9 @@ class LoadOptions:
     wandb_dir: str | None = None
     wandb_entity: str | None = None
     wandb_project_template: str | None = None
+    comet_dir: str | None = None
+    comet_workspace: str | None = None
+    comet_project_template: str | None = None
     report_path: str | None = None  # validation reports go here (default: next to the data folder, "reports")
     goodseed_home: str | None = None  # GoodSeed: its home folder (default GOODSEED_HOME, else ~/.goodseed)
     goodseed_project_template: str | None = None  # GoodSeed: project per Neptune project (default "{project}")
@@ -211,6 +216,8 @@ def target_identity(options: LoadOptions) -> str:
         from neptune_exporter.storage.zenml_store import zenml_dir
 
         return f"zenml {zenml_dir(options.zenml_dir)}"
+    if options.target == "comet":
+        return f"comet {os.path.abspath(options.comet_dir) if options.comet_dir else 'default dir'}"
     where = os.path.abspath(options.wandb_dir) if options.wandb_dir else "default dir"
     return f"{options.target} entity={options.wandb_entity} project={options.wandb_project_template} {where}"
 

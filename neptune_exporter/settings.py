@@ -9,6 +9,7 @@ from typing import Any
 
 ENV_PREFIX = "NEPTUNE_EXPORTER_"
 WANDB_OFFLINE_DIR = "./wandb-runs"  # W&B offline runs go here when no --wandb-dir is given
+COMET_OFFLINE_DIR = "./comet-archives"  # Comet offline archives go here when no --comet-dir is given
 
 
 def _env(name: str, default: str | None = None) -> str | None:

@@ -12,6 +12,9 @@ from neptune_exporter.cli.app import EXIT_LOCKED, EXIT_RUNS_FAILED, app, fail, p
 from neptune_exporter.cli.options import (
     ArchivedOpt,
     ChunkRunsOpt,
+    CometDirOpt,
+    CometProjectOpt,
+    CometWorkspaceOpt,
     DataPathOpt,
     DistributeOpt,
     ExperimentsOpt,
@@ -109,6 +112,7 @@ def run_load_summary(
     distribute: dict | None = None,
 ) -> tuple[int, dict]:
     """Preflight (bad input → one line, exit 2), the load flow in-process, a short summary; exit status + the flow's summary."""
+    from neptune_exporter.loaders.comet.target import offline_upload_hint
     from neptune_exporter.loaders.wandb import offline_sync_hint
 
     with stops_on_interrupt():
@@ -127,7 +131,7 @@ def run_load_summary(
     print_failures(summary["failures"])
     if "validation" in summary:
         print_validation(summary["validation"])
-    if hint := offline_sync_hint(options):
+    if hint := offline_sync_hint(options) or offline_upload_hint(options):
         typer.echo(hint)
     differing = summary.get("validation", {}).get("runs_with_differences", 0)
     return (EXIT_RUNS_FAILED if summary["failed"] or differing else 0), summary
@@ -153,9 +157,11 @@ def distributed(values: dict) -> tuple[Any, dict | None]:
     from dataclasses import replace
 
     from neptune_exporter.locations import absolute_path
-    from neptune_exporter.settings import WANDB_OFFLINE_DIR
+    from neptune_exporter.settings import COMET_OFFLINE_DIR, WANDB_OFFLINE_DIR
 
     options = load_options_or_exit(values)
+    if options.target == "comet":  # archives land where the user ran the command, wherever the flow runs
+        options = replace(options, comet_dir=absolute_path(options.comet_dir or COMET_OFFLINE_DIR))
     try:
         spread = distribution(values["distribute"], values["work_pool"], values["chunk_runs"], values["max_parallel"])
     except TerminalError as error:
@@ -189,6 +195,9 @@ def load(
     goodseed_project_template: GoodseedProjectOpt = None,
     zenml_dir: ZenmlDirOpt = None,
     zenml_model_template: ZenmlModelOpt = None,
+    comet_dir: CometDirOpt = None,
+    comet_workspace: CometWorkspaceOpt = None,
+    comet_project_template: CometProjectOpt = None,
     report_path: ReportPathOpt = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip the validation after loading.")] = False,
     if_locked: IfLockedOpt = "stop",
@@ -198,8 +207,9 @@ def load(
     max_parallel: MaxParallelOpt = 4,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    """Load exports into MLflow / W&B / ZenML (idempotent, resumable), then validate them. Exit 1 on failed runs or
-    differences, 2 when nothing is selected, 3 when another load of the export into the target runs."""
+    """Load exports into MLflow / W&B / GoodSeed / ZenML / Comet (idempotent, resumable), then validate them. Exit 1
+    on failed runs or differences, 2 when nothing is selected, 3 when another load of the export into the target
+    runs."""
     options, spread = distributed(locals())
     raise typer.Exit(
         run_load_command(
@@ -229,6 +239,9 @@ def validate(
     goodseed_project_template: GoodseedProjectOpt = None,
     zenml_dir: ZenmlDirOpt = None,
     zenml_model_template: ZenmlModelOpt = None,
+    comet_dir: CometDirOpt = None,
+    comet_workspace: CometWorkspaceOpt = None,
+    comet_project_template: CometProjectOpt = None,
     report_path: ReportPathOpt = None,
     distribute: DistributeOpt = False,
     work_pool: WorkPoolOpt = None,

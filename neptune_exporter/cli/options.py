@@ -221,7 +221,7 @@ def build_export_options(
     )
 
 
-TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow, wandb, goodseed or zenml.")]
+TargetOpt = Annotated[str, typer.Option("--target", help="Where to load: mlflow, wandb, goodseed, zenml or comet.")]
 
 
 LoadProjectOpt = Annotated[
@@ -296,6 +296,14 @@ GoodseedHomeOpt = Annotated[
 ]
 
 
+CometDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--comet-dir", help="Comet: folder of offline archives, one <key>.zip per run; default ./comet-archives."
+    ),
+]
+
+
 GoodseedProjectOpt = Annotated[
     str | None,
     typer.Option(
@@ -316,6 +324,20 @@ ZenmlModelOpt = Annotated[
     typer.Option(
         "--zenml-model-template",
         help="ZenML: model name per project ({project_id}, {workspace}, {project}); default {project_id}.",
+    ),
+]
+
+
+CometWorkspaceOpt = Annotated[
+    str | None, typer.Option("--comet-workspace", help="Comet: workspace (default COMET_WORKSPACE, else your default).")
+]
+
+
+CometProjectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--comet-project-template",
+        help="Comet: project name template ({project}, {workspace}, {project_id}); default {project}.",
     ),
 ]
 

@@ -6,11 +6,12 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 
-from neptune_exporter.errors import StepOutOfRangeError
+from neptune_exporter.errors import CorruptPartError, StepOutOfRangeError
 from neptune_exporter.model import (  # noqa: F401 - step scaling re-exported for the loaders
     STEP_SCALE,
     format_step,
@@ -178,3 +179,16 @@ def single_values(rows: pa.RecordBatch) -> Iterator[tuple[str, str, Any]]:
 def run_key(project_id: str, run_id: str) -> str:
     """Quote-free lookup key of a run in a target (a tag value safe in any filter language)."""
     return hashlib.blake2b(f"{project_id}\x00{run_id}".encode(), digest_size=16).hexdigest()
+
+
+def open_loadable(
+    data_root, files_root, project_id: str, run_id: str, requested_multiplier: int | None
+) -> tuple[ExportedRun, int, dict[str, StepOutOfRangeError]]:
+    """The exported run to load (CorruptPartError when its export failed), its step multiplier and the series a
+    --step-multiplier puts beyond int64 steps (each fails alone: `LoadResult.failed_for_series`)."""
+    exported = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
+    if not exported.complete:
+        raise CorruptPartError(f"the export of run {run_id!r} failed", "export the run again", run=run_id)
+    multiplier = exported.step_multiplier(requested_multiplier)
+    left_out = exported.series_beyond_range(multiplier) if requested_multiplier else {}
+    return exported, multiplier, left_out

@@ -33,6 +33,8 @@ def test_export_deployments_exist_and_every_entrypoint_is_a_flow():
         "validate/mlflow": 1,
         "load/wandb": 1,
         "validate/wandb": 1,
+        "load/comet": 1,
+        "validate/comet": 1,
         "validate/neptune3": 1,  # the export compared with its live source (issue 15): the validate-source subflow
         "validate/neptune2": 1,
         "load-chunk/mlflow": None,  # the chunks of one distributed load or validation run side by side
@@ -47,6 +49,8 @@ def test_export_deployments_exist_and_every_entrypoint_is_a_flow():
         "validate/zenml": 1,
         "load-chunk/zenml": None,
         "validate-chunk/zenml": None,
+        "load-chunk/comet": None,
+        "validate-chunk/comet": None,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -43,7 +44,7 @@ def test_bad_input_is_one_line_and_exit_2(command, export_root, monkeypatch):
             ["-d", data, "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db", "--experiment-name-template", "{x}"],
             "template",
         ),
-        (["-d", data, "--target", "comet"], "unknown target 'comet'"),
+        (["-d", data, "--target", "nosuch"], "unknown target 'nosuch'"),
         (["-d", data, "--mlflow-tracking-uri", str(export_root / "mlruns")], "file store"),
         (
             ["-d", data, "--mlflow-tracking-uri", f"sqlite:///{export_root}/m.db", "--report-path", f"{data}/r/x"],
@@ -71,6 +72,27 @@ def test_an_unusable_prefect_home_is_one_line_before_anything_starts(command, ex
         "or HOME to your home folder"
     ]
     assert not (export_root / "m.db").exists() and not (export_root / "missing").exists()
+
+
+@pytest.mark.parametrize("command", ["load", "validate"])
+def test_comet_bad_input_is_one_line_and_exit_2(command, export_root, monkeypatch):
+    data, blocked = str(export_root / "data"), export_root / "a-file"
+    blocked.write_text("not a folder")
+    comet = ["-d", data, "--target", "comet", "--comet-dir"]
+    cases = [
+        ([*comet, str(export_root / "c"), "--comet-project-template", "{nope}"], "--comet-project-template '{nope}'"),
+        ([*comet, str(blocked / "c")], f"the Comet folder {blocked / 'c'} is not writable"),
+    ]
+    for arguments, expected in cases:
+        result = CliRunner().invoke(app, [command, *arguments])
+        lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(lines) == 1, (arguments, result.output)
+        assert expected in lines[0] and "fix:" in lines[0], (arguments, result.output)
+    monkeypatch.setitem(sys.modules, "comet_ml", None)  # as without the extra installed
+    result = CliRunner().invoke(app, [command, *comet, str(export_root / "c")])
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(lines) == 1 and "pip install 'neptune-exporter[comet]'" in lines[0]
+    assert not (export_root / "c").exists()  # nothing was created for a bad command
 
 
 def test_tracking_uri_comes_from_the_environment(export_root, monkeypatch):

@@ -42,8 +42,8 @@ def test_registry_builds_mlflow_loader_and_rejects_unknown_targets():
         LoadOptions(mlflow_tracking_uri="sqlite:////tmp/x.db", experiment_name_template="{project}"), Settings()
     )
     assert type(loader).__name__ == "MlflowLoader" and loader.experiment_name_template == "{project}"
-    with pytest.raises(InvalidOptionError, match="unknown target 'comet'"):
-        make_loader(LoadOptions(target="comet"), Settings())
+    with pytest.raises(InvalidOptionError, match="unknown target 'nosuch'"):
+        make_loader(LoadOptions(target="nosuch"), Settings())
     with pytest.raises(InvalidOptionError, match="MLFLOW_TRACKING_URI"):
         MlflowLoader("")
 

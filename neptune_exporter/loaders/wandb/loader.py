@@ -5,17 +5,15 @@ from __future__ import annotations
 import logging
 import shutil
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from neptune_exporter.errors import (
-    CorruptPartError,
     InvalidOptionError,
     TargetError,
     TargetUnavailableError,
     TerminalError,
 )
-from neptune_exporter.loaders.base import WANDB, ExportedRun, KeyMap, LoadResult, open_exported_run
+from neptune_exporter.loaders.base import WANDB, ExportedRun, KeyMap, LoadResult, open_loadable
 from neptune_exporter.loaders.wandb.artifacts import artifact_specs
 from neptune_exporter.loaders.wandb.export_reader import RunContent, mapped_run
 from neptune_exporter.loaders.wandb.history import HistoryWriter, write_history
@@ -66,11 +64,9 @@ class WandbLoader:
         target_run_id = wandb_run_id(project_id, run_id)
         result = LoadResult(project_id, run_id, "loaded", target_run_id=target_run_id)
         try:
-            exported = open_exported_run(Path(data_root), Path(files_root), project_id, run_id)
-            if not exported.complete:
-                raise CorruptPartError(f"the export of run {run_id!r} failed", "export the run again", run=run_id)
-            multiplier = exported.step_multiplier(self.step_multiplier)
-            left_out = exported.series_beyond_range(multiplier) if self.step_multiplier else {}
+            exported, multiplier, left_out = open_loadable(
+                data_root, files_root, project_id, run_id, self.step_multiplier
+            )
             prior = self._prior_state(exported, target_run_id)
             self._discard(prior)
             if prior.state == "complete":
