@@ -14,7 +14,7 @@ DEMO_ARGS ?=
 $(CLI): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e '.[test,goodseed,zenml]'
+	$(PY) -m pip install --quiet -e '.[test,goodseed,zenml,comet]'
 	touch $(CLI)
 
 dev: $(CLI)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from neptune_exporter.export import ExportOptions, run_export
+from neptune_exporter.export import ExportOptions
+from neptune_exporter.export_runner import run_export
 from neptune_exporter.loaders.comet import experiment_key
 from neptune_exporter.settings import Settings
 from tests.e2e.conftest import run_cli

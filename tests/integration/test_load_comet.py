@@ -292,7 +292,8 @@ def test_bad_template_unwritable_folder_and_missing_extra_are_refused_before_any
 
 
 def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, tmp_path):
-    from neptune_exporter.export import ExportOptions, run_export
+    from neptune_exporter.export import ExportOptions
+    from neptune_exporter.export_runner import run_export
     from neptune_exporter.exporters.base import RunSelection
 
     project = "workspace/awkward"
