@@ -47,7 +47,8 @@ from neptune_exporter.validation.rules import KeyRule, RecordedKeys, expected_mu
 KEYS = KeyRule(r"[\s\S]", 100)  # comet_ml cuts names past 100 characters
 MAX_VALUE_CHARS = 1000  # and values past 1000
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # how comet_ml writes them
-COMET_OWN_OTHERS = frozenset({"offline_experiment", "Name"})  # comet_ml logs these itself
+# comet_ml logs these itself (sys.already_imported_modules: ML frameworks imported before comet_ml, e.g. mlflow)
+COMET_OWN_OTHERS = frozenset({"offline_experiment", "Name", "sys.already_imported_modules"})
 COMET_OWN_METRICS = frozenset({"process duration"})
 NEPTUNE_ASSETS = ("key_map", "long_value", "histogram_series")  # the loader's own assets (not Neptune files)
 SERIES_WITH_STEPS = ("float_series", "string_series", "histogram_series", "file_series")
