@@ -107,6 +107,7 @@ OURS_ONLY = {"neptune2": {"sys/state": "the 2.x run state ('Active' / 'Inactive'
 def parquet_rows(folder: Path, leave_out: Iterable[str] = ()) -> int:
     """Rows of every Parquet file under `folder` (both tools write one row per value or point), less the rows of the
     attribute paths in `leave_out`."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -116,14 +117,8 @@ def parquet_rows(folder: Path, leave_out: Iterable[str] = ()) -> int:
             total += pq.ParquetFile(path).metadata.num_rows
             continue
         paths = pq.read_table(path, columns=["attribute_path"]).column("attribute_path")
-        total += len(paths) - pc.sum(pc.is_in(paths, value_set=pa_array(left_out))).as_py()
+        total += len(paths) - pc.sum(pc.is_in(paths, value_set=pa.array(left_out, type=pa.string()))).as_py()
     return total
-
-
-def pa_array(values: list[str]):
-    import pyarrow as pa
-
-    return pa.array(values, type=pa.string())
 
 
 # ----------------------------------------------------------------------------- the commands of each side

@@ -20,7 +20,7 @@ from neptune_exporter.loaders.comet import writer as comet_writer
 from neptune_exporter.rows import series_rows
 from neptune_exporter.settings import Settings
 from neptune_exporter.validation.comet import CometValidator
-from tests.load_exports import LONG_TEXT, T0_MS, rich_batches, write_export, write_file
+from tests.load_exports import AWKWARD_PROJECT, LONG_TEXT, T0_MS, export_awkward, rich_batches, write_export, write_file
 
 pytestmark = pytest.mark.integration
 
@@ -292,21 +292,8 @@ def test_bad_template_unwritable_folder_and_missing_extra_are_refused_before_any
 
 
 def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, tmp_path):
-    from neptune_exporter.export import ExportOptions
-    from neptune_exporter.export_runner import run_export
-    from neptune_exporter.exporters.base import RunSelection
-
-    project = "workspace/awkward"
-    export_options = ExportOptions(
-        source="neptune3",
-        projects=(project,),
-        data_path=str(tmp_path / "data"),
-        files_path=str(tmp_path / "files"),
-        runs=RunSelection(include_archived=True),
-        api_token=awkward_fake.api_token,
-        workers=2,
-    )
-    exported = run_export(export_options, Settings(source_retry_timeout_s=5))
+    project = AWKWARD_PROJECT
+    exported = export_awkward(awkward_fake, tmp_path)
     assert {r.status for r in exported} == {"complete"}
     opts = options(tmp_path, tmp_path / "data", tmp_path / "files", projects=(project,), workers=2)
     results = {r.run_id: r for r in run_load(opts, Settings())}

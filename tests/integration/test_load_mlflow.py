@@ -28,7 +28,18 @@ from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import RetryPolicy, Settings
 from neptune_exporter.validation.mlflow import MlflowValidator
 from tests.integration.mlflow_server import free_port, mlflow_server  # noqa: F401  (session fixture)
-from tests.load_exports import COLLIDING, CREATED, LONG_KEY, LONG_TEXT, MODIFIED, T0_MS, write_export, write_rich_export
+from tests.load_exports import (
+    AWKWARD_PROJECT,
+    COLLIDING,
+    CREATED,
+    LONG_KEY,
+    LONG_TEXT,
+    MODIFIED,
+    T0_MS,
+    export_awkward,
+    write_export,
+    write_rich_export,
+)
 
 pytestmark = pytest.mark.integration
 SETTINGS = Settings(retry=RetryPolicy(attempts=2, backoff_seconds=0.1))
@@ -350,21 +361,8 @@ def _has_points(client: MlflowClient, project: str) -> bool:
 
 
 def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, mlflow_server, tmp_path):  # noqa: F811
-    from neptune_exporter.export import ExportOptions
-    from neptune_exporter.export_runner import run_export
-    from neptune_exporter.exporters.base import RunSelection
-
-    project = "workspace/awkward"
-    export_options = ExportOptions(
-        source="neptune3",
-        projects=(project,),
-        data_path=str(tmp_path / "data"),
-        files_path=str(tmp_path / "files"),
-        runs=RunSelection(include_archived=True),
-        api_token=awkward_fake.api_token,
-        workers=2,
-    )
-    exported = run_export(export_options, Settings(source_retry_timeout_s=5))
+    project = AWKWARD_PROJECT
+    exported = export_awkward(awkward_fake, tmp_path)
     assert {r.status for r in exported} == {"complete"} and len(exported) == 8
     results = {r.run_id: r for r in run_load(options(tmp_path, mlflow_server, projects=(project,)), SETTINGS)}
     assert {k: r.status for k, r in results.items()} == {r.run_id: "loaded" for r in exported}

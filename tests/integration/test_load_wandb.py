@@ -24,6 +24,7 @@ from neptune_exporter.storage.parquet import RunWriter, run_part_paths
 from neptune_exporter.storage.wandb_log import find_offline_runs, iter_history, read_run_log, run_log_path
 from neptune_exporter.validation.wandb import WandbValidator
 from neptune_exporter.validation.wandb_compare import md5_base64
+from tests.load_exports import AWKWARD_PROJECT, export_awkward
 
 pytestmark = pytest.mark.integration
 
@@ -480,23 +481,11 @@ def test_negative_steps_are_shifted_not_dropped_and_oversized_histograms_fail_cl
 
 
 def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, tmp_path):
-    from neptune_exporter.export import ExportOptions
-    from neptune_exporter.export_runner import run_export
-    from neptune_exporter.exporters.base import RunSelection
     from neptune_exporter.load import LoadOptions, run_load, run_validate
     from neptune_exporter.settings import Settings
 
-    project = "workspace/awkward"
-    export_options = ExportOptions(
-        source="neptune3",
-        projects=(project,),
-        data_path=str(tmp_path / "data"),
-        files_path=str(tmp_path / "files"),
-        runs=RunSelection(include_archived=True),
-        api_token=awkward_fake.api_token,
-        workers=2,
-    )
-    exported = run_export(export_options, Settings(source_retry_timeout_s=5))
+    project = AWKWARD_PROJECT
+    exported = export_awkward(awkward_fake, tmp_path)
     assert {r.status for r in exported} == {"complete"}
     options = LoadOptions(
         target="wandb",
