@@ -13,7 +13,9 @@ import pyarrow as pa
 
 from neptune_exporter.errors import CorruptPartError, StepOutOfRangeError
 from neptune_exporter.model import (  # noqa: F401 - step scaling re-exported for the loaders
+    KIND_OF_TYPE,
     STEP_SCALE,
+    AttributeKind,
     format_step,
     integer_steps,
     step_multiplier_for,
@@ -159,6 +161,11 @@ class Loader(Protocol):
 
 
 # ----------------------------------------------------------------------------- exported runs (shared by loaders)
+
+# The single-value ("parameters") types, as a value set for `pc.is_in` over the attribute_type column.
+SINGLE_VALUE_TYPES = pa.array(
+    sorted(t.value for t, kind in KIND_OF_TYPE.items() if kind is AttributeKind.PARAMETERS), type=pa.string()
+)
 
 
 def single_values(rows: pa.RecordBatch) -> Iterator[tuple[str, str, Any]]:

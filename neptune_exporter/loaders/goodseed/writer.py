@@ -13,24 +13,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neptune_exporter.errors import TerminalError
-from neptune_exporter.loaders.base import ExportedRun, integer_steps, rows_with_points
+from neptune_exporter.loaders.base import SINGLE_VALUE_TYPES, ExportedRun, integer_steps, rows_with_points
 from neptune_exporter.loaders.goodseed.names import NAN_PREFIX, display_name, goodseed_key, real_steps
 from neptune_exporter.model import AttributeType, as_utc, decimal_array_to_unscaled
 from neptune_exporter.rows import value_column
 
 log = logging.getLogger(__name__)
 
-PARAM_TYPES = frozenset(
-    t.value
-    for t in (
-        AttributeType.FLOAT,
-        AttributeType.INT,
-        AttributeType.STRING,
-        AttributeType.BOOL,
-        AttributeType.DATETIME,
-        AttributeType.STRING_SET,
-    )
-)
 FILE_TYPES = frozenset(
     t.value for t in (AttributeType.FILE, AttributeType.FILE_SERIES, AttributeType.FILE_SET, AttributeType.ARTIFACT)
 )
@@ -111,7 +100,7 @@ class GoodseedRunWriter:
         for batch in self.export.batches():
             batch = rows_with_points(batch)
             types = batch.column("attribute_type")
-            self._params(batch.filter(pc.is_in(types, value_set=pa.array(sorted(PARAM_TYPES)))))
+            self._params(batch.filter(pc.is_in(types, value_set=SINGLE_VALUE_TYPES)))
             self._floats(batch.filter(pc.equal(types, AttributeType.FLOAT_SERIES.value)))
             for kind in (AttributeType.STRING_SERIES, AttributeType.HISTOGRAM_SERIES):
                 self._texts(batch.filter(pc.equal(types, kind.value)), kind)

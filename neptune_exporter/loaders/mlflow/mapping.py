@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from neptune_exporter.errors import TerminalError
 from neptune_exporter.loaders.base import (
     MLFLOW,
+    SINGLE_VALUE_TYPES,
     ExportedRun,
     KeyMap,
     format_step,
@@ -43,19 +44,6 @@ METRICS_PER_BATCH = _batch_limit(MLFLOW.metrics_per_batch)
 PARAMS_PER_BATCH = _batch_limit(MLFLOW.params_per_batch)
 TAGS_PER_BATCH = _batch_limit(MLFLOW.tags_per_batch)
 
-PARAM_TYPES = pa.array(
-    [
-        t.value
-        for t in (
-            AttributeType.FLOAT,
-            AttributeType.INT,
-            AttributeType.STRING,
-            AttributeType.BOOL,
-            AttributeType.DATETIME,
-            AttributeType.STRING_SET,
-        )
-    ]
-)
 WHOLE_FILE_TYPES = pa.array([t.value for t in (AttributeType.FILE, AttributeType.FILE_SET, AttributeType.ARTIFACT)])
 
 
@@ -124,7 +112,7 @@ class RunMapping:
         for batch in self.export.batches():
             batch = rows_with_points(batch)  # a series row with no value holds no point
             types = batch.column("attribute_type")
-            yield from self._parameters(batch.filter(pc.is_in(types, value_set=PARAM_TYPES)))
+            yield from self._parameters(batch.filter(pc.is_in(types, value_set=SINGLE_VALUE_TYPES)))
             yield from self._metrics(batch.filter(pc.equal(types, AttributeType.FLOAT_SERIES.value)))
             self._text_series(batch.filter(pc.equal(types, AttributeType.STRING_SERIES.value)))
             self._histograms(batch.filter(pc.equal(types, AttributeType.HISTOGRAM_SERIES.value)))

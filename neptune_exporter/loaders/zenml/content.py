@@ -14,17 +14,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from neptune_exporter.errors import CorruptPartError
-from neptune_exporter.loaders.base import ExportedRun, format_step, rows_with_points, single_values
+from neptune_exporter.loaders.base import SINGLE_VALUE_TYPES, ExportedRun, format_step, rows_with_points, single_values
 from neptune_exporter.loaders.zenml.names import ZenmlKeyMap, artifact_name, key_map
 from neptune_exporter.model import AttributeType, decimal_array_to_unscaled, iso_utc_ms
 from neptune_exporter.rows import value_column
 
 METADATA_VALUE_LIMIT = 65_535  # ZenML skips (with a warning) a metadata value whose JSON is longer
 LONG_VALUE_PREFIX = 1_000  # characters of a long value kept in its metadata entry, before the pointer
-VALUE_TYPES = pa.array(
-    [t.value for t in (AttributeType.FLOAT, AttributeType.INT, AttributeType.STRING, AttributeType.BOOL)]
-    + [AttributeType.DATETIME.value, AttributeType.STRING_SET.value]
-)
 SERIES_TYPES = (AttributeType.FLOAT_SERIES, AttributeType.STRING_SERIES, AttributeType.HISTOGRAM_SERIES)
 FILE_TYPES = pa.array(
     [t.value for t in (AttributeType.FILE, AttributeType.FILE_SET, AttributeType.ARTIFACT, AttributeType.FILE_SERIES)]
@@ -77,7 +73,7 @@ class RunContent:
         for batch in self.export.batches():
             batch = rows_with_points(batch)  # a series row with no value holds no point
             types = batch.column("attribute_type")
-            self._values(batch.filter(pc.is_in(types, value_set=VALUE_TYPES)))
+            self._values(batch.filter(pc.is_in(types, value_set=SINGLE_VALUE_TYPES)))
             for series_type in SERIES_TYPES:
                 self._series(batch.filter(pc.equal(types, series_type.value)), series_type)
             self._files(batch.filter(pc.is_in(types, value_set=FILE_TYPES)))
