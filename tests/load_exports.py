@@ -120,9 +120,9 @@ def write_rich_export(data_root: Path, files_root: Path, project_id: str, run_id
 AWKWARD_PROJECT = "workspace/awkward"
 
 
-def export_awkward(fake, root: Path) -> list:
-    """The fake's awkward workspace (every run, archived too) exported with the 3.x source into `<root>/data` and
-    `<root>/files`; the export's per-run results."""
+def export_awkward(fake, root: Path, project: str = AWKWARD_PROJECT) -> list:
+    """A project of the fake (default: the awkward one; every run, archived too) exported with the 3.x source into
+    `<root>/data` and `<root>/files`; the export's per-run results."""
     from neptune_exporter.export import ExportOptions
     from neptune_exporter.export_runner import run_export
     from neptune_exporter.exporters.base import RunSelection
@@ -130,7 +130,7 @@ def export_awkward(fake, root: Path) -> list:
 
     options = ExportOptions(
         source="neptune3",
-        projects=(AWKWARD_PROJECT,),
+        projects=(project,),
         data_path=str(root / "data"),
         files_path=str(root / "files"),
         runs=RunSelection(include_archived=True),

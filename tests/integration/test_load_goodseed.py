@@ -23,7 +23,17 @@ from neptune_exporter.load import LoadOptions, run_load, run_validate
 from neptune_exporter.loaders.goodseed import writer as goodseed_writer
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import RetryPolicy, Settings
-from tests.load_exports import COLLIDING, CREATED, LONG_KEY, LONG_TEXT, MODIFIED, T0_MS, write_export, write_rich_export
+from tests.load_exports import (
+    COLLIDING,
+    CREATED,
+    LONG_KEY,
+    LONG_TEXT,
+    MODIFIED,
+    T0_MS,
+    export_awkward,
+    write_export,
+    write_rich_export,
+)
 
 pytestmark = pytest.mark.integration
 SETTINGS = Settings(retry=RetryPolicy(attempts=2, backoff_seconds=0.1))
@@ -327,26 +337,9 @@ def test_peer_format_export_without_manifest_loads(tmp_path):
     assert run_load(options(tmp_path), SETTINGS)[0].status == "skipped"
 
 
-def export_from_fake(fake, project: str, root: Path) -> list:
-    from neptune_exporter.export import ExportOptions
-    from neptune_exporter.export_runner import run_export
-    from neptune_exporter.exporters.base import RunSelection
-
-    export_options = ExportOptions(
-        source="neptune3",
-        projects=(project,),
-        data_path=str(root / "data"),
-        files_path=str(root / "files"),
-        runs=RunSelection(include_archived=True),
-        api_token=fake.api_token,
-        workers=2,
-    )
-    return run_export(export_options, Settings(source_retry_timeout_s=5))
-
-
 def test_fake_neptune_awkward_workspace_exports_then_loads_exactly(awkward_fake, tmp_path):
     project = "workspace/awkward"
-    exported = export_from_fake(awkward_fake, project, tmp_path)
+    exported = export_awkward(awkward_fake, tmp_path, project)
     assert {r.status for r in exported} == {"complete"} and len(exported) == 8
     results = {r.run_id: r for r in run_load(options(tmp_path, projects=(project,)), SETTINGS)}
     assert {k: r.status for k, r in results.items()} == {r.run_id: "loaded" for r in exported}
@@ -387,7 +380,7 @@ def test_fake_neptune_generated_workspace_exports_then_loads_exactly(fake_factor
     fake = fake_factory(
         generate_workspace(runs=3, params=8, metrics=3, points=500, string_points=20, histogram_points=5)
     )
-    exported = export_from_fake(fake, "workspace/sandbox", tmp_path)
+    exported = export_awkward(fake, tmp_path, "workspace/sandbox")
     assert [r.status for r in exported] == ["complete"] * 3
     results = run_load(options(tmp_path), SETTINGS)
     assert [r.status for r in results] == ["loaded"] * 3 and {r.points for r in results} == {3 * 500 + 20 + 5}
@@ -399,7 +392,7 @@ def test_fake_neptune_generated_workspace_exports_then_loads_exactly(fake_factor
 def test_fake_neptune_limits_project_loads_exactly(awkward_fake, tmp_path):
     """Steps at the column's edges, 2.x-rewritten paths, points before 1970, ±inf and -0.0 (issue 14's limits)."""
     project = "workspace/limits"
-    exported = export_from_fake(awkward_fake, project, tmp_path)
+    exported = export_awkward(awkward_fake, tmp_path, project)
     failing = {"run-step-over", "run-step-1e15"}  # their steps are beyond the export's step column: never loaded
     assert {r.run_id for r in exported if r.status != "complete"} == failing
     limits = options(tmp_path, projects=(project,), runs_regex="^run-(?!step-over$|step-1e15$)")
