@@ -165,19 +165,16 @@ class ExportProcesses:
             if progress is not None:
                 progress.on_run_done(skipped)
             return skipped
+        future: Future = Future()  # held here: the pump drops the job from `_jobs` as soon as its result arrives
         with self._lock:
             worker = min(range(len(self._workers)), key=lambda w: sum(j.worker == w for j in self._jobs.values()))
             job = next(self._ids)
-            self._jobs[job] = _Job(plan, Future(), progress, worker)
+            self._jobs[job] = _Job(plan, future, progress, worker)
             self._workers[worker][1].put((job, plan))
-        result: RunExportResult | None = self._jobs_future(job).result()
+        result: RunExportResult | None = future.result()
         if result is None:
             raise interrupt.Interrupted()
         return result
-
-    def _jobs_future(self, job: int) -> Future:
-        with self._lock:
-            return self._jobs[job].future
 
     def _pump_events(self) -> None:
         """Points to each run's sink, results to their callers; stop requests to the workers; a dead worker's runs
@@ -185,10 +182,10 @@ class ExportProcesses:
         while not self._closing:
             if interrupt.requested():
                 self._stop.set()
+            self._replace_dead_workers()  # on every turn: other workers' points must not hide a dead one
             try:
                 kind, job, *payload = self._events.get(timeout=POLL_S)
             except queue.Empty:
-                self._replace_dead_workers()
                 continue
             self._handle(kind, job, payload)
 
