@@ -370,10 +370,16 @@ def rows_with_points(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The rows less float, string and histogram series rows with no value: such a row holds no point (the peer
     tool writes them, e.g. for an attribute another run has), so every loader ignores it."""
     types = batch.column("attribute_type")
+    present = set(pc.unique(types).to_pylist())
     no_point = None
     for attribute_type, column in POINT_VALUE_COLUMNS.items():
-        missing = pc.and_(pc.equal(types, attribute_type), pc.is_null(batch.column(column)))
+        values = batch.column(column)
+        if attribute_type not in present or not values.null_count:
+            continue
+        missing = pc.and_(pc.equal(types, attribute_type), pc.is_null(values))
         no_point = missing if no_point is None else pc.or_(no_point, missing)
+    if no_point is None or not pc.any(no_point).as_py():
+        return batch  # the usual case: no copy
     return batch.filter(pc.invert(no_point))
 
 

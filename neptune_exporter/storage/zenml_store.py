@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,36 @@ def _import_zenml_quietly() -> None:
 def artifact_root(client: Any) -> Path:
     """The local artifact store's folder (inside the ZenML folder)."""
     return Path(client.active_stack.artifact_store.path)
+
+
+def folder_registrar(client: Any) -> Callable[[Path, str, str, Any], None]:
+    """`register(folder, name, version, model_version_id)`: `folder` (new, inside the artifact store) registered as
+    version `version` of artifact `name` and linked to the model version. It stores what ZenML's `register_artifact`
+    + `link_artifact_version_to_model_version` store, less their look-ups repeated per artifact: the stack, the
+    project, an earlier registration of the same folder (a quarter of the time; the loader removed any) and a
+    pipeline step to link (a load runs in none)."""
+    from zenml.artifacts.preexisting_data_materializer import PreexistingDataMaterializer
+    from zenml.enums import ArtifactSaveType, ArtifactType
+    from zenml.models import ArtifactVersionRequest, ModelVersionArtifactRequest
+    from zenml.utils import source_utils
+
+    common = {
+        "type": ArtifactType.DATA,
+        "save_type": ArtifactSaveType.PREEXISTING,
+        "materializer": source_utils.resolve(PreexistingDataMaterializer),
+        "data_type": source_utils.resolve(Path),
+        "project": client.active_project.id,
+        "artifact_store_id": client.active_stack.artifact_store.id,
+        "has_custom_name": True,
+    }
+
+    def register(folder: Path, name: str, version: str, model_version_id: Any) -> None:
+        request = ArtifactVersionRequest(artifact_name=name, version=version, uri=str(folder), **common)
+        created = client.zen_store.create_artifact_version(artifact_version=request)
+        link = ModelVersionArtifactRequest(artifact_version=created.id, model_version=model_version_id)
+        client.zen_store.create_model_version_artifact_link(link)
+
+    return register
 
 
 @contextmanager

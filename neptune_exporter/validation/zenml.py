@@ -38,6 +38,7 @@ NAME_LIMIT = 255
 PROVENANCE_PREFIX = "neptune."
 VALUE_LIMIT = 65_535  # longer JSON: ZenML would skip the value, so the load keeps it whole in an artifact
 POINTER_PREFIX = 1_000
+ARTIFACT_FACTS = "neptune.artifacts"  # metadata: artifact name → {attribute, type, count}
 
 
 class MetadataKeys(KeyRule):
@@ -239,6 +240,7 @@ class ZenmlValidator:
             return RunValidation(project_id, run_id, None, [missing])
         version_id, metadata, artifacts = found
         names = {a["attribute"]: a["name"] for a in artifacts if a["attribute"]}
+        metadata.pop(ARTIFACT_FACTS, None)  # read into `artifacts` (no value of the run, no provenance)
         builder = ExpectedZenmlRun(export, metadata.get("neptune.key_map") or {}, names)
         expected = builder.build()
         values = attribute_values(metadata, builder.originals())
@@ -273,15 +275,18 @@ class ZenmlValidator:
             metadata = dict(versions[0].run_metadata or {})
             if metadata.get("neptune.load_state") != "complete" or metadata.get("neptune.export_checksum") != checksum:
                 return None
+            facts = metadata.get(ARTIFACT_FACTS) or {}
             artifacts = [
-                _artifact_facts(a)
+                _artifact_facts(a, facts)
                 for a in listed(client.list_artifact_versions, model_version_id=versions[0].id, hydrate=True)
             ]
         return str(versions[0].id), metadata, artifacts
 
 
-def _artifact_facts(artifact: Any) -> dict:
-    facts = dict(artifact.run_metadata or {}).get("neptune") or {}
+def _artifact_facts(artifact: Any, recorded: dict[str, dict]) -> dict:
+    """An artifact as validation compares it: its Neptune facts as the version's `neptune.artifacts` records them
+    under its name (none: an artifact the load did not account for), its version and where its data is."""
+    facts = recorded.get(artifact.artifact.name) or {}
     return {
         "attribute": facts.get("attribute"),
         "type": facts.get("type"),

@@ -25,6 +25,7 @@ from neptune_exporter.cli import app
 from neptune_exporter.load import LoadOptions, run_load, run_validate
 from neptune_exporter.loaders import base as loader_base
 from neptune_exporter.loaders.zenml import content as zenml_content
+from neptune_exporter.loaders.zenml import loader as zenml_loader
 from neptune_exporter.loaders.zenml import names as zenml_names
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import Settings
@@ -82,10 +83,11 @@ def versions_of(zen: Path, model: str = PROJECT) -> dict:
 
 
 def artifacts_of(zen: Path, version) -> dict:
-    """The version's artifacts by the Neptune attribute they hold."""
+    """The version's artifacts by the Neptune attribute they hold (as its `neptune.artifacts` metadata says)."""
     with zenml_client(zen) as client:
         linked = client.list_artifact_versions(model_version_id=version.id, size=1000, hydrate=True).items
-    return {a.run_metadata["neptune"]["attribute"]: a for a in linked}
+    facts = version.run_metadata["neptune.artifacts"]
+    return {facts[a.artifact.name]["attribute"]: a for a in linked}
 
 
 def all_artifact_versions(zen: Path, model: str) -> int:
@@ -141,7 +143,9 @@ def test_values_and_provenance_read_back_as_metadata(loaded, zen):
         params["huge"].startswith("h" * 1000) and "[truncated: 70000 chars, whole value in artifact" in (params["huge"])
     )
     manifest = read_manifest(next((root / "data").rglob("*RUN-1*.manifest.json")))
-    assert {k: v for k, v in metadata.items() if k.startswith("neptune.") and k != "neptune.key_map"} == {
+    provenance = {k: v for k, v in metadata.items() if k.startswith("neptune.")}
+    assert len(provenance.pop("neptune.artifacts")) == 9  # one fact per artifact (test_series_files... reads them)
+    assert {k: v for k, v in provenance.items() if k != "neptune.key_map"} == {
         "neptune.project": PROJECT,
         "neptune.run_id": "RUN-1",
         "neptune.run_key": loader_base.run_key(PROJECT, "RUN-1"),
@@ -177,7 +181,7 @@ def test_series_files_and_long_values_read_back_as_artifacts(loaded, zen):
     assert (pred / "step_2" / "pred_2.png").read_bytes() == b"png-two-bytes"
     assert (Path(artifacts["params/huge"].uri) / "value.txt").read_text() == HUGE
     assert (Path(artifacts["params/huge_set"].uri) / "value.json").read_text().startswith('["member-00000", ')
-    assert artifacts["metrics/loss"].run_metadata["neptune"] == {
+    assert version.run_metadata["neptune.artifacts"][artifacts["metrics/loss"].artifact.name] == {
         "attribute": "metrics/loss",
         "type": "float_series",
         "count": 300,
@@ -200,6 +204,38 @@ def test_loading_twice_adds_nothing(loaded, zen):
     assert sorted(r.status for r in again) == ["skipped"] * 3
     after = (versions_of(zen), all_artifact_versions(zen, PROJECT))
     assert {n: v.id for n, v in after[0].items()} == {n: v.id for n, v in before[0].items()} and after[1] == before[1]
+
+
+def test_entries_split_over_several_calls_read_back_whole(tmp_path, monkeypatch, zen):
+    """A namespace's values and the artifacts' facts over the entry limit go in several `log_metadata` calls under
+    one key (the limit lowered to 300 characters here): ZenML merges them back, and validation finds nothing lost."""
+    project = "team/split"
+    params = [(f"params/p{i:03d}", "int", i) for i in range(60)]
+    series = [
+        series_rows(project, "r", f"m/s{i:02d}", "float_series", [0.0, 1.5], [1.0, 2.0], [T0_MS] * 2) for i in range(12)
+    ]
+    write_export(tmp_path / "data", tmp_path / "files", project, "r", [parameter_rows(project, "r", params), *series])
+    monkeypatch.setattr(zenml_content, "ENTRY_LIMIT", 300)
+    calls = []
+    monkeypatch.setattr(zenml_loader.ZenmlLoader, "_log", spy(zenml_loader.ZenmlLoader._log, calls))
+    (result,) = run_load(options(tmp_path, zen), SETTINGS)
+    assert result.status == "loaded" and result.points == 24
+    assert len(calls) > 4  # provenance, several chunks, `complete`
+    (version,) = versions_of(zen, project).values()
+    assert version.run_metadata["params"] == {f"p{i:03d}": i for i in range(60)}
+    assert {
+        a: (f["type"], f["count"])
+        for a, f in ((f["attribute"], f) for f in version.run_metadata["neptune.artifacts"].values())
+    } == {f"m/s{i:02d}": ("float_series", 2) for i in range(12)}
+    assert run_validate(options(tmp_path, zen, projects=(project,)), SETTINGS).ok
+
+
+def spy(method, calls: list):
+    def logged(self, version_id, metadata):
+        calls.append(sorted(metadata))
+        return method(self, version_id, metadata)
+
+    return logged
 
 
 def test_a_changed_export_replaces_its_version(tmp_path, zen):

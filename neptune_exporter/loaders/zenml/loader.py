@@ -24,6 +24,7 @@ from neptune_exporter.storage.zenml_store import (
     artifact_root,
     check_writable,
     equals,
+    folder_registrar,
     listed,
     require_zenml,
     zenml_client,
@@ -94,8 +95,8 @@ class ZenmlLoader:
                 )
             self._log(created.id, self._provenance(export, "loading"))
         content = RunContent(export, folder, model).read()
-        with zenml_client(self.folder), zenml_errors(f"log the metadata and artifacts of {model}/{version}"):
-            self._write(created, content, version)
+        with zenml_client(self.folder) as client, zenml_errors(f"log the metadata and artifacts of {model}/{version}"):
+            self._write(client, created, content, version)
             self._log(created.id, {PROVENANCE_LOAD_STATE: "complete"})
         return LoadResult(
             project_id, run_id, "loaded", target_run_id=str(created.id), points=content.points, files=content.files
@@ -165,29 +166,16 @@ class ZenmlLoader:
         }
         return {key: value for key, value in record.items() if value is not None}  # ZenML stores no null
 
-    def _write(self, created: Any, content: RunContent, version: str) -> None:
-        """Metadata values (by namespace), the key map, then each artifact registered and linked to the version."""
-        from zenml.artifacts.utils import register_artifact
-        from zenml.model.utils import link_artifact_version_to_model_version
-
+    def _write(self, client: Any, created: Any, content: RunContent, version: str) -> None:
+        """Metadata values (by namespace), the key map and the artifacts' facts, then each artifact registered and
+        linked to the version."""
         calls = content.metadata_calls() or [{}]
         calls[0][KEY_MAP] = dict(sorted(content.keys.renamed.items()))  # every top-level key is claimed by now
         for call in calls:
             self._log(created.id, call)
+        register = folder_registrar(client)
         for artifact in content.artifacts.values():
-            registered = register_artifact(
-                folder_or_file_uri=str(artifact.folder),
-                name=artifact.name,
-                version=version,
-                artifact_metadata={  # one entry: ZenML commits each entry on its own
-                    "neptune": {
-                        "attribute": artifact.attribute,
-                        "type": artifact.attribute_type,
-                        "count": artifact.count,
-                    }
-                },
-            )
-            link_artifact_version_to_model_version(registered, created)
+            register(artifact.folder, artifact.name, version, created.id)
 
     def _log(self, version_id: Any, metadata: dict[str, Any]) -> None:
         from zenml import log_metadata
