@@ -21,6 +21,7 @@ from flows.runtime import cut_short, dispatch, refusal, run_in_process, run_subf
 from neptune_exporter import export as library
 from neptune_exporter import export_results, interrupt, locations, progress
 from neptune_exporter.errors import PathLockedError, failure_message
+from neptune_exporter.process_memory import bound_allocators
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage.fan_out import Distribution
 from neptune_exporter.storage.manifest import STATUS_COMPLETE, STATUS_FAILED
@@ -144,6 +145,7 @@ def export_chunk(plans: list[dict], options: dict, live: str = "", shared: dict 
     request (Ctrl-C / SIGTERM) left runs to do. Run by a distributing parent on a worker (`shared`: flows/fan_out.py),
     it first checks it sees the parent's data path, then journals each run's result there.
     """
+    bound_allocators()  # a worker's flow-run process is ours too (the CLI's did this at its start)
     parsed = library.ExportOptions.from_json(options)
     with export_tasks.run_exporters_closed() if shared is not None else nullcontext():  # a parent closes its own
         return fan_out.as_chunk(
@@ -290,6 +292,7 @@ def export(
     ({"work_pool": ..., "chunk_runs": ..., "max_parallel": ...}) the runs are exported by `export-chunk/<source>` flow
     runs on that work pool (flows/fan_out.py); the data path must be shared storage. `processes`: worker processes
     per flow-run process exporting the runs (0: its threads; default: cores - 1 for a remote source)."""
+    bound_allocators()  # a deployment's flow-run process is ours too (the CLI's did this at its start)
     options = options_from_parameters(source, projects, selection, paths, workers, processes)
     distribution = Distribution.from_json(distribute) if distribute is not None else None
     if (skipped := guard.skip_if_data_path_busy(options.data_path)) is not None:

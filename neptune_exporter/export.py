@@ -68,8 +68,10 @@ class ProgressSink(Protocol):
 
 
 def make_source(options: ExportOptions, settings: Settings) -> Source:
-    """The Source for `options.source` (imported lazily so unused clients never load)."""
+    """The Source for `options.source` (imported lazily so unused clients never load), its requests sized for
+    `options.workers` runs at once (`Settings.for_runs_at_once`)."""
     token = neptune_api_token(options.api_token)
+    settings = settings.for_runs_at_once(options.workers)
     if options.source == "neptune3":
         from neptune_exporter.exporters.neptune3 import Neptune3Source
 

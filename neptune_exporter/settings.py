@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "NEPTUNE_EXPORTER_"
+MIN_SERIES_REQUEST_ROWS = 10_000  # points per series request at least, however many runs share a process
 WANDB_OFFLINE_DIR = "./wandb-runs"  # W&B offline runs go here when no --wandb-dir is given
 COMET_OFFLINE_DIR = "./comet-archives"  # Comet offline archives go here when no --comet-dir is given
 
@@ -37,7 +38,8 @@ class Settings:
     data_path: Path = Path("./exports/data")
     files_path: Path = Path("./exports/files")
     workers: int = 4
-    series_batch_rows: int = 200_000  # points per series request (fewer calls: neptune-query has a fixed cost per call)
+    series_batch_rows: int = 200_000  # points per series request at most (neptune-query has a fixed cost per call)
+    series_points_in_flight: int = 200_000  # points one process's runs read at once: a request asks for ≤ its share
     part_target_bytes: int = 50 * 1024 * 1024  # parts roll near this size
     attributes_per_request: int = 500  # attribute names per fetch call
     runs_per_task_batch: int = 500  # runs submitted per batch so one flow run stays < ~2,000 task runs
@@ -45,6 +47,13 @@ class Settings:
     dead_run_after_s: int = 0  # a Running flow run without a Prefect heartbeat this long is dead (0: 3 beat intervals)
     source_retry_timeout_s: int = 60  # a Neptune client retries one request this long, then our RetryPolicy takes over
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def for_runs_at_once(self, runs: int) -> Settings:
+        """These settings for `runs` runs exported at once by one process: a series request asks for at most its
+        share of `series_points_in_flight` (a point costs ~300-500 bytes inside the client while a response is
+        decoded), never fewer than MIN_SERIES_REQUEST_ROWS (each request has its fixed cost)."""
+        share = max(MIN_SERIES_REQUEST_ROWS, self.series_points_in_flight // max(1, runs))
+        return replace(self, series_batch_rows=min(self.series_batch_rows, share))
 
     @classmethod
     def from_env(cls) -> Settings:

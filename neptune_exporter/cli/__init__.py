@@ -22,10 +22,12 @@ from neptune_exporter.cli.options import (
     parse_datetime,
     parse_kind_option,
 )
+from neptune_exporter.process_memory import bound_allocators
 
 
 def main() -> None:
     """Console-script entry point."""
+    bound_allocators()
     app()
 
 

@@ -14,6 +14,7 @@ DEFAULTS = {
     "files_path": Path("./exports/files"),
     "workers": 4,
     "series_batch_rows": 200_000,
+    "series_points_in_flight": 200_000,
     "part_target_bytes": 50 * 1024 * 1024,
     "attributes_per_request": 500,
     "runs_per_task_batch": 500,
@@ -26,6 +27,7 @@ OVERRIDES = {  # env value → parsed value
     "files_path": ("rel/files", Path("rel/files")),
     "workers": ("9", 9),
     "series_batch_rows": ("2500", 2500),
+    "series_points_in_flight": ("800000", 800_000),
     "part_target_bytes": ("1048576", 1_048_576),
     "attributes_per_request": ("50", 50),
     "runs_per_task_batch": ("20", 20),
@@ -57,6 +59,16 @@ def test_defaults_without_environment():
     assert {name: getattr(settings, name) for name in DEFAULTS} == DEFAULTS
     assert settings == Settings()
     assert settings.retry == RetryPolicy(attempts=5, backoff_seconds=1.0, backoff_max_seconds=60.0)
+
+
+def test_runs_at_once_share_the_points_in_flight():
+    """A series request asks for the process's in-flight budget over the runs it reads at once, within bounds."""
+    assert Settings().for_runs_at_once(1).series_batch_rows == 200_000  # one run: the whole budget
+    assert Settings().for_runs_at_once(4).series_batch_rows == 50_000
+    assert Settings().for_runs_at_once(64).series_batch_rows == 10_000  # never below MIN_SERIES_REQUEST_ROWS
+    assert Settings(series_batch_rows=7).for_runs_at_once(4).series_batch_rows == 7  # an explicit cap stays
+    wide = Settings(series_points_in_flight=800_000).for_runs_at_once(2)
+    assert wide.series_batch_rows == 200_000 and wide.series_points_in_flight == 800_000
 
 
 def test_retry_delays_double_up_to_the_cap():

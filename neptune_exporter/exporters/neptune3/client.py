@@ -20,6 +20,7 @@ from neptune_exporter.errors import (
     TerminalError,
     UnsupportedError,
 )
+from neptune_exporter.process_memory import collect_after_response
 from neptune_exporter.settings import Settings
 
 SERIES_PER_REQUEST = 64
@@ -165,3 +166,33 @@ def neptune_errors(
         error = translate_error(exc, project, query)
         error.run, error.attribute = run, attribute
         raise error from exc
+
+
+def fetch_float_points(
+    project: str, sys_id: str, names: list[str], step_range: tuple, limit: int, previews: bool
+) -> dict[str, list[tuple]]:
+    """The last `limit` points (per series) of the run's float series `names` within the step range: neptune-query's
+    own request, paging and retries (`fetch_multiple_series_values`), for a run known by its sys id (no run search,
+    no attribute definitions: `fetch_metrics`'s fast path) and without its pandas frame. Per path: the points as
+    tuples (timestamp ms, step, value, is preview, completion), ascending steps."""
+    from neptune_query.internal import client as nq_client
+    from neptune_query.internal import context as nq_context
+    from neptune_query.internal import identifiers as nq_ids
+    from neptune_query.internal.retrieval.metrics import fetch_multiple_series_values
+    from neptune_query.internal.retrieval.search import ContainerType
+
+    run = nq_ids.RunIdentifier(nq_ids.ProjectIdentifier(project), sys_id=nq_ids.SysId(sys_id))
+    wanted = {
+        name: nq_ids.RunAttributeDefinition(run, nq_ids.AttributeDefinition(name, "float_series")) for name in names
+    }
+    found = fetch_multiple_series_values(
+        client=nq_client.get_client(context=nq_context.validate_context(nq_context.get_context())),
+        run_attribute_definitions=list(wanted.values()),
+        include_inherited=False,
+        container_type=ContainerType.RUN,
+        include_preview=previews,
+        step_range=step_range,
+        tail_limit=limit,
+    )
+    collect_after_response()
+    return {name: found.get(definition, []) for name, definition in wanted.items()}

@@ -69,6 +69,11 @@ class SeriesChunk:
     def __len__(self) -> int:
         return int(self.steps.size)
 
+    def tail(self, points: int) -> SeriesChunk:
+        """The last `points` points."""
+        start = max(0, len(self) - points)
+        return SeriesChunk(self.path, self.steps[start:], self.values[start:], self.timestamps_ms[start:])
+
 
 def split_series_frame(frame: pd.DataFrame) -> dict[str, SeriesChunk]:
     """A fetch_metrics/fetch_series frame (index run, step; columns path × value/absolute_time) per path, vectorised."""
@@ -88,6 +93,18 @@ def split_series_frame(frame: pd.DataFrame) -> dict[str, SeriesChunk]:
         chunks[path] = SeriesChunk(
             path, steps[present], value_columns[present, position], times[present, position].astype(np.int64)
         )
+    return chunks
+
+
+def float_series_chunks(points_by_path: dict[str, list[tuple]]) -> dict[str, SeriesChunk]:
+    """neptune-query's float points (per path: tuples of timestamp ms, step, value, preview flag, completion; in
+    ascending steps) as arrays, with no pandas frame between (building and pivoting one cost more than decoding)."""
+    chunks = {}
+    for path, points in points_by_path.items():
+        if not points:
+            continue
+        table = np.array(points, dtype=np.float64)  # one C pass over the tuples; ms timestamps are exact in float64
+        chunks[path] = SeriesChunk(path, table[:, 1].copy(), table[:, 2].copy(), table[:, 0].astype(np.int64))
     return chunks
 
 

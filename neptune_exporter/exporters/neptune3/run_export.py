@@ -14,11 +14,12 @@ import pyarrow as pa
 
 from neptune_exporter.errors import StepOutOfRangeError, TerminalError
 from neptune_exporter.exporters.base import ProgressCallback, attribute_failure, chunked
-from neptune_exporter.exporters.neptune3.client import SERIES_PER_REQUEST, neptune_errors
+from neptune_exporter.exporters.neptune3.client import SERIES_PER_REQUEST, fetch_float_points, neptune_errors
 from neptune_exporter.exporters.neptune3.discovery import archived_too
 from neptune_exporter.exporters.neptune3.files import FILES_PER_DOWNLOAD, FileDownloads
 from neptune_exporter.exporters.neptune3.frames import (
     SeriesChunk,
+    float_series_chunks,
     parameter_value,
     present,
     series_values,
@@ -78,10 +79,6 @@ class RunExport:
 
         by_id = Filter.eq(Attribute("sys/id", type="string"), self.run.sys_id)
         return by_id & archived_too() if self.run.archived else by_id
-
-    def metric_runs_argument(self):
-        """The custom run id when there is one: neptune-query then skips the run search (its fast path)."""
-        return [self.run.custom_run_id] if self.run.custom_run_id else self.runs_argument()
 
     @contextmanager
     def errors(self, attribute: str | None = None):
@@ -187,6 +184,12 @@ class RunExport:
         """The last `limit` points (per series) within the step range, as arrays (metrics: float series)."""
         from neptune_query import runs as nq_runs
 
+        if metrics:
+            with self.errors(attribute=names[0] if len(names) == 1 else None):
+                points = fetch_float_points(
+                    self.project, self.run.sys_id, names, step_range, limit, self.selection.include_previews
+                )
+            return float_series_chunks(points)
         common = dict(
             project=self.project,
             runs=self.runs_argument(),
@@ -197,11 +200,7 @@ class RunExport:
             tail_limit=limit,
         )
         with self.errors(attribute=names[0] if len(names) == 1 else None):
-            if metrics:
-                common["runs"] = self.metric_runs_argument()
-                frame = nq_runs.fetch_metrics(**common, include_point_previews=self.selection.include_previews)
-            else:
-                frame = nq_runs.fetch_series(**common)
+            frame = nq_runs.fetch_series(**common)
         return split_series_frame(frame)
 
     def fetch_isolated(self, metrics: bool, names: list[str], step_range: tuple, limit: int) -> dict[str, SeriesChunk]:
@@ -254,14 +253,17 @@ class RunExport:
                 continue
             for group in chunked(shared, SERIES_PER_REQUEST):
                 limit = max(1, rows // len(group))
-                chunks = self.fetch_isolated(metrics, group, (low, top), limit)
+                # One point more than the window: when it comes, the series goes on below (that point is left for
+                # the next window); when not, the series is done, with no last request that would find nothing.
+                chunks = self.fetch_isolated(metrics, group, (low, top), limit + 1)
                 for name in group:
                     chunk = chunks.get(name)
                     if chunk is None:
                         continue
-                    yield chunk
-                    if len(chunk) >= limit:
+                    if len(chunk) > limit:
+                        chunk = chunk.tail(limit)
                         more[name] = float(chunk.steps[0])
+                    yield chunk
         return more
 
     def series_batches(self, types: dict[str, str]) -> Iterator[pa.RecordBatch]:
