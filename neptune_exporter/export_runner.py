@@ -11,10 +11,12 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,9 +106,23 @@ def _run_job(job: int, plan: RunPlan, options: ExportOptions, settings: Settings
         events.put(("result", job, result))
 
 
-def _worker_main(options: ExportOptions, settings: Settings, threads: int, jobs: Any, events: Any, stop: Any) -> None:
+class _EventsOut:
+    """A worker's end of its own pipe to the caller; its threads take turns to write. The pipe is this worker's
+    alone: a queue shared by all workers has a lock across processes, which a worker killed while writing keeps
+    forever (then no other worker's result ever arrives)."""
+
+    def __init__(self, writer: Connection):
+        self._writer, self._lock = writer, threading.Lock()
+
+    def put(self, event: tuple) -> None:
+        with self._lock:
+            self._writer.send(event)
+
+
+def _worker_main(options: ExportOptions, settings: Settings, threads: int, jobs: Any, writer: Any, stop: Any) -> None:
     """A worker process: its own client, `threads` runs at a time, until told to end or its parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the caller, which stops the runs through `stop`
+    events = _EventsOut(writer)
     parent = os.getppid()
     source = make_source(replace(options, workers=threads), settings)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="export") as pool:
@@ -132,6 +148,13 @@ class _Job:
     worker: int
 
 
+@dataclass
+class _Worker:
+    process: BaseProcess
+    jobs: Any  # the caller → worker queue
+    events: Connection  # the caller's end of the worker's pipe
+
+
 class ExportProcesses:
     """Worker processes exporting runs; `export_one(plan, progress)` is called from the caller's threads (the
     Prefect tasks, or `run_export`'s pool) and blocks until the run's result comes back."""
@@ -140,23 +163,24 @@ class ExportProcesses:
         self.options, self.settings = options, settings
         self.threads = max(1, math.ceil(options.workers / processes))
         self._context = multiprocessing.get_context("spawn")  # never fork a process full of threads
-        self._events = self._context.Queue()
         self._stop = self._context.Event()
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._jobs: dict[int, _Job] = {}
         self._ending = False  # no new worker replaces one that ends
         self._closing = False  # the pump stops
-        self._workers: list[tuple[BaseProcess, Any]] = [self._start_worker() for _ in range(processes)]
+        self._workers: list[_Worker] = [self._start_worker() for _ in range(processes)]
         self._pump = threading.Thread(target=self._pump_events, name="export-processes", daemon=True)
         self._pump.start()
 
-    def _start_worker(self) -> tuple[BaseProcess, Any]:
+    def _start_worker(self) -> _Worker:
         jobs = self._context.Queue()
-        args = (self.options, self.settings, self.threads, jobs, self._events, self._stop)
+        reader, writer = self._context.Pipe(duplex=False)
+        args = (self.options, self.settings, self.threads, jobs, writer, self._stop)
         process = self._context.Process(target=_worker_main, args=args, name="neptune-exporter-worker", daemon=True)
         process.start()
-        return process, jobs
+        writer.close()  # the worker holds it: its end closes when the worker ends
+        return _Worker(process, jobs, reader)
 
     def export_one(self, plan: RunPlan, progress: ProgressSink | None = None) -> RunExportResult:
         """Export `plan` in the least busy worker; its result (Interrupted when a stop request ended it)."""
@@ -170,7 +194,7 @@ class ExportProcesses:
             worker = min(range(len(self._workers)), key=lambda w: sum(j.worker == w for j in self._jobs.values()))
             job = next(self._ids)
             self._jobs[job] = _Job(plan, future, progress, worker)
-            self._workers[worker][1].put((job, plan))
+            self._workers[worker].jobs.put((job, plan))
         result: RunExportResult | None = future.result()
         if result is None:
             raise interrupt.Interrupted()
@@ -183,11 +207,17 @@ class ExportProcesses:
             if interrupt.requested():
                 self._stop.set()
             self._replace_dead_workers()  # on every turn: other workers' points must not hide a dead one
-            try:
-                kind, job, *payload = self._events.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-            self._handle(kind, job, payload)
+            readers = [worker.events for worker in self._workers if not worker.events.closed]
+            if not readers:  # every worker has ended (the export is closing)
+                time.sleep(POLL_S)
+            ready = wait(readers, timeout=POLL_S) if readers else []
+            for reader in [r for r in readers if r in ready]:
+                try:
+                    kind, job, *payload = reader.recv()
+                except (EOFError, OSError):  # its worker ended: `_replace_dead_workers` fails its runs
+                    reader.close()
+                    continue
+                self._handle(kind, job, payload)
 
     def _handle(self, kind: str, job: int, payload: list) -> None:
         with self._lock:
@@ -225,12 +255,14 @@ class ExportProcesses:
         return record_failure(plan, self.options, [error_record(plan.run.project_id, plan.run.run_id, error)])
 
     def _replace_dead_workers(self) -> None:
-        for index, (process, _jobs) in enumerate(self._workers):
+        for index, worker in enumerate(self._workers):
+            process = worker.process
             if process.is_alive() or self._ending:
                 continue
             with self._lock:
                 lost = [job for job, entry in self._jobs.items() if entry.worker == index]
                 entries = [self._jobs.pop(job) for job in lost]
+                worker.events.close()
                 self._workers[index] = self._start_worker()
             log.warning("an export worker process ended (exit code %s); %d run(s) failed", process.exitcode, len(lost))
             for entry in entries:
@@ -241,9 +273,9 @@ class ExportProcesses:
     def close(self) -> None:
         """End the workers (their runs in flight finish first), then the pump."""
         self._ending = True
-        for _process, jobs in self._workers:
-            jobs.put(None)
-        for process, _jobs in self._workers:
+        for worker in self._workers:
+            worker.jobs.put(None)
+        for process in [worker.process for worker in self._workers]:
             process.join(timeout=30)
             if process.is_alive():
                 process.terminate()
