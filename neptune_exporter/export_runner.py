@@ -210,8 +210,9 @@ class ExportProcesses:
             readers = [worker.events for worker in self._workers if not worker.events.closed]
             if not readers:  # every worker has ended (the export is closing)
                 time.sleep(POLL_S)
-            ready = wait(readers, timeout=POLL_S) if readers else []
-            for reader in [r for r in readers if r in ready]:
+                continue
+            ready = wait(readers, timeout=POLL_S)
+            for reader in [r for r in readers if r in ready]:  # as Connections (wait() is typed more loosely)
                 try:
                     kind, job, *payload = reader.recv()
                 except (EOFError, OSError):  # its worker ended: `_replace_dead_workers` fails its runs

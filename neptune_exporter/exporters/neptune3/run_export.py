@@ -181,26 +181,24 @@ class RunExport:
     # ---------------------------------------------------------------- series
 
     def fetch_points(self, metrics: bool, names: list[str], step_range: tuple, limit: int) -> dict[str, SeriesChunk]:
-        """The last `limit` points (per series) within the step range, as arrays (metrics: float series)."""
+        """The last `limit` points (per series) within the step range, as arrays: float series (`metrics`) straight
+        from neptune-query's request, string and histogram series through `fetch_series`' frame."""
         from neptune_query import runs as nq_runs
 
-        if metrics:
-            with self.errors(attribute=names[0] if len(names) == 1 else None):
-                points = fetch_float_points(
-                    self.project, self.run.sys_id, names, step_range, limit, self.selection.include_previews
-                )
-            return float_series_chunks(points)
-        common = dict(
-            project=self.project,
-            runs=self.runs_argument(),
-            attributes=list(names),
-            include_time="absolute",
-            step_range=step_range,
-            lineage_to_the_root=False,
-            tail_limit=limit,
-        )
         with self.errors(attribute=names[0] if len(names) == 1 else None):
-            frame = nq_runs.fetch_series(**common)
+            if metrics:
+                previews = self.selection.include_previews
+                points = fetch_float_points(self.project, self.run.sys_id, names, step_range, limit, previews)
+                return float_series_chunks(points)
+            frame = nq_runs.fetch_series(
+                project=self.project,
+                runs=self.runs_argument(),
+                attributes=list(names),
+                include_time="absolute",
+                step_range=step_range,
+                lineage_to_the_root=False,
+                tail_limit=limit,
+            )
         return split_series_frame(frame)
 
     def fetch_isolated(self, metrics: bool, names: list[str], step_range: tuple, limit: int) -> dict[str, SeriesChunk]:
