@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -33,13 +34,14 @@ from neptune_exporter import export_results, interrupt
 from neptune_exporter.errors import (
     ChunkFailedError,
     ChunkLostError,
+    ChunkNotStartedError,
     InvalidOptionError,
     StorageNotSharedError,
     TerminalError,
     failure_message,
     failure_record,
 )
-from neptune_exporter.retry import call_with_retries
+from neptune_exporter.retry import RetryPolicy, call_with_retries, one_line
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage import fan_out
 from neptune_exporter.storage.fan_out import ChunkFiles, Distribution, plan_key
@@ -52,6 +54,7 @@ BEATS_PER_TIMEOUT = 10  # a chunk beats this many times within the time after wh
 PENDING_PATIENCE = 5  # a worker may take this many times `chunk_lost_after_s` to start a chunk's process
 DEPLOY_FIX = "create the chunk deployments: prefect deploy --all --prefect-file deployments/prefect.yaml"
 LOST_FIX = "the parent flow retries the chunk; if chunks keep getting lost, check the workers (their logs, memory)"
+START_FIX = "check the Prefect server (its log, its load), then run the command again: it redoes only the runs not done"
 
 
 def check_chunk_deployment(name: str, work_pool: str) -> None:
@@ -72,6 +75,40 @@ def check_chunk_deployment(name: str, work_pool: str) -> None:
             if deployment.work_pool_name
             else f"{DEPLOY_FIX} (its work pool is {work_pool!r})",
         )
+
+
+def server_unavailable(error: httpx.HTTPError) -> bool:
+    """The Prefect server did not answer, timed out, or answered 429 / 5xx (worth asking again)."""
+    if isinstance(error, httpx.HTTPStatusError):
+        return error.response.status_code == 429 or error.response.status_code >= 500
+    return isinstance(error, httpx.TransportError)
+
+
+def create_chunk_run(deployment: str, parameters: dict, name: str, key: str, policy: RetryPolicy) -> FlowRun:
+    """One flow run of `deployment` per idempotency `key`, however often the request goes out: the Prefect client
+    sends a request that timed out again, and the server may have created the run the first time; with the key it
+    answers with that run, not a second one loading the same runs at the same time. A server that does not answer is
+    retried under `policy` with the same key (ChunkNotStartedError once spent); a refusal is ChunkFailedError."""
+
+    def create() -> FlowRun:
+        try:
+            return run_deployment(
+                deployment,
+                parameters=parameters,
+                flow_run_name=name,
+                timeout=0,
+                tags=["neptune-exporter"],
+                idempotency_key=key,
+            )
+        except httpx.HTTPError as error:
+            if not server_unavailable(error):
+                refused = f"{name}: the Prefect server refused its flow run: {one_line(error)}"
+                raise ChunkFailedError(refused, DEPLOY_FIX) from error
+            raise ChunkNotStartedError(
+                f"{name}: the Prefect server did not answer creating its flow run ({one_line(error)})", START_FIX
+            ) from error
+
+    return call_with_retries(create, policy, what=f"start {name}")
 
 
 # ----------------------------------------------------------------------------- the chunk's side
@@ -267,7 +304,7 @@ class Distributor:
             with self._lock:
                 self.refused = self.refused or error.to_record()
             self.fail_rest(plans, self.refused)
-        except ChunkLostError as error:
+        except (ChunkLostError, ChunkNotStartedError) as error:
             self.fail_rest(plans, error.to_record())
 
     def fail_rest(self, plans: list[dict], record: dict) -> None:
@@ -292,35 +329,43 @@ class Distributor:
             return
         files = ChunkFiles(str(self.where), self.token, chunk, attempt)
         beat_seconds = max(1.0, self.settings.chunk_lost_after_s / BEATS_PER_TIMEOUT)
-        flow_run = run_deployment(
+        shared = {
+            "command": self.command,
+            "token": self.token,
+            "chunk": chunk,
+            "attempt": attempt,
+            "beat_seconds": beat_seconds,
+        }
+        flow_run = create_chunk_run(
             self.deployment,
-            parameters={
-                **self.chunk_parameters(remaining),
-                "shared": {
-                    "command": self.command,
-                    "token": self.token,
-                    "chunk": chunk,
-                    "attempt": attempt,
-                    "beat_seconds": beat_seconds,
-                },
-            },
-            flow_run_name=f"{chunk} attempt {attempt}: {len(remaining)} run(s)",
-            timeout=0,
-            tags=["neptune-exporter"],
+            {**self.chunk_parameters(remaining), "shared": shared},
+            f"{chunk} attempt {attempt}: {len(remaining)} run(s)",
+            f"neptune-exporter/{self.command}/{self.token}/{chunk}/{attempt}",
+            self.settings.retry,
         )
         self.watch(flow_run, chunk, files, remaining)
 
     def watch(self, flow_run: FlowRun, chunk: str, files: ChunkFiles, plans: list[dict]) -> None:
         """Until the chunk's flow run ends: its journal read as it grows; lost (marked Crashed, ChunkLostError) when
         its heartbeat stands still for `chunk_lost_after_s` while it runs (PENDING_PATIENCE times that while a worker
-        starts its process); cancelled on a stop."""
+        starts its process); cancelled on a stop. While the Prefect server does not answer, the run keeps its last
+        known state and the heartbeat on the data path decides."""
         clock = LifeSigns(self.settings.chunk_lost_after_s)
-        stopping = False
+        stopping, run, unanswered = False, flow_run, 0
         with get_client(sync_client=True) as client:
             while True:
                 time.sleep(POLL_SECONDS)
                 self.collect(chunk)
-                run = client.read_flow_run(flow_run.id)
+                try:
+                    run, unanswered = client.read_flow_run(flow_run.id), 0
+                except httpx.HTTPError as error:
+                    if not server_unavailable(error):
+                        raise
+                    if not unanswered:
+                        get_run_logger().warning(
+                            "chunk %s: the Prefect server did not answer (%s); watching its heartbeat", chunk, error
+                        )
+                    unanswered += 1
                 state = run.state
                 if state is not None and state.is_final():
                     self.collect(chunk)
@@ -333,9 +378,15 @@ class Distributor:
                     self.mark_lost(client, run, files, f"chunk {chunk}: flow run {run.name!r} {silent}")
 
     def mark_lost(self, client, run: FlowRun, files: ChunkFiles, message: str) -> None:
-        """Give the attempt up (it starts no further run if it still runs), mark its flow run Crashed, retry."""
+        """Give the attempt up (it starts no further run if it still runs), mark its flow run Crashed (when the
+        server answers), retry."""
         files.give_up(message)
-        client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+        try:
+            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+        except httpx.HTTPError as error:
+            if not server_unavailable(error):
+                raise
+            get_run_logger().warning("could not mark flow run %r Crashed: %s", run.name, error)
         raise ChunkLostError(message, LOST_FIX)
 
     def judge(self, run: FlowRun, chunk: str, plans: list[dict]) -> None:

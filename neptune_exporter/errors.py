@@ -166,8 +166,13 @@ class ChunkLostError(TransientError):
     """A chunk of a distributed export crashed, or its process stopped beating (its worker was killed)."""
 
 
+class ChunkNotStartedError(TransientError):
+    """The Prefect server did not confirm the flow run of a distributed chunk (it may have created it: the next try
+    asks for the same flow run by its idempotency key)."""
+
+
 class RunInUseError(TransientError):
-    """Another process exports the same run right now (a distributed chunk given up while it still runs)."""
+    """Another process exports or loads the same run right now (a distributed chunk given up while it still runs)."""
 
 
 class TargetUnavailableError(TransientError):

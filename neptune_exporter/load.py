@@ -19,6 +19,8 @@ from neptune_exporter.errors import (
     NeptuneExporterError,
     NoRunsSelectedError,
     OutputPathError,
+    PathLockedError,
+    RunInUseError,
     TargetUnavailableError,
 )
 from neptune_exporter.loaders.base import ExportedRun, Loader, LoadResult
@@ -27,6 +29,7 @@ from neptune_exporter.model import sanitize_name
 from neptune_exporter.retry import RetryPolicy, call_with_retries
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage import lock
+from neptune_exporter.storage.manifest import MANIFEST_SUFFIX, manifest_path
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -222,6 +225,30 @@ def target_identity(options: LoadOptions) -> str:
     return f"{options.target} entity={options.wandb_entity} project={options.wandb_project_template} {where}"
 
 
+def target_key(options: LoadOptions) -> str:
+    """A short name of `target_identity` for lock files."""
+    return hashlib.blake2b(target_identity(options).encode(), digest_size=8).hexdigest()
+
+
+@contextmanager
+def run_load_lock(options: LoadOptions, run: RunToLoad) -> Iterator[None]:
+    """Hold `<run>.load-<target>.lock` next to the run's manifest while loading it: one process loads a run into a
+    target at a time (a distributed chunk its parent gave up may still run). RunInUseError naming the holder when
+    another process has it; a read-only export loads unlocked (its load lock said so)."""
+    manifest = manifest_path(options.data_path, run.project_id, run.run_id)
+    path = manifest.with_name(f"{manifest.name.removesuffix(MANIFEST_SUFFIX)}.load-{target_key(options)}.lock")
+    with ExitStack() as stack:
+        try:  # a killed load's lock is expected (its run is redone): taking it over is no warning
+            stack.enter_context(
+                lock.hold(path, f"load of {run.project_id}/{run.run_id}", create_folder=False, quiet_takeover=True)
+            )
+        except PathLockedError as error:
+            raise RunInUseError(str(error), "none needed: it is retried, and the next load completes the run") from None
+        except OutputPathError:
+            log.debug("loading %s/%s without its run lock: %s is not writable", run.project_id, run.run_id, path)
+        yield
+
+
 @contextmanager
 def load_lock(
     options: LoadOptions, if_locked: str = "stop", on_wait: Callable[[str], object] | None = None
@@ -229,9 +256,7 @@ def load_lock(
     """Hold `<data>/.neptune-exporter.load-<target>.lock` (storage/lock.py) while loading this export into this
     target; PathLockedError naming the holder when another load does ("stop"). A read-only export loads unlocked."""
     identity = target_identity(options)
-    path = Path(options.data_path) / lock.LOAD_LOCK.format(
-        target=hashlib.blake2b(identity.encode(), digest_size=8).hexdigest()
-    )
+    path = Path(options.data_path) / lock.LOAD_LOCK.format(target=target_key(options))
     with ExitStack() as stack:
         try:
             if path.parent.is_dir():  # a missing export folder is `select_runs`' error to report
@@ -278,7 +303,11 @@ def load_one(
 ) -> LoadResult:
     """The per-run verb the Prefect task and `run_load` both call: load one run under the one retry policy;
     a terminal error, or a transient one left when the policy is spent, becomes a failed result."""
-    action = lambda: loader.load_run(Path(options.data_path), Path(options.files_path), run.project_id, run.run_id)  # noqa: E731
+
+    def action() -> LoadResult:
+        with run_load_lock(options, run):
+            return loader.load_run(Path(options.data_path), Path(options.files_path), run.project_id, run.run_id)
+
     try:
         return call_with_retries(action, policy, what=f"loading {run.project_id}/{run.run_id}", sleep=sleep)
     except NeptuneExporterError as error:

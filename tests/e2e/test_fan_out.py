@@ -53,6 +53,7 @@ RUNS = 40
 RUN_IDS = [f"run-{i:05d}" for i in range(RUNS)]
 CHUNK_RUNS = 10
 LOST_AFTER_S = 30  # the parent calls a chunk lost after this long without a heartbeat
+DISTRIBUTED_TIMEOUT_S = 900  # a distributed command on a loaded 2-core CI machine (2-4 min when it is idle)
 
 
 @dataclass
@@ -475,7 +476,8 @@ def distributed_load_env(pool: Pool) -> dict[str, str]:
 def distributed_load_command(pool: Pool, command: str, data: Path, files: Path, tracking_uri: str, template: str):
     """`neptune-exporter load|validate --distribute` into MLflow, run to completion as a user runs it."""
     target = ["--target", "mlflow", "--mlflow-tracking-uri", tracking_uri]
-    return run_cli(distributed_load_args(command, data, files, target, template), distributed_load_env(pool), pool.root)
+    args = distributed_load_args(command, data, files, target, template)
+    return run_cli(args, distributed_load_env(pool), pool.root, timeout=DISTRIBUTED_TIMEOUT_S)
 
 
 def distributed_runs(pool: Pool, flow_name: str, data: Path, target: str) -> list[FlowRun]:
@@ -506,7 +508,7 @@ def test_a_distributed_load_and_validate_equal_a_single_process_load_and_find_an
         text=True,
     ) as wandb_load:
         result = distributed_load_command(pool, "load", data, files, url, "dist/{project}/{experiment}")
-        wandb_output = wandb_load.communicate(timeout=400)[0]
+        wandb_output = wandb_load.communicate(timeout=DISTRIBUTED_TIMEOUT_S)[0]
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"runs: {len(LOADED)} loaded, 0 already complete, 0 failed → mlflow" in result.stdout
     assert f"{len(LOADED)} run(s) checked, no differences" in result.stdout, result.stdout

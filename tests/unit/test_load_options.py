@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +18,16 @@ from neptune_exporter.errors import (
     TargetError,
     TargetUnavailableError,
 )
-from neptune_exporter.load import LoadOptions, RunToLoad, fork_waves, load_one, make_loader, select_runs, validate_one
+from neptune_exporter.load import (
+    LoadOptions,
+    RunToLoad,
+    fork_waves,
+    load_one,
+    make_loader,
+    select_runs,
+    target_key,
+    validate_one,
+)
 from neptune_exporter.loaders.base import LoadResult
 from neptune_exporter.loaders.mlflow import MlflowLoader
 from neptune_exporter.model import sanitize_name
@@ -193,3 +205,45 @@ def test_report_shows_a_run_that_could_not_be_validated_with_its_error_and_fix(t
     expected = "OutputPathError: the export of r3 is unreadable — fix: export the run again"
     assert [row["error"] for row in report.table_rows()] == [expected]
     assert f"| {expected} |" in report.write(tmp_path)[1].read_text()
+
+
+def test_a_run_another_process_loads_into_the_same_target_waits_for_it_and_is_never_loaded_twice_at_once(tmp_path):
+    """A distributed chunk its parent gave up may still load a run while the retry starts: the run's load lock makes
+    the retry wait (RunInUseError, retried under the policy) and fail with the holder named if it never ends."""
+    options, run = LoadOptions(data_path=str(tmp_path), mlflow_tracking_uri="http://x"), RunToLoad("ws/p", "r")
+    (tmp_path / sanitize_name("ws/p")).mkdir()
+    lock_path = run_load_lock_path(options, run)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        loader = FlakyLoader(TargetUnavailableError("down", "wait"), 0)
+        result = load_one(loader, options, run, RetryPolicy(attempts=2), sleep=lambda seconds: None)
+        assert (result.status, result.error["error_type"], loader.calls) == ("failed", "RunInUseError", 0)
+        assert f"load of ws/p/r (pid {holder.pid}" in result.error["message"], result.error
+
+        def release(seconds: float) -> None:
+            holder.communicate("", timeout=30)
+
+        result = load_one(loader, options, run, RetryPolicy(attempts=2), sleep=release)
+        assert (result.status, loader.calls, holder.returncode) == ("loaded", 1, 0)
+        assert not lock_path.exists()  # released with the load
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+HOLD_LOCK = """
+import sys
+from neptune_exporter.storage import lock
+with lock.hold(sys.argv[1], "load of ws/p/r", create_folder=False):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def run_load_lock_path(options: LoadOptions, run: RunToLoad) -> Path:
+    """Where `run_load_lock` keeps the run's lock: next to its manifest, one per target."""
+    folder = Path(options.data_path) / sanitize_name(run.project_id)
+    return folder / f"{sanitize_name(run.run_id)}.load-{target_key(options)}.lock"
