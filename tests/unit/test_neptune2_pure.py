@@ -235,10 +235,40 @@ def test_exact_page_fills_pages_the_server_caps():
         calls.append((offset, limit))
         return SimpleNamespace(values=data[offset : offset + min(limit, 300)], totalItemCount=len(data))
 
-    page = n2.exact_page(capped_fetch, 1_000, 1_000)
-    assert [p.step for p in page] == [float(i) for i in range(1_000, 2_000)]
+    read = n2.client_pages(SimpleNamespace(_fetch_values_from_backend=capped_fetch))
+    page = n2.exact_page(read, 1_000, 1_000)
+    assert page.steps.tolist() == [float(i) for i in range(1_000, 2_000)] and page.values == list(range(1_000, 2_000))
+    assert page.timestamps.tolist() == list(range(1_000, 2_000)) and page.total == 2_500
     assert calls[:2] == [(1_000, 1_000), (1_300, 700)]
-    assert [p.step for p in n2.exact_page(capped_fetch, 2_400, 1_000)] == [float(i) for i in range(2_400, 2_500)]
+    assert n2.exact_page(read, 2_400, 1_000).steps.tolist() == [float(i) for i in range(2_400, 2_500)]
+    assert len(n2.exact_page(read, 2_500, 1_000)) == 0
+
+
+def test_a_float_page_read_from_the_json_answer_equals_the_clients_points():
+    """The export's float pages skip the client's point objects: the same steps, values and timestamps (a missing
+    step is the point's index, a missing value NaN, NaN / ±inf whether numbers or strings)."""
+    body = {
+        "totalItemCount": 9,
+        "values": [
+            {"step": 0.1, "value": 1.5, "timestampMillis": 1_000},
+            {"step": None, "value": float("nan"), "timestampMillis": 1_001},
+            {"value": "Infinity", "timestampMillis": 1_002},
+            {"step": 0.29, "value": "-Infinity", "timestampMillis": 1_003},
+            {"step": 3.0, "value": None, "timestampMillis": 1_004},
+            {"step": 4.0, "value": 2**53 + 1, "timestampMillis": 2**42},
+        ],
+    }
+    page = n2.float_page_of(body, offset=40)
+    points = [
+        SimpleNamespace(step=p.get("step"), value=p.get("value"), timestampMillis=p["timestampMillis"])
+        for p in body["values"]
+    ]
+    steps, values, timestamps = n2.points_to_arrays(points, first_index=40)
+    assert page.total == 9 and page.steps.tolist() == steps.tolist() == [0.1, 41.0, 42.0, 0.29, 3.0, 4.0]
+    assert page.timestamps.tolist() == timestamps.tolist() and page.timestamps.dtype == np.int64
+    assert page.values.dtype == np.float64
+    np.testing.assert_array_equal(page.values, np.asarray(values, dtype=np.float64))
+    assert len(n2.float_page_of({"totalItemCount": 0, "values": []}, 0)) == 0
 
 
 def test_the_clients_connection_pool_is_sized_to_the_workers():

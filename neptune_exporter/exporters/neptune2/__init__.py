@@ -18,7 +18,8 @@ Modules: `source` (Neptune2Source: access, discovery, model registry, atom reads
 #   (`run.fetch()` fails on runs holding a notebook reference in neptune 1.14).
 # - Series are read page by page (`FetchableSeries._fetch_values_from_backend`, the paging hook of the
 #   public `fetch_values`, which would otherwise build one DataFrame of the whole series with local-time
-#   timestamps), PREFETCH_PAGES pages of SERIES_PAGE_POINTS in flight per series, in order. Memory bound,
+#   timestamps; float series send the same request and read its JSON into arrays, see pages.py),
+#   PREFETCH_PAGES pages of SERIES_PAGE_POINTS in flight per series, in order. Memory bound,
 #   whatever the run's size: each of `workers` attribute workers holds at most one batch being built
 #   (≤ series_batch_rows + one page) plus its prefetched pages, the hand-over queue holds ≤ 2·workers
 #   batches and the consumer one: about (3·workers + 1) · series_batch_rows points.
@@ -52,12 +53,8 @@ from neptune_exporter.exporters.neptune2.client import (
     typed_error,
 )
 from neptune_exporter.exporters.neptune2.nql import combine_nql, modified_after_nql, nql_datetime, sys_id_nql, where_nql
-from neptune_exporter.exporters.neptune2.run_export import (
-    PREFETCH_PAGES,
-    SERIES_PAGE_POINTS,
-    exact_page,
-    points_to_arrays,
-)
+from neptune_exporter.exporters.neptune2.pages import client_pages, exact_page, float_page_of, points_to_arrays
+from neptune_exporter.exporters.neptune2.run_export import PREFETCH_PAGES, SERIES_PAGE_POINTS
 from neptune_exporter.exporters.neptune2.source import (
     LIST_COLUMNS,
     WINDOW_RUNS,
@@ -85,7 +82,9 @@ __all__ = [
     "configure_client",
     "connection_pool_size",
     "size_connection_pool",
+    "client_pages",
     "exact_page",
+    "float_page_of",
     "modified_after_nql",
     "nql_datetime",
     "points_to_arrays",

@@ -16,7 +16,7 @@ import numpy as np
 from neptune_exporter.errors import NeptuneExporterError
 from neptune_exporter.exporters.audit_facts import RunFacts, SeriesFacts, Window, normal
 from neptune_exporter.exporters.neptune2.client import configure_client, open_project, typed_error
-from neptune_exporter.exporters.neptune2.run_export import exact_page, points_to_arrays
+from neptune_exporter.exporters.neptune2.pages import client_pages, exact_page
 from neptune_exporter.exporters.neptune2.source import Neptune2Source
 from neptune_exporter.model import decimal_array_to_unscaled, steps_to_decimal_array
 from neptune_exporter.selection import RunSelection
@@ -79,15 +79,15 @@ class Neptune2Audit:
 
         with self._opened(project_id, run_id) as run:
             neptune_type = "floatSeries" if attribute_type == "float_series" else "stringSeries"
-            fetch = create_attribute_from_type(AttributeType(neptune_type), run, [path])._fetch_values_from_backend
-            total, offset, low = int(fetch(0, 1).totalItemCount), 0, None
+            read = client_pages(create_attribute_from_type(AttributeType(neptune_type), run, [path]))
+            total, offset, low = read(0, 1).total, 0, None
             while True:
-                points = exact_page(fetch, offset, DEEP_PAGE_POINTS)
-                offset += len(points)
-                steps, values, _ = points_to_arrays(points, offset - len(points))
-                unscaled = decimal_array_to_unscaled(steps_to_decimal_array(steps, path))
-                last = offset >= total or not points
+                page = exact_page(read, offset, DEEP_PAGE_POINTS)
+                offset += len(page)
+                unscaled = decimal_array_to_unscaled(steps_to_decimal_array(page.steps, path))
+                last = offset >= total or not len(page)
                 high = None if last else int(unscaled[-1])
+                values = page.values
                 plain = np.asarray(values, dtype=np.float64) if attribute_type == "float_series" else list(values)
                 yield Window(low, high, unscaled, plain)
                 if last:

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from itertools import chain
+from itertools import chain, compress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,14 @@ from neptune_exporter.exporters.neptune2.attributes import (
     select_attributes,
 )
 from neptune_exporter.exporters.neptune2.client import typed_error
+from neptune_exporter.exporters.neptune2.pages import (
+    PageReader,
+    SeriesPage,
+    client_pages,
+    exact_page,
+    float_pages,
+    joined,
+)
 from neptune_exporter.model import AttributeType, RunRef, project_files_dir, sanitize_name
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.selection import AttributeSelection
@@ -49,28 +57,6 @@ class RunReader(Protocol):
     def open_run(self, run: RunRef) -> Any: ...
 
     def atom_values(self, run: RunRef, paths: list[str]) -> dict[str, Any]: ...
-
-
-def exact_page(fetch: Callable[[int, int], Any], offset: int, count: int) -> list:
-    """`count` points from `offset` (fewer only at the series' end), however few the server sends a call."""
-    points: list = []
-    while len(points) < count:
-        page = list(fetch(offset + len(points), count - len(points)).values)
-        if not page:
-            break
-        points.extend(page)
-    return points
-
-
-def points_to_arrays(points: list[Any], first_index: int) -> tuple[np.ndarray, list, np.ndarray]:
-    """Client series points (step, value, timestampMillis) → steps, values, ms timestamps (a missing step → its index)."""
-    steps = np.fromiter(
-        (p.step if p.step is not None else first_index + i for i, p in enumerate(points)),
-        dtype=np.float64,
-        count=len(points),
-    )
-    timestamps = np.fromiter((p.timestampMillis for p in points), dtype=np.int64, count=len(points))
-    return steps, [p.value for p in points], timestamps
 
 
 _DONE = object()
@@ -234,11 +220,11 @@ class RunExport:
 
     def _series(self, attribute: SourceAttribute) -> Iterator[pa.RecordBatch]:
         last_step = self._last_step(attribute)
-        buffered: list[tuple[np.ndarray, list, np.ndarray]] = []
+        buffered: list[SeriesPage] = []
         count = 0
-        for steps, values, timestamps in self._series_pages(attribute, last_step):
-            buffered.append((steps, values, timestamps))
-            count += steps.size
+        for page in self._series_pages(attribute, last_step):
+            buffered.append(page)
+            count += len(page)
             if count >= self.settings.series_batch_rows:
                 yield self._series_batch(attribute, buffered)
                 buffered, count = [], 0
@@ -249,56 +235,60 @@ class RunExport:
         mark = self.watermarks.get(attribute.path)
         return None if mark is None else mark.last_step
 
-    def _series_pages(self, attribute: SourceAttribute, last_step: float | None) -> Iterator[tuple]:
-        """Pages of points with step > last_step, the next pages fetched ahead in parallel (order kept).
+    def _series_pages(self, attribute: SourceAttribute, last_step: float | None) -> Iterator[SeriesPage]:
+        """Pages of points with step > last_step, the next pages fetched ahead in parallel (order kept); float
+        series without the client's point objects (`pages.float_pages`).
 
         Resumes at the watermark's offset when the series is append-only."""
-        fetch = attribute.handle._fetch_values_from_backend
-        offset = self._resume_offset(attribute, last_step)
-        first = fetch(offset, SERIES_PAGE_POINTS)
-        pages = chain(
-            [(offset, list(first.values))], self._prefetched(fetch, offset + len(first.values), first.totalItemCount)
+        read = (
+            float_pages(attribute.handle)
+            if attribute.attribute_type is AttributeType.FLOAT_SERIES
+            else client_pages(attribute.handle)
         )
-        for start, points in pages:
+        offset = self._resume_offset(read, attribute, last_step)
+        first = read(offset, SERIES_PAGE_POINTS)
+        for page in chain([first], self._prefetched(read, offset + len(first), first.total)):
             if self.stop.is_set():
                 return
-            steps, values, timestamps = points_to_arrays(points, start)
             if last_step is not None:
-                keep = steps > last_step
-                steps, timestamps = steps[keep], timestamps[keep]
-                values = [v for v, k in zip(values, keep, strict=True) if k]
-            if steps.size:
-                yield steps, values, timestamps
+                keep = page.steps > last_step
+                values = page.values[keep] if isinstance(page.values, np.ndarray) else list(compress(page.values, keep))
+                page = SeriesPage(page.total, page.steps[keep], values, page.timestamps[keep])
+            if len(page):
+                yield page
 
-    def _prefetched(self, fetch: Callable, start: int, total: int) -> Iterator[tuple[int, list]]:
-        """(offset, points) of the pages from `start` to `total`, PREFETCH_PAGES requests in flight at most."""
+    def _prefetched(self, read: PageReader, start: int, total: int) -> Iterator[SeriesPage]:
+        """The pages from `start` to `total`, PREFETCH_PAGES requests in flight at most."""
         window: deque = deque()
         for offset in range(start, total, SERIES_PAGE_POINTS):
             count = min(SERIES_PAGE_POINTS, total - offset)
-            window.append((offset, self.page_pool.submit(exact_page, fetch, offset, count)))
+            window.append(self.page_pool.submit(exact_page, read, offset, count))
             if len(window) >= PREFETCH_PAGES:
-                first_offset, future = window.popleft()
-                yield first_offset, future.result()
+                yield window.popleft().result()
         while window:
-            first_offset, future = window.popleft()
-            yield first_offset, future.result()
+            yield window.popleft().result()
 
-    def _resume_offset(self, attribute: SourceAttribute, last_step: float | None) -> int:
+    def _resume_offset(self, read: PageReader, attribute: SourceAttribute, last_step: float | None) -> int:
         """Offset of the first new point when the point at (count - 1) carries the watermark's step, else 0."""
         mark = self.watermarks.get(attribute.path)
         if last_step is None or mark is None or mark.count <= 0:
             return 0
-        probe = attribute.handle._fetch_values_from_backend(mark.count - 1, 1).values
-        return mark.count if probe and probe[0].step == last_step else 0
+        probe = read(mark.count - 1, 1)
+        return mark.count if len(probe) and probe.steps[0] == last_step else 0
 
-    def _series_batch(self, attribute: SourceAttribute, buffered: list[tuple]) -> pa.RecordBatch:
-        steps = np.concatenate([b[0] for b in buffered])
-        timestamps = np.concatenate([b[2] for b in buffered])
-        values: list = [v for b in buffered for v in b[1]]
+    def _series_batch(self, attribute: SourceAttribute, buffered: list[SeriesPage]) -> pa.RecordBatch:
+        page = joined(buffered)
+        values: Any = page.values
         if attribute.attribute_type is AttributeType.FLOAT_SERIES:
             values = pa.array(np.asarray(values, dtype=np.float64), pa.float64())
         return series_rows(
-            self.run.project_id, self.run.run_id, attribute.path, attribute.attribute_type, steps, values, timestamps
+            self.run.project_id,
+            self.run.run_id,
+            attribute.path,
+            attribute.attribute_type,
+            page.steps,
+            values,
+            page.timestamps,
         )
 
     # ---- files
