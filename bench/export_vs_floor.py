@@ -1,12 +1,15 @@
-"""Benchmark 1: export to Parquet + files vs the neptune-query fetch floor, same data, same concurrency, 20 ms latency."""
+"""Benchmark 1: export to Parquet + files vs the neptune-query fetch floor, same data, same concurrency, 20 ms latency
+(`--processes N`: our export in N worker processes, the floor's runs fetched in N processes too; 0: this process)."""
 
 from __future__ import annotations
 
+import math
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,29 +78,47 @@ def fetch_run(project: str, run_id: str, staging: Path) -> int:
     )
 
 
-def fetch_floor(token: str, shape: Shape, workers: int, staging: Path) -> int:
-    """All runs fetched `workers` at a time (the export's run concurrency); the points received."""
+def fetch_floor(token: str, shape: Shape, workers: int, processes: int, staging: Path) -> int:
+    """All runs fetched `workers` at a time (the export's run concurrency), in this process or shared out over
+    `processes` processes as the export shares them (each `workers / processes` at a time); the points received."""
+    ids = run_ids(shape)
+    if processes <= 0:
+        return fetch_share(token, shape.project_id, ids, workers, staging)
+    threads = max(1, math.ceil(workers / processes))
+    shares = [ids[index::processes] for index in range(processes)]
+    spawn = multiprocessing.get_context("spawn")  # as the export starts its workers
+    with ProcessPoolExecutor(max_workers=processes, mp_context=spawn) as pool:
+        futures = [pool.submit(fetch_share, token, shape.project_id, share, threads, staging) for share in shares]
+        return sum(future.result() for future in futures)
+
+
+def fetch_share(token: str, project: str, ids: list[str], threads: int, staging: Path) -> int:
+    """These runs fetched `threads` at a time with the export's client knobs; the points received."""
     import neptune_query
 
+    from neptune_exporter.exporters.neptune3 import configure_neptune_query
+    from neptune_exporter.settings import Settings
+
+    configure_neptune_query(Settings.from_env())
     neptune_query.set_api_token(token)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        counts = list(pool.map(lambda run_id: fetch_run(shape.project_id, run_id, staging), run_ids(shape)))
-    return sum(counts)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return sum(pool.map(lambda run_id: fetch_run(project, run_id, staging), ids))
 
 
-def export_once(token: str, shape: Shape, workers: int, root: Path) -> int:
-    """Our export (library loop) to a fresh folder; the points written."""
+def export_once(token: str, shape: Shape, workers: int, processes: int, root: Path) -> int:
+    """Our export (library loop, `processes` worker processes) to a fresh folder; the points written."""
     from neptune_exporter.export_runner import run_export
     from neptune_exporter.settings import Settings
 
-    results = run_export(export_options(token, shape.project_id, root, workers), Settings.from_env())
+    options = replace(export_options(token, shape.project_id, root, workers), processes=processes)
+    results = run_export(options, Settings.from_env())
     failed = [r for r in results if r.status != "complete"]
     if failed:
         raise RuntimeError(f"{len(failed)} runs did not export: {failed[0].errors[:1]}")
     return sum(r.points for r in results)
 
 
-def measure(shape: Shape, latency_ms: float, workers: int, repeats: int) -> dict[str, float]:
+def measure(shape: Shape, latency_ms: float, workers: int, processes: int, repeats: int) -> dict[str, float]:
     """Median seconds of floor and export, interleaved, each export into an empty folder."""
     from neptune_exporter.exporters.neptune3 import configure_neptune_query
     from neptune_exporter.settings import Settings
@@ -108,13 +129,13 @@ def measure(shape: Shape, latency_ms: float, workers: int, repeats: int) -> dict
         root = Path(tmp)
 
         def floor(repeat: int) -> None:
-            got = fetch_floor(fake.api_token, shape, workers, root / f"floor-{repeat}")
+            got = fetch_floor(fake.api_token, shape, workers, processes, root / f"floor-{repeat}")
             if got != expected:
                 raise RuntimeError(f"the floor fetched {got:,} points, expected {expected:,}")
 
         def ours(repeat: int) -> None:
             target = root / f"export-{repeat}"
-            export_once(fake.api_token, shape, workers, target)
+            export_once(fake.api_token, shape, workers, processes, target)
             shutil.rmtree(target, ignore_errors=True)
 
         seconds = alternate({"floor": floor, "export": ours}, repeats)
@@ -141,13 +162,19 @@ def report(figures: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = bench_arguments(__doc__, "small workspace (about a minute)")
     parser.add_argument("--runs", type=int, default=None, help="this many runs of the chosen shape")
+    parser.add_argument(
+        "--processes", type=int, default=0, help="worker processes of both sides (default 0: this process)"
+    )
     args = parse_bench_args(parser, argv)
     shape = QUICK if args.quick else FULL
     shape = replace(shape, runs=args.runs) if args.runs else shape
     os.environ.update(CLIENT_ENV)
-    note(f"{NAME}: {shape.describe()}; {args.latency_ms:g} ms latency; {args.workers} workers; {args.repeats} repeats")
+    note(
+        f"{NAME}: {shape.describe()}; {args.latency_ms:g} ms latency; {args.workers} workers; "
+        f"{args.processes} processes; {args.repeats} repeats"
+    )
     try:
-        figures = measure(shape, args.latency_ms, args.workers, args.repeats)
+        figures = measure(shape, args.latency_ms, args.workers, args.processes, args.repeats)
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
     report(figures)
