@@ -24,6 +24,8 @@ from neptune_exporter.errors import OutputPathError, TargetUnavailableError
 from neptune_exporter.load import LoadOptions, run_load, run_validate
 from neptune_exporter.loaders.base import run_key
 from neptune_exporter.loaders.mlflow import MlflowLoader
+from neptune_exporter.loaders.mlflow.mapping import METRICS_PER_BATCH
+from neptune_exporter.loaders.mlflow.writers import MetricBatcher
 from neptune_exporter.rows import parameter_rows, series_rows
 from neptune_exporter.settings import RetryPolicy, Settings
 from neptune_exporter.validation.mlflow import MlflowValidator
@@ -445,3 +447,40 @@ def test_four_writers_into_sqlite_never_lock_each_other_out_and_no_run_is_redone
     assert stages == [("active", len(runs))]  # no run deleted and loaded again
     report = run_validate(options(tmp_path, f"sqlite:///{store}", workers=4), SETTINGS)
     assert report.ok and len(report.runs) == len(runs), report.to_markdown()
+
+
+def test_bulk_points_into_sqlite_are_the_rows_mlflows_log_batch_writes(awkward_fake, tmp_path, monkeypatch):
+    """A sqlite:/// load writes metric points in bulk (`sqlite_metrics.SqliteMetricWriter`), not through MLflow's
+    `log_batch`: the awkward workspace (NaN, ±inf, steps 0.1/0.29, times before 1970, forks) loaded both ways holds
+    the same `metrics` and `latest_metrics` rows, run for run, and validates clean."""
+    exported = export_awkward(awkward_fake, tmp_path)
+    assert exported and all(result.status == "complete" for result in exported)
+    bulk, batched = tmp_path / "bulk.db", tmp_path / "batched.db"
+    assert all(r.status == "loaded" for r in run_load(options(tmp_path, f"sqlite:///{bulk}"), SETTINGS))
+    monkeypatch.setattr(
+        MlflowLoader, "_metric_writer", lambda self, run_id: MetricBatcher(self.client, run_id, METRICS_PER_BATCH)
+    )
+    assert all(r.status == "loaded" for r in run_load(options(tmp_path, f"sqlite:///{batched}"), SETTINGS))
+    monkeypatch.undo()
+    for table, at_least in (("metrics", 100), ("latest_metrics", 5)):
+        ours, mlflows = stored_points(bulk, table), stored_points(batched, table)
+        assert ours == mlflows, table
+        assert sum(len(rows) for rows in ours.values()) > at_least, table
+    assert any(row[1] == MAX_FLOAT for rows in stored_points(bulk, "metrics").values() for row in rows)
+    assert any(row[4] for rows in stored_points(bulk, "metrics").values() for row in rows)  # a NaN point
+    report = run_validate(options(tmp_path, f"sqlite:///{bulk}"), SETTINGS)
+    assert report.ok and len(report.runs) == len(exported), report.to_markdown()
+
+
+def stored_points(store: Path, table: str) -> dict[str, list[tuple]]:
+    """Rows of MLflow's `metrics` or `latest_metrics` table by the run's name (key, value, timestamp, step, is_nan)."""
+    with sqlite3.connect(store) as db:
+        rows = db.execute(
+            f"SELECT runs.name, m.key, m.value, m.timestamp, m.step, m.is_nan FROM {table} m "
+            "JOIN runs ON runs.run_uuid = m.run_uuid WHERE runs.lifecycle_stage = 'active' "
+            "ORDER BY runs.name, m.key, m.step, m.timestamp, m.value"
+        ).fetchall()
+    by_run: dict[str, list[tuple]] = {}
+    for name, *row in rows:
+        by_run.setdefault(name, []).append(tuple(row))
+    return by_run

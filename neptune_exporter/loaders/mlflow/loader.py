@@ -24,7 +24,13 @@ from neptune_exporter.errors import (
 )
 from neptune_exporter.loaders.base import MLFLOW, ExportedRun, LoadResult, open_exported_run, run_key
 from neptune_exporter.loaders.client_env import apply_client_defaults
-from neptune_exporter.loaders.mlflow.client import mlflow_errors, tracking_client, translate_error
+from neptune_exporter.loaders.mlflow.client import (
+    mlflow_errors,
+    sqlite_store_path,
+    store_lock,
+    tracking_client,
+    translate_error,
+)
 from neptune_exporter.loaders.mlflow.mapping import (
     METRICS_PER_BATCH,
     TAGS_PER_BATCH,
@@ -41,6 +47,7 @@ from neptune_exporter.loaders.mlflow.provenance import (
     TAG_RUN_KEY,
     provenance_tags,
 )
+from neptune_exporter.loaders.mlflow.sqlite_metrics import SqliteMetricWriter
 from neptune_exporter.loaders.mlflow.writers import ArtifactUploader, MetricBatcher, chunks_of
 
 log = logging.getLogger(__name__)
@@ -224,8 +231,15 @@ class MlflowLoader:
             export.project_id, export.run_id, "loaded", target_run_id=target_id, points=points, files=files
         )
 
+    def _metric_writer(self, target_id: str) -> MetricBatcher | SqliteMetricWriter:
+        """Bulk inserts into a SQLite store (one writer in this process); batches of MLflow's limit to a server."""
+        path = sqlite_store_path(self.tracking_uri)
+        if path is None:
+            return MetricBatcher(self.client, target_id, METRICS_PER_BATCH)
+        return SqliteMetricWriter(self.client, target_id, store_lock(path))
+
     def _upload(self, target_id: str, export: ExportedRun, multiplier: int) -> tuple[int, int]:
-        metrics = MetricBatcher(self.client, target_id, METRICS_PER_BATCH)
+        metrics = self._metric_writer(target_id)
         with tempfile.TemporaryDirectory(prefix="mlflow-load-") as workdir:
             uploader = ArtifactUploader(self.client, target_id, self.artifact_workers)
             try:
