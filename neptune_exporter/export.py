@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +19,6 @@ from neptune_exporter.errors import (
     InvalidOptionError,
     NeptuneExporterError,
     OutputPathError,
-    PathLockedError,
     RunInUseError,
     TerminalError,
     UnsupportedError,
@@ -39,7 +38,6 @@ from neptune_exporter.storage import fan_out, incremental, integrity, lock, spac
 from neptune_exporter.storage.files import ExportedFile, remove_staging_leftovers, run_files_dir
 from neptune_exporter.storage.incremental import RunPlan
 from neptune_exporter.storage.manifest import (
-    MANIFEST_SUFFIX,
     STATUS_COMPLETE,
     STATUS_FAILED,
     Manifest,
@@ -307,20 +305,15 @@ def export_run(
         return _export_locked(source, plan, options, settings, progress)
 
 
-@contextmanager
-def run_lock(data_root: Path, run: RunRef) -> Iterator[None]:
-    """Hold `<run>.export.lock` next to the run's manifest: one process exports a run at a time (a chunk its parent
-    gave up may still run). RunInUseError naming the holder when another process has it."""
-    manifest = manifest_path(data_root, run.project_id, run.run_id, run.scope)
-    path = manifest.with_name(manifest.name.removesuffix(MANIFEST_SUFFIX) + lock.RUN_LOCK_SUFFIX)
-    with ExitStack() as stack:
-        try:  # a killed export's lock is expected (its run is redone): taking it over is no warning
-            stack.enter_context(lock.hold(path, f"export of {run.key()}", quiet_takeover=True))
-        except PathLockedError as error:
-            raise RunInUseError(
-                str(error), "none needed: it is retried, and the next export completes the run"
-            ) from None
-        yield
+def run_lock(data_root: Path, run: RunRef) -> AbstractContextManager[None]:
+    """Hold `<run>.export.lock` next to the run's manifest (`lock.hold_run`): one process exports a run at a time (a
+    chunk its parent gave up may still run). RunInUseError naming the holder when another process has it."""
+    return lock.hold_run(
+        manifest_path(data_root, run.project_id, run.run_id, run.scope),
+        lock.RUN_LOCK_SUFFIX,
+        f"export of {run.key()}",
+        "none needed: it is retried, and the next export completes the run",
+    )
 
 
 def _export_locked(

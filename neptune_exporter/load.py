@@ -19,8 +19,6 @@ from neptune_exporter.errors import (
     NeptuneExporterError,
     NoRunsSelectedError,
     OutputPathError,
-    PathLockedError,
-    RunInUseError,
     TargetUnavailableError,
 )
 from neptune_exporter.loaders.base import ExportedRun, Loader, LoadResult
@@ -29,7 +27,7 @@ from neptune_exporter.model import sanitize_name
 from neptune_exporter.retry import RetryPolicy, call_with_retries
 from neptune_exporter.settings import Settings
 from neptune_exporter.storage import lock
-from neptune_exporter.storage.manifest import MANIFEST_SUFFIX, manifest_path
+from neptune_exporter.storage.manifest import manifest_path
 from neptune_exporter.validation.report import RunValidation, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -232,20 +230,22 @@ def target_key(options: LoadOptions) -> str:
 
 @contextmanager
 def run_load_lock(options: LoadOptions, run: RunToLoad) -> Iterator[None]:
-    """Hold `<run>.load-<target>.lock` next to the run's manifest while loading it: one process loads a run into a
-    target at a time (a distributed chunk its parent gave up may still run). RunInUseError naming the holder when
-    another process has it; a read-only export loads unlocked (its load lock said so)."""
-    manifest = manifest_path(options.data_path, run.project_id, run.run_id)
-    path = manifest.with_name(f"{manifest.name.removesuffix(MANIFEST_SUFFIX)}.load-{target_key(options)}.lock")
+    """Hold `<run>.load-<target>.lock` next to the run's manifest while loading it (`lock.hold_run`): one process
+    loads a run into a target at a time (a distributed chunk its parent gave up may still run). RunInUseError naming
+    the holder when another process has it; a read-only export loads unlocked (its load lock said so)."""
     with ExitStack() as stack:
-        try:  # a killed load's lock is expected (its run is redone): taking it over is no warning
+        try:
             stack.enter_context(
-                lock.hold(path, f"load of {run.project_id}/{run.run_id}", create_folder=False, quiet_takeover=True)
+                lock.hold_run(
+                    manifest_path(options.data_path, run.project_id, run.run_id),
+                    lock.RUN_LOAD_LOCK_SUFFIX.format(target=target_key(options)),
+                    f"load of {run.project_id}/{run.run_id}",
+                    "none needed: it is retried, and the next load completes the run",
+                    create_folder=False,
+                )
             )
-        except PathLockedError as error:
-            raise RunInUseError(str(error), "none needed: it is retried, and the next load completes the run") from None
-        except OutputPathError:
-            log.debug("loading %s/%s without its run lock: %s is not writable", run.project_id, run.run_id, path)
+        except OutputPathError as error:
+            log.debug("loading %s/%s without its run lock: %s", run.project_id, run.run_id, error)
         yield
 
 

@@ -19,12 +19,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from neptune_exporter.errors import InvalidOptionError, OutputPathError, PathLockedError
+from neptune_exporter.errors import InvalidOptionError, OutputPathError, PathLockedError, RunInUseError
 from neptune_exporter.model import utc_now_iso
+from neptune_exporter.storage.manifest import MANIFEST_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ IF_LOCKED = ("stop", "wait")
 EXPORT_LOCK = ".neptune-exporter.lock"  # in the data path: one export at a time
 LOAD_LOCK = ".neptune-exporter.load-{target}.lock"  # in the data path: one load of it per target
 RUN_LOCK_SUFFIX = ".export.lock"  # next to a run's manifest while a process exports the run
+RUN_LOAD_LOCK_SUFFIX = ".load-{target}.lock"  # next to a run's manifest while a process loads it into a target
 POLL_SECONDS = 0.5
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
@@ -206,3 +208,17 @@ def hold(
             path.unlink(missing_ok=True)  # while still locked: a waiter that opened this file sees it go, reopens
         finally:
             os.close(fd)
+
+
+@contextmanager
+def hold_run(manifest: Path, suffix: str, purpose: str, remedy: str, create_folder: bool = True) -> Iterator[None]:
+    """Hold `<run><suffix>` next to the run's manifest: one process exports (or loads into one target) a run at a
+    time, since a distributed chunk its parent gave up may still run. A killed holder's lock is taken over quietly (its
+    run is redone); RunInUseError naming the holder, with `remedy`, when another process has it."""
+    path = manifest.with_name(manifest.name.removesuffix(MANIFEST_SUFFIX) + suffix)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(hold(path, purpose, create_folder=create_folder, quiet_takeover=True))
+        except PathLockedError as error:
+            raise RunInUseError(str(error), remedy) from None
+        yield
