@@ -27,8 +27,10 @@ def test_rows_and_the_newest_point_per_key_follow_mlflows_order_step_then_timest
         timestamps=np.array([10, 50, 10, 99, 50, 7]),
         values=np.array([1.0, math.nan, 2.0, 9.0, math.inf, 4.0]),
     )
-    assert chunk_rows("r1", chunk)[:2] == [("a", 1.0, 10, 3, False, "r1"), ("b", 0.0, 50, 1, True, "r1")]
+    stored = sanitized(chunk.values)
+    assert chunk_rows("r1", chunk, stored)[:2] == [("a", 1.0, 10, 3, False, "r1"), ("b", 0.0, 50, 1, True, "r1")]
     # a: step 3 beats step 2; at step 3 and time 10 the larger value. b: step 1 at time 50, inf (stored max) > NaN (0)
-    assert newest_points(chunk) == {"a": (3, 10, 2.0, False), "b": (1, 50, 1.7976931348623157e308, False)}
+    assert newest_points(chunk, stored) == {"a": (3, 10, 2.0, False), "b": (1, 50, 1.7976931348623157e308, False)}
     empty = MetricChunk(["a"], np.array([], dtype=np.int64), np.array([]), np.array([]), np.array([]))
-    assert newest_points(empty) == {} and chunk_rows("r1", empty) == []
+    nothing = sanitized(empty.values)
+    assert newest_points(empty, nothing) == {} and chunk_rows("r1", empty, nothing) == []

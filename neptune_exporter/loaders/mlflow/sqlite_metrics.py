@@ -37,6 +37,7 @@ class SqliteMetricWriter:
         from mlflow.store.tracking.dbmodels.models import SqlMetric
 
         self.store = client._tracking_client.store  # the SqlAlchemyStore the client writes through
+        self.metric_model = SqlMetric
         self.run_id, self.lock, self.rows = run_id, lock, rows
         self.insert = (
             f"INSERT OR IGNORE INTO {SqlMetric.__tablename__} ({', '.join(COLUMNS)}) "
@@ -70,8 +71,9 @@ class SqliteMetricWriter:
         rows: list[tuple] = []
         newest: dict[str, tuple[int, int, float, bool]] = {}
         for chunk in self.pending:
-            rows += chunk_rows(self.run_id, chunk)
-            for key, point in newest_points(chunk).items():
+            stored = sanitized(chunk.values)
+            rows += chunk_rows(self.run_id, chunk, stored)
+            for key, point in newest_points(chunk, stored).items():
                 if key not in newest or point[:3] > newest[key][:3]:
                     newest[key] = point
         with self.lock, mlflow_errors(f"log {len(rows)} metric points"):
@@ -80,10 +82,8 @@ class SqliteMetricWriter:
         self.pending, self.pending_rows = [], 0
 
     def _write(self, rows: list[tuple], newest: dict[str, tuple[int, int, float, bool]]) -> None:
-        from mlflow.store.tracking.dbmodels.models import SqlMetric
-
         latest = [
-            SqlMetric(run_uuid=self.run_id, key=key, step=step, timestamp=stamp, value=value, is_nan=is_nan)
+            self.metric_model(run_uuid=self.run_id, key=key, step=step, timestamp=stamp, value=value, is_nan=is_nan)
             for key, (step, stamp, value, is_nan) in newest.items()
         ]
         with self.store.ManagedSessionMaker(read_only=False) as session:
@@ -95,9 +95,9 @@ class SqliteMetricWriter:
         self.flush()
 
 
-def chunk_rows(run_id: str, chunk: MetricChunk) -> list[tuple]:
-    """The chunk's points as `metrics` rows (COLUMNS order), values sanitized as MLflow stores them."""
-    is_nan, values = sanitized(chunk.values)
+def chunk_rows(run_id: str, chunk: MetricChunk, stored: tuple[np.ndarray, np.ndarray]) -> list[tuple]:
+    """The chunk's points as `metrics` rows (COLUMNS order); `stored`: `sanitized(chunk.values)`."""
+    is_nan, values = stored
     keys = [chunk.names[code] for code in chunk.codes.tolist()]
     return list(
         zip(
@@ -112,12 +112,12 @@ def chunk_rows(run_id: str, chunk: MetricChunk) -> list[tuple]:
     )
 
 
-def newest_points(chunk: MetricChunk) -> dict[str, tuple[int, int, float, bool]]:
+def newest_points(chunk: MetricChunk, stored: tuple[np.ndarray, np.ndarray]) -> dict[str, tuple[int, int, float, bool]]:
     """Each key's newest point of the chunk as (step, timestamp, stored value, is_nan): the largest by step, then
-    timestamp, then stored value, as MLflow picks a run's latest metric."""
+    timestamp, then stored value, as MLflow picks a run's latest metric (`stored`: `sanitized(chunk.values)`)."""
     if not chunk.values.size:
         return {}
-    is_nan, values = sanitized(chunk.values)
+    is_nan, values = stored
     order = np.lexsort((values, chunk.timestamps, chunk.steps, chunk.codes))  # last key sorts first
     codes = chunk.codes[order]
     last = order[np.flatnonzero(np.append(codes[1:] != codes[:-1], True))]
