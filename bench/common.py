@@ -319,9 +319,10 @@ def free_port() -> int:
 
 @dataclass
 class MlflowServer:
-    """`mlflow server` with SQLite and proxied artifacts on 127.0.0.1, one worker, no job execution."""
+    """`mlflow server` with SQLite and proxied artifacts on 127.0.0.1, `workers` uvicorn workers, no job execution."""
 
     folder: Path
+    workers: int = 1
     startup_timeout_s: float = 180.0
     url: str = ""
     process: subprocess.Popen | None = field(default=None, repr=False)
@@ -333,7 +334,7 @@ class MlflowServer:
             str(Path(sys.executable).with_name("mlflow")),
             "server",
             "--workers",
-            "1",
+            str(self.workers),
             "--backend-store-uri",
             f"sqlite:///{self.folder / 'mlflow.db'}",
             "--artifacts-destination",

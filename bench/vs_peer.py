@@ -47,6 +47,7 @@ EXPORT3_QUICK = Shape(runs=8, metrics=5, points=5_000, params=10, project="expor
 EXPORT2_QUICK = Shape(runs=4, metrics=5, points=2_000, params=10, project="export2")
 LOAD_QUICK = Shape(runs=4, metrics=5, points=2_000, params=10, project="load")
 
+MLFLOW_SERVER_WORKERS = 4
 TARGETS = {
     "export3": "<= 0.5 (8M points), <= 0.4 (80M)",
     "export2": "<= 0.5",
@@ -215,11 +216,13 @@ def warm_up_prefect(tools: Tools, token: str, shape: Shape, source: str) -> None
 
 
 def prepare_load_export(tools: Tools, shape: Shape, latency_ms: float) -> Path:
-    """One export (by the peer: the format both tools read) that every load side reads."""
+    """One export (by the peer: the format both tools read) that every load side reads; our Prefect database is
+    warmed up as for the exports (when only loads are measured, the first of ours would create it)."""
     root = tools.scratch / "load-export"
     root.mkdir(parents=True)
     with fake_neptune(shape, latency_ms) as fake:
         export_theirs(tools, fake.api_token, shape, root, "neptune3")
+        warm_up_prefect(tools, fake.api_token, shape, "neptune3")
     return root
 
 
@@ -242,8 +245,8 @@ def measure_mlflow_sqlite(tools: Tools, export: Path, repeats: int) -> dict[str,
 
 
 def measure_mlflow_http(tools: Tools, export: Path, repeats: int) -> dict[str, Measured]:
-    """Both into one `mlflow server`, each repeat under its own experiment names."""
-    with MlflowServer(tools.scratch / "mlflow-server") as server:
+    """Both into one `mlflow server` with 4 workers (issue 17's server), each repeat under its own experiment names."""
+    with MlflowServer(tools.scratch / "mlflow-server", workers=MLFLOW_SERVER_WORKERS) as server:
 
         def side(name: str) -> Callable[[int], ChildResult]:
             def once(repeat: int) -> ChildResult:

@@ -458,7 +458,9 @@ def test_bulk_points_into_sqlite_are_the_rows_mlflows_log_batch_writes(awkward_f
     bulk, batched = tmp_path / "bulk.db", tmp_path / "batched.db"
     assert all(r.status == "loaded" for r in run_load(options(tmp_path, f"sqlite:///{bulk}"), SETTINGS))
     monkeypatch.setattr(
-        MlflowLoader, "_metric_writer", lambda self, run_id: MetricBatcher(self.client, run_id, METRICS_PER_BATCH)
+        MlflowLoader,
+        "_metric_writer",
+        lambda self, run_id: MetricBatcher(self.client, run_id, METRICS_PER_BATCH, self._pacing),
     )
     assert all(r.status == "loaded" for r in run_load(options(tmp_path, f"sqlite:///{batched}"), SETTINGS))
     monkeypatch.undo()

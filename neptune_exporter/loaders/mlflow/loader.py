@@ -40,6 +40,7 @@ from neptune_exporter.loaders.mlflow.mapping import (
     RunMapping,
     Tags,
 )
+from neptune_exporter.loaders.mlflow.pacing import AdaptiveLimit
 from neptune_exporter.loaders.mlflow.provenance import (
     LINK_TAGS,
     TAG_FORK_PARENT_TARGET,
@@ -63,6 +64,7 @@ class MlflowLoader:
     experiment_name_template: str = DEFAULT_EXPERIMENT_TEMPLATE
     step_multiplier: int | None = None
     artifact_workers: int = 4
+    metric_requests_ceiling: int = 8  # at most this many metric requests in flight (pacing finds how many help)
     capabilities = MLFLOW
     _experiments: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -74,6 +76,7 @@ class MlflowLoader:
             )
         check_experiment_template(self.experiment_name_template)
         self._client: MlflowClient | None = None
+        self._pacing = AdaptiveLimit(self.metric_requests_ceiling)
 
     @property
     def client(self) -> MlflowClient:
@@ -91,6 +94,7 @@ class MlflowLoader:
             experiment_name_template=options.experiment_name_template or DEFAULT_EXPERIMENT_TEMPLATE,
             step_multiplier=options.step_multiplier,
             artifact_workers=max(2, settings.workers),
+            metric_requests_ceiling=2 * max(1, settings.workers),
         )
 
     # ---------------------------------------------------------------- target checks
@@ -235,7 +239,7 @@ class MlflowLoader:
         """Bulk inserts into a SQLite store (one writer in this process); batches of MLflow's limit to a server."""
         path = sqlite_store_path(self.tracking_uri)
         if path is None:
-            return MetricBatcher(self.client, target_id, METRICS_PER_BATCH)
+            return MetricBatcher(self.client, target_id, METRICS_PER_BATCH, self._pacing)
         return SqliteMetricWriter(self.client, target_id, store_lock(path))
 
     def _upload(self, target_id: str, export: ExportedRun, multiplier: int) -> tuple[int, int]:

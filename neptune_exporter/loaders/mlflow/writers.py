@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from math import isfinite
 from typing import Any
 
 from mlflow.entities import Metric
@@ -12,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from neptune_exporter import interrupt
 from neptune_exporter.loaders.mlflow.client import mlflow_errors
 from neptune_exporter.loaders.mlflow.mapping import ArtifactItem, MetricChunk
+from neptune_exporter.loaders.mlflow.pacing import AdaptiveLimit
 
 
 class BoundedPool:
@@ -61,35 +64,38 @@ class ArtifactUploader:
 
 
 class MetricBatcher:
-    """Packs metric points of any attributes into MLflow's per-request limit; a few requests in flight. Ctrl-C stops
-    it between two requests (`interrupt`): the run stays "loading", and the rerun redoes it."""
+    """Packs metric points of any attributes into MLflow's per-request limit; as many requests in flight as the load's
+    `pacing` allows. Ctrl-C stops it between two requests (`interrupt`): the run stays "loading", and the rerun redoes
+    it."""
 
-    def __init__(self, client: MlflowClient, run_id: str, limit: int, in_flight: int = 2):
-        self.client, self.run_id, self.limit = client, run_id, limit
-        self.jobs = BoundedPool(in_flight, "mlflow-metrics")
-        self.pending: list[Metric] = []
+    def __init__(self, client: MlflowClient, run_id: str, limit: int, pacing: AdaptiveLimit, threads: int = 4):
+        self.client, self.run_id, self.limit, self.pacing = client, run_id, limit, pacing
+        self.send = batch_sender(client, run_id)
+        self.jobs = BoundedPool(threads, "mlflow-metrics")
+        self.pending: list[Point] = []
         self.points = 0
 
     def add(self, chunk: MetricChunk) -> None:
-        names = chunk.names
-        rows = zip(
-            chunk.codes.tolist(), chunk.values.tolist(), chunk.timestamps.tolist(), chunk.steps.tolist(), strict=True
-        )
-        for code, value, stamp, step in rows:
-            self.pending.append(Metric(names[code], value, stamp, step))
-            if len(self.pending) >= self.limit:
-                self.flush()
+        keys = map(chunk.names.__getitem__, chunk.codes.tolist())
+        self.pending += zip(keys, chunk.values.tolist(), chunk.timestamps.tolist(), chunk.steps.tolist(), strict=True)
+        full = len(self.pending) - len(self.pending) % self.limit
+        for start in range(0, full, self.limit):
+            self._submit(self.pending[start : start + self.limit])
+        del self.pending[:full]
 
     def flush(self) -> None:
         if self.pending:
-            interrupt.raise_if_requested()
-            self.jobs.submit(self._post, self.pending)
-            self.points += len(self.pending)
-            self.pending = []
+            batch, self.pending = self.pending, []
+            self._submit(batch)
 
-    def _post(self, metrics: list[Metric]) -> None:
-        with mlflow_errors(f"log {len(metrics)} metric points"):
-            self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+    def _submit(self, batch: list[Point]) -> None:
+        interrupt.raise_if_requested()
+        self.jobs.submit(self._post, batch)
+        self.points += len(batch)
+
+    def _post(self, batch: list[Point]) -> None:
+        with self.pacing.slot(len(batch)), mlflow_errors(f"log {len(batch)} metric points"):
+            self.send(batch)
 
     def close(self) -> None:
         """Send what is pending and wait for every request."""
@@ -97,6 +103,42 @@ class MetricBatcher:
             self.flush()
         finally:
             self.jobs.close()
+
+
+Point = tuple[str, float, int, int]  # key, value, timestamp (ms), step
+
+
+def batch_sender(client: MlflowClient, run_id: str) -> Callable[[list[Point]], None]:
+    """How one batch of points reaches the store: to a tracking server, the `log-batch` request's JSON written
+    straight from the points (MLflow's client builds a protobuf message per point, then converts it to JSON: most of
+    a load's client time); to any other store, `log_batch`."""
+    from mlflow.protos.service_pb2 import LogBatch
+    from mlflow.store.tracking.rest_store import RestStore
+
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if isinstance(store, RestStore):
+        return lambda batch: store._call_endpoint(LogBatch, log_batch_json(run_id, batch))
+
+    def log_batch(batch: list[Point]) -> None:
+        client.log_batch(run_id, metrics=[Metric(*point) for point in batch], synchronous=True)
+
+    return log_batch
+
+
+def log_batch_json(run_id: str, batch: list[Point]) -> str:
+    """The body MLflow's client sends for these points: the protobuf JSON of `LogBatch` (non-finite values as the
+    strings "NaN", "Infinity", "-Infinity"; int64 fields as numbers, as MLflow sends them)."""
+    metrics = [
+        {"key": key, "value": value if isfinite(value) else nonfinite_text(value), "timestamp": stamp, "step": step}
+        for key, value, stamp, step in batch
+    ]
+    return json.dumps({"run_id": run_id, "metrics": metrics}, allow_nan=False)
+
+
+def nonfinite_text(value: float) -> str:
+    if value != value:
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 def chunks_of(mapping: dict[str, str], size: int) -> Iterator[dict[str, str]]:
