@@ -61,11 +61,17 @@ class AdaptiveLimit:
                 self._cond.notify_all()
 
     def _set_in_flight(self, count: int) -> None:
-        now = self.clock()
-        if self.in_flight >= self.limit and self.saturated_since is not None:
-            self.saturated_s += now - self.saturated_since
+        now = self._count_saturation()
         self.in_flight = count
         self.saturated_since = now if count >= self.limit else None
+
+    def _count_saturation(self) -> float:
+        """Add the time the limit has been reached since it was last counted; the current time."""
+        now = self.clock()
+        if self.saturated_since is not None:
+            self.saturated_s += now - self.saturated_since
+            self.saturated_since = now
+        return now
 
     def _start_window(self) -> None:
         self.window_started = self.clock()
@@ -74,9 +80,7 @@ class AdaptiveLimit:
         self.saturated_since = self.window_started if self.in_flight >= self.limit else None
 
     def _end_window(self) -> None:
-        now = self.clock()
-        if self.saturated_since is not None:
-            self.saturated_s += now - self.saturated_since
+        now = self._count_saturation()
         elapsed = now - self.window_started
         if elapsed > 0 and self.saturated_s >= SATURATED * elapsed:
             self._judge(self.window_points / elapsed)

@@ -69,7 +69,7 @@ class MetricBatcher:
     it."""
 
     def __init__(self, client: MlflowClient, run_id: str, limit: int, pacing: AdaptiveLimit, threads: int = 4):
-        self.client, self.run_id, self.limit, self.pacing = client, run_id, limit, pacing
+        self.limit, self.pacing = limit, pacing
         self.send = batch_sender(client, run_id)
         self.jobs = BoundedPool(threads, "mlflow-metrics")
         self.pending: list[Point] = []
