@@ -6,7 +6,8 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,41 +228,53 @@ def prepare_load_export(tools: Tools, shape: Shape, latency_ms: float) -> Path:
 
 
 def measure_mlflow_sqlite(tools: Tools, export: Path, repeats: int) -> dict[str, Measured]:
+    return measure_mlflow(tools, export, repeats, "mlflow-sqlite", sqlite_store)
+
+
+def measure_mlflow_http(tools: Tools, export: Path, repeats: int) -> dict[str, Measured]:
+    return measure_mlflow(tools, export, repeats, "mlflow-http", server_store)
+
+
+@contextmanager
+def sqlite_store(folder: Path) -> Iterator[str]:
+    """A fresh `sqlite:///` file in `folder`."""
+    yield f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@contextmanager
+def server_store(folder: Path) -> Iterator[str]:
+    """A fresh `mlflow server` with 4 workers (issue 17's server) over its own SQLite file in `folder`.
+
+    Fresh for each load, not one server for all: every repeat loads the same points (same keys, timestamps and steps),
+    and MLflow's metrics primary key orders by key, timestamp, step, so each copy's rows land between all earlier
+    copies' rows and each load costs the server more than the one before, whichever tool makes it. A migration loads
+    each point once; a fresh server gives every measurement the same store.
+    """
+    with MlflowServer(folder / "server", workers=MLFLOW_SERVER_WORKERS) as server:
+        yield server.url
+
+
+def measure_mlflow(
+    tools: Tools, export: Path, repeats: int, label: str, store: Callable[[Path], AbstractContextManager[str]]
+) -> dict[str, Measured]:
+    """Both tools load the export into MLflow, each load into a fresh tracking store made by `store`."""
+
     def side(name: str) -> Callable[[int], ChildResult]:
         def once(repeat: int) -> ChildResult:
-            folder = tools.scratch / f"mlflow-sqlite-{name}-{repeat}"
+            folder = tools.scratch / f"{label}-{name}-{repeat}"
             folder.mkdir(parents=True)
-            target = ["--mlflow-tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]
-            if name == "ours":
-                result = load_ours(tools, export, ["--target", "mlflow", *target], {}, folder)
-            else:
-                result = load_theirs(tools, export, ["--loader", "mlflow", *target], {}, folder / "peer.log")
+            with store(folder) as uri:
+                target = ["--mlflow-tracking-uri", uri]
+                if name == "ours":
+                    result = load_ours(tools, export, ["--target", "mlflow", *target], {}, folder)
+                else:
+                    result = load_theirs(tools, export, ["--loader", "mlflow", *target], {}, folder / "peer.log")
             shutil.rmtree(folder, ignore_errors=True)
             return result
 
         return once
 
     return alternate_sides({"ours": side("ours"), "theirs": side("theirs")}, repeats)
-
-
-def measure_mlflow_http(tools: Tools, export: Path, repeats: int) -> dict[str, Measured]:
-    """Both into one `mlflow server` with 4 workers (issue 17's server), each repeat under its own experiment names."""
-    with MlflowServer(tools.scratch / "mlflow-server", workers=MLFLOW_SERVER_WORKERS) as server:
-
-        def side(name: str) -> Callable[[int], ChildResult]:
-            def once(repeat: int) -> ChildResult:
-                log = tools.scratch / f"mlflow-http-{name}-{repeat}" / "peer.log"
-                log.parent.mkdir(parents=True)
-                target = ["--mlflow-tracking-uri", server.url]
-                if name == "ours":
-                    template = ["--experiment-name-template", f"ours-{repeat}/{{project}}/{{experiment}}"]
-                    return load_ours(tools, export, ["--target", "mlflow", *target, *template], {}, log.parent)
-                prefix = ["--name-prefix", f"theirs-{repeat}"]
-                return load_theirs(tools, export, ["--loader", "mlflow", *target, *prefix], {}, log)
-
-            return once
-
-        return alternate_sides({"ours": side("ours"), "theirs": side("theirs")}, repeats)
 
 
 def measure_wandb_offline(tools: Tools, export: Path, repeats: int) -> dict[str, Measured]:
