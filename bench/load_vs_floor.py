@@ -385,7 +385,7 @@ def side_main(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench_arguments(__doc__, "small export (about two minutes)", quick_repeats=2, latency_ms=None)
+    parser = bench_arguments(__doc__, "small export, one repeat", quick_repeats=1, latency_ms=None)
     parser.add_argument(
         "--targets", default="mlflow,wandb", help="comma-separated: mlflow, wandb, goodseed, zenml, comet"
     )

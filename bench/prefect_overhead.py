@@ -34,11 +34,11 @@ FULL = Shape(
     runs=200, metrics=20, points=20_000, params=50, string_series=2, histograms=1, files=3, file_size=1024 * 1024
 )
 QUICK = Shape(
-    runs=40, metrics=20, points=1_000, params=50, string_series=2, histograms=1, files=1, file_size=256 * 1024
+    runs=20, metrics=20, points=1_000, params=50, string_series=2, histograms=1, files=1, file_size=256 * 1024
 )
 # The worst case for Prefect: runs so small that the per-run bookkeeping is most of the work.
 TINY_FULL = Shape(runs=200, metrics=5, points=200, params=20, string_series=1, project="tiny")
-TINY_QUICK = Shape(runs=40, metrics=5, points=200, params=20, string_series=1, project="tiny")
+TINY_QUICK = Shape(runs=20, metrics=5, points=200, params=20, string_series=1, project="tiny")
 
 
 def cli_export(
@@ -74,13 +74,16 @@ def library_export(token: str, project_id: str, root: Path, workers: int, runs_r
     return result
 
 
-def measure(shape: Shape, latency_ms: float, workers: int, repeats: int, empty: bool) -> dict[str, list[float]]:
-    """Whole-command wall seconds of both sides, interleaved; with `empty`, also both with a selection of no run."""
+def measure(
+    shape: Shape, latency_ms: float, workers: int, repeats: int, empty: bool, prefect_home: Path
+) -> dict[str, list[float]]:
+    """Whole-command wall seconds of both sides, interleaved; with `empty`, also both with a selection of no run.
+    The CLI's PREFECT_HOME is created by a first command matching no run, before any clock, unless it exists."""
     walls: dict[str, list[float]] = {}
     with fake_neptune(shape, latency_ms) as fake, tempfile.TemporaryDirectory(prefix="bench-prefect-") as tmp:
         scratch, token, project = Path(tmp), fake.api_token, shape.project_id
-        prefect_home = scratch / "prefect-home"
-        cli_export(token, project, scratch / "warm-up", workers, prefect_home, NO_RUN)  # creates Prefect's database
+        if not prefect_home.exists():
+            cli_export(token, project, scratch / "warm-up", workers, prefect_home, NO_RUN)  # creates its database
         sides = {
             "cli": lambda root: cli_export(token, project, root, workers, prefect_home),
             "library": lambda root: library_export(token, project, root, workers),
@@ -139,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.workers} workers; {args.repeats} repeats"
     )
     try:
-        walls = measure(shape, args.latency_ms, args.workers, args.repeats, empty=True)
-        tiny = measure(tiny_shape, args.latency_ms, args.workers, args.repeats, empty=False)
+        with tempfile.TemporaryDirectory(prefix="bench-prefect-home-") as home:
+            prefect_home = Path(home) / "prefect-home"  # one for both shapes, as a user's
+            walls = measure(shape, args.latency_ms, args.workers, args.repeats, True, prefect_home)
+            tiny = measure(tiny_shape, args.latency_ms, args.workers, args.repeats, False, prefect_home)
     except (ImportError, RuntimeError, OSError) as error:
         return cannot_run(NAME, str(error))
     report(walls, tiny, shape, tiny_shape)
