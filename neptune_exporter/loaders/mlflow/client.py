@@ -108,3 +108,9 @@ def tracking_client(tracking_uri: str) -> MlflowClient:
     client = MlflowClient(tracking_uri=tracking_uri)
     path = sqlite_store_path(tracking_uri)
     return client if path is None else OneWriterClient(client, store_lock(path))  # type: ignore[return-value]
+
+
+def tracking_store(client: MlflowClient) -> Any:
+    """The store a client writes through (a `RestStore` for a server, a `SqlAlchemyStore` for a database): MLflow's
+    private `_tracking_client.store`, kept in reach by the pinned MLflow versions."""
+    return client._tracking_client.store

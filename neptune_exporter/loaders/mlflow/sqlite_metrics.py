@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from neptune_exporter import interrupt
-from neptune_exporter.loaders.mlflow.client import mlflow_errors
+from neptune_exporter.loaders.mlflow.client import mlflow_errors, tracking_store
 from neptune_exporter.loaders.mlflow.mapping import MetricChunk
 
 ROWS_PER_TRANSACTION = 50_000
@@ -36,7 +36,7 @@ class SqliteMetricWriter:
     def __init__(self, client: Any, run_id: str, lock: threading.Lock, rows: int = ROWS_PER_TRANSACTION):
         from mlflow.store.tracking.dbmodels.models import SqlMetric
 
-        self.store = client._tracking_client.store  # the SqlAlchemyStore the client writes through
+        self.store = tracking_store(client)  # the SqlAlchemyStore the client writes through
         self.metric_model = SqlMetric
         self.run_id, self.lock, self.rows = run_id, lock, rows
         self.insert = (

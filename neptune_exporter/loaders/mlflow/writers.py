@@ -12,7 +12,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from neptune_exporter import interrupt
-from neptune_exporter.loaders.mlflow.client import mlflow_errors
+from neptune_exporter.loaders.mlflow.client import mlflow_errors, tracking_store
 from neptune_exporter.loaders.mlflow.mapping import ArtifactItem, MetricChunk
 from neptune_exporter.loaders.mlflow.pacing import AdaptiveLimit
 
@@ -115,7 +115,7 @@ def batch_sender(client: MlflowClient, run_id: str) -> Callable[[list[Point]], N
     from mlflow.protos.service_pb2 import LogBatch
     from mlflow.store.tracking.rest_store import RestStore
 
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    store = tracking_store(client)
     if isinstance(store, RestStore):
         return lambda batch: store._call_endpoint(LogBatch, log_batch_json(run_id, batch))
 
